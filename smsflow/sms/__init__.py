@@ -1,0 +1,1 @@
+"""SMS domain code shared by connectors and streams: text codecs, UDH, segmentation."""
