@@ -1,0 +1,129 @@
+"""SSRF guard: webhook URLs are chosen by customers, so they must not reach our own network.
+
+Two checkpoints, both on the addresses aiohttp really uses:
+
+* :class:`GuardedResolver` resolves a host name and refuses it if *any* resolved address is blocked (a mixed
+  answer is how DNS-rebinding and "first public, then private" tricks are played);
+* :func:`guarded_socket_factory` is handed to the connector and checks the exact socket address right before
+  ``connect()`` — this also covers literal IPs (aiohttp does not resolve those) and what a DNS cache holds.
+
+Because the connector connects only to what the resolver returned, and the socket factory sees the address
+itself, there is no window between "check" and "connect" for a second DNS answer to slip into.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+class BlockedAddress(OSError):
+    """Connecting to this address is refused by the egress policy."""
+
+    def __init__(self, host: str, address: str, reason: str) -> None:
+        super().__init__(f"{host} -> {address} is blocked by the egress policy ({reason})")
+        self.host = host
+        self.address = address
+        self.reason = reason
+
+
+def _networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(v, strict=False) for v in values)
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which destination addresses webhooks may reach.
+
+    By default only globally routable unicast addresses pass. ``allow`` lists networks to let through anyway
+    (e.g. ``127.0.0.0/8`` for a local demo); ``deny`` adds networks to block (e.g. your own public ranges).
+    """
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    _allow: tuple[IPNetwork, ...] = field(init=False, repr=False, compare=False)
+    _deny: tuple[IPNetwork, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_allow", _networks(self.allow))
+        object.__setattr__(self, "_deny", _networks(self.deny))
+
+    def blocked_reason(self, address: str) -> str | None:
+        """Why ``address`` may not be connected to, or None if it may."""
+        try:
+            ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return "not an IP address"
+        # An IPv4 address wrapped in IPv6 is judged as the IPv4 address it reaches.
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            elif ip in _NAT64:
+                ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if any(ip in net for net in self._allow if net.version == ip.version):
+            return None
+        if any(ip in net for net in self._deny if net.version == ip.version):
+            return "denied network"
+        if ip.is_loopback:
+            return "loopback"
+        if ip.is_link_local:
+            return "link-local"
+        if ip.is_multicast:
+            return "multicast"
+        if ip.is_unspecified:
+            return "unspecified"
+        if ip.is_private:
+            return "private"
+        if ip.is_reserved:
+            return "reserved"
+        if not ip.is_global:
+            return "not globally routable"
+        return None
+
+    def check(self, host: str, address: str) -> None:
+        reason = self.blocked_reason(address)
+        if reason is not None:
+            raise BlockedAddress(host, address, reason)
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves with ``inner`` and refuses the whole answer if any address is blocked."""
+
+    def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None) -> None:
+        self._policy = policy
+        self._inner = inner
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if self._inner is None:
+            self._inner = DefaultResolver()
+        results = await self._inner.resolve(host, port, family)
+        for r in results:
+            self._policy.check(host, r["host"])
+        return results
+
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
+
+
+def guarded_socket_factory(policy: AddressPolicy) -> Any:
+    """A connector ``socket_factory`` that checks the address each socket is about to connect to."""
+
+    def factory(addr_info: tuple[Any, ...]) -> socket.socket:
+        family, type_, proto, _, sockaddr = addr_info
+        policy.check(str(sockaddr[0]), str(sockaddr[0]))
+        return socket.socket(family=family, type=type_, proto=proto)
+
+    return factory

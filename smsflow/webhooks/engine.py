@@ -1,0 +1,130 @@
+"""One delivery attempt end to end: send, judge, schedule, watch the endpoint, say what to publish.
+
+This is the seam the Kafka delivery agent calls. It does no Kafka I/O itself: the returned
+:class:`DeliveryOutcome` says which events to publish on ``sms.delivery.v1``, whether to put the messages on a
+delay topic (and for when) or on the dead-letter topic, and whether the endpoint was disabled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from smsflow.webhooks.model import (
+    AttemptResult,
+    DeliveryEvent,
+    DeliveryState,
+    Subscription,
+    redact_url,
+    utcnow,
+)
+from smsflow.webhooks.policy import Action, EndpointCircuit, RetryDecision, RetryPolicy
+from smsflow.webhooks.sender import WebhookSender, webhook_id_for
+from smsflow.webhooks.store import SubscriptionStore
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    result: AttemptResult | None  # None when nothing was attempted (endpoint disabled)
+    decision: RetryDecision
+    events: list[DeliveryEvent] = field(default_factory=list)
+    disabled_reason: str | None = None  # set when this attempt switched the endpoint off
+
+
+class DeliveryEngine:
+    def __init__(
+        self,
+        sender: WebhookSender,
+        *,
+        policy: RetryPolicy | None = None,
+        circuit: EndpointCircuit | None = None,
+        store: SubscriptionStore | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.sender = sender
+        self.policy = policy or RetryPolicy()
+        self.circuit = circuit or EndpointCircuit()
+        self._store = store
+        self._clock = clock
+        if store is not None:
+            store.add_listener(self._on_subscription_change)
+
+    async def _on_subscription_change(self, subscription_id: str, sub: Subscription | None) -> None:
+        if sub is None:
+            self.sender.forget(subscription_id)
+            self.circuit.reset(subscription_id)
+        elif sub.enabled:
+            snapshot = self.circuit.snapshot(subscription_id)
+            if snapshot and snapshot.get("tripped"):
+                self.circuit.reset(subscription_id)  # re-enabled by an operator: start a fresh streak
+
+    async def attempt(
+        self,
+        sub: Subscription,
+        messages: list[dict[str, Any]],
+        attempt: int,
+        first_attempt_at: datetime,
+        trace_headers: Mapping[str, str] | None = None,
+    ) -> DeliveryOutcome:
+        """Deliver ``messages`` (one, or a batch) to ``sub`` as attempt number ``attempt`` (1-based)."""
+        now = self._clock()
+        if not sub.enabled:
+            reason = f"endpoint disabled: {sub.disabled_reason or 'by request'}"
+            decision = RetryDecision(Action.DEAD_LETTER, DeliveryState.FAILED, reason)
+            events = [
+                DeliveryEvent(
+                    ts=now,
+                    state=DeliveryState.FAILED,
+                    message_id=str(m["message_id"]),
+                    subscription_id=sub.id,
+                    webhook_id=webhook_id_for(sub, messages),
+                    attempt=attempt,
+                    error=reason,
+                    url=redact_url(sub.url),
+                    batch_size=len(messages),
+                )
+                for m in messages
+            ]
+            return DeliveryOutcome(None, decision, events)
+
+        result = await self.sender.deliver(sub, messages, attempt, trace_headers)
+        now = self._clock()
+        decision = self.policy.decide(result, first_attempt_at, now)
+        events = [
+            DeliveryEvent.from_attempt(
+                result,
+                decision.state,
+                mid,
+                next_attempt_at=decision.next_attempt_at,
+                error=None if decision.action is Action.DONE else decision.reason,
+                ts=now,
+            )
+            for mid in result.message_ids
+        ]
+        trip = self.circuit.record_attempt(result, now)
+        disabled_reason = decision.reason if decision.disable_endpoint else None
+        if trip is None and decision.action is Action.DEAD_LETTER:
+            trip = self.circuit.record_dead_letter(sub.id, now)
+        if disabled_reason is None and trip is not None:
+            disabled_reason = trip.reason
+        if disabled_reason is not None:
+            events.append(
+                DeliveryEvent.from_attempt(
+                    result,
+                    DeliveryState.ENDPOINT_DISABLED,
+                    result.message_ids[0],
+                    error=disabled_reason,
+                    ts=now,
+                )
+            )
+            if self._store is not None:
+                current = await self._store.get(sub.id)
+                if current is not None and current.enabled:
+                    await self._store.put(
+                        current.model_copy(
+                            update={"enabled": False, "disabled_reason": disabled_reason, "updated_at": now}
+                        )
+                    )
+        return DeliveryOutcome(result, decision, events, disabled_reason)

@@ -1,0 +1,190 @@
+"""Subscriptions kept in the compacted topic ``sms.subscriptions.v1`` and read back as a table.
+
+Every process that needs subscriptions (delivery workers, the API) materialises the whole topic in memory:
+it reads from the beginning to the end at start-up, then follows the topic, so a change made through any API
+instance reaches every worker within a poll interval, without restarts. Writes are acknowledged by the broker
+(acks=all) before ``put`` returns; the writer's own view is updated at once (read-your-writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from smsflow.config import SubscriptionConfig
+from smsflow.producer import AsyncProducer, producer_conf
+from smsflow.schemas import SUBSCRIPTIONS_TOPIC
+from smsflow.webhooks.model import (
+    MessageFilter,
+    SigningSecret,
+    Subscription,
+    subscription_from_kafka,
+    subscription_record_key,
+    subscription_to_record,
+)
+from smsflow.webhooks.secretbox import SecretBox
+from smsflow.webhooks.store import SubscriptionStore
+
+log = logging.getLogger(__name__)
+
+
+class TopicSubscriptionStore(SubscriptionStore):
+    def __init__(
+        self, bootstrap: str, box: SecretBox | None = None, topic: str = SUBSCRIPTIONS_TOPIC
+    ) -> None:
+        super().__init__()
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.box = box or SecretBox.from_env()
+        self._subs: dict[str, Subscription] = {}
+        self._producer: AsyncProducer | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loaded = threading.Event()
+        self._error: BaseException | None = None
+
+    async def start(self, timeout: float = 30.0) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._producer = AsyncProducer(producer_conf(self.bootstrap))
+        self._thread = threading.Thread(target=self._follow, name="subscriptions-follow", daemon=True)
+        self._thread.start()
+        ok = await asyncio.to_thread(self._loaded.wait, timeout)
+        if self._error is not None:
+            raise self._error
+        if not ok:
+            raise TimeoutError(f"{self.topic}: not loaded within {timeout:g}s")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5.0)
+        if self._producer is not None:
+            await self._producer.close()
+
+    def _follow(self) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                # never commits: this is a table read from the start, not a queue
+                "group.id": f"smsflow-subscriptions-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+            }
+        )
+        try:
+            md = consumer.list_topics(self.topic, timeout=10)
+            tmeta = md.topics.get(self.topic)
+            if tmeta is None or tmeta.error is not None:
+                raise RuntimeError(f"{self.topic}: topic not found (apply infra/topics.yaml)")
+            parts = [TopicPartition(self.topic, p, 0) for p in tmeta.partitions]
+            consumer.assign(parts)
+            remaining = set(tmeta.partitions)
+            for p in list(remaining):
+                lo, hi = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+                if hi <= lo:
+                    remaining.discard(p)
+            if not remaining:
+                self._loaded.set()
+            while not self._stop.is_set():
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        remaining.discard(msg.partition())
+                        if not remaining:
+                            self._loaded.set()
+                    continue
+                try:
+                    sub_id, sub = subscription_from_kafka(msg.key() or b"", msg.value(), self.box)
+                except Exception as exc:
+                    log.error(
+                        "%s@%d: unreadable subscription record skipped: %s", self.topic, msg.offset(), exc
+                    )
+                    continue
+                self._apply(sub_id, sub)
+        except BaseException as exc:
+            self._error = exc
+            self._loaded.set()
+        finally:
+            consumer.close()
+
+    def _apply(self, sub_id: str, sub: Subscription | None) -> None:
+        if sub is None:
+            changed = self._subs.pop(sub_id, None) is not None
+        else:
+            changed = self._subs.get(sub_id) != sub
+            self._subs[sub_id] = sub
+        if changed and self._loop is not None and self._loaded.is_set():
+            with contextlib.suppress(RuntimeError):
+                asyncio.run_coroutine_threadsafe(self._notify(sub_id, sub), self._loop)
+
+    async def get(self, subscription_id: str) -> Subscription | None:
+        return self._subs.get(subscription_id)
+
+    async def list(self, owner: str | None = None) -> list[Subscription]:
+        subs = [s for s in self._subs.values() if owner is None or s.owner == owner]
+        return sorted(subs, key=lambda s: (s.created_at, s.id))
+
+    async def put(self, sub: Subscription) -> None:
+        assert self._producer is not None, "start() first"
+        await self._producer.send(
+            self.topic, subscription_to_record(sub, self.box), key=subscription_record_key(sub.id)
+        )
+        self._subs[sub.id] = sub
+        await self._notify(sub.id, sub)
+
+    async def delete(self, subscription_id: str) -> bool:
+        assert self._producer is not None, "start() first"
+        existed = subscription_id in self._subs
+        await self._producer.send(self.topic, None, key=subscription_record_key(subscription_id))
+        self._subs.pop(subscription_id, None)
+        if existed:
+            await self._notify(subscription_id, None)
+        return existed
+
+
+def subscription_from_config(sc: SubscriptionConfig, existing: Subscription | None = None) -> Subscription:
+    secret = sc.secret()
+    secrets = [SigningSecret.new(secret)]
+    if existing is not None and existing.secrets[0].value.get_secret_value() == secret:
+        secrets = list(existing.secrets)
+    fields: dict[str, Any] = {
+        "id": sc.id,
+        "owner": "config",
+        "url": sc.url,
+        "secrets": secrets,
+        "filters": MessageFilter(
+            destination_numbers=sc.destinations,
+            destination_prefixes=sc.destination_prefixes,
+            countries=sc.countries,
+            otp_only=sc.otp_only,
+        ),
+        "timeout_seconds": sc.timeout_s,
+        "max_in_flight": sc.max_in_flight,
+    }
+    if existing is not None:
+        fields["created_at"] = existing.created_at
+        fields["enabled"] = existing.enabled
+        fields["disabled_reason"] = existing.disabled_reason
+    return Subscription(**fields)
+
+
+async def seed_subscriptions(store: SubscriptionStore, configured: list[SubscriptionConfig]) -> None:
+    """Make the topic hold the subscriptions the config file declares (idempotent)."""
+    for sc in configured:
+        existing = await store.get(sc.id)
+        wanted = subscription_from_config(sc, existing)
+        if existing is None or wanted.model_dump(exclude={"updated_at"}) != existing.model_dump(
+            exclude={"updated_at"}
+        ):
+            await store.put(wanted)
