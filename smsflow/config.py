@@ -1,0 +1,194 @@
+"""The one YAML config file every process takes with ``--config``.
+
+Validation errors name the field path (``carriers[1].port: ...``) so an operator can fix the file without
+reading code. Secrets never live in the file: it names environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names every bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class KafkaConfig(_Strict):
+    bootstrap_servers: str | None = Field(
+        default=None, description="host:port list; empty = start the local single-node broker"
+    )
+    partitions: int = Field(default=6, ge=1, description="partitions for topics the manifest creates")
+    replication_factor: int = Field(default=1, ge=1)
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username_env: str | None = None
+    sasl_password_env: str | None = None
+
+
+class RegistryConfig(_Strict):
+    url: str | None = Field(default=None, description="Confluent-compatible registry; empty = embedded")
+    basic_auth_user_env: str | None = None
+    basic_auth_password_env: str | None = None
+
+
+class TracingConfig(_Strict):
+    zipkin_url: str | None = Field(default=None, description="e.g. http://127.0.0.1:9411/api/v2/spans")
+    otlp_endpoint: str | None = None
+    service_name_prefix: str = "smsflow"
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class ReconnectConfig(_Strict):
+    initial_s: float = Field(default=1.0, gt=0)
+    max_s: float = Field(default=30.0, gt=0)
+
+
+class CarrierConfig(_Strict):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    route_id: str = Field(min_length=1)
+    protocol: Literal["smpp"] = "smpp"
+    host: str = Field(min_length=1)
+    port: Port
+    system_id: str = Field(min_length=1, max_length=15)
+    password_env: str = Field(min_length=1, description="name of the env var holding the bind password")
+    system_type: str = Field(default="", max_length=12)
+    bind: Literal["receiver", "transceiver"] = "transceiver"
+    interface_version: Literal["3.4", "5.0"] = "3.4"
+    address_range: str = ""
+    enquire_link_s: float = Field(default=30.0, gt=0)
+    response_timeout_s: float = Field(default=10.0, gt=0)
+    window: int = Field(default=32, ge=1, le=1024, description="deliver_sm in flight before we stop reading")
+    sessions: int = Field(default=1, ge=1, le=16, description="parallel binds to this carrier")
+    default_region: str | None = Field(default=None, description="ISO region for national numbers, e.g. CN")
+    gsm_default_alphabet: Literal["gsm7", "ascii", "latin1"] = "gsm7"
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+    def password(self) -> str:
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise ConfigError(
+                f"carriers[{self.id}].password_env: environment variable {self.password_env} is not set"
+            )
+        return value
+
+
+class SubscriptionConfig(_Strict):
+    """A webhook subscription declared in the file (demo and bootstrap); the API manages the rest."""
+
+    id: str = Field(min_length=1)
+    url: str = Field(pattern=r"^https?://")
+    secret_env: str = Field(min_length=1, description="env var holding the whsec_ signing secret")
+    destinations: list[str] = Field(default_factory=list)
+    destination_prefixes: list[str] = Field(default_factory=list)
+    countries: list[str] = Field(default_factory=list)
+    otp_only: bool = False
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_in_flight: int = Field(default=16, ge=1)
+
+    def secret(self) -> str:
+        value = os.environ.get(self.secret_env)
+        if value is None:
+            raise ConfigError(
+                f"subscriptions[{self.id}].secret_env: environment variable {self.secret_env} is not set"
+            )
+        return value
+
+
+class PipelineConfig(_Strict):
+    reassembly_timeout_s: float = Field(default=60.0, gt=0)
+    incomplete_policy: Literal["emit", "dead_letter"] = "emit"
+    dedup_window_s: float = Field(default=600.0, gt=0)
+    tick_interval_s: float = Field(default=1.0, gt=0)
+    delivery_batch: int = Field(default=256, ge=1)
+
+
+class WebhookDeliveryConfig(_Strict):
+    block_private_addresses: bool = True
+    https_only: bool = False
+    ca_bundle: str | None = None
+
+
+class Config(_Strict):
+    app_id: str = Field(default="smsflow", pattern=r"^[A-Za-z0-9_.-]+$")
+    kafka: KafkaConfig = KafkaConfig()
+    schema_registry: RegistryConfig = RegistryConfig()
+    tracing: TracingConfig = TracingConfig()
+    carriers: list[CarrierConfig] = Field(default_factory=list)
+    subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
+    pipeline: PipelineConfig = PipelineConfig()
+    webhooks: WebhookDeliveryConfig = WebhookDeliveryConfig()
+    data_dir: str = Field(default=".work/data", description="Faust table state and local services")
+
+    @model_validator(mode="after")
+    def _cross_field_checks(self) -> Config:
+        for name, ids in (
+            ("carriers", [c.id for c in self.carriers]),
+            ("subscriptions", [s.id for s in self.subscriptions]),
+        ):
+            seen: set[str] = set()
+            for i, item_id in enumerate(ids):
+                if item_id in seen:
+                    raise ValueError(f"{name}[{i}].id: duplicate id {item_id!r}")
+                seen.add(item_id)
+        for i, c in enumerate(self.carriers):
+            if c.reconnect.max_s < c.reconnect.initial_s:
+                raise ValueError(f"carriers[{i}].reconnect.max_s: must be >= initial_s")
+        return self
+
+    def bootstrap_servers(self) -> str | None:
+        """KAFKA_BOOTSTRAP_SERVERS in the environment wins over the file."""
+        return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or self.kafka.bootstrap_servers
+
+    def registry_url(self) -> str | None:
+        return os.environ.get("SCHEMA_REGISTRY_URL") or self.schema_registry.url
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            path = _field_path(tuple(err["loc"]))
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}: {msg}" if path else msg)
+        raise ConfigError(f"{source}: invalid config\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    return parse_config(data, str(p))

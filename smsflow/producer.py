@@ -1,0 +1,101 @@
+"""The one way smsflow writes to Kafka: acks=all, idempotent, bounded linger, awaited from asyncio.
+
+A carrier is acknowledged only after ``send`` returns, i.e. after the broker confirmed the write to all
+in-sync replicas. If the write fails or times out ``send`` raises ``KafkaUnavailable`` and the connector
+answers the carrier with a temporary error so it retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+
+class KafkaUnavailable(RuntimeError):
+    """The record is not stored; the caller must not acknowledge its source."""
+
+
+def producer_conf(bootstrap: str, **overrides: Any) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 2,
+        "compression.type": "lz4",
+        # Bounded so a carrier (typical response timeout 10-60 s) hears a temporary error from us first.
+        "request.timeout.ms": 3000,
+        "message.timeout.ms": 5000,
+        "socket.connection.setup.timeout.ms": 3000,
+        "reconnect.backoff.max.ms": 1000,
+    }
+    conf.update(overrides)
+    return conf
+
+
+class AsyncProducer:
+    """confluent-kafka Producer with delivery reports bridged into asyncio futures."""
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self._producer = Producer(conf)
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> Message:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Message] = loop.create_future()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if fut.cancelled():
+                return
+            if err is not None:
+                loop.call_soon_threadsafe(_set_exc, fut, KafkaUnavailable(f"{topic}: {err.str()}"))
+            else:
+                loop.call_soon_threadsafe(_set_result, fut, msg)
+
+        kwargs: dict[str, Any] = {"value": value, "key": key, "on_delivery": on_delivery}
+        if headers:
+            kwargs["headers"] = headers
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                break
+            except BufferError:
+                await asyncio.sleep(0.01)  # local queue full: back-pressure, do not drop
+            except Exception as exc:  # KafkaException for unknown topic etc.
+                raise KafkaUnavailable(f"{topic}: {exc}") from exc
+        return await fut
+
+    async def flush(self, timeout: float = 10.0) -> int:
+        return await asyncio.to_thread(self._producer.flush, timeout)
+
+    async def close(self, timeout: float = 10.0) -> None:
+        await self.flush(timeout)
+        self._closed.set()
+        await asyncio.to_thread(self._poller.join, 2.0)
+
+
+def _set_result(fut: asyncio.Future[Message], msg: Message) -> None:
+    if not fut.done():
+        fut.set_result(msg)
+
+
+def _set_exc(fut: asyncio.Future[Message], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

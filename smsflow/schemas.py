@@ -1,0 +1,42 @@
+"""The Avro contracts in ``schemas/`` and the topics they belong to."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+RAW_TOPIC = "sms.raw.v1"
+INBOUND_TOPIC = "sms.inbound.v1"
+RECEIPTS_TOPIC = "sms.receipts.v1"
+QUARANTINE_TOPIC = "sms.quarantine.v1"
+DELIVERY_TOPIC = "sms.delivery.v1"
+SUBSCRIPTIONS_TOPIC = "sms.subscriptions.v1"
+WEBHOOK_RETRY_TOPIC = "sms.webhook.retry.v1"
+WEBHOOK_DLQ_TOPIC = "sms.webhook.dlq.v1"
+OPS_TOPIC = "sms.ops.events.v1"
+
+# topic -> schema file (value schema; keys are plain UTF-8 strings)
+TOPIC_SCHEMAS: dict[str, str] = {
+    RAW_TOPIC: "raw_pdu.avsc",
+    INBOUND_TOPIC: "inbound_message.avsc",
+    RECEIPTS_TOPIC: "delivery_receipt.avsc",
+    QUARANTINE_TOPIC: "quarantined_pdu.avsc",
+    DELIVERY_TOPIC: "delivery_event.avsc",
+}
+
+
+@cache
+def schema_text(filename: str) -> str:
+    return (SCHEMA_DIR / filename).read_text(encoding="utf-8")
+
+
+def schema_for_topic(topic: str) -> str:
+    return schema_text(TOPIC_SCHEMAS[topic])
+
+
+def schema_dict(filename: str) -> dict[str, Any]:
+    return dict(json.loads(schema_text(filename)))

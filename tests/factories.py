@@ -1,0 +1,115 @@
+"""Build RawPdu records the way the connector writes them, from logical SMS and segment lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smsflow.smpp.constants import CommandId
+from smsflow.smpp.pdu import Pdu, Tlv, encode_pdu
+from smsflow.sms.segmentation import Segment, split_for_smpp
+
+
+def deliver_sm_bytes(
+    source: str,
+    dest: str,
+    short_message: bytes,
+    data_coding: int,
+    esm_class: int = 0,
+    tlvs: list[tuple[int, bytes]] | tuple[tuple[int, bytes], ...] = (),
+    seq: int = 1,
+    source_ton: int = 1,
+    dest_ton: int = 1,
+) -> bytes:
+    pdu = Pdu(
+        CommandId.deliver_sm,
+        0,
+        seq,
+        params={
+            "service_type": "",
+            "source_addr_ton": source_ton,
+            "source_addr_npi": 1,
+            "source_addr": source,
+            "dest_addr_ton": dest_ton,
+            "dest_addr_npi": 1,
+            "destination_addr": dest,
+            "esm_class": esm_class,
+            "protocol_id": 0,
+            "priority_flag": 0,
+            "schedule_delivery_time": "",
+            "validity_period": "",
+            "registered_delivery": 0,
+            "replace_if_present_flag": 0,
+            "data_coding": data_coding,
+            "sm_default_msg_id": 0,
+            "short_message": short_message,
+        },
+        tlvs=[Tlv(t, v) for t, v in tlvs],
+    )
+    return encode_pdu(pdu)
+
+
+def raw_record(
+    pdu: bytes,
+    source: str,
+    dest: str,
+    data_coding: int,
+    esm_class: int = 0,
+    carrier: str = "c1",
+    route: str = "r1",
+    received_at: int = 1_700_000_000_000,
+    source_ton: int = 1,
+    dest_ton: int = 1,
+) -> dict[str, Any]:
+    return {
+        "carrier_id": carrier,
+        "route_id": route,
+        "session_id": "s1",
+        "protocol": "smpp3.4",
+        "received_at": received_at,
+        "command_id": int(CommandId.deliver_sm),
+        "sequence_number": 1,
+        "source_addr": source,
+        "source_addr_ton": source_ton,
+        "source_addr_npi": 1,
+        "destination_addr": dest,
+        "dest_addr_ton": dest_ton,
+        "dest_addr_npi": 1,
+        "esm_class": esm_class,
+        "data_coding": data_coding,
+        "pdu": pdu,
+        "remote_addr": None,
+    }
+
+
+def segment_records(
+    text: str,
+    data_coding: int,
+    method: str,
+    ref: int,
+    source: str = "85261234567",
+    dest: str = "85230001000",
+    carrier: str = "c1",
+    route: str = "r1",
+    split_anywhere: bool = False,
+    received_at: int = 1_700_000_000_000,
+) -> list[dict[str, Any]]:
+    segs: list[Segment] = split_for_smpp(
+        text,
+        data_coding,
+        method=method,
+        ref=ref,  # type: ignore[arg-type]
+        split_anywhere=split_anywhere,
+    )
+    return [
+        raw_record(
+            deliver_sm_bytes(source, dest, s.short_message, data_coding, s.esm_class, s.tlvs),
+            source,
+            dest,
+            data_coding,
+            s.esm_class,
+            carrier,
+            route,
+            received_at,
+        )
+        for s in segs
+    ]
