@@ -1,0 +1,23 @@
+# The two commands of the README's quick start, plus the checks CI runs.
+.PHONY: run test lint bench clean
+
+run:            ## the live local pipeline: Kafka, registry, Zipkin, connector, workers, simulated carrier, webhook
+	@bash infra/bootstrap.sh
+	.venv/bin/smsflow run $(ARGS)
+
+test:           ## everything: lint, types, unit, integration (real local Kafka), e2e (real peers)
+	@bash infra/bootstrap.sh
+	.venv/bin/ruff check connectors streams smsflow tests bench
+	.venv/bin/ruff format --check connectors streams smsflow tests bench
+	.venv/bin/mypy connectors streams smsflow
+	.venv/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint:
+	.venv/bin/ruff check connectors streams smsflow tests bench && .venv/bin/ruff format --check connectors streams smsflow tests bench && .venv/bin/mypy connectors streams smsflow
+
+bench:          ## end-to-end benchmark vs Kannel; results go to docs/BENCHMARKS.md by hand
+	@bash infra/bootstrap.sh
+	.venv/bin/python -m bench.e2e $(ARGS)
+
+clean:
+	rm -rf .work

@@ -1,0 +1,156 @@
+"""The SMPP carrier edge: ESME sessions whose every deliver_sm/data_sm becomes a RawPdu record on Kafka.
+
+Data safety: the SMSC gets ``ESME_ROK`` only after the broker confirmed the write (acks=all, idempotent
+producer). If the write fails or times out it gets ``ESME_RX_T_APPN`` (temporary application error) and
+retries later, so nothing is acknowledged that is not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from opentelemetry import trace
+
+from connectors.smpp.session import EsmeSession, InboundPdu, RejectedPdu, SessionSettings
+from smsflow.config import CarrierConfig
+from smsflow.keys import conversation_key
+from smsflow.producer import AsyncProducer, KafkaUnavailable
+from smsflow.schemas import QUARANTINE_TOPIC, RAW_TOPIC
+from smsflow.serde import Serde
+from smsflow.smpp.constants import CommandStatus
+from smsflow.telemetry import headers_from_context, tracer
+
+log = logging.getLogger(__name__)
+_tracer = tracer("smsflow.connector.smpp")
+
+
+@dataclass
+class CarrierLink:
+    carrier: CarrierConfig
+    session: EsmeSession
+
+
+class SmppConnector:
+    def __init__(self, carriers: list[CarrierConfig], producer: AsyncProducer, serde: Serde) -> None:
+        self.producer = producer
+        self.serde = serde
+        self.links: list[CarrierLink] = []
+        for carrier in carriers:
+            for i in range(carrier.sessions):
+                settings = SessionSettings(
+                    host=carrier.host,
+                    port=carrier.port,
+                    system_id=carrier.system_id,
+                    password=carrier.password(),
+                    system_type=carrier.system_type,
+                    bind=carrier.bind,
+                    interface_version=carrier.interface_version,
+                    address_range=carrier.address_range,
+                    enquire_link_s=carrier.enquire_link_s,
+                    response_timeout_s=carrier.response_timeout_s,
+                    window=carrier.window,
+                    reconnect_initial_s=carrier.reconnect.initial_s,
+                    reconnect_max_s=carrier.reconnect.max_s,
+                    name=f"{carrier.id}#{i}",
+                )
+                session = EsmeSession(settings, self._handler_for(carrier), self._rejecter_for(carrier))
+                self.links.append(CarrierLink(carrier, session))
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _handler_for(self, carrier: CarrierConfig):  # type: ignore[no-untyped-def]
+        async def handle(item: InboundPdu) -> int:
+            return await self.store(carrier, item)
+
+        return handle
+
+    def _rejecter_for(self, carrier: CarrierConfig):  # type: ignore[no-untyped-def]
+        async def reject(item: RejectedPdu) -> None:
+            await self.quarantine(carrier, item)
+
+        return reject
+
+    async def store(self, carrier: CarrierConfig, item: InboundPdu) -> int:
+        p = item.pdu.params
+        src, dst = str(p.get("source_addr", "")), str(p.get("destination_addr", ""))
+        src_ton, src_npi = int(p.get("source_addr_ton", 0)), int(p.get("source_addr_npi", 0))
+        dst_ton, dst_npi = int(p.get("dest_addr_ton", 0)), int(p.get("dest_addr_npi", 0))
+        with _tracer.start_as_current_span(
+            f"smpp {item.pdu.name}",
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "rpc.system": "smpp",
+                "smsflow.carrier": carrier.id,
+                "smsflow.route": carrier.route_id,
+                "smsflow.session": item.session_id,
+                "smpp.sequence_number": item.pdu.sequence_number,
+            },
+        ) as span:
+            record = {
+                "carrier_id": carrier.id,
+                "route_id": carrier.route_id,
+                "session_id": item.session_id,
+                "protocol": f"smpp{carrier.interface_version}",
+                "received_at": item.received_at_ms,
+                "command_id": item.pdu.command_id,
+                "sequence_number": item.pdu.sequence_number,
+                "source_addr": src,
+                "source_addr_ton": src_ton,
+                "source_addr_npi": src_npi,
+                "destination_addr": dst,
+                "dest_addr_ton": dst_ton,
+                "dest_addr_npi": dst_npi,
+                "esm_class": int(p.get("esm_class", 0)),
+                "data_coding": int(p.get("data_coding", 0)),
+                "pdu": item.raw,
+                "remote_addr": item.remote_addr,
+            }
+            key = conversation_key(src, src_ton, src_npi, dst, dst_ton, dst_npi, carrier.default_region)
+            try:
+                with _tracer.start_as_current_span(
+                    f"send {RAW_TOPIC}",
+                    kind=trace.SpanKind.PRODUCER,
+                    attributes={"messaging.system": "kafka", "messaging.destination.name": RAW_TOPIC},
+                ):
+                    value = self.serde.encode(RAW_TOPIC, record)
+                    await self.producer.send(RAW_TOPIC, value, key=key, headers=headers_from_context())
+            except (KafkaUnavailable, OSError, Exception) as exc:  # registry down counts as "not stored" too
+                span.set_status(trace.StatusCode.ERROR, str(exc))
+                log.warning("%s: not stored, answering ESME_RX_T_APPN: %s", carrier.id, exc)
+                return int(CommandStatus.ESME_RX_T_APPN)
+            return int(CommandStatus.ESME_ROK)
+
+    async def quarantine(self, carrier: CarrierConfig, item: RejectedPdu) -> None:
+        record = {
+            "stage": "connector",
+            "carrier_id": carrier.id,
+            "route_id": carrier.route_id,
+            "session_id": item.session_id,
+            "received_at": item.received_at_ms,
+            "status": item.status,
+            "reason": item.reason,
+            "pdu": item.raw,
+            "source_topic": None,
+            "source_partition": None,
+            "source_offset": None,
+        }
+        try:
+            value = self.serde.encode(QUARANTINE_TOPIC, record)
+            await self.producer.send(QUARANTINE_TOPIC, value, key=carrier.id)
+        except Exception as exc:
+            log.error("%s: could not quarantine a rejected PDU (%s): %s", carrier.id, item.reason, exc)
+
+    async def start(self) -> None:
+        for link in self.links:
+            self._tasks.append(asyncio.create_task(link.session.run(), name=link.session.s.name))
+
+    async def wait_bound(self, timeout: float = 30.0) -> None:
+        await asyncio.gather(*(link.session.wait_bound(timeout) for link in self.links))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(link.session.stop() for link in self.links), return_exceptions=True)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.producer.flush()

@@ -1,0 +1,363 @@
+"""An SMPP 3.4 ESME session over asyncio: bind, enquire_link both ways, receive window, unbind, reconnect.
+
+The session knows the protocol and nothing else. What to do with a ``deliver_sm``/``data_sm`` is the
+``handler``'s job: it returns the command_status to answer with, and the session answers only after the
+handler returns (the connector's handler returns after Kafka stored the PDU).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from smsflow.smpp.constants import CommandId, CommandStatus
+from smsflow.smpp.pdu import Pdu, PduError, PduReader, Tlv, decode_pdu, encode_pdu
+
+log = logging.getLogger(__name__)
+
+SC_INTERFACE_VERSION = {"3.4": 0x34, "5.0": 0x50}
+_MAX_SEQ = 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    host: str
+    port: int
+    system_id: str
+    password: str
+    system_type: str = ""
+    bind: str = "transceiver"  # receiver | transceiver
+    interface_version: str = "3.4"
+    address_range: str = ""
+    enquire_link_s: float = 30.0
+    response_timeout_s: float = 10.0
+    window: int = 32
+    reconnect_initial_s: float = 1.0
+    reconnect_max_s: float = 30.0
+    name: str = "smpp"
+
+
+@dataclass
+class InboundPdu:
+    """A request PDU from the SMSC that carries a message, with the exact bytes received."""
+
+    pdu: Pdu
+    raw: bytes
+    session_id: str
+    remote_addr: str
+    received_at_ms: int
+
+
+@dataclass
+class RejectedPdu:
+    """Bytes we could not accept, what we answered, and why."""
+
+    raw: bytes
+    status: int
+    reason: str
+    session_id: str
+    remote_addr: str
+    received_at_ms: int
+
+
+MessageHandler = Callable[[InboundPdu], Awaitable[int]]
+RejectHandler = Callable[[RejectedPdu], Awaitable[None]]
+
+
+class BindError(RuntimeError):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass
+class SessionStats:
+    binds: int = 0
+    received: int = 0
+    acked: int = 0
+    temp_errors: int = 0
+    rejected: int = 0
+    enquire_links_sent: int = 0
+    enquire_links_answered: int = 0
+    state: str = "closed"
+    last_error: str = ""
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+class EsmeSession:
+    """One bind to one SMSC, kept up until ``stop()``."""
+
+    def __init__(
+        self,
+        settings: SessionSettings,
+        handler: MessageHandler,
+        on_reject: RejectHandler | None = None,
+    ) -> None:
+        self.s = settings
+        self._handler = handler
+        self._on_reject = on_reject
+        self._seq = 0
+        self._pending: dict[int, asyncio.Future[Pdu]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._write_lock = asyncio.Lock()
+        self._window = asyncio.Semaphore(settings.window)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._bound = asyncio.Event()
+        self._last_rx = time.monotonic()
+        self.stats = SessionStats()
+        self.session_id = ""
+        self.remote_addr = f"{settings.host}:{settings.port}"
+
+    # ---- public -------------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Connect, bind and serve; reconnect with jittered exponential backoff until stopped."""
+        delay = self.s.reconnect_initial_s
+        attempt = 0
+        while not self._stopping.is_set():
+            attempt += 1
+            try:
+                await self._connect_and_serve()
+                delay = self.s.reconnect_initial_s  # a session that bound and ended resets the backoff
+            except (TimeoutError, OSError, BindError, ConnectionError) as exc:
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("%s: session ended: %s", self.s.name, self.stats.last_error)
+            self.stats.state = "closed"
+            self._bound.clear()
+            if self._stopping.is_set():
+                break
+            sleep = delay * random.uniform(0.5, 1.0)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=sleep)
+            delay = min(delay * 2, self.s.reconnect_max_s)
+
+    async def wait_bound(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._bound.wait(), timeout)
+
+    @property
+    def bound(self) -> bool:
+        return self._bound.is_set()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Finish in-flight messages (their responses go out), unbind, close."""
+        self._stopping.set()
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=timeout)
+        if self._writer is not None and self._bound.is_set():
+            with contextlib.suppress(Exception):
+                await self.request(Pdu(CommandId.unbind), timeout=min(timeout, self.s.response_timeout_s))
+        await self._close()
+
+    async def request(self, pdu: Pdu, timeout: float | None = None) -> Pdu:
+        """Send a request PDU and wait for its response."""
+        pdu.sequence_number = self._next_seq()
+        fut: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
+        self._pending[pdu.sequence_number] = fut
+        try:
+            await self._send(pdu)
+            return await asyncio.wait_for(fut, timeout or self.s.response_timeout_s)
+        finally:
+            self._pending.pop(pdu.sequence_number, None)
+
+    # ---- internals ----------------------------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        self._seq = self._seq % _MAX_SEQ + 1
+        return self._seq
+
+    async def _send(self, pdu: Pdu) -> None:
+        data = encode_pdu(pdu)
+        writer = self._writer
+        if writer is None:
+            raise ConnectionError("not connected")
+        async with self._write_lock:
+            writer.write(data)
+            await writer.drain()
+
+    async def _close(self) -> None:
+        writer, self._writer = self._writer, None
+        self._bound.clear()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("session closed"))
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 2.0)
+
+    async def _connect_and_serve(self) -> None:
+        self.stats.state = "connecting"
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.s.host, self.s.port), self.s.response_timeout_s
+        )
+        self._writer = writer
+        peer = writer.get_extra_info("peername")
+        self.remote_addr = f"{peer[0]}:{peer[1]}" if peer else self.remote_addr
+        sock = writer.get_extra_info("sockname")
+        self.session_id = f"{self.s.name}@{sock[0]}:{sock[1]}" if sock else self.s.name
+        read_task = asyncio.create_task(self._read_loop(reader), name=f"{self.s.name}-read")
+        try:
+            await self._bind()
+            self.stats.binds += 1
+            self.stats.state = "bound"
+            self._bound.set()
+            log.info("%s: bound as %s to %s", self.s.name, self.s.bind, self.remote_addr)
+            keepalive = asyncio.create_task(self._keepalive(), name=f"{self.s.name}-enquire")
+            stop_wait = asyncio.create_task(self._stopping.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {read_task, keepalive, stop_wait}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                keepalive.cancel()
+                stop_wait.cancel()
+            if read_task in done:
+                exc = read_task.exception()
+                if exc is not None:
+                    raise exc
+            if self._stopping.is_set():
+                return
+        finally:
+            if not self._stopping.is_set():
+                # a dead link: let in-flight handlers finish (their answers cannot be sent; the SMSC retries)
+                if self._inflight:
+                    await asyncio.wait(self._inflight, timeout=self.s.response_timeout_s)
+                await self._close()
+            read_task.cancel()
+            with contextlib.suppress(BaseException):
+                await read_task
+
+    async def _bind(self) -> None:
+        cmd = CommandId.bind_transceiver if self.s.bind == "transceiver" else CommandId.bind_receiver
+        req = Pdu(
+            cmd,
+            params={
+                "system_id": self.s.system_id,
+                "password": self.s.password,
+                "system_type": self.s.system_type,
+                "interface_version": SC_INTERFACE_VERSION[self.s.interface_version],
+                "addr_ton": 0,
+                "addr_npi": 0,
+                "address_range": self.s.address_range,
+            },
+        )
+        resp = await self.request(req)
+        if resp.command_status != CommandStatus.ESME_ROK:
+            raise BindError(resp.command_status, f"bind refused with status 0x{resp.command_status:08X}")
+
+    async def _keepalive(self) -> None:
+        """enquire_link after ``enquire_link_s`` of silence; no answer in time = the link is dead."""
+        while True:
+            idle = time.monotonic() - self._last_rx
+            if idle < self.s.enquire_link_s:
+                await asyncio.sleep(self.s.enquire_link_s - idle)
+                continue
+            self.stats.enquire_links_sent += 1
+            try:
+                await self.request(Pdu(CommandId.enquire_link))
+            except TimeoutError:
+                raise ConnectionError("enquire_link not answered: link dead") from None
+            self._last_rx = time.monotonic()
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        framer = PduReader()
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                raise ConnectionError("connection closed by peer")
+            self._last_rx = time.monotonic()
+            try:
+                frames = framer.feed(chunk)
+            except PduError as exc:
+                # The length field is unusable: we cannot find the next PDU boundary. Answer, keep the bytes
+                # for inspection, and start a fresh session.
+                await self._reject(chunk, exc)
+                raise ConnectionError(f"unframeable data from SMSC: {exc.reason}") from None
+            for raw in frames:
+                await self._dispatch(raw)
+
+    async def _dispatch(self, raw: bytes) -> None:
+        try:
+            pdu = decode_pdu(raw)
+        except PduError as exc:
+            await self._reject(raw, exc)
+            return
+        cid = pdu.command_id
+        if pdu.is_response:
+            fut = self._pending.get(pdu.sequence_number)
+            if fut is not None and not fut.done():
+                fut.set_result(pdu)
+            elif cid == CommandId.generic_nack:
+                log.warning(
+                    "%s: generic_nack 0x%08X for seq %d", self.s.name, pdu.command_status, pdu.sequence_number
+                )
+            return
+        if cid == CommandId.enquire_link:
+            self.stats.enquire_links_answered += 1
+            await self._answer(pdu, CommandStatus.ESME_ROK)
+        elif cid in (CommandId.deliver_sm, CommandId.data_sm):
+            await self._window.acquire()  # at most `window` in flight; beyond that we stop reading
+            task = asyncio.create_task(self._handle_message(pdu, raw))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        elif cid == CommandId.unbind:
+            await self._answer(pdu, CommandStatus.ESME_ROK)
+            raise ConnectionError("SMSC unbound")
+        elif cid == CommandId.alert_notification:
+            pass  # no response is defined for alert_notification
+        else:
+            await self._send(Pdu(CommandId.generic_nack, CommandStatus.ESME_RINVCMDID, pdu.sequence_number))
+
+    async def _handle_message(self, pdu: Pdu, raw: bytes) -> None:
+        self.stats.received += 1
+        try:
+            if not self._bound.is_set():
+                status = int(CommandStatus.ESME_RINVBNDSTS)
+            else:
+                item = InboundPdu(pdu, raw, self.session_id, self.remote_addr, int(time.time() * 1000))
+                try:
+                    status = await self._handler(item)
+                except Exception:
+                    log.exception("%s: handler failed; answering a temporary error", self.s.name)
+                    status = int(CommandStatus.ESME_RX_T_APPN)
+            if status == CommandStatus.ESME_ROK:
+                self.stats.acked += 1
+            elif status == CommandStatus.ESME_RX_T_APPN:
+                self.stats.temp_errors += 1
+            self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._answer(pdu, status)
+        finally:
+            self._window.release()
+
+    async def _answer(self, req: Pdu, status: int) -> None:
+        params: dict[str, int | str | bytes] = {}
+        if req.command_id in (CommandId.deliver_sm, CommandId.data_sm):
+            params["message_id"] = ""
+        await self._send(Pdu(req.command_id | 0x80000000, status, req.sequence_number, params=params))
+
+    async def _reject(self, raw: bytes, exc: PduError) -> None:
+        self.stats.rejected += 1
+        seq = exc.sequence_number or 0
+        cid = exc.command_id
+        known_request = cid in (CommandId.deliver_sm, CommandId.data_sm)
+        with contextlib.suppress(ConnectionError, OSError):
+            if known_request:
+                # The header was fine, the body was not: the protocol answer is the PDU's own response.
+                await self._answer(Pdu(int(cid or 0), 0, seq), exc.status)
+            elif cid is None or not (cid & 0x80000000):
+                await self._send(Pdu(CommandId.generic_nack, exc.status, seq))
+        log.warning("%s: rejected PDU (status 0x%02X): %s", self.s.name, exc.status, exc.reason)
+        if self._on_reject is not None:
+            await self._on_reject(
+                RejectedPdu(
+                    raw, exc.status, exc.reason, self.session_id, self.remote_addr, int(time.time() * 1000)
+                )
+            )
+
+
+__all__ = ["BindError", "EsmeSession", "InboundPdu", "RejectedPdu", "SessionSettings", "Tlv"]

@@ -1,0 +1,3 @@
+from smsflow.cli import main
+
+main()

@@ -1,0 +1,104 @@
+"""The long-running process roles, each started by one ``smsflow`` subcommand."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from smsflow.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def require_endpoints(cfg: Config) -> tuple[str, str]:
+    bootstrap = cfg.bootstrap_servers()
+    registry = cfg.registry_url()
+    if not bootstrap:
+        raise ConfigError(
+            "kafka.bootstrap_servers: not set (nor KAFKA_BOOTSTRAP_SERVERS); `smsflow run` starts "
+            "a local broker, a single role needs one given"
+        )
+    if not registry:
+        raise ConfigError("schema_registry.url: not set (nor SCHEMA_REGISTRY_URL)")
+    return bootstrap, registry
+
+
+def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
+    """A Faust worker running the given stages. Blocks; stops cleanly on SIGINT/SIGTERM."""
+    import faust
+
+    from smsflow.telemetry import setup_tracing
+    from smsflow.webhooks.egress import AddressPolicy
+    from smsflow.webhooks.engine import DeliveryEngine
+    from smsflow.webhooks.sender import SenderConfig, WebhookSender
+    from streams.app import build_app
+    from streams.deliver import KafkaDelivery
+
+    bootstrap, registry = require_endpoints(cfg)
+    setup_tracing(cfg.tracing, "worker")
+    app, ctx = build_app(cfg, bootstrap, registry, roles)
+    ctx.serde.warm_up()
+    if "deliver" in roles:
+        from smsflow.webhooks.topic_store import TopicSubscriptionStore, seed_subscriptions
+
+        store = TopicSubscriptionStore(bootstrap)
+        sender = WebhookSender(
+            SenderConfig(
+                https_only=cfg.webhooks.https_only,
+                ca_bundle=cfg.webhooks.ca_bundle,
+                address_policy=AddressPolicy() if cfg.webhooks.block_private_addresses else None,
+            )
+        )
+        ctx.extras["delivery"] = KafkaDelivery(ctx, DeliveryEngine(sender, store=store), store)
+
+        @app.task
+        async def _start_store() -> None:
+            await store.start()
+            await seed_subscriptions(store, cfg.subscriptions)
+
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def _close(app: Any, **kwargs: Any) -> None:
+            await sender.close()
+            await store.stop()
+
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+async def run_connector(cfg: Config) -> None:
+    from connectors.smpp.connector import SmppConnector
+    from smsflow.producer import AsyncProducer, producer_conf
+    from smsflow.serde import Serde, registry_client
+    from smsflow.telemetry import setup_tracing, shutdown_tracing
+
+    bootstrap, registry = require_endpoints(cfg)
+    setup_tracing(cfg.tracing, "connector")
+    serde = Serde(registry_client(registry))
+    await asyncio.to_thread(serde.warm_up)
+    producer = AsyncProducer(producer_conf(bootstrap))
+    connector = SmppConnector(cfg.carriers, producer, serde)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await connector.start()
+    log.info("connector: %d sessions starting", len(connector.links))
+    await stop.wait()
+    await connector.stop()
+    await producer.close()
+    shutdown_tracing()
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    with contextlib.suppress(Exception):
+        os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -1,0 +1,164 @@
+"""Ingest agent: sms.raw.v1 -> decode, reassemble, dedup, enrich -> sms.inbound.v1 (+ receipts, quarantine).
+
+All table writes happen inside stream iteration so they go to the right changelog partition. Time-based
+work (reassembly timeouts, dedup window expiry) is driven by tick records on an internal topic co-partitioned
+with sms.raw.v1: a timer writes one tick per owned partition, and the agent expires entries of exactly that
+partition while handling it. That keeps expiry deletions in the changelog (so they survive restarts and
+rebalances) without touching Faust's windowed-table cleanup (faust-streaming #385).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import faust
+from opentelemetry import trace
+
+from smsflow.inbound import IngestProcessor, IngestSettings, Publish
+from smsflow.schemas import INBOUND_TOPIC, QUARANTINE_TOPIC, RAW_TOPIC, RECEIPTS_TOPIC
+from smsflow.telemetry import context_from_headers, headers_from_context, links_from, tracer
+from streams.app import StreamContext
+
+log = logging.getLogger(__name__)
+_tracer = tracer("smsflow.streams.ingest")
+_KIND_TOPIC = {"inbound": INBOUND_TOPIC, "receipt": RECEIPTS_TOPIC, "quarantine": QUARANTINE_TOPIC}
+
+
+def _headers(event_headers: Any) -> list[tuple[str, Any]]:
+    if isinstance(event_headers, dict):
+        return list(event_headers.items())
+    return list(event_headers or [])
+
+
+def _traceparent(headers: list[tuple[str, Any]]) -> str | None:
+    for k, v in headers:
+        if k == "traceparent":
+            return v.decode() if isinstance(v, bytes | bytearray) else str(v)
+    return None
+
+
+def register_ingest(app: faust.App, ctx: StreamContext) -> None:
+    cfg = ctx.config
+    ticks_name = f"{cfg.app_id}-ingest-ticks"
+    raw_topic = app.topic(RAW_TOPIC, key_serializer="raw", value_serializer="raw", partitions=ctx.partitions)
+    ticks_topic = app.topic(
+        ticks_name,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=ctx.partitions,
+        internal=True,
+        retention=3600.0,
+    )
+    source = app.topic(
+        RAW_TOPIC, ticks_name, key_serializer="raw", value_serializer="raw", partitions=ctx.partitions
+    )
+    out_topics = {
+        kind: app.topic(name, key_serializer="raw", value_serializer="raw")
+        for kind, name in _KIND_TOPIC.items()
+    }
+    partials = app.Table(
+        "ingest-partials",
+        default=None,
+        partitions=ctx.partitions)
+    seen = app.Table(
+        "ingest-seen", default=None, partitions=ctx.partitions)
+    settings = IngestSettings(
+        reassembly_timeout_ms=int(cfg.pipeline.reassembly_timeout_s * 1000),
+        incomplete_policy=cfg.pipeline.incomplete_policy,
+        dedup_window_ms=int(cfg.pipeline.dedup_window_s * 1000),
+        default_regions={c.id: c.default_region for c in cfg.carriers},
+        gsm_default_alphabets={c.id: c.gsm_default_alphabet for c in cfg.carriers},
+    )
+    processor = IngestProcessor(partials, seen, settings)
+    ctx.extras["ingest_processor"] = processor
+    ctx.extras["raw_topic"] = raw_topic
+
+    async def publish(items: list[Publish], parent: Any) -> None:
+        for item in items:
+            topic = _KIND_TOPIC[item.kind]
+            value = ctx.serde.encode(topic, item.record)
+            headers = headers_from_context(parent)
+            await out_topics[item.kind].send(key=item.key.encode(), value=value, headers=headers)
+
+    @app.agent(source, name="ingest")
+    async def ingest(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            msg = event.message
+            if msg.topic == ticks_name:
+                items = processor.on_tick(msg.partition)
+                if items:
+                    with _tracer.start_as_current_span("reassembly timeout") as span:
+                        span.set_attribute("smsflow.emitted", len(items))
+                        await _publish_with_links(publish, items)
+                continue
+            headers = _headers(event.headers)
+            parent = context_from_headers(headers)
+            with _tracer.start_as_current_span(
+                "ingest",
+                context=parent,
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.source.name": msg.topic,
+                    "messaging.kafka.partition": msg.partition,
+                    "messaging.kafka.offset": msg.offset,
+                },
+            ) as span:
+                try:
+                    raw = ctx.serde.decode(RAW_TOPIC, event.value)
+                except Exception as exc:  # undecodable record: keep it, say why, move on
+                    log.error("sms.raw.v1 %d:%d does not decode: %s", msg.partition, msg.offset, exc)
+                    raw = {"carrier_id": "", "route_id": "", "pdu": event.value, "received_at": 0}
+                    await publish(
+                        [
+                            processor._quarantine(
+                                raw,
+                                f"record does not decode: {exc}",
+                                f"{RAW_TOPIC}:{msg.partition}:{msg.offset}",
+                                msg.partition,
+                            )
+                        ],
+                        None,
+                    )
+                    continue
+                origin = f"{RAW_TOPIC}:{msg.partition}:{msg.offset}"
+                items = processor.on_raw(raw, origin, msg.partition, _traceparent(headers))
+                span.set_attribute("smsflow.outputs", len(items))
+                await _publish_with_links(publish, items)
+
+    async def _publish_with_links(pub: Any, items: list[Publish]) -> None:
+        for item in items:
+            tps = item.traceparents
+            if len(tps) > 1 or (item.kind == "inbound" and tps):
+                # one SMS = one trace: the assembled message continues the first segment's trace and links
+                # the others.
+                first = context_from_headers([("traceparent", tps[0])])
+                others = [context_from_headers([("traceparent", t)]) for t in tps[1:]]
+                with _tracer.start_as_current_span(
+                    "assemble" if item.record.get("segment_count", 1) > 1 else "emit",
+                    context=first,
+                    links=links_from(others),
+                    attributes={
+                        "smsflow.message_id": str(item.record.get("message_id", "")),
+                        "smsflow.segments": len(tps),
+                    },
+                ):
+                    await pub([item], None)
+            else:
+                await pub([item], None)
+
+    @app.timer(interval=cfg.pipeline.tick_interval_s)
+    async def tick() -> None:
+        now = json.dumps({"now": int(time.time() * 1000)}).encode()
+        owned = [tp.partition for tp in app.assignor.assigned_actives() if tp.topic == ticks_name]
+        for p in owned:
+            await ticks_topic.send(value=now, partition=p)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        for tp in revoked:
+            if tp.topic == RAW_TOPIC:
+                processor.forget_partition(tp.partition)

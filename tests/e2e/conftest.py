@@ -1,0 +1,163 @@
+"""Whole-pipeline fixtures: a fresh broker per test (topics and consumer groups never leak between tests),
+the embedded registry, and the real processes (`python -m smsflow worker|connector`) users run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from connectors.simulator.smsc import SimulatedSmsc
+from smsflow.demo.pipeline import RoleProcess, child_env
+from smsflow.demo.receiver import WebhookReceiver
+from smsflow.local.kafka import LocalKafka
+from smsflow.registry import RegistryThread
+from smsflow.topics import ensure_topics, load_manifest
+from smsflow.webhooks.secretbox import ENV_KEYS, SecretBox
+from smsflow.webhooks.signing import generate_secret
+
+PASSWORD = "sim-pass"
+
+
+@dataclass
+class Stack:
+    kafka: LocalKafka
+    registry: RegistryThread
+    bootstrap: str
+    registry_url: str
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Any:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        pytest.fail("e2e tests start their own broker per test; unset KAFKA_BOOTSTRAP_SERVERS")
+    broker = LocalKafka(tmp_path / "kafka")
+    broker.fetch()
+    broker.format()
+    broker.start()
+    registry = None
+    try:
+        broker.wait_ready(timeout=90)
+        ensure_topics(broker.bootstrap, load_manifest())
+        registry = RegistryThread(broker.bootstrap)
+        url = registry.start()
+        yield Stack(broker, registry, broker.bootstrap, url)
+    finally:
+        if registry is not None:
+            registry.stop()
+        broker.stop()
+
+
+@dataclass
+class Pipeline:
+    stack: Stack
+    workdir: Path
+    smsc: SimulatedSmsc
+    receiver: WebhookReceiver
+    config_path: Path
+    env: dict[str, str]
+    procs: dict[str, RoleProcess] = field(default_factory=dict)
+
+    def start(self, *names: str) -> None:
+        for name in names or ("worker", "connector"):
+            args = [name, "--config", str(self.config_path)]
+            p = RoleProcess(name, args, self.env, self.workdir / "logs" / f"{name}-{len(self.procs)}.log")
+            p.start()
+            self.procs[name] = p
+
+    def stop(self, name: str) -> None:
+        self.procs[name].stop()
+
+    def kill(self, name: str) -> None:
+        self.procs[name].kill()
+
+    def logs(self) -> str:
+        out = []
+        for f in sorted((self.workdir / "logs").glob("*.log")):
+            out.append(f"--- {f.name}\n{f.read_text(errors='replace')[-4000:]}")
+        return "\n".join(out)
+
+    async def wait_delivered(self, count: int, timeout: float) -> None:
+        if not await self.receiver.wait_for(count, timeout):
+            raise AssertionError(
+                f"only {len(self.receiver.log.messages)} of {count} delivered in {timeout}s; "
+                f"smsc={self.smsc.stats}\n{self.logs()}"
+            )
+
+
+PipelineFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactory]:
+    made: list[Pipeline] = []
+
+    async def make(
+        carriers: int = 1,
+        pipeline_cfg: dict[str, Any] | None = None,
+        dup_ratio: float = 0.0,
+        bind: str = "transceiver",
+        smsc_port: int | None = None,
+        **smsc_kw: Any,
+    ) -> Pipeline:
+        secret = generate_secret()
+        smsc = SimulatedSmsc(
+            {"smsflow": PASSWORD}, dup_ratio=dup_ratio, retry_delay_s=0.5, port=smsc_port or 0, **smsc_kw
+        )
+        await smsc.start()
+        rx = WebhookReceiver(secret)
+        url = await rx.start()
+        cfg = {
+            "app_id": f"e2e-{int(time.time() * 1000) % 10**8}",
+            "kafka": {"partitions": 6},
+            "carriers": [
+                {
+                    "id": f"carrier-{i}",
+                    "route_id": f"route-{i}",
+                    "host": "127.0.0.1",
+                    "port": smsc.port,
+                    "system_id": "smsflow",
+                    "password_env": "E2E_SMPP_PASSWORD",
+                    "bind": bind,
+                    "enquire_link_s": 5,
+                    "response_timeout_s": 5,
+                    "reconnect": {"initial_s": 0.2, "max_s": 2},
+                    "default_region": "HK",
+                }
+                for i in range(carriers)
+            ],
+            "subscriptions": [{"id": "e2e-hook", "url": url, "secret_env": "E2E_WEBHOOK_SECRET"}],
+            "pipeline": {"tick_interval_s": 0.5, **(pipeline_cfg or {})},
+            "webhooks": {"block_private_addresses": False},
+            "data_dir": str(tmp_path / "data"),
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+        env = child_env(
+            stack.bootstrap,
+            stack.registry_url,
+            {
+                "E2E_SMPP_PASSWORD": PASSWORD,
+                "E2E_WEBHOOK_SECRET": secret,
+                ENV_KEYS: f"t:{SecretBox.generate_key()}",
+            },
+        )
+        p = Pipeline(stack, tmp_path, smsc, rx, path, env)
+        made.append(p)
+        return p
+
+    try:
+        yield make
+    finally:
+        for p in made:
+            for proc in reversed(list(p.procs.values())):
+                await asyncio.to_thread(proc.stop)
+            await p.smsc.stop()
+            await p.receiver.stop()
