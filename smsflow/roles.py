@@ -60,6 +60,7 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
         async def _start_store() -> None:
             await store.start()
             await seed_subscriptions(store, cfg.subscriptions)
+            ctx.subscriptions_ready.set()
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def _close(app: Any, **kwargs: Any) -> None:

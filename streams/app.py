@@ -8,6 +8,7 @@ Concurrency lives inside single actors with explicit acks (never ``agent(concurr
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ class StreamContext:
     partitions: int
     roles: set[str] = field(default_factory=lambda: {"ingest", "deliver"})
     extras: dict[str, Any] = field(default_factory=dict)
+    # set once the subscriptions table is loaded: no message is matched against a half-read table
+    subscriptions_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def build_app(

@@ -183,6 +183,7 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
 
     async def _deliver_one(stream: Any, event: Any) -> None:
         try:
+            await ctx.subscriptions_ready.wait()
             eng = engine()
             msg = ctx.serde.decode(INBOUND_TOPIC, event.value)
             parent = context_from_headers(event.headers)
@@ -219,6 +220,7 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
 
     async def _retry_one(stream: Any, event: Any) -> None:
         try:
+            await ctx.subscriptions_ready.wait()
             eng = engine()
             rec = orjson.loads(event.value)
             wait = rec["due_at"] / 1000 - time.time()

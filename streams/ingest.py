@@ -59,12 +59,8 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
         kind: app.topic(name, key_serializer="raw", value_serializer="raw")
         for kind, name in _KIND_TOPIC.items()
     }
-    partials = app.Table(
-        "ingest-partials",
-        default=None,
-        partitions=ctx.partitions)
-    seen = app.Table(
-        "ingest-seen", default=None, partitions=ctx.partitions)
+    partials = app.Table("ingest-partials", default=None, partitions=ctx.partitions)
+    seen = app.Table("ingest-seen", default=None, partitions=ctx.partitions)
     settings = IngestSettings(
         reassembly_timeout_ms=int(cfg.pipeline.reassembly_timeout_s * 1000),
         incomplete_policy=cfg.pipeline.incomplete_policy,

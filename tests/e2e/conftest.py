@@ -68,6 +68,8 @@ class Pipeline:
     def start(self, *names: str) -> None:
         for name in names or ("worker", "connector"):
             args = [name, "--config", str(self.config_path)]
+            if name == "worker":
+                args += ["--loglevel", "info"]
             p = RoleProcess(name, args, self.env, self.workdir / "logs" / f"{name}-{len(self.procs)}.log")
             p.start()
             self.procs[name] = p
@@ -101,16 +103,17 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
 
     async def make(
         carriers: int = 1,
+        sessions: int = 1,
         pipeline_cfg: dict[str, Any] | None = None,
         dup_ratio: float = 0.0,
         bind: str = "transceiver",
         smsc_port: int | None = None,
         **smsc_kw: Any,
     ) -> Pipeline:
+        """``carriers`` accounts on the simulated SMSC (one route each), ``sessions`` binds per carrier."""
         secret = generate_secret()
-        smsc = SimulatedSmsc(
-            {"smsflow": PASSWORD}, dup_ratio=dup_ratio, retry_delay_s=0.5, port=smsc_port or 0, **smsc_kw
-        )
+        accounts = {f"acct{i}": PASSWORD for i in range(carriers)}
+        smsc = SimulatedSmsc(accounts, dup_ratio=dup_ratio, retry_delay_s=0.5, port=smsc_port or 0, **smsc_kw)
         await smsc.start()
         rx = WebhookReceiver(secret)
         url = await rx.start()
@@ -123,7 +126,8 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
                     "route_id": f"route-{i}",
                     "host": "127.0.0.1",
                     "port": smsc.port,
-                    "system_id": "smsflow",
+                    "system_id": f"acct{i}",
+                    "sessions": sessions,
                     "password_env": "E2E_SMPP_PASSWORD",
                     "bind": bind,
                     "enquire_link_s": 5,

@@ -25,7 +25,7 @@ async def test_messages_arrive_once_intact_and_signed(pipeline) -> None:
         p.smsc.enqueue(mix.next())
     assert await p.smsc.drain(120), p.logs()
     assert p.smsc.stats.logical_accepted == n
-    await p.wait_delivered(n, 120)
+    await p.wait_delivered(n, 60)
     await asyncio.sleep(2)  # anything extra (a duplicate delivered as a new message) would show up now
     got = list(p.receiver.log.messages.values())
     assert len(got) == n, "every SMS exactly once (by webhook-id)"
