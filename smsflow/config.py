@@ -117,7 +117,35 @@ class PipelineConfig(_Strict):
 class WebhookDeliveryConfig(_Strict):
     block_private_addresses: bool = True
     https_only: bool = False
-    ca_bundle: str | None = None
+    ca_bundle: str | None = Field(default=None, description="PEM CA bundle replacing the system trust store")
+    retry_delays_s: list[float] = Field(
+        default=[0, 5, 300, 1800, 7200, 18000, 36000, 36000],
+        min_length=1,
+        description="wait before each attempt (the first is normally 0); see docs/webhooks.md",
+    )
+    retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+    max_age_s: float = Field(default=48 * 3600, gt=0, description="a message older than this is expired")
+    deferred_delay_s: float = Field(default=5.0, gt=0, description="retry delay when an endpoint had no slot")
+
+    @model_validator(mode="after")
+    def _delays_non_negative(self) -> WebhookDeliveryConfig:
+        for i, d in enumerate(self.retry_delays_s):
+            if d < 0:
+                raise ValueError(f"retry_delays_s[{i}]: must be >= 0")
+        return self
+
+
+class ApiConfig(_Strict):
+    """The subscriptions management API (``smsflow api``)."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8090
+    admin_key_env: str | None = Field(
+        default="SMSFLOW_ADMIN_API_KEY",
+        description="env var holding a bootstrap admin API key (hashed in memory)",
+    )
+    keys_file: str | None = Field(default=None, description="JSON lines of hashed API keys (ApiKey records)")
+    rotation_overlap_s: float = Field(default=24 * 3600, ge=0)
 
 
 class Config(_Strict):
@@ -129,6 +157,7 @@ class Config(_Strict):
     subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
     pipeline: PipelineConfig = PipelineConfig()
     webhooks: WebhookDeliveryConfig = WebhookDeliveryConfig()
+    api: ApiConfig = ApiConfig()
     data_dir: str = Field(default=".work/data", description="Faust table state and local services")
 
     @model_validator(mode="after")

@@ -35,6 +35,7 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     from smsflow.telemetry import setup_tracing
     from smsflow.webhooks.egress import AddressPolicy
     from smsflow.webhooks.engine import DeliveryEngine
+    from smsflow.webhooks.policy import RetryPolicy, RetrySchedule
     from smsflow.webhooks.sender import SenderConfig, WebhookSender
     from streams.app import build_app
     from streams.deliver import KafkaDelivery
@@ -54,7 +55,17 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
                 address_policy=AddressPolicy() if cfg.webhooks.block_private_addresses else None,
             )
         )
-        ctx.extras["delivery"] = KafkaDelivery(ctx, DeliveryEngine(sender, store=store), store)
+        wh = cfg.webhooks
+        policy = RetryPolicy(
+            RetrySchedule(
+                delays_s=tuple(wh.retry_delays_s),
+                jitter=wh.retry_jitter,
+                max_age_s=wh.max_age_s,
+                deferred_delay_s=wh.deferred_delay_s,
+            )
+        )
+        engine = DeliveryEngine(sender, store=store, policy=policy)
+        ctx.extras["delivery"] = KafkaDelivery(ctx, engine, store)
 
         @app.task
         async def _start_store() -> None:

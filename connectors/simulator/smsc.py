@@ -233,7 +233,7 @@ class SimulatedSmsc:
         segs = split_for_smpp(
             sms.text,
             sms.data_coding,
-            method=sms.method,
+            method=sms.method,  # type: ignore[arg-type]
             ref=next(self._ref) % (256 if sms.method == "udh8" else 65536),
         )  # type: ignore[arg-type]
         if self.shuffle and len(segs) > 1:
