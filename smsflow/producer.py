@@ -30,6 +30,8 @@ def producer_conf(bootstrap: str, **overrides: Any) -> dict[str, Any]:
         "message.timeout.ms": 5000,
         "socket.connection.setup.timeout.ms": 3000,
         "reconnect.backoff.max.ms": 1000,
+        # the Java client's (and aiokafka's) partitioner, so every client puts a key on the same partition
+        "partitioner": "murmur2_random",
     }
     conf.update(overrides)
     return conf

@@ -150,6 +150,9 @@ class KafkaSchemaStore:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
+                # The watermark queries of catch_up() share the connection with the long-poll fetch and
+                # wait behind it: keep the poll short so a lookup never waits the default 500 ms.
+                "fetch.wait.max.ms": 100,
             }
         )
         self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
@@ -195,7 +198,7 @@ class KafkaSchemaStore:
                         raise
                     time.sleep(0.2)
             while self._position < high:
-                for msg in consumer.consume(500, timeout=0.5):
+                for msg in self._fetch(consumer):
                     self._apply_message(msg)
                 pos = consumer.position([self._tp])[0].offset
                 if pos >= 0:
@@ -204,6 +207,14 @@ class KafkaSchemaStore:
                     raise RegistryError(
                         500, 50002, f"timed out reading {self.topic} ({self._position}/{high})"
                     )
+
+    @staticmethod
+    def _fetch(consumer: Consumer) -> list[Message]:
+        # consume(n, timeout) waits for n records or the whole timeout; poll returns at the first one.
+        first = consumer.poll(0.5)
+        if first is None:
+            return []
+        return [first, *consumer.consume(1000, timeout=0)]
 
     def _apply_message(self, msg: Message) -> None:
         err = msg.error()
@@ -290,11 +301,11 @@ class KafkaSchemaStore:
         applied = True
         deadline = time.monotonic() + self.timeout
         while self._position <= ours:
-            for msg in consumer.consume(500, timeout=0.5):
+            for msg in self._fetch(consumer):
                 if msg.error() is None and msg.offset() == ours:
                     self._position = ours + 1
-                    k = json.loads(msg.key() or b"null")
-                    applied = self._apply(k, json.loads(msg.value()) if msg.value() else None)
+                    raw = msg.value()
+                    applied = self._apply(json.loads(msg.key() or b"null"), json.loads(raw) if raw else None)
                 else:
                     self._apply_message(msg)
             if time.monotonic() > deadline:

@@ -108,9 +108,15 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
         dup_ratio: float = 0.0,
         bind: str = "transceiver",
         smsc_port: int | None = None,
+        carrier_port: int | None = None,
+        tracing: dict[str, Any] | None = None,
+        webhooks: dict[str, Any] | None = None,
+        api: dict[str, Any] | None = None,
+        extra_env: dict[str, str] | None = None,
         **smsc_kw: Any,
     ) -> Pipeline:
-        """``carriers`` accounts on the simulated SMSC (one route each), ``sessions`` binds per carrier."""
+        """``carriers`` accounts on the simulated SMSC (one route each), ``sessions`` binds per carrier.
+        ``carrier_port`` points the carriers at another SMSC (a third-party peer) instead."""
         secret = generate_secret()
         accounts = {f"acct{i}": PASSWORD for i in range(carriers)}
         smsc = SimulatedSmsc(accounts, dup_ratio=dup_ratio, retry_delay_s=0.5, port=smsc_port or 0, **smsc_kw)
@@ -125,7 +131,7 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
                     "id": f"carrier-{i}",
                     "route_id": f"route-{i}",
                     "host": "127.0.0.1",
-                    "port": smsc.port,
+                    "port": carrier_port or smsc.port,
                     "system_id": f"acct{i}",
                     "sessions": sessions,
                     "password_env": "E2E_SMPP_PASSWORD",
@@ -142,6 +148,12 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
             "webhooks": {"block_private_addresses": False},
             "data_dir": str(tmp_path / "data"),
         }
+        if tracing is not None:
+            cfg["tracing"] = tracing
+        if webhooks is not None:  # e.g. a short retry_delays_s, a ca_bundle
+            cfg["webhooks"] = {**cfg["webhooks"], **webhooks}
+        if api is not None:  # the `smsflow api` role: host, port, admin_key_env
+            cfg["api"] = api
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
         env = child_env(
@@ -151,6 +163,7 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
                 "E2E_SMPP_PASSWORD": PASSWORD,
                 "E2E_WEBHOOK_SECRET": secret,
                 ENV_KEYS: f"t:{SecretBox.generate_key()}",
+                **(extra_env or {}),
             },
         )
         p = Pipeline(stack, tmp_path, smsc, rx, path, env)

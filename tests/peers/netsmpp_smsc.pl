@@ -9,7 +9,7 @@ use warnings;
 use Net::SMPP;
 $| = 1;
 my ($port, $sysid, $password, $file) = @ARGV;
-my $listener = Net::SMPP->new_listen('127.0.0.1', port => $port, smpp_version => 0x34)
+my $listener = Net::SMPP->new_listen('127.0.0.1', port => $port, smpp_version => 0x34, timeout => 120)
   or die "cannot listen on $port: $!";
 print "READY $port\n";
 my $smpp = $listener->accept() or die "accept failed";

@@ -1,0 +1,196 @@
+"""What every locally run JVM service shares: jars fetched from Maven Central into a cache, free ports,
+and a child process that is stopped politely, then firmly.
+
+The cache lives in ``<repo>/.work`` (git-ignored) unless ``SMSFLOW_CACHE`` names another folder; jars go to
+``<cache>/jars/<name>-<version>/``. A fetch is idempotent: a folder is complete once it holds a marker
+with the hash of the pom that produced it, and it is filled in a temporary folder and renamed into place,
+so an interrupted fetch never leaves a half-filled cache behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INFRA_DIR = REPO_ROOT / "infra"
+_MARKER = ".fetched"
+
+
+class LocalServiceError(RuntimeError):
+    """A local service could not be fetched, started or reached; the message says which and why."""
+
+
+def cache_root() -> Path:
+    """Where fetched jars and default data folders live: ``$SMSFLOW_CACHE`` or ``<repo>/.work``."""
+    env = os.environ.get("SMSFLOW_CACHE")
+    return Path(env).expanduser().resolve() if env else REPO_ROOT / ".work"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that nothing listens on right now (the OS picks it; a tiny race remains, as everywhere)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def maven_fetch(
+    pom: Path, target: Path, *, what: str, extra_args: Sequence[str] = (), console: Console | None = None
+) -> Path:
+    """Copy the dependencies declared in ``pom`` into ``target`` with Maven, once.
+
+    Shows a spinner while Maven works (it prints nothing with ``-q``); raises LocalServiceError with
+    Maven's output when it fails.
+    """
+    digest = hashlib.sha256(pom.read_bytes() + " ".join(extra_args).encode()).hexdigest()
+    marker = target / _MARKER
+    if marker.is_file() and marker.read_text().strip() == digest:
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise LocalServiceError(
+            f"fetching {what}: Maven (mvn) is not on PATH; install maven (apt-get install maven)"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    cmd = [
+        mvn,
+        "-B",
+        "-q",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={staging}",
+        *extra_args,
+    ]
+    console = console or Console(stderr=True)
+    started = time.monotonic()
+    with console.status(f"Fetching {what} from Maven Central (first run only)…"):
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise LocalServiceError(
+            f"fetching {what}: mvn exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    (staging / _MARKER).write_text(digest + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    jars = len(list(target.glob("*.jar")))
+    console.print(f"[green]✓[/] {what}: {jars} jars in {target} ({time.monotonic() - started:.0f}s)")
+    return target
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask Linux to SIGTERM it when the thread that started it dies, so a
+    test run killed with SIGKILL leaves no broker behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def spawn(
+    cmd: Sequence[str],
+    *,
+    log_file: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    die_with_parent: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session with stdout and stderr appended to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as out:
+        return subprocess.Popen(
+            list(cmd),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,
+        )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists"; treat it as gone.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def pid_cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def terminate(
+    pid: int, *, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0, force: bool = False
+) -> None:
+    """SIGTERM (or SIGKILL when ``force``), wait up to ``timeout``, then SIGKILL. Reaps ``proc`` if given."""
+    sig = signal.SIGKILL if force else signal.SIGTERM
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None:
+            if proc.poll() is not None:
+                return
+        elif not pid_alive(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+
+
+def java_executable() -> str:
+    """``$JAVA_HOME/bin/java`` when JAVA_HOME is set, else ``java`` from PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").is_file():
+        return str(Path(home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise LocalServiceError(
+            "java is not on PATH; Java 17+ is needed (apt-get install openjdk-17-jre-headless)"
+        )
+    return java
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no {path})"
