@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connectors.simulator.traffic import LogicalSms
@@ -180,6 +181,8 @@ class SimulatedSmsc:
         self._logical_pending: dict[int, int] = {}  # id(logical) -> parts not yet acked
         self.accepted: list[LogicalSms] = []  # logical SMS whose every part was acknowledged
         self.ack_latency: list[float] = []
+        # benchmarks: called when a PDU of a logical SMS goes out for the first time (time.monotonic())
+        self.on_first_send: Callable[[LogicalSms, float], None] | None = None
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._on_connect, self.host, self.port)
@@ -310,6 +313,8 @@ class SimulatedSmsc:
         item.attempts += 1
         if not item.first_sent:
             item.first_sent = time.monotonic()
+            if self.on_first_send is not None and item.counted:
+                self.on_first_send(item.logical, item.first_sent)
         pdu = Pdu(CommandId.deliver_sm, params=dict(item.pdu_params), tlvs=list(item.tlvs))  # type: ignore[arg-type]
         self.stats.sent += 1
         status: int | None = None

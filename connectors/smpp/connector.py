@@ -11,6 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from connectors.smpp.session import EsmeSession, InboundPdu, RejectedPdu, SessionSettings
@@ -76,8 +77,11 @@ class SmppConnector:
         src, dst = str(p.get("source_addr", "")), str(p.get("destination_addr", ""))
         src_ton, src_npi = int(p.get("source_addr_ton", 0)), int(p.get("source_addr_npi", 0))
         dst_ton, dst_npi = int(p.get("dest_addr_ton", 0)), int(p.get("dest_addr_npi", 0))
+        # The root of the SMS's trace: an SMPP PDU carries no trace context, and an ambient one (if any)
+        # would belong to the session, not to this message.
         with _tracer.start_as_current_span(
             f"smpp {item.pdu.name}",
+            context=otel_context.Context(),
             kind=trace.SpanKind.SERVER,
             attributes={
                 "rpc.system": "smpp",
@@ -85,6 +89,9 @@ class SmppConnector:
                 "smsflow.route": carrier.route_id,
                 "smsflow.session": item.session_id,
                 "smpp.sequence_number": item.pdu.sequence_number,
+                "smpp.esm_class": int(p.get("esm_class", 0)),
+                "smpp.data_coding": int(p.get("data_coding", 0)),
+                "smpp.pdu_bytes": len(item.raw),
             },
         ) as span:
             record = {
@@ -111,14 +118,23 @@ class SmppConnector:
                 with _tracer.start_as_current_span(
                     f"send {RAW_TOPIC}",
                     kind=trace.SpanKind.PRODUCER,
-                    attributes={"messaging.system": "kafka", "messaging.destination.name": RAW_TOPIC},
-                ):
+                    attributes={
+                        "messaging.system": "kafka",
+                        "messaging.operation.type": "send",
+                        "messaging.destination.name": RAW_TOPIC,
+                    },
+                ) as send_span:
                     value = self.serde.encode(RAW_TOPIC, record)
-                    await self.producer.send(RAW_TOPIC, value, key=key, headers=headers_from_context())
+                    headers = headers_from_context()
+                    stored = await self.producer.send(RAW_TOPIC, value, key=key, headers=headers)
+                    send_span.set_attribute("messaging.destination.partition.id", str(stored.partition()))
+                    send_span.set_attribute("messaging.kafka.offset", int(stored.offset() or 0))
             except (KafkaUnavailable, OSError, Exception) as exc:  # registry down counts as "not stored" too
                 span.set_status(trace.StatusCode.ERROR, str(exc))
+                span.set_attribute("smpp.command_status", int(CommandStatus.ESME_RX_T_APPN))
                 log.warning("%s: not stored, answering ESME_RX_T_APPN: %s", carrier.id, exc)
                 return int(CommandStatus.ESME_RX_T_APPN)
+            span.set_attribute("smpp.command_status", int(CommandStatus.ESME_ROK))
             return int(CommandStatus.ESME_ROK)
 
     async def quarantine(self, carrier: CarrierConfig, item: RejectedPdu) -> None:

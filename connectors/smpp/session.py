@@ -316,6 +316,10 @@ class EsmeSession:
         self.stats.received += 1
         try:
             if not self._bound.is_set():
+                # the SMSC may push right behind its bind_resp, before our bind coroutine has resumed
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._bound.wait(), self.s.response_timeout_s)
+            if not self._bound.is_set():
                 status = int(CommandStatus.ESME_RINVBNDSTS)
             else:
                 item = InboundPdu(pdu, raw, self.session_id, self.remote_addr, int(time.time() * 1000))
