@@ -32,17 +32,28 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     """A Faust worker running the given stages. Blocks; stops cleanly on SIGINT/SIGTERM."""
     import faust
 
+    from smsflow.schemas import RAW_TOPIC
     from smsflow.telemetry import setup_tracing
+    from smsflow.topics import TopicSpec, ensure_topics, partition_count
     from smsflow.webhooks.egress import AddressPolicy
     from smsflow.webhooks.engine import DeliveryEngine
     from smsflow.webhooks.policy import RetryPolicy, RetrySchedule
     from smsflow.webhooks.sender import SenderConfig, WebhookSender
     from streams.app import build_app
     from streams.deliver import KafkaDelivery
+    from streams.ingest import ticks_topic_name
 
     bootstrap, registry = require_endpoints(cfg)
     setup_tracing(cfg.tracing, "worker")
-    app, ctx = build_app(cfg, bootstrap, registry, roles)
+    partitions = None
+    if "ingest" in roles:
+        # The ticks topic must be co-partitioned with sms.raw.v1 as it really is on the cluster; Faust does
+        # not create it by itself, so create it here (idempotent).
+        partitions = partition_count(bootstrap, RAW_TOPIC)
+        ensure_topics(
+            bootstrap, [TopicSpec(ticks_topic_name(cfg.app_id), partitions, retention_ms=3_600_000)]
+        )
+    app, ctx = build_app(cfg, bootstrap, registry, roles, partitions=partitions)
     ctx.serde.warm_up()
     if "deliver" in roles:
         from smsflow.webhooks.topic_store import TopicSubscriptionStore, seed_subscriptions
@@ -104,6 +115,13 @@ async def run_connector(cfg: Config) -> None:
     await connector.stop()
     await producer.close()
     shutdown_tracing()
+
+
+async def run_api(cfg: Config) -> None:
+    """The subscriptions REST API (see smsflow/api_server.py). Blocks until SIGINT/SIGTERM."""
+    from smsflow.api_server import serve_api
+
+    await serve_api(cfg)
 
 
 def configure_logging(level: str) -> None:

@@ -260,6 +260,15 @@ def ensure_topics(
     return created
 
 
+def partition_count(bootstrap: str, topic: str, timeout: float = 30.0) -> int:
+    """Partitions of an existing topic (what co-partitioned internal topics must match)."""
+    md = _admin(bootstrap).list_topics(topic, timeout=timeout)
+    meta = md.topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise ManifestError(f"{topic}: topic not found on {bootstrap} (apply infra/topics.yaml first)")
+    return len(meta.partitions)
+
+
 def _wait_for_leaders(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     names = {s.name for s in specs}

@@ -37,7 +37,10 @@ def build_app(
     registry_url: str,
     roles: set[str] | None = None,
     data_dir: str | None = None,
+    partitions: int | None = None,
 ) -> tuple[faust.App, StreamContext]:
+    """``partitions``: of sms.raw.v1 on the cluster; the ingest tables and ticks are co-partitioned with it."""
+    partitions = partitions or config.kafka.partitions
     datadir = Path(data_dir or config.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -46,7 +49,7 @@ def build_app(
         store="memory://",
         datadir=str(datadir),
         topic_replication_factor=config.kafka.replication_factor,
-        topic_partitions=config.kafka.partitions,
+        topic_partitions=partitions,
         producer_acks=-1,
         producer_linger_ms=1,
         broker_commit_every=500,
@@ -59,7 +62,7 @@ def build_app(
         value_serializer="raw",
     )
     serde = Serde(registry_client(registry_url))
-    ctx = StreamContext(config, bootstrap, serde, config.kafka.partitions, roles or {"ingest", "deliver"})
+    ctx = StreamContext(config, bootstrap, serde, partitions, roles or {"ingest", "deliver"})
     if "ingest" in ctx.roles:
         from streams.ingest import register_ingest
 

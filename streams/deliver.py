@@ -9,29 +9,56 @@ their webhooks carry the same webhook-id as before.
 A slow or dead endpoint cannot hold others up: the sender gives each endpoint its own slots; a message that
 cannot get one in time is moved to the retry topic ("deferred") instead of occupying the worker.
 
+Batched subscriptions (``sub.batch``): the message joins that subscription's open batch, and its inbound
+event stays unacked until the batch's POST has a durable outcome, so the ack discipline is the same as for
+single messages; the batch is sent when full or when its first message has waited ``max_wait_ms``.
+
 Retries ride on ``sms.webhook.retry.v1``. Its agent holds each record (unacked) until it is due, so records
 due at different times for different endpoints never wait for one another and nothing sleeps in a consumer
-loop. After the last attempt a message goes to ``sms.webhook.dlq.v1`` with the reason.
+loop. After the last attempt a message goes to ``sms.webhook.dlq.v1`` with the reason. Record formats:
+``smsflow.webhooks.records``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import faust
 import orjson
 from opentelemetry import trace
+from opentelemetry.context import Context
 
 from smsflow.payload import webhook_payload
 from smsflow.schemas import DELIVERY_TOPIC, INBOUND_TOPIC, OPS_TOPIC, WEBHOOK_DLQ_TOPIC, WEBHOOK_RETRY_TOPIC
-from smsflow.telemetry import context_from_headers, http_headers_from_context, tracer
+from smsflow.telemetry import (
+    LINKED_TRACES_ATTR,
+    context_from_headers,
+    http_headers_from_context,
+    links_from,
+    tracer,
+)
+from smsflow.webhooks.batching import BatchAssembler
 from smsflow.webhooks.engine import DeliveryEngine
 from smsflow.webhooks.model import DeliveryEvent, DeliveryState, Subscription, utcnow
 from smsflow.webhooks.policy import Action
+from smsflow.webhooks.records import (
+    dead_letter_record,
+    event_record,
+    from_ms,
+    queued_event,
+    retry_messages,
+    retry_record,
+)
+from smsflow.webhooks.sender import webhook_id_for
 from smsflow.webhooks.store import SubscriptionStore
 from streams.app import StreamContext
 
@@ -40,10 +67,6 @@ _tracer = tracer("smsflow.streams.deliver")
 
 MAX_EVENTS_IN_FLIGHT = 4096
 MAX_RETRIES_WAITING = 100_000
-
-
-def _ms(t: dt.datetime | None) -> int | None:
-    return None if t is None else int(t.timestamp() * 1000)
 
 
 class KafkaDelivery:
@@ -62,81 +85,85 @@ class KafkaDelivery:
         await self.topics[topic].send(key=key.encode(), value=value, headers=headers)
 
     async def event(self, ev: DeliveryEvent) -> None:
-        rec = {
-            "event_id": ev.event_id,
-            "ts": _ms(ev.ts),
-            "state": str(ev.state),
-            "message_id": ev.message_id,
-            "subscription_id": ev.subscription_id,
-            "webhook_id": ev.webhook_id,
-            "attempt": ev.attempt,
-            "status_code": ev.status_code,
-            "failure": str(ev.failure) if ev.failure else None,
-            "error": ev.error,
-            "duration_ms": ev.duration_ms,
-            "next_attempt_at": _ms(ev.next_attempt_at),
-            "url": ev.url,
-            "batch_size": ev.batch_size,
-            "response_body": ev.response_body[:1024] if ev.response_body else None,
-        }
-        await self._send(DELIVERY_TOPIC, ev.message_id, self.ctx.serde.encode(DELIVERY_TOPIC, rec))
+        await self._send(
+            DELIVERY_TOPIC, ev.message_id, self.ctx.serde.encode(DELIVERY_TOPIC, event_record(ev))
+        )
 
     async def targets(self, msg: dict[str, Any]) -> list[Subscription]:
         return [s for s in await self.store.list() if s.enabled and s.matches(msg)]
 
+    async def queued(self, sub: Subscription, message_id: str) -> None:
+        await self.event(queued_event(sub, message_id))
+
     async def attempt(
-        self, sub: Subscription, payload: dict[str, Any], attempt: int, first_at: dt.datetime, parent: Any
+        self,
+        sub: Subscription,
+        messages: list[dict[str, Any]],
+        attempt: int,
+        first_at: dt.datetime,
+        parent: Context | None,
+        links: Sequence[trace.Link] = (),
     ) -> None:
-        """One POST and everything that follows from it; returns once the outcome is durable in Kafka."""
-        mid = payload["message_id"]
+        """One POST (one message, or a batch) and everything that follows from it; returns once the outcome
+        is handed to the producer (Faust flushes it before committing any offset)."""
+        mid = str(messages[0]["message_id"])
         with _tracer.start_as_current_span(
             "webhook POST",
             context=parent,
             kind=trace.SpanKind.CLIENT,
+            links=list(links),
             attributes={
                 "smsflow.message_id": mid,
                 "smsflow.subscription": sub.id,
                 "smsflow.attempt": attempt,
+                "smsflow.batch_size": len(messages),
                 "http.request.method": "POST",
+                **_endpoint_attributes(sub.url),
+                **_linked_traces(links),
             },
         ) as span:
-            outcome = await self.engine.attempt(
-                sub, [payload], attempt, first_at, http_headers_from_context()
-            )
+            outcome = await self.engine.attempt(sub, messages, attempt, first_at, http_headers_from_context())
             self.stats["attempts"] += 1
             result, decision = outcome.result, outcome.decision
             if result is not None and result.status_code is not None:
                 span.set_attribute("http.response.status_code", result.status_code)
+            span.set_attribute("smsflow.decision", str(decision.action))
             if result is None or not result.ok:
                 span.set_status(trace.StatusCode.ERROR, decision.reason)
+                span.set_attribute("smsflow.failure", decision.reason)
             headers = _trace_headers()
-        for ev in outcome.events:
+        for ev in outcome.all_events:
             await self.event(ev)
+        batched = sub.batch is not None or len(messages) > 1
         if decision.action is Action.DONE:
-            self.stats["delivered"] += 1
+            self.stats["delivered"] += len(messages)
         elif decision.action is Action.RETRY:
-            self.stats["retry_scheduled"] += 1
+            self.stats["retry_scheduled"] += len(messages)
             assert decision.next_attempt is not None and decision.next_attempt_at is not None
-            record = {
-                "subscription_id": sub.id,
-                "attempt": decision.next_attempt,
-                "due_at": _ms(decision.next_attempt_at),
-                "first_at": _ms(first_at),
-                "message": payload,
-                "reason": decision.reason,
-            }
-            await self._send(WEBHOOK_RETRY_TOPIC, mid, orjson.dumps(record), headers)
+            record = retry_record(
+                sub.id,
+                messages,
+                attempt=decision.next_attempt,
+                due_at=decision.next_attempt_at,
+                first_at=first_at,
+                reason=decision.reason,
+                batched=batched,
+            )
+            key = webhook_id_for(sub, messages) if batched else mid
+            await self._send(WEBHOOK_RETRY_TOPIC, key, orjson.dumps(record), headers)
         else:
-            self.stats["dead_lettered"] += 1
-            record = {
-                "subscription_id": sub.id,
-                "attempts": attempt,
-                "reason": decision.reason,
-                "state": str(decision.state),
-                "ts": int(time.time() * 1000),
-                "message": payload,
-            }
-            await self._send(WEBHOOK_DLQ_TOPIC, mid, orjson.dumps(record))
+            self.stats["dead_lettered"] += len(messages)
+            wid = webhook_id_for(sub, messages)
+            for m in messages:
+                record = dead_letter_record(
+                    sub.id,
+                    m,
+                    attempts=attempt,
+                    reason=decision.reason,
+                    state=str(decision.state),
+                    webhook_id=wid,
+                )
+                await self._send(WEBHOOK_DLQ_TOPIC, str(m["message_id"]), orjson.dumps(record))
         if outcome.disabled_reason is not None:
             ops = {
                 "type": "endpoint_disabled",
@@ -148,9 +175,133 @@ class KafkaDelivery:
             await self._send(OPS_TOPIC, sub.id, orjson.dumps(ops))
             log.warning("endpoint %s disabled: %s", sub.id, outcome.disabled_reason)
 
+    async def dead_letter_unsent(
+        self, subscription_id: str, messages: list[dict[str, Any]], attempt: int, reason: str
+    ) -> None:
+        """Messages that cannot be attempted at all (their subscription was deleted)."""
+        for m in messages:
+            mid = str(m["message_id"])
+            await self.event(
+                DeliveryEvent(
+                    state=DeliveryState.DEAD_LETTERED,
+                    message_id=mid,
+                    subscription_id=subscription_id,
+                    attempt=attempt,
+                    error=reason,
+                    batch_size=len(messages),
+                )
+            )
+            record = dead_letter_record(
+                subscription_id, m, attempts=attempt - 1, reason=reason, state="dead_lettered"
+            )
+            await self._send(WEBHOOK_DLQ_TOPIC, mid, orjson.dumps(record))
+        self.stats["dead_lettered"] += len(messages)
+
 
 def _trace_headers() -> list[tuple[str, bytes]]:
     return [(k, v.encode()) for k, v in http_headers_from_context().items()]
+
+
+def _endpoint_attributes(url: str) -> dict[str, Any]:
+    """Where a webhook goes, without query string or credentials (either may hold a customer's secret)."""
+    parts = urlsplit(url)
+    attrs: dict[str, Any] = {"server.address": parts.hostname or "", "url.path": parts.path or "/"}
+    with contextlib.suppress(ValueError):
+        attrs["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
+    return attrs
+
+
+def _linked_traces(links: Sequence[trace.Link]) -> dict[str, Any]:
+    """A batch's other messages, as a tag too: Zipkin v2 shows no span links."""
+    ids = sorted({trace.format_trace_id(link.context.trace_id) for link in links})
+    return {LINKED_TRACES_ATTR: ids} if ids else {}
+
+
+@dataclass
+class _Waiting:
+    future: asyncio.Future[None]
+    first_at: dt.datetime
+    parent: Context | None
+
+
+class BatchDispatcher:
+    """Collects messages of batched subscriptions and sends each batch when it is full or due.
+
+    ``submit`` returns when the batch holding the message has a durable outcome (or raises if it could not be
+    made durable), so the caller acks the inbound event only then.
+    """
+
+    def __init__(self, delivery_of: Any, assembler: BatchAssembler | None = None) -> None:
+        self._delivery_of = delivery_of  # () -> KafkaDelivery, resolved late (the engine is built after us)
+        self.assembler = assembler or BatchAssembler()
+        self._waiting: defaultdict[str, defaultdict[str, list[_Waiting]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(
+        self, sub: Subscription, payload: dict[str, Any], first_at: dt.datetime, parent: Context | None
+    ) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[sub.id][str(payload["message_id"])].append(_Waiting(fut, first_at, parent))
+        full = self.assembler.add(sub, payload)
+        if full is not None:
+            self._spawn(sub.id, full)
+        else:
+            self._wake.set()  # a new deadline may be the nearest
+        await fut
+
+    def _spawn(self, subscription_id: str, messages: list[dict[str, Any]]) -> None:
+        t = asyncio.ensure_future(self._flush(subscription_id, messages))
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _flush(self, subscription_id: str, messages: list[dict[str, Any]]) -> None:
+        waiting = self._waiting[subscription_id]
+        waiters = [w for m in messages for w in waiting.pop(str(m["message_id"]), [])]
+        if not waiting:
+            self._waiting.pop(subscription_id, None)
+        error: BaseException | None = None
+        try:
+            kd = self._delivery_of()
+            sub = await kd.store.get(subscription_id)
+            if sub is None:
+                await kd.dead_letter_unsent(subscription_id, messages, 1, "subscription deleted")
+            else:
+                first_at = min((w.first_at for w in waiters), default=utcnow())
+                parents = [w.parent for w in waiters if w.parent is not None]
+                parent = parents[0] if parents else None
+                await kd.attempt(sub, messages, 1, first_at, parent, links_from(parents[1:]))
+        except Exception as exc:
+            log.exception("batch for %s (%d messages) not completed", subscription_id, len(messages))
+            error = exc
+        for w in waiters:
+            if w.future.done():
+                continue
+            if error is None:
+                w.future.set_result(None)
+            else:
+                w.future.set_exception(error)
+
+    async def run(self) -> None:
+        """Timer: sends batches whose first message has waited long enough."""
+        while True:
+            deadline = self.assembler.next_deadline()
+            self._wake.clear()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            for sid, messages in self.assembler.due():
+                self._spawn(sid, messages)
+            await asyncio.sleep(0)  # let submitters run between sweeps
+
+    async def drain(self, timeout: float) -> None:
+        """Send every open batch now and wait for them (shutdown)."""
+        for sid, messages in self.assembler.drain():
+            self._spawn(sid, messages)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
 
 
 def register_deliver(app: faust.App, ctx: StreamContext) -> None:
@@ -170,16 +321,31 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
         eng.topics = out
         return eng
 
+    batches = BatchDispatcher(engine)
+
     def spawn(coro: Any) -> None:
         t = asyncio.ensure_future(coro)
         tasks.add(t)
         t.add_done_callback(tasks.discard)
+
+    @app.task
+    async def _batch_timer() -> None:
+        await batches.run()
 
     @app.agent(inbound, name="deliver")
     async def deliver(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             await gate.acquire()
             spawn(_deliver_one(stream, event))
+
+    async def _one_target(
+        eng: KafkaDelivery, sub: Subscription, payload: dict[str, Any], first_at: dt.datetime, parent: Context
+    ) -> None:
+        await eng.queued(sub, payload["message_id"])
+        if sub.batch is not None:
+            await batches.submit(sub, payload, first_at, parent)
+        else:
+            await eng.attempt(sub, [payload], 1, first_at, parent)
 
     async def _deliver_one(stream: Any, event: Any) -> None:
         try:
@@ -194,11 +360,21 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
                 "deliver",
                 context=parent,
                 kind=trace.SpanKind.CONSUMER,
-                attributes={"smsflow.message_id": msg["message_id"], "smsflow.subscriptions": len(subs)},
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.source.name": INBOUND_TOPIC,
+                    "messaging.kafka.partition": event.message.partition,
+                    "messaging.kafka.offset": event.message.offset,
+                    "smsflow.message_id": msg["message_id"],
+                    "smsflow.carrier": str(msg.get("carrier_id") or ""),
+                    "smsflow.route": str(msg.get("route_id") or ""),
+                    "smsflow.segment_count": int(msg.get("segment_count") or 1),
+                    "smsflow.subscriptions": len(subs),
+                },
             ):
                 span_ctx = trace.set_span_in_context(trace.get_current_span())
                 results = await asyncio.gather(
-                    *(eng.attempt(s, payload, 1, first_at, span_ctx) for s in subs), return_exceptions=True
+                    *(_one_target(eng, s, payload, first_at, span_ctx) for s in subs), return_exceptions=True
                 )
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
@@ -227,27 +403,17 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
             if wait > 0:
                 await asyncio.sleep(wait)
             sub = await eng.store.get(rec["subscription_id"])
-            mid = rec["message"]["message_id"]
-            parent = context_from_headers(event.headers)
-            if sub is None or not sub.enabled:
-                reason = (
-                    "subscription deleted" if sub is None else f"endpoint disabled: {sub.disabled_reason}"
-                )
-                await eng.event(
-                    DeliveryEvent(
-                        state=DeliveryState.DEAD_LETTERED,
-                        message_id=mid,
-                        subscription_id=rec["subscription_id"],
-                        attempt=rec["attempt"],
-                        error=reason,
-                    )
-                )
-                await eng._send(
-                    WEBHOOK_DLQ_TOPIC, mid, orjson.dumps({**rec, "reason": reason, "state": "dead_lettered"})
+            messages = retry_messages(rec)
+            if sub is None:
+                await eng.dead_letter_unsent(
+                    rec["subscription_id"], messages, rec["attempt"], "subscription deleted"
                 )
             else:
-                first_at = dt.datetime.fromtimestamp(rec["first_at"] / 1000, tz=dt.UTC)
-                await eng.attempt(sub, rec["message"], rec["attempt"], first_at, parent)
+                # A disabled endpoint is the engine's call: it records failed + dead_lettered, sends nothing.
+                first_at = from_ms(rec["first_at"])
+                await eng.attempt(
+                    sub, messages, rec["attempt"], first_at, context_from_headers(event.headers)
+                )
             await stream.ack(event)
         except Exception:
             log.exception("deliver-retry: event %s:%s failed", event.message.partition, event.message.offset)
@@ -256,5 +422,6 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _drain(app: faust.App, **kwargs: Any) -> None:
+        await batches.drain(timeout=10)
         if tasks:
             await asyncio.wait(list(tasks), timeout=10)

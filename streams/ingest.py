@@ -9,17 +9,28 @@ rebalances) without touching Faust's windowed-table cleanup (faust-streaming #38
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from typing import Any
 
 import faust
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from smsflow.inbound import IngestProcessor, IngestSettings, Publish
+from smsflow.inbound import IngestProcessor, IngestSettings, Publish, Stats
 from smsflow.schemas import INBOUND_TOPIC, QUARANTINE_TOPIC, RAW_TOPIC, RECEIPTS_TOPIC
-from smsflow.telemetry import context_from_headers, headers_from_context, links_from, tracer
+from smsflow.telemetry import (
+    LINKED_TRACES_ATTR,
+    context_from_headers,
+    context_from_traceparent,
+    current_traceparent,
+    headers_from_context,
+    links_from,
+    trace_id_hex,
+    tracer,
+)
 from streams.app import StreamContext
 
 log = logging.getLogger(__name__)
@@ -33,16 +44,39 @@ def _headers(event_headers: Any) -> list[tuple[str, Any]]:
     return list(event_headers or [])
 
 
-def _traceparent(headers: list[tuple[str, Any]]) -> str | None:
-    for k, v in headers:
-        if k == "traceparent":
-            return v.decode() if isinstance(v, bytes | bytearray) else str(v)
-    return None
+def _outcome(before: Stats, after: Stats, items: list[Publish]) -> str:
+    """What became of one raw record, for its ingest span (the one place a dropped duplicate shows)."""
+    kinds = {item.kind for item in items}
+    for kind, outcome in (("inbound", "message"), ("receipt", "receipt"), ("quarantine", "quarantined")):
+        if kind in kinds:
+            return outcome
+    if after.duplicates > before.duplicates:
+        return "duplicate"
+    if after.duplicate_parts > before.duplicate_parts:
+        return "duplicate part"
+    if after.replays > before.replays:
+        return "replay"
+    return "held for reassembly"
+
+
+def _send_attributes(topic: str, item: Publish) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": topic,
+    }
+    if item.record.get("message_id"):
+        attrs["smsflow.message_id"] = str(item.record["message_id"])
+    return attrs
+
+
+def ticks_topic_name(app_id: str) -> str:
+    return f"{app_id}-ingest-ticks"
 
 
 def register_ingest(app: faust.App, ctx: StreamContext) -> None:
     cfg = ctx.config
-    ticks_name = f"{cfg.app_id}-ingest-ticks"
+    ticks_name = ticks_topic_name(cfg.app_id)
     raw_topic = app.topic(RAW_TOPIC, key_serializer="raw", value_serializer="raw", partitions=ctx.partitions)
     ticks_topic = app.topic(
         ticks_name,
@@ -76,8 +110,15 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
         for item in items:
             topic = _KIND_TOPIC[item.kind]
             value = ctx.serde.encode(topic, item.record)
-            headers = headers_from_context(parent)
-            await out_topics[item.kind].send(key=item.key.encode(), value=value, headers=headers)
+            # One PRODUCER span per record; its context rides in the record's headers to the next stage.
+            with _tracer.start_as_current_span(
+                f"send {topic}",
+                context=parent,
+                kind=trace.SpanKind.PRODUCER,
+                attributes=_send_attributes(topic, item),
+            ):
+                headers = headers_from_context()
+                await out_topics[item.kind].send(key=item.key.encode(), value=value, headers=headers)
 
     @app.agent(source, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
@@ -88,6 +129,7 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
                 if items:
                     with _tracer.start_as_current_span("reassembly timeout") as span:
                         span.set_attribute("smsflow.emitted", len(items))
+                        span.set_attribute("messaging.kafka.partition", msg.partition)
                         await _publish_with_links(publish, items)
                 continue
             headers = _headers(event.headers)
@@ -121,29 +163,45 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
                     )
                     continue
                 origin = f"{RAW_TOPIC}:{msg.partition}:{msg.offset}"
-                items = processor.on_raw(raw, origin, msg.partition, _traceparent(headers))
+                span.set_attribute("smsflow.carrier", str(raw.get("carrier_id", "")))
+                span.set_attribute("smsflow.route", str(raw.get("route_id", "")))
+                before = dataclasses.replace(processor.stats)
+                # A segment is remembered with this span's context, so the assembled message hangs under the
+                # ingest span of the segment that arrived first, and links the others' ingest spans.
+                items = processor.on_raw(raw, origin, msg.partition, current_traceparent())
                 span.set_attribute("smsflow.outputs", len(items))
+                span.set_attribute("smsflow.outcome", _outcome(before, processor.stats, items))
                 await _publish_with_links(publish, items)
 
     async def _publish_with_links(pub: Any, items: list[Publish]) -> None:
+        here = current_traceparent()
+        current = trace.get_current_span()
         for item in items:
             tps = item.traceparents
-            if len(tps) > 1 or (item.kind == "inbound" and tps):
-                # one SMS = one trace: the assembled message continues the first segment's trace and links
-                # the others.
-                first = context_from_headers([("traceparent", tps[0])])
-                others = [context_from_headers([("traceparent", t)]) for t in tps[1:]]
-                with _tracer.start_as_current_span(
-                    "assemble" if item.record.get("segment_count", 1) > 1 else "emit",
-                    context=first,
-                    links=links_from(others),
-                    attributes={
-                        "smsflow.message_id": str(item.record.get("message_id", "")),
-                        "smsflow.segments": len(tps),
-                    },
-                ):
-                    await pub([item], None)
-            else:
+            if item.record.get("message_id"):
+                current.set_attribute("smsflow.message_id", str(item.record["message_id"]))
+            if not tps or tps == [here]:
+                await pub([item], None)  # a single PDU: the message continues this very span
+                continue
+            # One SMS = one trace: a message of several segments continues the trace of the segment that
+            # arrived first and links the others' (each segment's own trace ends at its ingest span).
+            first = context_from_traceparent(tps[0])
+            others = [context_from_traceparent(t) for t in tps[1:]]
+            linked = [t for t in map(trace_id_hex, others) if t]
+            first_trace = trace_id_hex(first)
+            if first_trace and first_trace != trace_id_hex(otel_context.get_current()):
+                current.set_attribute("smsflow.assembled_in_trace", first_trace)
+            attributes: dict[str, Any] = {
+                "smsflow.message_id": str(item.record.get("message_id", "")),
+                "smsflow.segment_count": int(item.record.get("segment_count") or len(tps)),
+                "smsflow.segments_received": len(tps),
+                "smsflow.incomplete": bool(item.record.get("incomplete", False)),
+            }
+            if linked:
+                attributes[LINKED_TRACES_ATTR] = linked
+            with _tracer.start_as_current_span(
+                "assemble", context=first, links=links_from(others), attributes=attributes
+            ):
                 await pub([item], None)
 
     @app.timer(interval=cfg.pipeline.tick_interval_s)

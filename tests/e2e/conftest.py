@@ -64,6 +64,7 @@ class Pipeline:
     config_path: Path
     env: dict[str, str]
     procs: dict[str, RoleProcess] = field(default_factory=dict)
+    env_app_id: str = ""
 
     def start(self, *names: str) -> None:
         for name in names or ("worker", "connector"):
@@ -166,7 +167,7 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
                 **(extra_env or {}),
             },
         )
-        p = Pipeline(stack, tmp_path, smsc, rx, path, env)
+        p = Pipeline(stack, tmp_path, smsc, rx, path, env, env_app_id=cfg["app_id"])
         made.append(p)
         return p
 

@@ -1,0 +1,135 @@
+"""Issue 3 on the real broker: reassembly timeout (incomplete), receipts on their own topic, malformed PDUs
+answered per protocol and quarantined, and expired dedup/reassembly state leaving the store — also after a
+worker restart (checked on the tables' changelog topics, which is what a restarted worker recovers from)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from connectors.simulator.traffic import LogicalSms
+from smsflow.smpp.constants import CommandStatus
+from smsflow.smpp.pdu import Tlv
+from smsflow.sms.segmentation import split_for_smpp
+
+pytestmark = pytest.mark.e2e
+
+
+def read_topic(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of a topic, from the beginning to its current end."""
+    c = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}", "enable.auto.commit": False}
+    )
+    try:
+        md = c.list_topics(topic, timeout=10).topics[topic]
+        out: list[Any] = []
+        for p in md.partitions:
+            tp = TopicPartition(topic, p)
+            lo, hi = c.get_watermark_offsets(tp, timeout=10)
+            if hi <= lo:
+                continue
+            c.assign([TopicPartition(topic, p, lo)])
+            while True:
+                m = c.poll(5)
+                assert m is not None, f"timed out reading {topic}[{p}]"
+                if m.error():
+                    continue
+                out.append(m)
+                if m.offset() >= hi - 1:
+                    break
+        return out
+    finally:
+        c.close()
+
+
+def avro_values(bootstrap: str, registry_url: str, topic: str) -> list[dict[str, Any]]:
+    de = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))  # writer schema from the registry
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    return [de(m.value(), ctx) for m in read_topic(bootstrap, topic)]
+
+
+def _params(src: str, dst: str, sm: bytes, dc: int, esm: int) -> dict[str, int | str | bytes]:
+    return {
+        "service_type": "",
+        "source_addr_ton": 1,
+        "source_addr_npi": 1,
+        "source_addr": src,
+        "dest_addr_ton": 1,
+        "dest_addr_npi": 1,
+        "destination_addr": dst,
+        "esm_class": esm,
+        "protocol_id": 0,
+        "priority_flag": 0,
+        "schedule_delivery_time": "",
+        "validity_period": "",
+        "registered_delivery": 0,
+        "replace_if_present_flag": 0,
+        "data_coding": dc,
+        "sm_default_msg_id": 0,
+        "short_message": sm,
+    }
+
+
+async def test_timeout_receipts_quarantine_and_expiry(pipeline) -> None:
+    p = await pipeline(pipeline_cfg={"reassembly_timeout_s": 3, "dedup_window_s": 6, "tick_interval_s": 0.5})
+    p.start()
+    await p.smsc.wait_bound(60)
+    src, dst = "85261234567", "85230001000"
+    whole = LogicalSms(src, dst, "Code 424242 is yours", 0)
+    p.smsc.enqueue(whole)
+    # a long SMS whose part 2 never comes
+    long_text = "【京东】尊敬的客户您好,您的验证码是 825959,请在5分钟内完成验证,切勿告知他人。" * 4
+    partial = LogicalSms("8613812345678", dst, long_text, 8)
+    segs = split_for_smpp(long_text, 8, "udh16", ref=4242)
+    for seg in segs:
+        if seg.seq != 2:
+            p.smsc.enqueue_pdu(_params(partial.source, dst, seg.short_message, 8, seg.esm_class), [], partial)
+    # a delivery receipt, by text and by TLVs
+    dlr = LogicalSms(src, dst, "dlr", 0)
+    text = b"id:0A1B2C3D sub:001 dlvrd:001 submit date:2611260101 done date:2611260102 "
+    text += b"stat:DELIVRD err:000 text:"
+    p.smsc.enqueue_pdu(_params(src, dst, text, 0, 0x04), [], dlr)
+    p.smsc.enqueue_pdu(
+        _params(src, dst, b"", 0, 0x04), [Tlv(0x001E, b"998877\x00"), Tlv(0x0427, bytes([5]))], dlr
+    )
+    # a deliver_sm whose UDH claims more octets than the message has: a protocol-level error
+    bad = LogicalSms(src, dst, "bad", 0)
+    p.smsc.enqueue_pdu(_params(src, dst, b"\x0b\x00\x03\x01\x02\x01", 0, 0x40), [], bad)
+
+    await p.wait_delivered(2, 60)  # the whole one, and the incomplete one after the timeout
+    msgs = {m["segment_count"]: m for m in p.receiver.log.messages.values()}
+    assert msgs[1]["body"] == "Code 424242 is yours" and not msgs[1]["incomplete"]
+    inc = msgs[len(segs)]
+    assert inc["incomplete"] and inc["missing_segments"] == [2]
+    assert p.smsc.stats.by_status.get(int(CommandStatus.ESME_ROK), 0) >= len(segs) + 3
+
+    receipts = avro_values(p.stack.bootstrap, p.stack.registry_url, "sms.receipts.v1")
+    assert sorted((r["message_id"], r["state"]) for r in receipts) == [
+        ("0A1B2C3D", "DELIVRD"),
+        ("998877", "UNDELIV"),
+    ]
+    quarantined = avro_values(p.stack.bootstrap, p.stack.registry_url, "sms.quarantine.v1")
+    assert len(quarantined) == 1 and "user data header" in quarantined[0]["reason"]
+    assert not any(m["body"] == "dlr" for m in p.receiver.log.messages.values()), (
+        "receipts never reach customers"
+    )
+
+    # restart the worker, let the windows pass, and check that every table key ended in a tombstone
+    p.stop("worker")
+    p.start("worker")
+    await asyncio.sleep(12)
+    app_id = p.env_app_id
+    for table in ("ingest-seen", "ingest-partials"):
+        latest: dict[bytes, bytes | None] = {}
+        for m in read_topic(p.stack.bootstrap, f"{app_id}-{table}-changelog"):
+            latest[m.key()] = m.value()
+        assert latest, f"{table}: nothing was ever stored?"
+        live = [k for k, v in latest.items() if v is not None]
+        assert not live, f"{table}: {len(live)} keys never expired: {live[:3]}"
