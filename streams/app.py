@@ -39,7 +39,7 @@ def build_app(
     data_dir: str | None = None,
     partitions: int | None = None,
 ) -> tuple[faust.App, StreamContext]:
-    """``partitions``: of sms.raw.v1 on the cluster; the ingest tables and ticks are co-partitioned with it."""
+    """``partitions``: of sms.raw.v1 on the cluster; ingest tables and ticks are co-partitioned with it."""
     partitions = partitions or config.kafka.partitions
     datadir = Path(data_dir or config.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
