@@ -48,6 +48,9 @@ class TracingConfig(_Strict):
     otlp_endpoint: str | None = None
     service_name_prefix: str = "smsflow"
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    schedule_delay_ms: float | None = Field(
+        default=None, gt=0, description="span export batching delay; default OTEL_BSP_SCHEDULE_DELAY or 1000"
+    )
 
 
 class ReconnectConfig(_Strict):
@@ -146,6 +149,16 @@ class ApiConfig(_Strict):
     )
     keys_file: str | None = Field(default=None, description="JSON lines of hashed API keys (ApiKey records)")
     rotation_overlap_s: float = Field(default=24 * 3600, ge=0)
+    resend_history_lookback_s: float = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="resend: how far back to read sms.delivery.v1 for the message's first event",
+    )
+    resend_search_window_s: float = Field(
+        default=3600,
+        gt=0,
+        description="resend: read sms.inbound.v1 from this long before the first delivery event",
+    )
 
 
 class Config(_Strict):

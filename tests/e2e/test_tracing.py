@@ -131,7 +131,11 @@ def _check_delivery(t: Trace, after: Span, message_id: str, traceparent: str) ->
 
 
 async def test_each_sms_is_one_trace_in_zipkin(pipeline, zipkin: str) -> None:
-    p = await pipeline(carriers=1, tracing={"zipkin_url": f"{zipkin}/api/v2/spans"})
+    p = await pipeline(
+        carriers=1,
+        tracing={"zipkin_url": f"{zipkin}/api/v2/spans"},
+        webhooks={"retry_delays_s": [0, 0.5, 1], "retry_jitter": 0},
+    )
     p.start()
     await p.smsc.wait_bound(60)
     singles = [
@@ -200,6 +204,30 @@ async def test_each_sms_is_one_trace_in_zipkin(pipeline, zipkin: str) -> None:
                 assert seg_ingest.tags["smsflow.outcome"] == "held for reassembly"
         assert len(completed_by) == 1, "the last segment to arrive points at the message's trace"
         _check_delivery(t, assemble, msg["message_id"], tp)
+
+    # A retry stays in the trace: the second attempt is a child of the failed first one, and the customer
+    # gets the traceparent of the attempt that succeeded.
+    p.receiver.fail_next = 1
+    retried = _sms(6, "Your verification code is 482913", 0, "single")
+    p.smsc.enqueue(retried)
+    await p.wait_delivered(len(singles) + len(multis) + 1, 60)
+    msg = next(m for m in p.receiver.log.messages.values() if m["body"] == retried.text)
+    tp = p.receiver.log.headers[msg["message_id"]]["traceparent"]
+    trace_id = tp.split("-")[1]
+    deadline = time.monotonic() + 30
+    while (
+        len((t := await fetch_trace(zipkin, trace_id, {"deliver", "webhook POST"})).named("webhook POST")) < 2
+    ):
+        assert time.monotonic() < deadline, t.describe()
+        await asyncio.sleep(0.5)
+    deliver = t.one("deliver")
+    first, second = sorted(t.named("webhook POST"), key=lambda s: s.tags["smsflow.attempt"])
+    assert (first.parent, first.tags["smsflow.attempt"]) == (deliver.id, "1"), t.describe()
+    assert first.tags["http.response.status_code"] == "503" and first.tags["smsflow.decision"] == "retry"
+    assert first.tags.get("otel.status_code") == "ERROR" or "error" in first.tags
+    assert (second.parent, second.tags["smsflow.attempt"]) == (first.id, "2"), t.describe()
+    assert second.tags["http.response.status_code"] == "204" and second.tags["smsflow.decision"] == "done"
+    assert tp.split("-")[2] == second.id
 
 
 async def test_spans_still_queued_are_flushed_when_the_processes_stop(pipeline, zipkin: str) -> None:
