@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from smsflow.smpp.constants import CommandId, CommandStatus
-from smsflow.smpp.pdu import Pdu, PduError, PduReader, Tlv, decode_pdu, encode_pdu
+from smsflow.smpp.pdu import FramingError, Pdu, PduError, PduReader, Tlv, decode_pdu, encode_pdu
 
 log = logging.getLogger(__name__)
 
@@ -272,11 +272,15 @@ class EsmeSession:
             self._last_rx = time.monotonic()
             try:
                 frames = framer.feed(chunk)
-            except PduError as exc:
-                # The length field is unusable: we cannot find the next PDU boundary. Answer, keep the bytes
-                # for inspection, and start a fresh session.
+            except FramingError as exc:
+                for raw in exc.pdus:  # whole PDUs that came before the bad header
+                    await self._dispatch(raw)
                 await self._reject(chunk, exc)
-                raise ConnectionError(f"unframeable data from SMSC: {exc.reason}") from None
+                if not exc.resumable:
+                    # a length below 16: no way to find the next PDU boundary; start a fresh session
+                    raise ConnectionError(f"unframeable data from SMSC: {exc.reason}") from None
+                framer.skip_bad_pdu()  # an oversized PDU: skip exactly its octets and go on
+                frames = framer.feed(b"")
             for raw in frames:
                 await self._dispatch(raw)
 
@@ -346,15 +350,12 @@ class EsmeSession:
 
     async def _reject(self, raw: bytes, exc: PduError) -> None:
         self.stats.rejected += 1
-        seq = exc.sequence_number or 0
-        cid = exc.command_id
-        known_request = cid in (CommandId.deliver_sm, CommandId.data_sm)
-        with contextlib.suppress(ConnectionError, OSError):
-            if known_request:
-                # The header was fine, the body was not: the protocol answer is the PDU's own response.
-                await self._answer(Pdu(int(cid or 0), 0, seq), exc.status)
-            elif cid is None or not (cid & 0x80000000):
-                await self._send(Pdu(CommandId.generic_nack, exc.status, seq))
+        # SMPP 3.4 §4.3: generic_nack for a bad header or unknown command; otherwise the request's own
+        # response carrying the error; nothing for a broken response.
+        answer = exc.reply()
+        if answer is not None:
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._send(answer)
         log.warning("%s: rejected PDU (status 0x%02X): %s", self.s.name, exc.status, exc.reason)
         if self._on_reject is not None:
             await self._on_reject(

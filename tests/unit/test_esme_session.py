@@ -1,0 +1,271 @@
+"""The ESME session against a scripted SMSC on loopback: answers, windows, keepalive, errors, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from connectors.smpp.session import EsmeSession, InboundPdu, RejectedPdu, SessionSettings
+from smsflow.smpp.constants import CommandId, CommandStatus
+from smsflow.smpp.pdu import Pdu, PduReader, decode_pdu, encode_pdu
+
+
+class ScriptedSmsc:
+    """Accepts connections, answers binds, and lets a test push raw bytes and read what the ESME sent."""
+
+    def __init__(self, bind_status: int = 0) -> None:
+        self.bind_status = bind_status
+        self.conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.received: asyncio.Queue[Pdu] = asyncio.Queue()
+        self.connected = asyncio.Event()
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+        self.answer_enquire_link = True
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._on_conn, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        for _, w in self.conns:
+            w.close()
+        if self._server:
+            self._server.close()
+
+    async def _on_conn(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.conns.append((r, w))
+        framer = PduReader()
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await r.read(65536):
+                for raw in framer.feed(data):
+                    pdu = decode_pdu(raw)
+                    if pdu.command_id in (CommandId.bind_transceiver, CommandId.bind_receiver):
+                        w.write(encode_pdu(pdu.make_response(self.bind_status, {"system_id": "SMSC"})))
+                        if self.bind_status == 0:
+                            self.connected.set()
+                    elif pdu.command_id == CommandId.enquire_link and self.answer_enquire_link:
+                        w.write(encode_pdu(pdu.make_response(0)))
+                    elif pdu.command_id == CommandId.unbind:
+                        w.write(encode_pdu(pdu.make_response(0)))
+                    await self.received.put(pdu)
+
+    def send(self, data: bytes) -> None:
+        self.conns[-1][1].write(data)
+
+    async def expect(self, command_id: int, timeout: float = 5.0) -> Pdu:
+        while True:
+            pdu = await asyncio.wait_for(self.received.get(), timeout)
+            if pdu.command_id == command_id:
+                return pdu
+
+
+def deliver_sm(seq: int, text: bytes = b"hello") -> bytes:
+    return encode_pdu(
+        Pdu(
+            CommandId.deliver_sm,
+            0,
+            seq,
+            params={"source_addr": "85261234567", "destination_addr": "85230001000", "short_message": text},
+        )
+    )
+
+
+Handler = Callable[[InboundPdu], Awaitable[int]]
+
+
+@contextlib.asynccontextmanager
+async def session_with(handler: Handler, smsc: ScriptedSmsc | None = None, **kw):  # type: ignore[no-untyped-def]
+    smsc = smsc or ScriptedSmsc()
+    await smsc.start()
+    rejected: list[RejectedPdu] = []
+
+    async def on_reject(r: RejectedPdu) -> None:
+        rejected.append(r)
+
+    settings = SessionSettings(
+        host="127.0.0.1",
+        port=smsc.port,
+        system_id="esme",
+        password="pw",
+        reconnect_initial_s=0.05,
+        reconnect_max_s=0.2,
+        response_timeout_s=1.0,
+        **kw,
+    )
+    s = EsmeSession(settings, handler, on_reject)
+    task = asyncio.create_task(s.run())
+    try:
+        await asyncio.wait_for(smsc.connected.wait(), 5)
+        await s.wait_bound(5)
+        yield s, smsc, rejected
+    finally:
+        await s.stop(1)
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await smsc.stop()
+
+
+async def ok(_: InboundPdu) -> int:
+    return 0
+
+
+async def test_deliver_sm_answered_after_the_handler_with_its_status() -> None:
+    gate = asyncio.Event()
+    seen: list[InboundPdu] = []
+
+    async def handler(item: InboundPdu) -> int:
+        seen.append(item)
+        await gate.wait()
+        return int(CommandStatus.ESME_RX_T_APPN) if len(seen) == 1 else 0
+
+    async with session_with(handler) as (_, smsc, _rej):
+        smsc.send(deliver_sm(7))
+        await asyncio.sleep(0.3)
+        early = [smsc.received.get_nowait().command_id for _ in range(smsc.received.qsize())]
+        assert CommandId.deliver_sm_resp not in early, "no answer before the handler (Kafka) is done"
+        gate.set()
+        resp = await smsc.expect(CommandId.deliver_sm_resp)
+        assert (resp.sequence_number, resp.command_status) == (7, CommandStatus.ESME_RX_T_APPN)
+        smsc.send(deliver_sm(8))
+        resp = await smsc.expect(CommandId.deliver_sm_resp)
+        assert (resp.sequence_number, resp.command_status) == (8, 0)
+        assert seen[0].raw == deliver_sm(7) and seen[0].pdu.params["short_message"] == b"hello"
+
+
+async def test_window_bounds_messages_in_flight() -> None:
+    inflight, peak = 0, 0
+    release = asyncio.Event()
+
+    async def handler(_: InboundPdu) -> int:
+        nonlocal inflight, peak
+        inflight += 1
+        peak = max(peak, inflight)
+        await release.wait()
+        inflight -= 1
+        return 0
+
+    async with session_with(handler, window=3) as (_, smsc, _rej):
+        for i in range(10):
+            smsc.send(deliver_sm(i + 1))
+        await asyncio.sleep(0.5)
+        assert peak == 3
+        release.set()
+        for _ in range(10):
+            await smsc.expect(CommandId.deliver_sm_resp)
+        assert peak == 3
+
+
+async def test_answers_enquire_link_and_generic_nacks_unknown_commands_staying_up() -> None:
+    async with session_with(ok) as (s, smsc, _rej):
+        smsc.send(encode_pdu(Pdu(CommandId.enquire_link, 0, 41)))
+        assert (await smsc.expect(CommandId.enquire_link_resp)).sequence_number == 41
+        smsc.send(struct.pack(">IIII", 16, 0x000000F7, 0, 42))  # a command id nobody defined
+        nack = await smsc.expect(CommandId.generic_nack)
+        assert (nack.sequence_number, nack.command_status) == (42, CommandStatus.ESME_RINVCMDID)
+        smsc.send(deliver_sm(43))
+        assert (await smsc.expect(CommandId.deliver_sm_resp)).command_status == 0
+        assert s.stats.binds == 1
+
+
+async def test_malformed_deliver_sm_answered_with_its_error_quarantined_session_stays_up() -> None:
+    async with session_with(ok) as (s, smsc, rejected):
+        good = deliver_sm(50, b"abc")
+        body = bytearray(good)
+        body[-4] = 200  # sm_length claims 200 octets; there are 3
+        smsc.send(bytes(body))
+        resp = await smsc.expect(CommandId.deliver_sm_resp)
+        assert resp.sequence_number == 50 and resp.command_status != 0
+        assert len(rejected) == 1 and rejected[0].raw == bytes(body) and rejected[0].reason
+        smsc.send(deliver_sm(51))
+        assert (await smsc.expect(CommandId.deliver_sm_resp)).command_status == 0
+        assert s.stats.binds == 1
+
+
+async def test_oversized_pdu_is_nacked_and_skipped_session_stays_up() -> None:
+    async with session_with(ok) as (s, smsc, rejected):
+        huge = 70_000  # above the 64 KiB limit: answered, its octets skipped, the stream goes on
+        smsc.send(
+            struct.pack(">IIII", huge, CommandId.deliver_sm, 0, 61) + b"x" * (huge - 16) + deliver_sm(62)
+        )
+        nack = await smsc.expect(CommandId.generic_nack)
+        assert (nack.command_status, nack.sequence_number) == (CommandStatus.ESME_RINVCMDLEN, 61)
+        resp = await smsc.expect(CommandId.deliver_sm_resp)
+        assert (resp.sequence_number, resp.command_status) == (62, 0)
+        assert s.stats.binds == 1 and rejected
+
+
+async def test_unframeable_length_is_nacked_and_the_session_rebinds() -> None:
+    async with session_with(ok) as (_s, smsc, rejected):
+        smsc.send(struct.pack(">IIII", 8, CommandId.deliver_sm, 0, 60))  # command_length < 16
+        nack = await smsc.expect(CommandId.generic_nack)
+        assert nack.command_status == CommandStatus.ESME_RINVCMDLEN
+        await smsc.expect(CommandId.bind_transceiver)  # reconnected and bound again
+        assert rejected
+
+
+async def test_smsc_unbind_is_answered_then_reconnect() -> None:
+    async with session_with(ok) as (_s, smsc, _rej):
+        smsc.send(encode_pdu(Pdu(CommandId.unbind, 0, 70)))
+        assert (await smsc.expect(CommandId.unbind_resp)).sequence_number == 70
+        await smsc.expect(CommandId.bind_transceiver)
+
+
+async def test_dead_link_detected_by_unanswered_enquire_link() -> None:
+    smsc = ScriptedSmsc()
+    smsc.answer_enquire_link = False
+    async with session_with(ok, smsc, enquire_link_s=0.2) as (s, smsc, _rej):
+        await smsc.expect(CommandId.enquire_link)
+        await smsc.expect(CommandId.bind_transceiver, timeout=5)  # gave up on the link, bound anew
+        assert s.stats.enquire_links_sent >= 1
+
+
+async def test_clean_stop_unbinds() -> None:
+    async with session_with(ok) as (_s, smsc, _rej):
+        pass
+    # session_with stopped the session: the SMSC must have seen an unbind
+    seen = []
+    while not smsc.received.empty():
+        seen.append(smsc.received.get_nowait().command_id)
+    assert CommandId.unbind in seen
+
+
+async def test_bind_refused_retries_with_backoff() -> None:
+    smsc = ScriptedSmsc(bind_status=int(CommandStatus.ESME_RINVPASWD))
+    await smsc.start()
+    s = EsmeSession(
+        SessionSettings(
+            host="127.0.0.1",
+            port=smsc.port,
+            system_id="esme",
+            password="bad",
+            reconnect_initial_s=0.05,
+            reconnect_max_s=0.1,
+        ),
+        ok,
+    )
+    task = asyncio.create_task(s.run())
+    try:
+        await smsc.expect(CommandId.bind_transceiver)
+        await smsc.expect(CommandId.bind_transceiver)
+        assert not s.bound and "0x0000000E" in s.stats.last_error
+    finally:
+        await s.stop(0.5)
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await smsc.stop()
+
+
+@pytest.mark.parametrize("bind", ["receiver", "transceiver"])
+async def test_bind_type_from_config(bind: str) -> None:
+    async with session_with(ok, bind=bind) as (_, smsc, _rej):
+        pass
+    ids = []
+    while not smsc.received.empty():
+        ids.append(smsc.received.get_nowait().command_id)
+    assert (CommandId.bind_receiver if bind == "receiver" else CommandId.bind_transceiver) in ids
