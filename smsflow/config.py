@@ -161,6 +161,14 @@ class ApiConfig(_Strict):
     )
 
 
+class MetricsConfig(_Strict):
+    """Prometheus /metrics per process role; null = not served."""
+
+    host: str = "127.0.0.1"
+    connector_port: Port | None = None
+    worker_port: Port | None = None
+
+
 class Config(_Strict):
     app_id: str = Field(default="smsflow", pattern=r"^[A-Za-z0-9_.-]+$")
     kafka: KafkaConfig = KafkaConfig()
@@ -171,6 +179,7 @@ class Config(_Strict):
     pipeline: PipelineConfig = PipelineConfig()
     webhooks: WebhookDeliveryConfig = WebhookDeliveryConfig()
     api: ApiConfig = ApiConfig()
+    metrics: MetricsConfig = MetricsConfig()
     data_dir: str = Field(default=".work/data", description="Faust table state and local services")
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ import signal
 import sys
 from typing import Any
 
+from smsflow import metrics
 from smsflow.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,13 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
             bootstrap, [TopicSpec(ticks_topic_name(cfg.app_id), partitions, retention_ms=3_600_000)]
         )
     app, ctx = build_app(cfg, bootstrap, registry, roles, partitions=partitions)
+    metrics.serve(cfg.metrics.worker_port, cfg.metrics.host)
+    if "ingest" in roles:
+        metrics.register_stats("smsflow_ingest", "ingest stage", lambda: ctx.extras["ingest_processor"].stats)
+    if "deliver" in roles:
+        metrics.register_stats(
+            "smsflow_delivery", "delivery stage", lambda: getattr(ctx.extras.get("delivery"), "stats", None)
+        )
     ctx.serde.warm_up()
     if "deliver" in roles:
         from smsflow.webhooks.topic_store import TopicSubscriptionStore, seed_subscriptions
@@ -101,6 +109,7 @@ async def run_connector(cfg: Config) -> None:
 
     bootstrap, registry = require_endpoints(cfg)
     setup_tracing(cfg.tracing, "connector")
+    metrics.serve(cfg.metrics.connector_port, cfg.metrics.host)
     serde = Serde(registry_client(registry))
     await asyncio.to_thread(serde.warm_up)
     producer = AsyncProducer(producer_conf(bootstrap))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from opentelemetry import context as otel_context
@@ -17,6 +18,7 @@ from opentelemetry import trace
 from connectors.smpp.session import EsmeSession, InboundPdu, RejectedPdu, SessionSettings
 from smsflow.config import CarrierConfig
 from smsflow.keys import conversation_key
+from smsflow.metrics import CONNECTOR_PDUS, CONNECTOR_STORE_SECONDS
 from smsflow.producer import AsyncProducer, KafkaUnavailable
 from smsflow.schemas import QUARANTINE_TOPIC, RAW_TOPIC
 from smsflow.serde import Serde
@@ -131,10 +133,13 @@ class SmppConnector:
                     send_span.set_attribute("messaging.kafka.offset", int(stored.offset() or 0))
             except (KafkaUnavailable, OSError, Exception) as exc:  # registry down counts as "not stored" too
                 span.set_status(trace.StatusCode.ERROR, str(exc))
+                CONNECTOR_PDUS.labels(carrier.id, "temp_error").inc()
                 span.set_attribute("smpp.command_status", int(CommandStatus.ESME_RX_T_APPN))
                 log.warning("%s: not stored, answering ESME_RX_T_APPN: %s", carrier.id, exc)
                 return int(CommandStatus.ESME_RX_T_APPN)
             span.set_attribute("smpp.command_status", int(CommandStatus.ESME_ROK))
+            CONNECTOR_PDUS.labels(carrier.id, "stored").inc()
+            CONNECTOR_STORE_SECONDS.observe(max(0.0, time.time() - item.received_at_ms / 1000))
             return int(CommandStatus.ESME_ROK)
 
     async def quarantine(self, carrier: CarrierConfig, item: RejectedPdu) -> None:
