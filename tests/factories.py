@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from connectors.simulator.smsc import deliver_sm_params
 from smsflow.smpp.constants import CommandId
 from smsflow.smpp.pdu import Pdu, Tlv, encode_pdu
 from smsflow.sms.segmentation import Segment, split_for_smpp
@@ -24,25 +25,7 @@ def deliver_sm_bytes(
         CommandId.deliver_sm,
         0,
         seq,
-        params={
-            "service_type": "",
-            "source_addr_ton": source_ton,
-            "source_addr_npi": 1,
-            "source_addr": source,
-            "dest_addr_ton": dest_ton,
-            "dest_addr_npi": 1,
-            "destination_addr": dest,
-            "esm_class": esm_class,
-            "protocol_id": 0,
-            "priority_flag": 0,
-            "schedule_delivery_time": "",
-            "validity_period": "",
-            "registered_delivery": 0,
-            "replace_if_present_flag": 0,
-            "data_coding": data_coding,
-            "sm_default_msg_id": 0,
-            "short_message": short_message,
-        },
+        params=deliver_sm_params(source, dest, short_message, data_coding, esm_class, source_ton, dest_ton),
         tlvs=[Tlv(t, v) for t, v in tlvs],
     )
     return encode_pdu(pdu)

@@ -26,6 +26,30 @@ from smsflow.sms.segmentation import split_for_smpp
 log = logging.getLogger(__name__)
 
 
+def deliver_sm_params(
+    source: str,
+    dest: str,
+    short_message: bytes,
+    data_coding: int,
+    esm_class: int = 0,
+    source_ton: int = 1,
+    dest_ton: int = 1,
+    npi: int = 1,
+) -> dict[str, int | str | bytes]:
+    """The mandatory deliver_sm parameters a carrier sets for an MO SMS (the rest take their defaults)."""
+    return {
+        "source_addr_ton": source_ton,
+        "source_addr_npi": npi,
+        "source_addr": source,
+        "dest_addr_ton": dest_ton,
+        "dest_addr_npi": npi,
+        "destination_addr": dest,
+        "esm_class": esm_class,
+        "data_coding": data_coding,
+        "short_message": short_message,
+    }
+
+
 @dataclass
 class Outgoing:
     pdu_params: dict[str, int | str | bytes]
@@ -244,25 +268,16 @@ class SimulatedSmsc:
         if counted:
             self._logical_pending[id(sms)] = len(segs)
         for seg in segs:
-            params: dict[str, int | str | bytes] = {
-                "service_type": "",
-                "source_addr_ton": sms.source_ton,
-                "source_addr_npi": sms.source_npi,
-                "source_addr": sms.source,
-                "dest_addr_ton": sms.dest_ton,
-                "dest_addr_npi": sms.dest_npi,
-                "destination_addr": sms.dest,
-                "esm_class": seg.esm_class,
-                "protocol_id": 0,
-                "priority_flag": 0,
-                "schedule_delivery_time": "",
-                "validity_period": "",
-                "registered_delivery": 0,
-                "replace_if_present_flag": 0,
-                "data_coding": sms.data_coding,
-                "sm_default_msg_id": 0,
-                "short_message": seg.short_message,
-            }
+            params = deliver_sm_params(
+                sms.source,
+                sms.dest,
+                seg.short_message,
+                sms.data_coding,
+                seg.esm_class,
+                sms.source_ton,
+                sms.dest_ton,
+                sms.source_npi,
+            )
             tlvs: list[object] = [Tlv(t, v) for t, v in seg.tlvs]
             self._queues[account].append(Outgoing(params, tlvs, sms, account, counted=counted))
         self._queue_event.set()

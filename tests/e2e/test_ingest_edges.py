@@ -14,6 +14,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from connectors.simulator.smsc import deliver_sm_params
 from connectors.simulator.traffic import LogicalSms
 from smsflow.smpp.constants import CommandStatus
 from smsflow.smpp.pdu import Tlv
@@ -55,28 +56,6 @@ def avro_values(bootstrap: str, registry_url: str, topic: str) -> list[dict[str,
     return [de(m.value(), ctx) for m in read_topic(bootstrap, topic)]
 
 
-def _params(src: str, dst: str, sm: bytes, dc: int, esm: int) -> dict[str, int | str | bytes]:
-    return {
-        "service_type": "",
-        "source_addr_ton": 1,
-        "source_addr_npi": 1,
-        "source_addr": src,
-        "dest_addr_ton": 1,
-        "dest_addr_npi": 1,
-        "destination_addr": dst,
-        "esm_class": esm,
-        "protocol_id": 0,
-        "priority_flag": 0,
-        "schedule_delivery_time": "",
-        "validity_period": "",
-        "registered_delivery": 0,
-        "replace_if_present_flag": 0,
-        "data_coding": dc,
-        "sm_default_msg_id": 0,
-        "short_message": sm,
-    }
-
-
 async def test_timeout_receipts_quarantine_and_expiry(pipeline) -> None:
     p = await pipeline(pipeline_cfg={"reassembly_timeout_s": 3, "dedup_window_s": 6, "tick_interval_s": 0.5})
     p.start()
@@ -90,18 +69,20 @@ async def test_timeout_receipts_quarantine_and_expiry(pipeline) -> None:
     segs = split_for_smpp(long_text, 8, "udh16", ref=4242)
     for seg in segs:
         if seg.seq != 2:
-            p.smsc.enqueue_pdu(_params(partial.source, dst, seg.short_message, 8, seg.esm_class), [], partial)
+            p.smsc.enqueue_pdu(
+                deliver_sm_params(partial.source, dst, seg.short_message, 8, seg.esm_class), [], partial
+            )
     # a delivery receipt, by text and by TLVs
     dlr = LogicalSms(src, dst, "dlr", 0)
     text = b"id:0A1B2C3D sub:001 dlvrd:001 submit date:2611260101 done date:2611260102 "
     text += b"stat:DELIVRD err:000 text:"
-    p.smsc.enqueue_pdu(_params(src, dst, text, 0, 0x04), [], dlr)
+    p.smsc.enqueue_pdu(deliver_sm_params(src, dst, text, 0, 0x04), [], dlr)
     p.smsc.enqueue_pdu(
-        _params(src, dst, b"", 0, 0x04), [Tlv(0x001E, b"998877\x00"), Tlv(0x0427, bytes([5]))], dlr
+        deliver_sm_params(src, dst, b"", 0, 0x04), [Tlv(0x001E, b"998877\x00"), Tlv(0x0427, bytes([5]))], dlr
     )
     # a deliver_sm whose UDH claims more octets than the message has: a protocol-level error
     bad = LogicalSms(src, dst, "bad", 0)
-    p.smsc.enqueue_pdu(_params(src, dst, b"\x0b\x00\x03\x01\x02\x01", 0, 0x40), [], bad)
+    p.smsc.enqueue_pdu(deliver_sm_params(src, dst, b"\x0b\x00\x03\x01\x02\x01", 0, 0x40), [], bad)
 
     await p.wait_delivered(2, 60)  # the whole one, and the incomplete one after the timeout
     msgs = {m["segment_count"]: m for m in p.receiver.log.messages.values()}
