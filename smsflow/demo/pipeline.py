@@ -226,7 +226,7 @@ class Progress:
         t.add_row("latency carrier→webhook p50 / p99 (ms)", f"{p50:.1f} / {p99:.1f}")
         t.add_row("processes", ", ".join(f"{p.name}:{'up' if p.alive else 'DOWN'}" for p in procs))
         if zipkin:
-            t.add_row("tracing UI", zipkin)
+            t.add_row("tracing UI", zipkin.rstrip("/") + "/zipkin/")
         return t
 
 
@@ -271,6 +271,13 @@ async def run_demo(cfg: Config, config_path: Path, opts: DemoOptions) -> int:
         console.print("waiting for the connector to bind…")
         await smsc.wait_bound(120)
         mix = TrafficMix(seed=int(time.time()), multipart_ratio=opts.multipart_ratio)
+        # one SMS end to end first, so the table measures the running pipeline, not worker start-up
+        console.print("warming up: waiting for a first SMS to reach the webhook…")
+        smsc.enqueue(mix.next())
+        if not await rx.wait_for(1, 120):
+            console.print("[red]no SMS reached the webhook within 120 s; see the logs[/]")
+            return 1
+        rx.log.latencies_ms.clear()
         progress = Progress()
         count = int(opts.rate * opts.duration) if opts.duration else 0
         feeder = asyncio.create_task(feed(smsc, mix, opts.rate, count, stop))
