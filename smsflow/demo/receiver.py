@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,18 @@ class ReceivedLog:
     headers: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
+@dataclass
+class PlainRequest:
+    """One unsigned request from a gateway that does not sign (Kannel's get-url/post-url), kept raw so
+    the caller decodes it by the charset the gateway declared."""
+
+    method: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    arrived: float  # time.monotonic()
+
+
 class WebhookReceiver:
     def __init__(self, secret: str, host: str = "127.0.0.1", port: int = 0, path: str = "/hook") -> None:
         self.verifier = Webhook(secret)
@@ -35,10 +48,34 @@ class WebhookReceiver:
         self.fail_next: int = 0  # answer 503 to this many requests (outage simulation)
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Event()
+        # benchmarks: called with each new message and its arrival time (time.monotonic())
+        self.on_message: Callable[[dict[str, Any], float], None] | None = None
+        self.plain_path = "/plain"
+        self.plain: list[PlainRequest] = []
+        self.on_plain: Callable[[PlainRequest], None] | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}{self.path}"
+
+    @property
+    def plain_url(self) -> str:
+        return f"http://{self.host}:{self.port}{self.plain_path}"
+
+    async def handle_plain(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        req = PlainRequest(
+            request.method,
+            {k: v for k, v in request.query.items()},
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
+            time.monotonic(),
+        )
+        self.plain.append(req)
+        if self.on_plain is not None:
+            self.on_plain(req)
+        self._changed.set()
+        return web.Response(status=200, text="")
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -52,6 +89,7 @@ class WebhookReceiver:
             self.log.bad_signatures += 1
             return web.Response(status=401, text="bad signature")
         now = time.time() * 1000
+        arrived = time.monotonic()
         payload = orjson.loads(body)
         items = payload if isinstance(payload, list) else [payload]
         for msg in items:
@@ -67,12 +105,16 @@ class WebhookReceiver:
             received = msg.get("received_at")
             if isinstance(received, int | float):
                 self.log.latencies_ms.append(now - received)
+            if self.on_message is not None:
+                self.on_message(msg, arrived)
         self._changed.set()
         return web.Response(status=204)
 
     async def start(self) -> str:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post(self.path, self.handle)
+        app.router.add_route("GET", self.plain_path, self.handle_plain)
+        app.router.add_route("POST", self.plain_path, self.handle_plain)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

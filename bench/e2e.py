@@ -1,0 +1,746 @@
+"""End-to-end benchmark: deliver_sm written by the simulated carrier SMSC -> message received at the webhook.
+
+    .venv/bin/python -m bench.e2e                       # smsflow and Kannel, default scenarios
+    .venv/bin/python -m bench.e2e --systems smsflow --count 1000 --rates 50 --duration 20
+    flock /tmp/smsflow-broker.lock .venv/bin/python -m bench.e2e --json .work/bench/result.json
+
+One simulated SMSC and one receiver (in this process) serve both systems, one after the other, with the
+same seeded traffic mix (TrafficMix: +852/+86 OTPs, GSM 03.38 and UCS-2, UDH 8/16-bit, SAR, message_payload):
+
+- smsflow: a local Kafka broker (KRaft, Maven Central jars), the embedded registry, and the real processes
+  ``python -m smsflow connector`` and ``python -m smsflow worker``; signed webhooks to the receiver.
+- Kannel (Debian's bearerbox + smsbox): bearerbox binds to the simulator as an SMPP transceiver, smsbox's
+  catch-all sms-service POSTs each MO message (post-url) to the receiver's unsigned path.
+
+Scenarios, per system: (a) saturation: N messages queued at once, the simulator pushes them as fast as the
+system acknowledges (window 64), throughput = delivered / (last arrival - first PDU sent); (b) fixed offered
+rates for a duration, latency = webhook arrival - first PDU of that SMS written by the simulator (both clocks
+are this process's monotonic clock; the text's ``#<n>`` tag joins them); (c) saturation with a
+multipart-heavy mix. CPU seconds per process come from /proc. Results print as a table (and --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from bench.kannel import KannelGateway, KannelOptions, decode_kannel_request, kannel_installed, kannel_version
+from bench.procstat import cpu_delta, snapshot
+from connectors.simulator.smsc import SimulatedSmsc
+from connectors.simulator.traffic import LogicalSms, TrafficMix
+from smsflow.demo.receiver import PlainRequest, WebhookReceiver
+
+REPO = Path(__file__).resolve().parent.parent
+TAG = re.compile(r"#(\d+)\s*$")
+SIM_PASSWORD = "bench-pw"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---- what arrives where -------------------------------------------------------------------------------
+@dataclass
+class Tracker:
+    """First PDU sent and first webhook arrival per tag, for one scenario."""
+
+    first_sent: dict[str, float] = field(default_factory=dict)
+    arrived: dict[str, float] = field(default_factory=dict)
+    extra_arrivals: int = 0  # the same tag delivered again (a duplicate the customer would see)
+    untagged: int = 0
+    wrong_text: int = 0
+    expected_text: dict[str, str] = field(default_factory=dict)
+
+    def sent(self, sms: LogicalSms, t: float) -> None:
+        if sms.tag and sms.tag not in self.first_sent:
+            self.first_sent[sms.tag] = t
+
+    def got(self, text: str, t: float) -> None:
+        m = TAG.search(text)
+        if not m:
+            self.untagged += 1
+            return
+        tag = m.group(1)
+        if tag in self.arrived:
+            self.extra_arrivals += 1
+            return
+        self.arrived[tag] = t
+        if self.expected_text.get(tag, text) != text:
+            self.wrong_text += 1
+
+
+class System(Protocol):
+    name: str
+    account: str
+
+    async def start(self, smsc: SimulatedSmsc, rx: WebhookReceiver) -> None: ...
+    async def stop(self) -> None: ...
+    def pids(self) -> dict[str, int]: ...
+    def attach(self, rx: WebhookReceiver, on_text: Callable[[str, float], None]) -> None: ...
+    def versions(self) -> dict[str, str]: ...
+
+
+# ---- smsflow ------------------------------------------------------------------------------------------
+class SmsflowSystem:
+    name = "smsflow"
+    account = "smsflow"
+
+    def __init__(
+        self,
+        workdir: Path,
+        partitions: int = 6,
+        sessions: int = 1,
+        bootstrap: str | None = None,
+        registry_url: str | None = None,
+        pipeline: dict[str, Any] | None = None,
+    ) -> None:
+        """With ``bootstrap`` and ``registry_url`` given, use that broker and registry (tests' fixtures)."""
+        self.workdir = workdir / "smsflow"
+        self.partitions = partitions
+        self.sessions = sessions
+        self.bootstrap = bootstrap
+        self.registry_url = registry_url
+        self.pipeline = pipeline or {}
+        self.kafka: Any = None
+        self.registry: Any = None
+        self.procs: dict[str, Any] = {}
+
+    async def start(self, smsc: SimulatedSmsc, rx: WebhookReceiver) -> None:
+        from smsflow.demo.pipeline import RoleProcess, child_env
+        from smsflow.local.kafka import LocalKafka
+        from smsflow.registry import RegistryThread
+        from smsflow.topics import ensure_topics, load_manifest
+        from smsflow.webhooks.secretbox import ENV_KEYS, SecretBox
+
+        await asyncio.to_thread(_fresh_dir, self.workdir)
+        if self.bootstrap is None:
+            log("smsflow: starting the local Kafka broker")
+            self.kafka = LocalKafka(self.workdir / "kafka")
+            await asyncio.to_thread(self.kafka.fetch)
+            await asyncio.to_thread(self.kafka.format)
+            await asyncio.to_thread(self.kafka.start)
+            await asyncio.to_thread(self.kafka.wait_ready, 120)
+            self.bootstrap = self.kafka.bootstrap
+            await asyncio.to_thread(ensure_topics, self.bootstrap, load_manifest())
+        if self.registry_url is None:
+            self.registry = RegistryThread(self.bootstrap)
+            self.registry_url = await asyncio.to_thread(self.registry.start)
+        bootstrap, registry_url = self.bootstrap, self.registry_url
+        assert bootstrap is not None and registry_url is not None
+        cfg = {
+            "app_id": f"bench-{int(time.time()) % 10**6}",
+            "kafka": {"partitions": self.partitions},
+            "carriers": [
+                {
+                    "id": "sim",
+                    "route_id": "sim-route",
+                    "host": "127.0.0.1",
+                    "port": smsc.port,
+                    "system_id": self.account,
+                    "sessions": self.sessions,
+                    "password_env": "BENCH_SMPP_PASSWORD",
+                    "bind": "transceiver",
+                    "default_region": "HK",
+                }
+            ],
+            "subscriptions": [{"id": "bench-hook", "url": rx.url, "secret_env": "BENCH_WEBHOOK_SECRET"}],
+            "webhooks": {"block_private_addresses": False},
+            "pipeline": self.pipeline,
+            "data_dir": str(self.workdir / "data"),
+        }
+        path = self.workdir / "config.yaml"
+        path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+        env = child_env(
+            bootstrap,
+            registry_url,
+            {
+                "BENCH_SMPP_PASSWORD": SIM_PASSWORD,
+                "BENCH_WEBHOOK_SECRET": rx_secret(rx),
+                ENV_KEYS: f"bench:{SecretBox.generate_key()}",
+            },
+        )
+        for role in ("worker", "connector"):
+            p = RoleProcess(role, [role, "--config", str(path)], env, self.workdir / "logs" / f"{role}.log")
+            p.start()
+            self.procs[role] = p
+        log("smsflow: worker and connector started; waiting for the bind")
+
+    def pids(self) -> dict[str, int]:
+        out = {n: p.proc.pid for n, p in self.procs.items() if p.alive}
+        if self.kafka is not None and self.kafka.pid:
+            out["kafka"] = self.kafka.pid
+        return out
+
+    def attach(self, rx: WebhookReceiver, on_text: Callable[[str, float], None]) -> None:
+        rx.on_message = lambda msg, t: on_text(str(msg.get("body", "")), t)
+
+    async def stop(self) -> None:
+        for name in ("connector", "worker"):
+            p = self.procs.get(name)
+            if p is not None:
+                await asyncio.to_thread(p.stop)
+        if self.registry is not None:
+            await asyncio.to_thread(self.registry.stop)
+        if self.kafka is not None:
+            await asyncio.to_thread(self.kafka.stop)
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import version
+
+        from smsflow.local.kafka import KAFKA_VERSION
+
+        return {
+            "kafka": KAFKA_VERSION,
+            "faust-streaming": version("faust-streaming"),
+            "aiokafka": version("aiokafka"),
+            "python": platform.python_version(),
+            "java": _java_version(),
+        }
+
+    def logs(self) -> str:
+        out = []
+        for f in sorted((self.workdir / "logs").glob("*.log")):
+            out.append(f"--- {f.name}\n{f.read_text(errors='replace')[-3000:]}")
+        return "\n".join(out)
+
+
+def _fresh_dir(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def rx_secret(rx: WebhookReceiver) -> str:
+    return str(getattr(rx, "bench_secret", ""))
+
+
+def _java_version() -> str:
+    try:
+        from smsflow.local.jvm import java_executable
+
+        out = subprocess.run([java_executable(), "-version"], capture_output=True, text=True, check=False)
+        return (out.stderr or out.stdout).splitlines()[0]
+    except Exception as exc:  # informative only
+        return f"unknown ({exc})"
+
+
+# ---- Kannel -------------------------------------------------------------------------------------------
+class KannelSystem:
+    name = "kannel"
+    account = "kannel"
+
+    def __init__(
+        self, workdir: Path, store: bool = True, concat_timeout_s: int = 1800, log_level: int = 2
+    ) -> None:
+        self.workdir = workdir / "kannel"
+        self.store = store
+        self.concat_timeout_s = concat_timeout_s
+        self.log_level = log_level
+        self.gw: KannelGateway | None = None
+
+    async def start(self, smsc: SimulatedSmsc, rx: WebhookReceiver) -> None:
+        opts = KannelOptions(
+            "127.0.0.1",
+            smsc.port,
+            self.account,
+            SIM_PASSWORD,
+            rx.plain_url,
+            store=self.store,
+            concat_timeout_s=self.concat_timeout_s,
+            log_level=self.log_level,
+        )
+        self.gw = KannelGateway(self.workdir, opts)
+        log("kannel: starting bearerbox and smsbox")
+        await asyncio.to_thread(self.gw.start)
+
+    def pids(self) -> dict[str, int]:
+        return self.gw.pids if self.gw else {}
+
+    def attach(self, rx: WebhookReceiver, on_text: Callable[[str, float], None]) -> None:
+        def on_plain(req: PlainRequest) -> None:
+            on_text(decode_kannel_request(req.query, req.headers, req.body).text, req.arrived)
+
+        rx.on_plain = on_plain
+
+    async def stop(self) -> None:
+        if self.gw is not None:
+            await asyncio.to_thread(self.gw.stop)
+
+    def versions(self) -> dict[str, str]:
+        return {"kannel": kannel_version()}
+
+    def logs(self) -> str:
+        return self.gw.logs() if self.gw else ""
+
+
+# ---- scenarios ----------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    system: str
+    scenario: str
+    offered: int
+    delivered: int
+    extra_deliveries: int
+    wrong_text: int
+    seconds: float
+    delivered_per_s: float
+    acked_per_s: float
+    pdus: int
+    latency_ms: dict[str, float]
+    cpu_s: dict[str, float]
+    harness_cpu_s: float
+    rss_mb: dict[str, float]
+
+    @property
+    def cpu_ms_per_msg(self) -> float:
+        return 1000 * sum(self.cpu_s.values()) / max(1, self.delivered)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    v = sorted(values)
+
+    def pct(p: float) -> float:
+        return v[min(len(v) - 1, max(0, math.ceil(p / 100 * len(v)) - 1))]  # nearest rank
+
+    return {
+        "p50": pct(50),
+        "p90": pct(90),
+        "p99": pct(99),
+        "max": v[-1],
+        "mean": statistics.fmean(v),
+    }
+
+
+class Bench:
+    def __init__(self, smsc: SimulatedSmsc, rx: WebhookReceiver, seed: int) -> None:
+        self.smsc = smsc
+        self.rx = rx
+        self.seed = seed
+        self._serial = 0
+
+    def _mix(self, multipart: float) -> TrafficMix:
+        # the serial in each text must be unique across scenarios (the tag joins send and arrival)
+        self._serial += 1
+        return TrafficMix(
+            seed=self.seed + self._serial, multipart_ratio=multipart, seq_start=self._serial * 10**6
+        )
+
+    async def _run(
+        self,
+        system: System,
+        scenario: str,
+        messages: list[LogicalSms],
+        rate: float | None,
+        timeout: float,
+    ) -> Result:
+        tr = Tracker(expected_text={m.tag: m.text for m in messages})
+        self.smsc.on_first_send = tr.sent
+        system.attach(self.rx, tr.got)
+        pids = system.pids()
+        before = snapshot(pids)
+        me0 = os.times()
+        sent0, acc0 = self.smsc.stats.sent, self.smsc.stats.logical_accepted
+        t0 = time.monotonic()
+        last_ack = t0
+        n = len(messages)
+        if rate is None:
+            for m in messages:
+                self.smsc.enqueue(m, system.account)
+        else:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for i, m in enumerate(messages):
+                delay = start + i / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                self.smsc.enqueue(m, system.account)
+        deadline = time.monotonic() + timeout
+        while len(tr.arrived) < n and time.monotonic() < deadline:
+            if self.smsc.stats.logical_accepted - acc0 < n:
+                last_ack = time.monotonic()
+            await asyncio.sleep(0.02)
+        if self.smsc.stats.logical_accepted - acc0 < n:
+            last_ack = time.monotonic()
+        after = snapshot(pids)
+        me1 = os.times()
+        await asyncio.sleep(0.5)  # late duplicates would show up now
+        first = min(tr.first_sent.values()) if tr.first_sent else t0
+        last = max(tr.arrived.values()) if tr.arrived else time.monotonic()
+        span = max(1e-6, last - first)
+        lat = [1000 * (tr.arrived[t] - tr.first_sent[t]) for t in tr.arrived if t in tr.first_sent]
+        res = Result(
+            system=system.name,
+            scenario=scenario,
+            offered=n,
+            delivered=len(tr.arrived),
+            extra_deliveries=tr.extra_arrivals,
+            wrong_text=tr.wrong_text,
+            seconds=round(span, 3),
+            delivered_per_s=len(tr.arrived) / span,
+            acked_per_s=(self.smsc.stats.logical_accepted - acc0) / max(1e-6, last_ack - first),
+            pdus=self.smsc.stats.sent - sent0,
+            latency_ms=percentiles(lat),
+            cpu_s=cpu_delta(before, after),
+            harness_cpu_s=(me1.user + me1.system) - (me0.user + me0.system),
+            rss_mb={k: v.rss_mb for k, v in after.items()},
+        )
+        self.smsc.on_first_send = None
+        if res.delivered < n:
+            log(f"{system.name}/{scenario}: only {res.delivered} of {n} delivered in {timeout:.0f}s")
+        return res
+
+    async def idle(self, system: System, seconds: float) -> Result:
+        """CPU the system burns with no traffic (polling, heartbeats, timers), for ``seconds``."""
+        pids = system.pids()
+        before = snapshot(pids)
+        me0 = os.times()
+        await asyncio.sleep(seconds)
+        after, me1 = snapshot(pids), os.times()
+        return Result(
+            system.name,
+            f"idle {seconds:g}s",
+            0,
+            0,
+            0,
+            0,
+            seconds,
+            0.0,
+            0.0,
+            0,
+            {},
+            cpu_delta(before, after),
+            (me1.user + me1.system) - (me0.user + me0.system),
+            {k: v.rss_mb for k, v in after.items()},
+        )
+
+    async def warmup(self, system: System, count: int) -> Result:
+        mix = self._mix(0.3)
+        return await self._run(system, "warm-up", [mix.next() for _ in range(count)], None, 180)
+
+    async def saturation(self, system: System, count: int, multipart: float, label: str) -> Result:
+        mix = self._mix(multipart)
+        msgs = [mix.next() for _ in range(count)]
+        return await self._run(system, label, msgs, None, max(120.0, count / 5))
+
+    async def fixed_rate(self, system: System, rate: float, duration: float, multipart: float) -> Result:
+        mix = self._mix(multipart)
+        msgs = [mix.next() for _ in range(int(rate * duration))]
+        return await self._run(system, f"{rate:g}/s x {duration:g}s", msgs, rate, duration + 120)
+
+
+# ---- profiling ----------------------------------------------------------------------------------------
+class PySpy:
+    """py-spy (if installed) sampling a process during one scenario; raw collapsed stacks to a file."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 100) -> None:
+        self.pid, self.out, self.rate = pid, out, rate
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> str | None:
+        exe = Path(sys.executable).parent / "py-spy"
+        return str(exe) if exe.exists() else shutil.which("py-spy")
+
+    def start(self) -> None:
+        exe = self.available()
+        if exe is None:
+            return
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--rate",
+                str(self.rate),
+                "--format",
+                "raw",
+                "--output",
+                str(self.out),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def summarize_profile(path: Path, top: int = 12) -> list[tuple[str, float]]:
+    """Where a process's CPU went, from py-spy's collapsed stacks (idle threads are not sampled).
+
+    Two views, as shares of all samples: ``incl:`` rows count a sample when any frame of its stack is in
+    that part of the code (rows overlap: encoding a record inside a traced span counts for both), and
+    ``self:`` rows group the leaf frame (where the CPU really was) by package."""
+    if not path.exists():
+        return []
+    incl: dict[str, int] = {}
+    leaf: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not count_s.isdigit():
+            continue
+        count = int(count_s)
+        total += count
+        frames = stack.split(";")
+        for name, needles in _INCLUSIVE:
+            if any(n in f for f in frames for n in needles):
+                incl[name] = incl.get(name, 0) + count
+        pkg = _package(frames[-1]) if frames else "?"
+        leaf[pkg] = leaf.get(pkg, 0) + count
+    if not total:
+        return []
+    rows = [(f"incl: {k}", 100 * v / total) for k, v in incl.items()]
+    rows.sort(key=lambda kv: -kv[1])
+    self_rows = sorted(((f"self: {k}", 100 * v / total) for k, v in leaf.items()), key=lambda kv: -kv[1])
+    return [("samples", float(total)), *rows, *self_rows[:top]]
+
+
+_INCLUSIVE = [
+    ("SMPP PDU codec (smsflow.smpp)", ("smsflow/smpp/",)),
+    ("connector store path (key, serialize, produce, wait ack)", ("SmppConnector.store",)),
+    ("decode (IngestProcessor._parse: PDU, UDH, text)", ("IngestProcessor._parse", "smsflow/sms/")),
+    ("reassembly + dedup (smsflow.reassembly/dedup)", ("smsflow/reassembly", "smsflow/dedup")),
+    ("faust tables (state + changelog)", ("faust/tables", "faust/stores")),
+    ("enrichment (numbers, OTP, language)", ("smsflow/enrich",)),
+    ("avro serde", ("smsflow/serde", "confluent_kafka/schema_registry", "fastavro")),
+    ("kafka produce (aiokafka/faust producer)", ("aiokafka/producer", "faust/transport/producer")),
+    ("kafka produce (librdkafka poll thread)", ("_poll_loop",)),
+    ("kafka consume (aiokafka/faust consumer)", ("aiokafka/consumer", "faust/transport/consumer")),
+    ("faust stream/agent machinery", ("faust/streams", "faust/agents", "faust/transport/conductor")),
+    ("webhook delivery (smsflow.webhooks + aiohttp)", ("smsflow/webhooks", "aiohttp/")),
+    # py-spy shortens site-packages paths: opentelemetry's frames read "(trace/__init__.py:…)" and the like
+    (
+        "tracing (opentelemetry)",
+        ("opentelemetry", "smsflow/telemetry", "(trace/", "(attributes/", "(context/", "(propagate/"),
+    ),
+    ("metrics (faust sensors, prometheus)", ("faust/sensors", "prometheus_client")),
+    ("logging", ("logging/__init__",)),
+]
+
+
+def _package(frame: str) -> str:
+    """``func (path/to/file.py:12)`` -> a package-ish name: smsflow/enrich, faust, asyncio, ..."""
+    loc = frame.rpartition(" (")[2].rstrip(")").rpartition(":")[0]
+    parts = loc.split("/")
+    if parts and parts[0] in ("smsflow", "connectors", "streams") and len(parts) > 1:
+        return "/".join(parts[:2]).removesuffix(".py")
+    return parts[0].removesuffix(".py") if parts and parts[0] else "?"
+
+
+# ---- output -------------------------------------------------------------------------------------------
+def table(results: list[Result]) -> str:
+    head = (
+        "| system | scenario | offered | delivered | dup/wrong | span s | delivered/s | acked/s "
+        "| p50 ms | p99 ms | max ms | CPU s (per process) | CPU ms/msg | harness CPU s |"
+    )
+    lines = [head, "|" + "---|" * 14]
+    for r in results:
+        lat = r.latency_ms
+        cpu = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r.cpu_s.items()))
+        per_msg = f"{r.cpu_ms_per_msg:.2f}" if r.offered else "-"
+        lines.append(
+            f"| {r.system} | {r.scenario} | {r.offered} | {r.delivered} "
+            f"| {r.extra_deliveries}/{r.wrong_text} "
+            f"| {r.seconds:.1f} | {r.delivered_per_s:.0f} | {r.acked_per_s:.0f} "
+            f"| {lat.get('p50', float('nan')):.1f} | {lat.get('p99', float('nan')):.1f} "
+            f"| {lat.get('max', float('nan')):.1f} | {cpu} | {per_msg} | {r.harness_cpu_s:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, str]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "cpus": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+# ---- main ---------------------------------------------------------------------------------------------
+async def run(
+    args: argparse.Namespace,
+) -> tuple[list[Result], dict[str, list[tuple[str, float]]], dict[str, str]]:
+    workdir: Path = args.workdir_path
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):  # stop everything started, also on Ctrl-C
+        asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
+    smsc = SimulatedSmsc(
+        {"smsflow": SIM_PASSWORD, "kannel": SIM_PASSWORD}, window=args.window, shuffle=True, retry_delay_s=0.5
+    )
+    await smsc.start()
+    secret = "whsec_" + __import__("base64").b64encode(secrets.token_bytes(24)).decode()
+    rx = WebhookReceiver(secret)
+    rx.bench_secret = secret  # type: ignore[attr-defined]
+    await rx.start()
+    bench = Bench(smsc, rx, args.seed)
+    results: list[Result] = []
+    profiles: dict[str, list[tuple[str, float]]] = {}
+    versions: dict[str, str] = {}
+    systems: list[Any] = []
+    for name in args.systems.split(","):
+        if name == "smsflow":
+            systems.append(SmsflowSystem(workdir, partitions=args.partitions))
+        elif name == "kannel":
+            if not kannel_installed():
+                log("kannel: bearerbox not installed; skipped")
+                continue
+            systems.append(KannelSystem(workdir, store=not args.kannel_no_store))
+        else:
+            raise SystemExit(f"unknown system {name!r}")
+    try:
+        for system in systems:
+            try:
+                await system.start(smsc, rx)
+                await asyncio.wait_for(_wait_account_bound(smsc, system.account), 120)
+                versions.update(system.versions())
+                log(f"{system.name}: bound; warm-up")
+                await bench.warmup(system, args.warmup)
+                mp_label = f"saturation, {args.multipart_heavy:.0%} multipart"
+                scen: list[tuple[str, Callable[[], Any]]] = [
+                    ("idle", partial(bench.idle, system, 10.0)),
+                    ("sat", partial(bench.saturation, system, args.count, args.multipart, "saturation")),
+                    (
+                        "sat-single",
+                        partial(bench.saturation, system, args.count, 0.0, "saturation, single-part"),
+                    ),
+                    *[
+                        (f"rate{r:g}", partial(bench.fixed_rate, system, r, args.duration, args.multipart))
+                        for r in args.rates
+                    ],
+                    ("sat-mp", partial(bench.saturation, system, args.count, args.multipart_heavy, mp_label)),
+                ]
+                scen = scen[:1] + scen[1:] * args.repeat
+                for key, make in scen:
+                    spies = []
+                    if args.profile and key.startswith("sat"):
+                        for role, pid in system.pids().items():
+                            if role in ("worker", "connector"):
+                                spies.append(
+                                    (
+                                        f"{system.name}-{role}-{key}",
+                                        PySpy(pid, workdir / f"{system.name}-{role}-{key}.txt"),
+                                    )
+                                )
+                        for _, sp in spies:
+                            sp.start()
+                        await asyncio.sleep(1)
+                    log(f"{system.name}: {key}")
+                    r = await make()
+                    for label, sp in spies:
+                        sp.stop()
+                        profiles[label] = summarize_profile(sp.out)
+                    results.append(r)
+                    print(table([r]).splitlines()[-1], flush=True)
+            except Exception:
+                log(f"{system.name} failed; logs follow\n{system.logs()}")
+                raise
+            finally:
+                await system.stop()
+                rx.on_message = None
+                rx.on_plain = None
+    finally:
+        await smsc.stop()
+        await rx.stop()
+    return results, profiles, versions
+
+
+async def _wait_account_bound(smsc: SimulatedSmsc, account: str) -> None:
+    while not any(s.bound and s.system_id == account and s.can_receive for s in smsc.sessions):
+        await asyncio.sleep(0.1)
+
+
+def report(
+    args: argparse.Namespace,
+    results: list[Result],
+    profiles: dict[str, list[tuple[str, float]]],
+    versions: dict[str, str],
+) -> int:
+    print()
+    print(f"machine: {machine()}")
+    print(f"versions: {versions}")
+    print(table(results))
+    for label, rows in profiles.items():
+        print(f"\nprofile {label} (py-spy; % of non-idle samples):")
+        for name, share in rows:
+            print(f"  {share:6.1f}{'' if name == 'samples' else '%'}  {name}")
+    if args.json:
+        out = {
+            "command": " ".join(sys.argv),
+            "machine": machine(),
+            "versions": versions,
+            "results": [asdict(r) | {"cpu_ms_per_msg": r.cpu_ms_per_msg} for r in results],
+            "profiles": profiles,
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    bad = [r for r in results if r.delivered < r.offered or r.wrong_text or r.extra_deliveries]
+    return 1 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--systems", default="smsflow,kannel", help="comma list: smsflow,kannel")
+    ap.add_argument("--count", type=int, default=3000, help="messages per saturation run")
+    ap.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[50.0, 200.0])
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds per fixed-rate run")
+    ap.add_argument("--multipart", type=float, default=0.2, help="share of multipart SMS in the normal mix")
+    ap.add_argument("--multipart-heavy", type=float, default=0.8, help="share in the multipart-heavy run")
+    ap.add_argument("--warmup", type=int, default=200, help="messages sent (and awaited) before measuring")
+    ap.add_argument("--window", type=int, default=64, help="simulator's deliver_sm window per bind")
+    ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("--kannel-no-store", action="store_true", help="run Kannel without its spool store")
+    ap.add_argument("--repeat", type=int, default=1, help="run the measured scenarios this many times")
+    ap.add_argument("--profile", action="store_true", help="py-spy the smsflow worker/connector (saturation)")
+    ap.add_argument("--seed", type=int, default=1000)
+    ap.add_argument("--workdir", default=str(REPO / ".work" / "bench"))
+    ap.add_argument("--json", default="", help="also write results here")
+    args = ap.parse_args(argv)
+    args.workdir_path = Path(args.workdir).resolve()
+    args.workdir_path.mkdir(parents=True, exist_ok=True)
+    return report(args, *asyncio.run(run(args)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
