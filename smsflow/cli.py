@@ -99,6 +99,20 @@ def connector(config: ConfigOpt, loglevel: str = "info") -> None:
 
 
 @app.command()
+def api(config: ConfigOpt, loglevel: str = "info") -> None:
+    """Subscriptions REST API (create, change, rotate secrets, resend, recover); OpenAPI at /openapi.json."""
+    from smsflow.roles import configure_logging, run_api
+
+    configure_logging(loglevel)
+    cfg = _load(config)
+    try:
+        asyncio.run(run_api(cfg))
+    except ConfigError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
 def simulator(
     port: Annotated[int, typer.Option(help="SMPP port to listen on")] = 2775,
     system_id: Annotated[str, typer.Option(help="account the ESME binds with")] = "smsflow",
@@ -187,6 +201,204 @@ def kafka_stop(home: Path = Path(".work/kafka")) -> None:
     from smsflow.local.kafka import LocalKafka
 
     LocalKafka(home).stop()
+
+
+subs_app = typer.Typer(
+    help="Manage webhook subscriptions through the REST API of a running `smsflow api`. "
+    "The API key is read from the environment variable named by --key-env (default SMSFLOW_API_KEY).",
+    no_args_is_help=True,
+)
+app.add_typer(subs_app, name="subscriptions")
+
+ApiUrlOpt = Annotated[
+    str, typer.Option("--api-url", envvar="SMSFLOW_API_URL", help="base URL of `smsflow api`")
+]
+KeyEnvOpt = Annotated[str, typer.Option("--key-env", help="environment variable holding the API key")]
+DEFAULT_API_URL = "http://127.0.0.1:8090"
+
+
+def _client(api_url: str, key_env: str):  # type: ignore[no-untyped-def]
+    from smsflow.api_client import ApiCallError, SubscriptionsClient
+
+    try:
+        return SubscriptionsClient.from_env(api_url, key_env)
+    except ApiCallError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+def _show(call, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    import orjson
+
+    from smsflow.api_client import ApiCallError
+
+    try:
+        out = call(*args, **kwargs)
+    except ApiCallError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    if out is not None:
+        typer.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+
+
+@subs_app.command("list")
+def subscriptions_list(
+    owner: Annotated[str | None, typer.Option(help="only this owner's (operator keys)")] = None,
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
+) -> None:
+    """List subscriptions (secrets appear only as fingerprints)."""
+    _show(_client(api_url, key_env).list, owner)
+
+
+@subs_app.command("get")
+def subscriptions_get(
+    subscription_id: str, api_url: ApiUrlOpt = DEFAULT_API_URL, key_env: KeyEnvOpt = "SMSFLOW_API_KEY"
+) -> None:
+    """Show one subscription."""
+    _show(_client(api_url, key_env).get, subscription_id)
+
+
+@subs_app.command("create")
+def subscriptions_create(
+    url: Annotated[str, typer.Option(help="the customer's webhook URL")],
+    owner: Annotated[str | None, typer.Option(help="owning customer (required with an operator key)")] = None,
+    destination: Annotated[list[str] | None, typer.Option(help="exact destination number (repeat)")] = None,
+    prefix: Annotated[list[str] | None, typer.Option(help="destination number prefix (repeat)")] = None,
+    country: Annotated[list[str] | None, typer.Option(help="ISO country code of the number (repeat)")] = None,
+    otp_only: Annotated[bool, typer.Option(help="only messages with an OTP code")] = False,
+    signature: Annotated[
+        list[str] | None, typer.Option(help="sender signature, e.g. 【京东】 (repeat)")
+    ] = None,
+    route: Annotated[list[str] | None, typer.Option(help="route id (repeat)")] = None,
+    description: str = "",
+    max_in_flight: Annotated[int, typer.Option(help="concurrent requests to the endpoint")] = 10,
+    rate_limit: Annotated[float | None, typer.Option(help="requests per second, at most")] = None,
+    timeout: Annotated[float, typer.Option(help="request timeout in seconds")] = 10.0,
+    batch_size: Annotated[int | None, typer.Option(help="send arrays of up to this many messages")] = None,
+    batch_wait_ms: Annotated[int, typer.Option(help="longest wait to fill a batch")] = 1000,
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
+) -> None:
+    """Create a subscription. The answer shows its signing secret, once: keep it."""
+    body: dict[str, object] = {
+        "url": url,
+        "description": description,
+        "filters": {
+            "destination_numbers": destination or [],
+            "destination_prefixes": prefix or [],
+            "countries": country or [],
+            "otp_only": otp_only,
+            "sender_signatures": signature or [],
+            "route_ids": route or [],
+        },
+        "max_in_flight": max_in_flight,
+        "timeout_seconds": timeout,
+    }
+    if owner:
+        body["owner"] = owner
+    if rate_limit is not None:
+        body["rate_limit_per_second"] = rate_limit
+    if batch_size is not None:
+        body["batch"] = {"max_batch_size": batch_size, "max_wait_ms": batch_wait_ms}
+    _show(_client(api_url, key_env).create, body)
+
+
+@subs_app.command("delete")
+def subscriptions_delete(
+    subscription_id: str, api_url: ApiUrlOpt = DEFAULT_API_URL, key_env: KeyEnvOpt = "SMSFLOW_API_KEY"
+) -> None:
+    """Delete a subscription (its pending retries are dead-lettered when due)."""
+    _show(_client(api_url, key_env).delete, subscription_id)
+    typer.echo(f"deleted {subscription_id}")
+
+
+@subs_app.command("rotate-secret")
+def subscriptions_rotate_secret(
+    subscription_id: str,
+    overlap: Annotated[
+        float | None, typer.Option(help="seconds the old secret keeps signing (default: the API's)")
+    ] = None,
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
+) -> None:
+    """Make a new signing secret (shown once); the old one keeps signing during the overlap."""
+    _show(_client(api_url, key_env).rotate_secret, subscription_id, overlap)
+
+
+@subs_app.command("enable")
+def subscriptions_enable(
+    subscription_id: str, api_url: ApiUrlOpt = DEFAULT_API_URL, key_env: KeyEnvOpt = "SMSFLOW_API_KEY"
+) -> None:
+    """Enable a subscription (e.g. after it was disabled by a 410 or sustained failure)."""
+    _show(_client(api_url, key_env).enable, subscription_id)
+
+
+@subs_app.command("disable")
+def subscriptions_disable(
+    subscription_id: str,
+    reason: Annotated[str | None, typer.Option(help="why, shown as disabled_reason")] = None,
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
+) -> None:
+    """Disable a subscription: nothing is sent to it until it is enabled."""
+    _show(_client(api_url, key_env).disable, subscription_id, reason)
+
+
+@subs_app.command("resend")
+def subscriptions_resend(
+    message_id: str,
+    subscription: Annotated[str, typer.Option("--subscription", "-s", help="subscription id")],
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
+) -> None:
+    """Send one stored message to a subscription again (same webhook-id)."""
+    _show(_client(api_url, key_env).resend, message_id, subscription)
+
+
+@subs_app.command("recover")
+def subscriptions_recover(
+    subscription_id: str,
+    since: Annotated[str, typer.Option(help="ISO time with zone, e.g. 2026-01-31T08:00:00Z")],
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
+) -> None:
+    """Queue again every matching message since a time that was not delivered to this subscription."""
+    _show(_client(api_url, key_env).recover, subscription_id, since)
+
+
+apikeys_app = typer.Typer(help="API keys for `smsflow api`", no_args_is_help=True)
+app.add_typer(apikeys_app, name="api-keys")
+
+
+@apikeys_app.command("new")
+def api_keys_new(
+    owner: Annotated[str | None, typer.Option(help="customer the key acts for; none = operator key")] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(help="subscriptions:read, subscriptions:write, messages:write (repeat; default all)"),
+    ] = None,
+    label: str = "",
+    token_only: Annotated[
+        bool, typer.Option(help="print only the token (e.g. for the admin key environment variable)")
+    ] = False,
+) -> None:
+    """Make an API key. Prints its record (hashes only) for api.keys_file on stdout and the token, once, on
+    stderr: `smsflow api-keys new --owner acme >> keys.jsonl`."""
+    import orjson
+
+    from smsflow.webhooks.apikeys import ALL_SCOPES, ApiKeyStore, Scope
+
+    try:
+        scopes = [Scope(s) for s in scope] if scope else list(ALL_SCOPES)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--scope") from None
+    key, token = ApiKeyStore().issue(owner, scopes, label)
+    if token_only:
+        typer.echo(token)
+        return
+    typer.echo(orjson.dumps(key.to_record()).decode())
+    typer.echo(f"API key (shown once, keep it secret): {token}", err=True)
 
 
 def main() -> None:

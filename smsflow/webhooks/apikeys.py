@@ -60,6 +60,18 @@ class ApiKey:
         }
 
     @classmethod
+    def from_token(
+        cls, token: str, owner: str | None = None, scopes: Iterable[Scope] = ALL_SCOPES, label: str = ""
+    ) -> ApiKey:
+        """The stored form of a token someone already holds (e.g. an admin key from the environment)."""
+        parsed = parse_token(token)
+        if parsed is None:
+            raise ValueError(f"not an API key: expected {TOKEN_PREFIX}<key id>_<secret>")
+        key_id, secret = parsed
+        salt = _random.token_bytes(16)
+        return cls(key_id, owner, frozenset(scopes), salt, _digest(salt, secret), label)
+
+    @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> ApiKey:
         return cls(
             key_id=str(record["key_id"]),
@@ -69,6 +81,16 @@ class ApiKey:
             digest=bytes.fromhex(record["sha256"]),
             label=str(record.get("label", "")),
         )
+
+
+def parse_token(token: str) -> tuple[str, str] | None:
+    """``(key id, secret)`` of a well-formed token, else None."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    key_id, sep, secret = token[len(TOKEN_PREFIX) :].partition("_")
+    if not sep or not key_id or not secret:
+        return None
+    return key_id, secret
 
 
 class ApiKeyStore:
@@ -95,11 +117,10 @@ class ApiKeyStore:
         return self._keys.pop(key_id, None) is not None
 
     def authenticate(self, token: str) -> ApiKey | None:
-        if not token.startswith(TOKEN_PREFIX):
+        parsed = parse_token(token)
+        if parsed is None:
             return None
-        key_id, sep, secret = token[len(TOKEN_PREFIX) :].partition("_")
-        if not sep or not secret:
-            return None
+        key_id, secret = parsed
         key = self._keys.get(key_id)
         candidate = key or self._decoy
         matches = hmac.compare_digest(_digest(candidate.salt, secret), candidate.digest)

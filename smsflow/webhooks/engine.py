@@ -3,10 +3,17 @@
 This is the seam the Kafka delivery agent calls. It does no Kafka I/O itself: the returned
 :class:`DeliveryOutcome` says which events to publish on ``sms.delivery.v1``, whether to put the messages on a
 delay topic (and for when) or on the dead-letter topic, and whether the endpoint was disabled.
+
+Events come in two kinds (the state machine is in docs/webhooks.md). ``attempt_events`` record what one
+request did: ``sent`` when the endpoint answered with a status outside 2xx, ``failed`` when no answer came
+(timeout, refused, TLS, DNS, blocked, not sendable). A 2xx is recorded once, as ``delivered``. ``events``
+record the decision that follows: ``delivered``, ``retry_scheduled``, ``expired``, ``dead_lettered``,
+``endpoint_disabled``. A deferred attempt (no slot free, nothing sent) has no attempt event.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +23,7 @@ from smsflow.webhooks.model import (
     AttemptResult,
     DeliveryEvent,
     DeliveryState,
+    FailureKind,
     Subscription,
     redact_url,
     utcnow,
@@ -31,6 +39,12 @@ class DeliveryOutcome:
     decision: RetryDecision
     events: list[DeliveryEvent] = field(default_factory=list)
     disabled_reason: str | None = None  # set when this attempt switched the endpoint off
+    attempt_events: list[DeliveryEvent] = field(default_factory=list)
+
+    @property
+    def all_events(self) -> list[DeliveryEvent]:
+        """Everything to publish, in order: what the request did, then what was decided."""
+        return [*self.attempt_events, *self.events]
 
 
 class DeliveryEngine:
@@ -48,6 +62,7 @@ class DeliveryEngine:
         self.circuit = circuit or EndpointCircuit()
         self._store = store
         self._clock = clock
+        self._disable_lock = asyncio.Lock()
         if store is not None:
             store.add_listener(self._on_subscription_change)
 
@@ -76,7 +91,7 @@ class DeliveryEngine:
             events = [
                 DeliveryEvent(
                     ts=now,
-                    state=DeliveryState.FAILED,
+                    state=state,
                     message_id=str(m["message_id"]),
                     subscription_id=sub.id,
                     webhook_id=webhook_id_for(sub, messages),
@@ -85,6 +100,7 @@ class DeliveryEngine:
                     url=redact_url(sub.url),
                     batch_size=len(messages),
                 )
+                for state in (DeliveryState.FAILED, DeliveryState.DEAD_LETTERED)
                 for m in messages
             ]
             return DeliveryOutcome(None, decision, events)
@@ -103,12 +119,20 @@ class DeliveryEngine:
             )
             for mid in result.message_ids
         ]
+        attempt_events = []
+        if not result.ok and result.failure is not FailureKind.DEFERRED:
+            state = DeliveryState.SENT if result.status_code is not None else DeliveryState.FAILED
+            attempt_events = [
+                DeliveryEvent.from_attempt(result, state, mid, ts=now) for mid in result.message_ids
+            ]
         trip = self.circuit.record_attempt(result, now)
         disabled_reason = decision.reason if decision.disable_endpoint else None
         if trip is None and decision.action is Action.DEAD_LETTER:
             trip = self.circuit.record_dead_letter(sub.id, now)
         if disabled_reason is None and trip is not None:
             disabled_reason = trip.reason
+        if disabled_reason is not None and not await self._disable(sub.id, disabled_reason, now):
+            disabled_reason = None  # another attempt (e.g. a concurrent 410) switched it off already
         if disabled_reason is not None:
             events.append(
                 DeliveryEvent.from_attempt(
@@ -119,12 +143,18 @@ class DeliveryEngine:
                     ts=now,
                 )
             )
-            if self._store is not None:
-                current = await self._store.get(sub.id)
-                if current is not None and current.enabled:
-                    await self._store.put(
-                        current.model_copy(
-                            update={"enabled": False, "disabled_reason": disabled_reason, "updated_at": now}
-                        )
-                    )
-        return DeliveryOutcome(result, decision, events, disabled_reason)
+        return DeliveryOutcome(result, decision, events, disabled_reason, attempt_events)
+
+    async def _disable(self, subscription_id: str, reason: str, now: datetime) -> bool:
+        """Switch the endpoint off in the store; True only for the call that made the change, so that one
+        ``endpoint_disabled`` event (and one operational event) is published however many attempts agree."""
+        if self._store is None:
+            return True
+        async with self._disable_lock:
+            current = await self._store.get(subscription_id)
+            if current is None or not current.enabled:
+                return False
+            await self._store.put(
+                current.model_copy(update={"enabled": False, "disabled_reason": reason, "updated_at": now})
+            )
+            return True

@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from smsflow.config import SubscriptionConfig
 from smsflow.producer import AsyncProducer, producer_conf
@@ -88,7 +89,7 @@ class TopicSubscriptionStore(SubscriptionStore):
             consumer.assign(parts)
             remaining = set(tmeta.partitions)
             for p in list(remaining):
-                lo, hi = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+                lo, hi = _watermarks(consumer, TopicPartition(self.topic, p))
                 if hi <= lo:
                     remaining.discard(p)
             if not remaining:
@@ -151,6 +152,24 @@ class TopicSubscriptionStore(SubscriptionStore):
         if existed:
             await self._notify(subscription_id, None)
         return existed
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 30.0) -> tuple[int, int]:
+    """Low and high offsets; retried while the partition has no leader yet (a topic created moments ago)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            lo, hi = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(lo), int(hi)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = isinstance(err, KafkaError) and (err.retriable() or err.code() in _NO_LEADER_YET)
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+_NO_LEADER_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
 
 
 def subscription_from_config(sc: SubscriptionConfig, existing: Subscription | None = None) -> Subscription:

@@ -37,7 +37,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from connectors.simulator.traffic import TrafficMix
 from smsflow.schemas import DELIVERY_TOPIC, OPS_TOPIC, WEBHOOK_DLQ_TOPIC
-from smsflow.webhooks.model import SigningSecret, Subscription
+from smsflow.webhooks.model import BatchConfig, SigningSecret, Subscription
 from smsflow.webhooks.secretbox import ENV_KEYS, SecretBox
 from smsflow.webhooks.signing import generate_secret
 from smsflow.webhooks.topic_store import TopicSubscriptionStore
@@ -69,6 +69,8 @@ class ScriptedEndpoint:
         self.secret = generate_secret()
         self.port = 0
         self.hits: list[Hit] = []
+        self.requests: list[tuple[bytes, dict[str, str]]] = []  # signed ones, as received
+        self.messages: set[str] = set()  # message ids answered with 2xx (batches counted per element)
         self.bad_signatures = 0
         self._counts: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
@@ -85,12 +87,16 @@ class ScriptedEndpoint:
         except WebhookVerificationError:
             self.bad_signatures += 1
             return web.Response(status=401)
+        self.requests.append((body, headers))
         wid = headers["webhook-id"]
         self._counts[wid] += 1
         n = self._counts[wid]
         t = time.monotonic()
         resp = await self.script(n)
         self.hits.append(Hit(wid, n, t, resp.status))
+        if 200 <= resp.status < 300:
+            doc = orjson.loads(body)
+            self.messages.update(m["message_id"] for m in (doc if isinstance(doc, list) else [doc]))
         return resp
 
     async def start(self) -> str:
@@ -311,7 +317,10 @@ async def test_scripted_failures_end_delivered_or_dead_lettered(pipeline, tmp_pa
         "tls-untrusted": ScriptedEndpoint(
             "tls-untrusted", answer(200), server_context(tmp_path, "bad", other_ca, other_key)
         ),
+        "batched": ScriptedEndpoint("batched", first_then_ok(500)),
     }
+    extra = {"slow": {"timeout_seconds": 2.0}, "hang": {"timeout_seconds": 1.0}}
+    extra["batched"] = {"batch": BatchConfig(max_batch_size=8, max_wait_ms=300)}
     for ep in endpoints.values():
         await ep.start()
     try:
@@ -321,28 +330,38 @@ async def test_scripted_failures_end_delivered_or_dead_lettered(pipeline, tmp_pa
         mix = TrafficMix(seed=23, multipart_ratio=0.0)
         healthy = p.receiver
 
-        # phase 1: the healthy endpoint alone, for a baseline
-        n1 = 30
-        await feed(p, mix, n1, rate=15)
+        # warm-up (the worker may still be starting), then phase 1: the healthy endpoint alone, as a baseline
+        await feed(p, mix, 3, rate=15)
+        assert await p.smsc.drain(60), p.logs()
+        await p.wait_delivered(p.smsc.stats.logical_accepted, 60)
+        warm = len(healthy.log.latencies_ms)
+        await feed(p, mix, 30, rate=15)
+        assert await p.smsc.drain(60), p.logs()
+        n1 = p.smsc.stats.logical_accepted  # what the connector stored (it may refuse one while binding)
         await p.wait_delivered(n1, 60)
-        baseline = list(healthy.log.latencies_ms)
+        baseline = healthy.log.latencies_ms[warm:]
 
         # phase 2: the scripted endpoints subscribe (every message fans out to all); no restart
-        timeouts = {"slow": 2.0, "hang": 1.0}
         await put_subscriptions(
-            p, [ep.subscription(timeout_seconds=timeouts.get(name, 5.0)) for name, ep in endpoints.items()]
+            p,
+            [
+                ep.subscription(**{"timeout_seconds": 5.0, **extra.get(name, {})})
+                for name, ep in endpoints.items()
+            ],
         )
         await asyncio.sleep(2)  # the worker follows the topic within a poll interval
-        n2 = 30
-        await feed(p, mix, n2, rate=15)
+        before = len(healthy.log.latencies_ms)
+        await feed(p, mix, 30, rate=15)
+        assert await p.smsc.drain(60), p.logs()
+        n2 = p.smsc.stats.logical_accepted - n1
         await p.wait_delivered(n1 + n2, 60)
         mids = list(healthy.log.messages)[n1:]
-        assert len(mids) == n2
-        during = healthy.log.latencies_ms[len(baseline) :]
+        assert len(mids) == n2 >= 25
+        during = healthy.log.latencies_ms[before:]
 
-        for name in ("flaky", "throttled", "slow", "tls"):
+        for name in ("flaky", "throttled", "slow", "tls", "batched"):
             ep = endpoints[name]
-            await wait_until(lambda ep=ep: set(mids) <= ep.delivered(), 60, f"{name}: all delivered", p.logs)
+            await wait_until(lambda ep=ep: set(mids) <= ep.messages, 60, f"{name}: all delivered", p.logs)
 
         def dead_lettered() -> Counter[str]:
             return Counter(r["subscription_id"] for r in json_records(p.stack.bootstrap, WEBHOOK_DLQ_TOPIC))
@@ -421,11 +440,26 @@ async def test_scripted_failures_end_delivered_or_dead_lettered(pipeline, tmp_pa
         assert len(failed) == 4 and {e["failure"] for e in failed} == {"tls"}
         assert "certificate verify" in failed[0]["error"] or "verification failed" in failed[0]["error"]
     assert endpoints["tls-untrusted"].hits == []
+    # batched (arrays of up to 8, 300 ms): each batch answered 500 once, then resent whole under the same id
+    batched = endpoints["batched"]
+    per_batch = Counter(h.webhook_id for h in batched.hits)
+    assert all(w.startswith("batch_") for w in per_batch) and set(per_batch.values()) == {2}
+    bodies: dict[str, set[bytes]] = defaultdict(set)
+    for raw, headers in batched.requests:
+        assert raw.startswith(b"[")
+        bodies[headers["webhook-id"]].add(raw)
+    assert all(len(b) == 1 for b in bodies.values()), "a retry carries the same batch"
+    sizes = []
+    for mid, h in of("batched").items():
+        assert story(h) == ["queued", "sent", "retry_scheduled", "delivered"], (mid, h)
+        assert h[-1]["webhook_id"].startswith("batch_") and h[-1]["attempt"] == 2
+        sizes.append(h[-1]["batch_size"])
+    assert len(sizes) == n2 and max(sizes) > 1, sizes
     # the healthy endpoint was not slowed down: generous bound (the hanging endpoint's timeout is 1 s)
     print(
         f"\nhealthy latency ms: alone p50={statistics.median(baseline):.1f} p95={pct(baseline, 0.95):.1f} "
-        f"max={max(baseline):.1f}; with 7 failing/slow endpoints p50={statistics.median(during):.1f} "
-        f"p95={pct(during, 0.95):.1f} max={max(during):.1f}"
+        f"max={max(baseline):.1f}; with 8 more endpoints (failing, slow, batched) "
+        f"p50={statistics.median(during):.1f} p95={pct(during, 0.95):.1f} max={max(during):.1f}"
     )
     assert max(during) < 1000
 
@@ -478,6 +512,10 @@ async def test_endpoint_outage_then_back_nothing_lost(pipeline) -> None:
         p.start()
         await p.smsc.wait_bound(60)
         mix = TrafficMix(seed=31, multipart_ratio=0.1)
+        await feed(p, mix, 3, rate=15)  # warm-up: the worker may still be starting
+        assert await p.smsc.drain(60), p.logs()
+        await p.wait_delivered(p.smsc.stats.logical_accepted, 60)
+        warm = len(p.receiver.log.latencies_ms)
         rate = 5.0
         t0 = time.monotonic()
         feeding = asyncio.ensure_future(
@@ -508,10 +546,13 @@ async def test_endpoint_outage_then_back_nothing_lost(pipeline) -> None:
     assert dlq == [], "nothing dead-lettered"
     hist = histories(events)
     assert {story(hist[(m, "sub-outage")])[-1] for m in mids} == {"delivered"}
-    failed_503 = sum(1 for e in events if e["subscription_id"] == "sub-outage" and e["status_code"] == 503)
-    refused = sum(1 for e in events if e["subscription_id"] == "sub-outage" and e["failure"] == "connection")
+    attempts = [
+        e for e in events if e["subscription_id"] == "sub-outage" and e["state"] in ("sent", "failed")
+    ]
+    failed_503 = sum(1 for e in attempts if e["status_code"] == 503)
+    refused = sum(1 for e in attempts if e["failure"] == "connection")
     assert failed_503 > 0 and refused > 0, "both kinds of outage were seen"
-    during = p.receiver.log.latencies_ms  # every healthy delivery, the outage included
+    during = p.receiver.log.latencies_ms[warm:]  # every healthy delivery, the outage included
     print(
         f"\noutage: {total} messages over {back - t0:.0f}s, "
         f"endpoint down {OUTAGE_503_S + OUTAGE_REFUSED_S:.0f}s "
