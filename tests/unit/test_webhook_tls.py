@@ -1,10 +1,5 @@
 """TLS verification against a local HTTPS receiver whose CA is made for this test run."""
 
-import datetime as dt
-import ipaddress
-import ssl
-from pathlib import Path
-
 import pytest
 from aiohttp import web
 
@@ -12,78 +7,15 @@ from smsflow.webhooks.egress import AddressPolicy
 from smsflow.webhooks.model import FailureKind, Subscription
 from smsflow.webhooks.policy import Verdict, classify
 from smsflow.webhooks.sender import SenderConfig, WebhookSender
-
-x509 = pytest.importorskip("cryptography.x509")
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
+from tests.tls_certs import make_ca, server_context
 
 LOCAL = AddressPolicy(allow=("127.0.0.1/32",))
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _make_ca(tmp: Path, label: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(f"smsflow test CA {label}"))
-        .issuer_name(_name(f"smsflow test CA {label}"))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    path = tmp / f"ca-{label}.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert, key, path
-
-
-def _server_context(tmp: Path, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey) -> ssl.SSLContext:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("127.0.0.1"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "server.pem", tmp / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert_path, key_path)
-    return ctx
-
-
 @pytest.fixture
 async def https_endpoint(tmp_path):
-    ca, ca_key, ca_path = _make_ca(tmp_path, "trusted")
-    _, _, other_ca_path = _make_ca(tmp_path, "other")
+    ca, ca_key, ca_path = make_ca(tmp_path, "trusted")
+    _, _, other_ca_path = make_ca(tmp_path, "other")
     hits: list[bytes] = []
 
     async def handle(request: web.Request) -> web.Response:
@@ -94,7 +26,7 @@ async def https_endpoint(tmp_path):
     app.router.add_post("/hook", handle)
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=_server_context(tmp_path, ca, ca_key))
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(tmp_path, "server", ca, ca_key))
     await site.start()
     url = f"https://127.0.0.1:{runner.addresses[0][1]}/hook"
     yield url, ca_path, other_ca_path, hits
