@@ -5,55 +5,18 @@ worker restart (checked on the tables' changelog topics, which is what a restart
 from __future__ import annotations
 
 import asyncio
-import uuid
-from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer
-from confluent_kafka.serialization import MessageField, SerializationContext
+from confluent_kafka import Producer
 
 from connectors.simulator.smsc import deliver_sm_params
 from connectors.simulator.traffic import LogicalSms
 from smsflow.smpp.constants import CommandStatus
 from smsflow.smpp.pdu import Tlv
 from smsflow.sms.segmentation import split_for_smpp
+from tests.kafka_read import avro_values, read_topic
 
 pytestmark = pytest.mark.e2e
-
-
-def read_topic(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of a topic, from the beginning to its current end."""
-    c = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}", "enable.auto.commit": False}
-    )
-    try:
-        md = c.list_topics(topic, timeout=10).topics[topic]
-        out: list[Any] = []
-        for p in md.partitions:
-            tp = TopicPartition(topic, p)
-            lo, hi = c.get_watermark_offsets(tp, timeout=10)
-            if hi <= lo:
-                continue
-            c.assign([TopicPartition(topic, p, lo)])
-            while True:
-                m = c.poll(5)
-                assert m is not None, f"timed out reading {topic}[{p}]"
-                if m.error():
-                    continue
-                out.append(m)
-                if m.offset() >= hi - 1:
-                    break
-        return out
-    finally:
-        c.close()
-
-
-def avro_values(bootstrap: str, registry_url: str, topic: str) -> list[dict[str, Any]]:
-    de = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))  # writer schema from the registry
-    ctx = SerializationContext(topic, MessageField.VALUE)
-    return [de(m.value(), ctx) for m in read_topic(bootstrap, topic)]
 
 
 async def test_timeout_receipts_quarantine_and_expiry(pipeline) -> None:
@@ -121,8 +84,8 @@ async def test_timeout_receipts_quarantine_and_expiry(pipeline) -> None:
     app_id = p.env_app_id
     for table in ("ingest-seen", "ingest-partials"):
         latest: dict[bytes, bytes | None] = {}
-        for m in read_topic(p.stack.bootstrap, f"{app_id}-{table}-changelog"):
-            latest[m.key()] = m.value()
+        for _part, _off, key, value in read_topic(p.stack.bootstrap, f"{app_id}-{table}-changelog"):
+            latest[key or b""] = value
         assert latest, f"{table}: nothing was ever stored?"
         live = [k for k, v in latest.items() if v is not None]
         assert not live, f"{table}: {len(live)} keys never expired: {live[:3]}"

@@ -23,10 +23,6 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer
-from confluent_kafka.serialization import MessageField, SerializationContext
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from connectors.simulator.traffic import TrafficMix
@@ -35,6 +31,7 @@ from smsflow.webhooks.model import BatchConfig, SigningSecret, Subscription
 from smsflow.webhooks.secretbox import ENV_KEYS, SecretBox
 from smsflow.webhooks.signing import generate_secret
 from smsflow.webhooks.topic_store import TopicSubscriptionStore
+from tests.kafka_read import avro_values, read_topic
 from tests.tls_certs import make_ca, server_context
 
 pytestmark = pytest.mark.e2e
@@ -149,40 +146,9 @@ async def put_subscriptions(p: Any, subs: list[Subscription]) -> None:
         await store.stop()
 
 
-def read_topic(bootstrap: str, topic: str) -> list[tuple[int, int, bytes | None, bytes | None]]:
-    """Every record now in ``topic``: (partition, offset, key, value), in offset order per partition."""
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"e2e-read-{time.time_ns()}",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        parts = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        todo = {p for p in parts if ends[p] > 0}
-        c.assign([TopicPartition(topic, p, 0) for p in todo])
-        out = []
-        deadline = time.monotonic() + 30
-        while todo and time.monotonic() < deadline:
-            for m in c.consume(1000, timeout=0.5):
-                if m.error() is None:
-                    out.append((m.partition(), m.offset(), m.key(), m.value()))
-            for tp in c.position([TopicPartition(topic, p) for p in list(todo)]):
-                if tp.offset >= ends[tp.partition]:
-                    todo.discard(tp.partition)
-        assert not todo, f"{topic}: could not read to the end"
-        return sorted(out, key=lambda r: (r[0], r[1]))
-    finally:
-        c.close()
-
-
 def delivery_events(bootstrap: str, registry_url: str) -> list[dict[str, Any]]:
     """sms.delivery.v1 decoded as any Confluent client would (AvroDeserializer against the registry)."""
-    de = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
-    ctx = SerializationContext(DELIVERY_TOPIC, MessageField.VALUE)
-    return [de(v, ctx) for _p, _o, _k, v in read_topic(bootstrap, DELIVERY_TOPIC)]
+    return avro_values(bootstrap, registry_url, DELIVERY_TOPIC)
 
 
 def json_records(bootstrap: str, topic: str) -> list[dict[str, Any]]:
