@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from smsflow.config import ConfigError, load_config
+from smsflow.config import Config, ConfigError, load_config
 
 app = typer.Typer(
     help="smsflow: Kafka-native SMS reception. Carriers -> Kafka -> Faust -> signed customer webhooks.",
@@ -24,12 +26,19 @@ ConfigOpt = Annotated[
 DEFAULT_DEMO = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
 
 
-def _load(path: Path):  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def _config_errors_exit() -> Iterator[None]:
+    """A bad config is the operator's to fix: print the field and why, exit 2, no traceback."""
     try:
-        return load_config(path)
+        yield
     except ConfigError as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
+
+
+def _load(path: Path) -> Config:
+    with _config_errors_exit():
+        return load_config(path)
 
 
 @app.command()
@@ -77,11 +86,8 @@ def worker(
         raise typer.BadParameter(f"unknown stage(s): {', '.join(sorted(bad))}", param_hint="--stage")
     # Faust's Worker parses sys.argv; give it none of ours.
     sys.argv = [sys.argv[0]]
-    try:
+    with _config_errors_exit():
         run_worker(cfg, roles, loglevel)
-    except ConfigError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -91,11 +97,8 @@ def connector(config: ConfigOpt, loglevel: str = "info") -> None:
 
     configure_logging(loglevel)
     cfg = _load(config)
-    try:
+    with _config_errors_exit():
         asyncio.run(run_connector(cfg))
-    except ConfigError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -105,11 +108,8 @@ def api(config: ConfigOpt, loglevel: str = "info") -> None:
 
     configure_logging(loglevel)
     cfg = _load(config)
-    try:
+    with _config_errors_exit():
         asyncio.run(run_api(cfg))
-    except ConfigError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()
