@@ -77,7 +77,6 @@ def ticks_topic_name(app_id: str) -> str:
 def register_ingest(app: faust.App, ctx: StreamContext) -> None:
     cfg = ctx.config
     ticks_name = ticks_topic_name(cfg.app_id)
-    raw_topic = app.topic(RAW_TOPIC, key_serializer="raw", value_serializer="raw", partitions=ctx.partitions)
     ticks_topic = app.topic(
         ticks_name,
         key_serializer="raw",
@@ -104,7 +103,6 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
     )
     processor = IngestProcessor(partials, seen, settings)
     ctx.extras["ingest_processor"] = processor
-    ctx.extras["raw_topic"] = raw_topic
 
     async def publish(items: list[Publish], parent: Any) -> None:
         for item in items:
