@@ -1,5 +1,5 @@
 # The two commands of the README's quick start, plus the checks CI runs.
-.PHONY: run test lint bench clean
+.PHONY: run test test-long lint bench clean
 
 run:            ## the live local pipeline: Kafka, registry, Zipkin, connector, workers, simulated carrier, webhook
 	@bash infra/bootstrap.sh
@@ -10,7 +10,11 @@ test:           ## everything: lint, types, unit, integration (real local Kafka)
 	.venv/bin/ruff check connectors streams smsflow tests bench
 	.venv/bin/ruff format --check connectors streams smsflow tests bench
 	.venv/bin/mypy connectors streams smsflow
-	.venv/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	.venv/bin/pytest -q -p no:cacheprovider -m "not long" $(PYTEST_ARGS)
+
+test-long:      ## the scenarios that need minutes (long outages, flapping, soak): marked `long`
+	@bash infra/bootstrap.sh
+	.venv/bin/pytest -q -p no:cacheprovider -m long $(PYTEST_ARGS)
 
 lint:
 	.venv/bin/ruff check connectors streams smsflow tests bench && .venv/bin/ruff format --check connectors streams smsflow tests bench && .venv/bin/mypy connectors streams smsflow
