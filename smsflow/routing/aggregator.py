@@ -53,6 +53,7 @@ class _RouteTrack:
     bound: set[str] | None = None  # None until the first bind event: unknown is not "zero sessions"
     baseline: float | None = None  # messages per window, from complete windows only
     probes: dict[str, int] = field(default_factory=dict)  # probe id -> sent at
+    last_busy: tuple[int, dict[str, float]] | None = None  # webhook: the last window with attempts
 
     def bucket(self, index: int) -> _Bucket:
         b = self.buckets.get(index)
@@ -161,7 +162,7 @@ class HealthAggregator:
         if track.kind is RouteKind.CARRIER:
             figures = self._carrier_figures(track, buckets, complete=start >= self.start)
         else:
-            figures = self._webhook_figures(buckets)
+            figures = self._webhook_figures(track, buckets, end)
         thresholds = self.route_thresholds.get(route_id, self.thresholds)
         return scored(route_id, track.kind, start, end, figures, thresholds)
 
@@ -202,16 +203,22 @@ class HealthAggregator:
             f["probe_loss"] = lost / (len(latencies) + lost)
         return f
 
-    def _webhook_figures(self, buckets: list[_Bucket]) -> dict[str, float]:
+    def _webhook_figures(self, track: _RouteTrack, buckets: list[_Bucket], end: int) -> dict[str, float]:
         counts = {o: sum(b.attempts.get(o, 0) for b in buckets) for o in AttemptOutcome}
         attempts = sum(counts.values())
         f: dict[str, float] = {"attempts": float(attempts)}
         if not attempts:
-            return f  # an idle endpoint has no evidence against it; see docs/double-list.md
+            if track.last_busy is None:
+                return f  # never used: no evidence against it, so an idle secondary can take over
+            # A broken endpoint must not turn healthy by being left alone once traffic moved away:
+            # it keeps its last judged figures until attempts (traffic or pings) show otherwise.
+            at, held = track.last_busy
+            return {**held, "idle_ms": float(end - at)}
         f["latency_p95_ms"] = percentile([v for b in buckets for v in b.attempt_latencies], 0.95)
         f["success_rate"] = counts[AttemptOutcome.SUCCESS] / attempts
         f["timeout_rate"] = counts[AttemptOutcome.TIMEOUT] / attempts
         f["throttled_rate"] = counts[AttemptOutcome.THROTTLED] / attempts
         connect = counts[AttemptOutcome.CONNECT_ERROR] + counts[AttemptOutcome.TLS_ERROR]
         f["connect_error_rate"] = connect / attempts
+        track.last_busy = (end, f)
         return f

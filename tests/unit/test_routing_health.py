@@ -213,8 +213,17 @@ def test_webhook_endpoint_answering_503_or_timing_out() -> None:
     obs.append(WebhookAttempt("hook-1", T0 + 5000, AttemptOutcome.TLS_ERROR, 5.0))
     [rec] = feed(a, obs, T0 + 10 * S)
     assert rec.figures["connect_error_rate"] == 0.05 and rec.state is HealthState.DEGRADED
-    # Once the window has slid past them, the failures are forgotten.
-    assert a.advance(T0 + 70 * S)[-1].state is HealthState.HEALTHY
+    # Traffic moved away: the failures are not forgotten by leaving the endpoint alone...
+    idle = a.advance(T0 + 120 * S)[-1]
+    assert idle.state is HealthState.DEGRADED and idle.figures["idle_ms"] == 60 * S
+    # ...only fresh attempts (traffic or the stage's pings) show it has recovered.
+    pings = [WebhookAttempt("hook-1", T0 + 125 * S + i, AttemptOutcome.SUCCESS, 30.0) for i in range(5)]
+    assert feed(a, pings, T0 + 130 * S)[-1].state is HealthState.HEALTHY
+
+
+def test_an_endpoint_never_used_is_healthy_so_an_idle_secondary_can_take_over() -> None:
+    [rec] = feed(agg(HOOK), [], T0 + 10 * S)
+    assert rec.state is HealthState.HEALTHY and rec.figures == {"attempts": 0}
 
 
 def test_observations_for_unknown_routes_are_counted_not_used() -> None:
