@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
+import yaml
 
 from smsflow.routing.model import (
     ListName,
@@ -162,3 +166,10 @@ def test_overrides_need_a_reason_an_actor_and_a_future_expiry() -> None:
         with pytest.raises(PolicyError) as err:
             parse_override({"scope": "prefix:+8526", **data})
         assert message in str(err.value)
+
+
+def test_the_documented_example_section_is_valid() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "double-list.md").read_text()
+    [example] = re.findall(r"```yaml\n(routing:.*?)```", doc, flags=re.S)
+    sec = parse_policies(yaml.safe_load(example)["routing"])
+    assert {p.scope.key for p in sec.policies} == {"prefix:+8526", "subscription:sub_demo"}
