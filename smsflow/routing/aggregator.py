@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from smsflow.routing.health import HealthRecord, scored
 from smsflow.routing.model import Route, RouteKind, Thresholds, WindowSpec
@@ -61,6 +62,52 @@ class _RouteTrack:
             b = self.buckets[index] = _Bucket()
         return b
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "buckets": {str(i): _bucket_dict(b) for i, b in self.buckets.items()},
+            "bound": None if self.bound is None else sorted(self.bound),
+            "baseline": self.baseline,
+            "probes": dict(self.probes),
+            "last_busy": None if self.last_busy is None else [self.last_busy[0], self.last_busy[1]],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> _RouteTrack:
+        busy = data.get("last_busy")
+        return cls(
+            kind=RouteKind(data["kind"]),
+            buckets={int(i): _bucket_from(b) for i, b in data["buckets"].items()},
+            bound=None if data["bound"] is None else set(data["bound"]),
+            baseline=data["baseline"],
+            probes={k: int(v) for k, v in data["probes"].items()},
+            last_busy=None if busy is None else (int(busy[0]), {k: float(v) for k, v in busy[1].items()}),
+        )
+
+
+def _bucket_dict(b: _Bucket) -> dict[str, Any]:
+    return {
+        "bind_failures": b.bind_failures,
+        "rtts": b.rtts,
+        "carrier": {o.value: n for o, n in b.carrier.items()},
+        "probe_latencies": b.probe_latencies,
+        "probes_lost": b.probes_lost,
+        "attempts": {o.value: n for o, n in b.attempts.items()},
+        "attempt_latencies": b.attempt_latencies,
+    }
+
+
+def _bucket_from(d: Mapping[str, Any]) -> _Bucket:
+    return _Bucket(
+        bind_failures=int(d["bind_failures"]),
+        rtts=[float(v) for v in d["rtts"]],
+        carrier={CarrierOutcome(o): int(n) for o, n in d["carrier"].items()},
+        probe_latencies=[float(v) for v in d["probe_latencies"]],
+        probes_lost=int(d["probes_lost"]),
+        attempts={AttemptOutcome(o): int(n) for o, n in d["attempts"].items()},
+        attempt_latencies=[float(v) for v in d["attempt_latencies"]],
+    )
+
 
 class HealthAggregator:
     """Feed observations in time order (late ones count only towards windows still open)."""
@@ -87,6 +134,24 @@ class HealthAggregator:
     @property
     def now(self) -> int:
         return self._closed
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the aggregator remembers, JSON-safe: what the stage keeps in its state table."""
+        return {
+            "start": self.start,
+            "closed": self._closed,
+            "ignored": self.ignored,
+            "routes": {rid: track.to_dict() for rid, track in self._tracks.items()},
+        }
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Continue from a snapshot. Routes come from the config: new ones start empty, removed ones go."""
+        self.start = int(data["start"])
+        self._closed = int(data["closed"])
+        self.ignored = int(data.get("ignored", 0))
+        for rid, track in data["routes"].items():
+            if rid in self._tracks and self._tracks[rid].kind.value == track["kind"]:
+                self._tracks[rid] = _RouteTrack.from_dict(track)
 
     def observe(self, obs: Observation) -> list[HealthRecord]:
         """Close every window that ends at or before ``obs.at``, then count the observation."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 from hypothesis import given, settings
@@ -279,3 +280,22 @@ def test_records_depend_on_the_observations_only_not_on_when_time_is_advanced(
     assert ticked == plain
     ends = [r.window_end for r in plain]
     assert ends == sorted(ends) and len(ends) == 2 * ((end - T0) // (10 * S))
+
+
+@settings(max_examples=150, deadline=None)
+@given(timeline, st.data())
+def test_snapshot_restore_continue_gives_the_same_records(
+    steps: list[tuple[int, Observation]], data: st.DataObject
+) -> None:
+    obs = stamped(steps)
+    end = (obs[-1].at if obs else T0) + 120 * S
+    plain = feed(agg(CARRIER, HOOK), obs, end)
+
+    cut = data.draw(st.integers(0, len(obs)))
+    first = agg(CARRIER, HOOK)
+    records = feed(first, obs[:cut], obs[cut].at if cut < len(obs) else end)
+    second = agg(CARRIER, HOOK)  # a new worker after a crash, same config
+    second.restore(json.loads(json.dumps(first.snapshot())))
+    assert second.snapshot() == first.snapshot()
+    records += feed(second, obs[cut:], end)
+    assert records == plain
