@@ -265,6 +265,26 @@ class RoutingSection(_Strict):
     def policy(self, scope: str) -> RoutingPolicy | None:
         return next((p for p in self.policies if p.scope.key == scope), None)
 
+    def for_number(self, number: str, country: str | None = None) -> RoutingPolicy | None:
+        """The policy that governs an E.164 number: its own, else the longest prefix, else its country."""
+        best: tuple[int, RoutingPolicy] | None = None
+        for p in self.policies:
+            kind, value = p.scope.kind, p.scope.value
+            if kind is ScopeKind.NUMBER and value == number:
+                rank = 100  # longer than any prefix can be
+            elif kind is ScopeKind.PREFIX and number.startswith(value):
+                rank = len(value)
+            elif kind is ScopeKind.COUNTRY and country is not None and value == country:
+                rank = 0
+            else:
+                continue
+            if best is None or rank > best[0]:
+                best = (rank, p)
+        return best[1] if best else None
+
+    def for_subscription(self, subscription_id: str) -> RoutingPolicy | None:
+        return self.policy(f"{ScopeKind.SUBSCRIPTION.value}:{subscription_id}")
+
 
 def _field_path(prefix: str, loc: tuple[Any, ...]) -> str:
     out = prefix

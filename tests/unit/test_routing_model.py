@@ -42,6 +42,30 @@ def test_a_minimal_section_gets_the_documented_defaults() -> None:
     assert parse_policies(None).policies == ()
 
 
+def test_the_most_specific_policy_governs_a_number() -> None:
+    sec = parse_policies(
+        section(
+            {"scope": "country:HK", "primary": ["hk-b"], "secondary": ["hk-a"]},
+            {"scope": "prefix:+852", "primary": ["hk-a"], "secondary": ["hk-b"]},
+            {"scope": "prefix:+8526", "primary": ["hk-b"], "secondary": ["hk-a"]},
+            {"scope": "number:+85260001234", "primary": ["hk-a"], "secondary": ["hk-b"]},
+            {"scope": "subscription:sub_1", "primary": ["hook-1"], "secondary": ["hook-2"]},
+        )
+    )
+
+    def scope(number: str, country: str | None = "HK") -> str | None:
+        p = sec.for_number(number, country)
+        return p.scope.key if p else None
+
+    assert scope("+85260001234") == "number:+85260001234"
+    assert scope("+85260009999") == "prefix:+8526"
+    assert scope("+85290009999") == "prefix:+852"
+    assert scope("+85370009999", "HK") == "country:HK"  # outside every prefix: the country the caller names
+    assert scope("+8613800138000", "CN") is None
+    sub = sec.for_subscription("sub_1")
+    assert sub is not None and sub.primary == ("hook-1",) and sec.for_subscription("sub_2") is None
+
+
 def test_a_partial_limit_keeps_the_other_default() -> None:
     t = Thresholds.model_validate({"probe_latency_ms": {"degraded": 3000}, "success_rate": {"down": 0.2}})
     assert (t.probe_latency_ms.degraded, t.probe_latency_ms.down) == (3000, 20000)
