@@ -82,11 +82,12 @@ async def running(smsc: SimulatedSmsc) -> AsyncIterator[SimulatedSmsc]:
 
 @contextlib.asynccontextmanager
 async def esme(
-    smsc: SimulatedSmsc, account: str = "alpha", bind: str = "transceiver", wait: bool = True
+    smsc: SimulatedSmsc | int, account: str = "alpha", bind: str = "transceiver", wait: bool = True
 ) -> AsyncIterator[Esme]:
+    """An ESME session bound to a simulator (or to whatever listens on that loopback port)."""
     settings = SessionSettings(
         host="127.0.0.1",
-        port=smsc.port,
+        port=smsc if isinstance(smsc, int) else smsc.port,
         system_id=account,
         password="pw",
         bind=bind,
