@@ -163,10 +163,12 @@ async def test_drop_every_n_seconds_until_cleared() -> None:
         put(smsc, "alpha", kind="drop", every_s=0.2)
         await until(lambda: a.session.stats.binds >= 4)
         smsc.clear_fault("alpha", FaultKind.drop)
+        drops = smsc.stats.drops
+        await asyncio.sleep(0.6)  # three periods of the lifted fault: the carrier cuts nothing more
         await a.session.wait_bound(5)
         binds = a.session.stats.binds
-        await asyncio.sleep(0.6)  # three periods of the lifted fault: the bind must survive them
-        assert a.session.bound and a.session.stats.binds == binds
+        await asyncio.sleep(0.6)
+        assert smsc.stats.drops == drops and a.session.bound and a.session.stats.binds == binds
 
 
 # ---- deliver_sm --------------------------------------------------------------------------------
@@ -208,10 +210,12 @@ async def test_silent_keeps_the_bind_and_enquire_link_but_pushes_and_answers_not
 async def test_throttle_caps_submits_per_second_and_paces_deliver_sm() -> None:
     async with running(smsc_for_tests()) as smsc, esme(smsc) as a:
         put(smsc, "alpha", kind="throttle", tps=4)
+        t0 = time.monotonic()
         statuses = [(await a.submit("85261234567", f"m{i}".encode())).command_status for i in range(12)]
-        accepted = statuses.count(0)
-        assert 4 <= accepted <= 8, statuses  # a burst of one second's worth, then ~4/s
-        assert statuses.count(CommandStatus.ESME_RTHROTTLED) == 12 - accepted
+        accepted, elapsed = statuses.count(0), time.monotonic() - t0
+        # a burst of one second's worth, then 4/s (elapsed is long on a loaded machine: the bound follows it)
+        assert 4 <= accepted <= 4 + 4 * elapsed + 1, (statuses, elapsed)
+        assert accepted < 12 and statuses.count(CommandStatus.ESME_RTHROTTLED) == 12 - accepted
         t0 = time.monotonic()
         for i in range(8):
             smsc.enqueue(sms(i), "alpha")
