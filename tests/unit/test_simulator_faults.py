@@ -363,3 +363,42 @@ def test_statuses_by_name_or_number() -> None:
     assert parse_fault({"kind": "refuse_binds"}).status == CommandStatus.ESME_RBINDFAIL
     assert parse_fault({"kind": "refuse_binds", "status": "0x0E"}).status == CommandStatus.ESME_RINVPASWD
     assert parse_fault({"kind": "submit_errors", "ratio": 1, "status": 0x58}).status == 0x58
+
+
+# ---- an independent client ----------------------------------------------------------------------
+
+
+def smpplib_probe_round_trip(port: int, dest: str) -> tuple[str, bytes, str, float]:
+    """smpplib (blocking) binds as a transceiver, submits one SMS and reads until the MO copy comes back."""
+    import smpplib.client
+
+    client = smpplib.client.Client("127.0.0.1", port, timeout=5, allow_unknown_opt_params=True)
+    sent: list[str] = []
+    received: list[tuple[bytes, str]] = []
+    client.set_message_sent_handler(lambda pdu: sent.append(pdu.message_id.decode()))
+    client.set_message_received_handler(
+        lambda pdu: received.append((pdu.short_message, pdu.source_addr.decode()))
+    )
+    client.connect()
+    try:
+        client.bind_transceiver(system_id="alpha", password="pw")
+        t0 = time.monotonic()
+        client.send_message(
+            source_addr_ton=1, source_addr=OUR_NUMBER, dest_addr_ton=1, destination_addr=dest,
+            short_message=b"probe via smpplib",
+        )  # fmt: skip
+        while not received:
+            client.read_once()
+        return sent[0], received[0][0], received[0][1], time.monotonic() - t0
+    finally:
+        client.disconnect()
+
+
+async def test_smpplib_submits_and_gets_the_probe_back() -> None:
+    async with running(smsc_for_tests()) as smsc:
+        message_id, text, source, rtt = await asyncio.to_thread(
+            smpplib_probe_round_trip, smsc.port, PROBE_NUMBER
+        )
+        assert message_id == smsc.submits.records[0].message_id and len(message_id) == 8
+        assert (text, source) == (b"probe via smpplib", PROBE_NUMBER)
+        assert BASE_PROBE_LATENCY_S <= rtt < BASE_PROBE_LATENCY_S + 3.0
