@@ -112,20 +112,43 @@ def api(config: ConfigOpt, loglevel: str = "info") -> None:
         asyncio.run(run_api(cfg))
 
 
-@app.command()
+simulator_app = typer.Typer(
+    help="A simulated carrier SMSC pushing seed-style OTP traffic (+852/+86 senders) to whoever binds; "
+    "`smsflow simulator fault ...` injects faults into a running one through its control port.",
+)
+app.add_typer(simulator_app, name="simulator")
+
+
+@simulator_app.callback(invoke_without_command=True)
 def simulator(
+    ctx: typer.Context,
     port: Annotated[int, typer.Option(help="SMPP port to listen on")] = 2775,
     system_id: Annotated[str, typer.Option(help="account the ESME binds with")] = "smsflow",
     password_env: Annotated[
         str, typer.Option(help="env var with the bind password")
     ] = "SMSFLOW_SIM_PASSWORD",
-    rate: Annotated[float, typer.Option(help="deliver_sm per second (logical SMS)")] = 10.0,
+    rate: Annotated[float, typer.Option(help="deliver_sm per second (logical SMS); 0 = none")] = 10.0,
     count: Annotated[int, typer.Option(help="stop after this many SMS; 0 = endless")] = 0,
     multipart: float = 0.2,
     duplicates: float = 0.0,
     seed: int = 1,
+    control_port: Annotated[
+        int | None, typer.Option(help="serve the HTTP control endpoint on 127.0.0.1:PORT (0 = any free port)")
+    ] = None,
+    test_number: Annotated[
+        list[str] | None, typer.Option(help="a probe test number: submits to it come back as MOs (repeat)")
+    ] = None,
+    probe_latency: Annotated[float, typer.Option(help="seconds before a probe comes back")] = 1.0,
+    receipts: Annotated[
+        bool, typer.Option(help="a DELIVRD receipt for each submit that asks for one")
+    ] = False,
+    message_id_format: Annotated[
+        str, typer.Option(help="submit_sm_resp message ids: hex or decimal")
+    ] = "hex",
 ) -> None:
-    """A simulated carrier SMSC pushing seed-style OTP traffic (+852/+86 senders) to whoever binds."""
+    """Run the simulated carrier (unless a subcommand is given)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from smsflow.demo.feed import run_simulator
 
     password = os.environ.get(password_env)
@@ -133,7 +156,115 @@ def simulator(
         raise typer.BadParameter(
             f"environment variable {password_env} is not set", param_hint="--password-env"
         )
-    asyncio.run(run_simulator(port, system_id, password, rate, count, multipart, duplicates, seed))
+    if message_id_format not in ("hex", "decimal"):
+        raise typer.BadParameter("must be hex or decimal", param_hint="--message-id-format")
+    asyncio.run(
+        run_simulator(
+            port,
+            system_id,
+            password,
+            rate,
+            count,
+            multipart,
+            duplicates,
+            seed,
+            test_numbers=tuple(test_number or ()),
+            probe_latency_s=probe_latency,
+            receipts=receipts,
+            message_id_format="hex" if message_id_format == "hex" else "decimal",
+            control_port=control_port,
+        )
+    )
+
+
+fault_app = typer.Typer(
+    help="Faults of a running `smsflow simulator --control-port ...`, per account (docs/simulator.md).",
+    no_args_is_help=True,
+)
+simulator_app.add_typer(fault_app, name="fault")
+
+ControlOpt = Annotated[
+    str,
+    typer.Option("--control", envvar="SMSFLOW_SIM_CONTROL", help="base URL of the simulator's control port"),
+]
+DEFAULT_CONTROL = "http://127.0.0.1:2776"
+
+
+def _control_call(call, *args) -> None:  # type: ignore[no-untyped-def]
+    import orjson
+
+    from connectors.simulator.control import ControlCallError
+
+    try:
+        out = call(*args)
+    except ControlCallError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+
+
+@fault_app.command("set")
+def fault_set(
+    kind: Annotated[
+        str,
+        typer.Argument(
+            help="refuse_binds | drop | deliver_latency | probe_latency | submit_errors | throttle | "
+            "silent | probe_loss"
+        ),
+    ],
+    account: Annotated[str, typer.Option(help="the account (system_id) that suffers it")],
+    status: Annotated[
+        str | None, typer.Option(help="command_status for refuse_binds/submit_errors, e.g. ESME_RMSGQFUL")
+    ] = None,
+    ratio: Annotated[float | None, typer.Option(help="share affected (submit_errors, probe_loss)")] = None,
+    latency_ms: Annotated[
+        float | None, typer.Option(help="added delay (deliver_latency, probe_latency)")
+    ] = None,
+    every: Annotated[float | None, typer.Option(help="drop: each connection every N s (none = now)")] = None,
+    tps: Annotated[float | None, typer.Option(help="throttle: messages per second")] = None,
+    duration: Annotated[float | None, typer.Option(help="seconds until it lifts by itself")] = None,
+    control: ControlOpt = DEFAULT_CONTROL,
+) -> None:
+    """Put a fault on an account (replaces one of the same kind); the simulator checks the fields."""
+    from connectors.simulator.control import ControlClient
+
+    given = {
+        "status": status,
+        "ratio": ratio,
+        "latency_ms": latency_ms,
+        "every_s": every,
+        "tps": tps,
+        "duration_s": duration,
+    }
+    body: dict[str, object] = {"kind": kind} | {k: v for k, v in given.items() if v is not None}
+    _control_call(ControlClient(control).set_fault, account, body)
+
+
+@fault_app.command("clear")
+def fault_clear(
+    account: Annotated[str, typer.Option(help="the account (system_id)")],
+    kind: Annotated[str | None, typer.Argument(help="the fault to lift; none = all of the account's")] = None,
+    control: ControlOpt = DEFAULT_CONTROL,
+) -> None:
+    """Lift one fault, or every fault, of an account."""
+    from connectors.simulator.control import ControlClient
+
+    _control_call(ControlClient(control).clear, account, kind)
+
+
+@fault_app.command("list")
+def fault_list(
+    account: Annotated[str | None, typer.Option(help="only this account's faults")] = None,
+    control: ControlOpt = DEFAULT_CONTROL,
+) -> None:
+    """Show the faults in force (with an account) or the whole simulator state (binds, queues, probes)."""
+    from connectors.simulator.control import ControlClient
+
+    client = ControlClient(control)
+    if account:
+        _control_call(client.faults, account)
+    else:
+        _control_call(client.state)
 
 
 @app.command()

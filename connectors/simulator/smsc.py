@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from connectors.simulator.faults import Fault, FaultBoard, FaultError, FaultKind
+from connectors.simulator.submits import (
+    MessageIdFormat,
+    SubmitLedger,
+    SubmitRecord,
+    digits,
+    format_message_id,
+    probe_deliver_sm,
+    receipt_deliver_sm,
+    submit_text,
+)
 from connectors.simulator.traffic import LogicalSms
 from smsflow.smpp.constants import CommandId, CommandStatus
 from smsflow.smpp.pdu import Pdu, PduError, PduReader, Tlv, decode_pdu, encode_pdu
@@ -73,6 +85,7 @@ class SmscStats:
     retransmissions: int = 0
     cross_route_copies: int = 0
     logical_accepted: int = 0
+    drops: int = 0  # connections closed by the drop fault
     by_status: dict[int, int] = field(default_factory=dict)
 
 
@@ -91,6 +104,13 @@ class _Session:
         self.lock = asyncio.Lock()
         self.window = asyncio.Semaphore(smsc.window)
         self.closed = asyncio.Event()
+        self.can_transmit = False
+        self.bound_at = 0.0
+
+    def abort(self) -> None:
+        """Cut the TCP connection without an unbind, as a carrier's link failure does."""
+        self.bound = False
+        self.writer.transport.abort()
 
     async def send(self, pdu: Pdu) -> None:
         async with self.lock:
@@ -141,13 +161,18 @@ class _Session:
         if cid in (CommandId.bind_receiver, CommandId.bind_transceiver, CommandId.bind_transmitter):
             sid, pw = str(pdu.params.get("system_id", "")), str(pdu.params.get("password", ""))
             ok = self.smsc.accounts.get(sid) == pw
-            status = CommandStatus.ESME_ROK if ok else CommandStatus.ESME_RINVPASWD
+            status = int(CommandStatus.ESME_ROK if ok else CommandStatus.ESME_RINVPASWD)
+            refusal = self.smsc.faults.active(sid, FaultKind.refuse_binds) if ok else None
+            if refusal is not None:
+                ok, status = False, refusal.status
             await self.send(
                 Pdu(cid | 0x80000000, status, pdu.sequence_number, params={"system_id": "SIMSMSC"})
             )
             if ok:
                 self.bound, self.system_id = True, sid
                 self.can_receive = cid != CommandId.bind_transmitter
+                self.can_transmit = cid != CommandId.bind_receiver
+                self.bound_at = self.smsc.faults.clock()
                 self.smsc.stats.binds += 1
                 self.smsc._session_bound(self)
             else:
@@ -159,8 +184,7 @@ class _Session:
             self.bound = False
             self.writer.close()
         elif cid == CommandId.submit_sm:
-            mid = f"{next(self.smsc._mt_ids):08X}"
-            await self.send(Pdu(CommandId.submit_sm_resp, 0, pdu.sequence_number, params={"message_id": mid}))
+            await self.smsc._on_submit(self, pdu)
         else:
             await self.send(Pdu(CommandId.generic_nack, CommandStatus.ESME_RINVCMDID, pdu.sequence_number))
 
@@ -178,6 +202,11 @@ class SimulatedSmsc:
         cross_route_ratio: float = 0.0,
         shuffle: bool = True,
         seed: int = 7,
+        test_numbers: Iterable[str] = (),
+        probe_latency_s: float = 0.5,
+        receipts: bool = False,
+        receipt_delay_s: float = 0.2,
+        message_id_format: MessageIdFormat = "hex",
     ) -> None:
         self.accounts = accounts
         self.host, self.port = host, port
@@ -207,13 +236,25 @@ class SimulatedSmsc:
         self.ack_latency: list[float] = []
         # benchmarks: called when a PDU of a logical SMS goes out for the first time (time.monotonic())
         self.on_first_send: Callable[[LogicalSms, float], None] | None = None
+        # outbound side: submits to these numbers are probes, looped back as MOs after probe_latency_s
+        self.test_numbers = {digits(n) for n in test_numbers}
+        self.probe_latency_s = probe_latency_s
+        self.receipts = receipts  # a DELIVRD receipt for each accepted submit that asked for one
+        self.receipt_delay_s = receipt_delay_s
+        self.message_id_format: MessageIdFormat = message_id_format
+        self.submits = SubmitLedger()
+        self.faults = FaultBoard()
+        self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._on_connect, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
+        self._watcher = asyncio.create_task(self._watch_drops())
         return self.port
 
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         for t in self._pushers:
             t.cancel()
         for s in list(self.sessions):
@@ -309,6 +350,16 @@ class SimulatedSmsc:
     async def _pusher(self, s: _Session) -> None:
         queue = self._queues[s.system_id]
         while s.bound and not s.closed.is_set():
+            if queue and self.faults.active(s.system_id, FaultKind.silent):
+                await asyncio.sleep(0.05)  # a silent carrier keeps the bind but pushes nothing
+                continue
+            gate = self.faults.gate(s.system_id, "deliver") if queue else None
+            if gate is not None:
+                wait = gate.wait_s(self.faults.clock())
+                if wait > 0:
+                    await asyncio.sleep(min(wait, 0.5))
+                    continue
+                gate.take(self.faults.clock())
             if not queue:
                 self._queue_event.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -331,9 +382,12 @@ class SimulatedSmsc:
             if self.on_first_send is not None and item.counted:
                 self.on_first_send(item.logical, item.first_sent)
         pdu = Pdu(CommandId.deliver_sm, params=dict(item.pdu_params), tlvs=list(item.tlvs))  # type: ignore[arg-type]
-        self.stats.sent += 1
         status: int | None = None
         try:
+            latency = self.faults.active(s.system_id, FaultKind.deliver_latency)
+            if latency is not None:
+                await asyncio.sleep(latency.latency_ms / 1000)
+            self.stats.sent += 1
             resp = await s.request(pdu, self.response_timeout_s)
             status = resp.command_status
         except TimeoutError:
@@ -370,4 +424,127 @@ class SimulatedSmsc:
             self.stats.temp_errors += 1
         await asyncio.sleep(self.retry_delay_s)
         self._queues[item.account].appendleft(item)
+        self._queue_event.set()
+
+    # ---- faults -------------------------------------------------------------------------------------
+    def set_fault(self, account: str, fault: Fault) -> Fault | None:
+        """Put a fault in force on an account. A ``drop`` without ``every_s`` acts at once and is not kept:
+        it returns None."""
+        if account not in self.accounts:
+            raise FaultError("account", f"no such account {account!r}")
+        if fault.kind == FaultKind.drop and fault.every_s is None:
+            self.drop_now(account)
+            return None
+        return self.faults.set(account, fault)
+
+    def clear_fault(self, account: str, kind: FaultKind | None = None) -> list[Fault]:
+        if account not in self.accounts:
+            raise FaultError("account", f"no such account {account!r}")
+        return self.faults.clear(account, kind)
+
+    def drop_now(self, account: str) -> int:
+        """Close every connection of an account; returns how many."""
+        victims = [s for s in self.sessions if s.system_id == account and not s.closed.is_set()]
+        for s in victims:
+            s.abort()
+        self.stats.drops += len(victims)
+        return len(victims)
+
+    async def _watch_drops(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            now = self.faults.clock()
+            for s in list(self.sessions):
+                if not s.bound:
+                    continue
+                fault = self.faults.active(s.system_id, FaultKind.drop)
+                if fault is not None and fault.every_s is not None and now - s.bound_at >= fault.every_s:
+                    self.stats.drops += 1
+                    s.abort()
+
+    def account_state(self, account: str) -> dict[str, object]:
+        sessions = [s for s in self.sessions if s.system_id == account]
+        now = self.faults.clock()
+        return {
+            "bound": sum(1 for s in sessions if s.bound),
+            "queued": len(self._queues.get(account, ())),
+            "faults": [f.to_dict(now) for f in self.faults.listing(account)],
+            "submits": self.submits.summary(account),
+        }
+
+    # ---- submit_sm ----------------------------------------------------------------------------------
+    async def _on_submit(self, s: _Session, pdu: Pdu) -> None:
+        account = s.system_id
+        record = self.submits.add(
+            SubmitRecord(
+                account=account,
+                sequence_number=pdu.sequence_number,
+                source=str(pdu.params.get("source_addr", "")),
+                dest=str(pdu.params.get("destination_addr", "")),
+                short_message=submit_text(pdu),
+                data_coding=int(pdu.params.get("data_coding", 0) or 0),
+                registered_delivery=int(pdu.params.get("registered_delivery", 0) or 0),
+                received_at=time.monotonic(),
+                outcome="error",
+                status=None,
+            )
+        )
+        if not s.bound or not s.can_transmit:
+            await self._answer_submit(s, pdu, record, int(CommandStatus.ESME_RINVBNDSTS))
+            return
+        if self.faults.active(account, FaultKind.silent):
+            record.outcome = "unanswered"
+            return
+        gate = self.faults.gate(account, "submit")
+        if gate is not None and not gate.take(self.faults.clock()):
+            await self._answer_submit(s, pdu, record, int(CommandStatus.ESME_RTHROTTLED))
+            return
+        errors = self.faults.active(account, FaultKind.submit_errors)
+        if errors is not None and self.rng.random() < errors.ratio:
+            await self._answer_submit(s, pdu, record, errors.status)
+            return
+        record.outcome = "accepted"
+        record.message_id = format_message_id(next(self._mt_ids), self.message_id_format)
+        submitted_wall = time.time()
+        await self._answer_submit(s, pdu, record, int(CommandStatus.ESME_ROK))
+        if digits(record.dest) in self.test_numbers:
+            loss = self.faults.active(account, FaultKind.probe_loss)
+            if loss is not None and self.rng.random() < loss.ratio:
+                record.probe = "lost"
+            else:
+                record.probe = "pending"
+                extra = self.faults.active(account, FaultKind.probe_latency)
+                delay = self.probe_latency_s + (extra.latency_ms / 1000 if extra is not None else 0.0)
+                params, tlvs = probe_deliver_sm(record, pdu)
+                self._later(delay, functools.partial(self._loop_probe, record, params, tlvs))
+        if self.receipts and record.registered_delivery & 0x01:
+            record.receipt_queued = True
+            params, tlvs = receipt_deliver_sm(record, submitted_wall)
+            tag = f"receipt:{record.message_id}"
+            receipt = functools.partial(self._push_extra, account, params, tlvs, tag)
+            self._later(self.receipt_delay_s, receipt)
+
+    async def _answer_submit(self, s: _Session, pdu: Pdu, record: SubmitRecord, status: int) -> None:
+        record.status = status
+        params: dict[str, int | str | bytes] = {"message_id": record.message_id}
+        with contextlib.suppress(ConnectionError, OSError):
+            await s.send(Pdu(CommandId.submit_sm_resp, status, pdu.sequence_number, params=params))
+
+    def _later(self, delay: float, action: Callable[[], None]) -> None:
+        asyncio.get_running_loop().call_later(delay, action)
+
+    def _loop_probe(
+        self, record: SubmitRecord, params: dict[str, int | str | bytes], tlvs: list[Tlv]
+    ) -> None:
+        record.probe = "looped"
+        record.looped_at = time.monotonic()
+        self._push_extra(record.account, params, tlvs, f"probe:{record.message_id}")
+
+    def _push_extra(
+        self, account: str, params: dict[str, int | str | bytes], tlvs: list[Tlv], tag: str
+    ) -> None:
+        """Queue a deliver_sm the carrier makes itself (probe copy, receipt): not a customer SMS, so it is not
+        counted among the accepted logical SMS, but it is retried like any other until acknowledged."""
+        logical = LogicalSms(str(params["source_addr"]), str(params["destination_addr"]), "", 0, tag=tag)
+        self._queues[account].append(Outgoing(dict(params), list(tlvs), logical, account, counted=False))
         self._queue_event.set()

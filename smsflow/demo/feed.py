@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import signal
 
+from connectors.simulator.control import SimulatorControl
 from connectors.simulator.smsc import SimulatedSmsc
+from connectors.simulator.submits import MessageIdFormat
 from connectors.simulator.traffic import TrafficMix
 from smsflow.demo.receiver import WebhookReceiver
 
@@ -45,18 +47,45 @@ async def run_simulator(
     multipart: float,
     duplicates: float,
     seed: int,
+    test_numbers: tuple[str, ...] = (),
+    probe_latency_s: float = 1.0,
+    receipts: bool = False,
+    message_id_format: MessageIdFormat = "hex",
+    control_port: int | None = None,
 ) -> None:
-    smsc = SimulatedSmsc({system_id: password}, port=port, dup_ratio=duplicates)
+    smsc = SimulatedSmsc(
+        {system_id: password},
+        port=port,
+        dup_ratio=duplicates,
+        test_numbers=test_numbers,
+        probe_latency_s=probe_latency_s,
+        receipts=receipts,
+        message_id_format=message_id_format,
+    )
     await smsc.start()
     print(f"simulated SMSC listening on 127.0.0.1:{smsc.port} (system_id {system_id})", flush=True)
+    control = SimulatorControl(smsc, port=control_port) if control_port is not None else None
+    if control is not None:
+        print(f"simulator control on {await control.start()}", flush=True)
     stop = _stop_event()
-    await smsc.wait_bound(timeout=3600)
-    n = await feed(smsc, TrafficMix(seed, multipart), rate, count, stop)
-    await smsc.drain(30)
+    bound = asyncio.create_task(smsc.wait_bound(timeout=3600))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({bound, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    bound.cancel()
+    stopped.cancel()
+    n = 0
+    if rate > 0:
+        n = await feed(smsc, TrafficMix(seed, multipart), rate, count, stop)
+    if count:  # a bounded run ends when its traffic is through
+        await smsc.drain(30)
+    else:  # no traffic of its own (rate 0): serve submits, probes and faults until stopped
+        await stop.wait()
     print(
         f"offered {n} SMS; acknowledged {smsc.stats.logical_accepted}; PDUs sent {smsc.stats.sent}",
         flush=True,
     )
+    if control is not None:
+        await control.stop()
     await smsc.stop()
 
 
