@@ -71,6 +71,7 @@ class Outgoing:
     attempts: int = 0
     first_sent: float = 0.0
     counted: bool = True  # False for carrier retransmissions and cross-route copies: not a new SMS
+    raw_tail: bytes = b""  # octets appended to the encoded PDU as they are: malformed TLVs for hostile tests
 
 
 @dataclass
@@ -112,17 +113,20 @@ class _Session:
         self.bound = False
         self.writer.transport.abort()
 
-    async def send(self, pdu: Pdu) -> None:
+    async def send(self, pdu: Pdu, raw_tail: bytes = b"") -> None:
+        data = encode_pdu(pdu)
+        if raw_tail:  # a hostile carrier: bytes our encoder would refuse, with command_length covering them
+            data = (len(data) + len(raw_tail)).to_bytes(4, "big") + data[4:] + raw_tail
         async with self.lock:
-            self.writer.write(encode_pdu(pdu))
+            self.writer.write(data)
             await self.writer.drain()
 
-    async def request(self, pdu: Pdu, timeout: float) -> Pdu:
+    async def request(self, pdu: Pdu, timeout: float, raw_tail: bytes = b"") -> Pdu:
         pdu.sequence_number = next(self.seq)
         fut: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
         self.pending[pdu.sequence_number] = fut
         try:
-            await self.send(pdu)
+            await self.send(pdu, raw_tail)
             return await asyncio.wait_for(fut, timeout)
         finally:
             self.pending.pop(pdu.sequence_number, None)
@@ -330,11 +334,13 @@ class SimulatedSmsc:
         tlvs: list[object],
         sms: LogicalSms,
         account: str | None = None,
+        raw_tail: bytes = b"",
     ) -> None:
-        """Queue one hand-made deliver_sm (receipts, malformed bodies, ...)."""
+        """Queue one hand-made deliver_sm (receipts, malformed bodies, ...); ``raw_tail`` is appended to
+        the encoded PDU unchecked (malformed TLVs)."""
         account = account or next(self._next_account)
         self._logical_pending[id(sms)] = self._logical_pending.get(id(sms), 0) + 1
-        self._queues[account].append(Outgoing(params, tlvs, sms, account))
+        self._queues[account].append(Outgoing(params, tlvs, sms, account, raw_tail=raw_tail))
         self._queue_event.set()
 
     @property
@@ -388,7 +394,7 @@ class SimulatedSmsc:
             if latency is not None:
                 await asyncio.sleep(latency.latency_ms / 1000)
             self.stats.sent += 1
-            resp = await s.request(pdu, self.response_timeout_s)
+            resp = await s.request(pdu, self.response_timeout_s, item.raw_tail)
             status = resp.command_status
         except TimeoutError:
             self.stats.timeouts += 1
