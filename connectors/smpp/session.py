@@ -153,7 +153,10 @@ class EsmeSession:
                 log.exception("%s: session failed: %s", self.s.name, self.stats.last_error)
             self.stats.state = "closed"
             self._bound.clear()
-            if self._bound_since is not None and time.monotonic() - self._bound_since >= self.s.healthy_after_s:
+            if (
+                self._bound_since is not None
+                and time.monotonic() - self._bound_since >= self.s.healthy_after_s
+            ):
                 delay = self.s.reconnect_initial_s
             if self._stopping.is_set():
                 break
@@ -264,7 +267,7 @@ class EsmeSession:
             if self._stopping.is_set():
                 await self._unbind()
         finally:
-            # in-flight handlers finish first (after a dead link their answers cannot be sent; the SMSC retries)
+            # in-flight handlers finish first (after a dead link their answers are lost; the SMSC retries)
             if self._inflight:
                 await asyncio.wait(self._inflight, timeout=self._budget(self.s.response_timeout_s))
             await self._close()
@@ -283,7 +286,9 @@ class EsmeSession:
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=self._budget(self.s.response_timeout_s))
         try:
-            await self.request(Pdu(CommandId.unbind), timeout=self._budget(self.s.response_timeout_s) or 0.001)
+            await self.request(
+                Pdu(CommandId.unbind), timeout=self._budget(self.s.response_timeout_s) or 0.001
+            )
         except (TimeoutError, ConnectionError, OSError) as exc:
             log.info("%s: unbind not answered (%s); closing", self.s.name, type(exc).__name__)
         else:

@@ -201,7 +201,7 @@ async def test_oversized_pdu_is_nacked_the_session_closes_and_binds_anew() -> No
 
 
 async def test_max_pdu_size_is_a_setting() -> None:
-    async with session_with(ok, max_pdu_size=1024) as (s, smsc, _rej):
+    async with session_with(ok, max_pdu_size=1024) as (_s, smsc, _rej):
         smsc.send(deliver_sm(63, b"x" * 200))  # under the limit
         assert (await smsc.expect(CommandId.deliver_sm_resp)).command_status == 0
         smsc.send(struct.pack(">IIII", 2000, CommandId.deliver_sm, 0, 64) + b"x" * 1984)
