@@ -28,7 +28,7 @@ from smsflow.smpp.pdu import (
 
 log = logging.getLogger(__name__)
 
-SC_INTERFACE_VERSION = {"3.4": 0x34, "5.0": 0x50}
+SC_INTERFACE_VERSION = {"3.3": 0x33, "3.4": 0x34, "5.0": 0x50}
 _MAX_SEQ = 0x7FFFFFFF
 
 
@@ -51,6 +51,8 @@ class SessionSettings:
     healthy_after_s: float = 10.0
     # a command_length above this is a framing error: generic_nack, close, bind anew (never skip gigabytes)
     max_pdu_size: int = 64 * 1024
+    # read at most this many deliver_sm/data_sm per second; TCP backpressure queues the rest at the SMSC
+    max_messages_per_s: float | None = None
     name: str = "smpp"
 
 
@@ -128,6 +130,7 @@ class EsmeSession:
         self._idle.set()
         self._stop_deadline = 0.0
         self._bound_since: float | None = None
+        self._next_slot = 0.0
         self.stats = SessionStats()
         self.session_id = ""
         self.remote_addr = f"{settings.host}:{settings.port}"
@@ -365,6 +368,7 @@ class EsmeSession:
             self.stats.enquire_links_answered += 1
             await self._answer(pdu, CommandStatus.ESME_ROK)
         elif cid in (CommandId.deliver_sm, CommandId.data_sm):
+            await self._pace()
             await self._window.acquire()  # at most `window` in flight; beyond that we stop reading
             task = asyncio.create_task(self._handle_message(pdu, raw))
             self._inflight.add(task)
@@ -376,6 +380,16 @@ class EsmeSession:
             pass  # no response is defined for alert_notification
         else:
             await self._send(Pdu(CommandId.generic_nack, CommandStatus.ESME_RINVCMDID, pdu.sequence_number))
+
+    async def _pace(self) -> None:
+        rate = self.s.max_messages_per_s
+        if rate is None:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + 1.0 / rate
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
     async def _handle_message(self, pdu: Pdu, raw: bytes) -> None:
         self.stats.received += 1

@@ -77,6 +77,14 @@ def deliver_sm(seq: int, text: bytes = b"hello") -> bytes:
 Handler = Callable[[InboundPdu], Awaitable[int]]
 
 
+async def stop_session(s: EsmeSession, task: asyncio.Task[None], smsc: ScriptedSmsc) -> None:
+    await s.stop(0.5)
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    await smsc.stop()
+
+
 @contextlib.asynccontextmanager
 async def session_with(handler: Handler, smsc: ScriptedSmsc | None = None, **kw):  # type: ignore[no-untyped-def]
     smsc = smsc or ScriptedSmsc()
@@ -103,11 +111,7 @@ async def session_with(handler: Handler, smsc: ScriptedSmsc | None = None, **kw)
         await s.wait_bound(5)
         yield s, smsc, rejected
     finally:
-        await s.stop(1)
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        await smsc.stop()
+        await stop_session(s, task, smsc)
 
 
 async def ok(_: InboundPdu) -> int:
@@ -265,11 +269,7 @@ async def test_bind_refused_retries_with_backoff() -> None:
         await smsc.expect(CommandId.bind_transceiver)
         assert not s.bound and "0x0000000E" in s.stats.last_error
     finally:
-        await s.stop(0.5)
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        await smsc.stop()
+        await stop_session(s, task, smsc)
 
 
 @pytest.mark.parametrize("bind", ["receiver", "transceiver"])
@@ -284,14 +284,6 @@ async def test_bind_type_from_config(bind: str) -> None:
 
 async def _run(s: EsmeSession) -> asyncio.Task[None]:
     return asyncio.create_task(s.run())
-
-
-async def _finish(s: EsmeSession, task: asyncio.Task[None], smsc: ScriptedSmsc) -> None:
-    await s.stop(0.5)
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
-    await smsc.stop()
 
 
 async def test_backoff_starts_again_from_the_initial_delay_after_a_healthy_session() -> None:
@@ -325,7 +317,7 @@ async def test_backoff_starts_again_from_the_initial_delay_after_a_healthy_sessi
         # initial 0.2 s with jitter 0.5-1.0; without the reset the 5th gap would be 1.6-3.2 s
         assert max(gaps) < 0.6, gaps
     finally:
-        await _finish(s, task, smsc)
+        await stop_session(s, task, smsc)
 
 
 async def test_backoff_still_grows_while_binds_fail() -> None:
@@ -353,7 +345,7 @@ async def test_backoff_still_grows_while_binds_fail() -> None:
             times.append(loop.time())
         assert times[-1] - times[-2] >= 0.4  # 0.8 s × jitter ≥ 0.5
     finally:
-        await _finish(s, task, smsc)
+        await stop_session(s, task, smsc)
 
 
 async def test_clean_stop_reads_the_unbind_resp_and_takes_milliseconds() -> None:
@@ -437,4 +429,4 @@ async def test_a_bind_that_cannot_be_encoded_is_logged_and_retried_not_a_dead_ta
         assert not task.done(), "the session task must stay alive"
         assert s.stats.reconnects >= 2 and "password" in s.stats.last_error
     finally:
-        await _finish(s, task, smsc)
+        await stop_session(s, task, smsc)
