@@ -179,8 +179,15 @@ class SmppConnector:
         await asyncio.gather(*(link.session.wait_bound(timeout) for link in self.links))
 
     async def stop(self) -> None:
+        started = time.monotonic()
         await asyncio.gather(*(link.session.stop() for link in self.links), return_exceptions=True)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.producer.flush()
+        unbound = sum(link.session.stats.unbind_answered for link in self.links)
+        log.info(
+            "connector: stopped in %.0f ms; %d unbind(s) answered by the SMSC",
+            (time.monotonic() - started) * 1000,
+            unbound,
+        )
