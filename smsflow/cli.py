@@ -98,6 +98,8 @@ def connector(config: ConfigOpt, loglevel: str = "info") -> None:
     configure_logging(loglevel)
     cfg = _load(config)
     with _config_errors_exit():
+        for carrier in cfg.carriers:  # a password the bind cannot carry: refuse before touching Kafka
+            carrier.password()
         asyncio.run(run_connector(cfg))
 
 

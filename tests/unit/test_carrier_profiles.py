@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 from connectors.smpp.connector import SmppConnector
 from connectors.smpp.session import EsmeSession, InboundPdu, SessionSettings
 from smsflow.carriers import PRESETS, alphabet_overrides, looks_like_receipt_text, receipt_id_decimal
+from smsflow.cli import app
 from smsflow.config import CarrierConfig, ConfigError, parse_config
 from smsflow.inbound import IngestProcessor, IngestSettings
 from smsflow.smpp.constants import CommandId
@@ -84,6 +88,15 @@ def test_a_password_the_bind_cannot_carry_is_refused_naming_the_field(
         c.password()
     monkeypatch.setenv("PW", "12345678")
     assert c.password() == "12345678"
+
+
+def test_connector_refuses_such_a_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"carriers": [BASE]}), encoding="utf-8")
+    monkeypatch.setenv("PW", "much-too-long")
+    out = CliRunner().invoke(app, ["connector", "--config", str(cfg)])
+    assert out.exit_code == 2
+    assert "carriers[c1].password_env: PW holds 13 octets; at most 8 octets in SMPP 3.4" in out.output
 
 
 # ---- data_coding → alphabet ----------------------------------------------------------------------------
@@ -180,7 +193,9 @@ class StoringProducer:
 
 async def test_ton_npi_overrides_reach_the_raw_record(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PW", "pw")
-    c = carrier(source_ton_npi={"ton": 1, "npi": 1}, destination_ton_npi={"ton": 2, "npi": 1})
+    c = carrier(
+        source_ton_npi={"ton": 1, "npi": 1}, destination_ton_npi={"ton": 2, "npi": 1}, max_messages_per_s=50
+    )
     serde = CapturingSerde()
     conn = SmppConnector([c], StoringProducer(), serde)  # type: ignore[arg-type]
     raw = deliver_sm_bytes("85261234567", "30001000", b"hi", 0, source_ton=0, dest_ton=0)
@@ -191,6 +206,7 @@ async def test_ton_npi_overrides_reach_the_raw_record(monkeypatch: pytest.Monkey
     assert rec["pdu"] == raw  # the bytes stay as received
     settings = conn.links[0].session.s
     assert (settings.max_pdu_size, settings.healthy_after_s) == (c.max_pdu_size, c.reconnect.healthy_after_s)
+    assert settings.max_messages_per_s == c.max_messages_per_s
 
 
 async def test_throughput_limit_paces_reading() -> None:
