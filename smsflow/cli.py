@@ -98,6 +98,8 @@ def connector(config: ConfigOpt, loglevel: str = "info") -> None:
     configure_logging(loglevel)
     cfg = _load(config)
     with _config_errors_exit():
+        for carrier in cfg.carriers:  # a password the bind cannot carry: refuse before touching Kafka
+            carrier.password()
         asyncio.run(run_connector(cfg))
 
 
@@ -293,6 +295,37 @@ def registry(
     from smsflow.registry.__main__ import main as registry_main
 
     registry_main(["--bootstrap", bootstrap, "--port", str(port), "--host", host])
+
+
+@app.command()
+def diagnose(
+    capture: Annotated[
+        str,
+        typer.Argument(help="PDU hex, or @FILE with hex or a quarantine record (JSON, pdu in hex/base64)"),
+    ],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config, to compare")] = None,
+    carrier: Annotated[
+        str | None, typer.Option(help="carrier id in --config whose profile to compare")
+    ] = None,
+) -> None:
+    """Decode a captured PDU under each candidate carrier setting and say which reading makes sense."""
+    from smsflow.carriers import alphabet_overrides
+    from smsflow.diagnose import diagnose as run_diagnosis
+    from smsflow.diagnose import read_capture
+
+    text = Path(capture[1:]).read_text(encoding="utf-8") if capture.startswith("@") else capture
+    try:
+        raw, reason = read_capture(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="CAPTURE") from None
+    current: dict[int, str] | None = None
+    if config is not None:
+        cfg = _load(config)
+        chosen = [c for c in cfg.carriers if carrier is None or c.id == carrier]
+        if not chosen:
+            raise typer.BadParameter(f"no carrier {carrier!r} in {config}", param_hint="--carrier")
+        current = alphabet_overrides(chosen[0].data_coding, chosen[0].gsm_default_alphabet)
+    typer.echo(run_diagnosis(raw, reason, current).render())
 
 
 topics_app = typer.Typer(help="Kafka topics from infra/topics.yaml")

@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from smsflow.carriers import PRESETS, ReceiptIdForm, apply_preset
 
 
 class ConfigError(ValueError):
@@ -56,19 +66,65 @@ class TracingConfig(_Strict):
 class ReconnectConfig(_Strict):
     initial_s: float = Field(default=1.0, gt=0)
     max_s: float = Field(default=30.0, gt=0)
+    healthy_after_s: float = Field(
+        default=10.0, ge=0, description="a session bound this long resets the backoff to initial_s"
+    )
+
+
+Alphabet = Literal[
+    "gsm7", "ascii", "latin1", "ucs2", "binary", "shift_jis", "iso8859_5", "iso8859_8", "iso2022_jp", "euc_kr"
+]
+# SMPP 3.4 §5.2.5/§5.2.6: TON 0-6, NPI 0,1,3,4,6,8,9,10,14,18 are the defined values.
+_NPI_VALUES = (0, 1, 3, 4, 6, 8, 9, 10, 14, 18)
+
+
+class TonNpi(_Strict):
+    ton: int = Field(ge=0, le=6)
+    npi: int
+
+    @field_validator("npi")
+    @classmethod
+    def _defined_npi(cls, v: int) -> int:
+        if v not in _NPI_VALUES:
+            raise ValueError(f"must be one of {', '.join(map(str, _NPI_VALUES))} (SMPP 3.4 §5.2.6)")
+        return v
+
+
+class ReceiptProfile(_Strict):
+    id_form: ReceiptIdForm = Field(
+        default="auto", description="receipt id is hex / decimal; auto = hex only when it has a-f digits"
+    )
+    in_text: bool = Field(
+        default=False, description="treat an esm_class 0 message whose text reads id:… stat:… as a receipt"
+    )
+
+
+# What the wire can carry (SMPP 3.4 §4.1.1, C-Octet Strings less their NUL): refused when the config is read,
+# naming the field, rather than failing every bind at run time.
+_BIND_OCTETS = {"system_id": 15, "password": 8, "system_type": 12, "address_range": 40}
+
+
+def _latin1_octets(value: str) -> int:
+    try:
+        return len(value.encode("latin-1"))
+    except UnicodeEncodeError:
+        raise ValueError("must be Latin-1 text (SMPP C-Octet String)") from None
 
 
 class CarrierConfig(_Strict):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     route_id: str = Field(min_length=1)
+    profile: str | None = Field(
+        default=None, description="a preset (smsflow.carriers.PRESETS); fields override it"
+    )
     protocol: Literal["smpp"] = "smpp"
     host: str = Field(min_length=1)
     port: Port
-    system_id: str = Field(min_length=1, max_length=15)
+    system_id: str = Field(min_length=1)
     password_env: str = Field(min_length=1, description="name of the env var holding the bind password")
-    system_type: str = Field(default="", max_length=12)
+    system_type: str = ""
     bind: Literal["receiver", "transceiver"] = "transceiver"
-    interface_version: Literal["3.4", "5.0"] = "3.4"
+    interface_version: Literal["3.3", "3.4", "5.0"] = "3.4"
     address_range: str = ""
     enquire_link_s: float = Field(default=30.0, gt=0)
     response_timeout_s: float = Field(default=10.0, gt=0)
@@ -76,13 +132,70 @@ class CarrierConfig(_Strict):
     sessions: int = Field(default=1, ge=1, le=16, description="parallel binds to this carrier")
     default_region: str | None = Field(default=None, description="ISO region for national numbers, e.g. CN")
     gsm_default_alphabet: Literal["gsm7", "ascii", "latin1"] = "gsm7"
+    data_coding: dict[int, Alphabet] = Field(
+        default_factory=dict, description="data_coding value -> alphabet, overriding the standard meaning"
+    )
+    source_ton_npi: TonNpi | None = Field(default=None, description="replace the TON/NPI the SMSC sends")
+    destination_ton_npi: TonNpi | None = None
+    receipts: ReceiptProfile = ReceiptProfile()
+    max_pdu_size: int = Field(
+        default=64 * 1024, ge=512, le=1024 * 1024, description="a longer command_length is a framing error"
+    )
+    max_messages_per_s: float | None = Field(
+        default=None, gt=0, description="per session: read no faster than this (the SMSC queues the rest)"
+    )
     reconnect: ReconnectConfig = ReconnectConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        return apply_preset(data)
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, v: str | None) -> str | None:
+        if v is not None and v not in PRESETS:
+            raise ValueError(f"unknown profile {v!r} (known: {', '.join(sorted(PRESETS))})")
+        return v
+
+    @field_validator("data_coding", mode="before")
+    @classmethod
+    def _octet_keys(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        out = {}
+        for key, alphabet in v.items():
+            try:
+                dc = int(key, 0) if isinstance(key, str) else int(key)
+            except (TypeError, ValueError):
+                raise ValueError(f"key {key!r} is not a data_coding value (write 0x01 or 1)") from None
+            if not 0 <= dc <= 0xFF:
+                raise ValueError(f"key {key!r} is not an octet (0x00-0xFF)")
+            out[dc] = alphabet
+        return out
+
+    @field_validator("system_id", "system_type", "address_range")
+    @classmethod
+    def _fits_the_bind(cls, v: str, info: ValidationInfo) -> str:
+        limit = _BIND_OCTETS[str(info.field_name)]
+        if _latin1_octets(v) > limit:
+            raise ValueError(f"at most {limit} octets in SMPP 3.4")
+        return v
 
     def password(self) -> str:
         value = os.environ.get(self.password_env)
         if value is None:
             raise ConfigError(
                 f"carriers[{self.id}].password_env: environment variable {self.password_env} is not set"
+            )
+        try:
+            octets = _latin1_octets(value)
+        except ValueError as exc:
+            raise ConfigError(f"carriers[{self.id}].password_env: {self.password_env} {exc}") from None
+        if octets > _BIND_OCTETS["password"]:
+            raise ConfigError(
+                f"carriers[{self.id}].password_env: {self.password_env} holds {octets} octets; "
+                f"at most {_BIND_OCTETS['password']} octets in SMPP 3.4"
             )
         return value
 

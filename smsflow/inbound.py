@@ -15,6 +15,7 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from smsflow.carriers import ReceiptIdForm, looks_like_receipt_text, receipt_id_decimal
 from smsflow.dedup import completed_parts_key, message_fingerprint, message_id
 from smsflow.enrich import enrich
 from smsflow.reassembly import (
@@ -40,6 +41,10 @@ class IngestSettings:
     dedup_window_ms: int = 600_000
     default_regions: dict[str, str | None] = field(default_factory=dict)  # carrier id -> region
     gsm_default_alphabets: dict[str, str] = field(default_factory=dict)  # carrier id -> gsm7|ascii|latin1
+    # carrier profiles (smsflow/carriers.py), by carrier id: data_coding map, receipt id form, text receipts
+    alphabet_overrides: dict[str, dict[int, str]] = field(default_factory=dict)
+    receipt_id_forms: dict[str, ReceiptIdForm] = field(default_factory=dict)
+    receipts_in_text: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -170,7 +175,7 @@ class IngestProcessor:
             raise Rejected("both short_message and message_payload are set (SMPP 3.4 §5.3.2.32 forbids it)")
         ud = payload_tlv if payload_tlv is not None else sm
         receipted = pdu.tlv(TlvTag.receipted_message_id)
-        if is_receipt(esm, receipted is not None):
+        if is_receipt(esm, receipted is not None) or self._receipt_in_text(raw["carrier_id"], esm, ud, dc):
             return self._receipt(raw, pdu, ud, dc, receipted)
         ies: list[tuple[int, bytes]] = []
         ref: int | None = None
@@ -220,9 +225,19 @@ class IngestProcessor:
             other_ies=ies,
         )
 
-    def _receipt(self, raw: dict[str, Any], pdu: Any, ud: bytes, dc: int, receipted: bytes | None) -> Publish:
+    def _receipt_in_text(self, carrier: str, esm: int, ud: bytes, dc: int) -> bool:
+        if carrier not in self.settings.receipts_in_text or esm & 0x40:
+            return False
+        overrides = self.settings.alphabet_overrides.get(carrier)
         try:
-            text = decode_text(ud, dc).text if dc not in (2, 4) else ""
+            return looks_like_receipt_text(decode_text(ud, dc, errors="replace", overrides=overrides).text)
+        except TextDecodeError:
+            return False
+
+    def _receipt(self, raw: dict[str, Any], pdu: Any, ud: bytes, dc: int, receipted: bytes | None) -> Publish:
+        overrides = self.settings.alphabet_overrides.get(raw["carrier_id"])
+        try:
+            text = decode_text(ud, dc, overrides=overrides).text if dc not in (2, 4) else ""
         except TextDecodeError:
             text = ud.decode("latin-1")
         state_tlv = pdu.tlv(TlvTag.message_state)
@@ -235,7 +250,11 @@ class IngestProcessor:
         record = {
             "receipt_id": f"dlr_{raw['carrier_id']}_{info.message_id}_{info.state}_{raw['received_at']}",
             "message_id": info.message_id,
-            "message_id_decimal": info.message_id_decimal,
+            "message_id_decimal": receipt_id_decimal(
+                info.message_id,
+                self.settings.receipt_id_forms.get(raw["carrier_id"], "auto"),
+                info.message_id_decimal,
+            ),
             "state": info.state,
             "error_code": info.error_code,
             "submitted": info.submitted,
@@ -282,7 +301,13 @@ class IngestProcessor:
         alphabet: DefaultAlphabet = self.settings.gsm_default_alphabets.get(carrier, "gsm7")  # type: ignore[assignment]
         errors: Literal["strict", "replace"] = "replace" if incomplete else "strict"
         try:
-            decoded = decode_text(a.payload, a.data_coding, default_alphabet=alphabet, errors=errors)
+            decoded = decode_text(
+                a.payload,
+                a.data_coding,
+                default_alphabet=alphabet,
+                errors=errors,
+                overrides=self.settings.alphabet_overrides.get(carrier),
+            )
         except TextDecodeError as exc:
             self.stats.quarantined += 1
             return [

@@ -19,6 +19,7 @@ import faust
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from smsflow.carriers import alphabet_overrides
 from smsflow.inbound import IngestProcessor, IngestSettings, Publish, Stats
 from smsflow.schemas import INBOUND_TOPIC, QUARANTINE_TOPIC, RAW_TOPIC, RECEIPTS_TOPIC
 from smsflow.telemetry import (
@@ -100,6 +101,11 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
         dedup_window_ms=int(cfg.pipeline.dedup_window_s * 1000),
         default_regions={c.id: c.default_region for c in cfg.carriers},
         gsm_default_alphabets={c.id: c.gsm_default_alphabet for c in cfg.carriers},
+        alphabet_overrides={
+            c.id: alphabet_overrides(c.data_coding, c.gsm_default_alphabet) for c in cfg.carriers
+        },
+        receipt_id_forms={c.id: c.receipts.id_form for c in cfg.carriers},
+        receipts_in_text=frozenset(c.id for c in cfg.carriers if c.receipts.in_text),
     )
     processor = IngestProcessor(partials, seen, settings)
     ctx.extras["ingest_processor"] = processor

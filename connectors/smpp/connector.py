@@ -56,6 +56,9 @@ class SmppConnector:
                     window=carrier.window,
                     reconnect_initial_s=carrier.reconnect.initial_s,
                     reconnect_max_s=carrier.reconnect.max_s,
+                    healthy_after_s=carrier.reconnect.healthy_after_s,
+                    max_pdu_size=carrier.max_pdu_size,
+                    max_messages_per_s=carrier.max_messages_per_s,
                     name=f"{carrier.id}#{i}",
                 )
                 session = EsmeSession(settings, self._handler_for(carrier), self._rejecter_for(carrier))
@@ -79,6 +82,12 @@ class SmppConnector:
         src, dst = str(p.get("source_addr", "")), str(p.get("destination_addr", ""))
         src_ton, src_npi = int(p.get("source_addr_ton", 0)), int(p.get("source_addr_npi", 0))
         dst_ton, dst_npi = int(p.get("dest_addr_ton", 0)), int(p.get("dest_addr_npi", 0))
+        # carriers that send e.g. TON 0 with international numbers: the profile says what they meant, and
+        # the record (what ingest normalises and keys by) carries that; the raw PDU stays as received.
+        if carrier.source_ton_npi is not None:
+            src_ton, src_npi = carrier.source_ton_npi.ton, carrier.source_ton_npi.npi
+        if carrier.destination_ton_npi is not None:
+            dst_ton, dst_npi = carrier.destination_ton_npi.ton, carrier.destination_ton_npi.npi
         # The root of the SMS's trace: an SMPP PDU carries no trace context, and an ambient one (if any)
         # would belong to the session, not to this message.
         with _tracer.start_as_current_span(
@@ -170,8 +179,15 @@ class SmppConnector:
         await asyncio.gather(*(link.session.wait_bound(timeout) for link in self.links))
 
     async def stop(self) -> None:
+        started = time.monotonic()
         await asyncio.gather(*(link.session.stop() for link in self.links), return_exceptions=True)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.producer.flush()
+        unbound = sum(link.session.stats.unbind_answered for link in self.links)
+        log.info(
+            "connector: stopped in %.0f ms; %d unbind(s) answered by the SMSC",
+            (time.monotonic() - started) * 1000,
+            unbound,
+        )

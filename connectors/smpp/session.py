@@ -16,11 +16,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from smsflow.smpp.constants import CommandId, CommandStatus
-from smsflow.smpp.pdu import FramingError, Pdu, PduError, PduReader, Tlv, decode_pdu, encode_pdu
+from smsflow.smpp.pdu import (
+    FramingError,
+    Pdu,
+    PduError,
+    PduReader,
+    Tlv,
+    decode_pdu,
+    encode_pdu,
+)
 
 log = logging.getLogger(__name__)
 
-SC_INTERFACE_VERSION = {"3.4": 0x34, "5.0": 0x50}
+SC_INTERFACE_VERSION = {"3.3": 0x33, "3.4": 0x34, "5.0": 0x50}
 _MAX_SEQ = 0x7FFFFFFF
 
 
@@ -39,6 +47,12 @@ class SessionSettings:
     window: int = 32
     reconnect_initial_s: float = 1.0
     reconnect_max_s: float = 30.0
+    # a session bound at least this long was healthy: the next attempt starts again from reconnect_initial_s
+    healthy_after_s: float = 10.0
+    # a command_length above this is a framing error: generic_nack, close, bind anew (never skip gigabytes)
+    max_pdu_size: int = 64 * 1024
+    # read at most this many deliver_sm/data_sm per second; TCP backpressure queues the rest at the SMSC
+    max_messages_per_s: float | None = None
     name: str = "smpp"
 
 
@@ -84,6 +98,8 @@ class SessionStats:
     rejected: int = 0
     enquire_links_sent: int = 0
     enquire_links_answered: int = 0
+    reconnects: int = 0
+    unbind_answered: int = 0
     state: str = "closed"
     last_error: str = ""
     by_status: dict[int, int] = field(default_factory=dict)
@@ -110,28 +126,45 @@ class EsmeSession:
         self._stopping = asyncio.Event()
         self._bound = asyncio.Event()
         self._last_rx = time.monotonic()
+        self._idle = asyncio.Event()  # set while no connection is being served
+        self._idle.set()
+        self._stop_deadline = 0.0
+        self._bound_since: float | None = None
+        self._next_slot = 0.0
         self.stats = SessionStats()
         self.session_id = ""
         self.remote_addr = f"{settings.host}:{settings.port}"
 
     # ---- public -------------------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Connect, bind and serve; reconnect with jittered exponential backoff until stopped."""
+        """Connect, bind and serve; reconnect with jittered exponential backoff until stopped.
+
+        Every error ends the session, never the task: it is logged, recorded in ``stats.last_error``, and the
+        next attempt follows the backoff. A session that stayed bound ``healthy_after_s`` resets the backoff,
+        whether it ended by our stop, the SMSC's unbind or a dropped connection.
+        """
         delay = self.s.reconnect_initial_s
-        attempt = 0
         while not self._stopping.is_set():
-            attempt += 1
+            self._bound_since = None
             try:
                 await self._connect_and_serve()
-                delay = self.s.reconnect_initial_s  # a session that bound and ended resets the backoff
             except (TimeoutError, OSError, BindError, ConnectionError) as exc:
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("%s: session ended: %s", self.s.name, self.stats.last_error)
+            except Exception as exc:  # a bug or a bind we cannot encode: rebind later, never a dead task
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("%s: session failed: %s", self.s.name, self.stats.last_error)
             self.stats.state = "closed"
             self._bound.clear()
+            if (
+                self._bound_since is not None
+                and time.monotonic() - self._bound_since >= self.s.healthy_after_s
+            ):
+                delay = self.s.reconnect_initial_s
             if self._stopping.is_set():
                 break
             sleep = delay * random.uniform(0.5, 1.0)
+            self.stats.reconnects += 1
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=sleep)
             delay = min(delay * 2, self.s.reconnect_max_s)
@@ -144,14 +177,17 @@ class EsmeSession:
         return self._bound.is_set()
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Finish in-flight messages (their responses go out), unbind, close."""
+        """Finish in-flight messages (their responses go out), unbind, read the unbind_resp, close.
+
+        Done in milliseconds when the SMSC answers; bounded by about ``timeout`` when it does not.
+        """
+        self._stop_deadline = time.monotonic() + timeout
         self._stopping.set()
-        if self._inflight:
-            await asyncio.wait(self._inflight, timeout=timeout)
-        if self._writer is not None and self._bound.is_set():
-            with contextlib.suppress(Exception):
-                await self.request(Pdu(CommandId.unbind), timeout=min(timeout, self.s.response_timeout_s))
-        await self._close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout + 1.0)
+        if not self._idle.is_set():
+            log.warning("%s: session did not end within %.1f s of stop; closing it", self.s.name, timeout)
+            await self._close()
 
     async def request(self, pdu: Pdu, timeout: float | None = None) -> Pdu:
         """Send a request PDU and wait for its response."""
@@ -181,15 +217,25 @@ class EsmeSession:
     async def _close(self) -> None:
         writer, self._writer = self._writer, None
         self._bound.clear()
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(ConnectionError("session closed"))
+        self._fail_pending("session closed")
         if writer is not None:
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 2.0)
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    def _fail_pending(self, reason: str) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError(reason))
 
     async def _connect_and_serve(self) -> None:
+        self._idle.clear()
+        try:
+            await self._serve()
+        finally:
+            self._idle.set()
+
+    async def _serve(self) -> None:
         self.stats.state = "connecting"
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(self.s.host, self.s.port), self.s.response_timeout_s
@@ -200,10 +246,13 @@ class EsmeSession:
         sock = writer.get_extra_info("sockname")
         self.session_id = f"{self.s.name}@{sock[0]}:{sock[1]}" if sock else self.s.name
         read_task = asyncio.create_task(self._read_loop(reader), name=f"{self.s.name}-read")
+        # a reader that ended answers nothing more: fail the requests waiting on it now, not at their timeout
+        read_task.add_done_callback(lambda _t: self._fail_pending("connection lost"))
         try:
             await self._bind()
             self.stats.binds += 1
             self.stats.state = "bound"
+            self._bound_since = time.monotonic()
             self._bound.set()
             log.info("%s: bound as %s to %s", self.s.name, self.s.bind, self.remote_addr)
             keepalive = asyncio.create_task(self._keepalive(), name=f"{self.s.name}-enquire")
@@ -215,21 +264,38 @@ class EsmeSession:
             finally:
                 keepalive.cancel()
                 stop_wait.cancel()
-            if read_task in done:
-                exc = read_task.exception()
-                if exc is not None:
-                    raise exc
+            for task in (read_task, keepalive):
+                if task in done and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
             if self._stopping.is_set():
-                return
+                await self._unbind()
         finally:
-            if not self._stopping.is_set():
-                # a dead link: let in-flight handlers finish (their answers cannot be sent; the SMSC retries)
-                if self._inflight:
-                    await asyncio.wait(self._inflight, timeout=self.s.response_timeout_s)
-                await self._close()
+            # in-flight handlers finish first (after a dead link their answers are lost; the SMSC retries)
+            if self._inflight:
+                await asyncio.wait(self._inflight, timeout=self._budget(self.s.response_timeout_s))
+            await self._close()
             read_task.cancel()
             with contextlib.suppress(BaseException):
                 await read_task
+
+    def _budget(self, cap: float) -> float:
+        """Seconds a step may still take: ``cap``, or what is left of the stop timeout when stopping."""
+        if not self._stopping.is_set():
+            return cap
+        return max(0.0, min(cap, self._stop_deadline - time.monotonic()))
+
+    async def _unbind(self) -> None:
+        """Clean stop: let in-flight messages be answered, then unbind while the reader still reads."""
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=self._budget(self.s.response_timeout_s))
+        try:
+            await self.request(
+                Pdu(CommandId.unbind), timeout=self._budget(self.s.response_timeout_s) or 0.001
+            )
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            log.info("%s: unbind not answered (%s); closing", self.s.name, type(exc).__name__)
+        else:
+            self.stats.unbind_answered += 1
 
     async def _bind(self) -> None:
         cmd = CommandId.bind_transceiver if self.s.bind == "transceiver" else CommandId.bind_receiver
@@ -264,7 +330,7 @@ class EsmeSession:
             self._last_rx = time.monotonic()
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        framer = PduReader()
+        framer = PduReader(self.s.max_pdu_size)
         while True:
             chunk = await reader.read(65536)
             if not chunk:
@@ -275,12 +341,10 @@ class EsmeSession:
             except FramingError as exc:
                 for raw in exc.pdus:  # whole PDUs that came before the bad header
                     await self._dispatch(raw)
-                await self._reject(chunk, exc)
-                if not exc.resumable:
-                    # a length below 16: no way to find the next PDU boundary; start a fresh session
-                    raise ConnectionError(f"unframeable data from SMSC: {exc.reason}") from None
-                framer.skip_bad_pdu()  # an oversized PDU: skip exactly its octets and go on
-                frames = framer.feed(b"")
+                await self._reject(chunk[:4096], exc)  # enough to diagnose; the rest is not PDUs
+                # A command_length out of range means we no longer trust where PDUs start: skipping "its"
+                # octets could swallow gigabytes of traffic while looking up. Start a fresh session instead.
+                raise ConnectionError(f"unframeable data from SMSC: {exc.reason}") from None
             for raw in frames:
                 await self._dispatch(raw)
 
@@ -304,6 +368,7 @@ class EsmeSession:
             self.stats.enquire_links_answered += 1
             await self._answer(pdu, CommandStatus.ESME_ROK)
         elif cid in (CommandId.deliver_sm, CommandId.data_sm):
+            await self._pace()
             await self._window.acquire()  # at most `window` in flight; beyond that we stop reading
             task = asyncio.create_task(self._handle_message(pdu, raw))
             self._inflight.add(task)
@@ -316,6 +381,16 @@ class EsmeSession:
         else:
             await self._send(Pdu(CommandId.generic_nack, CommandStatus.ESME_RINVCMDID, pdu.sequence_number))
 
+    async def _pace(self) -> None:
+        rate = self.s.max_messages_per_s
+        if rate is None:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + 1.0 / rate
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
     async def _handle_message(self, pdu: Pdu, raw: bytes) -> None:
         self.stats.received += 1
         try:
@@ -325,6 +400,9 @@ class EsmeSession:
                     await asyncio.wait_for(self._bound.wait(), self.s.response_timeout_s)
             if not self._bound.is_set():
                 status = int(CommandStatus.ESME_RINVBNDSTS)
+            elif self._stopping.is_set():
+                # arrived after stop(): not taken on now; the SMSC delivers it again on the next bind
+                status = int(CommandStatus.ESME_RX_T_APPN)
             else:
                 item = InboundPdu(pdu, raw, self.session_id, self.remote_addr, int(time.time() * 1000))
                 try:

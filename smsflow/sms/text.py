@@ -11,7 +11,9 @@ SMPP 3.4 section 5.2.19 defines data_coding 0x00-0x0F itself (0 = SMSC default a
 Binary user data has no text: `DecodedText.text` is its base64 (standard alphabet, padded), and
 `encode_text` takes base64 for those codings. UCS-2 is decoded as UTF-16BE, so surrogate pairs (emoji, CJK
 Extension B) come out as one character. data_coding 0 is the "SMSC default alphabet": GSM 7-bit unless the
-carrier says otherwise (`default_alphabet="ascii"` or `"latin1"`).
+carrier says otherwise (`default_alphabet="ascii"` or `"latin1"`). A carrier profile can go further and map
+any value to an alphabet (`overrides`, e.g. {0x01: "gsm7"} for SMSCs that label GSM 03.38 as IA5): see
+smsflow/carriers.py and docs/carriers.md.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -86,13 +89,33 @@ class DecodedText:
     message_class: int | None = None
 
 
-def interpret_data_coding(data_coding: int, default_alphabet: DefaultAlphabet = "gsm7") -> Coding:
-    """The `Coding` a data_coding value stands for; `TextDecodeError` when it is reserved or unsupported."""
+ALPHABETS = tuple(_CODECS)
+
+
+def interpret_data_coding(
+    data_coding: int,
+    default_alphabet: DefaultAlphabet = "gsm7",
+    overrides: Mapping[int, str] | None = None,
+) -> Coding:
+    """The `Coding` a data_coding value stands for; `TextDecodeError` when it is reserved or unsupported.
+
+    `overrides` (a carrier profile's data_coding map) wins over the standard meaning; the GSM message class
+    of the value is kept when the standard defines one.
+    """
     if default_alphabet not in ("gsm7", "ascii", "latin1"):
         raise ValueError(f"default_alphabet must be gsm7, ascii or latin1, not {default_alphabet!r}")
     dc = data_coding
     if not 0 <= dc <= 0xFF:
         raise TextDecodeError(f"data_coding {dc} is not an octet")
+    if overrides and dc in overrides:
+        mapped = overrides[dc]
+        if mapped not in _CODECS:
+            raise ValueError(f"data_coding 0x{dc:02X} mapped to unknown alphabet {mapped!r}")
+        try:
+            message_class = interpret_data_coding(dc, default_alphabet).message_class
+        except TextDecodeError:
+            message_class = None
+        return Coding(mapped, message_class)
     if dc == 0x00:
         return Coding(default_alphabet)
     if dc <= 0x0F:
@@ -125,6 +148,7 @@ def decode_text(
     *,
     default_alphabet: DefaultAlphabet = "gsm7",
     errors: Errors = "strict",
+    overrides: Mapping[int, str] | None = None,
 ) -> DecodedText:
     """Decode user data (UDH already removed, segments already joined).
 
@@ -132,7 +156,7 @@ def decode_text(
     `errors="replace"` it becomes U+FFFD (an odd trailing octet of UCS-2 included). GSM-specific display
     rules for escapes apply in both modes (see `smsflow.sms.gsm0338`).
     """
-    coding = interpret_data_coding(data_coding, default_alphabet)
+    coding = interpret_data_coding(data_coding, default_alphabet, overrides)
     data = bytes(data)
     enc = coding.encoding
     if enc == "binary":
@@ -160,13 +184,14 @@ def encode_text(
     *,
     default_alphabet: DefaultAlphabet = "gsm7",
     errors: Errors = "strict",
+    overrides: Mapping[int, str] | None = None,
 ) -> bytes:
     """Encode text for a data_coding (GSM 7-bit unpacked). Binary codings take base64 text.
 
     `errors="replace"` puts "?" in place of characters the coding lacks; strict raises `TextEncodeError`.
     """
     try:
-        coding = interpret_data_coding(data_coding, default_alphabet)
+        coding = interpret_data_coding(data_coding, default_alphabet, overrides)
     except TextDecodeError as exc:
         raise TextEncodeError(exc.reason) from None
     enc = coding.encoding

@@ -114,10 +114,12 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
         webhooks: dict[str, Any] | None = None,
         api: dict[str, Any] | None = None,
         extra_env: dict[str, str] | None = None,
+        carrier_extra: dict[str, Any] | None = None,
         **smsc_kw: Any,
     ) -> Pipeline:
         """``carriers`` accounts on the simulated SMSC (one route each), ``sessions`` binds per carrier.
-        ``carrier_port`` points the carriers at another SMSC (a third-party peer) instead."""
+        ``carrier_port`` points the carriers at another SMSC (a third-party peer) instead; ``carrier_extra``
+        adds or replaces carrier settings (a profile, reconnect timing)."""
         secret = generate_secret()
         accounts = {f"acct{i}": PASSWORD for i in range(carriers)}
         smsc = SimulatedSmsc(accounts, dup_ratio=dup_ratio, retry_delay_s=0.5, port=smsc_port or 0, **smsc_kw)
@@ -141,6 +143,7 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
                     "response_timeout_s": 5,
                     "reconnect": {"initial_s": 0.2, "max_s": 2},
                     "default_region": "HK",
+                    **(carrier_extra or {}),
                 }
                 for i in range(carriers)
             ],

@@ -77,6 +77,14 @@ def deliver_sm(seq: int, text: bytes = b"hello") -> bytes:
 Handler = Callable[[InboundPdu], Awaitable[int]]
 
 
+async def stop_session(s: EsmeSession, task: asyncio.Task[None], smsc: ScriptedSmsc) -> None:
+    await s.stop(0.5)
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    await smsc.stop()
+
+
 @contextlib.asynccontextmanager
 async def session_with(handler: Handler, smsc: ScriptedSmsc | None = None, **kw):  # type: ignore[no-untyped-def]
     smsc = smsc or ScriptedSmsc()
@@ -103,11 +111,7 @@ async def session_with(handler: Handler, smsc: ScriptedSmsc | None = None, **kw)
         await s.wait_bound(5)
         yield s, smsc, rejected
     finally:
-        await s.stop(1)
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        await smsc.stop()
+        await stop_session(s, task, smsc)
 
 
 async def ok(_: InboundPdu) -> int:
@@ -186,17 +190,28 @@ async def test_malformed_deliver_sm_answered_with_its_error_quarantined_session_
         assert s.stats.binds == 1
 
 
-async def test_oversized_pdu_is_nacked_and_skipped_session_stays_up() -> None:
+async def test_oversized_pdu_is_nacked_the_session_closes_and_binds_anew() -> None:
     async with session_with(ok) as (s, smsc, rejected):
-        huge = 70_000  # above the 64 KiB limit: answered, its octets skipped, the stream goes on
-        smsc.send(
-            struct.pack(">IIII", huge, CommandId.deliver_sm, 0, 61) + b"x" * (huge - 16) + deliver_sm(62)
-        )
+        huge = 70_000  # above the 64 KiB limit: a corrupt length, so nothing after it can be trusted
+        smsc.send(struct.pack(">IIII", huge, CommandId.deliver_sm, 0, 61) + b"x" * 100)
         nack = await smsc.expect(CommandId.generic_nack)
         assert (nack.command_status, nack.sequence_number) == (CommandStatus.ESME_RINVCMDLEN, 61)
+        await smsc.expect(CommandId.bind_transceiver)  # a fresh session, not 4 GiB skipped "while up"
+        await s.wait_bound(5)
+        smsc.send(deliver_sm(62))
         resp = await smsc.expect(CommandId.deliver_sm_resp)
         assert (resp.sequence_number, resp.command_status) == (62, 0)
-        assert s.stats.binds == 1 and rejected
+        assert s.stats.binds == 2 and rejected and "exceeds" in rejected[0].reason
+
+
+async def test_max_pdu_size_is_a_setting() -> None:
+    async with session_with(ok, max_pdu_size=1024) as (_s, smsc, _rej):
+        smsc.send(deliver_sm(63, b"x" * 200))  # under the limit
+        assert (await smsc.expect(CommandId.deliver_sm_resp)).command_status == 0
+        smsc.send(struct.pack(">IIII", 2000, CommandId.deliver_sm, 0, 64) + b"x" * 1984)
+        nack = await smsc.expect(CommandId.generic_nack)
+        assert nack.command_status == CommandStatus.ESME_RINVCMDLEN
+        await smsc.expect(CommandId.bind_transceiver)
 
 
 async def test_unframeable_length_is_nacked_and_the_session_rebinds() -> None:
@@ -254,11 +269,7 @@ async def test_bind_refused_retries_with_backoff() -> None:
         await smsc.expect(CommandId.bind_transceiver)
         assert not s.bound and "0x0000000E" in s.stats.last_error
     finally:
-        await s.stop(0.5)
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        await smsc.stop()
+        await stop_session(s, task, smsc)
 
 
 @pytest.mark.parametrize("bind", ["receiver", "transceiver"])
@@ -269,3 +280,153 @@ async def test_bind_type_from_config(bind: str) -> None:
     while not smsc.received.empty():
         ids.append(smsc.received.get_nowait().command_id)
     assert (CommandId.bind_receiver if bind == "receiver" else CommandId.bind_transceiver) in ids
+
+
+async def _run(s: EsmeSession) -> asyncio.Task[None]:
+    return asyncio.create_task(s.run())
+
+
+async def test_backoff_starts_again_from_the_initial_delay_after_a_healthy_session() -> None:
+    """Before: the reset ran only when a session returned normally; an SMSC unbind raised, so each re-bind
+    waited twice as long as the last (0.9 → 29.8 s in production)."""
+    smsc = ScriptedSmsc()
+    await smsc.start()
+    s = EsmeSession(
+        SessionSettings(
+            host="127.0.0.1",
+            port=smsc.port,
+            system_id="esme",
+            password="pw",
+            reconnect_initial_s=0.2,
+            reconnect_max_s=30.0,
+            healthy_after_s=0.3,
+        ),
+        ok,
+    )
+    task = await _run(s)
+    try:
+        gaps = []
+        for i in range(5):
+            await s.wait_bound(10)
+            await asyncio.sleep(0.4)  # bound long enough to count as healthy
+            smsc.send(encode_pdu(Pdu(CommandId.unbind, 0, 100 + i)))
+            await smsc.expect(CommandId.unbind_resp)
+            t0 = asyncio.get_running_loop().time()
+            await smsc.expect(CommandId.bind_transceiver, timeout=30)
+            gaps.append(asyncio.get_running_loop().time() - t0)
+        # initial 0.2 s with jitter 0.5-1.0; without the reset the 5th gap would be 1.6-3.2 s
+        assert max(gaps) < 0.6, gaps
+    finally:
+        await stop_session(s, task, smsc)
+
+
+async def test_backoff_still_grows_while_binds_fail() -> None:
+    smsc = ScriptedSmsc(bind_status=int(CommandStatus.ESME_RBINDFAIL))
+    await smsc.start()
+    s = EsmeSession(
+        SessionSettings(
+            host="127.0.0.1",
+            port=smsc.port,
+            system_id="esme",
+            password="pw",
+            reconnect_initial_s=0.1,
+            reconnect_max_s=30.0,
+            healthy_after_s=0.0,  # a refused bind never was bound: no reset even at 0
+        ),
+        ok,
+    )
+    task = await _run(s)
+    try:
+        loop = asyncio.get_running_loop()
+        await smsc.expect(CommandId.bind_transceiver)
+        times = [loop.time()]
+        for _ in range(4):
+            await smsc.expect(CommandId.bind_transceiver, timeout=10)
+            times.append(loop.time())
+        assert times[-1] - times[-2] >= 0.4  # 0.8 s × jitter ≥ 0.5
+    finally:
+        await stop_session(s, task, smsc)
+
+
+async def test_clean_stop_reads_the_unbind_resp_and_takes_milliseconds() -> None:
+    """Before: stop() cancelled the reader first, so it always waited out the unbind timeout."""
+    async with session_with(ok) as (s, smsc, _rej):
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await s.stop(5.0)
+        took = loop.time() - t0
+        assert s.stats.unbind_answered == 1, "the unbind_resp must be read, not only the unbind sent"
+        assert took < 0.5, took
+        assert (await smsc.expect(CommandId.unbind)).command_id == CommandId.unbind
+        assert not s.bound
+
+
+async def test_stop_is_bounded_when_the_smsc_never_answers_the_unbind() -> None:
+    smsc = ScriptedSmsc()
+    original = smsc._on_conn
+
+    async def mute_unbind(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        class NoUnbindResp:
+            def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+                return getattr(w, name)
+
+            def write(self, data: bytes) -> None:
+                if struct.unpack(">I", data[4:8])[0] != CommandId.unbind_resp:
+                    w.write(data)
+
+        await original(r, NoUnbindResp())  # type: ignore[arg-type]
+
+    smsc._on_conn = mute_unbind  # type: ignore[method-assign]
+    async with session_with(ok, smsc) as (s, smsc, _rej):
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await s.stop(0.3)
+        took = loop.time() - t0
+        assert s.stats.unbind_answered == 0 and 0.2 < took < 2.0, took
+
+
+async def test_message_in_flight_at_stop_is_answered_before_the_unbind() -> None:
+    gate = asyncio.Event()
+
+    async def slow(_: InboundPdu) -> int:
+        await gate.wait()
+        return 0
+
+    async with session_with(slow) as (s, smsc, _rej):
+        smsc.send(deliver_sm(90))
+        await asyncio.sleep(0.1)
+        stopping = asyncio.create_task(s.stop(5.0))
+        await asyncio.sleep(0.1)
+        gate.set()
+        await stopping
+        first = await smsc.expect(CommandId.deliver_sm_resp)
+        assert (first.sequence_number, first.command_status) == (90, 0)
+        await smsc.expect(CommandId.unbind)
+        assert s.stats.unbind_answered == 1
+
+
+async def test_a_bind_that_cannot_be_encoded_is_logged_and_retried_not_a_dead_task() -> None:
+    """Before: the encoding error escaped run() and the session task died silently for good."""
+    smsc = ScriptedSmsc()
+    await smsc.start()
+    s = EsmeSession(
+        SessionSettings(
+            host="127.0.0.1",
+            port=smsc.port,
+            system_id="esme",
+            password="much-too-long",  # 13 octets; SMPP 3.4 carries 8
+            reconnect_initial_s=0.05,
+            reconnect_max_s=0.1,
+        ),
+        ok,
+    )
+    task = await _run(s)
+    try:
+        for _ in range(50):
+            if s.stats.reconnects >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert not task.done(), "the session task must stay alive"
+        assert s.stats.reconnects >= 2 and "password" in s.stats.last_error
+    finally:
+        await stop_session(s, task, smsc)
