@@ -19,7 +19,8 @@ def dlr_text(mid: str, stat: str = "DELIVRD") -> str:
 @pytest.mark.parametrize(
     ("resp_id", "text", "tlv", "form", "read_as"),
     [
-        # Kannel msg-id-type 0x01 style: submit_sm_resp in hex, the receipt text in decimal
+        # submit_sm_resp in hex, the receipt text in decimal: Vonage (Nexmo) documents exactly this and tells
+        # Kannel users to set msg-id-type=0x01
         ("1A2B3C4D", dlr_text("439041101"), None, "decimal", "decimal"),
         ("1A2B3C4D", dlr_text("439041101"), None, "auto", "decimal"),
         # ... and the receipted_message_id TLV repeating the hex beside a decimal text
