@@ -3,8 +3,6 @@ as the alphabet allows; references are not reused within the window."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +13,7 @@ from smsflow.outbound.encode import (
     EncodeError,
     encode_message,
     part_limit,
+    segments_needed,
     units_of,
 )
 from smsflow.outbound.references import ReferenceBook, RefExhausted
@@ -73,13 +72,25 @@ def test_parts_join_back_fit_their_limit_and_are_fewest(text: str, ref_bits: int
             assert not data.endswith(b"\x1b")
         else:
             data.decode("utf-16-be")
-    # Fewest parts: no cut can do better than ceil(units / limit), and since characters are 1-2 units the
-    # greedy cut wastes at most one unit per part.
-    assert parts == 1 or units_of(text, msg.alphabet) > part_limit(msg.alphabet, 1, msg.ref_bits)
-    if parts > 1:
-        multi = part_limit(msg.alphabet, 2, msg.ref_bits)
-        assert parts <= math.ceil(units_of(text, msg.alphabet) / (multi - 1))
-        assert parts >= math.ceil(units_of(text, msg.alphabet) / multi)
+    assert parts == fewest_parts(text, msg.alphabet, msg.ref_bits)
+    assert segments_needed(text, msg.ref_bits) == parts
+
+
+def fewest_parts(text: str, alphabet: str, ref_bits: int) -> int:
+    """The optimum, found independently: the least number of contiguous runs of whole characters that fit
+    the part limit (dynamic programming over the characters)."""
+    sizes = [units_of(ch, alphabet) for ch in text]  # type: ignore[arg-type]
+    if sum(sizes) <= part_limit(alphabet, 1, ref_bits):  # type: ignore[arg-type]
+        return 1
+    limit = part_limit(alphabet, 2, ref_bits)  # type: ignore[arg-type]
+    best = [0] + [len(sizes) + 1] * len(sizes)  # best[i]: fewest parts for the first i characters
+    for i in range(1, len(sizes) + 1):
+        run, j = 0, i
+        while j > 0 and run + sizes[j - 1] <= limit:
+            run += sizes[j - 1]
+            j -= 1
+            best[i] = min(best[i], best[j] + 1)
+    return best[-1]
 
 
 @pytest.mark.parametrize(
