@@ -182,7 +182,8 @@ class MessageStatus:
         for seq, new in changes:
             old = segments[seq - 1]
             segments[seq - 1] = new
-            transitions.append(Transition(seq, old.state, new.state, reason, at_ms))
+            if new.state != old.state:  # a recorded carrier id or a retry is state, not a transition
+                transitions.append(Transition(seq, old.state, new.state, reason, at_ms))
         status = replace(self, segments=tuple(segments))
         if status.overall != self.overall:
             transitions.append(Transition(None, self.overall, status.overall, reason, at_ms))

@@ -102,6 +102,14 @@ def test_transitions_are_published_once_each() -> None:
     ]
 
 
+def test_a_late_resp_records_the_carrier_id_without_a_transition() -> None:
+    status, seen = run(1, [Submitted(1, T, "r"), ValidityChecked(EXPIRES), Accepted(1, EXPIRES + 1, "ab")])
+    assert (status.segments[0].state, status.segments[0].carrier_message_id) == ("expired", "ab")
+    assert seen[-1] == (None, "submitted", "expired")  # nothing published for the id itself
+    _, retried = run(1, [Submitted(1, T, "r"), Submitted(1, T + 5, "r2", attempt=2)])
+    assert retried == [(1, "queued", "submitted"), (None, "queued", "submitted")]
+
+
 @pytest.mark.parametrize(
     ("events", "bad", "reason"),
     [
