@@ -32,6 +32,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from smsflow.outbound.status import Accepted, Event, Refused, Submitted
+
 OutcomeKind = Literal["accepted", "refused", "retryable", "timeout"]
 UnknownPolicy = Literal["hold", "resubmit"]
 
@@ -169,3 +171,15 @@ class Ledger:
             for a in attempts:
                 if a.intent.ref is not None:
                     yield a.intent.destination, a.intent.ref, a.intent.at_ms
+
+
+def status_event(record: Intent | Outcome) -> Event | None:
+    """What a ledger record means for the message's status; None for outcomes that end in a retry or an
+    unknown (the segment stays submitted until the retry's resp, a receipt or the validity settles it)."""
+    if isinstance(record, Intent):
+        return Submitted(record.seq, record.at_ms, record.route, record.attempt)
+    if record.kind == "accepted" and record.carrier_message_id is not None:
+        return Accepted(record.seq, record.at_ms, record.carrier_message_id)
+    if record.kind == "refused":
+        return Refused(record.seq, record.at_ms, record.command_status or 0)
+    return None

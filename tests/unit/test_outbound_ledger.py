@@ -19,8 +19,10 @@ from smsflow.outbound.ledger import (
     Refusal,
     Submit,
     Wait,
+    status_event,
 )
 from smsflow.outbound.references import ReferenceBook, RefExhausted
+from smsflow.outbound.status import MessageStatus, ReceiptReceived, Rejection
 
 T = 1_000_000
 
@@ -126,6 +128,32 @@ def test_intents_rebuild_the_reference_book() -> None:
         book = book.record(dest, ref, at)
     result = book.allocate("+85291234567", T + 2)
     assert not isinstance(result, RefExhausted) and result[1] == 2
+
+
+def test_the_ledger_drives_the_status() -> None:
+    records: list[Intent | Outcome] = [
+        intent(seq=1),
+        outcome("retryable", seq=1, status=ESME_RTHROTTLED),
+        intent(seq=1, attempt=2, at=T + 1010),
+        outcome("accepted", seq=1, attempt=2, at=T + 1020),
+        intent(seq=2),
+        outcome("refused", seq=2, status=0x0B),
+    ]
+    status = MessageStatus.new("m1", 2, T + 3_600_000)
+    for rec in records:
+        event = status_event(rec)
+        if event is not None:
+            result = status.apply(event)
+            assert not isinstance(result, Rejection), result.reason
+            status = result[0]
+    assert [(s.state, s.attempt, s.carrier_message_id) for s in status.segments] == [
+        ("sent", 2, "AB12"),
+        ("rejected", 1, None),
+    ]
+    assert status.segments[1].detail == "submit_sm_resp status 0x0000000B"
+    result = status.apply(ReceiptReceived(1, T + 5000, "DELIVRD"))
+    assert not isinstance(result, Rejection)
+    assert result[0].overall == "rejected"  # one part refused: the message is not delivered
 
 
 @dataclass
