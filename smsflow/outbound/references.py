@@ -64,6 +64,16 @@ class ReferenceBook:
         new = DestinationRefs(cursor, tuple(sorted(busy.items())))
         return replace(self, destinations={**self.destinations, destination: new})
 
+    def pruned(self, now_ms: int) -> ReferenceBook:
+        """Without the destinations whose references have all aged out (the stage calls it on its tick, so
+        the book holds only the last window's destinations)."""
+        kept = {}
+        for dest in self.destinations:
+            refs = self._recent(dest, now_ms)
+            if refs.used_at:
+                kept[dest] = refs
+        return replace(self, destinations=kept)
+
     def _recent(self, destination: str, now_ms: int) -> DestinationRefs:
         refs = self.destinations.get(destination, DestinationRefs())
         live = tuple((r, t) for r, t in refs.used_at if now_ms - t < self.reuse_after_ms)

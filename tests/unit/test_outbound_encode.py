@@ -185,3 +185,14 @@ def test_a_restart_rebuilt_from_the_ledger_does_not_reuse_a_recent_reference() -
     result = rebuilt.allocate("+4479", now_ms=10)
     assert not isinstance(result, RefExhausted)
     assert result[1] == 3
+
+
+def test_pruning_forgets_only_destinations_whose_references_aged_out() -> None:
+    book = (
+        ReferenceBook(reuse_after_ms=1000).record("+4479", 5, 0).record("+4479", 6, 900).record("+8529", 1, 0)
+    )
+    pruned = book.pruned(now_ms=1500)
+    assert set(pruned.destinations) == {"+4479"}
+    assert pruned.destinations["+4479"].used_at == ((6, 900),)
+    result = pruned.allocate("+4479", now_ms=1500)
+    assert not isinstance(result, RefExhausted) and result[1] == 7  # the cursor survives pruning
