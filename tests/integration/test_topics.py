@@ -39,6 +39,8 @@ def test_manifest_declares_every_topic() -> None:
         "sms.webhook.dlq.v1",
         "sms.routes.health.v1",
         "sms.routes.decisions.v1",
+        "sms.outbound.v1",
+        "sms.outbound.status.v1",
         "sms.ops.events.v1",
         "_schemas",
     }

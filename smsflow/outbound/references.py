@@ -1,0 +1,80 @@
+"""Concatenation references per destination, never reused while a handset may still hold parts of the
+previous message with that reference.
+
+A handset joins parts by (sender, reference); if two multipart messages to one destination share a reference
+within its reassembly timeout, their parts mix. So a reference stays reserved for `reuse_after_ms` after its
+use (default 24 h: longer than any handset's or SMSC's reassembly window we know of, and than the longest
+validity we accept). The book is a value: `allocate` returns the new book. It is rebuilt after a restart from
+the submission ledger (every ledger intent carries its destination, reference and time, and is written before
+the submit_sm; see `ledger.py`), so a reference that reached a carrier is never forgotten by a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+RefBits = Literal[8, 16]
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class RefExhausted:
+    destination: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DestinationRefs:
+    cursor: int = 0
+    """Where the next search starts: references go round in order, so the oldest is reused first."""
+    used_at: tuple[tuple[int, int], ...] = ()
+    """(reference, epoch ms of its last use) for references still inside the reuse window."""
+
+
+@dataclass(frozen=True)
+class ReferenceBook:
+    ref_bits: RefBits = 8
+    reuse_after_ms: int = DAY_MS
+    destinations: dict[str, DestinationRefs] = field(default_factory=dict)
+
+    def allocate(self, destination: str, now_ms: int) -> tuple[ReferenceBook, int] | RefExhausted:
+        """The next reference for `destination` that was not used in the last `reuse_after_ms`."""
+        size = 1 << self.ref_bits
+        refs = self._recent(destination, now_ms)
+        busy = dict(refs.used_at)
+        for step in range(size):
+            candidate = (refs.cursor + step) % size
+            if candidate not in busy:
+                busy[candidate] = now_ms
+                new = DestinationRefs((candidate + 1) % size, tuple(sorted(busy.items())))
+                return replace(self, destinations={**self.destinations, destination: new}), candidate
+        return RefExhausted(
+            destination,
+            f"all {size} {self.ref_bits}-bit references to {destination} were used in the last "
+            f"{self.reuse_after_ms // 1000} s; use 16-bit references or wait",
+        )
+
+    def record(self, destination: str, ref: int, at_ms: int) -> ReferenceBook:
+        """Note a use seen in the ledger (on a restart), so that `allocate` will not hand it out again."""
+        refs = self.destinations.get(destination, DestinationRefs())
+        busy = dict(refs.used_at)
+        busy[ref] = max(busy.get(ref, at_ms), at_ms)
+        cursor = (ref + 1) % (1 << self.ref_bits) if at_ms >= max(busy.values()) else refs.cursor
+        new = DestinationRefs(cursor, tuple(sorted(busy.items())))
+        return replace(self, destinations={**self.destinations, destination: new})
+
+    def pruned(self, now_ms: int) -> ReferenceBook:
+        """Without the destinations whose references have all aged out (the stage calls it on its tick, so
+        the book holds only the last window's destinations)."""
+        kept = {}
+        for dest in self.destinations:
+            refs = self._recent(dest, now_ms)
+            if refs.used_at:
+                kept[dest] = refs
+        return replace(self, destinations=kept)
+
+    def _recent(self, destination: str, now_ms: int) -> DestinationRefs:
+        refs = self.destinations.get(destination, DestinationRefs())
+        live = tuple((r, t) for r, t in refs.used_at if now_ms - t < self.reuse_after_ms)
+        return DestinationRefs(refs.cursor, live)
