@@ -559,16 +559,20 @@ class IngestProcessor:
         while c.checkpoints and c.checkpoints[0][0] < committed_offset:
             _, c.committed_time = c.checkpoints.popleft()
 
-    def on_tick(self, partition: int, caught_up: bool = False, now_ms: int | None = None) -> Outputs:
+    def on_tick(
+        self, partition: int, caught_up: bool = False, settled: bool = False, now_ms: int | None = None
+    ) -> Outputs:
         """Expire what is due in one partition, by its stream time: incomplete messages out, old state away.
 
         ``caught_up``: nothing of this partition is waiting to be read, so the wall clock may advance its
-        stream time (else a last lonely part would never time out when traffic stops).
+        stream time (else a last lonely part would never time out when traffic stops). ``settled``: caught up
+        and everything read is committed, so no replay can need old state and its expiry may follow the wall
+        clock too.
         """
         c = self._clocks.setdefault(partition, _PartitionClock())
         now = c.stream_time
-        if caught_up:
-            wall = self._now_ms() if now_ms is None else now_ms
+        wall = self._now_ms() if now_ms is None else now_ms
+        if caught_up or settled:
             now = wall if now is None else max(now, wall)
         idx = self._index.get(partition)
         if idx is None:
@@ -585,6 +589,8 @@ class IngestProcessor:
                     continue
                 out.extend_outputs(self._close_incomplete(rkey, hdr, partition, "timeout"))
         safe = c.committed_time
+        if settled:
+            safe = wall if safe is None else max(safe, wall)
         if safe is not None:
             horizon = safe - self.settings.clock_skew_ms
             while idx.expiry and idx.expiry[0][0] <= horizon:

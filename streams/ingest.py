@@ -149,7 +149,8 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
         last = processor.last_offset(partition)
         position = last + 1 if last is not None else committed
         caught_up = highwater is not None and position is not None and position >= highwater
-        items = processor.on_tick(partition, caught_up=caught_up)
+        settled = caught_up and committed is not None and position is not None and committed >= position
+        items = processor.on_tick(partition, caught_up=caught_up, settled=settled)
         for i, item in enumerate(items):
             try:
                 item.encoded = ctx.serde.encode(_KIND_TOPIC[item.kind], item.record)

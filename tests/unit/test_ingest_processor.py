@@ -229,8 +229,8 @@ def test_timeout_emits_incomplete_with_missing_parts_and_table_empties():
 
 
 def test_timeout_runs_on_stream_time_not_on_the_wall_clock():
-    """After a restart the backlog is read long after its records were received: a tick must not time out a
-    partial whose remaining parts are still waiting in the backlog (Kafka Streams' stream-time punctuation)."""
+    """After a restart the backlog is read long after its records were received: a tick must not time out
+    a partial whose remaining parts still wait in the backlog (Kafka Streams' stream-time punctuation)."""
     proc, partials, _, clock = make(timeout_ms=30_000)
     feed = Feeder(proc, clock=clock)
     recs = segment_records("S" * 500, 0, "udh8", 13)
@@ -479,3 +479,51 @@ def test_property_a_replay_from_any_commit_with_tables_ahead_rederives_the_same_
         ids_by_body.setdefault(m["body"], set()).add(m["message_id"])
     assert sorted(ids_by_body) == sorted(t for t, *_ in items)
     assert all(len(ids) == 1 for ids in ids_by_body.values()), ids_by_body
+
+
+# ---- bounded work and state per record (issue 9) ---------------------------------------------------------
+def test_a_255_part_sms_writes_one_small_key_per_part_not_the_whole_message_each_time():
+    partials, seen = LoggedTable(), LoggedTable()
+    proc = IngestProcessor(partials, seen, IngestSettings(), clock=Clock())
+    text = "x" * (153 * 255)
+    recs = segment_records(text, 0, "udh8", 77)
+    assert len(recs) == 255
+    outs = []
+    for off, r in enumerate(recs):
+        outs += proc.on_raw(r, f"sms.raw.v1:0:{off}", 0, None)
+    assert [m["body"] for m in inbound(outs)] == [text]
+    import json
+
+    sizes = [len(k) + len(json.dumps(v)) for k, v in partials.log]
+    # one write per part plus the header's open and close: was 255 rewrites of everything held (7 MB)
+    assert len(partials.log) == 255 + 2
+    assert max(sizes) < 2_000 and sum(sizes) < 150_000
+
+
+def test_segment_count_and_reassembled_size_beyond_the_caps_are_quarantined_with_a_reason():
+    proc = IngestProcessor({}, {}, IngestSettings(max_segments=3, max_message_bytes=400), clock=Clock())
+    feed = Feeder(proc)
+    outs = feed(segment_records("y" * 700, 0, "udh8", 1)[0])  # announces 5 parts
+    assert [o.kind for o in outs] == ["quarantine"] and "segment count 5 exceeds the cap of 3" in outs[
+        0
+    ].record["reason"]
+    recs = segment_records("z" * 450, 0, "udh8", 2)  # 3 parts, 450 octets
+    outs = []
+    for r in recs:
+        outs += feed(r)
+    assert [o.kind for o in outs] == ["quarantine"]
+    assert "exceed the cap of 400 octets" in outs[0].record["reason"]
+    assert outs[0].record["source_offset"] == feed.offset - 1
+
+
+def test_an_idle_settled_partition_expires_by_the_wall_clock():
+    proc, partials, seen, clock = make(window_ms=5_000, timeout_ms=1_000)
+    feed = Feeder(proc, clock=clock)
+    for r in segment_records("W" * 400, 0, "udh8", 3):
+        feed(r)
+    assert seen and partials
+    clock.t += 12
+    feed.tick(caught_up=True)  # caught up but not yet committed: a replay could still need the state
+    assert seen and partials
+    proc.on_tick(0, caught_up=True, settled=True).apply_deferred()
+    assert seen == {} and partials == {}
