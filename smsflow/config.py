@@ -147,12 +147,6 @@ class WorkerConfig(_Strict):
         default=5, ge=1, description="times the worker tries to verify its topics before it exits non-zero"
     )
 
-    @model_validator(mode="after")
-    def _heartbeat_within_session(self) -> WorkerConfig:
-        if self.heartbeat_interval_s * 3 > self.session_timeout_s:
-            raise ValueError("heartbeat_interval_s: must be at most a third of session_timeout_s")
-        return self
-
     def effective_instance_id(self) -> str | None:
         return os.environ.get("SMSFLOW_WORKER_INSTANCE_ID") or self.instance_id
 
@@ -234,6 +228,8 @@ class Config(_Strict):
                 if item_id in seen:
                     raise ValueError(f"{name}[{i}].id: duplicate id {item_id!r}")
                 seen.add(item_id)
+        if self.worker.heartbeat_interval_s * 3 > self.worker.session_timeout_s:
+            raise ValueError("worker.heartbeat_interval_s: must be at most a third of session_timeout_s")
         for i, c in enumerate(self.carriers):
             if c.reconnect.max_s < c.reconnect.initial_s:
                 raise ValueError(f"carriers[{i}].reconnect.max_s: must be >= initial_s")
