@@ -215,17 +215,19 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
                 reason = f"processing failed: {type(exc).__name__}: {exc}"[:1000]
                 await publish(Outputs([processor.quarantine(raw, reason, origin, msg.partition)]), None)
                 return
-            await publish_durably(items, _publish_with_links)
+            await _with_infra_retries(lambda: publish_durably(items, _publish_with_links), origin)
 
-    async def _with_infra_retries(step: Callable[[], Outputs], origin: str) -> Outputs:
+    async def _with_infra_retries(step: Callable[[], Any], origin: str) -> Any:
         """Run one record's step; retry what the infrastructure failed (Kafka, Faust), never the record.
 
-        A retried step may have written part of its state already: that is the "table ahead of the input"
-        case every step handles (docs/consistency.md), so a retry re-derives the same outputs.
+        A retried step may have written part of its state or sent part of its outputs already: that is the
+        "table ahead of the input" case every step handles (docs/consistency.md), so a retry re-derives the
+        same outputs, under the same ids.
         """
         for attempt in range(1, INFRA_ATTEMPTS + 1):
             try:
-                return step()
+                result = step()
+                return await result if asyncio.iscoroutine(result) else result
             except INFRA_ERRORS as exc:
                 if attempt == INFRA_ATTEMPTS:
                     reason = f"{origin}: {type(exc).__name__}: {exc} (after {attempt} attempts)"
@@ -241,11 +243,14 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         # One guarded boundary per record: whatever one record does, it ends processed or quarantined (with
         # its reason) and acked, so it can neither crash this agent, pin its partition nor skip a neighbour.
-        # Only a failure to write to Kafka itself propagates: then nothing can be processed, and the worker's
-        # supervision (smsflow/roles.py) restarts or exits.
+        # Only a failure of the platform itself, after retries, propagates: then nothing can be processed,
+        # and the worker exits (streams/liveness.py) to be restarted from its committed offsets.
         async for event in stream.events():
             if event.message.topic == ticks_name:
-                await handle_tick(event.message.partition)
+                try:
+                    await handle_tick(event.message.partition)
+                except Exception:  # expiry is idempotent: the next tick does what this one could not
+                    log.exception("ingest tick for partition %d failed", event.message.partition)
             else:
                 await handle_raw(event)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import statistics
 import time
 from pathlib import Path
@@ -37,6 +38,8 @@ def _worker_config(p: Any, name: str) -> Path:
     cfg = yaml.safe_load(p.config_path.read_text(encoding="utf-8"))
     cfg["data_dir"] = str(p.workdir / f"data-{name}")
     cfg.setdefault("worker", {})["instance_id"] = name
+    # SMSFLOW_E2E_STORE=rocksdb runs the same kills against the on-disk table store
+    cfg["worker"]["store"] = os.environ.get("SMSFLOW_E2E_STORE", "memory")
     path = p.workdir / f"config-{name}.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
