@@ -54,9 +54,11 @@ class Liveness:
             return False, problem
         if time.monotonic() - self.last_beat > 10.0:
             return False, "the event loop has not ticked for 10 s"
-        recovery = getattr(getattr(self.app, "tables", None), "recovery", None)
-        completed = getattr(recovery, "completed", None)
-        if completed is not None and not completed.is_set():
+        # the private slot, not the property: the property would create the Recovery service from this thread
+        recovery = getattr(getattr(self.app, "tables", None), "_recovery", None)
+        if recovery is None:
+            return False, "starting"
+        if not recovery.completed.is_set():
             return False, "recovering table state from changelogs"
         if getattr(self.app, "rebalancing", False):
             return False, "consumer group rebalance in progress"

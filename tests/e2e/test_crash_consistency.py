@@ -14,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import socket
 import statistics
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +36,17 @@ KILLS = 3
 AFTER_RESTART_DELIVERED = 60
 
 
-def _worker_config(p: Any, name: str) -> Path:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker_config(p: Any, name: str, health_port: int) -> Path:
     """Same app, its own state folder and static-membership id (several workers on one machine)."""
     cfg = yaml.safe_load(p.config_path.read_text(encoding="utf-8"))
     cfg["data_dir"] = str(p.workdir / f"data-{name}")
+    cfg["metrics"] = {"host": "127.0.0.1", "worker_port": health_port}
     cfg.setdefault("worker", {})["instance_id"] = name
     # SMSFLOW_E2E_STORE=rocksdb runs the same kills against the on-disk table store
     cfg["worker"]["store"] = os.environ.get("SMSFLOW_E2E_STORE", "memory")
@@ -54,6 +64,21 @@ def _start_worker(p: Any, key: str, config: Path) -> None:
     )
     proc.start()
     p.procs[key] = proc
+
+
+async def _wait_ready(port: int, timeout: float) -> float:
+    """Poll the worker's /health until it answers 200; returns the seconds it took."""
+    t0 = time.monotonic()
+    url = f"http://127.0.0.1:{port}/health"
+    while time.monotonic() - t0 < timeout:
+        try:
+            with await asyncio.to_thread(urllib.request.urlopen, url, timeout=2) as resp:
+                if resp.status == 200:
+                    return time.monotonic() - t0
+        except (OSError, urllib.error.URLError):
+            pass
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"worker on :{port} not ready within {timeout} s")
 
 
 async def _feed(p: Any, mix: TrafficMix, count: int, sent: list[float]) -> None:
@@ -75,7 +100,8 @@ async def _run(pipeline: Any, workers: int, seed: int, count: int) -> dict[str, 
         pipeline_cfg={"reassembly_timeout_s": 60},
     )
     names = ["worker-a", "worker-b"][:workers]
-    configs = {n: _worker_config(p, n) for n in names}
+    ports = {n: _free_port() for n in names}
+    configs = {n: _worker_config(p, n, ports[n]) for n in names}
     for n in names:
         _start_worker(p, n, configs[n])
     p.start("connector")
@@ -89,6 +115,7 @@ async def _run(pipeline: Any, workers: int, seed: int, count: int) -> dict[str, 
     warm = time.time() * 1000
     await asyncio.sleep(5)
     kills: list[tuple[str, float]] = []
+    ready_after: list[float] = []  # restart -> /health 200, per kill
     for k in range(KILLS):
         await asyncio.sleep(3)
         victim = names[k % len(names)]
@@ -96,6 +123,7 @@ async def _run(pipeline: Any, workers: int, seed: int, count: int) -> dict[str, 
         kills.append((victim, time.time() * 1000))
         await asyncio.sleep(1.0)
         _start_worker(p, victim, configs[victim])
+        ready_after.append(await _wait_ready(ports[victim], 90))
         target = len(p.receiver.log.messages) + AFTER_RESTART_DELIVERED
         await p.wait_delivered(target, 120)
     await feeder
@@ -127,6 +155,7 @@ async def _run(pipeline: Any, workers: int, seed: int, count: int) -> dict[str, 
         "latency_max_ms": round(lat[-1]),
         "baseline_p99_ms": round(baseline_p99),
         "added_latency_ms": round(lat[-1] - baseline_p99),
+        "restart_to_ready_s": [round(r, 1) for r in ready_after],
     }
     print(f"\ncrash consistency: {figures}")
     return figures

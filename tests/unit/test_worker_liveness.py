@@ -23,7 +23,7 @@ def _app(crashed_agent: bool = False, recovering: bool = False) -> Any:
     return SimpleNamespace(
         crashed=False,
         agents={"ingest": agent},
-        tables=SimpleNamespace(recovery=SimpleNamespace(completed=completed)),
+        tables=SimpleNamespace(_recovery=SimpleNamespace(completed=completed)),
         rebalancing=False,
     )
 
