@@ -247,6 +247,10 @@ class IngestProcessor:
     def _on_part(
         self, seg: Segment, origin: str, offset: int, partition: int, traceparent: str | None
     ) -> Outputs:
+        if len(seg.payload) > self.settings.max_message_bytes:
+            raise Rejected(
+                f"reassembled user data would exceed the cap of {self.settings.max_message_bytes} octets"
+            )
         store = self.parts
         rkey = reassembly_key(seg)
         hdr = store.header(rkey)
@@ -300,10 +304,6 @@ class IngestProcessor:
     def _start(
         self, rkey: str, seg: Segment, offset: int, partition: int, traceparent: str | None
     ) -> dict[str, Any]:
-        if len(seg.payload) > self.settings.max_message_bytes:
-            raise Rejected(
-                f"reassembled user data would exceed the cap of {self.settings.max_message_bytes} octets"
-            )
         hdr = self.parts.open(rkey, seg, partition)
         self.parts.put_part(rkey, seg, offset, traceparent)
         idx = self._index.get(partition)
