@@ -520,7 +520,9 @@ class IngestProcessor:
             "incomplete": incomplete,
             "missing_segments": a.missing,
             "received_at": a.first_received_at,
-            "completed_at": t,
+            # informational, as the schema says (assembled in the stream): the worker's clock, not part of
+            # any decision, so a replay may carry another value under the same id
+            "completed_at": self._now_ms(),
             "carrier_id": carrier,
             "route_id": meta["route_id"],
             "country_code": info.source.country,
