@@ -227,7 +227,41 @@ class PipelineConfig(_Strict):
     incomplete_policy: Literal["emit", "dead_letter"] = "emit"
     dedup_window_s: float = Field(default=600.0, gt=0)
     tick_interval_s: float = Field(default=1.0, gt=0)
+    max_segments: int = Field(
+        default=255, ge=2, le=255, description="a multipart SMS announcing more parts is quarantined"
+    )
+    max_message_bytes: int = Field(
+        default=65_536, ge=140, le=1_000_000, description="reassembled user data beyond this is quarantined"
+    )
     delivery_batch: int = Field(default=256, ge=1)
+
+
+class WorkerConfig(_Strict):
+    """How a stream worker joins its consumer group and keeps its table state (docs/consistency.md)."""
+
+    instance_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="static group membership (group.instance.id): a restarted worker with the same id takes "
+        "its partitions back without a rebalance; unique per worker; env SMSFLOW_WORKER_INSTANCE_ID wins",
+    )
+    session_timeout_s: float = Field(
+        default=10.0,
+        ge=6,
+        le=300,
+        description="a worker silent this long is dead: its partitions move (Kafka's range is 6-300 s)",
+    )
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    standby_replicas: int = Field(default=0, ge=0, description="warm copies of each table on other workers")
+    store: Literal["memory", "rocksdb"] = Field(
+        default="memory", description="table store: memory, or rocksdb (needs the rocksdict package)"
+    )
+    start_attempts: int = Field(
+        default=5, ge=1, description="times the worker tries to verify its topics before it exits non-zero"
+    )
+
+    def effective_instance_id(self) -> str | None:
+        return os.environ.get("SMSFLOW_WORKER_INSTANCE_ID") or self.instance_id
 
 
 class WebhookDeliveryConfig(_Strict):
@@ -290,6 +324,7 @@ class Config(_Strict):
     carriers: list[CarrierConfig] = Field(default_factory=list)
     subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
     pipeline: PipelineConfig = PipelineConfig()
+    worker: WorkerConfig = WorkerConfig()
     webhooks: WebhookDeliveryConfig = WebhookDeliveryConfig()
     api: ApiConfig = ApiConfig()
     metrics: MetricsConfig = MetricsConfig()
@@ -306,6 +341,8 @@ class Config(_Strict):
                 if item_id in seen:
                     raise ValueError(f"{name}[{i}].id: duplicate id {item_id!r}")
                 seen.add(item_id)
+        if self.worker.heartbeat_interval_s * 3 > self.worker.session_timeout_s:
+            raise ValueError("worker.heartbeat_interval_s: must be at most a third of session_timeout_s")
         for i, c in enumerate(self.carriers):
             if c.reconnect.max_s < c.reconnect.initial_s:
                 raise ValueError(f"carriers[{i}].reconnect.max_s: must be >= initial_s")

@@ -10,9 +10,12 @@ new OTP differs in text; a legitimate repeat of the same text is dropped only in
 10 min, configurable), which is the trade-off every carrier-retransmission filter makes. Messages flagged
 incomplete are fingerprinted with their missing-part list, so a later complete copy is not dropped.
 
-A second, finer identity guards multipart messages: after a message completes, each of its parts' digests is
-remembered under its reassembly key for the same window, so a late retransmitted *segment* is dropped
-instead of starting a new partial message that would surface later as "incomplete".
+A second, finer identity guards multipart messages: after a message completes, its parts stay in the
+reassembly table (one key per part, ``smsflow/reassembly.py``) for the same window, so a late retransmitted
+*segment* is dropped instead of starting a new partial message that would surface later as "incomplete".
+
+The window is measured in carrier time (each record's ``received_at``), not in the worker's wall clock at
+processing time, so reprocessing the same records after a crash takes the same decisions.
 """
 
 from __future__ import annotations
@@ -26,10 +29,6 @@ def message_fingerprint(from_id: str, to_id: str, is_binary: bool, body: str, mi
         h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\x00")
     return "m:" + h.hexdigest()[:32]
-
-
-def completed_parts_key(reassembly_key: str) -> str:
-    return "r:" + reassembly_key
 
 
 def message_id(fingerprint: str, origin: str) -> str:

@@ -1,37 +1,53 @@
 """The ingest stage as plain logic: raw PDU record in; canonical messages, receipts and quarantine out.
 
 ``IngestProcessor`` holds no Kafka code. It reads and writes two mapping-like stores — the Faust tables
-``partials`` (reassembly) and ``seen`` (dedup window) in production, plain dicts in unit tests — and returns
-what to publish. The Faust agent in ``streams/ingest.py`` is a thin shell around it, so every rule here is
-tested without a broker and behaves the same inside the stream.
+``partials`` (reassembly, one key per part: ``smsflow/reassembly.py``) and ``seen`` (dedup window) in
+production, plain dicts in unit tests — and returns what to publish. The Faust agent in
+``streams/ingest.py`` is a thin shell around it, so every rule here is tested without a broker and behaves
+the same inside the stream.
+
+Every decision is a function of the input records and their order within a partition, never of the wall
+clock at processing time nor of how far the tables had been flushed before a crash (docs/consistency.md):
+- ids: ``message_id(fingerprint, origin)``, origin = the raw record that completed the message (for a
+  multipart SMS, the part with the highest supplier offset) or a synthetic origin built from record times;
+- time: the dedup window and reassembly timeouts compare carrier receive times (``received_at``), and expiry
+  runs on the partition's stream time (the highest ``received_at`` processed), as Kafka Streams' stream-time
+  punctuation does; only an idle, caught-up partition lets the wall clock advance it;
+- state the tables hold may run *ahead* of the committed offset (never behind: the agent's producer is
+  drained before every commit), so a replayed record finds its own effects and re-derives the same outputs.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
+import heapq
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from smsflow.carriers import ReceiptIdForm, looks_like_receipt_text, receipt_id_decimal
-from smsflow.dedup import completed_parts_key, message_fingerprint, message_id
+from smsflow.dedup import message_fingerprint, message_id
 from smsflow.enrich import enrich
 from smsflow.reassembly import (
-    Outcome,
+    Assembled,
+    PartStore,
     Segment,
-    add_segment,
     assemble,
-    is_expired,
     part_digest,
+    payload_size,
     reassembly_key,
+    single,
 )
 from smsflow.receipts import is_receipt, parse_receipt
 from smsflow.smpp.constants import CommandId, TlvTag
 from smsflow.smpp.pdu import PduError, decode_pdu
 from smsflow.sms.text import DefaultAlphabet, TextDecodeError, decode_text
 from smsflow.sms.udh import UdhError, concat_from_sar, concat_info, parse_udh
+
+# The longest legal SMS is 255 segments; message_payload carries at most 65,535 octets per PDU.
+MAX_SEGMENTS = 255
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,11 @@ class IngestSettings:
     alphabet_overrides: dict[str, dict[int, str]] = field(default_factory=dict)
     receipt_id_forms: dict[str, ReceiptIdForm] = field(default_factory=dict)
     receipts_in_text: frozenset[str] = frozenset()
+    max_segments: int = MAX_SEGMENTS  # a multipart SMS announcing more parts is quarantined
+    max_message_bytes: int = 65_536  # reassembled user data beyond this is quarantined
+    # Carrier clocks (received_at is stamped by each connector) may disagree a little; expiry waits this much
+    # longer than the window so a record stamped slightly in the past still meets its state.
+    clock_skew_ms: int = 5_000
 
 
 @dataclass
@@ -55,6 +76,28 @@ class Publish:
     key: str
     record: dict[str, Any]
     traceparents: list[str] = field(default_factory=list)
+    encoded: bytes | None = None  # the record's wire value, once the agent has encoded it
+
+
+class Outputs(list[Publish]):
+    """What one input record produced, plus state changes that must wait until those records are durable.
+
+    Closing a partial message as incomplete (timeout, reference wrap) deletes state that a replay would need
+    to emit it again; so the agent writes ``self``, waits for the broker's acks, then runs ``after_durable``.
+    """
+
+    def __init__(self, items: list[Publish] | None = None) -> None:
+        super().__init__(items or [])
+        self.after_durable: list[Callable[[], None]] = []
+
+    def extend_outputs(self, other: Outputs) -> None:
+        self.extend(other)
+        self.after_durable.extend(other.after_durable)
+
+    def apply_deferred(self) -> None:
+        steps, self.after_durable = self.after_durable, []
+        for step in steps:
+            step()
 
 
 @dataclass
@@ -68,6 +111,16 @@ class Stats:
     receipts: int = 0
     quarantined: int = 0
     incomplete: int = 0
+    expired_entries: int = 0
+
+
+def parse_origin(origin: str) -> tuple[str, int, int] | None:
+    """``<topic>:<partition>:<offset>`` -> parts; None for a synthetic origin (timeouts)."""
+    rest, _, off = origin.rpartition(":")
+    topic, _, part = rest.rpartition(":")
+    if not (topic and part.isdigit() and off.isdigit()):
+        return None
+    return topic, int(part), int(off)
 
 
 def is_replay(seen_origin: str, origin: str) -> bool:
@@ -80,15 +133,56 @@ def is_replay(seen_origin: str, origin: str) -> bool:
     """
     if seen_origin == origin:
         return True
-    st, _, so = seen_origin.rpartition(":")
-    ct, _, co = origin.rpartition(":")
-    return st == ct and so.isdigit() and co.isdigit() and int(co) <= int(so)
+    s, c = parse_origin(seen_origin), parse_origin(origin)
+    return s is not None and c is not None and s[:2] == c[:2] and c[2] <= s[2]
+
+
+def quarantine_record(raw: dict[str, Any], reason: str, origin: str, partition: int) -> Publish:
+    """The sms.quarantine.v1 record for one raw record that cannot be processed, and why."""
+    parsed = parse_origin(origin)
+    return Publish(
+        "quarantine",
+        str(raw.get("carrier_id", "")),
+        {
+            "stage": "ingest",
+            "carrier_id": str(raw.get("carrier_id", "")),
+            "route_id": str(raw.get("route_id", "")),
+            "session_id": str(raw.get("session_id", "")),
+            "received_at": int(raw.get("received_at", 0) or 0),
+            "status": 0,
+            "reason": reason,
+            "pdu": raw.get("pdu", b"") if isinstance(raw.get("pdu", b""), bytes) else b"",
+            "source_topic": parsed[0] if parsed else None,
+            "source_partition": partition,
+            "source_offset": parsed[2] if parsed else None,
+        },
+    )
 
 
 class Rejected(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+@dataclass
+class _PartitionClock:
+    """Per partition, in memory: stream time, and which stream time the committed offset stands for."""
+
+    stream_time: int | None = None
+    last_offset: int | None = None
+    # (offset, stream time after it), oldest first; trimmed as commits pass them
+    checkpoints: collections.deque[tuple[int, int]] = field(default_factory=collections.deque)
+    committed_time: int | None = None
+
+
+@dataclass
+class _PartitionIndex:
+    """Rebuilt from the tables on a partition's first tick after (re)assignment, then kept up to date."""
+
+    open: dict[str, int] = field(default_factory=dict)  # rkey -> first
+    # (expires at, kind, key): kind "seen" (dedup entry) or "msg" (a closed message's parts and header)
+    expiry: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 class IngestProcessor:
@@ -100,62 +194,166 @@ class IngestProcessor:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.partials = partials
+        self.parts = PartStore(partials)
         self.seen = seen
         self.settings = settings
         self.clock = clock
         self.stats = Stats()
-        # Expiry index for `seen`, per partition, oldest first. Rebuilt from the table for a partition the
-        # first time it ticks after (re)assignment, since the table itself is recovered from its changelog.
-        self._expiry: dict[int, collections.deque[tuple[int, str]]] = {}
+        self._clocks: dict[int, _PartitionClock] = {}
+        self._index: dict[int, _PartitionIndex] = {}
 
-    def _now_ms(self) -> int:
-        return int(self.clock() * 1000)
+    def quarantine(self, raw: dict[str, Any], reason: str, origin: str, partition: int) -> Publish:
+        self.stats.quarantined += 1
+        return quarantine_record(raw, reason, origin, partition)
+
+    def stream_time(self, partition: int) -> int | None:
+        c = self._clocks.get(partition)
+        return None if c is None else c.stream_time
+
+    def last_offset(self, partition: int) -> int | None:
+        c = self._clocks.get(partition)
+        return None if c is None else c.last_offset
 
     # ---- raw records ----------------------------------------------------------------------------------
-    def on_raw(
-        self, raw: dict[str, Any], origin: str, partition: int, traceparent: str | None
-    ) -> list[Publish]:
+    def on_raw(self, raw: dict[str, Any], origin: str, partition: int, traceparent: str | None) -> Outputs:
         self.stats.raw += 1
+        pos = parse_origin(origin)
+        offset = pos[2] if pos else -1
+        self._advance(partition, offset, raw.get("received_at"))
         try:
             parsed = self._parse(raw)
+            if isinstance(parsed, Publish):
+                self.stats.receipts += 1
+                return Outputs([parsed])
+            seg = parsed
+            self.stats.segments += 1
+            if seg.total > self.settings.max_segments:
+                raise Rejected(f"segment count {seg.total} exceeds the cap of {self.settings.max_segments}")
+            if not seg.is_multipart:
+                if len(seg.payload) > self.settings.max_message_bytes:
+                    raise Rejected(
+                        f"user data of {len(seg.payload)} octets exceeds the cap of "
+                        f"{self.settings.max_message_bytes}"
+                    )
+                return Outputs(self._complete(single(seg, traceparent), origin, seg.received_at, partition))
+            return self._on_part(seg, origin, offset, partition, traceparent)
         except Rejected as exc:
-            self.stats.quarantined += 1
-            return [self._quarantine(raw, exc.reason, origin, partition)]
-        if isinstance(parsed, Publish):
-            self.stats.receipts += 1
-            return [parsed]
-        seg = parsed
-        self.stats.segments += 1
-        if not seg.is_multipart:
-            st, _ = add_segment(None, seg, partition, traceparent)
-            return self._complete(st, origin, partition, rkey=None)
+            return Outputs([self.quarantine(raw, exc.reason, origin, partition)])
+
+    def _advance(self, partition: int, offset: int, received_at: Any) -> None:
+        c = self._clocks.setdefault(partition, _PartitionClock())
+        if isinstance(received_at, int) and (c.stream_time is None or received_at > c.stream_time):
+            c.stream_time = received_at
+        if offset >= 0:
+            c.last_offset = offset
+            if c.stream_time is not None:
+                c.checkpoints.append((offset, c.stream_time))
+
+    def _on_part(
+        self, seg: Segment, origin: str, offset: int, partition: int, traceparent: str | None
+    ) -> Outputs:
+        if len(seg.payload) > self.settings.max_message_bytes:
+            raise Rejected(
+                f"reassembled user data would exceed the cap of {self.settings.max_message_bytes} octets"
+            )
+        store = self.parts
         rkey = reassembly_key(seg)
-        done = self.seen.get(completed_parts_key(rkey))
-        if (
-            done is not None
-            and done["h"].get(str(seg.seq)) == part_digest(seg.payload)
-            and not is_replay(done.get("o", ""), origin)
-        ):
-            # a carrier retransmission of a part of a message already assembled
+        hdr = store.header(rkey)
+        held = store.part(rkey, seg.seq) if hdr is not None else None
+        digest = part_digest(seg.payload)
+        out = Outputs()
+        if hdr is not None and held is not None and held["d"] == digest:
+            if int(held["o"]) >= offset:
+                # This very record supplied the part: a replay after a crash, with the table ahead of the
+                # committed offset. Re-derive what it did the first time.
+                if hdr["st"] == "done" and hdr.get("xo") == origin:
+                    parts = store.held(rkey, int(hdr["total"]))
+                    out += self._complete(assemble(hdr, parts), origin, seg.received_at, partition, rkey=rkey)
+                elif hdr["st"] == "open":
+                    out += self._maybe_complete(rkey, hdr, origin, offset, seg.received_at, partition)
+                return out
+            # a carrier retransmission of a part we hold (of a message in flight or already delivered)
             self.stats.duplicate_parts += 1
+            return out
+        if hdr is not None and hdr["st"] == "open":
+            late = seg.received_at - int(hdr["first"]) >= self.settings.reassembly_timeout_ms
+            if held is not None or late:
+                # What we hold is one message and this part starts the next: the carrier wrapped its
+                # reference counter (same part number, other bytes), or this part came after the held
+                # message's deadline by carrier time (what a tick would have expired first).
+                why = "timeout" if late else "wrap"
+                out.extend_outputs(self._close_incomplete(rkey, hdr, partition, why))
+
+                def restart() -> None:
+                    self._start(rkey, seg, offset, partition, traceparent)
+
+                out.after_durable.append(restart)
+                return out
+        elif hdr is not None:
+            # a finished message's key reused (reference wrap, or a part after a timeout): its parts go
+            store.forget(rkey, int(hdr["total"]))
+            hdr = None
+        if hdr is None:
+            hdr = self._start(rkey, seg, offset, partition, traceparent)
+            return out
+        parts = store.held(rkey, int(hdr["total"]))
+        before = {s: v for s, v in parts.items() if int(v["o"]) < offset}
+        if payload_size(before) + len(seg.payload) > self.settings.max_message_bytes:
+            raise Rejected(
+                f"reassembled user data would exceed the cap of {self.settings.max_message_bytes} octets"
+            )
+        store.put_part(rkey, seg, offset, traceparent)
+        out += self._maybe_complete(rkey, hdr, origin, offset, seg.received_at, partition)
+        return out
+
+    def _start(
+        self, rkey: str, seg: Segment, offset: int, partition: int, traceparent: str | None
+    ) -> dict[str, Any]:
+        hdr = self.parts.open(rkey, seg, partition)
+        self.parts.put_part(rkey, seg, offset, traceparent)
+        idx = self._index.get(partition)
+        if idx is not None:
+            idx.open[rkey] = int(hdr["first"])
+        return hdr
+
+    def _maybe_complete(
+        self, rkey: str, hdr: dict[str, Any], origin: str, offset: int, t: int, partition: int
+    ) -> list[Publish]:
+        total = int(hdr["total"])
+        parts = self.parts.held(rkey, total)
+        # Complete when every part is held and this record supplied the last of them: parts supplied by
+        # later records (a table ahead of a replay) complete the message when that record is replayed.
+        if len(parts) < total or max(int(v["o"]) for v in parts.values()) != offset:
             return []
-        held = self.partials.get(rkey)
-        st, outcome = add_segment(held, seg, partition, traceparent)
-        out: list[Publish] = []
-        if outcome is Outcome.DUPLICATE_PART:
-            self.stats.duplicate_parts += 1
-            return []
-        if outcome is Outcome.CONFLICT:
-            # Same reference and sequence, different bytes: the carrier wrapped its reference counter. What
-            # we hold is one message, this segment starts the next.
-            out += self._flush_incomplete(rkey, held, origin, partition)
-            st, outcome = add_segment(None, seg, partition, traceparent)
-        if outcome is Outcome.COMPLETE:
-            if rkey in self.partials:
-                del self.partials[rkey]
-            out += self._complete(st, origin, partition, rkey=rkey)
-        else:
-            self.partials[rkey] = st
+        closed = self.parts.close(rkey, hdr, "done", origin, t)
+        self._schedule(partition, t, "msg", rkey)
+        idx = self._index.get(partition)
+        if idx is not None:
+            idx.open.pop(rkey, None)
+        return self._complete(assemble(closed, parts), origin, t, partition, rkey=rkey)
+
+    def _close_incomplete(self, rkey: str, hdr: dict[str, Any], partition: int, why: str) -> Outputs:
+        """Emit what is held as incomplete now; delete it only once that output is durable."""
+        total = int(hdr["total"])
+        parts = self.parts.held(rkey, total)
+        deadline = int(hdr["first"]) + self.settings.reassembly_timeout_ms
+        # deterministic: the same partial closes under the same origin whichever record or tick closes it
+        origin = f"{why}|{rkey}|{hdr['first']}|t"
+        out = Outputs(
+            self._complete(assemble(hdr, parts), origin, deadline, partition, rkey=rkey, incomplete=True)
+        )
+        idx = self._index.get(partition)
+        if idx is not None:
+            idx.open.pop(rkey, None)
+
+        def forget() -> None:
+            cur = self.parts.header(rkey)
+            if cur is not None and cur.get("first") == hdr["first"] and cur["st"] == "open":
+                # mark first: a cut while the parts are deleted leaves a header that says "already emitted"
+                self.parts.close(rkey, cur, "timedout", origin, deadline)
+                self.parts.forget(rkey, total)
+
+        out.after_durable.append(forget)
         return out
 
     def _parse(self, raw: dict[str, Any]) -> Segment | Publish:
@@ -271,35 +469,27 @@ class IngestProcessor:
         }
         return Publish("receipt", info.message_id or raw["carrier_id"], record)
 
-    def _quarantine(self, raw: dict[str, Any], reason: str, origin: str, partition: int) -> Publish:
-        topic, _, offset = origin.rpartition(":")
-        return Publish(
-            "quarantine",
-            raw.get("carrier_id", ""),
-            {
-                "stage": "ingest",
-                "carrier_id": raw.get("carrier_id", ""),
-                "route_id": raw.get("route_id", ""),
-                "session_id": raw.get("session_id", ""),
-                "received_at": int(raw.get("received_at", 0)),
-                "status": 0,
-                "reason": reason,
-                "pdu": raw.get("pdu", b""),
-                "source_topic": topic.rpartition(":")[0] or None,
-                "source_partition": partition,
-                "source_offset": int(offset) if offset.isdigit() else None,
-            },
-        )
-
     # ---- completion, dedup, enrichment ---------------------------------------------------------------
     def _complete(
-        self, st: dict[str, Any], origin: str, partition: int, rkey: str | None, incomplete: bool = False
+        self,
+        a: Assembled,
+        origin: str,
+        t: int,
+        partition: int,
+        rkey: str | None = None,
+        incomplete: bool = False,
     ) -> list[Publish]:
-        a = assemble(st)
+        """One whole (or, after a timeout, incomplete) message: dedup by carrier time ``t``, id, record."""
         meta = a.meta
         carrier = meta["carrier_id"]
         alphabet: DefaultAlphabet = self.settings.gsm_default_alphabets.get(carrier, "gsm7")  # type: ignore[assignment]
         errors: Literal["strict", "replace"] = "replace" if incomplete else "strict"
+        as_raw = {
+            "carrier_id": carrier,
+            "route_id": meta["route_id"],
+            "received_at": a.first_received_at,
+            "pdu": a.payload,
+        }
         try:
             decoded = decode_text(
                 a.payload,
@@ -309,20 +499,8 @@ class IngestProcessor:
                 overrides=self.settings.alphabet_overrides.get(carrier),
             )
         except TextDecodeError as exc:
-            self.stats.quarantined += 1
-            return [
-                self._quarantine(
-                    {
-                        "carrier_id": carrier,
-                        "route_id": meta["route_id"],
-                        "received_at": a.first_received_at,
-                        "pdu": a.payload,
-                    },
-                    f"text does not decode as data_coding 0x{a.data_coding:02X}: {exc}",
-                    origin,
-                    partition,
-                )
-            ]
+            reason = f"text does not decode as data_coding 0x{a.data_coding:02X}: {exc}"
+            return [self.quarantine(as_raw, reason, origin, partition)]
         info = enrich(
             decoded.text if decoded.encoding != "binary" else "",
             meta["src"],
@@ -336,43 +514,20 @@ class IngestProcessor:
         src_id = info.source.e164 or info.source.display
         dst_id = info.destination.e164 or info.destination.display
         fp = message_fingerprint(src_id, dst_id, decoded.encoding == "binary", decoded.text, a.missing)
-        now = self._now_ms()
-        out: list[Publish] = []
         prior = self.seen.get(fp)
-        replay = prior is not None and is_replay(prior.get("o", ""), origin)
-        if prior is not None and not replay and now - int(prior["at"]) < self.settings.dedup_window_ms:
+        replay = prior is not None and is_replay(str(prior.get("o", "")), origin)
+        if prior is not None and not replay and t - int(prior["at"]) < self.settings.dedup_window_ms:
             self.stats.duplicates += 1
-            mid = None
+            return []
+        if replay:
+            # the table is ahead of the committed offset: this record was processed before the crash
+            self.stats.replays += 1
         else:
-            if replay:
-                self.stats.replays += 1
-                origin = prior["o"] if prior is not None else origin
-            mid = message_id(fp, origin)
-            self._remember(fp, {"id": mid, "o": origin, "at": now, "p": partition}, partition, now)
-        if rkey is not None and not incomplete:
-            self._remember(
-                completed_parts_key(rkey),
-                {"h": a.part_digests, "o": origin, "at": now, "p": partition},
-                partition,
-                now,
-            )
-        if mid is None:
-            return out
+            self._remember(fp, {"o": origin, "at": t, "p": partition}, partition, t)
+        mid = message_id(fp, origin)
         if incomplete and self.settings.incomplete_policy == "dead_letter":
-            self.stats.quarantined += 1
-            return [
-                self._quarantine(
-                    {
-                        "carrier_id": carrier,
-                        "route_id": meta["route_id"],
-                        "received_at": a.first_received_at,
-                        "pdu": a.payload,
-                    },
-                    f"incomplete after timeout: missing parts {a.missing} of {a.total}",
-                    origin,
-                    partition,
-                )
-            ]
+            reason = f"incomplete after timeout: missing parts {a.missing} of {a.total}"
+            return [self.quarantine(as_raw, reason, origin, partition)]
         self.stats.messages += 1
         if incomplete:
             self.stats.incomplete += 1
@@ -390,7 +545,9 @@ class IngestProcessor:
             "incomplete": incomplete,
             "missing_segments": a.missing,
             "received_at": a.first_received_at,
-            "completed_at": now,
+            # informational, as the schema says (assembled in the stream): the worker's clock, not part of
+            # any decision, so a replay may carry another value under the same id
+            "completed_at": self._now_ms(),
             "carrier_id": carrier,
             "route_id": meta["route_id"],
             "country_code": info.source.country,
@@ -405,52 +562,104 @@ class IngestProcessor:
             "language": info.language,
             "udh_elements": [{"iei": i, "data": d} for i, d in a.other_ies],
         }
-        out.append(Publish("inbound", dst_id, record, a.traceparents))
-        return out
+        return [Publish("inbound", dst_id, record, a.traceparents)]
 
-    def _remember(self, key: str, value: dict[str, Any], partition: int, now: int) -> None:
+    def _remember(self, key: str, value: dict[str, Any], partition: int, t: int) -> None:
         self.seen[key] = value
-        if partition in self._expiry:
-            self._expiry[partition].append((now + self.settings.dedup_window_ms, key))
+        self._schedule(partition, t, "seen", key)
 
-    def _flush_incomplete(
-        self, rkey: str, st: dict[str, Any] | None, origin: str, partition: int
-    ) -> list[Publish]:
-        if st is None:
-            return []
-        if rkey in self.partials:
-            del self.partials[rkey]
-        return self._complete(st, origin + "~incomplete", partition, rkey=rkey, incomplete=True)
+    def _schedule(self, partition: int, t: int, kind: str, key: str) -> None:
+        idx = self._index.get(partition)
+        if idx is not None:
+            heapq.heappush(idx.expiry, (t + self.settings.dedup_window_ms, kind, key))
 
     # ---- time ---------------------------------------------------------------------------------------
-    def on_tick(self, partition: int, now_ms: int | None = None) -> list[Publish]:
-        """Expire what is due in one partition: incomplete messages out, old dedup entries away."""
-        now = self._now_ms() if now_ms is None else now_ms
-        out: list[Publish] = []
-        timeout = self.settings.reassembly_timeout_ms
-        expired = [
-            (k, v)
-            for k, v in list(self.partials.items())
-            if v.get("p") == partition and is_expired(v, now, timeout)
-        ]
-        for rkey, st in expired:
-            origin = f"timeout|{rkey}|{st['first']}|t"
-            out += self._flush_incomplete(rkey, st, origin, partition)
-        q = self._expiry.get(partition)
-        if q is None:
-            entries = sorted(
-                (int(v["at"]) + self.settings.dedup_window_ms, k)
-                for k, v in list(self.seen.items())
-                if v.get("p") == partition
-            )
-            q = self._expiry[partition] = collections.deque(entries)
-        while q and q[0][0] <= now:
-            _, key = q.popleft()
-            v = self.seen.get(key)
-            # A key re-remembered later has a newer entry further back in the queue; keep it until then.
-            if v is not None and int(v["at"]) + self.settings.dedup_window_ms <= now:
-                del self.seen[key]
+    def on_commit(self, partition: int, committed_offset: int | None) -> None:
+        """The consumer committed ``committed_offset`` (the next offset to read) on ``partition``.
+
+        Dedup entries and finished messages may only be deleted once no replay can need them: a replay starts
+        at the committed offset, so expiry runs on the stream time of the records *before* it.
+        """
+        c = self._clocks.get(partition)
+        if c is None or committed_offset is None:
+            return
+        while c.checkpoints and c.checkpoints[0][0] < committed_offset:
+            _, c.committed_time = c.checkpoints.popleft()
+
+    def on_tick(
+        self, partition: int, caught_up: bool = False, settled: bool = False, now_ms: int | None = None
+    ) -> Outputs:
+        """Expire what is due in one partition, by its stream time: incomplete messages out, old state away.
+
+        ``caught_up``: nothing of this partition is waiting to be read, so the wall clock may advance its
+        stream time (else a last lonely part would never time out when traffic stops). ``settled``: caught up
+        and everything read is committed, so no replay can need old state and its expiry may follow the wall
+        clock too.
+        """
+        c = self._clocks.setdefault(partition, _PartitionClock())
+        now = c.stream_time
+        wall = self._now_ms() if now_ms is None else now_ms
+        if caught_up or settled:
+            now = wall if now is None else max(now, wall)
+        idx = self._index.get(partition)
+        if idx is None:
+            idx = self._index[partition] = self._rebuild_index(partition)
+        out = Outputs()
+        if now is not None:
+            timeout = self.settings.reassembly_timeout_ms
+            for rkey, first in sorted(idx.open.items(), key=lambda kv: kv[1]):
+                if first + timeout + self.settings.clock_skew_ms > now:
+                    continue
+                hdr = self.parts.header(rkey)
+                if hdr is None or hdr["st"] != "open":
+                    idx.open.pop(rkey, None)
+                    continue
+                out.extend_outputs(self._close_incomplete(rkey, hdr, partition, "timeout"))
+        safe = c.committed_time
+        if settled:
+            safe = wall if safe is None else max(safe, wall)
+        if safe is not None:
+            horizon = safe - self.settings.clock_skew_ms
+            while idx.expiry and idx.expiry[0][0] <= horizon:
+                _, kind, key = heapq.heappop(idx.expiry)
+                self._expire(kind, key, horizon)
         return out
 
+    def _expire(self, kind: str, key: str, horizon: int) -> None:
+        window = self.settings.dedup_window_ms
+        if kind == "seen":
+            v = self.seen.get(key)
+            # A key re-remembered later has a newer entry further back in the heap; keep it until then.
+            if v is not None and int(v["at"]) + window <= horizon:
+                del self.seen[key]
+                self.stats.expired_entries += 1
+            return
+        hdr = self.parts.header(key)
+        if hdr is not None and hdr["st"] != "open" and int(hdr.get("at", 0)) + window <= horizon:
+            self.parts.forget(key, int(hdr["total"]))
+            self.stats.expired_entries += 1
+
+    def _rebuild_index(self, partition: int) -> _PartitionIndex:
+        idx = _PartitionIndex()
+        window = self.settings.dedup_window_ms
+        for k, v in list(self.partials.items()):
+            if not k.startswith("h|") or not isinstance(v, dict) or v.get("p") != partition:
+                continue
+            rkey = k[2:]
+            if v.get("st") == "open":
+                idx.open[rkey] = int(v["first"])
+            else:
+                idx.expiry.append((int(v.get("at", 0)) + window, "msg", rkey))
+        for k, v in list(self.seen.items()):
+            if isinstance(v, dict) and v.get("p") == partition:
+                idx.expiry.append((int(v["at"]) + window, "seen", k))
+        heapq.heapify(idx.expiry)
+        return idx
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
     def forget_partition(self, partition: int) -> None:
-        self._expiry.pop(partition, None)
+        """Partition revoked: another worker (or a later assignment) rebuilds from the table."""
+        self._index.pop(partition, None)
+        self._clocks.pop(partition, None)

@@ -1,13 +1,21 @@
-"""Prometheus metrics: each process serves /metrics on its own port when ``metrics.<role>_port`` is set."""
+"""Prometheus metrics: each process serves /metrics on its own port when ``metrics.<role>_port`` is set.
+
+The same port answers ``/health`` for an orchestrator's readiness probe: 200 when the process says it is
+ready, 503 with the reason otherwise (``set_health``); a process that registered no check is always ready.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+from wsgiref.simple_server import make_server
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.registry import Collector
 
 CONNECTOR_PDUS = Counter(
@@ -38,9 +46,44 @@ class StatsCollector(Collector):
                 yield CounterMetricFamily(f"{self.prefix}_{name}", f"{self.doc}: {name}", value=value)
 
 
+READY = Gauge("smsflow_ready", "1 when the process can do its work (the same answer as /health)")
+
+
+def _always_ready() -> tuple[bool, str]:
+    return True, "ok"
+
+
+_health: Callable[[], tuple[bool, str]] = _always_ready
+
+
+def set_health(check: Callable[[], tuple[bool, str]]) -> None:
+    """``check`` answers (ready, reason); it runs on the metrics server's thread, so it must only read."""
+    global _health
+    _health = check
+
+
+def _app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+    if environ.get("PATH_INFO") == "/health":
+        try:
+            ready, reason = _health()
+        except Exception as exc:  # a failing check is an unready process, not a crashed server
+            ready, reason = False, f"health check failed: {exc}"
+        READY.set(1 if ready else 0)
+        status = "200 OK" if ready else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"{'ready' if ready else 'not ready'}: {reason}\n".encode()]
+    with contextlib.suppress(Exception):
+        READY.set(1 if _health()[0] else 0)
+    return _metrics_app(environ, start_response)
+
+
+_metrics_app = make_wsgi_app(REGISTRY)
+
+
 def serve(port: int | None, host: str = "127.0.0.1") -> None:
     if port:
-        start_http_server(port, addr=host)
+        httpd = make_server(host, port, _app, ThreadingWSGIServer, handler_class=_SilentHandler)
+        threading.Thread(target=httpd.serve_forever, daemon=True, name="metrics").start()
 
 
 def register_stats(prefix: str, doc: str, get: Callable[[], Any]) -> None:

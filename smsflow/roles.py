@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from smsflow import metrics
@@ -33,28 +34,20 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     """A Faust worker running the given stages. Blocks; stops cleanly on SIGINT/SIGTERM."""
     import faust
 
-    from smsflow.schemas import RAW_TOPIC
     from smsflow.telemetry import setup_tracing
-    from smsflow.topics import TopicSpec, ensure_topics, partition_count
     from smsflow.webhooks.egress import AddressPolicy
     from smsflow.webhooks.engine import DeliveryEngine
     from smsflow.webhooks.policy import RetryPolicy, RetrySchedule
     from smsflow.webhooks.sender import SenderConfig, WebhookSender
-    from streams.app import build_app
     from streams.deliver import KafkaDelivery
-    from streams.ingest import ticks_topic_name
+    from streams.liveness import Liveness
 
     bootstrap, registry = require_endpoints(cfg)
     setup_tracing(cfg.tracing, "worker")
-    partitions = None
-    if "ingest" in roles:
-        # The ticks topic must be co-partitioned with sms.raw.v1 as it really is on the cluster; Faust does
-        # not create it by itself, so create it here (idempotent).
-        partitions = partition_count(bootstrap, RAW_TOPIC)
-        ensure_topics(
-            bootstrap, [TopicSpec(ticks_topic_name(cfg.app_id), partitions, retention_ms=3_600_000)]
-        )
-    app, ctx = build_app(cfg, bootstrap, registry, roles, partitions=partitions)
+    app, ctx = _build_app_with_topics(cfg, roles, bootstrap, registry)
+    liveness = Liveness(app)
+    ctx.extras["liveness"] = liveness
+    metrics.set_health(liveness.ready)
     metrics.serve(cfg.metrics.worker_port, cfg.metrics.host)
     if "ingest" in roles:
         metrics.register_stats("smsflow_ingest", "ingest stage", lambda: ctx.extras["ingest_processor"].stats)
@@ -99,6 +92,10 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
 
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
 
+    @app.timer(interval=1.0)
+    async def _liveness_beat() -> None:
+        liveness.beat()
+
     @app.task
     async def _quiet_client_loggers() -> None:
         # Faust sets handler levels only: aiokafka and faust still build every debug record on the hot path
@@ -109,7 +106,65 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
                 max(level if isinstance(level, int) else logging.WARNING, logging.INFO)
             )
 
+    liveness.watch()
     worker.execute_from_commandline()
+
+
+def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registry: str) -> tuple[Any, Any]:
+    """Build the app once every topic it reads or writes exists with the right partitions, or exit non-zero.
+
+    Faust creates its changelog topics itself, lazily, and checks their partition count against the source
+    topic on the first table write: on a loaded machine the new topic's metadata could still miss partitions
+    (no leader yet), Faust raised PartitionsMismatch inside the agent, and the agent stayed dead while the
+    process looked alive. Creating them here, and waiting until every partition has a leader, removes that
+    race; a cluster that still is not ready after ``worker.start_attempts`` tries is an error, said so.
+    """
+    from smsflow.schemas import RAW_TOPIC
+    from smsflow.topics import TopicSpec, ensure_topics, partition_count
+    from streams.app import build_app
+    from streams.ingest import ticks_topic_name
+    from streams.liveness import EXIT_CANNOT_PROCESS
+
+    attempts = cfg.worker.start_attempts
+    for attempt in range(1, attempts + 1):
+        try:
+            partitions = None
+            if "ingest" in roles:
+                # ticks and ingest tables are co-partitioned with sms.raw.v1 as it really is on the cluster
+                partitions = partition_count(bootstrap, RAW_TOPIC)
+            app, ctx = build_app(cfg, bootstrap, registry, roles, partitions=partitions)
+            specs = [
+                TopicSpec(
+                    table.changelog_topic.get_topic_name(),
+                    table.partitions or app.conf.topic_partitions,
+                    cleanup_policy="compact",
+                    replication_factor=cfg.kafka.replication_factor,
+                )
+                for table in app.tables.values()
+            ]
+            if partitions is not None:
+                specs.append(TopicSpec(ticks_topic_name(cfg.app_id), partitions, retention_ms=3_600_000))
+            ensure_topics(bootstrap, specs)
+            wrong = [
+                f"{s.name} has {n} partitions, wants {s.partitions}"
+                for s in specs
+                if (n := partition_count(bootstrap, s.name)) != s.partitions
+            ]
+            if wrong:
+                raise RuntimeError("; ".join(wrong))
+            return app, ctx
+        except Exception as exc:
+            if attempt == attempts:
+                msg = f"smsflow worker: topics not ready after {attempts} attempts: {exc}"
+                log.critical(msg)
+                print(msg, file=sys.stderr, flush=True)
+                sys.exit(EXIT_CANNOT_PROCESS)
+            delay = min(2.0**attempt, 30.0)
+            log.warning(
+                "topics not ready (attempt %d of %d): %s; retrying in %.0f s", attempt, attempts, exc, delay
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 async def run_connector(cfg: Config) -> None:

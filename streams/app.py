@@ -14,9 +14,53 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.transport.producer import ProducerBuffer
+from faust.types import ProducerT
+from faust.types.tuples import FutureMessage
 
 from smsflow.config import Config
 from smsflow.serde import Serde, registry_client
+
+
+class DrainingProducerBuffer(ProducerBuffer):
+    """Faust's buffer of table changelog writes, with a ``flush`` that really drains it.
+
+    Faust flushes the producer before it commits offsets, but 0.15.3's ``ProducerBuffer.flush`` gives up after
+    100 ms without progress, and counts a write as sent once it left the queue, before it reached the Kafka
+    client. On a loaded machine a commit could then pass records whose table writes were still in the buffer:
+    after a kill -9 the tables ran *behind* the committed input, and a replay no longer knew what those
+    records had done (an SMS later delivered under a second id, or a part lost). This flush returns only when
+    every buffered write was handed to the client; the producer's flush then waits for the broker's acks.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._in_flight = 0
+
+    async def _send_pending(self, fut: FutureMessage) -> None:
+        self._in_flight += 1
+        try:
+            await super()._send_pending(fut)
+        finally:
+            self._in_flight -= 1
+
+    async def flush(self) -> None:
+        while self.size or self._in_flight:
+            if self.state != "running":
+                raise RuntimeError("Cannot flush: producer buffer not running")
+            self.message_sent.clear()
+            await self.message_sent.wait()
+
+
+class SmsflowApp(faust.App):
+    """The Faust app, with a producer whose pre-commit flush makes table writes durable before offsets."""
+
+    def _new_producer(self) -> ProducerT:
+        producer = super()._new_producer()
+        buffer = DrainingProducerBuffer(loop=producer.loop, beacon=producer.beacon)
+        buffer.app = self
+        producer.buffer = buffer  # type: ignore[attr-defined]
+        return producer
 
 
 @dataclass
@@ -43,10 +87,11 @@ def build_app(
     partitions = partitions or config.kafka.partitions
     datadir = Path(data_dir or config.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    worker = config.worker
+    app = SmsflowApp(
         config.app_id,
         broker=[f"kafka://{b.strip()}" for b in bootstrap.split(",")],
-        store="memory://",
+        store="rocksdb://" if worker.store == "rocksdb" else "memory://",
         datadir=str(datadir),
         topic_replication_factor=config.kafka.replication_factor,
         topic_partitions=partitions,
@@ -56,7 +101,13 @@ def build_app(
         broker_commit_interval=1.0,
         stream_wait_empty=False,
         web_enabled=False,
-        table_standby_replicas=0,
+        table_standby_replicas=worker.standby_replicas,
+        # Recovery time after a crash (docs/consistency.md): a restarted worker with the same instance id
+        # takes its partitions back at once (static membership); a dead one is noticed after the session
+        # timeout.
+        consumer_group_instance_id=worker.effective_instance_id(),
+        broker_session_timeout=worker.session_timeout_s,
+        broker_heartbeat_interval=worker.heartbeat_interval_s,
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",
         value_serializer="raw",

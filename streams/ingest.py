@@ -9,18 +9,23 @@ rebalances) without touching Faust's windowed-table cleanup (faust-streaming #38
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
+from faust.exceptions import FaustError
+from faust.types import TP
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from smsflow.carriers import alphabet_overrides
-from smsflow.inbound import IngestProcessor, IngestSettings, Publish, Stats
+from smsflow.inbound import IngestProcessor, IngestSettings, Outputs, Publish, Stats
 from smsflow.schemas import INBOUND_TOPIC, QUARANTINE_TOPIC, RAW_TOPIC, RECEIPTS_TOPIC
 from smsflow.telemetry import (
     LINKED_TRACES_ATTR,
@@ -33,8 +38,12 @@ from smsflow.telemetry import (
     tracer,
 )
 from streams.app import StreamContext
+from streams.liveness import WorkerCannotProcess
 
 log = logging.getLogger(__name__)
+# Failures of the platform, not of the record: retried, then the worker exits (streams/liveness.py)
+INFRA_ERRORS: tuple[type[BaseException], ...] = (FaustError, KafkaError)
+INFRA_ATTEMPTS = 5
 _tracer = tracer("smsflow.streams.ingest")
 _KIND_TOPIC = {"inbound": INBOUND_TOPIC, "receipt": RECEIPTS_TOPIC, "quarantine": QUARANTINE_TOPIC}
 
@@ -106,6 +115,8 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
         },
         receipt_id_forms={c.id: c.receipts.id_form for c in cfg.carriers},
         receipts_in_text=frozenset(c.id for c in cfg.carriers if c.receipts.in_text),
+        max_segments=cfg.pipeline.max_segments,
+        max_message_bytes=cfg.pipeline.max_message_bytes,
     )
     processor = IngestProcessor(partials, seen, settings)
     ctx.extras["ingest_processor"] = processor
@@ -113,7 +124,7 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
     async def publish(items: list[Publish], parent: Any) -> None:
         for item in items:
             topic = _KIND_TOPIC[item.kind]
-            value = ctx.serde.encode(topic, item.record)
+            value = item.encoded if item.encoded is not None else ctx.serde.encode(topic, item.record)
             # One PRODUCER span per record; its context rides in the record's headers to the next stage.
             with _tracer.start_as_current_span(
                 f"send {topic}",
@@ -124,58 +135,130 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
                 headers = headers_from_context()
                 await out_topics[item.kind].send(key=item.key.encode(), value=value, headers=headers)
 
-    @app.agent(source, name="ingest")
-    async def ingest(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            msg = event.message
-            if msg.topic == ticks_name:
-                items = processor.on_tick(msg.partition)
-                if items:
-                    with _tracer.start_as_current_span("reassembly timeout") as span:
-                        span.set_attribute("smsflow.emitted", len(items))
-                        span.set_attribute("messaging.kafka.partition", msg.partition)
-                        await _publish_with_links(publish, items)
-                continue
-            headers = _headers(event.headers)
-            parent = context_from_headers(headers)
-            with _tracer.start_as_current_span(
-                "ingest",
-                context=parent,
-                kind=trace.SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "kafka",
-                    "messaging.source.name": msg.topic,
-                    "messaging.kafka.partition": msg.partition,
-                    "messaging.kafka.offset": msg.offset,
-                },
-            ) as span:
-                try:
-                    raw = ctx.serde.decode(RAW_TOPIC, event.value)
-                except Exception as exc:  # undecodable record: keep it, say why, move on
-                    log.error("sms.raw.v1 %d:%d does not decode: %s", msg.partition, msg.offset, exc)
-                    raw = {"carrier_id": "", "route_id": "", "pdu": event.value, "received_at": 0}
-                    await publish(
-                        [
-                            processor._quarantine(
-                                raw,
-                                f"record does not decode: {exc}",
-                                f"{RAW_TOPIC}:{msg.partition}:{msg.offset}",
-                                msg.partition,
-                            )
-                        ],
-                        None,
-                    )
-                    continue
-                origin = f"{RAW_TOPIC}:{msg.partition}:{msg.offset}"
-                span.set_attribute("smsflow.carrier", str(raw.get("carrier_id", "")))
-                span.set_attribute("smsflow.route", str(raw.get("route_id", "")))
-                before = dataclasses.replace(processor.stats)
+    async def publish_durably(items: Outputs, publisher: Any) -> None:
+        """Publish, then apply the state changes that may only follow once those records are acked."""
+        await publisher(publish, items)
+        if items.after_durable:
+            await app.producer.flush()
+            items.apply_deferred()
+
+    async def handle_tick(partition: int) -> None:
+        tp = TP(RAW_TOPIC, partition)
+        consumer = app.consumer
+        # Faust keeps the last committed offset per partition; expiry must not outrun it (docs/consistency.md)
+        committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        processor.on_commit(partition, committed)
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # not fetched yet: treat as not caught up
+            highwater = None
+        last = processor.last_offset(partition)
+        position = last + 1 if last is not None else committed
+        caught_up = highwater is not None and position is not None and position >= highwater
+        settled = caught_up and committed is not None and position is not None and committed >= position
+        items = processor.on_tick(partition, caught_up=caught_up, settled=settled)
+        for i, item in enumerate(items):
+            try:
+                item.encoded = ctx.serde.encode(_KIND_TOPIC[item.kind], item.record)
+            except Exception as exc:  # one message the schema cannot carry: quarantined, the others go on
+                log.exception("ingest tick %d: an expired message does not encode; quarantined", partition)
+                reason = f"does not encode: {type(exc).__name__}: {exc}"[:1000]
+                raw = {
+                    "carrier_id": item.record.get("carrier_id", ""),
+                    "route_id": item.record.get("route_id", ""),
+                }
+                items[i] = processor.quarantine(raw, reason, f"tick|{partition}", partition)
+        if items:
+            with _tracer.start_as_current_span("reassembly timeout") as span:
+                span.set_attribute("smsflow.emitted", len(items))
+                span.set_attribute("messaging.kafka.partition", partition)
+                await publish_durably(items, _publish_with_links)
+        elif items.after_durable:
+            await publish_durably(items, _publish_with_links)
+
+    async def handle_raw(event: Any) -> None:
+        msg = event.message
+        origin = f"{RAW_TOPIC}:{msg.partition}:{msg.offset}"
+        headers = _headers(event.headers)
+        parent = context_from_headers(headers)
+        with _tracer.start_as_current_span(
+            "ingest",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.source.name": msg.topic,
+                "messaging.kafka.partition": msg.partition,
+                "messaging.kafka.offset": msg.offset,
+            },
+        ) as span:
+            try:
+                raw = ctx.serde.decode(RAW_TOPIC, event.value)
+            except Exception as exc:  # undecodable record: keep it, say why, move on
+                log.error("sms.raw.v1 %d:%d does not decode: %s", msg.partition, msg.offset, exc)
+                raw = {"carrier_id": "", "route_id": "", "pdu": event.value, "received_at": 0}
+                reason = f"record does not decode: {exc}"
+                await publish(Outputs([processor.quarantine(raw, reason, origin, msg.partition)]), None)
+                return
+            span.set_attribute("smsflow.carrier", str(raw.get("carrier_id", "")))
+            span.set_attribute("smsflow.route", str(raw.get("route_id", "")))
+            before = dataclasses.replace(processor.stats)
+            try:
                 # A segment is remembered with this span's context, so the assembled message hangs under the
                 # ingest span of the segment that arrived first, and links the others' ingest spans.
-                items = processor.on_raw(raw, origin, msg.partition, current_traceparent())
+                items = await _with_infra_retries(
+                    lambda: processor.on_raw(raw, origin, msg.partition, current_traceparent()), origin
+                )
                 span.set_attribute("smsflow.outputs", len(items))
                 span.set_attribute("smsflow.outcome", _outcome(before, processor.stats, items))
-                await _publish_with_links(publish, items)
+                # encode before sending anything: a value the schema cannot carry fails this record only
+                for item in items:
+                    item.encoded = ctx.serde.encode(_KIND_TOPIC[item.kind], item.record)
+            except WorkerCannotProcess:
+                raise
+            except Exception as exc:
+                log.exception("sms.raw.v1 %d:%d: processing failed; quarantined", msg.partition, msg.offset)
+                reason = f"processing failed: {type(exc).__name__}: {exc}"[:1000]
+                await publish(Outputs([processor.quarantine(raw, reason, origin, msg.partition)]), None)
+                return
+            await _with_infra_retries(lambda: publish_durably(items, _publish_with_links), origin)
+
+    async def _with_infra_retries(step: Callable[[], Any], origin: str) -> Any:
+        """Run one record's step; retry what the infrastructure failed (Kafka, Faust), never the record.
+
+        A retried step may have written part of its state or sent part of its outputs already: that is the
+        "table ahead of the input" case every step handles (docs/consistency.md), so a retry re-derives the
+        same outputs, under the same ids.
+        """
+        for attempt in range(1, INFRA_ATTEMPTS + 1):
+            try:
+                result = step()
+                return await result if asyncio.iscoroutine(result) else result
+            except INFRA_ERRORS as exc:
+                if attempt == INFRA_ATTEMPTS:
+                    reason = f"{origin}: {type(exc).__name__}: {exc} (after {attempt} attempts)"
+                    liveness = ctx.extras.get("liveness")
+                    if liveness is not None:
+                        liveness.fail(reason)
+                    raise WorkerCannotProcess(reason) from exc
+                log.warning("%s: %s; retrying (%d of %d)", origin, exc, attempt, INFRA_ATTEMPTS)
+                await asyncio.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    @app.agent(source, name="ingest")
+    async def ingest(stream: faust.StreamT[bytes]) -> None:
+        # One guarded boundary per record: whatever one record does, it ends processed or quarantined (with
+        # its reason) and acked, so it can neither crash this agent, pin its partition nor skip a neighbour.
+        # Only a failure of the platform itself, after retries, propagates: then nothing can be processed,
+        # and the worker exits (streams/liveness.py) to be restarted from its committed offsets.
+        async for event in stream.events():
+            if event.message.topic == ticks_name:
+                try:
+                    await handle_tick(event.message.partition)
+                except Exception:  # expiry is idempotent: the next tick does what this one could not
+                    log.exception("ingest tick for partition %d failed", event.message.partition)
+            else:
+                await handle_raw(event)
 
     async def _publish_with_links(pub: Any, items: list[Publish]) -> None:
         here = current_traceparent()
