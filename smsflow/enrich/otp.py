@@ -14,6 +14,7 @@ import unicodedata
 from bisect import bisect_left
 from dataclasses import dataclass
 
+from smsflow.avro_range import avro_int
 from smsflow.enrich.rules import load_rules
 from smsflow.enrich.signature import signature_spans
 from smsflow.enrich.wordlists import LATIN, word_pattern
@@ -240,7 +241,8 @@ def _validity_seconds(lowered: str) -> int | None:
         unit = _UNITS.get(" ".join(match.group("u").split()))
         if amount is None or unit is None:
             continue
-        return int(amount * unit)
+        # otp_validity_seconds is an Avro int: a validity it cannot hold is not stated.
+        return avro_int(int(amount * unit))
     return None
 
 
