@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from smsflow.avro_range import avro_int
 from smsflow.enrich.rules import load_rules
 from smsflow.enrich.signature import signature_spans
+from smsflow.enrich.window import CONTEXT_CHARS, SCAN_CHARS
 from smsflow.enrich.wordlists import LATIN, word_pattern
 
 
@@ -69,8 +70,13 @@ _WEAK_PENALTY = 8  # a strong keyword 8 characters further away still beats a we
 _BEFORE_PENALTY = 1  # "验证码是1234" reads more surely than "1234是验证码"
 _LOOK_BACK = 32  # characters read backwards for trap words and negative qualifiers
 _NOT_DIGITS = re.compile(r"\D")
+# Each alternative may only start where its run of characters starts (the look-behinds): a search
+# that retried from every position inside a long run would scan the run again each time, quadratic
+# in its length (a 65 KB run of letters cost seconds).
 _URL_OR_EMAIL = re.compile(
-    r"(?:https?://|www\.)\S+|[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+|\b[a-z0-9\-]+\.(?:cn|com|hk)/\S*"
+    r"(?:https?://|www\.)\S+"
+    r"|(?<![\w.+\-])[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+"
+    r"|(?<![a-z0-9\-])[a-z0-9\-]+\.(?:cn|com|hk)/\S*"
 )
 _GLUE = frozenset("-/:.+")
 
@@ -93,6 +99,10 @@ def extract_otp(text: str) -> Otp | None:
     the text leaves it unsure."""
     if not text:
         return None
+    # Read the first SCAN_CHARS characters (window.py says why that is enough), plus a little context
+    # so that a code starting in the window is read whole; candidates starting past it are ignored.
+    limit = min(len(text), SCAN_CHARS)
+    text = text[: SCAN_CHARS + CONTEXT_CHARS]
     if not text.isascii():
         # Full-width digits, colons and brackets read as their ASCII forms.
         text = unicodedata.normalize("NFKC", text)
@@ -106,23 +116,31 @@ def extract_otp(text: str) -> Otp | None:
     if not any(strong for _, _, strong in keywords) and _MARKETING.search(lowered):
         return None
 
+    # Characters that are no candidate: the signature, URLs and e-mail addresses, and every span an
+    # earlier code form took. A byte per character: the overlap test costs the candidate's length,
+    # not the number of spans so far.
+    blocked = bytearray(len(text))
     masked = [(start, end) for start, end, _ in signature_spans(text)]
     if "/" in text or "@" in text or "www" in text:
         masked += [m.span() for m in _URL_OR_EMAIL.finditer(lowered)]
+    for start, end in masked:
+        blocked[start:end] = b"\x01" * (end - start)
     sentence_ends = [m.start() for m in _SENTENCE_END.finditer(text)]
+    keyword_ends = [kw_end for _, kw_end, _ in keywords]
 
     scores: dict[str, int] = {}
-    taken: list[tuple[int, int]] = []
     for form in _FORMS:
         matches = _alnum_matches(form, text, keywords) if form.alnum else form.regex.finditer(text)
         for match in matches:
             start, end = match.span()
-            if _overlaps(start, end, taken) or _overlaps(start, end, masked):
+            if start >= limit:
+                break
+            if blocked.find(1, start, end) != -1:
                 continue
-            taken.append((start, end))
+            blocked[start:end] = b"\x01" * (end - start)
             if _glued(text, start, end) or _trapped(lowered, backwards, start, end):
                 continue
-            score = _score(lowered, start, end, form, keywords, sentence_ends)
+            score = _score(lowered, start, end, form, keywords, keyword_ends, sentence_ends)
             if score is None:
                 continue
             code = _NOT_DIGITS.sub("", match.group()) if form.digits_only else match.group()
@@ -133,7 +151,7 @@ def extract_otp(text: str) -> Otp | None:
     ranked = sorted(scores.items(), key=lambda item: item[1])
     if len(ranked) > 1 and ranked[1][1] == ranked[0][1]:
         return None
-    return Otp(ranked[0][0], _validity_seconds(lowered))
+    return Otp(ranked[0][0], _validity_seconds(lowered, limit))
 
 
 def _keywords(lowered: str, backwards: str) -> list[_Keyword]:
@@ -160,10 +178,6 @@ def _alnum_matches(form: _CodeForm, text: str, keywords: list[_Keyword]) -> list
                 found.append(match)
                 break
     return found
-
-
-def _overlaps(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
-    return any(start < span_end and span_start < end for span_start, span_end in spans)
 
 
 def _glued(text: str, start: int, end: int) -> bool:
@@ -198,10 +212,16 @@ def _score(
     end: int,
     form: _CodeForm,
     keywords: list[_Keyword],
+    keyword_ends: list[int],
     sentence_ends: list[int],
 ) -> int | None:
     best: int | None = None
-    for kw_start, kw_end, strong in keywords:
+    # Only keywords within reach can score; they are in text order, so start at the first one that
+    # ends at most _MAX_GAP_AFTER before the code and stop past _MAX_GAP_BEFORE after it.
+    first = bisect_left(keyword_ends, start - _MAX_GAP_AFTER)
+    for kw_start, kw_end, strong in keywords[first:]:
+        if kw_start > end + _MAX_GAP_BEFORE:
+            break
         if kw_end <= start:  # keyword, then code
             gap = start - kw_end
             if form.alnum and not (
@@ -230,12 +250,12 @@ def _crosses(sentence_ends: list[int], start: int, end: int) -> bool:
     return i < len(sentence_ends) and sentence_ends[i] < end
 
 
-def _validity_seconds(lowered: str) -> int | None:
-    if _ANY_DURATION.search(lowered) is None:
+def _validity_seconds(lowered: str, limit: int) -> int | None:
+    if _ANY_DURATION.search(lowered, 0, limit + CONTEXT_CHARS) is None:
         return None
     for pattern in _VALIDITY_PATTERNS:
         match = pattern.search(lowered)
-        if match is None:
+        if match is None or match.start() >= limit:
             continue
         amount = _number(match.group("n"))
         unit = _UNITS.get(" ".join(match.group("u").split()))
