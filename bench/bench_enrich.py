@@ -165,14 +165,18 @@ def main() -> None:
         print(f"| {name} | {percentile(values, 0.50):.1f} | {percentile(values, 0.99):.1f} | {mean:.1f} |")
     print()
     hostile_table(args.passes)
-    print("| corpus | messages | with code | TP | FP | FN | precision | recall | validity | language |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| corpus | messages | with code | TP | FP | FN | precision | recall "
+        "| validity right/stated | validity invented | language |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, path in CORPORA.items():
         s = score_corpus(load_corpus(path))
         print(
             f"| {name} | {s.messages} | {s.with_code} | {s.true_positives} | {s.false_positives} "
             f"| {s.false_negatives} | {s.precision:.3f} | {s.recall:.3f} "
-            f"| {s.validity_right}/{s.validity_stated} | {s.language_right}/{s.language_scored} |"
+            f"| {s.validity_right}/{s.validity_stated} | {s.validity_invented} "
+            f"| {s.language_right}/{s.language_scored} |"
         )
         for failure in s.failures:
             print(f"  - {name}: {failure}")

@@ -32,7 +32,9 @@ class _CodeForm:
     name: str
     regex: re.Pattern[str]
     digits_only: bool  # publish the digits only (123-456 -> 123456, G-123456 -> 123456)
-    alnum: bool  # letters and digits: accepted only right after a strong keyword
+    # Accepted only right after a strong keyword, with filler between: letters+digits (ABC123) and
+    # digits in spaced groups (8102 4719) also make product names, promos and phone numbers elsewhere.
+    after_keyword: bool
 
 
 _RULES = load_rules("otp.yaml")
@@ -52,20 +54,21 @@ _TRAP_BEFORE = re.compile(  # "尾号 1234", "HK$1,288", "call 95588"
     rf"(?:{word_pattern(_RULES['trap_before'], reverse=True)})"
 )
 _TRAP_AFTER = re.compile(rf"\s{{0,2}}(?:{word_pattern(_RULES['trap_after'])})")
-_ALNUM_FILLER = re.compile(str(_RULES["alnum_filler"]))
+_CLOSE_FILLER = re.compile(str(_RULES["close_filler"]))
 _SENTENCE_END = re.compile(str(_RULES["sentence_end"]))
 _FORMS = tuple(
     _CodeForm(
         name=str(form["name"]),
         regex=re.compile(rf"(?<![A-Za-z0-9])(?:{form['regex']})(?![A-Za-z0-9])"),
         digits_only=form["normalise"] == "digits",
-        alnum=bool(form.get("alnum", False)),
+        after_keyword=bool(form.get("after_keyword", False)),
     )
     for form in _RULES["code_forms"]
 )
 _MAX_GAP_AFTER = int(_RULES["max_gap_after"])
 _MAX_GAP_BEFORE = int(_RULES["max_gap_before"])
-_MAX_GAP_ALNUM = int(_RULES["max_gap_alnum"])
+_MAX_GAP_CLOSE = int(_RULES["max_gap_close"])
+_MIN_DIGITS, _MAX_DIGITS = 4, 8  # a published code of digits has 4 to 8 of them
 _WEAK_PENALTY = 8  # a strong keyword 8 characters further away still beats a weak one
 _BEFORE_PENALTY = 1  # "验证码是1234" reads more surely than "1234是验证码"
 _LOOK_BACK = 32  # characters read backwards for trap words and negative qualifiers
@@ -79,6 +82,8 @@ _URL_OR_EMAIL = re.compile(
     r"|(?<![a-z0-9\-])[a-z0-9\-]+\.(?:cn|com|hk)/\S*"
 )
 _GLUE = frozenset("-/:.+")
+_SPACED_DATE_AFTER = re.compile(r" \d{1,2} \d{1,2}(?!\d)")
+_SPACED_DATE_BEFORE = re.compile(r"(?<!\d)\d{1,2} \d{1,2} $")
 
 _VALIDITY = _RULES["validity"]
 _NUMERALS: dict[str, float] = {str(k): float(v) for k, v in _VALIDITY["numerals"].items()}
@@ -130,7 +135,9 @@ def extract_otp(text: str) -> Otp | None:
 
     scores: dict[str, int] = {}
     for form in _FORMS:
-        matches = _alnum_matches(form, text, keywords) if form.alnum else form.regex.finditer(text)
+        matches = (
+            _matches_after_keywords(form, text, keywords) if form.after_keyword else form.regex.finditer(text)
+        )
         for match in matches:
             start, end = match.span()
             if start >= limit:
@@ -144,6 +151,8 @@ def extract_otp(text: str) -> Otp | None:
             if score is None:
                 continue
             code = _NOT_DIGITS.sub("", match.group()) if form.digits_only else match.group()
+            if form.digits_only and not _MIN_DIGITS <= len(code) <= _MAX_DIGITS:
+                continue  # spaced groups that add up to a phone number or a date, not a code
             if score < scores.get(code, 1 << 30):
                 scores[code] = score
     if not scores:
@@ -166,13 +175,13 @@ def _keywords(lowered: str, backwards: str) -> list[_Keyword]:
     return found
 
 
-def _alnum_matches(form: _CodeForm, text: str, keywords: list[_Keyword]) -> list[re.Match[str]]:
-    """Alphanumeric codes are read only just after a strong keyword."""
+def _matches_after_keywords(form: _CodeForm, text: str, keywords: list[_Keyword]) -> list[re.Match[str]]:
+    """Codes of an ``after_keyword`` form are read only just after a strong keyword."""
     found = []
     for _, kw_end, strong in keywords:
         if not strong:
             continue
-        for position in range(kw_end, min(len(text), kw_end + _MAX_GAP_ALNUM + 1)):
+        for position in range(kw_end, min(len(text), kw_end + _MAX_GAP_CLOSE + 1)):
             match = form.regex.match(text, position)
             if match is not None:
                 found.append(match)
@@ -196,7 +205,12 @@ def _glued(text: str, start: int, end: int) -> bool:
     # Groups of digits separated by single spaces (phone numbers written "2345 6789").
     if start >= 4 and text[start - 1] == " " and text[start - 4 : start - 1].isdigit():
         return True
-    return end + 4 <= len(text) and text[end] == " " and text[end + 1 : end + 4].isdigit()
+    if end + 4 <= len(text) and text[end] == " " and text[end + 1 : end + 4].isdigit():
+        return True
+    # A date written with spaces: "2026 11 30", "30 11 2026".
+    return bool(
+        _SPACED_DATE_AFTER.match(text, end) or _SPACED_DATE_BEFORE.search(text, max(0, start - 6), start)
+    )
 
 
 def _trapped(lowered: str, backwards: str, start: int, end: int) -> bool:
@@ -224,8 +238,8 @@ def _score(
             break
         if kw_end <= start:  # keyword, then code
             gap = start - kw_end
-            if form.alnum and not (
-                strong and gap <= _MAX_GAP_ALNUM and _ALNUM_FILLER.fullmatch(lowered, kw_end, start)
+            if form.after_keyword and not (
+                strong and gap <= _MAX_GAP_CLOSE and _CLOSE_FILLER.fullmatch(lowered, kw_end, start)
             ):
                 continue
             if gap > _MAX_GAP_AFTER or _crosses(sentence_ends, kw_end, start):
@@ -233,7 +247,7 @@ def _score(
             score = gap
         elif end <= kw_start:  # code, then keyword
             gap = kw_start - end
-            if form.alnum or gap > _MAX_GAP_BEFORE or _crosses(sentence_ends, end, kw_start):
+            if form.after_keyword or gap > _MAX_GAP_BEFORE or _crosses(sentence_ends, end, kw_start):
                 continue
             score = gap + _BEFORE_PENALTY
         else:
