@@ -11,8 +11,8 @@ import fastavro
 
 from smsflow.inbound import IngestProcessor, IngestSettings
 from smsflow.payload import webhook_payload
+from tests.avro_check import encode, parsed_schema
 from tests.factories import deliver_sm_bytes, raw_record
-from tests.unit.avro_check import encode, parsed_schema
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "schemas"
 # The schema as first published, and as it was before the destination's calling code and type.

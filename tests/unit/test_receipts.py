@@ -5,8 +5,8 @@ from __future__ import annotations
 from smsflow.avro_range import INT_MAX, read_count
 from smsflow.inbound import IngestProcessor, IngestSettings
 from smsflow.receipts import parse_receipt
+from tests.avro_check import encode
 from tests.factories import deliver_sm_bytes, raw_record
-from tests.unit.avro_check import encode
 
 MAX_MESSAGE_ID_CHARS = 64  # SMPP 3.4: message_id is a C-Octet String of at most 65 octets with its NUL
 
