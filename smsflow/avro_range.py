@@ -6,6 +6,15 @@ a validity "valid for 9999 days"). The second kind goes through this module: a v
 type cannot hold becomes None (the fields are nullable), and a digit string is never converted
 beyond ``MAX_DIGITS`` — Python refuses int/str conversions past 4,300 digits with an exception,
 and a long conversion is quadratic anyway.
+
+Every number ingest writes, and why it fits (checked by the fuzz targets, docs/fuzzing.md):
+
+- DeliveryReceipt submitted, delivered (int?): typed by the carrier, read with ``read_count``.
+- InboundMessage otp_validity_seconds (int?): typed by the sender, passed through ``avro_int``.
+- esm_class, data_coding, segment_count, missing_segments, UDH iei (int): PDU, UDH or SAR octets (≤ 255).
+- from_calling_code, to_calling_code (int?): libphonenumber's calling codes (≤ 3 digits).
+- received_at, completed_at, source_offset (long): the raw record's long, the clock, a Kafka offset;
+  status, source_partition (int): constants and a Kafka partition.
 """
 
 from __future__ import annotations
