@@ -82,6 +82,7 @@ _URL_OR_EMAIL = re.compile(
     r"|(?<![a-z0-9\-])[a-z0-9\-]+\.(?:cn|com|hk)/\S*"
 )
 _GLUE = frozenset("-/:.+")
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _SPACED_DATE_AFTER = re.compile(r" \d{1,2} \d{1,2}(?!\d)")
 _SPACED_DATE_BEFORE = re.compile(r"(?<!\d)\d{1,2} \d{1,2} $")
 
@@ -182,6 +183,10 @@ def _matches_after_keywords(form: _CodeForm, text: str, keywords: list[_Keyword]
         if not strong:
             continue
         for position in range(kw_end, min(len(text), kw_end + _MAX_GAP_CLOSE + 1)):
+            # Every code starts with an ASCII letter or digit that no other one precedes: test that
+            # before running the regex (this loop runs for each strong keyword and each such form).
+            if text[position] not in _ALNUM or (position and text[position - 1] in _ALNUM):
+                continue
             match = form.regex.match(text, position)
             if match is not None:
                 found.append(match)
@@ -208,9 +213,9 @@ def _glued(text: str, start: int, end: int) -> bool:
     if end + 4 <= len(text) and text[end] == " " and text[end + 1 : end + 4].isdigit():
         return True
     # A date written with spaces: "2026 11 30", "30 11 2026".
-    return bool(
-        _SPACED_DATE_AFTER.match(text, end) or _SPACED_DATE_BEFORE.search(text, max(0, start - 6), start)
-    )
+    if text[end : end + 1] == " " and _SPACED_DATE_AFTER.match(text, end):
+        return True
+    return text[start - 1 : start] == " " and bool(_SPACED_DATE_BEFORE.search(text, max(0, start - 6), start))
 
 
 def _trapped(lowered: str, backwards: str, start: int, end: int) -> bool:
