@@ -73,6 +73,13 @@ _WEAK_PENALTY = 8  # a strong keyword 8 characters further away still beats a we
 _BEFORE_PENALTY = 1  # "验证码是1234" reads more surely than "1234是验证码"
 _LOOK_BACK = 32  # characters read backwards for trap words and negative qualifiers
 _NOT_DIGITS = re.compile(r"\D")
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")
+
+
+def _ascii_digit(match: re.Match[str]) -> str:
+    return str(unicodedata.decimal(match.group()))
+
+
 # Each alternative may only start where its run of characters starts (the look-behinds): a search
 # that retried from every position inside a long run would scan the run again each time, quadratic
 # in its length (a 65 KB run of letters cost seconds).
@@ -110,8 +117,10 @@ def extract_otp(text: str) -> Otp | None:
     limit = min(len(text), SCAN_CHARS)
     text = text[: SCAN_CHARS + CONTEXT_CHARS]
     if not text.isascii():
-        # Full-width digits, colons and brackets read as their ASCII forms.
-        text = unicodedata.normalize("NFKC", text)
+        # Full-width digits, colons and brackets read as their ASCII forms; so do the digits of other
+        # scripts, which NFKC keeps (Arabic-Indic ١٢٣, Devanagari, Javanese ꧕): a published code is
+        # typed into a form that takes 0-9, and `\d` would otherwise glue them to ASCII digits.
+        text = _OTHER_DIGIT.sub(_ascii_digit, unicodedata.normalize("NFKC", text))
     lowered = text.lower()
     if len(lowered) != len(text):  # a few characters lower to two ("İ"): keep positions aligned
         lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)

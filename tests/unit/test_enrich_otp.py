@@ -30,6 +30,9 @@ from smsflow.enrich import Otp, extract_otp
         ("Your ExpressVPN sign-in code is 8102 4719", "81024719", None),
         ("您的验证码为 8 1 0 2，5分钟内有效。", "8102", 300),
         ("校验码 93 27 41", "932741", None),
+        # digits of other scripts are published as 0-9 (found by the fuzzer: "꧕123456" was a code)
+        ("Your verification code is ४८२०१९. Valid for ५ minutes.", "482019", 300),
+        ("验证码 ꧕12345", "512345", None),
         ("【联通】您的验证码为：0429", "0429", None),  # leading zero kept
         ("您的验证码是【123456】", "123456", None),
         # validity wordings
