@@ -25,7 +25,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", type=int, default=1_000_000, help="stop after this many inputs in all")
     parser.add_argument("--seconds", type=float, default=None, help="or after this long")
-    parser.add_argument("--targets", default="pdu,receipt,ingest")
+    parser.add_argument("--targets", default="pdu,receipt,ingest,enrich")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--variants", type=int, default=20, help="byte-level variants of each generated input"

@@ -1,6 +1,8 @@
 """What must hold for any input, checked on one input at a time (the fuzz targets).
 
 - The PDU decoder returns a Pdu or raises PduError, nothing else.
+- Enrichment of any text never raises; a code it finds is 4-8 ASCII letters/digits, a validity fits
+  an Avro int, a signature is at most 30 characters.
 - The receipt parser never raises, and its counters fit an Avro int and its id SMPP's 64 characters.
 - The ingest processor never raises; every record it publishes encodes against its topic's Avro schema;
   every raw record is accounted for (published, quarantined, held for reassembly, or counted as a
@@ -19,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from smsflow.enrich import enrich
 from smsflow.inbound import IngestProcessor, IngestSettings
 from smsflow.receipts import parse_receipt
 from smsflow.smpp.pdu import PduError, decode_pdu
@@ -111,6 +114,23 @@ def check_traffic(traffic: list[tuple[bytes, str, int]]) -> None:
         else:  # a carrier retransmission, or a copy over another route
             variant.insert(rng.randint(i, len(variant)), (pdu, rng.choice(sorted(CARRIERS)), delay))
         check_ingest(variant)
+
+
+def check_enrich(text: str, source: str, dest: str, ton: int, region: str | None) -> None:
+    """Enrichment of any text (longer than ingest's texts, past the scan window) never raises, and
+    what it finds is what the webhook may publish."""
+    for one in [
+        text,
+        *(v.decode("utf-8", "replace") for v in _variants(text.encode("utf-8", "surrogatepass"))),
+    ]:
+        TALLY.inputs["enrich"] += 1
+        info = enrich(one, source, ton, 1, dest, ton, 1, region)
+        if info.otp is not None:
+            assert 4 <= len(info.otp.code) <= 8 and info.otp.code.isascii() and info.otp.code.isalnum()
+            validity = info.otp.validity_seconds
+            assert validity is None or 0 < validity <= INT_MAX
+            TALLY.outcomes["otp"] += 1
+        assert info.signature is None or 0 < len(info.signature) <= 30
 
 
 class _Clock:

@@ -8,8 +8,17 @@ from collections.abc import Callable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz.inputs import pdu_bytes, raw_traffic, receipt_id, receipt_text
-from tests.fuzz.properties import check_pdu, check_receipt, check_traffic
+from tests.fuzz.inputs import (
+    ADDRESSES,
+    CARRIERS,
+    long_sms_text,
+    pdu_bytes,
+    raw_traffic,
+    receipt_id,
+    receipt_text,
+    sms_text,
+)
+from tests.fuzz.properties import check_enrich, check_pdu, check_receipt, check_traffic
 
 TARGETS: dict[str, Callable[[], None]] = {}
 
@@ -37,4 +46,13 @@ def build(examples: int) -> dict[str, Callable[[], None]]:
             )(check_receipt)
         ),
         "ingest": run(given(raw_traffic)(check_traffic)),
+        "enrich": run(
+            given(
+                long_sms_text | sms_text,
+                st.sampled_from(ADDRESSES) | st.text(max_size=24),
+                st.sampled_from(ADDRESSES) | st.text(max_size=24),
+                st.integers(0, 255),
+                st.sampled_from(sorted(CARRIERS.values(), key=str)),
+            )(check_enrich)
+        ),
     }
