@@ -287,8 +287,8 @@ def _validity_seconds(lowered: str, limit: int) -> int | None:
             continue
         amount = _number(match.group("n"))
         unit = _UNITS.get(" ".join(match.group("u").split()))
-        if amount is None or unit is None:
-            continue
+        if amount is None or unit is None or int(amount * unit) <= 0:
+            continue  # "0 minutes", "半秒" state no validity (found by the fuzzer)
         # otp_validity_seconds is an Avro int: a validity it cannot hold is not stated.
         return avro_int(int(amount * unit))
     return None

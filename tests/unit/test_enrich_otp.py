@@ -33,6 +33,7 @@ from smsflow.enrich import Otp, extract_otp
         # digits of other scripts are published as 0-9 (found by the fuzzer: "꧕123456" was a code)
         ("Your verification code is ४८२०१९. Valid for ५ minutes.", "482019", 300),
         ("验证码 ꧕12345", "512345", None),
+        ("验证码 482019，有效期为0分钟", "482019", None),  # a validity of 0 is none (fuzzer)
         ("【联通】您的验证码为：0429", "0429", None),  # leading zero kept
         ("您的验证码是【123456】", "123456", None),
         # validity wordings
