@@ -558,6 +558,8 @@ class IngestProcessor:
             "from_operator": info.source.operator,
             "to_country_code": info.destination.country,
             "to_operator": info.destination.operator,
+            "to_calling_code": info.destination.calling_code,
+            "to_type": info.destination.kind,
             "sender_signature": info.signature,
             "language": info.language,
             "udh_elements": [{"iei": i, "data": d} for i, d in a.other_ies],

@@ -3,12 +3,24 @@
 A receipt is any deliver_sm whose esm_class message-type bits (``esm_class & 0x3C``) are non-zero — not
 only 0x04 — or which carries ``receipted_message_id``. Its fields come from the TLVs when present and
 from the de-facto ``id:… sub:… dlvrd:… submit date:… done date:… stat:… err:… text:…`` text otherwise.
+
+Whatever a carrier writes, parsing never raises and every field fits the DeliveryReceipt schema:
+counters an Avro int cannot hold are None (``smsflow.avro_range``), and the message id is cut to
+``MAX_MESSAGE_ID_CHARS``. The cap is SMPP's own: a message_id (submit_sm_resp, receipted_message_id)
+is a C-Octet String of at most 65 octets, 64 characters and the NUL. A longer id cannot be the id of
+an MT we sent, so nothing could match it either way; it is kept cut rather than quarantined because
+the receipt's state and error still tell operations what the carrier reports, and the id stays a
+bounded Kafka key.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from smsflow.avro_range import read_count
+
+MAX_MESSAGE_ID_CHARS = 64
 
 MESSAGE_STATES = {
     1: "ENROUTE",
@@ -23,6 +35,8 @@ MESSAGE_STATES = {
 }
 _STATE_NAMES = set(MESSAGE_STATES.values()) | {"DELIVERED", "UNDELIVERABLE", "REJECTED", "ACCEPTED", "FAILED"}
 
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+_HEX_LETTER = re.compile(r"[A-Fa-f]")
 _FIELD = re.compile(r"(?P<k>id|sub|dlvrd|submit date|done date|stat|err|text)\s*:\s*", re.IGNORECASE)
 
 
@@ -56,19 +70,13 @@ def parse_receipt_text(text: str) -> dict[str, str]:
     return out
 
 
-def _int_or_none(v: str | None) -> int | None:
-    if v is None:
-        return None
-    try:
-        return int(v)
-    except ValueError:
-        return None
-
-
 def _decimal_of(message_id: str) -> str | None:
     """Carriers send the MT id in hex in one place and decimal in another; give the decimal reading of a
-    hex id (only when it is unambiguously hex, i.e. has a-f digits)."""
-    if re.fullmatch(r"[0-9A-Fa-f]+", message_id) and re.search(r"[A-Fa-f]", message_id):
+    hex id (only when it is unambiguously hex, i.e. has a-f digits). Ids are capped at 64 characters,
+    so the decimal has at most 78 digits: far from Python's int-to-str limit."""
+    if len(message_id) > MAX_MESSAGE_ID_CHARS:
+        return None
+    if _HEX.fullmatch(message_id) and _HEX_LETTER.search(message_id):
         return str(int(message_id, 16))
     return None
 
@@ -77,7 +85,7 @@ def parse_receipt(
     text: str, receipted_message_id: str | None, message_state: int | None, network_error_code: bytes | None
 ) -> ReceiptInfo:
     fields = parse_receipt_text(text) if text else {}
-    mid = (receipted_message_id or fields.get("id") or "").strip()
+    mid = (receipted_message_id or fields.get("id") or "").strip()[:MAX_MESSAGE_ID_CHARS]
     state = MESSAGE_STATES.get(message_state or 0) if message_state else None
     if state is None:
         stat = fields.get("stat", "").upper()
@@ -90,8 +98,8 @@ def parse_receipt(
         message_id_decimal=_decimal_of(mid) if mid else None,
         state=state,
         error_code=err,
-        submitted=_int_or_none(fields.get("sub")),
-        delivered=_int_or_none(fields.get("dlvrd")),
+        submitted=read_count(fields.get("sub")),
+        delivered=read_count(fields.get("dlvrd")),
         submit_date=fields.get("submit date"),
         done_date=fields.get("done date"),
         text=fields.get("text"),

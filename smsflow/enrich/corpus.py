@@ -1,7 +1,9 @@
 """Score OTP extraction and language detection against a labelled corpus (JSON lines).
 
 Each line: ``text``, ``expected_code`` (null when the message has no OTP),
-``expected_validity_seconds``, ``language`` (null: not scored), ``category``, ``note``.
+``expected_validity_seconds`` (null: the text states none), ``language`` (null: not scored),
+``category``, ``note``. Validity is scored on the rows that state one, among the codes found; a
+validity read where the row states none is counted apart (``validity_invented``).
 A returned code that differs from the expected one counts as a false positive AND a false negative:
 for the user a wrong code is worse than none.
 """
@@ -25,7 +27,8 @@ class CorpusScore:
     false_positives: int = 0
     false_negatives: int = 0
     validity_right: int = 0
-    validity_stated: int = 0
+    validity_stated: int = 0  # codes found whose row states a validity
+    validity_invented: int = 0  # codes found with a validity their row does not state
     language_right: int = 0
     language_scored: int = 0
     failures: list[str] = field(default_factory=list)
@@ -55,13 +58,16 @@ def score_corpus(rows: list[dict[str, Any]]) -> CorpusScore:
         got = otp.code if otp else None
         if expected is not None:
             score.with_code += 1
-        if got is not None and got == expected:
+        if otp is not None and got == expected:
             score.true_positives += 1
-            score.validity_stated += 1
-            if otp is not None and otp.validity_seconds == row["expected_validity_seconds"]:
-                score.validity_right += 1
-            else:
-                expected_validity = row["expected_validity_seconds"]
+            expected_validity = row["expected_validity_seconds"]
+            # Only a row that states a validity scores it: None == None is no evidence of reading one.
+            if expected_validity is not None:
+                score.validity_stated += 1
+                score.validity_right += otp.validity_seconds == expected_validity
+            elif otp.validity_seconds is not None:
+                score.validity_invented += 1
+            if otp.validity_seconds != expected_validity:
                 score.failures.append(f"validity: expected {expected_validity}, got {otp}: {text!r}")
         elif got != expected:
             score.false_positives += got is not None

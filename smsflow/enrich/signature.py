@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 _MAX_LEN = 30
+_EDGE = _MAX_LEN * 3 + 8  # brackets, the brand and the spaces around it inside them
 _BRACKETED = (
     rf"【\s*([^【】\n]{{1,{_MAX_LEN}}}?)\s*】"
     rf"|〖\s*([^〖〗\n]{{1,{_MAX_LEN}}}?)\s*〗"
@@ -30,10 +31,17 @@ def signature_spans(text: str) -> list[tuple[int, int, str]]:
     stripped = text.strip()
     if not stripped:
         return spans
-    for pattern, edge, brackets in ((_AT_START, stripped[0], _OPENERS), (_AT_END, stripped[-1], _CLOSERS)):
+    # A signature is at most _EDGE characters long: read only that much at each end, so a long text
+    # costs no more than a short one (whitespace after the signature is skipped, not scanned).
+    last = len(text.rstrip())
+    tail = max(0, last - _EDGE)
+    for pattern, edge, brackets, start, end in (
+        (_AT_START, stripped[0], _OPENERS, 0, len(text)),
+        (_AT_END, stripped[-1], _CLOSERS, tail, last),
+    ):
         if edge not in brackets:
             continue  # most texts: no regex run at all
-        match = pattern.search(text)
+        match = pattern.search(text, start, end)
         if match is None:
             continue
         group = next(i for i in range(1, 5) if match.group(i) is not None)

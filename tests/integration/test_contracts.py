@@ -47,6 +47,8 @@ def _record(mid: str) -> dict:
         "from_operator": "unknown",
         "to_country_code": "HK",
         "to_operator": "unknown",
+        "to_calling_code": 852,
+        "to_type": "fixed_line",
         "sender_signature": "京东",
         "language": "zh-Hans",
         "udh_elements": [{"iei": 0x24, "data": b"\x01"}],
@@ -89,9 +91,10 @@ def test_old_consumer_reads_new_records_and_registry_agrees(kafka, registry_url,
     # an old consumer: its reader schema is v1, it knows nothing of the enrichment fields
     old = AvroDeserializer(client, V1.read_text())(msg.value(), ctx)
     assert old["body"] == "【京东】您的验证码是 825959。😀" and old["otp"] == "825959"
-    assert "sender_signature" not in old
+    assert "sender_signature" not in old and "to_type" not in old
     # a generic consumer with no schema of its own reads with the writer's schema from the registry
     generic = AvroDeserializer(client)(msg.value(), ctx)
+    assert (generic["to_calling_code"], generic["to_type"]) == (852, "fixed_line")
     assert generic["sender_signature"] == "京东" and generic["udh_elements"] == [
         {"iei": 0x24, "data": b"\x01"}
     ]

@@ -25,6 +25,15 @@ from smsflow.enrich import Otp, extract_otp
         ("Your WhatsApp code: 123-456", "123456", None),
         ("123 456 is your Instagram code.", "123456", None),
         ("Verification code: A7X2K9. Expires in 10 minutes.", "A7X2K9", 600),
+        # spaced digit groups right after a strong keyword (common in Chinese OTP texts)
+        ("验证码：1234 5678", "12345678", None),
+        ("Your ExpressVPN sign-in code is 8102 4719", "81024719", None),
+        ("您的验证码为 8 1 0 2，5分钟内有效。", "8102", 300),
+        ("校验码 93 27 41", "932741", None),
+        # digits of other scripts are published as 0-9 (found by the fuzzer: "꧕123456" was a code)
+        ("Your verification code is ४८२०१९. Valid for ५ minutes.", "482019", 300),
+        ("验证码 ꧕12345", "512345", None),
+        ("验证码 482019，有效期为0分钟", "482019", None),  # a validity of 0 is none (fuzzer)
         ("【联通】您的验证码为：0429", "0429", None),  # leading zero kept
         ("您的验证码是【123456】", "123456", None),
         # validity wordings
@@ -83,7 +92,12 @@ def test_trap_numbers_next_to_a_code_are_not_taken(text: str, code: str) -> None
         "Your gift card code is 8391-2045-7712.",
         "To verify your account, call 1800 123 456.",
         "Your Wi-Fi code for today is 4471.",
-        "验证码：1234 5678",  # two groups: a phone number, or a code? unsure -> none
+        # spaced digit groups that are not a code
+        "验证码已发送至 138 1234 5678",  # a phone number: 11 digits, and not right after the keyword
+        "验证码 12 34 56 78 90",  # ten digits: more than a code
+        "验证码 2026 11 30 发送",  # a date
+        "如未收到验证码，请致电 2233 3000",  # a phone number
+        "Your code is 1234 5678 9012 3456",  # a card number
         "旧验证码 1234，新验证码 5678",  # two codes equally close: unsure -> none
     ],
 )
