@@ -55,6 +55,7 @@ from smsflow.telemetry import (
 )
 from smsflow.webhooks.batching import BatchAssembler
 from smsflow.webhooks.engine import DeliveryEngine
+from smsflow.webhooks.holdings import receives
 from smsflow.webhooks.model import DeliveryEvent, DeliveryState, Subscription, utcnow
 from smsflow.webhooks.policy import Action
 from smsflow.webhooks.records import (
@@ -114,7 +115,11 @@ class KafkaDelivery:
         await self._send(QUARANTINE_TOPIC, INBOUND_TOPIC, self.ctx.serde.encode(QUARANTINE_TOPIC, record))
 
     async def targets(self, msg: dict[str, Any]) -> list[Subscription]:
-        return [s for s in await self.store.list() if s.enabled and s.matches(msg)]
+        """Enabled subscriptions whose filter matches AND whose owner holds the message (holdings.py)."""
+        return [s for s in await self.store.list() if s.enabled and self.receives(s, msg)]
+
+    def receives(self, sub: Subscription, msg: dict[str, Any]) -> bool:
+        return receives(sub, self.store.holding_of(sub.owner), msg)
 
     async def queued(self, sub: Subscription, message_id: str) -> None:
         await self.event(queued_event(sub, message_id))
@@ -439,7 +444,16 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
                 await eng.dead_letter_unsent(
                     rec["subscription_id"], messages, rec["attempt"], "subscription deleted"
                 )
-            else:
+                await stream.ack(event)
+                return
+            # The owner's holding may have shrunk since the message was matched: what it no longer holds
+            # is never sent (tenant isolation holds for retries, resends and recovers too).
+            unheld = [m for m in messages if not eng.receives(sub, m)]
+            if unheld:
+                reason = "no longer held by the subscription's owner, or no longer matches its filter"
+                await eng.dead_letter_unsent(sub.id, unheld, rec["attempt"], reason)
+                messages = [m for m in messages if eng.receives(sub, m)]
+            if messages:
                 # A disabled endpoint is the engine's call: it records failed + dead_lettered, sends nothing.
                 first_at = from_ms(rec["first_at"])
                 await eng.attempt(

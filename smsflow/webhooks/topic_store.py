@@ -1,14 +1,17 @@
-"""Subscriptions kept in the compacted topic ``sms.subscriptions.v1`` and read back as a table.
+"""Subscriptions and owners' holdings kept in the compacted topics ``sms.subscriptions.v1`` and
+``sms.holdings.v1``, read back as tables.
 
-Every process that needs subscriptions (delivery workers, the API) materialises the whole topic in memory:
-it reads from the beginning to the end at start-up, then follows the topic, so a change made through any API
-instance reaches every worker within a poll interval, without restarts. Writes are acknowledged by the broker
+Every process that needs them (delivery workers, the API) materialises both topics in memory with one
+consumer: it reads from the beginning to the end at start-up, then follows the topics, so a change made
+through any API instance reaches every worker within a poll interval, without restarts (a holding removed
+stops delivery as soon as the worker reads the tombstone). Writes are acknowledged by the broker
 (acks=all) before ``put`` returns; the writer's own view is updated at once (read-your-writes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import threading
@@ -20,7 +23,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from smsflow.config import SubscriptionConfig
 from smsflow.producer import AsyncProducer, producer_conf
-from smsflow.schemas import SUBSCRIPTIONS_TOPIC
+from smsflow.schemas import HOLDINGS_TOPIC, SUBSCRIPTIONS_TOPIC
+from smsflow.webhooks.holdings import Holding, holding_from_kafka, holding_to_record
 from smsflow.webhooks.model import (
     MessageFilter,
     SigningSecret,
@@ -37,13 +41,19 @@ log = logging.getLogger(__name__)
 
 class TopicSubscriptionStore(SubscriptionStore):
     def __init__(
-        self, bootstrap: str, box: SecretBox | None = None, topic: str = SUBSCRIPTIONS_TOPIC
+        self,
+        bootstrap: str,
+        box: SecretBox | None = None,
+        topic: str = SUBSCRIPTIONS_TOPIC,
+        holdings_topic: str = HOLDINGS_TOPIC,
     ) -> None:
         super().__init__()
         self.bootstrap = bootstrap
         self.topic = topic
+        self.holdings_topic = holdings_topic
         self.box = box or SecretBox.from_env()
         self._subs: dict[str, Subscription] = {}
+        self._holdings: dict[str, Holding] = {}
         self._producer: AsyncProducer | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -81,17 +91,18 @@ class TopicSubscriptionStore(SubscriptionStore):
             }
         )
         try:
-            md = consumer.list_topics(self.topic, timeout=10)
-            tmeta = md.topics.get(self.topic)
-            if tmeta is None or tmeta.error is not None:
-                raise RuntimeError(f"{self.topic}: topic not found (apply infra/topics.yaml)")
-            parts = [TopicPartition(self.topic, p, 0) for p in tmeta.partitions]
+            parts: list[TopicPartition] = []
+            for topic in (self.topic, self.holdings_topic):
+                tmeta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+                if tmeta is None or tmeta.error is not None:
+                    raise RuntimeError(f"{topic}: topic not found (apply infra/topics.yaml)")
+                parts += [TopicPartition(topic, p, 0) for p in tmeta.partitions]
             consumer.assign(parts)
-            remaining = set(tmeta.partitions)
-            for p in list(remaining):
-                lo, hi = _watermarks(consumer, TopicPartition(self.topic, p))
-                if hi <= lo:
-                    remaining.discard(p)
+            remaining = set()
+            for tp in parts:
+                lo, hi = _watermarks(consumer, TopicPartition(tp.topic, tp.partition))
+                if hi > lo:
+                    remaining.add((tp.topic, tp.partition))
             if not remaining:
                 self._loaded.set()
             while not self._stop.is_set():
@@ -101,16 +112,18 @@ class TopicSubscriptionStore(SubscriptionStore):
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        remaining.discard(msg.partition())
+                        remaining.discard((msg.topic(), msg.partition()))
                         if not remaining:
                             self._loaded.set()
                     continue
                 try:
+                    if msg.topic() == self.holdings_topic:
+                        owner, holding = holding_from_kafka(msg.key() or b"", msg.value())
+                        self._apply_holding(owner, holding)
+                        continue
                     sub_id, sub = subscription_from_kafka(msg.key() or b"", msg.value(), self.box)
                 except Exception as exc:
-                    log.error(
-                        "%s@%d: unreadable subscription record skipped: %s", self.topic, msg.offset(), exc
-                    )
+                    log.error("%s@%d: unreadable record skipped: %s", msg.topic(), msg.offset(), exc)
                     continue
                 self._apply(sub_id, sub)
         except BaseException as exc:
@@ -129,8 +142,33 @@ class TopicSubscriptionStore(SubscriptionStore):
             with contextlib.suppress(RuntimeError):
                 asyncio.run_coroutine_threadsafe(self._notify(sub_id, sub), self._loop)
 
+    def _apply_holding(self, owner: str, holding: Holding | None) -> None:
+        if holding is None:
+            self._holdings.pop(owner, None)
+        else:
+            self._holdings[owner] = holding
+
     async def get(self, subscription_id: str) -> Subscription | None:
         return self._subs.get(subscription_id)
+
+    def holding_of(self, owner: str) -> Holding | None:
+        return self._holdings.get(owner)
+
+    async def holdings(self) -> builtins.list[Holding]:
+        return [self._holdings[o] for o in sorted(self._holdings)]
+
+    async def put_holding(self, holding: Holding) -> None:
+        assert self._producer is not None, "start() first"
+        key = holding.owner.encode("utf-8")
+        await self._producer.send(self.holdings_topic, holding_to_record(holding), key=key)
+        self._holdings[holding.owner] = holding
+
+    async def delete_holding(self, owner: str) -> bool:
+        assert self._producer is not None, "start() first"
+        existed = owner in self._holdings
+        await self._producer.send(self.holdings_topic, None, key=owner.encode("utf-8"))
+        self._holdings.pop(owner, None)
+        return existed
 
     async def list(self, owner: str | None = None) -> list[Subscription]:
         subs = [s for s in self._subs.values() if owner is None or s.owner == owner]

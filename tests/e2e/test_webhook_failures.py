@@ -112,7 +112,12 @@ class ScriptedEndpoint:
 
     def subscription(self, **kw: Any) -> Subscription:
         return Subscription(
-            id=f"sub-{self.name}", owner="e2e", url=self.url, secrets=[SigningSecret.new(self.secret)], **kw
+            # "operator": receives whatever the filter matches, no holding needed (tenancy: test_tenancy.py)
+            id=f"sub-{self.name}",
+            owner="operator",
+            url=self.url,
+            secrets=[SigningSecret.new(self.secret)],
+            **kw,
         )
 
 
