@@ -224,6 +224,7 @@ class FailureKind(StrEnum):
     BLOCKED_ADDRESS = "blocked_address"  # SSRF guard: a private/loopback/... address
     HTTPS_REQUIRED = "https_required"
     INVALID_REQUEST = "invalid_request"  # the request could not be built (bad URL, unserialisable body)
+    INVALID_RESPONSE = "invalid_response"  # an answer came but could not be interpreted: failed, retried
     DEFERRED = "deferred"  # local back-pressure: the endpoint's slots stayed full; nothing was sent
 
 

@@ -39,19 +39,22 @@ class Classification:
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """``Retry-After`` in seconds from ``now`` (delta-seconds or HTTP-date); None if absent or unparsable."""
+    """``Retry-After`` in seconds from ``now`` (delta-seconds or HTTP-date); None if absent or unparsable.
+
+    Total over any string an endpoint can send: ``str.isdigit`` accepts ``²`` and other non-ASCII digits that
+    ``float`` refuses, and an HTTP date with a huge year or zone overflows inside the date parser."""
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(text)
+    if text.isascii() and text.isdigit():
+        return float(text)  # a very long number is inf, which the cap then bounds
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            return None
+        return max(0.0, (when - now).total_seconds())
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - now).total_seconds())
 
 
 def classify(result: AttemptResult, now: datetime | None = None) -> Classification:
