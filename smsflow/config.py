@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -41,6 +41,17 @@ class RegistryConfig(_Strict):
     url: str | None = Field(default=None, description="Confluent-compatible registry; empty = embedded")
     basic_auth_user_env: str | None = None
     basic_auth_password_env: str | None = None
+
+    @field_validator("basic_auth_user_env", "basic_auth_password_env")
+    @classmethod
+    def _not_wired(cls, v: str | None) -> str | None:
+        # Accepted and then silently ignored would send every request unauthenticated: refuse instead.
+        if v is not None:
+            raise ValueError(
+                "not supported yet: the processes do not pass registry credentials to their clients; "
+                "remove it (a registry that needs basic auth cannot be used yet)"
+            )
+        return v
 
 
 class TracingConfig(_Strict):
@@ -114,7 +125,17 @@ class PipelineConfig(_Strict):
     incomplete_policy: Literal["emit", "dead_letter"] = "emit"
     dedup_window_s: float = Field(default=600.0, gt=0)
     tick_interval_s: float = Field(default=1.0, gt=0)
-    delivery_batch: int = Field(default=256, ge=1)
+    delivery_batch: int = Field(default=256, ge=1, description="unused; only the default is accepted")
+
+    @field_validator("delivery_batch")
+    @classmethod
+    def _delivery_batch_unused(cls, v: int) -> int:
+        if v != 256:
+            raise ValueError(
+                "not used: the deliver agent takes inbound events one by one (at most 4096 in flight, "
+                "ADR 0004) and batched POSTs are set per subscription (batch.max_batch_size); remove it"
+            )
+        return v
 
 
 class WebhookDeliveryConfig(_Strict):
