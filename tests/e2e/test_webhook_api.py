@@ -107,10 +107,11 @@ async def test_subscriptions_api_changes_a_running_worker(pipeline) -> None:
             await p.wait_delivered(n1, 60)
             worker_pid = p.procs["worker"].proc.pid
 
-            # what each customer holds (admin key): acme the +852 numbers, beta the +86 ones
+            # what each customer holds (admin key): acme the +852 numbers, beta all of ours (its filter picks
+            # by the sender's country, so its messages go to +852 and +86 numbers alike)
             async with http.put(base + "/v1/holdings/acme", json={"prefixes": ["+852"]}, headers=auth) as r:
                 assert r.status == 200, await r.text()
-            await cli(cli_env, "holdings", "set", "beta", "--prefix", "+86")
+            await cli(cli_env, "holdings", "set", "beta", "--prefix", "+852", "--prefix", "+86")
             # acme through the REST API: destinations starting +852
             body = {"owner": "acme", "url": acme.url, "filters": {"destination_prefixes": ["+852"]}}
             async with http.post(base + "/v1/subscriptions", json=body, headers=auth) as r:
