@@ -138,6 +138,18 @@ class PipelineConfig(_Strict):
         return v
 
 
+class CircuitSettings(_Strict):
+    """When an endpoint is switched off automatically (docs/webhooks.md); null turns a condition off. The
+    streaks are kept in sms.webhook.circuits.v1, so restarts do not reset them."""
+
+    failing_for_s: float | None = Field(
+        default=5 * 86400, gt=0, description="disable after every attempt failed for this long"
+    )
+    max_consecutive_dead_letters: int | None = Field(
+        default=100, ge=1, description="disable after this many messages in a row were dead-lettered"
+    )
+
+
 class WebhookDeliveryConfig(_Strict):
     block_private_addresses: bool = True
     https_only: bool = False
@@ -150,6 +162,7 @@ class WebhookDeliveryConfig(_Strict):
     retry_jitter: float = Field(default=0.2, ge=0, lt=1)
     max_age_s: float = Field(default=48 * 3600, gt=0, description="a message older than this is expired")
     deferred_delay_s: float = Field(default=5.0, gt=0, description="retry delay when an endpoint had no slot")
+    circuit: CircuitSettings = CircuitSettings()
 
     @model_validator(mode="after")
     def _delays_non_negative(self) -> WebhookDeliveryConfig:

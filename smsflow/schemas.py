@@ -17,6 +17,8 @@ DELIVERY_TOPIC = "sms.delivery.v1"
 SUBSCRIPTIONS_TOPIC = "sms.subscriptions.v1"
 HOLDINGS_TOPIC = "sms.holdings.v1"
 WEBHOOK_RETRY_TOPIC = "sms.webhook.retry.v1"
+WEBHOOK_ATTEMPTS_TOPIC = "sms.webhook.attempts.v1"
+WEBHOOK_CIRCUITS_TOPIC = "sms.webhook.circuits.v1"
 WEBHOOK_DLQ_TOPIC = "sms.webhook.dlq.v1"
 OPS_TOPIC = "sms.ops.events.v1"
 

@@ -37,6 +37,8 @@ def test_manifest_declares_every_topic() -> None:
         "sms.subscriptions.v1",
         "sms.holdings.v1",
         "sms.webhook.retry.v1",
+        "sms.webhook.attempts.v1",
+        "sms.webhook.circuits.v1",
         "sms.webhook.dlq.v1",
         "sms.routes.health.v1",
         "sms.routes.decisions.v1",
