@@ -1,7 +1,7 @@
 """Issue 9 §2: retries survive a worker restart without multiplying (ADR 0005).
 
 Real broker and worker. An endpoint that always answers 500 gets each message's attempt 1 at once, attempt 2
-0.5 s later, and attempt 3 after 40 s; then the message is dead-lettered. Messages arrive 0.67 s apart, so in
+0.5 s later, and attempt 3 after 45 s; then the message is dead-lettered. Messages arrive 0.67 s apart, so in
 each partition of ``sms.webhook.retry.v1`` a later message's attempt-2 record lies behind an earlier message's
 attempt-3 record, which waits unacked and holds the committed offset back. The worker is restarted while the
 attempt-3 records wait. Before the attempts ledger, the restarted worker read the attempt-2 records behind the
@@ -30,7 +30,7 @@ from tests.e2e.test_webhook_failures import (
 
 pytestmark = pytest.mark.e2e
 
-SCHEDULE = [0, 0.5, 40]  # attempts at 0 s, 0.5 s, 40.5 s
+SCHEDULE = [0, 0.5, 45]  # attempts at 0 s, 0.5 s, 45.5 s
 MESSAGES = 20
 
 
@@ -69,9 +69,10 @@ async def test_worker_restart_mid_schedule_does_not_resend_attempts(pipeline) ->
         assert all(hits()[m] == 2 for m in ids), hits()
         await asyncio.sleep(2)  # the attempt-2 outcomes and ledger entries reach the broker
 
-        # restart while every attempt-3 record waits on the retry topic
-        p.stop("worker")
-        assert all(hits()[m] == 2 for m in ids), "attempt 3 came early"
+        # restart while the attempt-3 records wait on the retry topic. Stopped in a thread: the endpoint runs
+        # on this event loop and must keep answering (an attempt 3 falling due during the worker's shutdown
+        # drain is then made and recorded there, like any other).
+        await asyncio.to_thread(p.stop, "worker")
         p.start("worker")
         await wait_until(lambda: all(hits()[m] >= 3 for m in ids), 120, "attempt 3 after the restart", p.logs)
 

@@ -241,6 +241,7 @@ async def test_scripted_failures_end_delivered_or_dead_lettered(pipeline, tmp_pa
         await ep.start()
     try:
         p = await pipeline(carriers=1, webhooks={**SHORT_RETRIES, "ca_bundle": str(ca_path)})
+        ensure_ingest_changelogs(p)
         p.start()
         await p.smsc.wait_bound(60)
         mix = TrafficMix(seed=23, multipart_ratio=0.0)
@@ -425,6 +426,7 @@ async def test_endpoint_outage_then_back_nothing_lost(pipeline) -> None:
     try:
         p = await pipeline(carriers=1, webhooks={"retry_delays_s": delays, "deferred_delay_s": 1.0})
         await put_subscriptions(p, [outage.ep.subscription(timeout_seconds=2.0)])
+        ensure_ingest_changelogs(p)
         p.start()
         await p.smsc.wait_bound(60)
         mix = TrafficMix(seed=31, multipart_ratio=0.1)
