@@ -88,5 +88,17 @@ class SubscriptionsClient:
             "POST", f"/v1/messages/{message_id}/resend", params={"subscription_id": sub_id}, timeout_s=600
         )
 
+    def holdings(self) -> Any:
+        return self.call("GET", "/v1/holdings")
+
+    def holding(self, owner: str) -> Any:
+        return self.call("GET", f"/v1/holdings/{owner}")
+
+    def set_holding(self, owner: str, body: dict[str, Any]) -> Any:
+        return self.call("PUT", f"/v1/holdings/{owner}", body)
+
+    def delete_holding(self, owner: str) -> None:
+        self.call("DELETE", f"/v1/holdings/{owner}")
+
     def recover(self, sub_id: str, since: str) -> Any:
         return self.call("POST", f"/v1/subscriptions/{sub_id}/recover", {"since": since}, timeout_s=3600)

@@ -87,6 +87,7 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
     redelivery = Redelivery(
         bootstrap,
         serde,
+        holding_of=store.holding_of,
         history_lookback_s=cfg.api.resend_history_lookback_s,
         search_window_s=cfg.api.resend_search_window_s,
     )

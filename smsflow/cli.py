@@ -531,6 +531,51 @@ def subscriptions_recover(
     _show(_client(api_url, key_env).recover, subscription_id, since)
 
 
+holdings_app = typer.Typer(
+    help="What each customer holds (numbers, number prefixes, routes), through `smsflow api`. Every "
+    "subscription filter is bounded by its owner's holding; changing holdings needs an admin key.",
+    no_args_is_help=True,
+)
+app.add_typer(holdings_app, name="holdings")
+
+
+@holdings_app.command("list")
+def holdings_list(api_url: ApiUrlOpt = DEFAULT_API_URL, key_env: KeyEnvOpt = "SMSFLOW_API_KEY") -> None:
+    """List holdings (an owner key sees only its own)."""
+    _show(_client(api_url, key_env).holdings)
+
+
+@holdings_app.command("get")
+def holdings_get(
+    owner: str, api_url: ApiUrlOpt = DEFAULT_API_URL, key_env: KeyEnvOpt = "SMSFLOW_API_KEY"
+) -> None:
+    """Show what one owner holds."""
+    _show(_client(api_url, key_env).holding, owner)
+
+
+@holdings_app.command("set")
+def holdings_set(
+    owner: str,
+    number: Annotated[list[str] | None, typer.Option(help="E.164 number the owner holds (repeat)")] = None,
+    prefix: Annotated[list[str] | None, typer.Option(help="E.164 prefix the owner holds (repeat)")] = None,
+    route: Annotated[list[str] | None, typer.Option(help="route dedicated to the owner (repeat)")] = None,
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
+) -> None:
+    """Replace what an owner holds (admin key). Takes effect for delivery at once, retries included."""
+    body = {"numbers": number or [], "prefixes": prefix or [], "route_ids": route or []}
+    _show(_client(api_url, key_env).set_holding, owner, body)
+
+
+@holdings_app.command("delete")
+def holdings_delete(
+    owner: str, api_url: ApiUrlOpt = DEFAULT_API_URL, key_env: KeyEnvOpt = "SMSFLOW_API_KEY"
+) -> None:
+    """Remove an owner's holding (admin key): its subscriptions receive nothing from then on."""
+    _show(_client(api_url, key_env).delete_holding, owner)
+    typer.echo(f"holding of {owner} removed")
+
+
 apikeys_app = typer.Typer(help="API keys for `smsflow api`", no_args_is_help=True)
 app.add_typer(apikeys_app, name="api-keys")
 
@@ -557,7 +602,10 @@ def api_keys_new(
         scopes = [Scope(s) for s in scope] if scope else list(ALL_SCOPES)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--scope") from None
-    key, token = ApiKeyStore().issue(owner, scopes, label)
+    try:
+        key, token = ApiKeyStore().issue(owner, scopes, label)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--owner") from None
     if token_only:
         typer.echo(token)
         return

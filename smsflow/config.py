@@ -52,6 +52,17 @@ class RegistryConfig(_Strict):
     basic_auth_user_env: str | None = None
     basic_auth_password_env: str | None = None
 
+    @field_validator("basic_auth_user_env", "basic_auth_password_env")
+    @classmethod
+    def _not_wired(cls, v: str | None) -> str | None:
+        # Accepted and then silently ignored would send every request unauthenticated: refuse instead.
+        if v is not None:
+            raise ValueError(
+                "not supported yet: the processes do not pass registry credentials to their clients; "
+                "remove it (a registry that needs basic auth cannot be used yet)"
+            )
+        return v
+
 
 class TracingConfig(_Strict):
     zipkin_url: str | None = Field(default=None, description="e.g. http://127.0.0.1:9411/api/v2/spans")
@@ -233,7 +244,29 @@ class PipelineConfig(_Strict):
     max_message_bytes: int = Field(
         default=65_536, ge=140, le=1_000_000, description="reassembled user data beyond this is quarantined"
     )
-    delivery_batch: int = Field(default=256, ge=1)
+    delivery_batch: int = Field(default=256, ge=1, description="unused; only the default is accepted")
+
+    @field_validator("delivery_batch")
+    @classmethod
+    def _delivery_batch_unused(cls, v: int) -> int:
+        if v != 256:
+            raise ValueError(
+                "not used: the deliver agent takes inbound events one by one (at most 4096 in flight, "
+                "ADR 0004) and batched POSTs are set per subscription (batch.max_batch_size); remove it"
+            )
+        return v
+
+
+class CircuitSettings(_Strict):
+    """When an endpoint is switched off automatically (docs/webhooks.md); null turns a condition off. The
+    streaks are kept in sms.webhook.circuits.v1, so restarts do not reset them."""
+
+    failing_for_s: float | None = Field(
+        default=5 * 86400, gt=0, description="disable after every attempt failed for this long"
+    )
+    max_consecutive_dead_letters: int | None = Field(
+        default=100, ge=1, description="disable after this many messages in a row were dead-lettered"
+    )
 
 
 class WorkerConfig(_Strict):
@@ -276,6 +309,7 @@ class WebhookDeliveryConfig(_Strict):
     retry_jitter: float = Field(default=0.2, ge=0, lt=1)
     max_age_s: float = Field(default=48 * 3600, gt=0, description="a message older than this is expired")
     deferred_delay_s: float = Field(default=5.0, gt=0, description="retry delay when an endpoint had no slot")
+    circuit: CircuitSettings = CircuitSettings()
 
     @model_validator(mode="after")
     def _delays_non_negative(self) -> WebhookDeliveryConfig:

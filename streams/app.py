@@ -20,6 +20,7 @@ from faust.types.tuples import FutureMessage
 
 from smsflow.config import Config
 from smsflow.serde import Serde, registry_client
+from streams import offsets
 
 
 class DrainingProducerBuffer(ProducerBuffer):
@@ -84,6 +85,8 @@ def build_app(
     partitions: int | None = None,
 ) -> tuple[faust.App, StreamContext]:
     """``partitions``: of sms.raw.v1 on the cluster; ingest tables and ticks are co-partitioned with it."""
+    # Every stage relies on Faust committing only the contiguous acked prefix (streams/offsets.py).
+    offsets.install()
     partitions = partitions or config.kafka.partitions
     datadir = Path(data_dir or config.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)

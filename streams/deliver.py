@@ -16,7 +16,9 @@ single messages; the batch is sent when full or when its first message has waite
 Retries ride on ``sms.webhook.retry.v1``. Its agent holds each record (unacked) until it is due, so records
 due at different times for different endpoints never wait for one another and nothing sleeps in a consumer
 loop. After the last attempt a message goes to ``sms.webhook.dlq.v1`` with the reason. Record formats:
-``smsflow.webhooks.records``.
+``smsflow.webhooks.records``. A record due in hours holds its partition's committed offset back, so a restart
+reads the records behind it again: the attempts ledger (``smsflow.webhooks.attempts``, ADR 0005) says which of
+them were already carried out, and those are acked without sending.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from smsflow.schemas import (
     INBOUND_TOPIC,
     OPS_TOPIC,
     QUARANTINE_TOPIC,
+    WEBHOOK_ATTEMPTS_TOPIC,
     WEBHOOK_DLQ_TOPIC,
     WEBHOOK_RETRY_TOPIC,
 )
@@ -53,10 +56,13 @@ from smsflow.telemetry import (
     links_from,
     tracer,
 )
+from smsflow.webhooks.attempts import AttemptLedger, ledger_key, ledger_value
 from smsflow.webhooks.batching import BatchAssembler
+from smsflow.webhooks.circuits import CircuitStore, circuit_config
 from smsflow.webhooks.engine import DeliveryEngine
+from smsflow.webhooks.holdings import receives
 from smsflow.webhooks.model import DeliveryEvent, DeliveryState, Subscription, utcnow
-from smsflow.webhooks.policy import Action
+from smsflow.webhooks.policy import Action, EndpointCircuit
 from smsflow.webhooks.records import (
     dead_letter_record,
     event_record,
@@ -114,7 +120,11 @@ class KafkaDelivery:
         await self._send(QUARANTINE_TOPIC, INBOUND_TOPIC, self.ctx.serde.encode(QUARANTINE_TOPIC, record))
 
     async def targets(self, msg: dict[str, Any]) -> list[Subscription]:
-        return [s for s in await self.store.list() if s.enabled and s.matches(msg)]
+        """Enabled subscriptions whose filter matches AND whose owner holds the message (holdings.py)."""
+        return [s for s in await self.store.list() if s.enabled and self.receives(s, msg)]
+
+    def receives(self, sub: Subscription, msg: dict[str, Any]) -> bool:
+        return receives(sub, self.store.holding_of(sub.owner), msg)
 
     async def queued(self, sub: Subscription, message_id: str) -> None:
         await self.event(queued_event(sub, message_id))
@@ -333,8 +343,19 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
     retry = app.topic(WEBHOOK_RETRY_TOPIC, key_serializer="raw", value_serializer="raw")
     out = {
         name: app.topic(name, key_serializer="raw", value_serializer="raw")
-        for name in (DELIVERY_TOPIC, WEBHOOK_RETRY_TOPIC, WEBHOOK_DLQ_TOPIC, OPS_TOPIC, QUARANTINE_TOPIC)
+        for name in (
+            DELIVERY_TOPIC,
+            WEBHOOK_RETRY_TOPIC,
+            WEBHOOK_DLQ_TOPIC,
+            WEBHOOK_ATTEMPTS_TOPIC,
+            OPS_TOPIC,
+            QUARANTINE_TOPIC,
+        )
     }
+    ledger = AttemptLedger(ctx.bootstrap)
+    circuits: list[CircuitStore] = []  # made at start, once the delivery engine exists
+    # the attempts ledger and the endpoint circuits are read whole before anything is delivered
+    state_ready = asyncio.Event()
     gate = asyncio.Semaphore(MAX_EVENTS_IN_FLIGHT)
     # Waiting retries are cheap sleeping tasks; they get their own bound so they never starve fresh messages.
     retry_gate = asyncio.Semaphore(MAX_RETRIES_WAITING)
@@ -356,6 +377,24 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
     async def _batch_timer() -> None:
         await batches.run()
 
+    @app.task
+    async def _load_delivery_state() -> None:
+        try:
+            await ledger.start()
+            # The endpoint circuit: thresholds from webhooks.circuit, streaks kept in sms.webhook.circuits.v1
+            eng = engine().engine
+            eng.circuit = EndpointCircuit(circuit_config(ctx.config.webhooks.circuit))
+            store = CircuitStore(ctx.bootstrap, eng.circuit)
+            await store.start()
+            circuits.append(store)
+        except Exception as exc:
+            # nothing is delivered without them: say so loudly instead of waiting silently
+            log.critical(
+                "deliver: cannot read the attempts ledger / endpoint circuits, delivering nothing: %s", exc
+            )
+            raise
+        state_ready.set()
+
     @app.agent(inbound, name="deliver")
     async def deliver(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.noack().events():  # type: ignore[attr-defined]
@@ -374,6 +413,7 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
     async def _deliver_one(stream: Any, event: Any) -> None:
         try:
             await ctx.subscriptions_ready.wait()
+            await state_ready.wait()
             eng = engine()
             try:
                 msg = ctx.serde.decode(INBOUND_TOPIC, event.value)
@@ -425,9 +465,23 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
             await retry_gate.acquire()
             spawn(_retry_one(stream, event))
 
+    async def _attempted(partition: int, offset: int, attempt: int, outcome: str) -> None:
+        """Record in the ledger that this retry record is carried out; called once its outcome is handed to
+        the producer, before the ack (a crash in between re-sends it once, under the same webhook-id)."""
+        key = ledger_key(partition, offset)
+        await out[WEBHOOK_ATTEMPTS_TOPIC].send(key=key, value=ledger_value(attempt, outcome))
+        ledger.mark(key)
+
     async def _retry_one(stream: Any, event: Any) -> None:
         try:
             await ctx.subscriptions_ready.wait()
+            await state_ready.wait()
+            part, offset = event.message.partition, event.message.offset
+            if ledger.done(part, offset):
+                # read again after a restart or rebalance (the committed offset was held back by a record
+                # due later): its attempt was made and its outcome is durable; sending again would multiply
+                await stream.ack(event)
+                return
             eng = engine()
             rec = orjson.loads(event.value)
             wait = rec["due_at"] / 1000 - time.time()
@@ -439,12 +493,23 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
                 await eng.dead_letter_unsent(
                     rec["subscription_id"], messages, rec["attempt"], "subscription deleted"
                 )
-            else:
+                await _attempted(part, offset, rec["attempt"], "subscription deleted")
+                await stream.ack(event)
+                return
+            # The owner's holding may have shrunk since the message was matched: what it no longer holds
+            # is never sent (tenant isolation holds for retries, resends and recovers too).
+            unheld = [m for m in messages if not eng.receives(sub, m)]
+            if unheld:
+                reason = "no longer held by the subscription's owner, or no longer matches its filter"
+                await eng.dead_letter_unsent(sub.id, unheld, rec["attempt"], reason)
+                messages = [m for m in messages if eng.receives(sub, m)]
+            if messages:
                 # A disabled endpoint is the engine's call: it records failed + dead_lettered, sends nothing.
                 first_at = from_ms(rec["first_at"])
                 await eng.attempt(
                     sub, messages, rec["attempt"], first_at, context_from_headers(event.headers)
                 )
+            await _attempted(part, offset, rec["attempt"], "attempted")
             await stream.ack(event)
         except Exception:
             log.exception("deliver-retry: event %s:%s failed", event.message.partition, event.message.offset)
@@ -456,3 +521,6 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
         await batches.drain(timeout=10)
         if tasks:
             await asyncio.wait(list(tasks), timeout=10)
+        await ledger.stop()
+        for store in circuits:
+            await store.stop()

@@ -96,3 +96,25 @@ def segment_records(
         )
         for s in segs
     ]
+
+
+def attempt_result(sub_id: str = "s", status: int | None = 500, failure: Any = None) -> Any:
+    """An AttemptResult of one POST to ``sub_id``: ``status`` 200 is a success; ``failure`` defaults to
+    ``http_status`` for any other status."""
+    from datetime import UTC, datetime
+
+    from smsflow.webhooks.model import AttemptResult, FailureKind
+
+    if failure is None and status != 200:
+        failure = FailureKind.HTTP_STATUS
+    return AttemptResult(
+        subscription_id=sub_id,
+        webhook_id="m",
+        message_ids=["m"],
+        attempt=1,
+        url="https://x.example/h",
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        duration_ms=1,
+        status_code=status,
+        failure=failure,
+    )

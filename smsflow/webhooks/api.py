@@ -2,7 +2,10 @@
 
 Every ``/v1`` route needs ``Authorization: Bearer <api key>`` (401 without or with an unknown key, 403 when
 the key lacks the route's scope). A key bound to an owner sees only that owner's subscriptions; another
-owner's id answers 404, so ids cannot be probed. Secrets leave the API exactly twice: in the response that
+owner's id answers 404, so ids cannot be probed. What a subscription can receive is bounded by its owner's
+*holding* (``holdings.py``): a filter reaching beyond it is refused (403 ``not_held``, ``error.field`` names
+the value), and an empty filter means "everything the owner holds". Holdings are managed only by admin keys
+(``/v1/holdings``); an owner key may read its own. Secrets leave the API exactly twice: in the response that
 creates a subscription and in the response that rotates its secret.
 """
 
@@ -23,6 +26,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, Val
 
 from smsflow.webhooks.apikeys import ApiKey, ApiKeyStore, Scope
 from smsflow.webhooks.egress import AddressPolicy
+from smsflow.webhooks.holdings import Holding, is_operator_owner, outside_holding
 from smsflow.webhooks.model import BatchConfig, MessageFilter, SigningSecret, Subscription, utcnow
 from smsflow.webhooks.store import SubscriptionStore
 
@@ -146,6 +150,30 @@ class ResendResponse(BaseModel):
     message_id: str
     subscription_id: str
     status: str = "queued"
+
+
+class HoldingPut(_Body):
+    """Everything the owner holds (replaces the previous holding)."""
+
+    numbers: list[str] = Field(default_factory=list, description="E.164 numbers")
+    prefixes: list[str] = Field(default_factory=list, description="E.164 number prefixes, e.g. +8610690")
+    route_ids: list[str] = Field(default_factory=list, description="routes dedicated to this owner")
+
+
+class HoldingView(BaseModel):
+    owner: str
+    numbers: list[str]
+    prefixes: list[str]
+    route_ids: list[str]
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, holding: Holding) -> HoldingView:
+        return cls(**holding.model_dump())
+
+
+class HoldingList(BaseModel):
+    data: list[HoldingView]
 
 
 class ErrorDetail(BaseModel):
@@ -272,6 +300,16 @@ class _Handlers:
         if reason is not None:
             raise ApiError(422, "validation_error", f"url: {host} is a {reason} address", "url")
 
+    def _check_held(self, owner: str, filters: MessageFilter) -> None:
+        """Refuse a filter reaching beyond what the owner holds (operator subscriptions hold everything)."""
+        if is_operator_owner(owner):
+            return
+        outside = outside_holding(filters, self.store.holding_of(owner))
+        if outside:
+            details = [ErrorDetail(code="not_held", field=f, message=m) for f, m in outside]
+            first = details[0]
+            raise ApiError(403, "not_held", f"{first.field}: {first.message}", first.field, details)
+
     async def _owned(self, request: web.Request, key: ApiKey) -> Subscription:
         sub_id = request.match_info["id"]
         sub = await self.store.get(sub_id)
@@ -310,6 +348,7 @@ class _Handlers:
         else:
             raise ApiError(422, "validation_error", "owner: required with an operator key", "owner")
         self._check_url(body.url, body.https_only)
+        self._check_held(owner, body.filters)
         try:
             secret = SigningSecret.new(body.secret.get_secret_value() if body.secret else None)
         except ValidationError as exc:
@@ -337,6 +376,8 @@ class _Handlers:
             sub = await self._owned(request, key)
             if "url" in changes or "https_only" in changes:
                 self._check_url(changes.get("url", sub.url), changes.get("https_only", sub.https_only))
+            if "filters" in changes:
+                self._check_held(sub.owner, changes["filters"])
             data = sub.model_dump()
             data.update({k: (v.model_dump() if isinstance(v, BaseModel) else v) for k, v in changes.items()})
             data["updated_at"] = utcnow()
@@ -434,6 +475,55 @@ class _Handlers:
         queued = await self.recover_cb(sub, body.since)
         return _json(RecoverResponse(subscription_id=sub.id, since=body.since, queued=queued), 202)
 
+    # -- holdings (admin keys change them; an owner key reads its own) --
+
+    def _holding_owner(self, request: web.Request, key: ApiKey) -> str:
+        owner = request.match_info["owner"]
+        if not key.may_access(owner):
+            raise ApiError(404, "not_found", f"no holding for {owner}")
+        return owner
+
+    @staticmethod
+    def _admin(request: web.Request) -> ApiKey:
+        key = _principal(request, Scope.WRITE)
+        if key.owner is not None:
+            raise ApiError(403, "forbidden", "holdings are managed by the operator: an admin key is needed")
+        return key
+
+    async def list_holdings(self, request: web.Request) -> web.Response:
+        key = _principal(request, Scope.READ)
+        holdings = [h for h in await self.store.holdings() if key.may_access(h.owner)]
+        return _json(HoldingList(data=[HoldingView.of(h) for h in holdings]))
+
+    async def get_holding(self, request: web.Request) -> web.Response:
+        key = _principal(request, Scope.READ)
+        owner = self._holding_owner(request, key)
+        holding = self.store.holding_of(owner)
+        if holding is None:
+            raise ApiError(404, "not_found", f"no holding for {owner}")
+        return _json(HoldingView.of(holding))
+
+    async def put_holding(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        owner = request.match_info["owner"]
+        if is_operator_owner(owner):
+            reason = f"owner: {owner!r} is an operator owner and needs no holding"
+            raise ApiError(422, "validation_error", reason, "owner")
+        body: HoldingPut = await _parse(request, HoldingPut)
+        try:
+            holding = Holding(owner=owner, **body.model_dump())
+        except ValidationError as exc:
+            raise _validation_error(exc) from exc
+        await self.store.put_holding(holding)
+        return _json(HoldingView.of(holding))
+
+    async def delete_holding(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        owner = request.match_info["owner"]
+        if not await self.store.delete_holding(owner):
+            raise ApiError(404, "not_found", f"no holding for {owner}")
+        return web.Response(status=204)
+
 
 def _auth_middleware(api_keys: ApiKeyStore) -> Any:
     @web.middleware
@@ -489,4 +579,8 @@ def create_api_app(
     app.router.add_post("/v1/subscriptions/{id}/disable", h.disable)
     app.router.add_post("/v1/subscriptions/{id}/recover", h.recover)
     app.router.add_post("/v1/messages/{message_id}/resend", h.resend)
+    app.router.add_get("/v1/holdings", h.list_holdings)
+    app.router.add_get("/v1/holdings/{owner}", h.get_holding)
+    app.router.add_put("/v1/holdings/{owner}", h.put_holding)
+    app.router.add_delete("/v1/holdings/{owner}", h.delete_holding)
     return app

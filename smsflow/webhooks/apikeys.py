@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from smsflow.webhooks.holdings import is_operator_owner
+
 TOKEN_PREFIX = "sfk_"
 
 
@@ -41,6 +43,11 @@ class ApiKey:
     salt: bytes = field(repr=False)
     digest: bytes = field(repr=False)
     label: str = ""
+
+    def __post_init__(self) -> None:
+        # An owner key for an operator owner would manage the subscriptions that bypass holdings.
+        if self.owner is not None and is_operator_owner(self.owner):
+            raise ValueError(f"owner {self.owner!r} is reserved for operator subscriptions; use an admin key")
 
     def allows(self, scope: Scope) -> bool:
         return scope in self.scopes

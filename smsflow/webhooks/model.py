@@ -48,9 +48,17 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _number_key(number: str) -> str:
+def number_digits(number: str) -> str:
     """Compare numbers on their digits: '+86 138-0013' and '8613800...' name the same subscriber."""
     return "".join(ch for ch in number if ch.isdigit())
+
+
+def require_digits(numbers: list[str]) -> list[str]:
+    """Validator body for lists of numbers or prefixes: each must have at least one digit."""
+    for i, number in enumerate(numbers):
+        if not number_digits(number):
+            raise ValueError(f"[{i}] {number!r} has no digits")
+    return numbers
 
 
 class SigningSecret(BaseModel):
@@ -93,7 +101,8 @@ class MessageFilter(BaseModel):
     """Which inbound messages a subscription wants.
 
     Every non-empty criterion must hold (AND); within one criterion any listed value may match (OR). The
-    destination criterion is satisfied by an exact number *or* a prefix. An empty filter matches everything.
+    destination criterion is satisfied by an exact number *or* a prefix. An empty filter matches everything
+    here; what a subscription receives is further bounded by its owner's holding (``holdings.receives``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -108,10 +117,7 @@ class MessageFilter(BaseModel):
     @field_validator("destination_numbers", "destination_prefixes")
     @classmethod
     def _has_digits(cls, v: list[str]) -> list[str]:
-        for i, number in enumerate(v):
-            if not _number_key(number):
-                raise ValueError(f"[{i}] {number!r} has no digits")
-        return v
+        return require_digits(v)
 
     @field_validator("countries")
     @classmethod
@@ -125,9 +131,9 @@ class MessageFilter(BaseModel):
 
     def matches(self, message: Mapping[str, Any]) -> bool:
         if self.destination_numbers or self.destination_prefixes:
-            to = _number_key(str(message.get("to_number") or ""))
-            exact = any(to == _number_key(n) for n in self.destination_numbers)
-            if not exact and not any(to.startswith(_number_key(p)) for p in self.destination_prefixes):
+            to = number_digits(str(message.get("to_number") or ""))
+            exact = any(to == number_digits(n) for n in self.destination_numbers)
+            if not exact and not any(to.startswith(number_digits(p)) for p in self.destination_prefixes):
                 return False
         if self.countries and str(message.get("country_code") or "").upper() not in self.countries:
             return False
@@ -218,6 +224,7 @@ class FailureKind(StrEnum):
     BLOCKED_ADDRESS = "blocked_address"  # SSRF guard: a private/loopback/... address
     HTTPS_REQUIRED = "https_required"
     INVALID_REQUEST = "invalid_request"  # the request could not be built (bad URL, unserialisable body)
+    INVALID_RESPONSE = "invalid_response"  # an answer came but could not be interpreted: failed, retried
     DEFERRED = "deferred"  # local back-pressure: the endpoint's slots stayed full; nothing was sent
 
 

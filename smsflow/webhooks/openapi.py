@@ -23,6 +23,9 @@ _MODELS: tuple[type[BaseModel], ...] = (
     api.RecoverRequest,
     api.RecoverResponse,
     api.ResendResponse,
+    api.HoldingPut,
+    api.HoldingView,
+    api.HoldingList,
     api.ErrorBody,
 )
 
@@ -43,8 +46,9 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Body is not a JSON object",
         401: "Missing or unknown API key",
-        403: "The API key lacks the scope, or acts for another owner",
-        404: "No such subscription (or message) for this key",
+        403: "The API key lacks the scope or acts for another owner, or a filter reaches beyond the owner's "
+        "holding (`error.code` = `not_held`, `error.field` names the value)",
+        404: "No such subscription, holding or message for this key (another tenant's message is a 404)",
         409: "The subscription is disabled",
         422: "A field is invalid; `error.field` names it",
         501: "Not available in this deployment",
@@ -53,6 +57,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_OWNER = {"name": "owner", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
 def build_openapi() -> dict[str, Any]:
@@ -176,6 +181,33 @@ def build_openapi() -> dict[str, Any]:
                     "202": _ok(api.ResendResponse, "Queued"),
                     **_errors(*auth, 404, 409, 422, 501),
                 },
+            },
+        },
+        "/v1/holdings": {
+            "get": {
+                "summary": "List holdings (admin keys: every owner's; owner keys: their own)",
+                "operationId": "listHoldings",
+                "responses": {"200": _ok(api.HoldingList, "Holdings"), **_errors(*auth)},
+            },
+        },
+        "/v1/holdings/{owner}": {
+            "parameters": [_OWNER],
+            "get": {
+                "summary": "The numbers, prefixes and routes an owner holds",
+                "operationId": "getHolding",
+                "responses": {"200": _ok(api.HoldingView, "The holding"), **_errors(*auth, 404)},
+            },
+            "put": {
+                "summary": "Set what an owner holds (admin keys only); every filter of the owner is "
+                "bounded by it at once, including deliveries already scheduled",
+                "operationId": "putHolding",
+                "requestBody": _json_body(api.HoldingPut),
+                "responses": {"200": _ok(api.HoldingView, "Stored"), **_errors(400, *auth, 422)},
+            },
+            "delete": {
+                "summary": "Remove an owner's holding (admin keys only): its subscriptions receive nothing",
+                "operationId": "deleteHolding",
+                "responses": {"204": {"description": "Removed"}, **_errors(*auth, 404)},
             },
         },
     }

@@ -39,19 +39,22 @@ class Classification:
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """``Retry-After`` in seconds from ``now`` (delta-seconds or HTTP-date); None if absent or unparsable."""
+    """``Retry-After`` in seconds from ``now`` (delta-seconds or HTTP-date); None if absent or unparsable.
+
+    Total over any string an endpoint can send: ``str.isdigit`` accepts ``²`` and other non-ASCII digits that
+    ``float`` refuses, and an HTTP date with a huge year or zone overflows inside the date parser."""
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(text)
+    if text.isascii() and text.isdigit():
+        return float(text)  # a very long number is inf, which the cap then bounds
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            return None
+        return max(0.0, (when - now).total_seconds())
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - now).total_seconds())
 
 
 def classify(result: AttemptResult, now: datetime | None = None) -> Classification:
@@ -259,42 +262,67 @@ class EndpointTrip:
     reason: str
 
 
-class EndpointCircuit:
-    """Per-endpoint failure history. In-memory per worker; :meth:`snapshot`/:meth:`restore` let a caller keep
-    it in a changelogged table so a rebalance does not forget a failing streak."""
+CircuitListener = Callable[[str, dict[str, Any] | None], None]
+"""``(subscription id, snapshot or None)`` after every change of an endpoint's streak (None: forgotten)."""
 
-    def __init__(self, config: CircuitConfig | None = None) -> None:
+
+class EndpointCircuit:
+    """Per-endpoint failure history. :meth:`snapshot`/:meth:`restore` and ``listener`` let a caller keep it in
+    Kafka (``circuits.CircuitStore``), so a restart or a rebalance does not forget a failing streak."""
+
+    def __init__(self, config: CircuitConfig | None = None, listener: CircuitListener | None = None) -> None:
         self.config = config or CircuitConfig()
+        self.listener = listener
         self._records: dict[str, _EndpointRecord] = {}
+
+    def _changed(self, subscription_id: str, before: dict[str, Any] | None) -> None:
+        after = self.snapshot(subscription_id)
+        if self.listener is not None and after != before:
+            self.listener(subscription_id, after)
 
     def record_attempt(self, result: AttemptResult, now: datetime) -> EndpointTrip | None:
         if result.failure is FailureKind.DEFERRED:
             return None
-        rec = self._records.setdefault(result.subscription_id, _EndpointRecord())
-        if result.ok:
-            rec.failing_since, rec.dead_letters, rec.tripped = None, 0, False
+        sub_id = result.subscription_id
+        before = self.snapshot(sub_id)
+        try:
+            rec = self._records.setdefault(sub_id, _EndpointRecord())
+            if result.ok:
+                rec.failing_since, rec.dead_letters, rec.tripped = None, 0, False
+                return None
+            if rec.failing_since is None:
+                rec.failing_since = now
+            limit = self.config.failing_for_s
+            if limit is not None and (now - rec.failing_since).total_seconds() >= limit:
+                return self._trip(sub_id, rec, f"every attempt failed for {limit / 3600:g} hours")
             return None
-        if rec.failing_since is None:
-            rec.failing_since = now
-        limit = self.config.failing_for_s
-        if limit is not None and (now - rec.failing_since).total_seconds() >= limit:
-            return self._trip(result.subscription_id, rec, f"every attempt failed for {limit / 3600:g} hours")
-        return None
+        finally:
+            self._changed(sub_id, before)
 
     def record_dead_letter(self, subscription_id: str, now: datetime) -> EndpointTrip | None:
-        rec = self._records.setdefault(subscription_id, _EndpointRecord())
-        rec.dead_letters += 1
-        if rec.failing_since is None:
-            rec.failing_since = now
-        limit = self.config.max_consecutive_dead_letters
-        if limit is not None and rec.dead_letters >= limit:
-            return self._trip(
-                subscription_id, rec, f"{rec.dead_letters} messages in a row were dead-lettered"
-            )
-        return None
+        before = self.snapshot(subscription_id)
+        try:
+            rec = self._records.setdefault(subscription_id, _EndpointRecord())
+            rec.dead_letters += 1
+            if rec.failing_since is None:
+                rec.failing_since = now
+            limit = self.config.max_consecutive_dead_letters
+            if limit is not None and rec.dead_letters >= limit:
+                return self._trip(
+                    subscription_id, rec, f"{rec.dead_letters} messages in a row were dead-lettered"
+                )
+            return None
+        finally:
+            self._changed(subscription_id, before)
 
     def reset(self, subscription_id: str) -> None:
         """Forget the streak, e.g. when an operator re-enables the endpoint."""
+        before = self.snapshot(subscription_id)
+        self._records.pop(subscription_id, None)
+        self._changed(subscription_id, before)
+
+    def forget(self, subscription_id: str) -> None:
+        """Drop the streak without telling the listener (it was removed elsewhere)."""
         self._records.pop(subscription_id, None)
 
     def _trip(self, subscription_id: str, rec: _EndpointRecord, reason: str) -> EndpointTrip | None:

@@ -13,10 +13,15 @@ matched; the inbound record was written just before that, so the search reads ev
 matched any subscription has no history) is the whole retained topic read. Record keys and raw bytes are
 compared before anything is decoded, so a scan costs little more than reading the bytes.
 
-Recover (``since``): every inbound message stored at or after ``since`` (by record timestamp) that matches
-the subscription's filter, except those whose latest delivery state for this subscription shows it delivered
-or still in progress (queued, being sent, retry scheduled). So it picks up what was dead-lettered or expired,
-and what never reached this subscription (it was disabled, or created later, or its filter changed).
+Tenant isolation: a message is queued for a subscription only if the subscription receives it now — its filter
+matches AND its owner holds the message (``holdings.receives``). A resend of a message the subscription does
+not receive answers exactly like an unknown message id (404), so ids cannot be probed across tenants.
+
+Recover (``since``): every inbound message stored at or after ``since`` (by record timestamp) that the
+subscription receives (filter and holding), except those whose latest delivery state for this subscription
+shows it delivered or still in progress (queued, being sent, retry scheduled). So it picks up what was
+dead-lettered or expired, and what never reached this subscription (it was disabled, or created later, or
+its filter changed).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from smsflow.payload import webhook_payload
 from smsflow.producer import AsyncProducer, producer_conf
 from smsflow.schemas import DELIVERY_TOPIC, INBOUND_TOPIC, WEBHOOK_RETRY_TOPIC
 from smsflow.serde import Serde
+from smsflow.webhooks.holdings import Holding, receives
 from smsflow.webhooks.model import Subscription
 from smsflow.webhooks.records import event_record, queued_event, requeue_record
 
@@ -62,12 +68,14 @@ class Redelivery:
         bootstrap: str,
         serde: Serde,
         *,
+        holding_of: Callable[[str], Holding | None],
         history_lookback_s: float = 7 * 86400.0,
         search_window_s: float = 3600.0,
         poll_timeout_s: float = 1.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.serde = serde
+        self.holding_of = holding_of  # the owner's current holding (the subscription store's table)
         self.history_lookback_s = history_lookback_s
         self.search_window_s = search_window_s
         self.poll_timeout_s = poll_timeout_s
@@ -87,7 +95,7 @@ class Redelivery:
     async def resend(self, message_id: str, sub: Subscription) -> bool:
         async with self._scans:
             msg = await asyncio.to_thread(self.find_message, message_id)
-        if msg is None:
+        if msg is None or not self._receives(sub, msg):
             return False
         await self._requeue(sub, [webhook_payload(msg)], "queued again by resend")
         log.info("resend: %s queued for %s", message_id, sub.id)
@@ -117,6 +125,9 @@ class Redelivery:
             await scanner  # re-raises a scan failure
         log.info("recover: %d messages since %s queued for %s", count, since.isoformat(), sub.id)
         return count
+
+    def _receives(self, sub: Subscription, msg: dict[str, Any]) -> bool:
+        return receives(sub, self.holding_of(sub.owner), msg)
 
     async def _requeue(self, sub: Subscription, payloads: list[dict[str, Any]], reason: str) -> None:
         assert self._producer is not None, "start() first"
@@ -278,7 +289,7 @@ class Redelivery:
                 if value is None:
                     continue
                 msg = self.serde.decode(INBOUND_TOPIC, value)
-                if msg["message_id"] in skip or not sub.matches(msg):
+                if msg["message_id"] in skip or not self._receives(sub, msg):
                     continue
                 chunk.append(webhook_payload(msg))
                 if len(chunk) >= CHUNK:

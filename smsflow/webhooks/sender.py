@@ -1,16 +1,23 @@
 """The HTTP side of webhook delivery: one pooled aiohttp session, per-endpoint admission, signed POSTs.
 
 ``deliver`` never raises for a delivery problem: every outcome, including "not sent", is an
-:class:`AttemptResult` with a failure kind and a human reason, for the policy to judge.
+:class:`AttemptResult` with a failure kind and a human reason, for the policy to judge. What an endpoint
+answers is hostile input: :func:`interpret_response` is the one guarded boundary that turns status, headers
+and body into result fields. It is total (any exception inside becomes an ``invalid_response`` failure,
+which is retried), and every text it passes on is valid UTF-8 and length-capped, so the events built from it
+always serialise.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import logging
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from email.message import Message
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,10 +28,14 @@ from prometheus_client import Counter, Gauge, Histogram
 from smsflow.webhooks.egress import AddressPolicy, BlockedAddress, GuardedResolver, guarded_socket_factory
 from smsflow.webhooks.gate import EndpointGate
 from smsflow.webhooks.model import AttemptResult, FailureKind, Subscription, redact_url, utcnow
-from smsflow.webhooks.policy import THROTTLE_STATUSES, AimdLimit
+from smsflow.webhooks.policy import THROTTLE_STATUSES, AimdLimit, parse_retry_after
 from smsflow.webhooks.signing import webhook_headers
 
+log = logging.getLogger(__name__)
+
 USER_AGENT = "smsflow/0.1"
+MAX_HEADER_TEXT = 256  # characters of a response header (Retry-After, Location) kept in results and events
+MAX_ERROR_TEXT = 1024
 TRACE_HEADERS = ("traceparent", "tracestate")
 
 ATTEMPTS = Counter("smsflow_webhook_attempts_total", "Webhook POST attempts by outcome", ["outcome"])
@@ -113,6 +124,88 @@ def describe_failure(exc: BaseException, timeout_s: float) -> tuple[FailureKind,
     if isinstance(exc, aiohttp.ClientError):
         return FailureKind.CONNECTION, f"{type(exc).__name__}: {exc}"
     return FailureKind.CONNECTION, f"{type(exc).__name__}: {exc}"
+
+
+def safe_text(value: object, limit: int) -> str:
+    """``value`` as valid UTF-8 text of at most ``limit`` characters: lone surrogates (undecodable header
+    bytes, as aiohttp passes them on) are shown as escapes, because an event carrying one cannot be
+    serialised (orjson and Avro refuse them) and would leave its message unacked."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _charset(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    m = Message()
+    m["content-type"] = content_type
+    charset = m.get_content_charset()
+    return charset if isinstance(charset, str) else None
+
+
+def decode_body(raw: bytes, content_type: str | None) -> tuple[str, str | None]:
+    """The body as text for the delivery log, and a note when its declared charset could not be used (unknown,
+    not a text encoding, or wrong for the bytes): then it is shown as UTF-8 with replacement characters."""
+    charset = _charset(content_type)
+    if charset:
+        try:
+            codecs.lookup(charset)
+            return raw.decode(charset, errors="replace"), None
+        except (LookupError, ValueError, TypeError) as exc:  # e.g. x-bogus, or base64 (bytes-to-bytes)
+            shown = safe_text(charset, 64)
+            note = f"response charset {shown!r} unusable ({type(exc).__name__}); shown as UTF-8"
+            return raw.decode("utf-8", errors="replace"), note
+    return raw.decode("utf-8", errors="replace"), None
+
+
+def interpret_response(
+    status: int,
+    headers: Mapping[str, str],
+    raw: bytes,
+    truncated: bool,
+    read_error: str | None = None,
+) -> dict[str, Any]:
+    """The :class:`AttemptResult` fields a response gives. Never raises: a response it cannot interpret is a
+    failed attempt with the reason (``invalid_response``), retried on schedule like any other failure."""
+    try:
+        failure: FailureKind | None = None
+        notes: list[str] = []
+        if not 100 <= status <= 999:
+            raise ValueError(f"status {status} is not an HTTP status code")
+        if 300 <= status < 400:
+            failure = FailureKind.REDIRECT
+            location = safe_text(headers.get("Location") or "?", MAX_HEADER_TEXT)
+            notes.append(f"HTTP {status} redirect to {location} not followed")
+        elif not 200 <= status < 300:
+            failure = FailureKind.HTTP_STATUS
+            notes.append(f"HTTP {status}")
+        if read_error:
+            notes.append(f"response body unread: {read_error}")
+        body = None
+        if raw:
+            body, note = decode_body(raw, headers.get("Content-Type"))
+            if note:
+                notes.append(note)
+        retry_after = headers.get("Retry-After")
+        if retry_after is not None and parse_retry_after(retry_after, utcnow()) is None:
+            notes.append(f"Retry-After {safe_text(retry_after, 64)!r} ignored: not seconds or an HTTP date")
+        return {
+            "status_code": status,
+            "failure": failure,
+            "error": safe_text("; ".join(notes), MAX_ERROR_TEXT) if notes else None,
+            "response_body": safe_text(body, len(raw) + 1) if body is not None else None,
+            "response_truncated": truncated,
+            "retry_after": safe_text(retry_after, MAX_HEADER_TEXT) if retry_after is not None else None,
+        }
+    except Exception as exc:  # the boundary: whatever an endpoint answers, this is a result, not a raise
+        reason = safe_text(f"response could not be interpreted: {type(exc).__name__}: {exc}", MAX_ERROR_TEXT)
+        return {
+            "status_code": status if isinstance(status, int) and 100 <= status <= 999 else None,
+            "failure": FailureKind.INVALID_RESPONSE,
+            "error": reason,
+        }
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
@@ -220,6 +313,8 @@ class WebhookSender:
 
         def result(**kw: Any) -> AttemptResult:
             kw.setdefault("duration_ms", 0.0)
+            if kw.get("error") is not None:
+                kw["error"] = safe_text(kw["error"], MAX_ERROR_TEXT)  # exception texts may quote the response
             out = AttemptResult(**base, **kw)
             ATTEMPTS.labels(_outcome_label(out)).inc()
             return out
@@ -263,37 +358,26 @@ class WebhookSender:
                 sub.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             ) as resp:
                 status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-                location = resp.headers.get("Location")
+                response_headers = resp.headers
                 read_error = None
                 try:
                     raw, truncated = await _read_capped(resp, self.config.max_response_body_bytes)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     raw, truncated = b"", False
                     read_error = describe_failure(exc, sub.timeout_seconds)[1]
-            failure = None
-            error = None
-            if 300 <= status < 400:
-                failure = FailureKind.REDIRECT
-                error = f"HTTP {status} redirect to {location or '?'} not followed"
-            elif not 200 <= status < 300:
-                failure = FailureKind.HTTP_STATUS
-                error = f"HTTP {status}"
-            if read_error:
-                error = f"{error}; " if error else ""
-                error += f"response body unread: {read_error}"
-            out = result(
-                status_code=status,
-                failure=failure,
-                error=error,
-                response_body=raw.decode(resp.charset or "utf-8", errors="replace") if raw else None,
-                response_truncated=truncated,
-                retry_after=retry_after,
-                duration_ms=(time.monotonic() - t_send) * 1000,
-            )
+            fields = interpret_response(status, response_headers, raw, truncated, read_error)
+            out = result(**fields, duration_ms=(time.monotonic() - t_send) * 1000)
         except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError, ValueError) as exc:
             kind, reason = describe_failure(exc, sub.timeout_seconds)
             out = result(failure=kind, error=reason, duration_ms=(time.monotonic() - t_send) * 1000)
+        except Exception as exc:  # anything else the client raises on a hostile peer: still a failed attempt
+            endpoint = redact_url(sub.url)
+            log.warning("webhook %s to %s: unexpected %s", webhook_id, endpoint, type(exc).__name__)
+            out = result(
+                failure=FailureKind.CONNECTION,
+                error=f"{type(exc).__name__}: {exc}",
+                duration_ms=(time.monotonic() - t_send) * 1000,
+            )
         finally:
             IN_FLIGHT.dec()
             gate.release()

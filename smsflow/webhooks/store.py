@@ -1,16 +1,20 @@
-"""Where subscriptions live. The API writes through :class:`SubscriptionStore`; delivery reads from it.
+"""Where subscriptions and owners' holdings live. The API writes through :class:`SubscriptionStore`; delivery
+reads from it.
 
-The production implementation is backed by the compacted topic ``sms.subscriptions.v1`` (record format in
-``model.py``); :class:`InMemorySubscriptionStore` serves tests and the demo. Listeners hear every change —
-including, in a topic-backed store, changes made by other processes — as ``(id, subscription or None)``.
+The production implementation is backed by the compacted topics ``sms.subscriptions.v1`` and
+``sms.holdings.v1`` (record formats in ``model.py`` and ``holdings.py``); :class:`InMemorySubscriptionStore`
+serves tests and the demo. Listeners hear every subscription change — including, in a topic-backed store,
+changes made by other processes — as ``(id, subscription or None)``.
 """
 
 from __future__ import annotations
 
 import abc
+import builtins
 import logging
 from collections.abc import Awaitable, Callable
 
+from smsflow.webhooks.holdings import Holding
 from smsflow.webhooks.model import Subscription
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,22 @@ class SubscriptionStore(abc.ABC):
     async def delete(self, subscription_id: str) -> bool:
         """True if it existed."""
 
+    @abc.abstractmethod
+    def holding_of(self, owner: str) -> Holding | None:
+        """The owner's current holding (synchronous: read for every inbound message, and by scan threads)."""
+
+    @abc.abstractmethod
+    async def holdings(self) -> builtins.list[Holding]:
+        """Every owner's holding, by owner."""
+
+    @abc.abstractmethod
+    async def put_holding(self, holding: Holding) -> None:
+        """Create or replace an owner's holding; in effect for matching once this returns."""
+
+    @abc.abstractmethod
+    async def delete_holding(self, owner: str) -> bool:
+        """True if the owner held anything."""
+
     def add_listener(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
 
@@ -53,9 +73,10 @@ class SubscriptionStore(abc.ABC):
 
 
 class InMemorySubscriptionStore(SubscriptionStore):
-    def __init__(self, subs: list[Subscription] | None = None) -> None:
+    def __init__(self, subs: list[Subscription] | None = None, holdings: list[Holding] | None = None) -> None:
         super().__init__()
         self._subs: dict[str, Subscription] = {s.id: s for s in subs or []}
+        self._holdings: dict[str, Holding] = {h.owner: h for h in holdings or []}
 
     async def get(self, subscription_id: str) -> Subscription | None:
         return self._subs.get(subscription_id)
@@ -73,3 +94,15 @@ class InMemorySubscriptionStore(SubscriptionStore):
         if existed:
             await self._notify(subscription_id, None)
         return existed
+
+    def holding_of(self, owner: str) -> Holding | None:
+        return self._holdings.get(owner)
+
+    async def holdings(self) -> builtins.list[Holding]:
+        return [self._holdings[o] for o in sorted(self._holdings)]
+
+    async def put_holding(self, holding: Holding) -> None:
+        self._holdings[holding.owner] = holding
+
+    async def delete_holding(self, owner: str) -> bool:
+        return self._holdings.pop(owner, None) is not None

@@ -24,6 +24,7 @@ from tests.e2e.test_webhook_failures import (
     ScriptedEndpoint,
     answer,
     delivery_events,
+    ensure_ingest_changelogs,
     feed,
     free_port,
     histories,
@@ -53,6 +54,20 @@ async def cli(env: dict[str, str], *args: str) -> Any:
     return json.loads(text) if text.startswith(("{", "[")) else text
 
 
+async def wait_api_up(http: aiohttp.ClientSession, base: str, p: Any, timeout: float = 60) -> None:
+    """Until ``smsflow api`` answers its health check (fails early if the process died)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with http.get(base + "/healthz") as r:
+                if r.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        assert time.monotonic() < deadline and p.procs["api"].alive, p.logs()
+        await asyncio.sleep(0.3)
+
+
 async def test_subscriptions_api_changes_a_running_worker(pipeline) -> None:
     _, admin = ApiKeyStore().issue(None, label="e2e admin")
     port = free_port()
@@ -70,21 +85,11 @@ async def test_subscriptions_api_changes_a_running_worker(pipeline) -> None:
         )
         cli_env = {**p.env, "SMSFLOW_API_KEY": admin, "SMSFLOW_API_URL": base}
         t_start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        ensure_ingest_changelogs(p)
         p.start("worker", "connector", "api")
         await p.smsc.wait_bound(60)
         async with aiohttp.ClientSession() as http:
-
-            async def api_up() -> bool:
-                try:
-                    async with http.get(base + "/healthz") as r:
-                        return r.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            deadline = time.monotonic() + 60
-            while not await api_up():
-                assert time.monotonic() < deadline and p.procs["api"].alive, p.logs()
-                await asyncio.sleep(0.3)
+            await wait_api_up(http, base, p)
 
             # no key, or a wrong one: 401; the OpenAPI document is public
             async with http.get(base + "/v1/subscriptions") as r:
@@ -104,6 +109,11 @@ async def test_subscriptions_api_changes_a_running_worker(pipeline) -> None:
             await p.wait_delivered(n1, 60)
             worker_pid = p.procs["worker"].proc.pid
 
+            # what each customer holds (admin key): acme the +852 numbers, beta all of ours (its filter picks
+            # by the sender's country, so its messages go to +852 and +86 numbers alike)
+            async with http.put(base + "/v1/holdings/acme", json={"prefixes": ["+852"]}, headers=auth) as r:
+                assert r.status == 200, await r.text()
+            await cli(cli_env, "holdings", "set", "beta", "--prefix", "+852", "--prefix", "+86")
             # acme through the REST API: destinations starting +852
             body = {"owner": "acme", "url": acme.url, "filters": {"destination_prefixes": ["+852"]}}
             async with http.post(base + "/v1/subscriptions", json=body, headers=auth) as r:

@@ -35,7 +35,10 @@ def test_manifest_declares_every_topic() -> None:
         "sms.quarantine.v1",
         "sms.delivery.v1",
         "sms.subscriptions.v1",
+        "sms.holdings.v1",
         "sms.webhook.retry.v1",
+        "sms.webhook.attempts.v1",
+        "sms.webhook.circuits.v1",
         "sms.webhook.dlq.v1",
         "sms.routes.health.v1",
         "sms.routes.decisions.v1",
@@ -48,6 +51,7 @@ def test_manifest_declares_every_topic() -> None:
     assert specs["sms.quarantine.v1"].retention_ms == 30 * 86_400_000
     assert specs["sms.webhook.retry.v1"].retention_ms == 86_400_000
     assert specs["sms.subscriptions.v1"].cleanup_policy == "compact"
+    assert specs["sms.holdings.v1"].cleanup_policy == "compact"
     assert specs["_schemas"].partitions == 1
     assert all(s.key and s.doc for s in specs.values())
 

@@ -10,6 +10,7 @@ from standardwebhooks import Webhook
 from smsflow.webhooks.api import ApiSettings, create_api_app
 from smsflow.webhooks.apikeys import ApiKey, ApiKeyStore, Scope
 from smsflow.webhooks.egress import AddressPolicy
+from smsflow.webhooks.holdings import Holding
 from smsflow.webhooks.signing import generate_secret, webhook_headers
 from smsflow.webhooks.store import InMemorySubscriptionStore
 
@@ -22,9 +23,13 @@ class Api:
         return {"Authorization": f"Bearer {token}"}
 
 
+# acme holds mainland China numbers, globex Hong Kong ones
+HOLDINGS = [Holding(owner="acme", prefixes=["+86"]), Holding(owner="globex", prefixes=["+852"])]
+
+
 @pytest.fixture
 async def api():
-    store = InMemorySubscriptionStore()
+    store = InMemorySubscriptionStore(holdings=HOLDINGS)
     keys = ApiKeyStore()
     calls: list[tuple] = []
 
@@ -180,7 +185,10 @@ async def test_https_only_subscription_refuses_http(api, acme):
 
 
 async def test_demo_settings_allow_local_urls():
-    store, keys = InMemorySubscriptionStore(), ApiKeyStore()
+    store, keys = (
+        InMemorySubscriptionStore(holdings=[Holding(owner="demo", numbers=["+85230001000"])]),
+        ApiKeyStore(),
+    )
     _, token = keys.issue(None)
     app = create_api_app(store, keys, settings=ApiSettings(address_policy=None))
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
@@ -304,7 +312,7 @@ async def test_resend_and_recover_call_the_callbacks(api, acme):
 
 
 async def test_callbacks_absent_is_501():
-    store, keys = InMemorySubscriptionStore(), ApiKeyStore()
+    store, keys = InMemorySubscriptionStore(holdings=HOLDINGS), ApiKeyStore()
     _, token = keys.issue("acme")
     app = create_api_app(store, keys, settings=ApiSettings(address_policy=AddressPolicy()))
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:

@@ -1,0 +1,116 @@
+"""Read compacted topics whole, then follow them: the way every process keeps a table of small shared state
+(subscriptions, holdings, the webhook attempts ledger, endpoint circuits) in memory.
+
+One consumer thread per :class:`CompactedFollower`, with a random group id (it never commits: a table read
+from the start, not a queue). ``start`` returns once every partition has been read to the end it had at start,
+so nothing is decided on a half-read table; after that, records are applied as they come, within a poll
+interval. ``on_record`` runs in the thread; keep it to dictionary updates (CPython makes those atomic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+log = logging.getLogger(__name__)
+
+_NO_LEADER_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
+
+
+class CompactedFollower:
+    def __init__(
+        self, bootstrap: str, topics: Sequence[str], on_record: Callable[[Message], None], name: str
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topics = tuple(topics)
+        self.on_record = on_record
+        self.name = name
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._loaded = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded.is_set() and self._error is None
+
+    async def start(self, timeout: float = 30.0) -> None:
+        self._thread = threading.Thread(target=self._follow, name=f"{self.name}-follow", daemon=True)
+        self._thread.start()
+        ok = await asyncio.to_thread(self._loaded.wait, timeout)
+        if self._error is not None:
+            raise self._error
+        if not ok:
+            raise TimeoutError(f"{', '.join(self.topics)}: not loaded within {timeout:g}s")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5.0)
+
+    def _follow(self) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"smsflow-{self.name}-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+            }
+        )
+        try:
+            parts: list[TopicPartition] = []
+            for topic in self.topics:
+                tmeta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+                if tmeta is None or tmeta.error is not None:
+                    raise RuntimeError(f"{topic}: topic not found (apply infra/topics.yaml)")
+                parts += [TopicPartition(topic, p, 0) for p in tmeta.partitions]
+            consumer.assign(parts)
+            remaining = set()
+            for tp in parts:
+                lo, hi = watermarks(consumer, TopicPartition(tp.topic, tp.partition))
+                if hi > lo:
+                    remaining.add((tp.topic, tp.partition))
+            if not remaining:
+                self._loaded.set()
+            while not self._stop.is_set():
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        remaining.discard((msg.topic(), msg.partition()))
+                        if not remaining:
+                            self._loaded.set()
+                    continue
+                try:
+                    self.on_record(msg)
+                except Exception as exc:  # one unreadable record must not stop the table
+                    log.error("%s@%s: unreadable record skipped: %s", msg.topic(), msg.offset(), exc)
+        except BaseException as exc:
+            self._error = exc
+            self._loaded.set()
+        finally:
+            consumer.close()
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 30.0) -> tuple[int, int]:
+    """Low and high offsets; retried while the partition has no leader yet (a topic created moments ago)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            lo, hi = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(lo), int(hi)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = isinstance(err, KafkaError) and (err.retriable() or err.code() in _NO_LEADER_YET)
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
