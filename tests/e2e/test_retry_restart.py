@@ -22,7 +22,6 @@ from smsflow.schemas import WEBHOOK_DLQ_TOPIC
 from tests.e2e.test_webhook_failures import (
     ScriptedEndpoint,
     answer,
-    ensure_ingest_changelogs,
     put_subscriptions,
     read_topic,
     wait_until,
@@ -39,7 +38,6 @@ async def test_worker_restart_mid_schedule_does_not_resend_attempts(pipeline) ->
     await down.start()
     try:
         p = await pipeline(carriers=1, webhooks={"retry_delays_s": SCHEDULE, "retry_jitter": 0})
-        ensure_ingest_changelogs(p)
         p.start("worker", "connector")
         await p.smsc.wait_bound(60)
         await put_subscriptions(p, [down.subscription()])

@@ -26,7 +26,6 @@ from tests.e2e.test_webhook_api import cli, wait_api_up
 from tests.e2e.test_webhook_failures import (
     ScriptedEndpoint,
     answer,
-    ensure_ingest_changelogs,
     free_port,
     wait_until,
 )
@@ -85,7 +84,6 @@ async def test_two_tenants_never_see_each_others_sms(pipeline, tmp_path: Path) -
         )
         cli_env = {**p.env, "SMSFLOW_API_KEY": admin_token, "SMSFLOW_API_URL": base}
         t_start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-        ensure_ingest_changelogs(p)
         p.start("worker", "connector", "api")
         await p.smsc.wait_bound(60)
         mix = TrafficMix(seed=97, multipart_ratio=0.0)

@@ -24,7 +24,6 @@ from tests.e2e.test_webhook_failures import (
     ScriptedEndpoint,
     answer,
     delivery_events,
-    ensure_ingest_changelogs,
     feed,
     free_port,
     histories,
@@ -85,7 +84,6 @@ async def test_subscriptions_api_changes_a_running_worker(pipeline) -> None:
         )
         cli_env = {**p.env, "SMSFLOW_API_KEY": admin, "SMSFLOW_API_URL": base}
         t_start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-        ensure_ingest_changelogs(p)
         p.start("worker", "connector", "api")
         await p.smsc.wait_bound(60)
         async with aiohttp.ClientSession() as http:

@@ -27,7 +27,6 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from connectors.simulator.traffic import TrafficMix
 from smsflow.schemas import DELIVERY_TOPIC, OPS_TOPIC, WEBHOOK_DLQ_TOPIC
-from smsflow.topics import TopicSpec, ensure_topics
 from smsflow.webhooks.model import BatchConfig, SigningSecret, Subscription
 from smsflow.webhooks.secretbox import ENV_KEYS, SecretBox
 from smsflow.webhooks.signing import generate_secret
@@ -141,19 +140,6 @@ def first_then_ok(status: int, headers: dict[str, str] | None = None) -> Script:
 # ---------------------------------------------------------------- Kafka side
 
 
-def ensure_ingest_changelogs(p: Any) -> None:
-    """Create the ingest tables' changelog topics before the worker starts. On a loaded machine Faust's own
-    creation can be invisible to the first metadata read, and the ingest agent then crash-loops on
-    PartitionsMismatch (issue 9 §2, fixed in the ingest stage); the delivery tests are not about that."""
-    ensure_topics(
-        p.stack.bootstrap,
-        [
-            TopicSpec(f"{p.env_app_id}-{table}-changelog", 6, cleanup_policy="compact")
-            for table in ("ingest-partials", "ingest-seen")
-        ],
-    )
-
-
 async def put_subscriptions(p: Any, subs: list[Subscription]) -> None:
     """Write subscriptions to sms.subscriptions.v1 as the API does; the running worker picks them up."""
     store = TopicSubscriptionStore(p.stack.bootstrap, box=SecretBox.from_spec(p.env[ENV_KEYS]))
@@ -241,7 +227,6 @@ async def test_scripted_failures_end_delivered_or_dead_lettered(pipeline, tmp_pa
         await ep.start()
     try:
         p = await pipeline(carriers=1, webhooks={**SHORT_RETRIES, "ca_bundle": str(ca_path)})
-        ensure_ingest_changelogs(p)
         p.start()
         await p.smsc.wait_bound(60)
         mix = TrafficMix(seed=23, multipart_ratio=0.0)
@@ -426,7 +411,6 @@ async def test_endpoint_outage_then_back_nothing_lost(pipeline) -> None:
     try:
         p = await pipeline(carriers=1, webhooks={"retry_delays_s": delays, "deferred_delay_s": 1.0})
         await put_subscriptions(p, [outage.ep.subscription(timeout_seconds=2.0)])
-        ensure_ingest_changelogs(p)
         p.start()
         await p.smsc.wait_bound(60)
         mix = TrafficMix(seed=31, multipart_ratio=0.1)
