@@ -46,6 +46,24 @@ class KafkaConfig(_Strict):
     sasl_username_env: str | None = None
     sasl_password_env: str | None = None
 
+    @field_validator("security_protocol")
+    @classmethod
+    def _plaintext_only(cls, v: str) -> str:
+        # Accepted and then silently ignored would connect in clear text to a cluster that expects TLS/SASL.
+        if v != "PLAINTEXT":
+            raise ValueError(
+                "not supported yet: the processes connect with PLAINTEXT only (secured clusters are planned); "
+                "remove it or set PLAINTEXT"
+            )
+        return v
+
+    @field_validator("sasl_mechanism", "sasl_username_env", "sasl_password_env")
+    @classmethod
+    def _no_sasl_yet(cls, v: str | None) -> str | None:
+        if v is not None:
+            raise ValueError("not supported yet: SASL is not wired into the Kafka clients; remove it")
+        return v
+
 
 class RegistryConfig(_Strict):
     url: str | None = Field(default=None, description="Confluent-compatible registry; empty = embedded")

@@ -14,6 +14,10 @@ from smsflow.config import ConfigError, parse_config
             {"schema_registry": {"basic_auth_password_env": "REG_PW"}},
             "schema_registry.basic_auth_password_env:",
         ),
+        ({"kafka": {"security_protocol": "SASL_SSL"}}, "kafka.security_protocol: not supported yet"),
+        ({"kafka": {"sasl_mechanism": "PLAIN"}}, "kafka.sasl_mechanism:"),
+        ({"kafka": {"sasl_username_env": "KUSER"}}, "kafka.sasl_username_env:"),
+        ({"kafka": {"sasl_password_env": "KPASS"}}, "kafka.sasl_password_env:"),
     ],
 )
 def test_unused_fields_are_refused_by_path(data: dict, path: str) -> None:
@@ -23,6 +27,10 @@ def test_unused_fields_are_refused_by_path(data: dict, path: str) -> None:
 
 def test_their_defaults_still_load() -> None:
     cfg = parse_config(
-        {"pipeline": {"delivery_batch": 256}, "schema_registry": {"basic_auth_user_env": None}}
+        {
+            "pipeline": {"delivery_batch": 256},
+            "schema_registry": {"basic_auth_user_env": None},
+            "kafka": {"security_protocol": "PLAINTEXT"},
+        }
     )
     assert cfg.pipeline.delivery_batch == 256
