@@ -52,7 +52,7 @@ class KafkaConfig(_Strict):
         # Accepted and then silently ignored would connect in clear text to a cluster that expects TLS/SASL.
         if v != "PLAINTEXT":
             raise ValueError(
-                "not supported yet: the processes connect with PLAINTEXT only (secured clusters are planned); "
+                "not supported yet: the processes connect with PLAINTEXT only (secured clusters come later); "
                 "remove it or set PLAINTEXT"
             )
         return v
