@@ -148,7 +148,11 @@ def _charset(content_type: str | None) -> str | None:
 def decode_body(raw: bytes, content_type: str | None) -> tuple[str, str | None]:
     """The body as text for the delivery log, and a note when its declared charset could not be used (unknown,
     not a text encoding, or wrong for the bytes): then it is shown as UTF-8 with replacement characters."""
-    charset = _charset(content_type)
+    try:
+        charset = _charset(content_type)
+    except Exception as exc:  # e.g. undecodable octets in the header: the body is still the receiver's answer
+        note = f"response Content-Type unreadable ({type(exc).__name__}); shown as UTF-8"
+        return raw.decode("utf-8", errors="replace"), note
     if charset:
         try:
             codecs.lookup(charset)
