@@ -360,6 +360,11 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
     # Waiting retries are cheap sleeping tasks; they get their own bound so they never starve fresh messages.
     retry_gate = asyncio.Semaphore(MAX_RETRIES_WAITING)
     tasks: set[asyncio.Task[None]] = set()
+    # Retry records being carried out, by (partition, offset): waiting until due, or attempting. A rebalance
+    # (more likely on a loaded machine) hands a partition back from its committed offset while the earlier
+    # reading of a record still sleeps here; without this the record was attempted twice when due.
+    waiting: dict[tuple[int, int], asyncio.Task[Any]] = {}
+    attempting: dict[tuple[int, int], asyncio.Task[Any]] = {}
 
     def engine() -> KafkaDelivery:
         eng: KafkaDelivery = ctx.extras["delivery"]
@@ -473,10 +478,19 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
         ledger.mark(key)
 
     async def _retry_one(stream: Any, event: Any) -> None:
+        part, offset = event.message.partition, event.message.offset
+        key = (part, offset)
+        me = asyncio.current_task()
+        assert me is not None
         try:
+            earlier = waiting.pop(key, None)
+            if earlier is not None:
+                earlier.cancel()  # the same record read again while its earlier reading sleeps: supersede it
+            busy = attempting.get(key)
+            if busy is not None:
+                await asyncio.wait([busy])  # an earlier reading is attempting it: its ledger entry decides
             await ctx.subscriptions_ready.wait()
             await state_ready.wait()
-            part, offset = event.message.partition, event.message.offset
             if ledger.done(part, offset):
                 # read again after a restart or rebalance (the committed offset was held back by a record
                 # due later): its attempt was made and its outcome is durable; sending again would multiply
@@ -486,7 +500,16 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
             rec = orjson.loads(event.value)
             wait = rec["due_at"] / 1000 - time.time()
             if wait > 0:
-                await asyncio.sleep(wait)
+                waiting[key] = me
+                try:
+                    await asyncio.sleep(wait)
+                finally:
+                    if waiting.get(key) is me:
+                        del waiting[key]
+            attempting[key] = me
+            if ledger.done(part, offset):  # carried out meanwhile by another reading of the same record
+                await stream.ack(event)
+                return
             sub = await eng.store.get(rec["subscription_id"])
             messages = retry_messages(rec)
             if sub is None:
@@ -514,11 +537,15 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
         except Exception:
             log.exception("deliver-retry: event %s:%s failed", event.message.partition, event.message.offset)
         finally:
+            if attempting.get(key) is me:
+                del attempting[key]
             retry_gate.release()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _drain(app: faust.App, **kwargs: Any) -> None:
         await batches.drain(timeout=10)
+        for t in list(waiting.values()):
+            t.cancel()  # not due yet and not acked: read again from the committed offset after the restart
         if tasks:
             await asyncio.wait(list(tasks), timeout=10)
         await ledger.stop()
