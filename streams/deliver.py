@@ -486,6 +486,7 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
             earlier = waiting.pop(key, None)
             if earlier is not None:
                 earlier.cancel()  # the same record read again while its earlier reading sleeps: supersede it
+            waiting[key] = me  # until it attempts, a later reading of this record supersedes this one
             busy = attempting.get(key)
             if busy is not None:
                 await asyncio.wait([busy])  # an earlier reading is attempting it: its ledger entry decides
@@ -500,12 +501,9 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
             rec = orjson.loads(event.value)
             wait = rec["due_at"] / 1000 - time.time()
             if wait > 0:
-                waiting[key] = me
-                try:
-                    await asyncio.sleep(wait)
-                finally:
-                    if waiting.get(key) is me:
-                        del waiting[key]
+                await asyncio.sleep(wait)
+            if waiting.get(key) is me:
+                del waiting[key]
             attempting[key] = me
             if ledger.done(part, offset):  # carried out meanwhile by another reading of the same record
                 await stream.ack(event)
@@ -537,6 +535,8 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
         except Exception:
             log.exception("deliver-retry: event %s:%s failed", event.message.partition, event.message.offset)
         finally:
+            if waiting.get(key) is me:
+                del waiting[key]
             if attempting.get(key) is me:
                 del attempting[key]
             retry_gate.release()
