@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connectors.simulator.traffic import TrafficMix  # noqa: E402
+from devkit.simulator.traffic import TrafficMix  # noqa: E402
 from smsflow.inbound import IngestProcessor, IngestSettings  # noqa: E402
 from tests.factories import segment_records  # noqa: E402
 

@@ -45,9 +45,9 @@ import yaml
 
 from bench.kannel import KannelGateway, KannelOptions, decode_kannel_request, kannel_installed, kannel_version
 from bench.procstat import cpu_delta, snapshot
-from connectors.simulator.smsc import SimulatedSmsc
-from connectors.simulator.traffic import LogicalSms, TrafficMix
-from smsflow.demo.receiver import PlainRequest, WebhookReceiver
+from devkit.demo.receiver import PlainRequest, WebhookReceiver
+from devkit.simulator.smsc import SimulatedSmsc
+from devkit.simulator.traffic import LogicalSms, TrafficMix
 
 REPO = Path(__file__).resolve().parent.parent
 TAG = re.compile(r"#(\d+)\s*$")
@@ -125,9 +125,9 @@ class SmsflowSystem:
         self.procs: dict[str, Any] = {}
 
     async def start(self, smsc: SimulatedSmsc, rx: WebhookReceiver) -> None:
-        from smsflow.demo.pipeline import RoleProcess, child_env
-        from smsflow.local.kafka import LocalKafka
-        from smsflow.registry import RegistryThread
+        from devkit.demo.pipeline import RoleProcess, child_env
+        from devkit.local.kafka import LocalKafka
+        from devkit.registry import RegistryThread
         from smsflow.topics import ensure_topics, load_manifest
         from smsflow.webhooks.secretbox import ENV_KEYS, SecretBox
 
@@ -206,7 +206,7 @@ class SmsflowSystem:
     def versions(self) -> dict[str, str]:
         from importlib.metadata import version
 
-        from smsflow.local.kafka import KAFKA_VERSION
+        from devkit.local.kafka import KAFKA_VERSION
 
         return {
             "kafka": KAFKA_VERSION,
@@ -235,7 +235,7 @@ def rx_secret(rx: WebhookReceiver) -> str:
 
 def _java_version() -> str:
     try:
-        from smsflow.local.jvm import java_executable
+        from devkit.local.jvm import java_executable
 
         out = subprocess.run([java_executable(), "-version"], capture_output=True, text=True, check=False)
         return (out.stderr or out.stdout).splitlines()[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.simulator.smsc import deliver_sm_params
+from devkit.simulator.smsc import deliver_sm_params
 from smsflow.smpp.constants import CommandId
 from smsflow.smpp.pdu import Pdu, Tlv, encode_pdu
 from smsflow.sms.segmentation import Segment, split_for_smpp

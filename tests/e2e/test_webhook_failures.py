@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from connectors.simulator.traffic import TrafficMix
+from devkit.simulator.traffic import TrafficMix
 from smsflow.schemas import DELIVERY_TOPIC, OPS_TOPIC, WEBHOOK_DLQ_TOPIC
 from smsflow.webhooks.model import BatchConfig, SigningSecret, Subscription
 from smsflow.webhooks.secretbox import ENV_KEYS, SecretBox

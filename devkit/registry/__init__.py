@@ -4,7 +4,7 @@ Production points ``schema_registry.url`` at Confluent, Karapace or Apicurio's c
 exists so that a laptop or CI needs nothing but Kafka. See server.py for the REST subset it serves.
 """
 
-from smsflow.registry.server import EmbeddedRegistry, RegistryThread, build_app
-from smsflow.registry.store import KafkaSchemaStore, RegistryError
+from devkit.registry.server import EmbeddedRegistry, RegistryThread, build_app
+from devkit.registry.store import KafkaSchemaStore, RegistryError
 
 __all__ = ["EmbeddedRegistry", "KafkaSchemaStore", "RegistryError", "RegistryThread", "build_app"]

@@ -21,10 +21,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from connectors.simulator.faults import FaultError, FaultKind, parse_fault
+from devkit.simulator.faults import FaultError, FaultKind, parse_fault
 
 if TYPE_CHECKING:
-    from connectors.simulator.smsc import SimulatedSmsc
+    from devkit.simulator.smsc import SimulatedSmsc
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -35,7 +35,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from smsflow.registry.compatibility import LEVELS, AvroSchema, InvalidSchema, compatibility_problems
+from devkit.registry.compatibility import LEVELS, AvroSchema, InvalidSchema, compatibility_problems
 from smsflow.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)

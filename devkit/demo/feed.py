@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import signal
 
-from connectors.simulator.control import SimulatorControl
-from connectors.simulator.smsc import SimulatedSmsc
-from connectors.simulator.submits import MessageIdFormat
-from connectors.simulator.traffic import TrafficMix
-from smsflow.demo.receiver import WebhookReceiver
+from devkit.demo.receiver import WebhookReceiver
+from devkit.simulator.control import SimulatorControl
+from devkit.simulator.smsc import SimulatedSmsc
+from devkit.simulator.submits import MessageIdFormat
+from devkit.simulator.traffic import TrafficMix
 
 
 async def feed(smsc: SimulatedSmsc, mix: TrafficMix, rate: float, count: int, stop: asyncio.Event) -> int:

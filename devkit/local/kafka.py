@@ -5,7 +5,7 @@
     ... kafka.bootstrap ...          # "127.0.0.1:PORT"
     kafka.stop()
 
-or ``with LocalKafka(path) as kafka: ...``. ``python -m smsflow.local.kafka {fetch,start,stop,status}`` does
+or ``with LocalKafka(path) as kafka: ...``. ``python -m devkit.local.kafka {fetch,start,stop,status}`` does
 the same from a shell. The broker listens on loopback only. Ports are free ones unless given; they are kept in
 ``<home>/local-kafka.json`` so a later start on the same home (another process, ``stop`` from a shell)
 finds the same broker again.
@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 
-from smsflow.local.jvm import (
+from devkit.local.jvm import (
     INFRA_DIR,
     LocalServiceError,
     cache_root,
@@ -47,7 +47,7 @@ _STATE_FILE = "local-kafka.json"
 
 
 def kafka_jars_dir() -> Path:
-    """``<cache>/jars/kafka-4.1.1`` (see smsflow.local.jvm.cache_root)."""
+    """``<cache>/jars/kafka-4.1.1`` (see devkit.local.jvm.cache_root)."""
     return cache_root() / "jars" / f"kafka-{KAFKA_VERSION}"
 
 
@@ -311,7 +311,7 @@ class LocalKafka:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smsflow.local.kafka", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devkit.local.kafka", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["fetch", "start", "stop", "status"])
     parser.add_argument(
         "--home", type=Path, default=cache_root() / "kafka", help="data and logs (default %(default)s)"

@@ -26,11 +26,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from connectors.simulator.smsc import SimulatedSmsc
-from connectors.simulator.traffic import TrafficMix
+from devkit.demo.feed import feed
+from devkit.demo.receiver import WebhookReceiver
+from devkit.simulator.smsc import SimulatedSmsc
+from devkit.simulator.traffic import TrafficMix
 from smsflow.config import Config
-from smsflow.demo.feed import feed
-from smsflow.demo.receiver import WebhookReceiver
 
 REPO = Path(__file__).resolve().parent.parent.parent
 console = Console(stderr=True)
@@ -61,7 +61,7 @@ class LocalServices:
 
     async def start(self, want_zipkin: bool) -> None:
         if not self.bootstrap:
-            from smsflow.local.kafka import LocalKafka
+            from devkit.local.kafka import LocalKafka
 
             console.print("[bold]kafka[/]: fetching jars (first run only) and starting a local KRaft broker…")
             self._kafka = LocalKafka(self.workdir / "kafka")
@@ -73,13 +73,13 @@ class LocalServices:
 
         await asyncio.to_thread(ensure_topics, self.bootstrap, load_manifest())
         if not self.registry_url:
-            from smsflow.registry.server import EmbeddedRegistry
+            from devkit.registry.server import EmbeddedRegistry
 
             self._registry = EmbeddedRegistry()
             self.registry_url = await self._registry.start(self.bootstrap)
         if want_zipkin and not self.zipkin_url:
             try:
-                from smsflow.local.zipkin import LocalZipkin
+                from devkit.local.zipkin import LocalZipkin
 
                 console.print("[bold]zipkin[/]: fetching (first run only) and starting the tracing UI…")
                 self._zipkin = LocalZipkin(self.workdir / "zipkin")

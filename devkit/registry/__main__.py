@@ -1,4 +1,4 @@
-"""``python -m smsflow.registry --bootstrap HOST:PORT [--port N]``: run the embedded registry standalone.
+"""``python -m devkit.registry --bootstrap HOST:PORT [--port N]``: run the embedded registry standalone.
 
 Credentials for basic auth come from --username/--password or SMSFLOW_REGISTRY_USERNAME /
 SMSFLOW_REGISTRY_PASSWORD; with neither, the registry is open (it listens on loopback by default).
@@ -13,8 +13,8 @@ import logging
 import os
 import signal
 
-from smsflow.registry.server import EmbeddedRegistry
-from smsflow.registry.store import DEFAULT_COMPATIBILITY, SCHEMAS_TOPIC
+from devkit.registry.server import EmbeddedRegistry
+from devkit.registry.store import DEFAULT_COMPATIBILITY, SCHEMAS_TOPIC
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -39,7 +39,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m smsflow.registry", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devkit.registry", description=__doc__.split("\n")[0])
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), required=False)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from smsflow.local.jvm import (
+from devkit.local.jvm import (
     INFRA_DIR,
     LocalServiceError,
     cache_root,
@@ -160,7 +160,7 @@ class LocalZipkin:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smsflow.local.zipkin", description="Run a local Zipkin.")
+    parser = argparse.ArgumentParser(prog="python -m devkit.local.zipkin", description="Run a local Zipkin.")
     parser.add_argument("command", choices=["fetch", "start", "stop"])
     parser.add_argument("--home", type=Path, default=cache_root() / "zipkin")
     parser.add_argument("--port", type=int, default=9411)

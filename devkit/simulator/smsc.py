@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from connectors.simulator.faults import Fault, FaultBoard, FaultError, FaultKind
-from connectors.simulator.submits import (
+from devkit.simulator.faults import Fault, FaultBoard, FaultError, FaultKind
+from devkit.simulator.submits import (
     MessageIdFormat,
     SubmitLedger,
     SubmitRecord,
@@ -30,7 +30,7 @@ from connectors.simulator.submits import (
     receipt_deliver_sm,
     submit_text,
 )
-from connectors.simulator.traffic import LogicalSms
+from devkit.simulator.traffic import LogicalSms
 from smsflow.smpp.constants import CommandId, CommandStatus
 from smsflow.smpp.pdu import Pdu, PduError, PduReader, Tlv, decode_pdu, encode_pdu
 from smsflow.sms.segmentation import split_for_smpp

@@ -27,8 +27,8 @@ from typing import Any
 
 from aiohttp import web
 
-from smsflow.registry.compatibility import AvroSchema, InvalidSchema
-from smsflow.registry.store import (
+from devkit.registry.compatibility import AvroSchema, InvalidSchema
+from devkit.registry.store import (
     DEFAULT_COMPATIBILITY,
     SCHEMAS_TOPIC,
     KafkaSchemaStore,
