@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from devkit.simulator.traffic import TrafficMix  # noqa: E402
-from smsflow.inbound import IngestProcessor, IngestSettings  # noqa: E402
+from smsflow.ingest.processor import IngestProcessor, IngestSettings  # noqa: E402
 from tests.factories import segment_records  # noqa: E402
 
 

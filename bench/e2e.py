@@ -530,7 +530,10 @@ _INCLUSIVE = [
     ("SMPP PDU codec (smsflow.smpp)", ("smsflow/smpp/",)),
     ("connector store path (key, serialize, produce, wait ack)", ("SmppConnector.store",)),
     ("decode (IngestProcessor._parse: PDU, UDH, text)", ("IngestProcessor._parse", "smsflow/sms/")),
-    ("reassembly + dedup (smsflow.reassembly/dedup)", ("smsflow/reassembly", "smsflow/dedup")),
+    (
+        "reassembly + dedup (smsflow.ingest.reassembly/dedup)",
+        ("smsflow/ingest/reassembly", "smsflow/ingest/dedup"),
+    ),
     ("faust tables (state + changelog)", ("faust/tables", "faust/stores")),
     ("enrichment (numbers, OTP, language)", ("smsflow/enrich",)),
     ("avro serde", ("smsflow/serde", "confluent_kafka/schema_registry", "fastavro")),

@@ -39,6 +39,7 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from smsflow.ingest.quarantine import Source, quarantine_record
 from smsflow.payload import webhook_payload
 from smsflow.schemas import (
     DELIVERY_TOPIC,
@@ -104,19 +105,13 @@ class KafkaDelivery:
 
     async def quarantine(self, value: bytes, partition: int, offset: int, reason: str) -> None:
         """An inbound record that cannot be read: keep it with the reason, do not block the partition."""
-        record = {
-            "stage": "deliver",
-            "carrier_id": "",
-            "route_id": "",
-            "session_id": "",
-            "received_at": int(time.time() * 1000),
-            "status": 0,
-            "reason": reason,
-            "pdu": value,
-            "source_topic": INBOUND_TOPIC,
-            "source_partition": partition,
-            "source_offset": offset,
-        }
+        record = quarantine_record(
+            "deliver",
+            reason,
+            received_at=int(time.time() * 1000),
+            pdu=value,
+            source=Source(INBOUND_TOPIC, partition, offset),
+        )
         await self._send(QUARANTINE_TOPIC, INBOUND_TOPIC, self.ctx.serde.encode(QUARANTINE_TOPIC, record))
 
     async def targets(self, msg: dict[str, Any]) -> list[Subscription]:

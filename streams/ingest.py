@@ -25,7 +25,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from smsflow.carriers import alphabet_overrides
-from smsflow.inbound import IngestProcessor, IngestSettings, Outputs, Publish, Stats
+from smsflow.ingest.processor import IngestProcessor, IngestSettings, Outputs, Publish, Stats
 from smsflow.schemas import INBOUND_TOPIC, QUARANTINE_TOPIC, RAW_TOPIC, RECEIPTS_TOPIC
 from smsflow.telemetry import (
     LINKED_TRACES_ATTR,

@@ -17,6 +17,7 @@ from opentelemetry import trace
 
 from connectors.smpp.session import EsmeSession, InboundPdu, RejectedPdu, SessionSettings
 from smsflow.config import CarrierConfig
+from smsflow.ingest.quarantine import quarantine_record
 from smsflow.keys import conversation_key
 from smsflow.metrics import CONNECTOR_PDUS, CONNECTOR_STORE_SECONDS
 from smsflow.producer import AsyncProducer, KafkaUnavailable
@@ -152,19 +153,16 @@ class SmppConnector:
             return int(CommandStatus.ESME_ROK)
 
     async def quarantine(self, carrier: CarrierConfig, item: RejectedPdu) -> None:
-        record = {
-            "stage": "connector",
-            "carrier_id": carrier.id,
-            "route_id": carrier.route_id,
-            "session_id": item.session_id,
-            "received_at": item.received_at_ms,
-            "status": item.status,
-            "reason": item.reason,
-            "pdu": item.raw,
-            "source_topic": None,
-            "source_partition": None,
-            "source_offset": None,
-        }
+        record = quarantine_record(
+            "connector",
+            item.reason,
+            carrier_id=carrier.id,
+            route_id=carrier.route_id,
+            session_id=item.session_id,
+            received_at=item.received_at_ms,
+            status=item.status,
+            pdu=item.raw,
+        )
         try:
             value = self.serde.encode(QUARANTINE_TOPIC, record)
             await self.producer.send(QUARANTINE_TOPIC, value, key=carrier.id)

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smsflow.enrich import enrich
-from smsflow.inbound import IngestProcessor, IngestSettings
-from smsflow.receipts import parse_receipt
+from smsflow.ingest.processor import IngestProcessor, IngestSettings
+from smsflow.ingest.receipts import parse_receipt
 from smsflow.smpp.pdu import PduError, decode_pdu
 from tests.avro_check import encode
 from tests.fuzz.inputs import CARRIERS, raw_record

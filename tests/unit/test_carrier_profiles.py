@@ -15,7 +15,7 @@ from connectors.smpp.session import EsmeSession, InboundPdu, SessionSettings
 from smsflow.carriers import PRESETS, alphabet_overrides, looks_like_receipt_text, receipt_id_decimal
 from smsflow.cli import app
 from smsflow.config import CarrierConfig, ConfigError, parse_config
-from smsflow.inbound import IngestProcessor, IngestSettings
+from smsflow.ingest.processor import IngestProcessor, IngestSettings
 from smsflow.smpp.constants import CommandId
 from smsflow.smpp.pdu import decode_pdu
 from smsflow.sms import gsm0338

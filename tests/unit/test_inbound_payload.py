@@ -9,7 +9,7 @@ from pathlib import Path
 
 import fastavro
 
-from smsflow.inbound import IngestProcessor, IngestSettings
+from smsflow.ingest.processor import IngestProcessor, IngestSettings
 from smsflow.payload import webhook_payload
 from tests.avro_check import encode, parsed_schema
 from tests.factories import deliver_sm_bytes, raw_record

@@ -7,7 +7,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smsflow.inbound import IngestProcessor, IngestSettings
+from smsflow.ingest.processor import IngestProcessor, IngestSettings
 from tests.factories import deliver_sm_bytes, raw_record, segment_records
 
 T0 = 1_700_000_000_000

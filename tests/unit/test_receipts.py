@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from smsflow.avro_range import INT_MAX, read_count
-from smsflow.inbound import IngestProcessor, IngestSettings
-from smsflow.receipts import parse_receipt
+from smsflow.ingest.processor import IngestProcessor, IngestSettings
+from smsflow.ingest.receipts import parse_receipt
 from tests.avro_check import encode
 from tests.factories import deliver_sm_bytes, raw_record
 

@@ -19,7 +19,7 @@ from connectors.smpp.session import EsmeSession, InboundPdu, SessionSettings
 from devkit.simulator.faults import FaultError, FaultKind, parse_fault
 from devkit.simulator.smsc import SimulatedSmsc
 from devkit.simulator.traffic import LogicalSms
-from smsflow.receipts import parse_receipt
+from smsflow.ingest.receipts import parse_receipt
 from smsflow.smpp.constants import CommandId, CommandStatus, TlvTag
 from smsflow.smpp.pdu import Pdu
 

@@ -1,7 +1,7 @@
 """The ingest stage as plain logic: raw PDU record in; canonical messages, receipts and quarantine out.
 
 ``IngestProcessor`` holds no Kafka code. It reads and writes two mapping-like stores — the Faust tables
-``partials`` (reassembly, one key per part: ``smsflow/reassembly.py``) and ``seen`` (dedup window) in
+``partials`` (reassembly, one key per part: ``smsflow/ingest/reassembly.py``) and ``seen`` (dedup window) in
 production, plain dicts in unit tests — and returns what to publish. The Faust agent in
 ``streams/ingest.py`` is a thin shell around it, so every rule here is tested without a broker and behaves
 the same inside the stream.
@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from smsflow.carriers import ReceiptIdForm, looks_like_receipt_text, receipt_id_decimal
-from smsflow.dedup import message_fingerprint, message_id
 from smsflow.enrich import enrich
-from smsflow.reassembly import (
+from smsflow.ingest.dedup import message_fingerprint, message_id
+from smsflow.ingest.quarantine import Source, quarantine_record
+from smsflow.ingest.reassembly import (
     Assembled,
     PartStore,
     Segment,
@@ -40,7 +41,7 @@ from smsflow.reassembly import (
     reassembly_key,
     single,
 )
-from smsflow.receipts import is_receipt, parse_receipt
+from smsflow.ingest.receipts import is_receipt, parse_receipt
 from smsflow.smpp.constants import CommandId, TlvTag
 from smsflow.smpp.pdu import PduError, decode_pdu
 from smsflow.sms.text import DefaultAlphabet, TextDecodeError, decode_text
@@ -137,26 +138,21 @@ def is_replay(seen_origin: str, origin: str) -> bool:
     return s is not None and c is not None and s[:2] == c[:2] and c[2] <= s[2]
 
 
-def quarantine_record(raw: dict[str, Any], reason: str, origin: str, partition: int) -> Publish:
+def quarantine_publish(raw: dict[str, Any], reason: str, origin: str, partition: int) -> Publish:
     """The sms.quarantine.v1 record for one raw record that cannot be processed, and why."""
     parsed = parse_origin(origin)
-    return Publish(
-        "quarantine",
-        str(raw.get("carrier_id", "")),
-        {
-            "stage": "ingest",
-            "carrier_id": str(raw.get("carrier_id", "")),
-            "route_id": str(raw.get("route_id", "")),
-            "session_id": str(raw.get("session_id", "")),
-            "received_at": int(raw.get("received_at", 0) or 0),
-            "status": 0,
-            "reason": reason,
-            "pdu": raw.get("pdu", b"") if isinstance(raw.get("pdu", b""), bytes) else b"",
-            "source_topic": parsed[0] if parsed else None,
-            "source_partition": partition,
-            "source_offset": parsed[2] if parsed else None,
-        },
+    pdu = raw.get("pdu", b"")
+    record = quarantine_record(
+        "ingest",
+        reason,
+        carrier_id=str(raw.get("carrier_id", "")),
+        route_id=str(raw.get("route_id", "")),
+        session_id=str(raw.get("session_id", "")),
+        received_at=int(raw.get("received_at", 0) or 0),
+        pdu=pdu if isinstance(pdu, bytes) else b"",
+        source=Source(parsed[0] if parsed else None, partition, parsed[2] if parsed else None),
     )
+    return Publish("quarantine", str(raw.get("carrier_id", "")), record)
 
 
 class Rejected(Exception):
@@ -204,7 +200,7 @@ class IngestProcessor:
 
     def quarantine(self, raw: dict[str, Any], reason: str, origin: str, partition: int) -> Publish:
         self.stats.quarantined += 1
-        return quarantine_record(raw, reason, origin, partition)
+        return quarantine_publish(raw, reason, origin, partition)
 
     def stream_time(self, partition: int) -> int | None:
         c = self._clocks.get(partition)

@@ -11,8 +11,9 @@ new OTP differs in text; a legitimate repeat of the same text is dropped only in
 incomplete are fingerprinted with their missing-part list, so a later complete copy is not dropped.
 
 A second, finer identity guards multipart messages: after a message completes, its parts stay in the
-reassembly table (one key per part, ``smsflow/reassembly.py``) for the same window, so a late retransmitted
-*segment* is dropped instead of starting a new partial message that would surface later as "incomplete".
+reassembly table (one key per part, ``smsflow/ingest/reassembly.py``) for the same window, so a late
+retransmitted *segment* is dropped instead of starting a new partial message that would surface later as
+"incomplete".
 
 The window is measured in carrier time (each record's ``received_at``), not in the worker's wall clock at
 processing time, so reprocessing the same records after a crash takes the same decisions.
