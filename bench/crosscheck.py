@@ -342,7 +342,7 @@ async def run_crosscheck(
         {"smsflow": SIM_PASSWORD, "kannel": SIM_PASSWORD}, shuffle=False, retry_delay_s=0.5, window=16
     )
     await smsc.start()
-    from smsflow.webhooks.signing import generate_secret
+    from smsflow.delivery.signing import generate_secret
 
     secret = generate_secret()
     rx = WebhookReceiver(secret)

@@ -128,8 +128,8 @@ class SmsflowSystem:
         from devkit.demo.pipeline import RoleProcess, child_env
         from devkit.local.kafka import LocalKafka
         from devkit.registry import RegistryThread
+        from smsflow.subscriptions.secretbox import ENV_KEYS, SecretBox
         from smsflow.topics import ensure_topics, load_manifest
-        from smsflow.webhooks.secretbox import ENV_KEYS, SecretBox
 
         await asyncio.to_thread(_fresh_dir, self.workdir)
         if self.bootstrap is None:
@@ -541,7 +541,7 @@ _INCLUSIVE = [
     ("kafka produce (librdkafka poll thread)", ("_poll_loop",)),
     ("kafka consume (aiokafka/faust consumer)", ("aiokafka/consumer", "faust/transport/consumer")),
     ("faust stream/agent machinery", ("faust/streams", "faust/agents", "faust/transport/conductor")),
-    ("webhook delivery (smsflow.webhooks + aiohttp)", ("smsflow/webhooks", "aiohttp/")),
+    ("webhook delivery (smsflow.delivery + aiohttp)", ("smsflow/delivery", "aiohttp/")),
     # py-spy shortens site-packages paths: opentelemetry's frames read "(trace/__init__.py:…)" and the like
     (
         "tracing (opentelemetry)",

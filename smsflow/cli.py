@@ -382,7 +382,7 @@ DEFAULT_API_URL = "http://127.0.0.1:8090"
 
 
 def _client(api_url: str, key_env: str):  # type: ignore[no-untyped-def]
-    from smsflow.api_client import ApiCallError, SubscriptionsClient
+    from smsflow.api.client import ApiCallError, SubscriptionsClient
 
     try:
         return SubscriptionsClient.from_env(api_url, key_env)
@@ -394,7 +394,7 @@ def _client(api_url: str, key_env: str):  # type: ignore[no-untyped-def]
 def _show(call, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
     import orjson
 
-    from smsflow.api_client import ApiCallError
+    from smsflow.api.client import ApiCallError
 
     try:
         out = call(*args, **kwargs)
@@ -596,7 +596,7 @@ def api_keys_new(
     stderr: `smsflow api-keys new --owner acme >> keys.jsonl`."""
     import orjson
 
-    from smsflow.webhooks.apikeys import ALL_SCOPES, ApiKeyStore, Scope
+    from smsflow.api.apikeys import ALL_SCOPES, ApiKeyStore, Scope
 
     try:
         scopes = [Scope(s) for s in scope] if scope else list(ALL_SCOPES)

@@ -407,6 +407,19 @@ class Config(_Strict):
     def registry_url(self) -> str | None:
         return os.environ.get("SCHEMA_REGISTRY_URL") or self.schema_registry.url
 
+    def require_endpoints(self) -> tuple[str, str]:
+        """Kafka bootstrap servers and registry URL, for a process that must not start without them."""
+        bootstrap = self.bootstrap_servers()
+        registry = self.registry_url()
+        if not bootstrap:
+            raise ConfigError(
+                "kafka.bootstrap_servers: not set (nor KAFKA_BOOTSTRAP_SERVERS); `smsflow run` starts "
+                "a local broker, a single role needs one given"
+            )
+        if not registry:
+            raise ConfigError("schema_registry.url: not set (nor SCHEMA_REGISTRY_URL)")
+        return bootstrap, registry
+
 
 def _field_path(loc: tuple[Any, ...]) -> str:
     out = ""

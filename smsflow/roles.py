@@ -12,37 +12,24 @@ import time
 from typing import Any
 
 from smsflow import metrics
-from smsflow.config import Config, ConfigError
+from smsflow.config import Config
 
 log = logging.getLogger(__name__)
-
-
-def require_endpoints(cfg: Config) -> tuple[str, str]:
-    bootstrap = cfg.bootstrap_servers()
-    registry = cfg.registry_url()
-    if not bootstrap:
-        raise ConfigError(
-            "kafka.bootstrap_servers: not set (nor KAFKA_BOOTSTRAP_SERVERS); `smsflow run` starts "
-            "a local broker, a single role needs one given"
-        )
-    if not registry:
-        raise ConfigError("schema_registry.url: not set (nor SCHEMA_REGISTRY_URL)")
-    return bootstrap, registry
 
 
 def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     """A Faust worker running the given stages. Blocks; stops cleanly on SIGINT/SIGTERM."""
     import faust
 
+    from smsflow.delivery.egress import AddressPolicy
+    from smsflow.delivery.engine import DeliveryEngine
+    from smsflow.delivery.policy import RetryPolicy, RetrySchedule
+    from smsflow.delivery.sender import SenderConfig, WebhookSender
     from smsflow.telemetry import setup_tracing
-    from smsflow.webhooks.egress import AddressPolicy
-    from smsflow.webhooks.engine import DeliveryEngine
-    from smsflow.webhooks.policy import RetryPolicy, RetrySchedule
-    from smsflow.webhooks.sender import SenderConfig, WebhookSender
     from streams.deliver import KafkaDelivery
     from streams.liveness import Liveness
 
-    bootstrap, registry = require_endpoints(cfg)
+    bootstrap, registry = cfg.require_endpoints()
     setup_tracing(cfg.tracing, "worker")
     app, ctx = _build_app_with_topics(cfg, roles, bootstrap, registry)
     liveness = Liveness(app)
@@ -57,7 +44,7 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
         )
     ctx.serde.warm_up()
     if "deliver" in roles:
-        from smsflow.webhooks.topic_store import TopicSubscriptionStore, seed_subscriptions
+        from smsflow.subscriptions.topic_store import TopicSubscriptionStore, seed_subscriptions
 
         store = TopicSubscriptionStore(bootstrap)
         sender = WebhookSender(
@@ -173,7 +160,7 @@ async def run_connector(cfg: Config) -> None:
     from smsflow.serde import Serde, registry_client
     from smsflow.telemetry import setup_tracing, shutdown_tracing
 
-    bootstrap, registry = require_endpoints(cfg)
+    bootstrap, registry = cfg.require_endpoints()
     setup_tracing(cfg.tracing, "connector")
     metrics.serve(cfg.metrics.connector_port, cfg.metrics.host)
     serde = Serde(registry_client(registry))
@@ -193,8 +180,8 @@ async def run_connector(cfg: Config) -> None:
 
 
 async def run_api(cfg: Config) -> None:
-    """The subscriptions REST API (see smsflow/api_server.py). Blocks until SIGINT/SIGTERM."""
-    from smsflow.api_server import serve_api
+    """The subscriptions REST API (see smsflow/api/server.py). Blocks until SIGINT/SIGTERM."""
+    from smsflow.api.server import serve_api
 
     await serve_api(cfg)
 

@@ -16,8 +16,8 @@ single messages; the batch is sent when full or when its first message has waite
 Retries ride on ``sms.webhook.retry.v1``. Its agent holds each record (unacked) until it is due, so records
 due at different times for different endpoints never wait for one another and nothing sleeps in a consumer
 loop. After the last attempt a message goes to ``sms.webhook.dlq.v1`` with the reason. Record formats:
-``smsflow.webhooks.records``. A record due in hours holds its partition's committed offset back, so a restart
-reads the records behind it again: the attempts ledger (``smsflow.webhooks.attempts``, ADR 0005) says which of
+``smsflow.delivery.records``. A record due in hours holds its partition's committed offset back, so a restart
+reads the records behind it again: the attempts ledger (``smsflow.delivery.attempts``, ADR 0005) says which of
 them were already carried out, and those are acked without sending.
 """
 
@@ -39,6 +39,21 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from smsflow.delivery.attempts import AttemptLedger, ledger_key, ledger_value
+from smsflow.delivery.batching import BatchAssembler
+from smsflow.delivery.circuits import CircuitStore, circuit_config
+from smsflow.delivery.engine import DeliveryEngine
+from smsflow.delivery.events import DeliveryEvent, DeliveryState
+from smsflow.delivery.policy import Action, EndpointCircuit
+from smsflow.delivery.records import (
+    dead_letter_record,
+    event_record,
+    from_ms,
+    queued_event,
+    retry_messages,
+    retry_record,
+)
+from smsflow.delivery.sender import webhook_id_for
 from smsflow.ingest.quarantine import Source, quarantine_record
 from smsflow.payload import webhook_payload
 from smsflow.schemas import (
@@ -50,6 +65,9 @@ from smsflow.schemas import (
     WEBHOOK_DLQ_TOPIC,
     WEBHOOK_RETRY_TOPIC,
 )
+from smsflow.subscriptions.holdings import receives
+from smsflow.subscriptions.model import Subscription, utcnow
+from smsflow.subscriptions.store import SubscriptionStore
 from smsflow.telemetry import (
     LINKED_TRACES_ATTR,
     context_from_headers,
@@ -57,23 +75,6 @@ from smsflow.telemetry import (
     links_from,
     tracer,
 )
-from smsflow.webhooks.attempts import AttemptLedger, ledger_key, ledger_value
-from smsflow.webhooks.batching import BatchAssembler
-from smsflow.webhooks.circuits import CircuitStore, circuit_config
-from smsflow.webhooks.engine import DeliveryEngine
-from smsflow.webhooks.holdings import receives
-from smsflow.webhooks.model import DeliveryEvent, DeliveryState, Subscription, utcnow
-from smsflow.webhooks.policy import Action, EndpointCircuit
-from smsflow.webhooks.records import (
-    dead_letter_record,
-    event_record,
-    from_ms,
-    queued_event,
-    retry_messages,
-    retry_record,
-)
-from smsflow.webhooks.sender import webhook_id_for
-from smsflow.webhooks.store import SubscriptionStore
 from streams.app import StreamContext
 
 log = logging.getLogger(__name__)

@@ -103,7 +103,7 @@ def attempt_result(sub_id: str = "s", status: int | None = 500, failure: Any = N
     ``http_status`` for any other status."""
     from datetime import UTC, datetime
 
-    from smsflow.webhooks.model import AttemptResult, FailureKind
+    from smsflow.delivery.events import AttemptResult, FailureKind
 
     if failure is None and status != 200:
         failure = FailureKind.HTTP_STATUS

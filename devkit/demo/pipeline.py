@@ -160,8 +160,8 @@ def child_env(bootstrap: str, registry_url: str, extra: dict[str, str] | None = 
 def ensure_demo_secrets(workdir: Path) -> dict[str, str]:
     """Secrets the demo needs: from the environment, else generated once and kept (mode 0600) in the
     workdir, so a rerun can still open what the previous run sealed into its topics. Never printed."""
-    from smsflow.webhooks.secretbox import ENV_KEYS, SecretBox
-    from smsflow.webhooks.signing import generate_secret
+    from smsflow.delivery.signing import generate_secret
+    from smsflow.subscriptions.secretbox import ENV_KEYS, SecretBox
 
     store = workdir / "demo-secrets.yaml"
     kept: dict[str, str] = yaml.safe_load(store.read_text()) if store.exists() else {}

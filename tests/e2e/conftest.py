@@ -19,9 +19,9 @@ from devkit.demo.receiver import WebhookReceiver
 from devkit.local.kafka import LocalKafka
 from devkit.registry import RegistryThread
 from devkit.simulator.smsc import SimulatedSmsc
+from smsflow.delivery.signing import generate_secret
+from smsflow.subscriptions.secretbox import ENV_KEYS, SecretBox
 from smsflow.topics import ensure_topics, load_manifest
-from smsflow.webhooks.secretbox import ENV_KEYS, SecretBox
-from smsflow.webhooks.signing import generate_secret
 
 PASSWORD = "sim-pass"
 

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from devkit.simulator.traffic import TrafficMix
-from smsflow.webhooks.apikeys import ApiKeyStore
+from smsflow.api.apikeys import ApiKeyStore
 from tests.e2e.test_webhook_api import cli, wait_api_up
 from tests.e2e.test_webhook_failures import (
     ScriptedEndpoint,

@@ -2,7 +2,7 @@
 
 It reads and writes subscriptions in the compacted topic ``sms.subscriptions.v1`` (delivery workers follow
 that topic, so a change takes effect without a restart), and answers resend and recover by queueing messages
-on the retry topic (``smsflow.webhooks.redelivery``). API keys: a bootstrap admin key from the environment
+on the retry topic (``smsflow.delivery.redelivery``). API keys: a bootstrap admin key from the environment
 variable ``api.admin_key_env`` (kept in memory only as a salted hash, never logged) and the hashed records of
 ``api.keys_file`` (JSON lines of ``ApiKey.to_record()``, made by ``smsflow api-keys new``).
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from smsflow.api.apikeys import ALL_SCOPES, ApiKey, ApiKeyStore
 from smsflow.config import ApiConfig, Config, ConfigError
-from smsflow.webhooks.apikeys import ALL_SCOPES, ApiKey, ApiKeyStore
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +60,16 @@ def load_api_keys(cfg: ApiConfig, environ: Mapping[str, str] | None = None) -> A
 
 async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
     """Run the API until ``stop`` is set (or SIGINT/SIGTERM)."""
-    from smsflow.roles import require_endpoints
+    from smsflow.api.app import create_api_app
+    from smsflow.api.subscriptions import ApiSettings
+    from smsflow.delivery.egress import AddressPolicy
+    from smsflow.delivery.redelivery import Redelivery
     from smsflow.schemas import DELIVERY_TOPIC, INBOUND_TOPIC
     from smsflow.serde import Serde, registry_client
-    from smsflow.webhooks.api import ApiSettings, create_api_app
-    from smsflow.webhooks.egress import AddressPolicy
-    from smsflow.webhooks.redelivery import Redelivery
-    from smsflow.webhooks.secretbox import SecretBox, SecretBoxError
-    from smsflow.webhooks.topic_store import TopicSubscriptionStore
+    from smsflow.subscriptions.secretbox import SecretBox, SecretBoxError
+    from smsflow.subscriptions.topic_store import TopicSubscriptionStore
 
-    bootstrap, registry = require_endpoints(cfg)
+    bootstrap, registry = cfg.require_endpoints()
     api_keys = load_api_keys(cfg.api)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

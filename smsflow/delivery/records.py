@@ -19,7 +19,8 @@ import datetime as dt
 import time
 from typing import Any
 
-from smsflow.webhooks.model import DeliveryEvent, DeliveryState, Subscription, redact_url, utcnow
+from smsflow.delivery.events import DeliveryEvent, DeliveryState
+from smsflow.subscriptions.model import Subscription, redact_url, utcnow
 
 RESPONSE_BODY_IN_EVENT = 1024
 

@@ -15,7 +15,8 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 
-from smsflow.webhooks.model import AttemptResult, DeliveryState, FailureKind, utcnow
+from smsflow.delivery.events import AttemptResult, DeliveryState, FailureKind
+from smsflow.subscriptions.model import utcnow
 
 # Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (each after the previous attempt).
 DEFAULT_DELAYS_S: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)

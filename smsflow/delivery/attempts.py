@@ -20,8 +20,8 @@ import time
 import orjson
 from confluent_kafka import Message
 
+from smsflow.compacted import CompactedFollower
 from smsflow.schemas import WEBHOOK_ATTEMPTS_TOPIC
-from smsflow.webhooks.compacted import CompactedFollower
 
 KEEP_S = 2 * 86400.0  # the retry topic's retention (1 d) with a margin
 _PRUNE_EVERY = 10_000

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from smsflow.webhooks.policy import AimdLimit
+from smsflow.delivery.policy import AimdLimit
 
 
 class TokenBucket:

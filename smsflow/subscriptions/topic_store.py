@@ -18,12 +18,12 @@ from typing import Any
 
 from confluent_kafka import Message
 
+from smsflow.compacted import CompactedFollower
 from smsflow.config import SubscriptionConfig
 from smsflow.producer import AsyncProducer, producer_conf
 from smsflow.schemas import HOLDINGS_TOPIC, SUBSCRIPTIONS_TOPIC
-from smsflow.webhooks.compacted import CompactedFollower
-from smsflow.webhooks.holdings import Holding, holding_from_kafka, holding_to_record
-from smsflow.webhooks.model import (
+from smsflow.subscriptions.holdings import Holding, holding_from_kafka, holding_to_record
+from smsflow.subscriptions.model import (
     MessageFilter,
     SigningSecret,
     Subscription,
@@ -31,8 +31,8 @@ from smsflow.webhooks.model import (
     subscription_record_key,
     subscription_to_record,
 )
-from smsflow.webhooks.secretbox import SecretBox
-from smsflow.webhooks.store import SubscriptionStore
+from smsflow.subscriptions.secretbox import SecretBox
+from smsflow.subscriptions.store import SubscriptionStore
 
 log = logging.getLogger(__name__)
 

@@ -19,18 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from smsflow.webhooks.model import (
-    AttemptResult,
-    DeliveryEvent,
-    DeliveryState,
-    FailureKind,
-    Subscription,
-    redact_url,
-    utcnow,
-)
-from smsflow.webhooks.policy import Action, EndpointCircuit, RetryDecision, RetryPolicy
-from smsflow.webhooks.sender import WebhookSender, webhook_id_for
-from smsflow.webhooks.store import SubscriptionStore
+from smsflow.delivery.events import AttemptResult, DeliveryEvent, DeliveryState, FailureKind
+from smsflow.delivery.policy import Action, EndpointCircuit, RetryDecision, RetryPolicy
+from smsflow.delivery.sender import WebhookSender, webhook_id_for
+from smsflow.subscriptions.model import Subscription, redact_url, utcnow
+from smsflow.subscriptions.store import SubscriptionStore
 
 
 @dataclass(frozen=True)

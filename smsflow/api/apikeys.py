@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from smsflow.webhooks.holdings import is_operator_owner
+from smsflow.subscriptions.holdings import is_operator_owner
 
 TOKEN_PREFIX = "sfk_"
 

@@ -25,11 +25,12 @@ import aiohttp
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
-from smsflow.webhooks.egress import AddressPolicy, BlockedAddress, GuardedResolver, guarded_socket_factory
-from smsflow.webhooks.gate import EndpointGate
-from smsflow.webhooks.model import AttemptResult, FailureKind, Subscription, redact_url, utcnow
-from smsflow.webhooks.policy import THROTTLE_STATUSES, AimdLimit, parse_retry_after
-from smsflow.webhooks.signing import webhook_headers
+from smsflow.delivery.egress import AddressPolicy, BlockedAddress, GuardedResolver, guarded_socket_factory
+from smsflow.delivery.events import AttemptResult, FailureKind
+from smsflow.delivery.gate import EndpointGate
+from smsflow.delivery.policy import THROTTLE_STATUSES, AimdLimit, parse_retry_after
+from smsflow.delivery.signing import webhook_headers
+from smsflow.subscriptions.model import Subscription, redact_url, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -8,25 +8,25 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from smsflow.webhooks import api
+from smsflow.api import holdings, redelivery, subscriptions, wire
 
 _REF = "#/components/schemas/{model}"
 _MODELS: tuple[type[BaseModel], ...] = (
-    api.SubscriptionCreate,
-    api.SubscriptionUpdate,
-    api.SubscriptionView,
-    api.SubscriptionCreated,
-    api.SubscriptionList,
-    api.RotateSecretRequest,
-    api.RotateSecretResponse,
-    api.DisableRequest,
-    api.RecoverRequest,
-    api.RecoverResponse,
-    api.ResendResponse,
-    api.HoldingPut,
-    api.HoldingView,
-    api.HoldingList,
-    api.ErrorBody,
+    subscriptions.SubscriptionCreate,
+    subscriptions.SubscriptionUpdate,
+    subscriptions.SubscriptionView,
+    subscriptions.SubscriptionCreated,
+    subscriptions.SubscriptionList,
+    subscriptions.RotateSecretRequest,
+    subscriptions.RotateSecretResponse,
+    subscriptions.DisableRequest,
+    redelivery.RecoverRequest,
+    redelivery.RecoverResponse,
+    redelivery.ResendResponse,
+    holdings.HoldingPut,
+    holdings.HoldingView,
+    holdings.HoldingList,
+    wire.ErrorBody,
 )
 
 
@@ -53,7 +53,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         422: "A field is invalid; `error.field` names it",
         501: "Not available in this deployment",
     }
-    return {str(c): _ok(api.ErrorBody, text[c]) for c in codes}
+    return {str(c): _ok(wire.ErrorBody, text[c]) for c in codes}
 
 
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -94,14 +94,14 @@ def build_openapi() -> dict[str, Any]:
                         "description": "operator keys only; owner keys always see their own",
                     }
                 ],
-                "responses": {"200": _ok(api.SubscriptionList, "Subscriptions"), **_errors(*auth)},
+                "responses": {"200": _ok(subscriptions.SubscriptionList, "Subscriptions"), **_errors(*auth)},
             },
             "post": {
                 "summary": "Create a subscription; the response holds its secret, shown only once",
                 "operationId": "createSubscription",
-                "requestBody": _json_body(api.SubscriptionCreate),
+                "requestBody": _json_body(subscriptions.SubscriptionCreate),
                 "responses": {
-                    "201": _ok(api.SubscriptionCreated, "Created"),
+                    "201": _ok(subscriptions.SubscriptionCreated, "Created"),
                     **_errors(400, *auth, 422),
                 },
             },
@@ -111,14 +111,17 @@ def build_openapi() -> dict[str, Any]:
             "get": {
                 "summary": "Get a subscription",
                 "operationId": "getSubscription",
-                "responses": {"200": _ok(api.SubscriptionView, "The subscription"), **_errors(*auth, 404)},
+                "responses": {
+                    "200": _ok(subscriptions.SubscriptionView, "The subscription"),
+                    **_errors(*auth, 404),
+                },
             },
             "patch": {
                 "summary": "Change a subscription",
                 "operationId": "updateSubscription",
-                "requestBody": _json_body(api.SubscriptionUpdate),
+                "requestBody": _json_body(subscriptions.SubscriptionUpdate),
                 "responses": {
-                    "200": _ok(api.SubscriptionView, "Updated"),
+                    "200": _ok(subscriptions.SubscriptionView, "Updated"),
                     **_errors(400, *auth, 404, 422),
                 },
             },
@@ -133,9 +136,9 @@ def build_openapi() -> dict[str, Any]:
             "post": {
                 "summary": "Replace the signing secret; the previous one keeps signing during the overlap",
                 "operationId": "rotateSecret",
-                "requestBody": _json_body(api.RotateSecretRequest, required=False),
+                "requestBody": _json_body(subscriptions.RotateSecretRequest, required=False),
                 "responses": {
-                    "200": _ok(api.RotateSecretResponse, "The new secret, shown only once"),
+                    "200": _ok(subscriptions.RotateSecretResponse, "The new secret, shown only once"),
                     **_errors(400, *auth, 404, 422),
                 },
             },
@@ -145,7 +148,7 @@ def build_openapi() -> dict[str, Any]:
             "post": {
                 "summary": "Enable (e.g. after automatic disabling)",
                 "operationId": "enableSubscription",
-                "responses": {"200": _ok(api.SubscriptionView, "Enabled"), **_errors(*auth, 404)},
+                "responses": {"200": _ok(subscriptions.SubscriptionView, "Enabled"), **_errors(*auth, 404)},
             },
         },
         "/v1/subscriptions/{id}/disable": {
@@ -153,8 +156,11 @@ def build_openapi() -> dict[str, Any]:
             "post": {
                 "summary": "Disable; nothing is sent until enabled again",
                 "operationId": "disableSubscription",
-                "requestBody": _json_body(api.DisableRequest, required=False),
-                "responses": {"200": _ok(api.SubscriptionView, "Disabled"), **_errors(400, *auth, 404, 422)},
+                "requestBody": _json_body(subscriptions.DisableRequest, required=False),
+                "responses": {
+                    "200": _ok(subscriptions.SubscriptionView, "Disabled"),
+                    **_errors(400, *auth, 404, 422),
+                },
             },
         },
         "/v1/subscriptions/{id}/recover": {
@@ -162,9 +168,9 @@ def build_openapi() -> dict[str, Any]:
             "post": {
                 "summary": "Send again every message that failed for this subscription since a time",
                 "operationId": "recoverSubscription",
-                "requestBody": _json_body(api.RecoverRequest),
+                "requestBody": _json_body(redelivery.RecoverRequest),
                 "responses": {
-                    "202": _ok(api.RecoverResponse, "Queued"),
+                    "202": _ok(redelivery.RecoverResponse, "Queued"),
                     **_errors(400, *auth, 404, 409, 422, 501),
                 },
             },
@@ -178,7 +184,7 @@ def build_openapi() -> dict[str, Any]:
                 "summary": "Send one message to one subscription again",
                 "operationId": "resendMessage",
                 "responses": {
-                    "202": _ok(api.ResendResponse, "Queued"),
+                    "202": _ok(redelivery.ResendResponse, "Queued"),
                     **_errors(*auth, 404, 409, 422, 501),
                 },
             },
@@ -187,7 +193,7 @@ def build_openapi() -> dict[str, Any]:
             "get": {
                 "summary": "List holdings (admin keys: every owner's; owner keys: their own)",
                 "operationId": "listHoldings",
-                "responses": {"200": _ok(api.HoldingList, "Holdings"), **_errors(*auth)},
+                "responses": {"200": _ok(holdings.HoldingList, "Holdings"), **_errors(*auth)},
             },
         },
         "/v1/holdings/{owner}": {
@@ -195,14 +201,14 @@ def build_openapi() -> dict[str, Any]:
             "get": {
                 "summary": "The numbers, prefixes and routes an owner holds",
                 "operationId": "getHolding",
-                "responses": {"200": _ok(api.HoldingView, "The holding"), **_errors(*auth, 404)},
+                "responses": {"200": _ok(holdings.HoldingView, "The holding"), **_errors(*auth, 404)},
             },
             "put": {
                 "summary": "Set what an owner holds (admin keys only); every filter of the owner is "
                 "bounded by it at once, including deliveries already scheduled",
                 "operationId": "putHolding",
-                "requestBody": _json_body(api.HoldingPut),
-                "responses": {"200": _ok(api.HoldingView, "Stored"), **_errors(400, *auth, 422)},
+                "requestBody": _json_body(holdings.HoldingPut),
+                "responses": {"200": _ok(holdings.HoldingView, "Stored"), **_errors(400, *auth, 422)},
             },
             "delete": {
                 "summary": "Remove an owner's holding (admin keys only): its subscriptions receive nothing",

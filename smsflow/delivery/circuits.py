@@ -1,6 +1,6 @@
 """Endpoint circuits kept in Kafka: the failing streaks that switch an endpoint off survive restarts.
 
-:class:`~smsflow.webhooks.policy.EndpointCircuit` counts, per subscription, how long every attempt has failed
+:class:`~smsflow.delivery.policy.EndpointCircuit` counts, per subscription, how long every attempt has failed
 and how many messages in a row were dead-lettered. In memory only, a restart (or a rebalance that moves the
 work to another worker) started every streak again, so an endpoint failing for days was never switched off
 if workers restarted more often than the threshold. :class:`CircuitStore` writes each change of a streak to
@@ -24,11 +24,11 @@ from typing import Any
 import orjson
 from confluent_kafka import Message
 
+from smsflow.compacted import CompactedFollower
 from smsflow.config import CircuitSettings
+from smsflow.delivery.policy import CircuitConfig, EndpointCircuit
 from smsflow.producer import AsyncProducer, producer_conf
 from smsflow.schemas import WEBHOOK_CIRCUITS_TOPIC
-from smsflow.webhooks.compacted import CompactedFollower
-from smsflow.webhooks.policy import CircuitConfig, EndpointCircuit
 
 log = logging.getLogger(__name__)
 

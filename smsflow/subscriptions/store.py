@@ -14,8 +14,8 @@ import builtins
 import logging
 from collections.abc import Awaitable, Callable
 
-from smsflow.webhooks.holdings import Holding
-from smsflow.webhooks.model import Subscription
+from smsflow.subscriptions.holdings import Holding
+from smsflow.subscriptions.model import Subscription
 
 log = logging.getLogger(__name__)
 

@@ -38,13 +38,13 @@ import orjson
 from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from smsflow.delivery.records import event_record, queued_event, requeue_record
 from smsflow.payload import webhook_payload
 from smsflow.producer import AsyncProducer, producer_conf
 from smsflow.schemas import DELIVERY_TOPIC, INBOUND_TOPIC, WEBHOOK_RETRY_TOPIC
 from smsflow.serde import Serde
-from smsflow.webhooks.holdings import Holding, receives
-from smsflow.webhooks.model import Subscription
-from smsflow.webhooks.records import event_record, queued_event, requeue_record
+from smsflow.subscriptions.holdings import Holding, receives
+from smsflow.subscriptions.model import Subscription
 
 log = logging.getLogger(__name__)
 

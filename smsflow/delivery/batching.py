@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from smsflow.webhooks.model import Subscription
+from smsflow.subscriptions.model import Subscription
 
 
 @dataclass

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from smsflow.webhooks.model import MessageFilter, Subscription, number_digits, require_digits, utcnow
+from smsflow.subscriptions.model import MessageFilter, Subscription, number_digits, require_digits, utcnow
 
 OPERATOR_OWNERS = frozenset({"operator", "config"})
 HOLDING_RECORD_FORMAT = "smsflow.holding/1"
