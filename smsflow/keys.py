@@ -8,7 +8,7 @@ the address alone plus the carrier's default region.
 
 from __future__ import annotations
 
-from smsflow.enrich import normalize_number
+from smsflow.numbers import normalize_number
 
 
 def address_key(addr: str, ton: int, npi: int, default_region: str | None) -> str:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import phonenumbers
 from phonenumbers import carrier
 
-from smsflow.enrich.rules import load_rules
+from smsflow.rulefiles import load_rules
 
 UNKNOWN_OPERATOR = "unknown"
 
-_RULES = load_rules("operators.yaml")
+_RULES = load_rules("smsflow.numbers", "operators.yaml")
 _NAMES: dict[str, dict[str, str]] = {
     region: {str(k): str(v) for k, v in (names or {}).items()}
     for region, names in (_RULES.get("names") or {}).items()

@@ -17,8 +17,8 @@ from functools import lru_cache
 import phonenumbers
 from phonenumbers import PhoneNumberFormat, PhoneNumberType, shortnumberinfo
 
-from smsflow.enrich.operators import UNKNOWN_OPERATOR, allocated_operator
-from smsflow.enrich.rules import load_rules
+from smsflow.numbers.operators import UNKNOWN_OPERATOR, allocated_operator
+from smsflow.rulefiles import load_rules
 
 # SMPP 3.4 §5.2.5 type of number.
 TON_UNKNOWN = 0
@@ -78,7 +78,7 @@ class NumberInfo:
     operator: str  # operator the range was ALLOCATED to (see operators.py), or 'unknown'
 
 
-_RULES = load_rules("numbers.yaml")
+_RULES = load_rules("smsflow.numbers", "numbers.yaml")
 _SERVICE_CODES: dict[str, re.Pattern[str]] = {
     region: re.compile("|".join(f"(?:{p})" for p in patterns))
     for region, patterns in (_RULES.get("service_codes") or {}).items()
