@@ -33,14 +33,14 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     setup_tracing(cfg.tracing, "worker")
     app, ctx = _build_app_with_topics(cfg, roles, bootstrap, registry)
     liveness = Liveness(app)
-    ctx.extras["liveness"] = liveness
+    ctx.liveness = liveness
     metrics.set_health(liveness.ready)
     metrics.serve(cfg.metrics.worker_port, cfg.metrics.host)
     if "ingest" in roles:
-        metrics.register_stats("smsflow_ingest", "ingest stage", lambda: ctx.extras["ingest_processor"].stats)
+        metrics.register_stats("smsflow_ingest", "ingest stage", lambda: getattr(ctx.ingest, "stats", None))
     if "deliver" in roles:
         metrics.register_stats(
-            "smsflow_delivery", "delivery stage", lambda: getattr(ctx.extras.get("delivery"), "stats", None)
+            "smsflow_delivery", "delivery stage", lambda: getattr(ctx.delivery, "stats", None)
         )
     ctx.serde.warm_up()
     if "deliver" in roles:
@@ -64,7 +64,7 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
             )
         )
         engine = DeliveryEngine(sender, store=store, policy=policy)
-        ctx.extras["delivery"] = KafkaDelivery(ctx, engine, store)
+        ctx.delivery = KafkaDelivery(ctx, engine, store)
 
         @app.task
         async def _start_store() -> None:
@@ -109,8 +109,8 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
     from smsflow.schemas import RAW_TOPIC
     from smsflow.topics import TopicSpec, ensure_topics, partition_count
     from streams.app import build_app
-    from streams.ingest import ticks_topic_name
     from streams.liveness import EXIT_CANNOT_PROCESS
+    from streams.topology import PUNCTUATION_RETENTION_S
 
     attempts = cfg.worker.start_attempts
     for attempt in range(1, attempts + 1):
@@ -119,7 +119,7 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
             if "ingest" in roles:
                 # ticks and ingest tables are co-partitioned with sms.raw.v1 as it really is on the cluster
                 partitions = partition_count(bootstrap, RAW_TOPIC)
-            app, ctx = build_app(cfg, bootstrap, registry, roles, partitions=partitions)
+            app, ctx, topology = build_app(cfg, bootstrap, registry, roles, partitions=partitions)
             specs = [
                 TopicSpec(
                     table.changelog_topic.get_topic_name(),
@@ -129,8 +129,10 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
                 )
                 for table in app.tables.values()
             ]
-            if partitions is not None:
-                specs.append(TopicSpec(ticks_topic_name(cfg.app_id), partitions, retention_ms=3_600_000))
+            if topology.punctuation is not None and partitions is not None:
+                name = topology.punctuation.get_topic_name()
+                retention_ms = int(PUNCTUATION_RETENTION_S * 1000)
+                specs.append(TopicSpec(name, partitions, retention_ms=retention_ms))
             ensure_topics(bootstrap, specs)
             wrong = [
                 f"{s.name} has {n} partitions, wants {s.partitions}"

@@ -75,7 +75,7 @@ from smsflow.telemetry import (
     links_from,
     tracer,
 )
-from streams.app import StreamContext
+from streams.context import StreamContext
 
 log = logging.getLogger(__name__)
 _tracer = tracer("smsflow.streams.deliver")
@@ -334,90 +334,103 @@ class BatchDispatcher:
             await asyncio.wait(list(self._tasks), timeout=timeout)
 
 
-def register_deliver(app: faust.App, ctx: StreamContext) -> None:
-    inbound = app.topic(INBOUND_TOPIC, key_serializer="raw", value_serializer="raw")
-    retry = app.topic(WEBHOOK_RETRY_TOPIC, key_serializer="raw", value_serializer="raw")
-    out = {
-        name: app.topic(name, key_serializer="raw", value_serializer="raw")
-        for name in (
-            DELIVERY_TOPIC,
-            WEBHOOK_RETRY_TOPIC,
-            WEBHOOK_DLQ_TOPIC,
-            WEBHOOK_ATTEMPTS_TOPIC,
-            OPS_TOPIC,
-            QUARANTINE_TOPIC,
-        )
-    }
-    ledger = AttemptLedger(ctx.bootstrap)
-    circuits: list[CircuitStore] = []  # made at start, once the delivery engine exists
-    # the attempts ledger and the endpoint circuits are read whole before anything is delivered
-    state_ready = asyncio.Event()
-    gate = asyncio.Semaphore(MAX_EVENTS_IN_FLIGHT)
-    # Waiting retries are cheap sleeping tasks; they get their own bound so they never starve fresh messages.
-    retry_gate = asyncio.Semaphore(MAX_RETRIES_WAITING)
-    tasks: set[asyncio.Task[None]] = set()
-    # Retry records being carried out, by (partition, offset): waiting until due, or attempting. A rebalance
-    # (more likely on a loaded machine) hands a partition back from its committed offset while the earlier
-    # reading of a record still sleeps here; without this the record was attempted twice when due.
-    waiting: dict[tuple[int, int], asyncio.Task[Any]] = {}
-    attempting: dict[tuple[int, int], asyncio.Task[Any]] = {}
+DELIVER_OUTPUTS = (
+    DELIVERY_TOPIC,
+    WEBHOOK_RETRY_TOPIC,
+    WEBHOOK_DLQ_TOPIC,
+    WEBHOOK_ATTEMPTS_TOPIC,
+    OPS_TOPIC,
+    QUARANTINE_TOPIC,
+)
 
-    def engine() -> KafkaDelivery:
-        eng: KafkaDelivery = ctx.extras["delivery"]
-        eng.topics = out
+
+class DeliverStage:
+    """The delivery agents' handlers: fresh inbound messages, due retries, the batch timer, start and drain.
+
+    ``outputs``: the topic of each name in ``DELIVER_OUTPUTS``. The Kafka side of delivery
+    (``ctx.delivery``) is set by the worker before the agents start.
+    """
+
+    def __init__(self, ctx: StreamContext, outputs: dict[str, faust.TopicT]) -> None:
+        self.ctx = ctx
+        self.outputs = outputs
+        self.ledger = AttemptLedger(ctx.bootstrap)
+        self.circuits: list[CircuitStore] = []  # made at start, once the delivery engine exists
+        # the attempts ledger and the endpoint circuits are read whole before anything is delivered
+        self.state_ready = asyncio.Event()
+        self.gate = asyncio.Semaphore(MAX_EVENTS_IN_FLIGHT)
+        # Waiting retries are cheap sleeping tasks; they get their own bound so they never starve fresh
+        # messages.
+        self.retry_gate = asyncio.Semaphore(MAX_RETRIES_WAITING)
+        self.tasks: set[asyncio.Task[None]] = set()
+        # Retry records being carried out, by (partition, offset): waiting until due, or attempting. A
+        # rebalance (more likely on a loaded machine) hands a partition back from its committed offset while
+        # the earlier reading of a record still sleeps here; without this the record was attempted twice.
+        self.waiting: dict[tuple[int, int], asyncio.Task[Any]] = {}
+        self.attempting: dict[tuple[int, int], asyncio.Task[Any]] = {}
+        self.batches = BatchDispatcher(self.engine)
+
+    def engine(self) -> KafkaDelivery:
+        eng = self.ctx.delivery
+        if eng is None:
+            raise RuntimeError("deliver: the worker did not set up delivery (StreamContext.delivery)")
+        eng.topics = self.outputs
         return eng
 
-    batches = BatchDispatcher(engine)
-
-    def spawn(coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
         t = asyncio.ensure_future(coro)
-        tasks.add(t)
-        t.add_done_callback(tasks.discard)
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
 
-    @app.task
-    async def _batch_timer() -> None:
-        await batches.run()
+    async def batch_timer(self) -> None:
+        """A task: sends batches when full or due."""
+        await self.batches.run()
 
-    @app.task
-    async def _load_delivery_state() -> None:
+    async def load_state(self) -> None:
+        """A task: reads the attempts ledger and the endpoint circuits whole before anything is delivered."""
         try:
-            await ledger.start()
+            await self.ledger.start()
             # The endpoint circuit: thresholds from webhooks.circuit, streaks kept in sms.webhook.circuits.v1
-            eng = engine().engine
-            eng.circuit = EndpointCircuit(circuit_config(ctx.config.webhooks.circuit))
-            store = CircuitStore(ctx.bootstrap, eng.circuit)
+            eng = self.engine().engine
+            eng.circuit = EndpointCircuit(circuit_config(self.ctx.config.webhooks.circuit))
+            store = CircuitStore(self.ctx.bootstrap, eng.circuit)
             await store.start()
-            circuits.append(store)
+            self.circuits.append(store)
         except Exception as exc:
             # nothing is delivered without them: say so loudly instead of waiting silently
             log.critical(
                 "deliver: cannot read the attempts ledger / endpoint circuits, delivering nothing: %s", exc
             )
             raise
-        state_ready.set()
+        self.state_ready.set()
 
-    @app.agent(inbound, name="deliver")
-    async def deliver(stream: faust.StreamT[bytes]) -> None:
+    async def deliver(self, stream: faust.StreamT[bytes]) -> None:
+        """The agent of sms.inbound.v1: one task per event, acked once every target's outcome is durable."""
         async for event in stream.noack().events():  # type: ignore[attr-defined]
-            await gate.acquire()
-            spawn(_deliver_one(stream, event))
+            await self.gate.acquire()
+            self.spawn(self._deliver_one(stream, event))
 
     async def _one_target(
-        eng: KafkaDelivery, sub: Subscription, payload: dict[str, Any], first_at: dt.datetime, parent: Context
+        self,
+        eng: KafkaDelivery,
+        sub: Subscription,
+        payload: dict[str, Any],
+        first_at: dt.datetime,
+        parent: Context,
     ) -> None:
         await eng.queued(sub, payload["message_id"])
         if sub.batch is not None:
-            await batches.submit(sub, payload, first_at, parent)
+            await self.batches.submit(sub, payload, first_at, parent)
         else:
             await eng.attempt(sub, [payload], 1, first_at, parent)
 
-    async def _deliver_one(stream: Any, event: Any) -> None:
+    async def _deliver_one(self, stream: Any, event: Any) -> None:
         try:
-            await ctx.subscriptions_ready.wait()
-            await state_ready.wait()
-            eng = engine()
+            await self.ctx.subscriptions_ready.wait()
+            await self.state_ready.wait()
+            eng = self.engine()
             try:
-                msg = ctx.serde.decode(INBOUND_TOPIC, event.value)
+                msg = self.ctx.serde.decode(INBOUND_TOPIC, event.value)
             except Exception as exc:  # a poison record must not stall the partition's commits forever
                 part, off = event.message.partition, event.message.offset
                 log.error("sms.inbound.v1 %d:%d does not decode, quarantined: %s", part, off, exc)
@@ -446,7 +459,8 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
             ):
                 span_ctx = trace.set_span_in_context(trace.get_current_span())
                 results = await asyncio.gather(
-                    *(_one_target(eng, s, payload, first_at, span_ctx) for s in subs), return_exceptions=True
+                    *(self._one_target(eng, s, payload, first_at, span_ctx) for s in subs),
+                    return_exceptions=True,
                 )
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
@@ -458,50 +472,50 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
         except Exception:
             log.exception("deliver: event %s:%s failed", event.message.partition, event.message.offset)
         finally:
-            gate.release()
+            self.gate.release()
 
-    @app.agent(retry, name="deliver-retry")
-    async def deliver_retry(stream: faust.StreamT[bytes]) -> None:
+    async def deliver_retry(self, stream: faust.StreamT[bytes]) -> None:
+        """The agent of the retry topic: each record held (unacked) until due, then attempted once."""
         async for event in stream.noack().events():  # type: ignore[attr-defined]
-            await retry_gate.acquire()
-            spawn(_retry_one(stream, event))
+            await self.retry_gate.acquire()
+            self.spawn(self._retry_one(stream, event))
 
-    async def _attempted(partition: int, offset: int, attempt: int, outcome: str) -> None:
+    async def _attempted(self, partition: int, offset: int, attempt: int, outcome: str) -> None:
         """Record in the ledger that this retry record is carried out; called once its outcome is handed to
         the producer, before the ack (a crash in between re-sends it once, under the same webhook-id)."""
         key = ledger_key(partition, offset)
-        await out[WEBHOOK_ATTEMPTS_TOPIC].send(key=key, value=ledger_value(attempt, outcome))
-        ledger.mark(key)
+        await self.outputs[WEBHOOK_ATTEMPTS_TOPIC].send(key=key, value=ledger_value(attempt, outcome))
+        self.ledger.mark(key)
 
-    async def _retry_one(stream: Any, event: Any) -> None:
+    async def _retry_one(self, stream: Any, event: Any) -> None:
         part, offset = event.message.partition, event.message.offset
         key = (part, offset)
         me = asyncio.current_task()
         assert me is not None
         try:
-            earlier = waiting.pop(key, None)
+            earlier = self.waiting.pop(key, None)
             if earlier is not None:
                 earlier.cancel()  # the same record read again while its earlier reading sleeps: supersede it
-            waiting[key] = me  # until it attempts, a later reading of this record supersedes this one
-            busy = attempting.get(key)
+            self.waiting[key] = me  # until it attempts, a later reading of this record supersedes this one
+            busy = self.attempting.get(key)
             if busy is not None:
                 await asyncio.wait([busy])  # an earlier reading is attempting it: its ledger entry decides
-            await ctx.subscriptions_ready.wait()
-            await state_ready.wait()
-            if ledger.done(part, offset):
+            await self.ctx.subscriptions_ready.wait()
+            await self.state_ready.wait()
+            if self.ledger.done(part, offset):
                 # read again after a restart or rebalance (the committed offset was held back by a record
                 # due later): its attempt was made and its outcome is durable; sending again would multiply
                 await stream.ack(event)
                 return
-            eng = engine()
+            eng = self.engine()
             rec = orjson.loads(event.value)
             wait = rec["due_at"] / 1000 - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            if waiting.get(key) is me:
-                del waiting[key]
-            attempting[key] = me
-            if ledger.done(part, offset):  # carried out meanwhile by another reading of the same record
+            if self.waiting.get(key) is me:
+                del self.waiting[key]
+            self.attempting[key] = me
+            if self.ledger.done(part, offset):  # carried out meanwhile by another reading of the same record
                 await stream.ack(event)
                 return
             sub = await eng.store.get(rec["subscription_id"])
@@ -510,7 +524,7 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
                 await eng.dead_letter_unsent(
                     rec["subscription_id"], messages, rec["attempt"], "subscription deleted"
                 )
-                await _attempted(part, offset, rec["attempt"], "subscription deleted")
+                await self._attempted(part, offset, rec["attempt"], "subscription deleted")
                 await stream.ack(event)
                 return
             # The owner's holding may have shrunk since the message was matched: what it no longer holds
@@ -526,24 +540,24 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
                 await eng.attempt(
                     sub, messages, rec["attempt"], first_at, context_from_headers(event.headers)
                 )
-            await _attempted(part, offset, rec["attempt"], "attempted")
+            await self._attempted(part, offset, rec["attempt"], "attempted")
             await stream.ack(event)
         except Exception:
             log.exception("deliver-retry: event %s:%s failed", event.message.partition, event.message.offset)
         finally:
-            if waiting.get(key) is me:
-                del waiting[key]
-            if attempting.get(key) is me:
-                del attempting[key]
-            retry_gate.release()
+            if self.waiting.get(key) is me:
+                del self.waiting[key]
+            if self.attempting.get(key) is me:
+                del self.attempting[key]
+            self.retry_gate.release()
 
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def _drain(app: faust.App, **kwargs: Any) -> None:
-        await batches.drain(timeout=10)
-        for t in list(waiting.values()):
+    async def drain(self, app: faust.App, **kwargs: Any) -> None:
+        """Before shutdown: send open batches, stop waiting retries, wait for the attempts in flight."""
+        await self.batches.drain(timeout=10)
+        for t in list(self.waiting.values()):
             t.cancel()  # not due yet and not acked: read again from the committed offset after the restart
-        if tasks:
-            await asyncio.wait(list(tasks), timeout=10)
-        await ledger.stop()
-        for store in circuits:
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=10)
+        await self.ledger.stop()
+        for store in self.circuits:
             await store.stop()
