@@ -54,9 +54,7 @@ def _imports(tree: ast.Module, module: str, is_package: bool) -> set[str]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    files = {
-        _module_name(path): path for package in PACKAGES for path in (REPO / package).rglob("*.py")
-    }
+    files = {_module_name(path): path for package in PACKAGES for path in (REPO / package).rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for module, path in files.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
