@@ -165,7 +165,7 @@ async def run_connector(cfg: Config) -> None:
     bootstrap, registry = cfg.require_endpoints()
     setup_tracing(cfg.tracing, "connector")
     metrics.serve(cfg.metrics.connector_port, cfg.metrics.host)
-    serde = Serde(registry_client(registry))
+    serde = Serde(registry_client(registry, cfg.registry_credentials()))
     await asyncio.to_thread(serde.warm_up)
     producer = AsyncProducer(producer_conf(bootstrap))
     connector = SmppConnector(cfg.carriers, producer, serde)

@@ -103,6 +103,6 @@ def build_app(
         key_serializer="raw",
         value_serializer="raw",
     )
-    serde = Serde(registry_client(registry_url))
+    serde = Serde(registry_client(registry_url, config.registry_credentials()))
     ctx = StreamContext(config, bootstrap, serde, partitions, roles or {"ingest", "deliver"})
     return app, ctx, build_topology(app, ctx)

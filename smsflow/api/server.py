@@ -80,7 +80,7 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
         box = SecretBox.from_env()
     except SecretBoxError as exc:
         raise ConfigError(f"secrets: {exc}") from None
-    serde = Serde(registry_client(registry))
+    serde = Serde(registry_client(registry, cfg.registry_credentials()))
     await asyncio.to_thread(serde.warm_up, [DELIVERY_TOPIC, INBOUND_TOPIC])
     store = TopicSubscriptionStore(bootstrap, box=box)
     await store.start()

@@ -21,8 +21,6 @@ from smsflow.delivery.signing import decode_secret, generate_secret, secret_fing
 if TYPE_CHECKING:  # only the topic codec needs `cryptography`; the rest of the model works without it
     from smsflow.subscriptions.secretbox import SecretBox
 
-SUBSCRIPTIONS_TOPIC = "sms.subscriptions.v1"
-DELIVERY_TOPIC = "sms.delivery.v1"
 SUBSCRIPTION_RECORD_FORMAT = "smsflow.subscription/1"
 
 
