@@ -28,9 +28,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,11 +38,12 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from smsflow.delivery.attempts import AttemptLedger, ledger_key, ledger_value
-from smsflow.delivery.batching import BatchAssembler
 from smsflow.delivery.circuits import CircuitStore, circuit_config
+from smsflow.delivery.dispatcher import BatchDispatcher
 from smsflow.delivery.engine import DeliveryEngine
 from smsflow.delivery.events import DeliveryEvent, DeliveryState
 from smsflow.delivery.policy import Action, EndpointCircuit
+from smsflow.delivery.readings import RetryReadings
 from smsflow.delivery.records import (
     dead_letter_record,
     event_record,
@@ -72,7 +71,6 @@ from smsflow.telemetry import (
     LINKED_TRACES_ATTR,
     context_from_headers,
     http_headers_from_context,
-    links_from,
     tracer,
 )
 from streams.context import StreamContext
@@ -247,93 +245,6 @@ def _linked_traces(links: Sequence[trace.Link]) -> dict[str, Any]:
     return {LINKED_TRACES_ATTR: ids} if ids else {}
 
 
-@dataclass
-class _Waiting:
-    future: asyncio.Future[None]
-    first_at: dt.datetime
-    parent: Context | None
-
-
-class BatchDispatcher:
-    """Collects messages of batched subscriptions and sends each batch when it is full or due.
-
-    ``submit`` returns when the batch holding the message has a durable outcome (or raises if it could not be
-    made durable), so the caller acks the inbound event only then.
-    """
-
-    def __init__(self, delivery_of: Any, assembler: BatchAssembler | None = None) -> None:
-        self._delivery_of = delivery_of  # () -> KafkaDelivery, resolved late (the engine is built after us)
-        self.assembler = assembler or BatchAssembler()
-        self._waiting: defaultdict[str, defaultdict[str, list[_Waiting]]] = defaultdict(
-            lambda: defaultdict(list)
-        )
-        self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def submit(
-        self, sub: Subscription, payload: dict[str, Any], first_at: dt.datetime, parent: Context | None
-    ) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[sub.id][str(payload["message_id"])].append(_Waiting(fut, first_at, parent))
-        full = self.assembler.add(sub, payload)
-        if full is not None:
-            self._spawn(sub.id, full)
-        else:
-            self._wake.set()  # a new deadline may be the nearest
-        await fut
-
-    def _spawn(self, subscription_id: str, messages: list[dict[str, Any]]) -> None:
-        t = asyncio.ensure_future(self._flush(subscription_id, messages))
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-
-    async def _flush(self, subscription_id: str, messages: list[dict[str, Any]]) -> None:
-        waiting = self._waiting[subscription_id]
-        waiters = [w for m in messages for w in waiting.pop(str(m["message_id"]), [])]
-        if not waiting:
-            self._waiting.pop(subscription_id, None)
-        error: BaseException | None = None
-        try:
-            kd = self._delivery_of()
-            sub = await kd.store.get(subscription_id)
-            if sub is None:
-                await kd.dead_letter_unsent(subscription_id, messages, 1, "subscription deleted")
-            else:
-                first_at = min((w.first_at for w in waiters), default=utcnow())
-                parents = [w.parent for w in waiters if w.parent is not None]
-                parent = parents[0] if parents else None
-                await kd.attempt(sub, messages, 1, first_at, parent, links_from(parents[1:]))
-        except Exception as exc:
-            log.exception("batch for %s (%d messages) not completed", subscription_id, len(messages))
-            error = exc
-        for w in waiters:
-            if w.future.done():
-                continue
-            if error is None:
-                w.future.set_result(None)
-            else:
-                w.future.set_exception(error)
-
-    async def run(self) -> None:
-        """Timer: sends batches whose first message has waited long enough."""
-        while True:
-            deadline = self.assembler.next_deadline()
-            self._wake.clear()
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            for sid, messages in self.assembler.due():
-                self._spawn(sid, messages)
-            await asyncio.sleep(0)  # let submitters run between sweeps
-
-    async def drain(self, timeout: float) -> None:
-        """Send every open batch now and wait for them (shutdown)."""
-        for sid, messages in self.assembler.drain():
-            self._spawn(sid, messages)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
-
-
 DELIVER_OUTPUTS = (
     DELIVERY_TOPIC,
     WEBHOOK_RETRY_TOPIC,
@@ -363,11 +274,10 @@ class DeliverStage:
         # messages.
         self.retry_gate = asyncio.Semaphore(MAX_RETRIES_WAITING)
         self.tasks: set[asyncio.Task[None]] = set()
-        # Retry records being carried out, by (partition, offset): waiting until due, or attempting. A
-        # rebalance (more likely on a loaded machine) hands a partition back from its committed offset while
-        # the earlier reading of a record still sleeps here; without this the record was attempted twice.
-        self.waiting: dict[tuple[int, int], asyncio.Task[Any]] = {}
-        self.attempting: dict[tuple[int, int], asyncio.Task[Any]] = {}
+        # Retry records being carried out, by (partition, offset): a rebalance (more likely on a loaded
+        # machine) hands a partition back while an earlier reading of a record still sleeps here; without
+        # this the record was attempted twice.
+        self.readings = RetryReadings()
         self.batches = BatchDispatcher(self.engine)
 
     def engine(self) -> KafkaDelivery:
@@ -490,16 +400,9 @@ class DeliverStage:
     async def _retry_one(self, stream: Any, event: Any) -> None:
         part, offset = event.message.partition, event.message.offset
         key = (part, offset)
-        me = asyncio.current_task()
-        assert me is not None
         try:
-            earlier = self.waiting.pop(key, None)
-            if earlier is not None:
-                earlier.cancel()  # the same record read again while its earlier reading sleeps: supersede it
-            self.waiting[key] = me  # until it attempts, a later reading of this record supersedes this one
-            busy = self.attempting.get(key)
-            if busy is not None:
-                await asyncio.wait([busy])  # an earlier reading is attempting it: its ledger entry decides
+            # supersedes an earlier reading still asleep; waits for one attempting (its ledger entry decides)
+            await self.readings.arrive(key)
             await self.ctx.subscriptions_ready.wait()
             await self.state_ready.wait()
             if self.ledger.done(part, offset):
@@ -512,9 +415,7 @@ class DeliverStage:
             wait = rec["due_at"] / 1000 - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            if self.waiting.get(key) is me:
-                del self.waiting[key]
-            self.attempting[key] = me
+            self.readings.start_attempt(key)
             if self.ledger.done(part, offset):  # carried out meanwhile by another reading of the same record
                 await stream.ack(event)
                 return
@@ -545,17 +446,14 @@ class DeliverStage:
         except Exception:
             log.exception("deliver-retry: event %s:%s failed", event.message.partition, event.message.offset)
         finally:
-            if self.waiting.get(key) is me:
-                del self.waiting[key]
-            if self.attempting.get(key) is me:
-                del self.attempting[key]
+            self.readings.leave(key)
             self.retry_gate.release()
 
     async def drain(self, app: faust.App, **kwargs: Any) -> None:
         """Before shutdown: send open batches, stop waiting retries, wait for the attempts in flight."""
         await self.batches.drain(timeout=10)
-        for t in list(self.waiting.values()):
-            t.cancel()  # not due yet and not acked: read again from the committed offset after the restart
+        # not due yet and not acked: read again from the committed offset after the restart
+        self.readings.cancel_waiting()
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=10)
         await self.ledger.stop()
