@@ -29,6 +29,7 @@ from opentelemetry import trace
 
 from smsflow.carriers import alphabet_overrides
 from smsflow.config import Config
+from smsflow.ingest.origin import RecordOrigin
 from smsflow.ingest.processor import IngestProcessor, IngestSettings, Outputs, Publish, Stats
 from smsflow.schemas import INBOUND_TOPIC, QUARANTINE_TOPIC, RAW_TOPIC, RECEIPTS_TOPIC
 from smsflow.telemetry import (
@@ -212,7 +213,7 @@ class IngestStage:
 
     async def handle_raw(self, event: Any) -> None:
         msg = event.message
-        origin = f"{RAW_TOPIC}:{msg.partition}:{msg.offset}"
+        origin = RecordOrigin(RAW_TOPIC, msg.partition, msg.offset)
         headers = _headers(event.headers)
         parent = context_from_headers(headers)
         with _tracer.start_as_current_span(
@@ -243,7 +244,7 @@ class IngestStage:
                 # A segment is remembered with this span's context, so the assembled message hangs under the
                 # ingest span of the segment that arrived first, and links the others' ingest spans.
                 items = await self._with_infra_retries(
-                    lambda: self.processor.on_raw(raw, origin, msg.partition, current_traceparent()), origin
+                    lambda: self.processor.on_raw(raw, origin, current_traceparent()), str(origin)
                 )
                 span.set_attribute("smsflow.outputs", len(items))
                 span.set_attribute("smsflow.outcome", _outcome(before, self.processor.stats, items))
@@ -260,7 +261,7 @@ class IngestStage:
                 )
                 return
             await self._with_infra_retries(
-                lambda: self.publish_durably(items, self._publish_with_links), origin
+                lambda: self.publish_durably(items, self._publish_with_links), str(origin)
             )
 
     async def _with_infra_retries(self, step: Callable[[], Any], origin: str) -> Any:

@@ -22,6 +22,29 @@ processing time, so reprocessing the same records after a crash takes the same d
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class SeenEntry:
+    """A message remembered in the dedup window: the value of table ``ingest-seen`` (key = fingerprint).
+
+    ``origin``: text of the origin the message was completed under (smsflow/ingest/origin.py); ``at``: its
+    carrier time in ms, the window's start; ``partition``: of sms.raw.v1, for expiry per partition. The table
+    keeps the short keys it always had (``o``, ``at``, ``p``), so a restarted worker reads older entries.
+    """
+
+    origin: str
+    at: int
+    partition: int
+
+    def to_table(self) -> dict[str, Any]:
+        return {"o": self.origin, "at": self.at, "p": self.partition}
+
+    @classmethod
+    def from_table(cls, value: dict[str, Any]) -> SeenEntry:
+        return cls(str(value.get("o", "")), int(value["at"]), int(value.get("p", -1)))
 
 
 def message_fingerprint(from_id: str, to_id: str, is_binary: bool, body: str, missing: list[int]) -> str:

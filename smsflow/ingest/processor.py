@@ -23,13 +23,14 @@ import base64
 import collections
 import heapq
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from smsflow.carriers import ReceiptIdForm, looks_like_receipt_text, receipt_id_decimal
 from smsflow.enrich import enrich
-from smsflow.ingest.dedup import message_fingerprint, message_id
+from smsflow.ingest.dedup import SeenEntry, message_fingerprint, message_id
+from smsflow.ingest.origin import RecordOrigin, is_replay
 from smsflow.ingest.quarantine import Source, quarantine_record
 from smsflow.ingest.reassembly import (
     Assembled,
@@ -75,7 +76,7 @@ class Publish:
 
     kind: str
     key: str
-    record: dict[str, Any]
+    record: Mapping[str, Any]
     traceparents: list[str] = field(default_factory=list)
     encoded: bytes | None = None  # the record's wire value, once the agent has encoded it
 
@@ -115,32 +116,12 @@ class Stats:
     expired_entries: int = 0
 
 
-def parse_origin(origin: str) -> tuple[str, int, int] | None:
-    """``<topic>:<partition>:<offset>`` -> parts; None for a synthetic origin (timeouts)."""
-    rest, _, off = origin.rpartition(":")
-    topic, _, part = rest.rpartition(":")
-    if not (topic and part.isdigit() and off.isdigit()):
-        return None
-    return topic, int(part), int(off)
-
-
-def is_replay(seen_origin: str, origin: str) -> bool:
-    """Is ``origin`` the reprocessing of records already handled (after a crash), rather than new input?
-
-    Origins are ``<topic>:<partition>:<offset>`` of the record that completed a message (or a synthetic,
-    deterministic origin for timeouts). Within one partition records are processed in offset order, so a
-    record at or before the one that completed a message can only be seen again because offsets were not
-    committed before a crash; a carrier's retransmission is a new record at a later offset.
-    """
-    if seen_origin == origin:
-        return True
-    s, c = parse_origin(seen_origin), parse_origin(origin)
-    return s is not None and c is not None and s[:2] == c[:2] and c[2] <= s[2]
-
-
-def quarantine_publish(raw: dict[str, Any], reason: str, origin: str, partition: int) -> Publish:
-    """The sms.quarantine.v1 record for one raw record that cannot be processed, and why."""
-    parsed = parse_origin(origin)
+def quarantine_publish(
+    raw: dict[str, Any], reason: str, origin: RecordOrigin | str, partition: int
+) -> Publish:
+    """The sms.quarantine.v1 record for one raw record that cannot be processed, and why. ``origin``: the raw
+    record's position, or the text of the origin a message was completed under (synthetic for timeouts)."""
+    parsed = origin if isinstance(origin, RecordOrigin) else RecordOrigin.parse(origin)
     pdu = raw.get("pdu", b"")
     record = quarantine_record(
         "ingest",
@@ -150,7 +131,7 @@ def quarantine_publish(raw: dict[str, Any], reason: str, origin: str, partition:
         session_id=str(raw.get("session_id", "")),
         received_at=int(raw.get("received_at", 0) or 0),
         pdu=pdu if isinstance(pdu, bytes) else b"",
-        source=Source(parsed[0] if parsed else None, partition, parsed[2] if parsed else None),
+        source=Source(parsed.topic if parsed else None, partition, parsed.offset if parsed else None),
     )
     return Publish("quarantine", str(raw.get("carrier_id", "")), record)
 
@@ -198,7 +179,9 @@ class IngestProcessor:
         self._clocks: dict[int, _PartitionClock] = {}
         self._index: dict[int, _PartitionIndex] = {}
 
-    def quarantine(self, raw: dict[str, Any], reason: str, origin: str, partition: int) -> Publish:
+    def quarantine(
+        self, raw: dict[str, Any], reason: str, origin: RecordOrigin | str, partition: int
+    ) -> Publish:
         self.stats.quarantined += 1
         return quarantine_publish(raw, reason, origin, partition)
 
@@ -211,10 +194,10 @@ class IngestProcessor:
         return None if c is None else c.last_offset
 
     # ---- raw records ----------------------------------------------------------------------------------
-    def on_raw(self, raw: dict[str, Any], origin: str, partition: int, traceparent: str | None) -> Outputs:
+    def on_raw(self, raw: dict[str, Any], position: RecordOrigin, traceparent: str | None) -> Outputs:
+        """One record of sms.raw.v1, read at ``position``."""
         self.stats.raw += 1
-        pos = parse_origin(origin)
-        offset = pos[2] if pos else -1
+        partition, offset, origin = position.partition, position.offset, str(position)
         self._advance(partition, offset, raw.get("received_at"))
         try:
             parsed = self._parse(raw)
@@ -234,7 +217,7 @@ class IngestProcessor:
                 return Outputs(self._complete(single(seg, traceparent), origin, seg.received_at, partition))
             return self._on_part(seg, origin, offset, partition, traceparent)
         except Rejected as exc:
-            return Outputs([self.quarantine(raw, exc.reason, origin, partition)])
+            return Outputs([self.quarantine(raw, exc.reason, position, partition)])
 
     def _advance(self, partition: int, offset: int, received_at: Any) -> None:
         c = self._clocks.setdefault(partition, _PartitionClock())
@@ -510,16 +493,17 @@ class IngestProcessor:
         src_id = info.source.e164 or info.source.display
         dst_id = info.destination.e164 or info.destination.display
         fp = message_fingerprint(src_id, dst_id, decoded.encoding == "binary", decoded.text, a.missing)
-        prior = self.seen.get(fp)
-        replay = prior is not None and is_replay(str(prior.get("o", "")), origin)
-        if prior is not None and not replay and t - int(prior["at"]) < self.settings.dedup_window_ms:
+        stored = self.seen.get(fp)
+        prior = SeenEntry.from_table(stored) if stored is not None else None
+        replay = prior is not None and is_replay(prior.origin, origin)
+        if prior is not None and not replay and t - prior.at < self.settings.dedup_window_ms:
             self.stats.duplicates += 1
             return []
         if replay:
             # the table is ahead of the committed offset: this record was processed before the crash
             self.stats.replays += 1
         else:
-            self._remember(fp, {"o": origin, "at": t, "p": partition}, partition, t)
+            self._remember(fp, SeenEntry(origin, t, partition))
         mid = message_id(fp, origin)
         if incomplete and self.settings.incomplete_policy == "dead_letter":
             reason = f"incomplete after timeout: missing parts {a.missing} of {a.total}"
@@ -562,9 +546,9 @@ class IngestProcessor:
         }
         return [Publish("inbound", dst_id, record, a.traceparents)]
 
-    def _remember(self, key: str, value: dict[str, Any], partition: int, t: int) -> None:
-        self.seen[key] = value
-        self._schedule(partition, t, "seen", key)
+    def _remember(self, key: str, entry: SeenEntry) -> None:
+        self.seen[key] = entry.to_table()
+        self._schedule(entry.partition, entry.at, "seen", key)
 
     def _schedule(self, partition: int, t: int, kind: str, key: str) -> None:
         idx = self._index.get(partition)
@@ -628,7 +612,7 @@ class IngestProcessor:
         if kind == "seen":
             v = self.seen.get(key)
             # A key re-remembered later has a newer entry further back in the heap; keep it until then.
-            if v is not None and int(v["at"]) + window <= horizon:
+            if v is not None and SeenEntry.from_table(v).at + window <= horizon:
                 del self.seen[key]
                 self.stats.expired_entries += 1
             return
@@ -649,8 +633,9 @@ class IngestProcessor:
             else:
                 idx.expiry.append((int(v.get("at", 0)) + window, "msg", rkey))
         for k, v in list(self.seen.items()):
-            if isinstance(v, dict) and v.get("p") == partition:
-                idx.expiry.append((int(v["at"]) + window, "seen", k))
+            entry = SeenEntry.from_table(v) if isinstance(v, dict) else None
+            if entry is not None and entry.partition == partition:
+                idx.expiry.append((entry.at + window, "seen", k))
         heapq.heapify(idx.expiry)
         return idx
 

@@ -5,7 +5,9 @@ parse or encode) and delivery (an inbound record that does not decode)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
+
+from smsflow.records import QuarantinedPdu
 
 Stage = Literal["connector", "ingest", "deliver"]
 
@@ -30,7 +32,7 @@ def quarantine_record(
     status: int = 0,
     pdu: bytes = b"",
     source: Source | None = None,
-) -> dict[str, Any]:
+) -> QuarantinedPdu:
     """``status``: what the carrier was answered (0 when accepted before the error was found)."""
     return {
         "stage": stage,

@@ -20,8 +20,11 @@ def test_importing_the_connector_loads_no_enrichment_nor_stream_code() -> None:
 
 def test_the_connector_still_keys_by_normalised_number() -> None:
     from smsflow.keys import conversation_key
+    from smsflow.smpp.address import Address
 
     # the same SMS over two carriers that write numbers differently lands on the same key
-    assert conversation_key("8613800138000", 1, 1, "106900", 0, 0, "CN") == conversation_key(
-        "+8613800138000", 1, 1, "106900", 0, 0, "CN"
-    )
+    service = Address(0, 0, "106900")
+    one = conversation_key(Address(1, 1, "8613800138000"), service, "CN")
+    assert one == conversation_key(Address(1, 1, "+8613800138000"), service, "CN")
+    assert one == conversation_key(Address(0, 1, "13800138000"), service, "CN")  # national form on a CN route
+    assert one == "106900|8613800138000"
