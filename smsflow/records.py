@@ -42,3 +42,64 @@ class QuarantinedPdu(TypedDict):
     source_topic: str | None
     source_partition: int | None
     source_offset: int | None
+
+
+class UdhElement(TypedDict):
+    iei: int
+    data: bytes
+
+
+class InboundMessage(TypedDict):
+    """``sms.inbound.v1`` (schemas/inbound_message.avsc): one whole, decoded, enriched SMS, written by ingest
+    and read by delivery (and the API's resend)."""
+
+    message_id: str
+    from_number: str
+    to_number: str
+    from_original: str
+    to_original: str
+    body: str
+    encoding: str
+    data_coding: int
+    segment_count: int
+    incomplete: bool
+    missing_segments: list[int]
+    received_at: int  # timestamp-millis
+    completed_at: int  # timestamp-millis
+    carrier_id: str
+    route_id: str
+    country_code: str | None
+    otp: str | None
+    otp_validity_seconds: int | None
+    from_type: str | None
+    from_calling_code: int | None
+    from_operator: str | None
+    to_country_code: str | None
+    to_operator: str | None
+    to_calling_code: int | None
+    to_type: str | None
+    sender_signature: str | None
+    language: str | None
+    udh_elements: list[UdhElement]
+
+
+class DeliveryReceipt(TypedDict):
+    """``sms.receipts.v1`` (schemas/delivery_receipt.avsc): a carrier's delivery receipt, told apart in
+    ingest."""
+
+    receipt_id: str
+    message_id: str
+    message_id_decimal: str | None
+    state: str
+    error_code: str | None
+    submitted: int | None
+    delivered: int | None
+    submit_date: str | None
+    done_date: str | None
+    text: str | None
+    from_number: str
+    to_number: str
+    esm_class: int
+    carrier_id: str
+    route_id: str
+    received_at: int  # timestamp-millis

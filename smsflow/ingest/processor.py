@@ -34,6 +34,7 @@ from smsflow.ingest.origin import RecordOrigin, is_replay
 from smsflow.ingest.quarantine import Source, quarantine_record
 from smsflow.ingest.reassembly import (
     Assembled,
+    PartialHeader,
     PartStore,
     Segment,
     assemble,
@@ -43,6 +44,7 @@ from smsflow.ingest.reassembly import (
     single,
 )
 from smsflow.ingest.receipts import is_receipt, parse_receipt
+from smsflow.records import DeliveryReceipt, InboundMessage
 from smsflow.smpp.constants import CommandId, TlvTag
 from smsflow.smpp.pdu import PduError, decode_pdu
 from smsflow.sms.text import DefaultAlphabet, TextDecodeError, decode_text
@@ -241,21 +243,21 @@ class IngestProcessor:
         held = store.part(rkey, seg.seq) if hdr is not None else None
         digest = part_digest(seg.payload)
         out = Outputs()
-        if hdr is not None and held is not None and held["d"] == digest:
-            if int(held["o"]) >= offset:
+        if hdr is not None and held is not None and held.digest == digest:
+            if held.offset >= offset:
                 # This very record supplied the part: a replay after a crash, with the table ahead of the
                 # committed offset. Re-derive what it did the first time.
-                if hdr["st"] == "done" and hdr.get("xo") == origin:
-                    parts = store.held(rkey, int(hdr["total"]))
+                if hdr.state == "done" and hdr.completed_by == origin:
+                    parts = store.held(rkey, hdr.total)
                     out += self._complete(assemble(hdr, parts), origin, seg.received_at, partition, rkey=rkey)
-                elif hdr["st"] == "open":
+                elif hdr.is_open:
                     out += self._maybe_complete(rkey, hdr, origin, offset, seg.received_at, partition)
                 return out
             # a carrier retransmission of a part we hold (of a message in flight or already delivered)
             self.stats.duplicate_parts += 1
             return out
-        if hdr is not None and hdr["st"] == "open":
-            late = seg.received_at - int(hdr["first"]) >= self.settings.reassembly_timeout_ms
+        if hdr is not None and hdr.is_open:
+            late = seg.received_at - hdr.first >= self.settings.reassembly_timeout_ms
             if held is not None or late:
                 # What we hold is one message and this part starts the next: the carrier wrapped its
                 # reference counter (same part number, other bytes), or this part came after the held
@@ -270,13 +272,13 @@ class IngestProcessor:
                 return out
         elif hdr is not None:
             # a finished message's key reused (reference wrap, or a part after a timeout): its parts go
-            store.forget(rkey, int(hdr["total"]))
+            store.forget(rkey, hdr.total)
             hdr = None
         if hdr is None:
             hdr = self._start(rkey, seg, offset, partition, traceparent)
             return out
-        parts = store.held(rkey, int(hdr["total"]))
-        before = {s: v for s, v in parts.items() if int(v["o"]) < offset}
+        parts = store.held(rkey, hdr.total)
+        before = {s: v for s, v in parts.items() if v.offset < offset}
         if payload_size(before) + len(seg.payload) > self.settings.max_message_bytes:
             raise Rejected(
                 f"reassembled user data would exceed the cap of {self.settings.max_message_bytes} octets"
@@ -287,22 +289,22 @@ class IngestProcessor:
 
     def _start(
         self, rkey: str, seg: Segment, offset: int, partition: int, traceparent: str | None
-    ) -> dict[str, Any]:
+    ) -> PartialHeader:
         hdr = self.parts.open(rkey, seg, partition)
         self.parts.put_part(rkey, seg, offset, traceparent)
         idx = self._index.get(partition)
         if idx is not None:
-            idx.open[rkey] = int(hdr["first"])
+            idx.open[rkey] = hdr.first
         return hdr
 
     def _maybe_complete(
-        self, rkey: str, hdr: dict[str, Any], origin: str, offset: int, t: int, partition: int
+        self, rkey: str, hdr: PartialHeader, origin: str, offset: int, t: int, partition: int
     ) -> list[Publish]:
-        total = int(hdr["total"])
+        total = hdr.total
         parts = self.parts.held(rkey, total)
         # Complete when every part is held and this record supplied the last of them: parts supplied by
         # later records (a table ahead of a replay) complete the message when that record is replayed.
-        if len(parts) < total or max(int(v["o"]) for v in parts.values()) != offset:
+        if len(parts) < total or max(v.offset for v in parts.values()) != offset:
             return []
         closed = self.parts.close(rkey, hdr, "done", origin, t)
         self._schedule(partition, t, "msg", rkey)
@@ -311,13 +313,13 @@ class IngestProcessor:
             idx.open.pop(rkey, None)
         return self._complete(assemble(closed, parts), origin, t, partition, rkey=rkey)
 
-    def _close_incomplete(self, rkey: str, hdr: dict[str, Any], partition: int, why: str) -> Outputs:
+    def _close_incomplete(self, rkey: str, hdr: PartialHeader, partition: int, why: str) -> Outputs:
         """Emit what is held as incomplete now; delete it only once that output is durable."""
-        total = int(hdr["total"])
+        total = hdr.total
         parts = self.parts.held(rkey, total)
-        deadline = int(hdr["first"]) + self.settings.reassembly_timeout_ms
+        deadline = hdr.first + self.settings.reassembly_timeout_ms
         # deterministic: the same partial closes under the same origin whichever record or tick closes it
-        origin = f"{why}|{rkey}|{hdr['first']}|t"
+        origin = f"{why}|{rkey}|{hdr.first}|t"
         out = Outputs(
             self._complete(assemble(hdr, parts), origin, deadline, partition, rkey=rkey, incomplete=True)
         )
@@ -327,7 +329,7 @@ class IngestProcessor:
 
         def forget() -> None:
             cur = self.parts.header(rkey)
-            if cur is not None and cur.get("first") == hdr["first"] and cur["st"] == "open":
+            if cur is not None and cur.first == hdr.first and cur.is_open:
                 # mark first: a cut while the parts are deleted leaves a header that says "already emitted"
                 self.parts.close(rkey, cur, "timedout", origin, deadline)
                 self.parts.forget(rkey, total)
@@ -424,7 +426,7 @@ class IngestProcessor:
             state_tlv[0] if state_tlv else None,
             pdu.tlv(TlvTag.network_error_code),
         )
-        record = {
+        record: DeliveryReceipt = {
             "receipt_id": f"dlr_{raw['carrier_id']}_{info.message_id}_{info.state}_{raw['received_at']}",
             "message_id": info.message_id,
             "message_id_decimal": receipt_id_decimal(
@@ -512,7 +514,7 @@ class IngestProcessor:
         if incomplete:
             self.stats.incomplete += 1
         body = base64.b64encode(a.payload).decode() if decoded.encoding == "binary" else decoded.text
-        record = {
+        record: InboundMessage = {
             "message_id": mid,
             "from_number": src_id,
             "to_number": dst_id,
@@ -593,7 +595,7 @@ class IngestProcessor:
                 if first + timeout + self.settings.clock_skew_ms > now:
                     continue
                 hdr = self.parts.header(rkey)
-                if hdr is None or hdr["st"] != "open":
+                if hdr is None or not hdr.is_open:
                     idx.open.pop(rkey, None)
                     continue
                 out.extend_outputs(self._close_incomplete(rkey, hdr, partition, "timeout"))
@@ -617,21 +619,24 @@ class IngestProcessor:
                 self.stats.expired_entries += 1
             return
         hdr = self.parts.header(key)
-        if hdr is not None and hdr["st"] != "open" and int(hdr.get("at", 0)) + window <= horizon:
-            self.parts.forget(key, int(hdr["total"]))
+        if hdr is not None and not hdr.is_open and hdr.closed_at + window <= horizon:
+            self.parts.forget(key, hdr.total)
             self.stats.expired_entries += 1
 
     def _rebuild_index(self, partition: int) -> _PartitionIndex:
         idx = _PartitionIndex()
         window = self.settings.dedup_window_ms
         for k, v in list(self.partials.items()):
-            if not k.startswith("h|") or not isinstance(v, dict) or v.get("p") != partition:
+            if not k.startswith("h|") or not isinstance(v, dict):
+                continue
+            hdr = PartialHeader.from_table(v)
+            if hdr.partition != partition:
                 continue
             rkey = k[2:]
-            if v.get("st") == "open":
-                idx.open[rkey] = int(v["first"])
+            if hdr.is_open:
+                idx.open[rkey] = hdr.first
             else:
-                idx.expiry.append((int(v.get("at", 0)) + window, "msg", rkey))
+                idx.expiry.append((hdr.closed_at + window, "msg", rkey))
         for k, v in list(self.seen.items()):
             entry = SeenEntry.from_table(v) if isinstance(v, dict) else None
             if entry is not None and entry.partition == partition:

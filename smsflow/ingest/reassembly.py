@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -68,6 +68,82 @@ def part_digest(payload: bytes) -> str:
     return hashlib.blake2b(payload, digest_size=8).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class PartialHeader:
+    """The ``h|<rkey>`` entry of one multipart message; ``to_table``/``from_table`` keep the stored keys
+    (module docstring), so a restarted worker reads what an older one wrote."""
+
+    partition: int
+    first: int  # carrier time of the part that opened it (ms)
+    total: int
+    data_coding: int
+    meta: dict[str, Any]
+    ies: list[list[Any]]  # other UDH information elements of the opening part: [[iei, base64], ...]
+    state: str  # open | done | timedout
+    completed_by: str | None = None  # text of the origin it was closed under ("xo")
+    closed_at: int = 0  # record time it closed ("at")
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == "open"
+
+    def to_table(self) -> dict[str, Any]:
+        value: dict[str, Any] = {
+            "p": self.partition,
+            "first": self.first,
+            "total": self.total,
+            "dc": self.data_coding,
+            "meta": self.meta,
+            "ies": self.ies,
+            "st": self.state,
+        }
+        if not self.is_open:
+            value["xo"] = self.completed_by
+            value["at"] = self.closed_at
+        return value
+
+    @classmethod
+    def from_table(cls, value: dict[str, Any]) -> PartialHeader:
+        p = value.get("p")
+        return cls(
+            partition=int(p) if p is not None else -1,
+            first=int(value["first"]),
+            total=int(value["total"]),
+            data_coding=int(value["dc"]),
+            meta=dict(value["meta"]),
+            ies=list(value.get("ies", [])),
+            state=str(value["st"]),
+            completed_by=value.get("xo"),
+            closed_at=int(value.get("at", 0) or 0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HeldPart:
+    """The ``s|<rkey>|<seq>`` entry: one part, and the offset of the raw record that supplied it."""
+
+    offset: int
+    digest: str
+    payload_b64: str
+    at: int
+    traceparent: str | None
+
+    def to_table(self) -> dict[str, Any]:
+        return {
+            "o": self.offset,
+            "d": self.digest,
+            "b": self.payload_b64,
+            "at": self.at,
+            "tp": self.traceparent,
+        }
+
+    @classmethod
+    def from_table(cls, value: dict[str, Any]) -> HeldPart:
+        return cls(
+            int(value["o"]), str(value["d"]), str(value["b"]), int(value.get("at", 0)), value.get("tp")
+        )
+
+
 @dataclass
 class Assembled:
     payload: bytes
@@ -86,48 +162,49 @@ class PartStore:
     def __init__(self, table: MutableMapping[str, Any]) -> None:
         self.table = table
 
-    def header(self, rkey: str) -> dict[str, Any] | None:
-        return self.table.get(header_key(rkey))
+    def header(self, rkey: str) -> PartialHeader | None:
+        value = self.table.get(header_key(rkey))
+        return PartialHeader.from_table(value) if value is not None else None
 
-    def part(self, rkey: str, seq: int) -> dict[str, Any] | None:
-        return self.table.get(part_key(rkey, seq))
+    def part(self, rkey: str, seq: int) -> HeldPart | None:
+        value = self.table.get(part_key(rkey, seq))
+        return HeldPart.from_table(value) if value is not None else None
 
-    def open(self, rkey: str, seg: Segment, partition: int) -> dict[str, Any]:
-        hdr = {
-            "p": partition,
-            "first": seg.received_at,
-            "total": seg.total,
-            "dc": seg.data_coding,
-            "meta": seg.meta,
-            "ies": [[iei, base64.b64encode(data).decode()] for iei, data in seg.other_ies],
-            "st": "open",
-        }
-        self.table[header_key(rkey)] = hdr
+    def open(self, rkey: str, seg: Segment, partition: int) -> PartialHeader:
+        hdr = PartialHeader(
+            partition=partition,
+            first=seg.received_at,
+            total=seg.total,
+            data_coding=seg.data_coding,
+            meta=seg.meta,
+            ies=[[iei, base64.b64encode(data).decode()] for iei, data in seg.other_ies],
+            state="open",
+        )
+        self.table[header_key(rkey)] = hdr.to_table()
         return hdr
 
     def put_part(self, rkey: str, seg: Segment, offset: int, traceparent: str | None) -> None:
-        self.table[part_key(rkey, seg.seq)] = {
-            "o": offset,
-            "d": part_digest(seg.payload),
-            "b": base64.b64encode(seg.payload).decode(),
-            "at": seg.received_at,
-            "tp": traceparent,
-        }
+        part = HeldPart(
+            offset,
+            part_digest(seg.payload),
+            base64.b64encode(seg.payload).decode(),
+            seg.received_at,
+            traceparent,
+        )
+        self.table[part_key(rkey, seg.seq)] = part.to_table()
 
-    def held(self, rkey: str, total: int) -> dict[int, dict[str, Any]]:
+    def held(self, rkey: str, total: int) -> dict[int, HeldPart]:
         """The parts present, by sequence number (a bounded scan: ``total`` is capped at 255)."""
-        out: dict[int, dict[str, Any]] = {}
+        out: dict[int, HeldPart] = {}
         for seq in range(1, total + 1):
             v = self.table.get(part_key(rkey, seq))
             if v is not None:
-                out[seq] = v
+                out[seq] = HeldPart.from_table(v)
         return out
 
-    def close(
-        self, rkey: str, hdr: dict[str, Any], state: str, origin: str | None, at: int
-    ) -> dict[str, Any]:
-        closed = {**hdr, "st": state, "xo": origin, "at": at}
-        self.table[header_key(rkey)] = closed
+    def close(self, rkey: str, hdr: PartialHeader, state: str, origin: str | None, at: int) -> PartialHeader:
+        closed = replace(hdr, state=state, completed_by=origin, closed_at=at)
+        self.table[header_key(rkey)] = closed.to_table()
         return closed
 
     def drop_parts(self, rkey: str, total: int) -> None:
@@ -144,27 +221,27 @@ class PartStore:
             del self.table[k]
 
 
-def assemble(hdr: dict[str, Any], parts: dict[int, dict[str, Any]]) -> Assembled:
+def assemble(hdr: PartialHeader, parts: dict[int, HeldPart]) -> Assembled:
     """Join the held parts in sequence order (all of them, or what there is after a timeout)."""
-    total = int(hdr["total"])
-    data = b"".join(base64.b64decode(parts[i]["b"]) for i in range(1, total + 1) if i in parts)
+    total = hdr.total
+    data = b"".join(base64.b64decode(parts[i].payload_b64) for i in range(1, total + 1) if i in parts)
     missing = [i for i in range(1, total + 1) if i not in parts]
     # traces in arrival order: the part supplied first (lowest offset) leads
-    ordered = sorted(parts.values(), key=lambda v: int(v["o"]))
+    ordered = sorted(parts.values(), key=lambda v: v.offset)
     tps: list[str] = []
     for v in ordered:
-        tp = v.get("tp")
+        tp = v.traceparent
         if tp and tp not in tps:
             tps.append(tp)
     return Assembled(
         payload=data,
-        data_coding=int(hdr["dc"]),
+        data_coding=hdr.data_coding,
         total=total,
-        first_received_at=int(hdr["first"]),
-        meta=dict(hdr["meta"]),
+        first_received_at=hdr.first,
+        meta=dict(hdr.meta),
         traceparents=tps,
         missing=missing,
-        other_ies=[(int(i), base64.b64decode(d)) for i, d in hdr.get("ies", [])],
+        other_ies=[(int(i), base64.b64decode(d)) for i, d in hdr.ies],
     )
 
 
@@ -181,5 +258,5 @@ def single(seg: Segment, traceparent: str | None) -> Assembled:
     )
 
 
-def payload_size(parts: dict[int, dict[str, Any]]) -> int:
-    return sum(len(v["b"]) * 3 // 4 for v in parts.values())
+def payload_size(parts: dict[int, HeldPart]) -> int:
+    return sum(len(v.payload_b64) * 3 // 4 for v in parts.values())
