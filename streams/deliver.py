@@ -40,9 +40,10 @@ from opentelemetry.context import Context
 from smsflow.delivery.attempts import AttemptLedger, ledger_key, ledger_value
 from smsflow.delivery.circuits import CircuitStore, circuit_config
 from smsflow.delivery.dispatcher import BatchDispatcher
+from smsflow.delivery.effects import attempt_effects
 from smsflow.delivery.engine import DeliveryEngine
 from smsflow.delivery.events import DeliveryEvent, DeliveryState
-from smsflow.delivery.policy import Action, EndpointCircuit
+from smsflow.delivery.policy import EndpointCircuit
 from smsflow.delivery.readings import RetryReadings
 from smsflow.delivery.records import (
     dead_letter_record,
@@ -50,9 +51,7 @@ from smsflow.delivery.records import (
     from_ms,
     queued_event,
     retry_messages,
-    retry_record,
 )
-from smsflow.delivery.sender import webhook_id_for
 from smsflow.ingest.quarantine import Source, quarantine_record
 from smsflow.payload import webhook_payload
 from smsflow.schemas import (
@@ -160,47 +159,14 @@ class KafkaDelivery:
                 span.set_status(trace.StatusCode.ERROR, decision.reason)
                 span.set_attribute("smsflow.failure", decision.reason)
             headers = _trace_headers()
-        for ev in outcome.all_events:
+        effects = attempt_effects(sub, messages, attempt, first_at, outcome)
+        for ev in effects.events:
             await self.event(ev)
-        batched = sub.batch is not None or len(messages) > 1
-        if decision.action is Action.DONE:
-            self.stats["delivered"] += len(messages)
-        elif decision.action is Action.RETRY:
-            self.stats["retry_scheduled"] += len(messages)
-            assert decision.next_attempt is not None and decision.next_attempt_at is not None
-            record = retry_record(
-                sub.id,
-                messages,
-                attempt=decision.next_attempt,
-                due_at=decision.next_attempt_at,
-                first_at=first_at,
-                reason=decision.reason,
-                batched=batched,
-            )
-            key = webhook_id_for(sub, messages) if batched else mid
-            await self._send(WEBHOOK_RETRY_TOPIC, key, orjson.dumps(record), headers)
-        else:
-            self.stats["dead_lettered"] += len(messages)
-            wid = webhook_id_for(sub, messages)
-            for m in messages:
-                record = dead_letter_record(
-                    sub.id,
-                    m,
-                    attempts=attempt,
-                    reason=decision.reason,
-                    state=str(decision.state),
-                    webhook_id=wid,
-                )
-                await self._send(WEBHOOK_DLQ_TOPIC, str(m["message_id"]), orjson.dumps(record))
+        for w in effects.writes:
+            await self._send(w.topic, w.key, w.value, headers if w.traced else None)
+        for name, n in effects.counts.items():
+            self.stats[name] += n
         if outcome.disabled_reason is not None:
-            ops = {
-                "type": "endpoint_disabled",
-                "subscription_id": sub.id,
-                "owner": sub.owner,
-                "reason": outcome.disabled_reason,
-                "ts": int(time.time() * 1000),
-            }
-            await self._send(OPS_TOPIC, sub.id, orjson.dumps(ops))
             log.warning("endpoint %s disabled: %s", sub.id, outcome.disabled_reason)
 
     async def dead_letter_unsent(
