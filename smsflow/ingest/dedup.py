@@ -22,8 +22,11 @@ processing time, so reprocessing the same records after a crash takes the same d
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from smsflow.ingest.origin import is_replay
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,42 @@ class SeenEntry:
     @classmethod
     def from_table(cls, value: dict[str, Any]) -> SeenEntry:
         return cls(str(value.get("o", "")), int(value["at"]), int(value.get("p", -1)))
+
+
+class DedupWindow:
+    """The ``ingest-seen`` table (a Faust table in production, a dict in tests): which messages were seen,
+    whether a new one is a duplicate, a replay or new, and when an entry leaves the window."""
+
+    def __init__(self, table: MutableMapping[str, Any], window_ms: int) -> None:
+        self.table = table
+        self.window_ms = window_ms
+
+    def check(self, fingerprint: str, origin: str, t: int) -> Literal["new", "duplicate", "replay"]:
+        """``origin``: text of the origin the message completes under; ``t``: its carrier time."""
+        stored = self.table.get(fingerprint)
+        if stored is None:
+            return "new"
+        prior = SeenEntry.from_table(stored)
+        if is_replay(prior.origin, origin):
+            # the table is ahead of the committed offset: this record was processed before the crash
+            return "replay"
+        return "duplicate" if t - prior.at < self.window_ms else "new"
+
+    def remember(self, fingerprint: str, entry: SeenEntry) -> None:
+        self.table[fingerprint] = entry.to_table()
+
+    def expire(self, fingerprint: str, horizon: int) -> bool:
+        """Delete the entry if its window ended by ``horizon``; a key remembered again since is kept."""
+        value = self.table.get(fingerprint)
+        if value is not None and SeenEntry.from_table(value).at + self.window_ms <= horizon:
+            del self.table[fingerprint]
+            return True
+        return False
+
+    def entries_of(self, partition: int) -> Iterator[tuple[str, SeenEntry]]:
+        for key, value in list(self.table.items()):
+            if isinstance(value, dict) and (entry := SeenEntry.from_table(value)).partition == partition:
+                yield key, entry
 
 
 def message_fingerprint(from_id: str, to_id: str, is_binary: bool, body: str, missing: list[int]) -> str:

@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 from smsflow.carriers import ReceiptIdForm, looks_like_receipt_text, receipt_id_decimal
 from smsflow.enrich import enrich
-from smsflow.ingest.dedup import SeenEntry, message_fingerprint, message_id
-from smsflow.ingest.origin import RecordOrigin, is_replay
+from smsflow.ingest.dedup import DedupWindow, SeenEntry, message_fingerprint, message_id
+from smsflow.ingest.origin import RecordOrigin
 from smsflow.ingest.quarantine import Source, quarantine_record
 from smsflow.ingest.reassembly import (
     Assembled,
@@ -175,6 +175,7 @@ class IngestProcessor:
         self.partials = partials
         self.parts = PartStore(partials)
         self.seen = seen
+        self.dedup = DedupWindow(seen, settings.dedup_window_ms)
         self.settings = settings
         self.clock = clock
         self.stats = Stats()
@@ -495,17 +496,15 @@ class IngestProcessor:
         src_id = info.source.e164 or info.source.display
         dst_id = info.destination.e164 or info.destination.display
         fp = message_fingerprint(src_id, dst_id, decoded.encoding == "binary", decoded.text, a.missing)
-        stored = self.seen.get(fp)
-        prior = SeenEntry.from_table(stored) if stored is not None else None
-        replay = prior is not None and is_replay(prior.origin, origin)
-        if prior is not None and not replay and t - prior.at < self.settings.dedup_window_ms:
+        seen = self.dedup.check(fp, origin, t)
+        if seen == "duplicate":
             self.stats.duplicates += 1
             return []
-        if replay:
-            # the table is ahead of the committed offset: this record was processed before the crash
+        if seen == "replay":
             self.stats.replays += 1
         else:
-            self._remember(fp, SeenEntry(origin, t, partition))
+            self.dedup.remember(fp, SeenEntry(origin, t, partition))
+            self._schedule(partition, t, "seen", fp)
         mid = message_id(fp, origin)
         if incomplete and self.settings.incomplete_policy == "dead_letter":
             reason = f"incomplete after timeout: missing parts {a.missing} of {a.total}"
@@ -547,10 +546,6 @@ class IngestProcessor:
             "udh_elements": [{"iei": i, "data": d} for i, d in a.other_ies],
         }
         return [Publish("inbound", dst_id, record, a.traceparents)]
-
-    def _remember(self, key: str, entry: SeenEntry) -> None:
-        self.seen[key] = entry.to_table()
-        self._schedule(entry.partition, entry.at, "seen", key)
 
     def _schedule(self, partition: int, t: int, kind: str, key: str) -> None:
         idx = self._index.get(partition)
@@ -612,10 +607,8 @@ class IngestProcessor:
     def _expire(self, kind: str, key: str, horizon: int) -> None:
         window = self.settings.dedup_window_ms
         if kind == "seen":
-            v = self.seen.get(key)
-            # A key re-remembered later has a newer entry further back in the heap; keep it until then.
-            if v is not None and SeenEntry.from_table(v).at + window <= horizon:
-                del self.seen[key]
+            # A key re-remembered later has a newer entry further back in the heap; it stays until then.
+            if self.dedup.expire(key, horizon):
                 self.stats.expired_entries += 1
             return
         hdr = self.parts.header(key)
@@ -637,10 +630,8 @@ class IngestProcessor:
                 idx.open[rkey] = hdr.first
             else:
                 idx.expiry.append((hdr.closed_at + window, "msg", rkey))
-        for k, v in list(self.seen.items()):
-            entry = SeenEntry.from_table(v) if isinstance(v, dict) else None
-            if entry is not None and entry.partition == partition:
-                idx.expiry.append((entry.at + window, "seen", k))
+        for k, entry in self.dedup.entries_of(partition):
+            idx.expiry.append((entry.at + window, "seen", k))
         heapq.heapify(idx.expiry)
         return idx
 

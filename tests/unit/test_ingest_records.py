@@ -3,7 +3,7 @@ tables have always stored, so a worker restarted on this code reads the state an
 
 from __future__ import annotations
 
-from smsflow.ingest.dedup import SeenEntry, message_id
+from smsflow.ingest.dedup import DedupWindow, SeenEntry, message_id
 from smsflow.ingest.origin import RecordOrigin, is_replay
 from smsflow.ingest.reassembly import HeldPart, PartialHeader, PartStore, Segment, part_digest
 
@@ -83,3 +83,16 @@ def test_a_part_store_writes_what_older_workers_read() -> None:
         **{"st": "done", "xo": "sms.raw.v1:0:7", "at": 6},
     }
     assert store.held("k", 2) == {1: HeldPart(7, part_digest(b"hi"), "aGk=", 5, "tp")}
+
+
+def test_the_dedup_window_decides_remembers_and_expires() -> None:
+    table: dict[str, object] = {}
+    window = DedupWindow(table, window_ms=1000)  # type: ignore[arg-type]
+    assert window.check("fp", "sms.raw.v1:0:5", t=100) == "new"
+    window.remember("fp", SeenEntry("sms.raw.v1:0:5", 100, 0))
+    assert window.check("fp", "sms.raw.v1:0:9", t=600) == "duplicate"  # a copy within the window
+    assert window.check("fp", "sms.raw.v1:0:5", t=100) == "replay"  # the same record after a crash
+    assert window.check("fp", "sms.raw.v1:0:9", t=1100) == "new"  # the window has passed
+    assert [k for k, _ in window.entries_of(0)] == ["fp"] and list(window.entries_of(1)) == []
+    assert not window.expire("fp", horizon=1099) and window.expire("fp", horizon=1100)
+    assert table == {}
