@@ -79,8 +79,10 @@ class Holding(BaseModel):
         return bool(digits) and (digits in self._numbers or digits.startswith(self._prefixes))
 
     def holds_prefix(self, prefix: str) -> bool:
-        """Every number starting with ``prefix`` is held (it is a held number or lies in a held prefix)."""
-        return self.holds_number(prefix)
+        """Every number starting with ``prefix`` is held: the prefix lies within a held prefix. A prefix equal
+        to a held *number* is not held: it also matches the longer numbers that start with it."""
+        digits = number_digits(prefix)
+        return bool(digits) and digits.startswith(self._prefixes)
 
     def holds(self, message: Mapping[str, Any]) -> bool:
         if self.route_ids and message.get("route_id") in self.route_ids:
@@ -101,10 +103,10 @@ def receives(sub: Subscription, holding: Holding | None, message: Mapping[str, A
 def outside_holding(filters: MessageFilter, holding: Holding | None) -> list[tuple[str, str]]:
     """``(field path, reason)`` for every part of ``filters`` that reaches beyond ``holding``; empty = inside.
 
-    A destination number must be held; a destination prefix must lie within a held prefix (or be a held
-    number). With a held route, any destination can arrive on it, so destinations are not refused then; a
-    ``route_ids`` value only narrows a filter (criteria are ANDed), so it is refused only when it names a
-    route while the owner holds routes and no numbers, and not that route.
+    A destination number must be held; a destination prefix must lie within a held prefix. With a held route,
+    any destination can arrive on it, so destinations are not refused then; a ``route_ids`` value only narrows
+    a filter (criteria are ANDed), so it is refused only when it names a route while the owner holds routes
+    and no numbers, and not that route.
     """
     if holding is None or holding.empty:
         return [("filters", "this owner holds no numbers, prefixes or routes; ask the operator for them")]

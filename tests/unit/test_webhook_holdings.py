@@ -226,3 +226,11 @@ async def test_filters_are_refused_beyond_the_holding_at_create_and_patch(api: A
     # each key lists only its own
     mine = (await api.call("GET", "/v1/subscriptions", b))[1]["data"]
     assert [s["owner"] for s in mine] == ["b"]
+
+
+def test_a_prefix_equal_to_a_held_number_reaches_beyond_it() -> None:
+    """Found by the property above: holding the number +8 accepted the prefix 8, which also matches 80."""
+    holding = Holding(owner="b", numbers=["+8"])
+    outside = outside_holding(MessageFilter(destination_prefixes=["8"]), holding)
+    assert [field for field, _ in outside] == ["filters.destination_prefixes.0"]
+    assert outside_holding(MessageFilter(destination_numbers=["+8"]), holding) == []
