@@ -133,15 +133,19 @@ class Redelivery:
         assert self._producer is not None, "start() first"
         producer = self._producer
         for i in range(0, len(payloads), CHUNK):
-            sends = []
+            events, records = [], []
             for payload in payloads[i : i + CHUNK]:
                 mid = str(payload["message_id"])
                 event = self.serde.encode(DELIVERY_TOPIC, event_record(queued_event(sub, mid, error=reason)))
-                record = orjson.dumps(requeue_record(sub.id, payload, reason))
-                # the event first: both are awaited before the API answers, so the history is complete
-                sends.append(producer.send(DELIVERY_TOPIC, event, key=mid.encode()))
-                sends.append(producer.send(WEBHOOK_RETRY_TOPIC, record, key=mid.encode()))
-            await asyncio.gather(*sends)
+                events.append(producer.send(DELIVERY_TOPIC, event, key=mid.encode()))
+                records.append((mid, orjson.dumps(requeue_record(sub.id, payload, reason))))
+            # The "queued" events are acked before the retry records exist: the two go to different topics,
+            # and sent together the retry record could be delivered and its "delivered" event written
+            # before this "queued" one, a history that reads delivered -> queued (seen on a loaded machine).
+            await asyncio.gather(*events)
+            await asyncio.gather(
+                *(producer.send(WEBHOOK_RETRY_TOPIC, rec, key=mid.encode()) for mid, rec in records)
+            )
 
     # ---- blocking scans (run in a thread) ----
 
