@@ -102,3 +102,15 @@ def test_our_modules_import_each_other_without_a_cycle() -> None:
 def test_the_checker_sees_a_cycle_through_a_package_init() -> None:
     graph = {"a": {"a.x"}, "a.x": {"b"}, "b": {"a"}}
     assert find_cycle(graph) == ["a", "a.x", "b", "a"]
+
+
+def test_only_the_cli_reaches_into_the_dev_harness() -> None:
+    """devkit/ (local Kafka, embedded registry, demo, simulator) is not part of what production runs: the
+    CLI's dev commands start it, nothing else in smsflow, streams or connectors imports it."""
+    graph = import_graph()
+    users = {
+        module
+        for module, imported in graph.items()
+        if not module.startswith("devkit") and any(m == "devkit" or m.startswith("devkit.") for m in imported)
+    }
+    assert users == {"smsflow.cli"}
