@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from smsflow.carriers import PRESETS, ReceiptIdForm, apply_preset
+from smsflow.routing.model import PolicyError, RoutingSection, parse_policies
 
 
 class ConfigError(ValueError):
@@ -380,7 +381,21 @@ class Config(_Strict):
     webhooks: WebhookDeliveryConfig = WebhookDeliveryConfig()
     api: ApiConfig = ApiConfig()
     metrics: MetricsConfig = MetricsConfig()
+    routing: RoutingSection = Field(
+        default_factory=RoutingSection, description="routes, double-list policies (docs/double-list.md)"
+    )
     data_dir: str = Field(default=".work/data", description="Faust table state and local services")
+
+    @field_validator("routing", mode="before")
+    @classmethod
+    def _routing_section(cls, v: Any) -> Any:
+        if isinstance(v, RoutingSection):
+            return v
+        try:
+            return parse_policies(v, "routing")
+        except PolicyError as exc:
+            # one line per bad field, each with its full path (parse_config does not prefix them again)
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _cross_field_checks(self) -> Config:
@@ -398,6 +413,10 @@ class Config(_Strict):
         for i, c in enumerate(self.carriers):
             if c.reconnect.max_s < c.reconnect.initial_s:
                 raise ValueError(f"carriers[{i}].reconnect.max_s: must be >= initial_s")
+        carrier_ids = {c.id for c in self.carriers}
+        for i, route in enumerate(self.routing.routes):
+            if route.carrier is not None and route.carrier not in carrier_ids:
+                raise ValueError(f"routing.routes[{i}].carrier: no carrier {route.carrier!r} in carriers")
         return self
 
     def bootstrap_servers(self) -> str | None:
@@ -430,7 +449,10 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         for err in exc.errors():
             path = _field_path(tuple(err["loc"]))
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{path}: {msg}" if path else msg)
+            if path and (msg.startswith(f"{path}.") or msg.startswith(f"{path}[")):
+                lines.extend(msg.splitlines())  # a section parser that names its own field paths
+            else:
+                lines.append(f"{path}: {msg}" if path else msg)
         raise ConfigError(f"{source}: invalid config\n  " + "\n  ".join(lines)) from None
 
 

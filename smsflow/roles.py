@@ -179,7 +179,7 @@ async def run_connector(cfg: Config) -> None:
     serde = Serde(registry_client(registry))
     await asyncio.to_thread(serde.warm_up)
     producer = AsyncProducer(producer_conf(bootstrap))
-    connector = SmppConnector(cfg.carriers, producer, serde)
+    connector = SmppConnector(cfg.carriers, producer, serde, cfg.routing)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

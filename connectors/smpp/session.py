@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from smsflow.smpp.constants import CommandId, CommandStatus
 from smsflow.smpp.pdu import (
@@ -83,6 +84,18 @@ MessageHandler = Callable[[InboundPdu], Awaitable[int]]
 RejectHandler = Callable[[RejectedPdu], Awaitable[None]]
 
 
+class SessionEvents(Protocol):
+    """What the route's health is made of (docs/double-list.md); called on the event loop, must not block."""
+
+    def bound(self, session: str) -> None: ...
+
+    def lost(self, session: str, clean: bool, reason: str) -> None: ...
+
+    def bind_failed(self, session: str, reason: str) -> None: ...
+
+    def enquire_link_rtt(self, session: str, rtt_ms: float) -> None: ...
+
+
 class BindError(RuntimeError):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -113,8 +126,10 @@ class EsmeSession:
         settings: SessionSettings,
         handler: MessageHandler,
         on_reject: RejectHandler | None = None,
+        events: SessionEvents | None = None,
     ) -> None:
         self.s = settings
+        self._events = events
         self._handler = handler
         self._on_reject = on_reject
         self._seq = 0
@@ -154,6 +169,12 @@ class EsmeSession:
             except Exception as exc:  # a bug or a bind we cannot encode: rebind later, never a dead task
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("%s: session failed: %s", self.s.name, self.stats.last_error)
+            if self._events is not None:
+                if self._bound_since is not None:
+                    # our stop is a clean unbind; anything else (peer unbind, drop, dead link) is a failure
+                    self._events.lost(self.s.name, self._stopping.is_set(), self.stats.last_error)
+                elif not self._stopping.is_set():
+                    self._events.bind_failed(self.s.name, self.stats.last_error)  # refused, or no connection
             self.stats.state = "closed"
             self._bound.clear()
             if (
@@ -254,6 +275,8 @@ class EsmeSession:
             self.stats.state = "bound"
             self._bound_since = time.monotonic()
             self._bound.set()
+            if self._events is not None:
+                self._events.bound(self.s.name)
             log.info("%s: bound as %s to %s", self.s.name, self.s.bind, self.remote_addr)
             keepalive = asyncio.create_task(self._keepalive(), name=f"{self.s.name}-enquire")
             stop_wait = asyncio.create_task(self._stopping.wait())
@@ -323,11 +346,14 @@ class EsmeSession:
                 await asyncio.sleep(self.s.enquire_link_s - idle)
                 continue
             self.stats.enquire_links_sent += 1
+            sent = time.monotonic()
             try:
                 await self.request(Pdu(CommandId.enquire_link))
             except TimeoutError:
                 raise ConnectionError("enquire_link not answered: link dead") from None
             self._last_rx = time.monotonic()
+            if self._events is not None:
+                self._events.enquire_link_rtt(self.s.name, (self._last_rx - sent) * 1000)
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         framer = PduReader(self.s.max_pdu_size)
@@ -443,4 +469,4 @@ class EsmeSession:
             )
 
 
-__all__ = ["BindError", "EsmeSession", "InboundPdu", "RejectedPdu", "SessionSettings", "Tlv"]
+__all__ = ["BindError", "EsmeSession", "InboundPdu", "RejectedPdu", "SessionEvents", "SessionSettings", "Tlv"]

@@ -43,6 +43,22 @@ class Route(_Strict):
         default=(), description="E.164 numbers or prefixes this carrier route serves"
     )
     url: str | None = Field(default=None, description="the endpoint URL (webhook routes)")
+    test_numbers: tuple[str, ...] = Field(
+        default=(),
+        description="carrier routes: our own numbers a probe submit_sm is sent to; the carrier hands it "
+        "back as an MO and the round trip is the route's probe latency",
+    )
+    probe_source: str | None = Field(
+        default=None, description="carrier routes: the sender of probes (default: the first pool entry)"
+    )
+
+    @field_validator("test_numbers")
+    @classmethod
+    def _test_numbers_are_e164(cls, numbers: tuple[str, ...]) -> tuple[str, ...]:
+        for i, entry in enumerate(numbers):
+            if not _E164_PREFIX.match(entry):
+                raise ValueError(f"test_numbers[{i}]: {entry!r} is not an E.164 number like +85230009999")
+        return numbers
 
     @field_validator("pool")
     @classmethod
@@ -58,6 +74,8 @@ class Route(_Strict):
             raise ValueError("carrier: a carrier route names its carrier connection")
         if self.kind is RouteKind.WEBHOOK and not (self.url or "").startswith(("https://", "http://")):
             raise ValueError("url: a webhook route needs an http(s) URL")
+        if self.kind is RouteKind.WEBHOOK and self.test_numbers:
+            raise ValueError("test_numbers: only carrier routes carry probes")
         return self
 
 
@@ -256,6 +274,18 @@ class RoutingSection(_Strict):
     """The ``routing`` section of the config file (see docs/double-list.md for an example)."""
 
     window: WindowSpec = Field(default_factory=WindowSpec)
+    probe_interval_s: float = Field(
+        default=10.0, gt=0, description="a probe through each carrier route with test numbers this often"
+    )
+    stale_after_windows: int = Field(
+        default=3,
+        ge=1,
+        description="a route whose health records stop arriving (or whose connector stops reporting) for "
+        "this many steps is judged down",
+    )
+    report_interval_s: float = Field(
+        default=2.0, gt=0, description="how often the connector reports each route's counters and binds"
+    )
     routes: tuple[Route, ...] = ()
     policies: tuple[RoutingPolicy, ...] = ()
 
