@@ -73,15 +73,19 @@ def run(
 @app.command()
 def worker(
     config: ConfigOpt,
-    stage: Annotated[list[str] | None, typer.Option(help="ingest and/or deliver (default both)")] = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(help="ingest, deliver and/or routes (default all; routes needs routing policies)"),
+    ] = None,
     loglevel: str = "warning",
 ) -> None:
-    """Faust worker running the stream stages (ingest: raw -> inbound; deliver: inbound -> webhooks)."""
+    """Faust worker running the stream stages (ingest: raw -> inbound; deliver: inbound -> webhooks; routes:
+    route health -> double-list decisions)."""
     from smsflow.roles import run_worker
 
     cfg = _load(config)
-    roles = set(stage or ["ingest", "deliver"])
-    bad = roles - {"ingest", "deliver"}
+    roles = set(stage or ["ingest", "deliver", "routes"])
+    bad = roles - {"ingest", "deliver", "routes"}
     if bad:
         raise typer.BadParameter(f"unknown stage(s): {', '.join(sorted(bad))}", param_hint="--stage")
     # Faust's Worker parses sys.argv; give it none of ours.

@@ -144,6 +144,10 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
             ]
             if partitions is not None:
                 specs.append(TopicSpec(ticks_topic_name(cfg.app_id), partitions, retention_ms=3_600_000))
+            if "routes" in roles and cfg.routing.policies:
+                from streams.routes import routes_topic_specs
+
+                specs += routes_topic_specs(cfg.app_id)
             ensure_topics(bootstrap, specs)
             wrong = [
                 f"{s.name} has {n} partitions, wants {s.partitions}"

@@ -157,6 +157,8 @@ _DEFAULT_LIMITS: dict[str, dict[str, float | None]] = {
     "timeout_rate": {"degraded": 0.05, "down": 0.5},
     "throttled_rate": {"degraded": 0.2, "down": 0.8},
     "connect_error_rate": {"degraded": 0.05, "down": 0.5},
+    # both: written by the decision stage only once a route's records stopped for stale_after_windows steps
+    "stale_steps": {"degraded": None, "down": 1},
 }
 
 
@@ -180,6 +182,7 @@ class Thresholds(_Strict):
     timeout_rate: Limits = _limits("timeout_rate")
     throttled_rate: Limits = _limits("throttled_rate")
     connect_error_rate: Limits = _limits("connect_error_rate")
+    stale_steps: Limits = _limits("stale_steps")
     min_outcomes: int = Field(default=10, ge=1, description="carrier results before error rates count")
     min_probes: int = Field(default=3, ge=1, description="resolved probes before probe loss counts")
     min_attempts: int = Field(default=5, ge=1, description="webhook attempts before its rates count")

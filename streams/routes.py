@@ -1,0 +1,212 @@
+"""The double-list stage (issue 11, docs/double-list.md): route observations -> health -> per-scope decisions.
+
+Four agents, each a thin shell around a pure class of ``smsflow.routing``:
+
+- ``routes-attempts``: sms.delivery.v1 -> webhook attempt observations (``AttemptReader``);
+- ``routes-health``: sms.routes.observations.v1 + clock ticks -> ``HealthFeed`` -> sms.routes.health.v1. One
+  partition: one aggregator closes every route's window together. Its state (the feed's snapshot, with the
+  offset of the last observation applied) is in the ``routes-health`` table, so a restart neither loses nor
+  double-counts observations;
+- ``routes-scoping``: sms.routes.health.v1 -> one copy per scope that lists the route, keyed by scope;
+- ``routes-decide``: those copies + sms.routes.overrides.v1 -> ``ScopeDesk`` (``DoubleList``) ->
+  sms.routes.decisions.v1. ``ScopeState`` per scope lives in the ``routes-scopes`` table. Every input carries
+  its own time (a window end, an override's time); nothing here reads the wall clock, so re-running over the
+  same health topic gives the same decisions, and a restarted worker continues without a spurious flip.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+
+from smsflow.metrics import (
+    ROUTE_ACTIVE,
+    ROUTE_BOTH_DEGRADED,
+    ROUTE_DECISIONS,
+    ROUTE_HEALTH_SCORE,
+    ROUTE_HEALTH_STATE,
+    ROUTE_PINNED,
+)
+from smsflow.routing.attempts import AttemptReader
+from smsflow.routing.decisions import Decision, ScopeState
+from smsflow.routing.feed import HealthFeed
+from smsflow.routing.health import HealthRecord, HealthState
+from smsflow.routing.model import ListName, PolicyError, parse_override
+from smsflow.routing.observations import observation_record
+from smsflow.routing.scopes import ScopeDesk, scopes_of
+from smsflow.schemas import (
+    DELIVERY_TOPIC,
+    ROUTE_DECISIONS_TOPIC,
+    ROUTE_HEALTH_TOPIC,
+    ROUTE_OBSERVATIONS_TOPIC,
+    ROUTE_OVERRIDES_TOPIC,
+)
+from smsflow.topics import TopicSpec
+from streams.app import StreamContext
+
+log = logging.getLogger(__name__)
+FEED_KEY = "feed"
+
+
+def ticks_topic_name(app_id: str) -> str:
+    return f"{app_id}-routes-ticks"
+
+
+def scoped_topic_name(app_id: str) -> str:
+    return f"{app_id}-routes-scoped"
+
+
+def routes_topic_specs(app_id: str) -> list[TopicSpec]:
+    """The stage's internal topics, created before the worker starts (as ingest's ticks are)."""
+    return [
+        TopicSpec(ticks_topic_name(app_id), 1, retention_ms=3_600_000),
+        TopicSpec(scoped_topic_name(app_id), 1, retention_ms=7 * 86_400_000),
+    ]
+
+
+def show_health(record: HealthRecord) -> None:
+    ROUTE_HEALTH_SCORE.labels(record.route_id).set(record.score)
+    for state in HealthState:
+        ROUTE_HEALTH_STATE.labels(record.route_id, state.value).set(1 if state is record.state else 0)
+
+
+def show_state(state: ScopeState, decisions: list[Decision]) -> None:
+    for name in ListName:
+        ROUTE_ACTIVE.labels(state.scope, name.value).set(1 if state.active is name else 0)
+    ROUTE_BOTH_DEGRADED.labels(state.scope).set(1 if state.both_degraded else 0)
+    ROUTE_PINNED.labels(state.scope).set(1 if state.pinned_by is not None else 0)
+    for d in decisions:
+        ROUTE_DECISIONS.labels(d.scope, d.kind.value).inc()
+
+
+def register_routes(app: faust.App, ctx: StreamContext) -> None:
+    cfg = ctx.config
+    section = cfg.routing
+    desks = {p.scope.key: ScopeDesk(section, p) for p in section.policies}
+    reader = AttemptReader(section)
+    ticks_name, scoped_name = ticks_topic_name(cfg.app_id), scoped_topic_name(cfg.app_id)
+
+    def raw_topic(*names: str, partitions: int | None = None, internal: bool = False) -> Any:
+        return app.topic(
+            *names,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions,
+            internal=internal,
+        )
+
+    ticks = raw_topic(ticks_name, partitions=1, internal=True)
+    scoped = raw_topic(scoped_name, partitions=1, internal=True)
+    observations = raw_topic(ROUTE_OBSERVATIONS_TOPIC)
+    health_out = raw_topic(ROUTE_HEALTH_TOPIC)
+    decisions_out = raw_topic(ROUTE_DECISIONS_TOPIC)
+    feed_table = app.Table("routes-health", default=None, partitions=1)
+    scope_table = app.Table("routes-scopes", default=None, partitions=1)
+    feed: HealthFeed | None = None
+
+    def current_feed() -> HealthFeed:
+        nonlocal feed
+        if feed is None:
+            feed = HealthFeed(section, start=int(time.time() * 1000))
+            saved = feed_table.get(FEED_KEY)
+            if saved is not None:
+                feed.restore(saved)  # after a restart: continue where the changelog says we were
+        return feed
+
+    async def publish_health(records: list[HealthRecord]) -> None:
+        for rec in records:
+            value = ctx.serde.encode(ROUTE_HEALTH_TOPIC, rec.to_record())
+            await health_out.send(key=rec.route_id.encode(), value=value)
+            show_health(rec)
+        if records:
+            # acked before the table says they were made: a crash in between re-makes them (same windows),
+            # never loses them
+            await app.producer.flush()
+
+    @app.timer(interval=cfg.pipeline.tick_interval_s)
+    async def tick() -> None:
+        await ticks.send(value=orjson.dumps({"now": int(time.time() * 1000)}), partition=0)
+
+    @app.agent(raw_topic(DELIVERY_TOPIC), name="routes-attempts")
+    async def attempts(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            try:
+                attempt = reader.attempt(ctx.serde.decode(DELIVERY_TOPIC, event.value))
+            except Exception:  # health is a by-product of delivery: a bad event must not stop it
+                log.exception("routes: a delivery event does not decode; not counted")
+                continue
+            if attempt is not None:
+                value = ctx.serde.encode(ROUTE_OBSERVATIONS_TOPIC, observation_record(attempt, "worker"))
+                await observations.send(key=attempt.route_id.encode(), value=value)
+
+    @app.agent(raw_topic(ROUTE_OBSERVATIONS_TOPIC, ticks_name, partitions=1), name="routes-health")
+    async def health(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            f = current_feed()
+            msg = event.message
+            try:
+                if msg.topic == ticks_name:
+                    records = f.on_tick(int(orjson.loads(event.value)["now"]))
+                else:
+                    rec = ctx.serde.decode(ROUTE_OBSERVATIONS_TOPIC, event.value)
+                    records = f.on_record(rec, msg.offset)
+            except Exception:
+                log.exception("routes: %s %d:%d not applied", msg.topic, msg.partition, msg.offset)
+                continue
+            await publish_health(records)
+            feed_table[FEED_KEY] = f.snapshot()
+
+    @app.agent(raw_topic(ROUTE_HEALTH_TOPIC), name="routes-scoping")
+    async def scoping(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            try:
+                rec = ctx.serde.decode(ROUTE_HEALTH_TOPIC, event.value)
+            except Exception:
+                log.exception("routes: a health record does not decode; skipped")
+                continue
+            for scope in scopes_of(section, str(rec["route_id"])):
+                await scoped.send(key=scope.encode(), value=orjson.dumps({"scope": scope, "health": rec}))
+
+    async def publish_decisions(state: ScopeState, decisions: list[Decision]) -> None:
+        for d in decisions:
+            value = ctx.serde.encode(ROUTE_DECISIONS_TOPIC, d.to_record())
+            await decisions_out.send(key=d.scope.encode(), value=value)
+            log.info("route decision %s %s -> %s: %s", d.decision_id, d.kind.value, d.active.value, d.reason)
+        if decisions:
+            await app.producer.flush()  # as for health: a decision is on its topic before the state says so
+        show_state(state, decisions)
+
+    @app.agent(raw_topic(scoped_name, ROUTE_OVERRIDES_TOPIC, partitions=1), name="routes-decide")
+    async def decide(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            try:
+                if event.message.topic == scoped_name:
+                    body = orjson.loads(event.value)
+                    scope, step = str(body["scope"]), HealthRecord.from_record(body["health"])
+                    desk = desks.get(scope)
+                    if desk is None:
+                        continue  # a policy removed from the config since
+                    state = _state(scope_table, desk, scope)
+                    state, decisions = desk.on_health(state, step)
+                else:
+                    override = parse_override(orjson.loads(event.value))
+                    scope = override.scope.key
+                    desk = desks.get(scope)
+                    if desk is None:
+                        log.warning("routes: override for %s, which has no policy; ignored", scope)
+                        continue
+                    state, decisions = desk.on_override(_state(scope_table, desk, scope), override)
+            except (PolicyError, ValueError, KeyError) as exc:
+                log.error("routes: %s %d not applied: %s", event.message.topic, event.message.offset, exc)
+                continue
+            await publish_decisions(state, decisions)
+            scope_table[scope] = state.to_dict()
+
+
+def _state(table: Any, desk: ScopeDesk, scope: str) -> ScopeState:
+    saved = table.get(scope)
+    return desk.initial() if saved is None else ScopeState.from_dict(saved)
