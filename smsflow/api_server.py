@@ -60,8 +60,10 @@ def load_api_keys(cfg: ApiConfig, environ: Mapping[str, str] | None = None) -> A
 
 async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
     """Run the API until ``stop`` is set (or SIGINT/SIGTERM)."""
+    from smsflow.api.routes import RouteBoard, RouteHandlers
+    from smsflow.producer import AsyncProducer, producer_conf
     from smsflow.roles import require_endpoints
-    from smsflow.schemas import DELIVERY_TOPIC, INBOUND_TOPIC
+    from smsflow.schemas import DELIVERY_TOPIC, INBOUND_TOPIC, ROUTE_OVERRIDES_TOPIC
     from smsflow.serde import Serde, registry_client
     from smsflow.webhooks.api import ApiSettings, create_api_app
     from smsflow.webhooks.egress import AddressPolicy
@@ -97,8 +99,20 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
         https_only=cfg.webhooks.https_only,
         address_policy=AddressPolicy() if cfg.webhooks.block_private_addresses else None,
     )
+    board = RouteBoard(bootstrap, serde)
+    await board.start()
+    producer = AsyncProducer(producer_conf(bootstrap))
+
+    async def send_override(scope: str, value: bytes) -> None:
+        await producer.send(ROUTE_OVERRIDES_TOPIC, value, key=scope)
+
     app = create_api_app(
-        store, api_keys, resend=redelivery.resend, recover=redelivery.recover, settings=settings
+        store,
+        api_keys,
+        resend=redelivery.resend,
+        recover=redelivery.recover,
+        settings=settings,
+        routes=RouteHandlers(cfg.routing, board, send_override),
     )
     runner = web.AppRunner(app)  # the access log has the request line, never the Authorization header
     await runner.setup()
@@ -109,5 +123,7 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+        await board.stop()
+        await producer.close()
         await redelivery.stop()
         await store.stop()

@@ -623,3 +623,59 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+routes_app = typer.Typer(
+    help="The double list (docs/double-list.md) through the REST API of a running `smsflow api`: status, "
+    "number lookup, and operator overrides (admin key; audited on sms.routes.decisions.v1).",
+    no_args_is_help=True,
+)
+app.add_typer(routes_app, name="routes")
+
+
+def _scope_path(scope: str) -> str:
+    from urllib.parse import quote
+
+    return quote(scope, safe=":")
+
+
+@routes_app.command("status")
+def routes_status(
+    scope: Annotated[
+        str | None, typer.Argument(help="a scope or a number: its active route and pool")
+    ] = None,
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
+) -> None:
+    """Every policy's state (active list, mode, alert, the last decision and why); with SCOPE, its lookup."""
+    client = _client(api_url, key_env)
+    if scope is None:
+        _show(client.call, "GET", "/v1/routes")
+    else:
+        _show(client.call, "GET", f"/v1/routes/{_scope_path(scope)}/active")
+
+
+@routes_app.command("override")
+def routes_override(
+    scope: Annotated[str, typer.Argument(help="e.g. prefix:+8526")],
+    pin: Annotated[str, typer.Option(help="primary | secondary | auto")],
+    reason: Annotated[str, typer.Option(help="why (kept in the audit trail)")],
+    expires_in: Annotated[float | None, typer.Option(help="seconds until the pin lapses (required)")] = None,
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_ADMIN_API_KEY",
+) -> None:
+    """Pin a scope to one list until the expiry, whatever the health says."""
+    body: dict[str, object] = {"pin": pin, "reason": reason, "expires_in_s": expires_in}
+    _show(_client(api_url, key_env).call, "PUT", f"/v1/routes/{_scope_path(scope)}/override", body)
+
+
+@routes_app.command("clear")
+def routes_clear(
+    scope: str,
+    reason: Annotated[str, typer.Option(help="why")] = "cleared from the CLI",
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_ADMIN_API_KEY",
+) -> None:
+    """Clear a pin: health decides again at once."""
+    path = f"/v1/routes/{_scope_path(scope)}/override"
+    _show(_client(api_url, key_env).call, "DELETE", path, None, {"reason": reason})

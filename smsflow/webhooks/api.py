@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -29,6 +29,9 @@ from smsflow.webhooks.egress import AddressPolicy
 from smsflow.webhooks.holdings import Holding, is_operator_owner, outside_holding
 from smsflow.webhooks.model import BatchConfig, MessageFilter, SigningSecret, Subscription, utcnow
 from smsflow.webhooks.store import SubscriptionStore
+
+if TYPE_CHECKING:  # the routes API imports this module's helpers
+    from smsflow.api.routes import RouteHandlers
 
 ResendCallback = Callable[[str, Subscription], Awaitable[bool]]
 """``resend(message_id, subscription)``: queue the message for this subscription; False if it is unknown."""
@@ -265,6 +268,14 @@ def _principal(request: web.Request, scope: Scope) -> ApiKey:
     return key
 
 
+def _admin_key(request: web.Request, why: str) -> ApiKey:
+    """An operator key (no owner) with the write scope, or a 403 that says ``why`` one is needed."""
+    key = _principal(request, Scope.WRITE)
+    if key.owner is not None:
+        raise ApiError(403, "forbidden", f"{why}: an admin key is needed")
+    return key
+
+
 class _Handlers:
     def __init__(
         self,
@@ -485,10 +496,7 @@ class _Handlers:
 
     @staticmethod
     def _admin(request: web.Request) -> ApiKey:
-        key = _principal(request, Scope.WRITE)
-        if key.owner is not None:
-            raise ApiError(403, "forbidden", "holdings are managed by the operator: an admin key is needed")
-        return key
+        return _admin_key(request, "holdings are managed by the operator")
 
     async def list_holdings(self, request: web.Request) -> web.Response:
         key = _principal(request, Scope.READ)
@@ -557,12 +565,14 @@ def create_api_app(
     resend: ResendCallback | None = None,
     recover: RecoverCallback | None = None,
     settings: ApiSettings | None = None,
+    routes: RouteHandlers | None = None,
 ) -> web.Application:
+    from smsflow.api.routes import add_route_handlers
     from smsflow.webhooks.openapi import build_openapi  # local: the document imports this module's models
 
     h = _Handlers(store, settings or ApiSettings(), resend, recover)
     app = web.Application(middlewares=[_auth_middleware(api_keys)], client_max_size=256 * 1024)
-    spec = orjson.dumps(build_openapi())
+    spec = orjson.dumps(build_openapi(routes=routes is not None))
 
     async def openapi(request: web.Request) -> web.Response:
         return web.Response(body=spec, content_type="application/json")
@@ -583,4 +593,6 @@ def create_api_app(
     app.router.add_get("/v1/holdings/{owner}", h.get_holding)
     app.router.add_put("/v1/holdings/{owner}", h.put_holding)
     app.router.add_delete("/v1/holdings/{owner}", h.delete_holding)
+    if routes is not None:
+        add_route_handlers(app, routes)
     return app

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from smsflow.api import routes as route_api
 from smsflow.webhooks import api
 
 _REF = "#/components/schemas/{model}"
@@ -27,6 +28,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     api.HoldingView,
     api.HoldingList,
     api.ErrorBody,
+    *route_api.MODELS,
 )
 
 
@@ -60,7 +62,8 @@ _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"
 _OWNER = {"name": "owner", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def build_openapi() -> dict[str, Any]:
+def build_openapi(routes: bool = True) -> dict[str, Any]:
+    """``routes``: include /v1/routes (served when the API has the double list's state to answer from)."""
     _, top = models_json_schema([(m, "validation") for m in _MODELS], ref_template=_REF)
     schemas = dict(top.get("$defs", {}))
     auth = (401, 403)
@@ -211,6 +214,8 @@ def build_openapi() -> dict[str, Any]:
             },
         },
     }
+    if routes:
+        paths.update(route_api.openapi_paths())
     return {
         "openapi": "3.1.0",
         "info": {
