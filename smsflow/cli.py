@@ -54,9 +54,19 @@ def run(
         ".work/run"
     ),
     zipkin: Annotated[bool, typer.Option(help="start a local Zipkin tracing UI")] = True,
+    primary_fault: Annotated[
+        str | None,
+        typer.Option(
+            help="break the primary carrier: refuse_binds | drop | silent | probe_latency | probe_loss"
+        ),
+    ] = None,
+    fault_after: Annotated[float, typer.Option(help="seconds of traffic before --primary-fault")] = 60.0,
+    fault_for: Annotated[float, typer.Option(help="how long the fault holds (0 = until the end)")] = 120.0,
 ) -> None:
-    """Run the whole pipeline locally, with a simulated carrier and a demo webhook."""
+    """Run the whole pipeline locally, with a simulated carrier and a demo webhook. The table shows each
+    route's health and each scope's double-list state; --primary-fault breaks the primary carrier on cue."""
     from smsflow.demo.pipeline import DemoOptions, run_demo
+    from smsflow.demo.route_view import DEMO_FAULTS
 
     cfg = _load(config)
     opts = DemoOptions(
@@ -66,7 +76,15 @@ def run(
         dup_ratio=duplicates,
         workdir=workdir,
         zipkin=zipkin,
+        primary_fault=primary_fault,
+        fault_after_s=fault_after,
+        fault_for_s=fault_for or None,
     )
+    if primary_fault is not None and primary_fault not in DEMO_FAULTS:
+        known = ", ".join(DEMO_FAULTS)
+        raise typer.BadParameter(
+            f"unknown fault {primary_fault!r} (known: {known})", param_hint="--primary-fault"
+        )
     sys.exit(asyncio.run(run_demo(cfg, config, opts)))
 
 

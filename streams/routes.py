@@ -22,6 +22,8 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
+from opentelemetry import context as otel_context
 
 from smsflow.metrics import (
     ROUTE_ACTIVE,
@@ -45,10 +47,12 @@ from smsflow.schemas import (
     ROUTE_OBSERVATIONS_TOPIC,
     ROUTE_OVERRIDES_TOPIC,
 )
+from smsflow.telemetry import headers_from_context, tracer
 from smsflow.topics import TopicSpec
 from streams.app import StreamContext
 
 log = logging.getLogger(__name__)
+_tracer = tracer("smsflow.streams.routes")
 FEED_KEY = "feed"
 
 
@@ -117,6 +121,16 @@ def register_routes(app: faust.App, ctx: StreamContext) -> None:
                 feed.restore(saved)  # after a restart: continue where the changelog says we were
         return feed
 
+    def observations_read(f: HealthFeed) -> bool:
+        """Whether every observation written so far was applied. Until then a tick must not close windows:
+        after a restart the ticks are recent while the observations still to read are older, and windows
+        closed without them would show a route as healthy (or silent) that was not."""
+        try:
+            highwater = app.consumer.highwater(TP(ROUTE_OBSERVATIONS_TOPIC, 0))
+        except Exception:  # not fetched yet
+            return False
+        return highwater is not None and f.offset + 1 >= highwater
+
     async def publish_health(records: list[HealthRecord]) -> None:
         for rec in records:
             value = ctx.serde.encode(ROUTE_HEALTH_TOPIC, rec.to_record())
@@ -150,6 +164,8 @@ def register_routes(app: faust.App, ctx: StreamContext) -> None:
             msg = event.message
             try:
                 if msg.topic == ticks_name:
+                    if not observations_read(f):
+                        continue  # a backlog after a restart: its own times move the clock, not ours
                     records = f.on_tick(int(orjson.loads(event.value)["now"]))
                 else:
                     rec = ctx.serde.decode(ROUTE_OBSERVATIONS_TOPIC, event.value)
@@ -174,7 +190,18 @@ def register_routes(app: faust.App, ctx: StreamContext) -> None:
     async def publish_decisions(state: ScopeState, decisions: list[Decision]) -> None:
         for d in decisions:
             value = ctx.serde.encode(ROUTE_DECISIONS_TOPIC, d.to_record())
-            await decisions_out.send(key=d.scope.encode(), value=value)
+            # a span of its own, linked to no SMS: a decision is caused by windows, not by one message
+            with _tracer.start_as_current_span(
+                "route.decision",
+                context=otel_context.Context(),
+                attributes={
+                    "smsflow.scope": d.scope,
+                    "smsflow.decision.kind": d.kind.value,
+                    "smsflow.decision.active": d.active.value,
+                    "smsflow.decision.id": d.decision_id,
+                },
+            ):
+                await decisions_out.send(key=d.scope.encode(), value=value, headers=headers_from_context())
             log.info("route decision %s %s -> %s: %s", d.decision_id, d.kind.value, d.active.value, d.reason)
         if decisions:
             await app.producer.flush()  # as for health: a decision is on its topic before the state says so

@@ -206,7 +206,7 @@ class RouteHandlers:
             "scope": policy.scope.key,
             "pin": body.pin,
             "reason": body.reason,
-            "actor": key.label or key.key_id,
+            "actor": f"{key.label} [key {key.key_id}]" if key.label else f"key {key.key_id}",
             "at": now,
             "expires_at": expires_at,
         }

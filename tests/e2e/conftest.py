@@ -116,6 +116,7 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
         extra_env: dict[str, str] | None = None,
         carrier_extra: dict[str, Any] | None = None,
         routing: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
         **smsc_kw: Any,
     ) -> Pipeline:
         """``carriers`` accounts on the simulated SMSC (one route each), ``sessions`` binds per carrier.
@@ -161,6 +162,8 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
             cfg["api"] = api
         if routing is not None:  # routes and double-list policies over these carriers (docs/double-list.md)
             cfg["routing"] = routing
+        if metrics is not None:  # e.g. {"worker_port": n}: /metrics of a role
+            cfg["metrics"] = metrics
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
         env = child_env(
