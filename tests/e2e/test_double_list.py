@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -307,3 +308,45 @@ async def test_latency_failover_kill_recovery_both_degraded_and_override(pipelin
     assert expired["mode"] == "auto" and expired["at"] >= pinned["override_expires_at"].timestamp() * 1000
     # back to auto: both still degraded, and neither list strictly better, so the scope stays where it is
     assert not any(d["kind"] in ("failover", "failback") for d in decisions[decisions.index(expired) :])
+
+
+AUTOMATIC = ("failover", "failback", "secondary_unhealthy", "better_list")
+
+
+@pytest.mark.long
+async def test_flapping_probe_latency_for_two_minutes_makes_at_most_the_bounded_decisions(
+    pipeline: Any,
+) -> None:
+    """Scenario 2, second part: the primary's probe latency flips above / below the threshold every 10 s for
+    2 minutes. Automatic switches are at least the hold-down H apart, so in any interval T there are at most
+    floor(T/H) + 1 of them (docs/double-list.md, "The hysteresis bound"); with H = 20 s over the 2 minutes
+    (plus the window and hold-down after it) that is at most 8, whatever the flapping does."""
+    hold_down_s, flap_s, period_s = 20, 120, 10
+    api = Api()
+    window = {"size_s": 10, "step_s": 2}
+    p, topics = await hk_pool(pipeline, api, routing(hold_down_s=hold_down_s, window=window))
+    started_ms = time.time() * 1000
+    slow = parse_fault({"kind": "probe_latency", "latency_ms": 7000}, now=time.monotonic())
+    deadline = time.monotonic() + flap_s
+    on = False
+    while time.monotonic() < deadline:
+        on = not on
+        if on:
+            p.smsc.set_fault("acct0", slow)
+        else:
+            p.smsc.clear_fault("acct0")
+        await asyncio.sleep(period_s)
+    p.smsc.clear_fault("acct0")
+    await asyncio.sleep(
+        10 + 7 + hold_down_s + 15
+    )  # the window, the last slow probes, the hold-down, the hops
+    ended_ms = time.time() * 1000
+
+    switches = [d for d in await topics.decisions() if d["kind"] in AUTOMATIC]
+    times = [d["at"] for d in switches]
+    print(f"\nflapping {flap_s} s every {period_s} s, H = {hold_down_s} s: {kinds(switches)}")
+    assert switches, "the flapping primary never failed over"
+    assert all(b - a >= hold_down_s * 1000 for a, b in itertools.pairwise(times))
+    span_s = (ended_ms - started_ms) / 1000
+    assert len(switches) <= span_s // hold_down_s + 1
+    assert switches[-1]["active"] == "primary"  # settled back once the flapping stopped
