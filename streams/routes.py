@@ -1,6 +1,6 @@
 """The double-list stage (issue 11, docs/double-list.md): route observations -> health -> per-scope decisions.
 
-Four agents, each a thin shell around a pure class of ``smsflow.routing``:
+Four agents (declared in streams/topology.py), each a thin shell around a pure class of ``smsflow.routing``:
 
 - ``routes-attempts``: sms.delivery.v1 -> webhook attempt observations (``AttemptReader``);
 - ``routes-health``: sms.routes.observations.v1 + clock ticks -> ``HealthFeed`` -> sms.routes.health.v1. One
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -45,11 +46,10 @@ from smsflow.schemas import (
     ROUTE_DECISIONS_TOPIC,
     ROUTE_HEALTH_TOPIC,
     ROUTE_OBSERVATIONS_TOPIC,
-    ROUTE_OVERRIDES_TOPIC,
 )
 from smsflow.telemetry import headers_from_context, tracer
 from smsflow.topics import TopicSpec
-from streams.app import StreamContext
+from streams.context import StreamContext
 
 log = logging.getLogger(__name__)
 _tracer = tracer("smsflow.streams.routes")
@@ -87,109 +87,115 @@ def show_state(state: ScopeState, decisions: list[Decision]) -> None:
         ROUTE_DECISIONS.labels(d.scope, d.kind.value).inc()
 
 
-def register_routes(app: faust.App, ctx: StreamContext) -> None:
-    cfg = ctx.config
-    section = cfg.routing
-    desks = {p.scope.key: ScopeDesk(section, p) for p in section.policies}
-    reader = AttemptReader(section)
-    ticks_name, scoped_name = ticks_topic_name(cfg.app_id), scoped_topic_name(cfg.app_id)
+@dataclass(frozen=True)
+class RoutesTopics:
+    """What the stage writes to (the topology declares them)."""
 
-    def raw_topic(*names: str, partitions: int | None = None, internal: bool = False) -> Any:
-        return app.topic(
-            *names,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=partitions,
-            internal=internal,
-        )
+    ticks: faust.TopicT
+    scoped: faust.TopicT
+    observations: faust.TopicT
+    health: faust.TopicT
+    decisions: faust.TopicT
 
-    ticks = raw_topic(ticks_name, partitions=1, internal=True)
-    scoped = raw_topic(scoped_name, partitions=1, internal=True)
-    observations = raw_topic(ROUTE_OBSERVATIONS_TOPIC)
-    health_out = raw_topic(ROUTE_HEALTH_TOPIC)
-    decisions_out = raw_topic(ROUTE_DECISIONS_TOPIC)
-    feed_table = app.Table("routes-health", default=None, partitions=1)
-    scope_table = app.Table("routes-scopes", default=None, partitions=1)
-    feed: HealthFeed | None = None
 
-    def current_feed() -> HealthFeed:
-        nonlocal feed
-        if feed is None:
-            feed = HealthFeed(section, start=int(time.time() * 1000))
-            saved = feed_table.get(FEED_KEY)
+class RoutesStage:
+    """The four agents' handlers and the tick timer; state in the ``routes-health`` table (one key, the feed's
+    snapshot) and the ``routes-scopes`` table (``ScopeState`` per scope)."""
+
+    def __init__(
+        self, app: faust.App, ctx: StreamContext, topics: RoutesTopics, feed_table: Any, scope_table: Any
+    ) -> None:
+        self.app = app
+        self.ctx = ctx
+        self.section = ctx.config.routing
+        self.topics = topics
+        self.ticks_name = topics.ticks.get_topic_name()
+        self.scoped_name = topics.scoped.get_topic_name()
+        self.feed_table = feed_table
+        self.scope_table = scope_table
+        self.desks = {p.scope.key: ScopeDesk(self.section, p) for p in self.section.policies}
+        self.reader = AttemptReader(self.section)
+        self._feed: HealthFeed | None = None
+
+    def feed(self) -> HealthFeed:
+        if self._feed is None:
+            self._feed = HealthFeed(self.section, start=int(time.time() * 1000))
+            saved = self.feed_table.get(FEED_KEY)
             if saved is not None:
-                feed.restore(saved)  # after a restart: continue where the changelog says we were
-        return feed
+                self._feed.restore(saved)  # after a restart: continue where the changelog says we were
+        return self._feed
 
-    def observations_read(f: HealthFeed) -> bool:
+    async def tick(self) -> None:
+        """The timer: the wall clock, for the health agent to close windows with."""
+        await self.topics.ticks.send(value=orjson.dumps({"now": int(time.time() * 1000)}), partition=0)
+
+    def observations_read(self, f: HealthFeed) -> bool:
         """Whether every observation written so far was applied. Until then a tick must not close windows:
         after a restart the ticks are recent while the observations still to read are older, and windows
         closed without them would show a route as healthy (or silent) that was not."""
         try:
-            highwater = app.consumer.highwater(TP(ROUTE_OBSERVATIONS_TOPIC, 0))
+            highwater = self.app.consumer.highwater(TP(ROUTE_OBSERVATIONS_TOPIC, 0))
         except Exception:  # not fetched yet
             return False
         return highwater is not None and f.offset + 1 >= highwater
 
-    async def publish_health(records: list[HealthRecord]) -> None:
+    async def publish_health(self, records: list[HealthRecord]) -> None:
         for rec in records:
-            value = ctx.serde.encode(ROUTE_HEALTH_TOPIC, rec.to_record())
-            await health_out.send(key=rec.route_id.encode(), value=value)
+            value = self.ctx.serde.encode(ROUTE_HEALTH_TOPIC, rec.to_record())
+            await self.topics.health.send(key=rec.route_id.encode(), value=value)
             show_health(rec)
         if records:
             # acked before the table says they were made: a crash in between re-makes them (same windows),
             # never loses them
-            await app.producer.flush()
+            await self.app.producer.flush()
 
-    @app.timer(interval=cfg.pipeline.tick_interval_s)
-    async def tick() -> None:
-        await ticks.send(value=orjson.dumps({"now": int(time.time() * 1000)}), partition=0)
-
-    @app.agent(raw_topic(DELIVERY_TOPIC), name="routes-attempts")
-    async def attempts(stream: faust.StreamT[bytes]) -> None:
+    async def attempts(self, stream: faust.StreamT[bytes]) -> None:
+        """sms.delivery.v1 -> one webhook attempt observation per POST to a configured webhook route."""
         async for event in stream.events():
             try:
-                attempt = reader.attempt(ctx.serde.decode(DELIVERY_TOPIC, event.value))
+                attempt = self.reader.attempt(self.ctx.serde.decode(DELIVERY_TOPIC, event.value))
             except Exception:  # health is a by-product of delivery: a bad event must not stop it
                 log.exception("routes: a delivery event does not decode; not counted")
                 continue
             if attempt is not None:
-                value = ctx.serde.encode(ROUTE_OBSERVATIONS_TOPIC, observation_record(attempt, "worker"))
-                await observations.send(key=attempt.route_id.encode(), value=value)
+                record = observation_record(attempt, "worker")
+                value = self.ctx.serde.encode(ROUTE_OBSERVATIONS_TOPIC, record)
+                await self.topics.observations.send(key=attempt.route_id.encode(), value=value)
 
-    @app.agent(raw_topic(ROUTE_OBSERVATIONS_TOPIC, ticks_name, partitions=1), name="routes-health")
-    async def health(stream: faust.StreamT[bytes]) -> None:
+    async def health(self, stream: faust.StreamT[bytes]) -> None:
+        """Observations and ticks -> health records, one per route per step."""
         async for event in stream.events():
-            f = current_feed()
+            f = self.feed()
             msg = event.message
             try:
-                if msg.topic == ticks_name:
-                    if not observations_read(f):
+                if msg.topic == self.ticks_name:
+                    if not self.observations_read(f):
                         continue  # a backlog after a restart: its own times move the clock, not ours
                     records = f.on_tick(int(orjson.loads(event.value)["now"]))
                 else:
-                    rec = ctx.serde.decode(ROUTE_OBSERVATIONS_TOPIC, event.value)
+                    rec = self.ctx.serde.decode(ROUTE_OBSERVATIONS_TOPIC, event.value)
                     records = f.on_record(rec, msg.offset)
             except Exception:
                 log.exception("routes: %s %d:%d not applied", msg.topic, msg.partition, msg.offset)
                 continue
-            await publish_health(records)
-            feed_table[FEED_KEY] = f.snapshot()
+            await self.publish_health(records)
+            self.feed_table[FEED_KEY] = f.snapshot()
 
-    @app.agent(raw_topic(ROUTE_HEALTH_TOPIC), name="routes-scoping")
-    async def scoping(stream: faust.StreamT[bytes]) -> None:
+    async def scoping(self, stream: faust.StreamT[bytes]) -> None:
+        """Health records -> a copy for each scope whose lists include the route, keyed by scope."""
         async for event in stream.events():
             try:
-                rec = ctx.serde.decode(ROUTE_HEALTH_TOPIC, event.value)
+                rec = self.ctx.serde.decode(ROUTE_HEALTH_TOPIC, event.value)
             except Exception:
                 log.exception("routes: a health record does not decode; skipped")
                 continue
-            for scope in scopes_of(section, str(rec["route_id"])):
-                await scoped.send(key=scope.encode(), value=orjson.dumps({"scope": scope, "health": rec}))
+            for scope in scopes_of(self.section, str(rec["route_id"])):
+                value = orjson.dumps({"scope": scope, "health": rec})
+                await self.topics.scoped.send(key=scope.encode(), value=value)
 
-    async def publish_decisions(state: ScopeState, decisions: list[Decision]) -> None:
+    async def publish_decisions(self, state: ScopeState, decisions: list[Decision]) -> None:
         for d in decisions:
-            value = ctx.serde.encode(ROUTE_DECISIONS_TOPIC, d.to_record())
+            value = self.ctx.serde.encode(ROUTE_DECISIONS_TOPIC, d.to_record())
             # a span of its own, linked to no SMS: a decision is caused by windows, not by one message
             with _tracer.start_as_current_span(
                 "route.decision",
@@ -201,37 +207,39 @@ def register_routes(app: faust.App, ctx: StreamContext) -> None:
                     "smsflow.decision.id": d.decision_id,
                 },
             ):
-                await decisions_out.send(key=d.scope.encode(), value=value, headers=headers_from_context())
+                headers = headers_from_context()
+                await self.topics.decisions.send(key=d.scope.encode(), value=value, headers=headers)
             log.info("route decision %s %s -> %s: %s", d.decision_id, d.kind.value, d.active.value, d.reason)
         if decisions:
-            await app.producer.flush()  # as for health: a decision is on its topic before the state says so
+            await (
+                self.app.producer.flush()
+            )  # as for health: a decision is on its topic before the state says so
         show_state(state, decisions)
 
-    @app.agent(raw_topic(scoped_name, ROUTE_OVERRIDES_TOPIC, partitions=1), name="routes-decide")
-    async def decide(stream: faust.StreamT[bytes]) -> None:
+    async def decide(self, stream: faust.StreamT[bytes]) -> None:
+        """Per-scope health copies and overrides -> decisions; the scope's state in its table."""
         async for event in stream.events():
             try:
-                if event.message.topic == scoped_name:
+                if event.message.topic == self.scoped_name:
                     body = orjson.loads(event.value)
-                    scope, step = str(body["scope"]), HealthRecord.from_record(body["health"])
-                    desk = desks.get(scope)
+                    scope, record = str(body["scope"]), HealthRecord.from_record(body["health"])
+                    desk = self.desks.get(scope)
                     if desk is None:
                         continue  # a policy removed from the config since
-                    state = _state(scope_table, desk, scope)
-                    state, decisions = desk.on_health(state, step)
+                    state, decisions = desk.on_health(_state(self.scope_table, desk, scope), record)
                 else:
                     override = parse_override(orjson.loads(event.value))
                     scope = override.scope.key
-                    desk = desks.get(scope)
+                    desk = self.desks.get(scope)
                     if desk is None:
                         log.warning("routes: override for %s, which has no policy; ignored", scope)
                         continue
-                    state, decisions = desk.on_override(_state(scope_table, desk, scope), override)
+                    state, decisions = desk.on_override(_state(self.scope_table, desk, scope), override)
             except (PolicyError, ValueError, KeyError) as exc:
                 log.error("routes: %s %d not applied: %s", event.message.topic, event.message.offset, exc)
                 continue
-            await publish_decisions(state, decisions)
-            scope_table[scope] = state.to_dict()
+            await self.publish_decisions(state, decisions)
+            self.scope_table[scope] = state.to_dict()
 
 
 def _state(table: Any, desk: ScopeDesk, scope: str) -> ScopeState:

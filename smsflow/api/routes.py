@@ -27,13 +27,13 @@ from aiohttp import web
 from confluent_kafka import Message
 from pydantic import BaseModel, Field
 
+from smsflow.api.apikeys import Scope as KeyScope
+from smsflow.api.wire import ApiError, admin_key, json_response, parse_body, principal
+from smsflow.compacted import CompactedFollower
 from smsflow.routing.health import HealthState
 from smsflow.routing.model import ListName, PolicyError, RoutingPolicy, RoutingSection, parse_override
 from smsflow.schemas import ROUTE_DECISIONS_TOPIC
 from smsflow.serde import Serde
-from smsflow.webhooks.api import ApiError, _admin_key, _json, _parse, _principal
-from smsflow.webhooks.apikeys import Scope as KeyScope
-from smsflow.webhooks.compacted import CompactedFollower
 
 
 class OverridePut(BaseModel):
@@ -172,17 +172,17 @@ class RouteHandlers:
         )
 
     async def list_routes(self, request: web.Request) -> web.Response:
-        _principal(request, KeyScope.READ)
-        return _json(RouteStatusList(data=[self._status(p) for p in self.section.policies]))
+        principal(request, KeyScope.READ)
+        return json_response(RouteStatusList(data=[self._status(p) for p in self.section.policies]))
 
     async def active(self, request: web.Request) -> web.Response:
-        _principal(request, KeyScope.READ)
+        principal(request, KeyScope.READ)
         policy = self._policy(request)
         d = self.board.latest.get(policy.scope.key)
         name = ListName(d["active"]) if d else ListName.PRIMARY
         route_id = _active_route(policy, name, d)
         route = self.section.route(route_id)
-        return _json(
+        return json_response(
             RouteActive(
                 scope=policy.scope.key,
                 active_list=name.value,
@@ -196,7 +196,7 @@ class RouteHandlers:
         )
 
     async def _override(self, request: web.Request, body: OverridePut) -> web.Response:
-        key = _admin_key(request, "routes are steered by the operator")
+        key = admin_key(request, "routes are steered by the operator")
         policy = self._policy(request)
         now = int(self.clock() * 1000)
         expires_at = body.expires_at
@@ -224,10 +224,10 @@ class RouteHandlers:
             at=override.at,
             expires_at=override.expires_at,
         )
-        return _json(accepted, 202)
+        return json_response(accepted, 202)
 
     async def put_override(self, request: web.Request) -> web.Response:
-        return await self._override(request, await _parse(request, OverridePut))
+        return await self._override(request, await parse_body(request, OverridePut))
 
     async def delete_override(self, request: web.Request) -> web.Response:
         reason = request.query.get("reason", "cleared via the API")

@@ -18,10 +18,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from connectors.simulator.faults import parse_fault
-from connectors.simulator.traffic import LogicalSms
+from devkit.simulator.faults import parse_fault
+from devkit.simulator.traffic import LogicalSms
+from smsflow.api.apikeys import ApiKeyStore
 from smsflow.schemas import ROUTE_DECISIONS_TOPIC, ROUTE_HEALTH_TOPIC
-from smsflow.webhooks.apikeys import ApiKeyStore
 from tests.e2e.test_webhook_api import cli, wait_api_up
 from tests.e2e.test_webhook_failures import free_port
 from tests.kafka_read import avro_values

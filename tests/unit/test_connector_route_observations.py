@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.simulator.faults import parse_fault
-from connectors.simulator.smsc import SimulatedSmsc
-from connectors.simulator.traffic import LogicalSms
 from connectors.smpp.connector import SmppConnector
+from devkit.simulator.faults import parse_fault
+from devkit.simulator.smsc import SimulatedSmsc
+from devkit.simulator.traffic import LogicalSms
 from smsflow.config import parse_config
 from smsflow.routing.observations import observations_of
 from smsflow.schemas import RAW_TOPIC, ROUTE_OBSERVATIONS_TOPIC

@@ -9,11 +9,11 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from smsflow.api.apikeys import ApiKeyStore
+from smsflow.api.app import create_api_app
 from smsflow.api.routes import RouteBoard, RouteHandlers
 from smsflow.routing.model import parse_policies
-from smsflow.webhooks.api import create_api_app
-from smsflow.webhooks.apikeys import ApiKeyStore
-from smsflow.webhooks.store import InMemorySubscriptionStore
+from smsflow.subscriptions.store import InMemorySubscriptionStore
 
 NOW_S = 1_700_000_000.0
 SECTION = parse_policies(
