@@ -15,6 +15,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     api.SubscriptionCreate,
     api.SubscriptionUpdate,
     api.SubscriptionView,
+    api.SubscriptionUpdated,
     api.SubscriptionCreated,
     api.SubscriptionList,
     api.RotateSecretRequest,
@@ -118,7 +119,7 @@ def build_openapi() -> dict[str, Any]:
                 "operationId": "updateSubscription",
                 "requestBody": _json_body(api.SubscriptionUpdate),
                 "responses": {
-                    "200": _ok(api.SubscriptionView, "Updated"),
+                    "200": _ok(api.SubscriptionUpdated, "Updated; secrets of endpoints it added, shown once"),
                     **_errors(400, *auth, 404, 422),
                 },
             },
