@@ -235,8 +235,8 @@ class WebhookSender:
     """Sends webhooks for every subscription through one shared connection pool.
 
     Create it inside the running event loop (or let the first ``deliver`` do it) and ``await close()`` at
-    shutdown. Per-endpoint state (slots, rate, AIMD) is keyed by route id (``<subscription>.<endpoint>``):
-    a primary that times out holds its own slots, not its secondary's.
+    shutdown. Per-endpoint state (slots, rate, AIMD) is kept per subscription and endpoint: a primary that
+    times out holds its own slots, not its secondary's.
     """
 
     def __init__(
@@ -250,7 +250,7 @@ class WebhookSender:
         self._inner_resolver = resolver
         self._wall_clock = wall_clock
         self._session: aiohttp.ClientSession | None = None
-        self._gates: dict[str, EndpointGate] = {}
+        self._gates: dict[str, dict[str, EndpointGate]] = {}  # subscription id -> endpoint id -> gate
         self._ssl = ssl.create_default_context(cafile=self.config.ca_bundle)
 
     async def __aenter__(self) -> WebhookSender:
@@ -286,24 +286,23 @@ class WebhookSender:
             self._session = None
 
     def gate(self, sub: Subscription, endpoint: WebhookEndpoint | None = None) -> EndpointGate:
-        key = sub.route_id((endpoint or sub.main_endpoint).id)
-        gate = self._gates.get(key)
+        key = (endpoint or sub.main_endpoint).id
+        gates = self._gates.setdefault(sub.id, {})
+        gate = gates.get(key)
         if gate is None:
             aimd = AimdLimit(
                 sub.max_in_flight,
                 decrease_factor=self.config.aimd_decrease_factor,
                 cooldown_s=self.config.aimd_cooldown_s,
             )
-            gate = self._gates[key] = EndpointGate(sub.max_in_flight, sub.rate_limit_per_second, aimd=aimd)
+            gate = gates[key] = EndpointGate(sub.max_in_flight, sub.rate_limit_per_second, aimd=aimd)
         else:
             gate.configure(sub.max_in_flight, sub.rate_limit_per_second)
         return gate
 
     def forget(self, subscription_id: str) -> None:
         """Drop per-endpoint state of a deleted subscription."""
-        prefix = f"{subscription_id}."
-        for key in [k for k in self._gates if k.startswith(prefix)]:
-            del self._gates[key]
+        self._gates.pop(subscription_id, None)
 
     async def deliver(
         self,

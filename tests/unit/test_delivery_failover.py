@@ -1,5 +1,6 @@
 """The double list on the webhook side: the endpoint an attempt goes to, and what delivery tells the stage."""
 
+import asyncio
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -388,3 +389,29 @@ async def test_every_route_failing_schedules_one_retry_on_the_active_list(receiv
     # two attempts made; the third waits for the schedule (no immediate ping-pong back to the primary)
     assert retry["attempt"] == 3 and retry["due_at"] > retry["first_at"]
     assert kd.stats["retry_scheduled"] == 1 and kd.stats["failovers"] == 1
+
+
+async def test_a_hanging_primary_does_not_take_the_secondarys_slots(receivers):
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.5)
+        return web.Response(status=204)
+
+    primary, secondary = await receivers(hang), await receivers()
+    sub = with_dr(primary, secondary).model_copy(update={"max_in_flight": 1})
+    async with WebhookSender(SenderConfig(address_policy=LOCAL, max_queue_wait_s=0.2)) as sender:
+        stuck = asyncio.ensure_future(sender.deliver(sub, [msg(1)], 1))
+        await asyncio.sleep(0.2)  # the primary's only slot is taken
+        blocked = await sender.deliver(sub, [msg(2)], 1)
+        assert blocked.failure is FailureKind.DEFERRED
+        dr = await sender.deliver(sub, [msg(2)], 2, endpoint=sub.endpoint("dr"))
+        assert dr.ok and dr.route_id == "sub_1.dr" and dr.endpoint_id == "dr"
+        await stuck
+
+
+def test_cli_endpoint_options():
+    from smsflow.cli import _endpoints
+
+    assert _endpoints("secondary", ["dr=https://dr.example/h?a=b", "https://x.example/h?a=b"]) == [
+        {"id": "dr", "role": "secondary", "url": "https://dr.example/h?a=b"},
+        {"id": "s2", "role": "secondary", "url": "https://x.example/h?a=b"},
+    ]
