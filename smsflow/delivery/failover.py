@@ -235,14 +235,23 @@ def webhook_attempt(event: DeliveryEvent) -> WebhookAttempt | None:
     """
     if event.route_id is None or event.duration_ms is None:
         return None
-    at = int(event.ts.timestamp() * 1000)
     if event.state is DeliveryState.DELIVERED:
-        outcome = AttemptOutcome.SUCCESS
-    elif event.state is DeliveryState.SENT and event.status_code is not None:
-        # 429 asks us to slow down; a 503's Retry-After is not on the event, so a 503 counts as an error
-        outcome = AttemptOutcome.THROTTLED if event.status_code == 429 else AttemptOutcome.HTTP_ERROR
-    elif event.state is DeliveryState.FAILED and event.failure in _OUTCOME_OF_FAILURE:
-        outcome = _OUTCOME_OF_FAILURE[event.failure]
+        outcome: AttemptOutcome | None = AttemptOutcome.SUCCESS
+    elif event.state is DeliveryState.SENT or event.state is DeliveryState.FAILED:
+        outcome = observed_outcome(False, event.status_code, event.failure)
     else:
         return None
+    if outcome is None:
+        return None
+    at = int(event.ts.timestamp() * 1000)
     return WebhookAttempt(route_id=event.route_id, at=at, outcome=outcome, latency_ms=event.duration_ms)
+
+
+def observed_outcome(ok: bool, status_code: int | None, failure: FailureKind | None) -> AttemptOutcome | None:
+    """How one request counts for its route's health; None when nothing was sent (nothing to judge)."""
+    if ok:
+        return AttemptOutcome.SUCCESS
+    if status_code is not None and failure in (FailureKind.HTTP_STATUS, FailureKind.REDIRECT, None):
+        # 429 asks us to slow down; a 503's Retry-After is not on the event, so a 503 counts as an error
+        return AttemptOutcome.THROTTLED if status_code == 429 else AttemptOutcome.HTTP_ERROR
+    return _OUTCOME_OF_FAILURE.get(failure) if failure is not None else None

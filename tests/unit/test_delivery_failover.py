@@ -415,3 +415,32 @@ def test_cli_endpoint_options():
         {"id": "dr", "role": "secondary", "url": "https://dr.example/h?a=b"},
         {"id": "s2", "role": "secondary", "url": "https://x.example/h?a=b"},
     ]
+
+
+async def test_pings_go_to_the_endpoints_without_traffic_and_report_their_health(receivers):
+    from smsflow.delivery.pings import EndpointPinger, idle_endpoints
+
+    primary, secondary = await receivers(unavailable), await receivers()
+    sub = with_dr(primary, secondary)
+    single = Subscription(id="sub_2", owner="acme", url=secondary.url)
+    lists = ActiveLists()
+    published: list[Any] = []
+
+    async def subscriptions() -> list[Subscription]:
+        return [sub, single]
+
+    async def publish(obs: Any) -> None:
+        published.append(obs)
+
+    assert [ep.id for ep in idle_endpoints(sub, lists)] == ["dr"]  # the primary gets the traffic
+    assert idle_endpoints(single, lists) == []  # no double list: nothing to judge
+    lists.apply("subscription:sub_1", {"decision_id": "subscription:sub_1#1", "active": "secondary"})
+    async with WebhookSender(SenderConfig(address_policy=LOCAL)) as sender:
+        pinger = EndpointPinger(sender, subscriptions, lambda: lists, publish)
+        (obs,) = await pinger.ping_once()
+    assert published == [obs]
+    assert (obs.route_id, obs.outcome) == ("sub_1.main", AttemptOutcome.HTTP_ERROR)  # the failed-over primary
+    assert not secondary.requests
+    ((headers, body, _),) = primary.requests
+    ping = Webhook(sub.secrets[0].value.get_secret_value()).verify(body, headers)
+    assert ping["type"] == "smsflow.ping" and headers["webhook-id"].startswith("ping_sub_1.main_")
