@@ -3,7 +3,7 @@
 ``sms.routes.decisions.v1`` is compacted with key = scope, and every decision carries the scope's whole
 current state (active list, and the evidence: each route's latest health), so the latest record of a key is
 all delivery needs. :class:`ActiveLists` reads the topic whole before the first delivery and then follows it,
-as the subscriptions and the attempts ledger are read (``smsflow.webhooks.compacted``).
+as the subscriptions and the attempts ledger are read (``smsflow.compacted``).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 
 from confluent_kafka import Message
 
+from smsflow.compacted import CompactedFollower
 from smsflow.delivery.failover import ActiveList, subscription_scope
 from smsflow.routing.model import ScopeKind
 from smsflow.schemas import ROUTE_DECISIONS_TOPIC
-from smsflow.webhooks.compacted import CompactedFollower
 
 log = logging.getLogger(__name__)
 

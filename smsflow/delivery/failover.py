@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from smsflow.delivery.events import AttemptResult, DeliveryEvent, DeliveryState, FailureKind
 from smsflow.routing.health import HealthState
 from smsflow.routing.model import (
     ListName,
@@ -38,15 +39,7 @@ from smsflow.routing.model import (
     Thresholds,
 )
 from smsflow.routing.observations import AttemptOutcome, WebhookAttempt
-from smsflow.webhooks.model import (
-    AttemptResult,
-    DeliveryEvent,
-    DeliveryState,
-    FailureKind,
-    Subscription,
-    WebhookEndpoint,
-    redact_url,
-)
+from smsflow.subscriptions.model import Subscription, WebhookEndpoint, redact_url
 
 
 def subscription_scope(subscription_id: str) -> str:

@@ -21,11 +21,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
 from smsflow.delivery.active_lists import ActiveLists
+from smsflow.delivery.events import AttemptResult
 from smsflow.delivery.failover import choose_endpoint, observed_outcome
+from smsflow.delivery.sender import WebhookSender
 from smsflow.routing.model import ListName
 from smsflow.routing.observations import WebhookAttempt
-from smsflow.webhooks.model import AttemptResult, Subscription, WebhookEndpoint
-from smsflow.webhooks.sender import WebhookSender
+from smsflow.subscriptions.model import Subscription, WebhookEndpoint
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ import pytest
 from aiohttp import web
 from confluent_kafka import Producer
 
-from connectors.simulator.traffic import TrafficMix
+from devkit.simulator.traffic import TrafficMix
 from smsflow.routing.model import ListName
 from smsflow.schemas import ROUTE_DECISIONS_TOPIC
 from smsflow.serde import Serde, registry_client
-from smsflow.webhooks.model import SigningSecret, Subscription, WebhookEndpoint
+from smsflow.subscriptions.model import SigningSecret, Subscription, WebhookEndpoint
 from tests.e2e.test_webhook_failures import (
     ScriptedEndpoint,
     delivery_events,

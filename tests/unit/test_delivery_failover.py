@@ -13,6 +13,8 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from smsflow.delivery.active_lists import ActiveLists
+from smsflow.delivery.engine import DeliveryEngine
+from smsflow.delivery.events import AttemptResult, DeliveryEvent, DeliveryState, FailureKind
 from smsflow.delivery.failover import (
     ActiveList,
     choose_endpoint,
@@ -23,22 +25,17 @@ from smsflow.delivery.failover import (
     subscription_routes,
     webhook_attempt,
 )
+from smsflow.delivery.sender import SenderConfig, WebhookSender
 from smsflow.routing.health import HealthState
 from smsflow.routing.model import ListName, RoutingPolicy, Thresholds
 from smsflow.routing.observations import AttemptOutcome
-from smsflow.webhooks.engine import DeliveryEngine
-from smsflow.webhooks.model import (
-    AttemptResult,
-    DeliveryEvent,
-    DeliveryState,
-    FailureKind,
+from smsflow.subscriptions.model import (
     Subscription,
     WebhookEndpoint,
     subscription_from_record,
     subscription_to_record,
 )
-from smsflow.webhooks.secretbox import SecretBox
-from smsflow.webhooks.sender import SenderConfig, WebhookSender
+from smsflow.subscriptions.secretbox import SecretBox
 from streams.deliver import KafkaDelivery
 from tests.unit.test_webhook_sender import LOCAL, Endpoint, msg
 
