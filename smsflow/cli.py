@@ -463,10 +463,17 @@ def subscriptions_create(
     timeout: Annotated[float, typer.Option(help="request timeout in seconds")] = 10.0,
     batch_size: Annotated[int | None, typer.Option(help="send arrays of up to this many messages")] = None,
     batch_wait_ms: Annotated[int, typer.Option(help="longest wait to fill a batch")] = 1000,
+    primary: Annotated[
+        list[str] | None,
+        typer.Option(help="[ID=]URL: another endpoint on the primary list, after --url (repeat)"),
+    ] = None,
+    secondary: Annotated[
+        list[str] | None, typer.Option(help="[ID=]URL: an endpoint on the secondary list (repeat)")
+    ] = None,
     api_url: ApiUrlOpt = DEFAULT_API_URL,
     key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
 ) -> None:
-    """Create a subscription. The answer shows its signing secret, once: keep it."""
+    """Create a subscription. The answer shows its signing secrets (of --url and of each endpoint), once."""
     body: dict[str, object] = {
         "url": url,
         "description": description,
@@ -487,7 +494,20 @@ def subscriptions_create(
         body["rate_limit_per_second"] = rate_limit
     if batch_size is not None:
         body["batch"] = {"max_batch_size": batch_size, "max_wait_ms": batch_wait_ms}
+    endpoints = _endpoints("primary", primary or []) + _endpoints("secondary", secondary or [])
+    if endpoints:
+        body["endpoints"] = endpoints
     _show(_client(api_url, key_env).create, body)
+
+
+def _endpoints(role: str, given: list[str]) -> list[dict[str, str]]:
+    """``[ID=]URL`` options as API endpoints; without an id, ``p1``, ``p2``… / ``s1``, ``s2``…"""
+    out = []
+    for i, text in enumerate(given, start=1):
+        head, sep, tail = text.partition("=")
+        named = sep and "://" not in head
+        out.append({"id": head if named else f"{role[0]}{i}", "role": role, "url": tail if named else text})
+    return out
 
 
 @subs_app.command("delete")
@@ -505,11 +525,12 @@ def subscriptions_rotate_secret(
     overlap: Annotated[
         float | None, typer.Option(help="seconds the old secret keeps signing (default: the API's)")
     ] = None,
+    endpoint: Annotated[str | None, typer.Option(help="an endpoint's id (default: the --url one)")] = None,
     api_url: ApiUrlOpt = DEFAULT_API_URL,
     key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
 ) -> None:
     """Make a new signing secret (shown once); the old one keeps signing during the overlap."""
-    _show(_client(api_url, key_env).rotate_secret, subscription_id, overlap)
+    _show(_client(api_url, key_env).rotate_secret, subscription_id, overlap, endpoint)
 
 
 @subs_app.command("enable")

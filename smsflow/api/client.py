@@ -73,8 +73,10 @@ class SubscriptionsClient:
     def delete(self, sub_id: str) -> None:
         self.call("DELETE", f"/v1/subscriptions/{sub_id}")
 
-    def rotate_secret(self, sub_id: str, overlap_s: float | None = None) -> Any:
-        body = {} if overlap_s is None else {"overlap_seconds": overlap_s}
+    def rotate_secret(self, sub_id: str, overlap_s: float | None = None, endpoint: str | None = None) -> Any:
+        body: dict[str, Any] = {} if overlap_s is None else {"overlap_seconds": overlap_s}
+        if endpoint is not None:
+            body["endpoint"] = endpoint
         return self.call("POST", f"/v1/subscriptions/{sub_id}/rotate-secret", body)
 
     def enable(self, sub_id: str) -> Any:

@@ -16,6 +16,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     subscriptions.SubscriptionCreate,
     subscriptions.SubscriptionUpdate,
     subscriptions.SubscriptionView,
+    subscriptions.SubscriptionUpdated,
     subscriptions.SubscriptionCreated,
     subscriptions.SubscriptionList,
     subscriptions.RotateSecretRequest,
@@ -124,7 +125,10 @@ def build_openapi(routes: bool = True) -> dict[str, Any]:
                 "operationId": "updateSubscription",
                 "requestBody": _json_body(subscriptions.SubscriptionUpdate),
                 "responses": {
-                    "200": _ok(subscriptions.SubscriptionView, "Updated"),
+                    "200": _ok(
+                        subscriptions.SubscriptionUpdated,
+                        "Updated; secrets of endpoints it added, shown once",
+                    ),
                     **_errors(400, *auth, 404, 422),
                 },
             },
