@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from smsflow.api.messages import OutboundDesk, add_message_routes
 from smsflow.webhooks.apikeys import ApiKey, ApiKeyStore, Scope
 from smsflow.webhooks.egress import AddressPolicy
 from smsflow.webhooks.holdings import Holding, is_operator_owner, outside_holding
@@ -263,6 +264,9 @@ def _principal(request: web.Request, scope: Scope) -> ApiKey:
     if not key.allows(scope):
         raise ApiError(403, "forbidden", f"this API key lacks the {scope.value!r} scope")
     return key
+
+
+principal = _principal  # for the resources in smsflow/api/
 
 
 class _Handlers:
@@ -557,12 +561,13 @@ def create_api_app(
     resend: ResendCallback | None = None,
     recover: RecoverCallback | None = None,
     settings: ApiSettings | None = None,
+    messages: OutboundDesk | None = None,
 ) -> web.Application:
     from smsflow.webhooks.openapi import build_openapi  # local: the document imports this module's models
 
     h = _Handlers(store, settings or ApiSettings(), resend, recover)
     app = web.Application(middlewares=[_auth_middleware(api_keys)], client_max_size=256 * 1024)
-    spec = orjson.dumps(build_openapi())
+    spec = orjson.dumps(build_openapi(messages_api=messages is not None))
 
     async def openapi(request: web.Request) -> web.Response:
         return web.Response(body=spec, content_type="application/json")
@@ -583,4 +588,6 @@ def create_api_app(
     app.router.add_get("/v1/holdings/{owner}", h.get_holding)
     app.router.add_put("/v1/holdings/{owner}", h.put_holding)
     app.router.add_delete("/v1/holdings/{owner}", h.delete_holding)
+    if messages is not None:
+        add_message_routes(app, messages)
     return app
