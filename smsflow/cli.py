@@ -73,15 +73,18 @@ def run(
 @app.command()
 def worker(
     config: ConfigOpt,
-    stage: Annotated[list[str] | None, typer.Option(help="ingest and/or deliver (default both)")] = None,
+    stage: Annotated[
+        list[str] | None, typer.Option(help="ingest, deliver and/or outbound (default all three)")
+    ] = None,
     loglevel: str = "warning",
 ) -> None:
-    """Faust worker running the stream stages (ingest: raw -> inbound; deliver: inbound -> webhooks)."""
+    """Faust worker running the stream stages (ingest: raw -> inbound; deliver: inbound -> webhooks;
+    outbound: requests -> submissions, ledger -> statuses, receipts -> segments)."""
     from smsflow.roles import run_worker
 
     cfg = _load(config)
-    roles = set(stage or ["ingest", "deliver"])
-    bad = roles - {"ingest", "deliver"}
+    roles = set(stage or ["ingest", "deliver", "outbound"])
+    bad = roles - {"ingest", "deliver", "outbound"}
     if bad:
         raise typer.BadParameter(f"unknown stage(s): {', '.join(sorted(bad))}", param_hint="--stage")
     # Faust's Worker parses sys.argv; give it none of ours.

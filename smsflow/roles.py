@@ -124,6 +124,7 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
     from streams.app import build_app
     from streams.ingest import ticks_topic_name
     from streams.liveness import EXIT_CANNOT_PROCESS
+    from streams.outbound import outbound_ticks_topic_name
 
     attempts = cfg.worker.start_attempts
     for attempt in range(1, attempts + 1):
@@ -144,6 +145,10 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
             ]
             if partitions is not None:
                 specs.append(TopicSpec(ticks_topic_name(cfg.app_id), partitions, retention_ms=3_600_000))
+            if "outbound" in roles:
+                specs.append(
+                    TopicSpec(outbound_ticks_topic_name(cfg.app_id), ctx.partitions, retention_ms=3_600_000)
+                )
             ensure_topics(bootstrap, specs)
             wrong = [
                 f"{s.name} has {n} partitions, wants {s.partitions}"
@@ -169,6 +174,7 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
 
 async def run_connector(cfg: Config) -> None:
     from connectors.smpp.connector import SmppConnector
+    from connectors.smpp.submit import SubmitPath
     from smsflow.producer import AsyncProducer, producer_conf
     from smsflow.serde import Serde, registry_client
     from smsflow.telemetry import setup_tracing, shutdown_tracing
@@ -184,9 +190,15 @@ async def run_connector(cfg: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    sessions: dict[str, list[Any]] = {}
+    for link in connector.links:
+        sessions.setdefault(link.carrier.id, []).append(link.session)
+    submits = SubmitPath(cfg.app_id, bootstrap, cfg.carriers, sessions, producer, cfg.outbound)
     await connector.start()
+    await submits.start()
     log.info("connector: %d sessions starting", len(connector.links))
     await stop.wait()
+    await submits.stop()
     await connector.stop()
     await producer.close()
     shutdown_tracing()

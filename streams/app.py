@@ -70,7 +70,7 @@ class StreamContext:
     bootstrap: str
     serde: Serde
     partitions: int
-    roles: set[str] = field(default_factory=lambda: {"ingest", "deliver"})
+    roles: set[str] = field(default_factory=lambda: {"ingest", "deliver", "outbound"})
     extras: dict[str, Any] = field(default_factory=dict)
     # set once the subscriptions table is loaded: no message is matched against a half-read table
     subscriptions_ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -116,7 +116,7 @@ def build_app(
         value_serializer="raw",
     )
     serde = Serde(registry_client(registry_url))
-    ctx = StreamContext(config, bootstrap, serde, partitions, roles or {"ingest", "deliver"})
+    ctx = StreamContext(config, bootstrap, serde, partitions, roles or {"ingest", "deliver", "outbound"})
     if "ingest" in ctx.roles:
         from streams.ingest import register_ingest
 
@@ -125,4 +125,8 @@ def build_app(
         from streams.deliver import register_deliver
 
         register_deliver(app, ctx)
+    if "outbound" in ctx.roles:
+        from streams.outbound import register_outbound
+
+        register_outbound(app, ctx)
     return app, ctx

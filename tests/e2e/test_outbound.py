@@ -1,0 +1,171 @@
+"""Issue 12: outbound SMS through the real pipeline, with the simulator as the SMSC.
+
+Real broker, registry, `smsflow api`, `worker` and `connector` processes; the simulated SMSC records every
+submit_sm it received (its submit ledger) and sends a DELIVRD receipt (TLVs and text form) for each one it
+accepted. Customers send through POST /v1/messages; statuses are read back through GET /v1/messages/{id}.
+
+- every message (GSM, UCS-2 Chinese, multipart of both) is submitted once per segment, on the primary
+  carrier; the parts the SMSC received decode back to the text; receipts are correlated and the final status
+  is delivered, per segment and overall;
+- the primary carrier refusing every submit for now (ESME_RTHROTTLED): each segment is retried on it, then
+  handed to the secondary and delivered there; none lost, none accepted twice;
+- kill -9 of the connector and of the worker mid-run: no segment is accepted twice by the SMSC, and every
+  message ends delivered except those whose submit was in flight at the kill (held: their outcome cannot be
+  known, policy `hold`), at most the submit window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import yaml
+
+from smsflow.sms.text import decode_text
+from smsflow.sms.udh import concat_info, parse_udh
+from smsflow.webhooks.apikeys import ApiKeyStore
+from tests.e2e.test_webhook_api import wait_api_up
+from tests.e2e.test_webhook_failures import free_port
+
+pytestmark = pytest.mark.e2e
+
+SENDER = "+85230001000"
+ESME_RTHROTTLED = 0x58
+FINAL = {"delivered", "failed", "rejected", "expired"}
+
+GSM_LONG = "Your parcel 4711 is on its way. " * 7  # 224 characters: 2 parts of GSM
+CHINESE = "您的验证码是 481516，五分钟内有效。"
+CHINESE_LONG = (
+    "短信平台出站测试：这是一条很长的中文消息，用来检查分段与重组是否正确。" * 3
+)  # 3 parts of UCS-2
+
+
+class Customer:
+    def __init__(self, http: aiohttp.ClientSession, base: str, token: str) -> None:
+        self.http, self.base, self.token = http, base, token
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with self.http.request(method, self.base + path, json=body, headers=headers) as r:
+            return r.status, (await r.json() if r.status != 204 else None)
+
+    async def send(self, to: str, text: str, **extra: Any) -> str:
+        status, body = await self.call(
+            "POST", "/v1/messages", {"to": to, "from": SENDER, "text": text, **extra}
+        )
+        assert status == 202, body
+        return str(body["id"])
+
+    async def statuses(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        out = {}
+        for mid in ids:
+            status, body = await self.call("GET", f"/v1/messages/{mid}")
+            assert status == 200, body
+            out[mid] = body
+        return out
+
+
+async def start(pipeline: Any, tmp_path: Path, outbound: dict[str, Any]) -> tuple[Any, str, str]:
+    keys = ApiKeyStore()
+    key, token = keys.issue("acme", label="e2e customer")
+    _, admin = keys.issue(None, label="e2e admin")
+    keys_file = tmp_path / "keys.jsonl"
+    keys_file.write_bytes(orjson.dumps(key.to_record()) + b"\n")
+    port = free_port()
+    p = await pipeline(
+        carriers=2,
+        receipts=True,
+        api={
+            "host": "127.0.0.1",
+            "port": port,
+            "admin_key_env": "E2E_ADMIN_KEY",
+            "keys_file": str(keys_file),
+        },
+        extra_env={"E2E_ADMIN_KEY": admin},
+    )
+    cfg = yaml.safe_load(p.config_path.read_text())
+    cfg["outbound"] = outbound
+    p.config_path.write_text(yaml.safe_dump(cfg))
+    p.start("worker", "connector", "api")
+    return p, f"http://127.0.0.1:{port}", token
+
+
+async def hold_sender(http: aiohttp.ClientSession, base: str, admin: str) -> None:
+    async with http.put(
+        f"{base}/v1/holdings/acme", json={"numbers": [SENDER]}, headers={"Authorization": f"Bearer {admin}"}
+    ) as r:
+        assert r.status == 200, await r.text()
+
+
+def submitted_texts(p: Any, account: str | None = None) -> dict[str, list[str]]:
+    """Per destination, the texts the SMSC accepted (parts joined by their concatenation reference)."""
+    by_msg: dict[tuple[str, int | None], dict[int, bytes]] = defaultdict(dict)
+    coding: dict[tuple[str, int | None], int] = {}
+    for r in p.smsc.submits.accepted(account):
+        # the stage sets UDHI (esm_class 0x40) on parts; the simulator keeps only the octets: a leading
+        # UDH length of 5 (8-bit reference) or 6 (16-bit) with a concatenation element is a part
+        info = None
+        body = r.short_message
+        if r.short_message[:1] in (b"\x05", b"\x06"):
+            ies, rest = parse_udh(r.short_message)
+            info = concat_info(ies)
+            if info is not None:
+                body = rest
+        ref = info.ref if info is not None else None
+        seq = info.seq if info is not None else 1
+        by_msg[(r.dest, ref)][seq] = body
+        coding[(r.dest, ref)] = r.data_coding
+    out: dict[str, list[str]] = defaultdict(list)
+    for (dest, ref), parts in by_msg.items():
+        joined = b"".join(parts[i] for i in sorted(parts))
+        out["+" + dest].append(decode_text(joined, coding[(dest, ref)]).text)
+    return out
+
+
+async def wait_final(customer: Customer, ids: list[str], timeout: float, p: Any) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        views = await customer.statuses(ids)
+        pending = [m for m, v in views.items() if v["status"] not in FINAL]
+        if not pending:
+            return views
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{len(pending)} of {len(ids)} not final after {timeout}s: "
+                f"{[(m, views[m]['status']) for m in pending[:5]]}\nsmsc={p.smsc.submits.summary('acct0')} "
+                f"{p.smsc.submits.summary('acct1')}\n{p.logs()}"
+            )
+        await asyncio.sleep(0.5)
+
+
+async def test_messages_are_submitted_once_and_end_delivered(pipeline, tmp_path: Path) -> None:
+    p, base, token = await start(pipeline, tmp_path, {"attempts_per_route": 2, "retry_backoff_s": [0.3]})
+    async with aiohttp.ClientSession() as http:
+        await wait_api_up(http, base, p)
+        await hold_sender(http, base, p.env["E2E_ADMIN_KEY"])
+        customer = Customer(http, base, token)
+        kinds = ["Your code is {n}", CHINESE, GSM_LONG, CHINESE_LONG] * 3
+        texts = {f"+8529100{i:04d}": kind.format(n=100000 + i) for i, kind in enumerate(kinds)}
+        ids = {}
+        for i, (to, text) in enumerate(texts.items()):
+            ids[to] = await customer.send(to, text, priority="otp" if i % 2 else "bulk")
+        views = await wait_final(customer, list(ids.values()), 120, p)
+
+    assert {mid: v["status"] for mid, v in views.items()} == {mid: "delivered" for mid in ids.values()}
+    for mid in ids.values():
+        history = views[mid]["history"]
+        parts = history[0]["segments_total"]
+        segs = {h["segment"]: h["new_state"] for h in history if h["segment"] is not None}
+        assert segs == dict.fromkeys(range(1, parts + 1), "delivered"), history
+        overall = [h["new_state"] for h in history if h["segment"] is None]
+        assert overall[-1] == "delivered" and overall[0] == "submitted", overall
+        assert all(h["route_id"] == "route-0" for h in history if h["segment"] is not None)
+    assert p.smsc.submits.submitted_twice() == []
+    assert submitted_texts(p) == {to: [text] for to, text in texts.items()}
+    assert p.smsc.submits.summary("acct1")["submits"] == 0
