@@ -153,14 +153,15 @@ def register_outbound(app: faust.App, ctx: StreamContext) -> None:
             ref = 0
             if segments_needed(req.text) > 1:
                 raw_refs = refs_table.get(req.to)
-                held = DestinationRefs(**_refs_doc(raw_refs)) if raw_refs else DestinationRefs()
+                held = _refs_of(raw_refs) if raw_refs else DestinationRefs()
                 book = ReferenceBook(destinations={req.to: held})
                 got = book.allocate(req.to, now)
                 if isinstance(got, RefExhausted):
                     await send(ledger_out, req.message_id, ledger_value(_plan(req, 1, now, got.reason)))
                     continue
                 book, ref = got
-                refs_table[req.to] = orjson.dumps(book.destinations[req.to].__dict__)
+                kept = book.destinations[req.to]
+                refs_table[req.to] = {"cursor": kept.cursor, "used_at": [list(p) for p in kept.used_at]}
             try:
                 encoded = encode_message(req.text, ref)
             except EncodeError as exc:  # the API checked it; a request written by other means may not be
@@ -217,24 +218,24 @@ def register_outbound(app: faust.App, ctx: StreamContext) -> None:
                 log.warning("%s: ledger entry before the message's plan; ignored", mid)
                 continue
             else:
-                out = fold(Track.from_json(raw), entry)
+                out = fold(Track.from_dict(raw), entry)
                 if not isinstance(out, tuple):
                     log.warning("%s: %s", mid, out.reason)
                     continue
                 track, records = out
             await publish(records)
-            tracks[mid] = track.to_json()
+            tracks[mid] = track.to_dict()
 
     async def expire_partition(partition: int, now_ms: int) -> None:
         for mid, raw in list(tracks.items()):
             if raw is None or _partition_of(mid, ctx.partitions) != partition:
                 continue
-            track = Track.from_json(raw)
+            track = Track.from_dict(raw)
             if track.final or now_ms < track.status.expires_at_ms:
                 continue
             track, records = expire(track, now_ms)
             await publish(records)
-            tracks[mid] = track.to_json()
+            tracks[mid] = track.to_dict()
 
     @app.timer(interval=max(1.0, cfg.pipeline.tick_interval_s))
     async def outbound_tick() -> None:
@@ -304,9 +305,8 @@ def _plan(req: Any, parts: int, now: int, no_route: str | None) -> Plan:
     return Plan(req.message_id, req.owner, parts, req.expires_at_ms, req.callback_url, now, no_route)
 
 
-def _refs_doc(raw: bytes) -> dict[str, Any]:
-    doc = orjson.loads(raw)
-    return {"cursor": doc["cursor"], "used_at": tuple(tuple(p) for p in doc["used_at"])}
+def _refs_of(doc: dict[str, Any]) -> DestinationRefs:
+    return DestinationRefs(doc["cursor"], tuple((int(r), int(t)) for r, t in doc["used_at"]))
 
 
 def _partition_of(key: str, partitions: int) -> int:

@@ -37,11 +37,18 @@ class Track:
     """Transitions published so far (the next event id is message_id#n+1)."""
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, raw: bytes) -> Track:
-        doc = orjson.loads(raw)
+        return cls.from_dict(orjson.loads(raw))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The table's value (Faust tables store JSON documents: bytes would not survive a recovery)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Track:
         st = doc["status"]
         status = MessageStatus(
             st["message_id"], st["expires_at_ms"], tuple(SegmentStatus(**s) for s in st["segments"])

@@ -27,11 +27,12 @@ import orjson
 import pytest
 import yaml
 
+from connectors.simulator.faults import Fault, FaultKind
 from smsflow.sms.text import decode_text
 from smsflow.sms.udh import concat_info, parse_udh
 from smsflow.webhooks.apikeys import ApiKeyStore
 from tests.e2e.test_webhook_api import wait_api_up
-from tests.e2e.test_webhook_failures import free_port
+from tests.e2e.test_webhook_failures import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -169,3 +170,80 @@ async def test_messages_are_submitted_once_and_end_delivered(pipeline, tmp_path:
     assert p.smsc.submits.submitted_twice() == []
     assert submitted_texts(p) == {to: [text] for to, text in texts.items()}
     assert p.smsc.submits.summary("acct1")["submits"] == 0
+
+
+async def test_primary_refusing_for_now_moves_submits_to_the_secondary(pipeline, tmp_path: Path) -> None:
+    p, base, token = await start(pipeline, tmp_path, {"attempts_per_route": 2, "retry_backoff_s": [0.3]})
+    p.smsc.set_fault("acct0", Fault(FaultKind.submit_errors, status=ESME_RTHROTTLED, ratio=1.0))
+    async with aiohttp.ClientSession() as http:
+        await wait_api_up(http, base, p)
+        await hold_sender(http, base, p.env["E2E_ADMIN_KEY"])
+        customer = Customer(http, base, token)
+        texts = {
+            f"+8529200{i:04d}": t
+            for i, t in enumerate([f"OTP {i}" for i in range(4)] + [GSM_LONG, CHINESE_LONG])
+        }
+        ids = {to: await customer.send(to, text) for to, text in texts.items()}
+        views = await wait_final(customer, list(ids.values()), 120, p)
+        assert {v["status"] for v in views.values()} == {"delivered"}
+        segments = sum(v["history"][0]["segments_total"] for v in views.values())
+        for v in views.values():
+            delivered = [
+                h for h in v["history"] if h["segment"] is not None and h["new_state"] == "delivered"
+            ]
+            assert {h["route_id"] for h in delivered} == {"route-1"}, v["history"]
+
+        # every segment was refused for now twice on the primary, then accepted once on the secondary
+        primary, secondary = p.smsc.submits.for_account("acct0"), p.smsc.submits.for_account("acct1")
+        assert len(primary) == 2 * segments and {r.status for r in primary} == {ESME_RTHROTTLED}
+        assert len(p.smsc.submits.accepted("acct1")) == len(secondary) == segments
+        assert p.smsc.submits.submitted_twice() == []
+        assert submitted_texts(p, "acct1") == {to: [text] for to, text in texts.items()}
+
+        # a permanent error is final: rejected with the SMPP status, and not tried on the other route
+        p.smsc.clear_fault("acct0")
+        p.smsc.set_fault("acct0", Fault(FaultKind.submit_errors, status=0x0B, ratio=1.0))
+        before = len(p.smsc.submits.for_account("acct1"))
+        bad = await customer.send("+85292009999", "to a number the carrier refuses")
+        (view,) = (await wait_final(customer, [bad], 60, p)).values()
+        assert view["status"] == "rejected"
+        assert any("0x0000000B" in (h["detail"] or "") for h in view["history"]), view["history"]
+        assert len(p.smsc.submits.for_account("acct1")) == before
+
+
+async def test_kill_9_of_connector_and_worker_submits_nothing_twice(pipeline, tmp_path: Path) -> None:
+    p, base, token = await start(pipeline, tmp_path, {"attempts_per_route": 2, "retry_backoff_s": [0.3]})
+    async with aiohttp.ClientSession() as http:
+        await wait_api_up(http, base, p)
+        await hold_sender(http, base, p.env["E2E_ADMIN_KEY"])
+        customer = Customer(http, base, token)
+        kinds = ["Code {n}", CHINESE, GSM_LONG]
+        texts = {f"+8529300{i:04d}": kinds[i % 3].format(n=i) for i in range(45)}
+        ids: dict[str, str] = {}
+
+        async def send_all() -> None:
+            for to, text in texts.items():
+                ids[to] = await customer.send(to, text, validity_s=60)
+                await asyncio.sleep(0.1)
+
+        sender = asyncio.create_task(send_all())
+        accepted = lambda: len(p.smsc.submits.accepted())  # noqa: E731
+        await wait_until(lambda: accepted() >= 15, 60, "15 submits accepted", p.logs)
+        p.kill("connector")
+        p.start("connector")
+        await wait_until(lambda: accepted() >= 35, 90, "35 submits accepted", p.logs)
+        p.kill("worker")
+        p.start("worker")
+        await sender
+        views = await wait_final(customer, list(ids.values()), 150, p)
+
+    assert p.smsc.submits.submitted_twice() == []
+    statuses = {to: views[mid]["status"] for to, mid in ids.items()}
+    undelivered = {to: s for to, s in statuses.items() if s != "delivered"}
+    # only a submit in flight at the connector's kill can end unknown (held, then expired): at most its window
+    assert set(undelivered.values()) <= {"expired"} and len(undelivered) <= 10, undelivered
+    got = submitted_texts(p)
+    for to, text in texts.items():
+        if to not in undelivered:
+            assert got[to] == [text], to
+    print(f"\nkill -9: {len(texts)} messages, {len(undelivered)} held as unknown and expired: {undelivered}")
