@@ -26,8 +26,13 @@ import aiohttp
 import orjson
 import pytest
 import yaml
+from confluent_kafka import Consumer
 
 from connectors.simulator.faults import Fault, FaultKind
+from connectors.simulator.traffic import LogicalSms
+from smsflow.outbound.submission import UNMATCHED_RECEIPTS_TOPIC
+from smsflow.smpp.constants import TlvTag
+from smsflow.smpp.pdu import make_tlv
 from smsflow.sms.text import decode_text
 from smsflow.sms.udh import concat_info, parse_udh
 from smsflow.webhooks.apikeys import ApiKeyStore
@@ -72,7 +77,9 @@ class Customer:
         return out
 
 
-async def start(pipeline: Any, tmp_path: Path, outbound: dict[str, Any]) -> tuple[Any, str, str]:
+async def start(
+    pipeline: Any, tmp_path: Path, outbound: dict[str, Any], carrier_extra: dict[str, Any] | None = None
+) -> tuple[Any, str, str]:
     keys = ApiKeyStore()
     key, token = keys.issue("acme", label="e2e customer")
     _, admin = keys.issue(None, label="e2e admin")
@@ -89,6 +96,7 @@ async def start(pipeline: Any, tmp_path: Path, outbound: dict[str, Any]) -> tupl
             "keys_file": str(keys_file),
         },
         extra_env={"E2E_ADMIN_KEY": admin},
+        carrier_extra=carrier_extra,
     )
     cfg = yaml.safe_load(p.config_path.read_text())
     cfg["outbound"] = outbound
@@ -145,8 +153,49 @@ async def wait_final(customer: Customer, ids: list[str], timeout: float, p: Any)
         await asyncio.sleep(0.5)
 
 
+def esm0_receipt(message_id: str, *, text: bool, tlvs: bool) -> tuple[dict[str, Any], list[Any]]:
+    """A receipt as some carriers send it: esm_class 0 (an ordinary SMS by its flags), with only the text form
+    or only the TLVs."""
+    body = (
+        f"id:{message_id} sub:001 dlvrd:001 submit date:2611302100 done date:2611302101 stat:DELIVRD err:000"
+    )
+    params: dict[str, Any] = {
+        "source_addr": "85291000000",
+        "destination_addr": SENDER.lstrip("+"),
+        "esm_class": 0,
+        "data_coding": 0,
+        "short_message": body.encode() if text else b"",
+    }
+    extra = (
+        [make_tlv(TlvTag.receipted_message_id, message_id), make_tlv(TlvTag.message_state, 2)] if tlvs else []
+    )
+    return params, extra
+
+
+def read_topic(bootstrap: str, topic: str, want: int, timeout: float) -> list[dict[str, Any]]:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"e2e-{time.time_ns()}", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < want and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None and msg.value():
+                out.append(orjson.loads(msg.value()))
+    finally:
+        consumer.close()
+    return out
+
+
 async def test_messages_are_submitted_once_and_end_delivered(pipeline, tmp_path: Path) -> None:
-    p, base, token = await start(pipeline, tmp_path, {"attempts_per_route": 2, "retry_backoff_s": [0.3]})
+    p, base, token = await start(
+        pipeline,
+        tmp_path,
+        {"attempts_per_route": 2, "retry_backoff_s": [0.3]},
+        carrier_extra={"receipts": {"in_text": True}},
+    )
     async with aiohttp.ClientSession() as http:
         await wait_api_up(http, base, p)
         await hold_sender(http, base, p.env["E2E_ADMIN_KEY"])
@@ -157,7 +206,19 @@ async def test_messages_are_submitted_once_and_end_delivered(pipeline, tmp_path:
         for i, (to, text) in enumerate(texts.items()):
             ids[to] = await customer.send(to, text, priority="otp" if i % 2 else "bulk")
         views = await wait_final(customer, list(ids.values()), 120, p)
+        # receipts in esm_class 0, with only the text form or only the TLVs, for ids nobody submitted
+        for mid, text, tlvs in (("DEADBEEF", True, False), ("CAFE0001", False, True)):
+            params, extra = esm0_receipt(mid, text=text, tlvs=tlvs)
+            p.smsc.enqueue_pdu(
+                params, extra, LogicalSms(params["source_addr"], params["destination_addr"], "", 0)
+            )
+        unmatched = await asyncio.to_thread(read_topic, p.stack.bootstrap, UNMATCHED_RECEIPTS_TOPIC, 2, 60)
 
+    reasons = {u["message_id"]: u["reason"] for u in unmatched}
+    assert set(reasons) == {"DEADBEEF", "CAFE0001"}, unmatched
+    for rid, reason in reasons.items():
+        assert reason.startswith(f"no submit to carrier-0 has id {rid} (read as hex"), reason
+    assert len(p.receiver.log.messages) == 0  # receipts, not SMS: the customer's webhook got none of them
     assert {mid: v["status"] for mid, v in views.items()} == {mid: "delivered" for mid in ids.values()}
     for mid in ids.values():
         history = views[mid]["history"]
