@@ -209,9 +209,8 @@ async def test_messages_are_submitted_once_and_end_delivered(pipeline, tmp_path:
         # receipts in esm_class 0, with only the text form or only the TLVs, for ids nobody submitted
         for mid, text, tlvs in (("DEADBEEF", True, False), ("CAFE0001", False, True)):
             params, extra = esm0_receipt(mid, text=text, tlvs=tlvs)
-            p.smsc.enqueue_pdu(
-                params, extra, LogicalSms(params["source_addr"], params["destination_addr"], "", 0)
-            )
+            sms = LogicalSms(params["source_addr"], params["destination_addr"], "", 0)
+            p.smsc.enqueue_pdu(params, extra, sms, account="acct0")
         unmatched = await asyncio.to_thread(read_topic, p.stack.bootstrap, UNMATCHED_RECEIPTS_TOPIC, 2, 60)
 
     reasons = {u["message_id"]: u["reason"] for u in unmatched}
