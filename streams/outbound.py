@@ -57,7 +57,7 @@ from streams.app import StreamContext
 log = logging.getLogger(__name__)
 
 RECEIPT_LOOKUP_S = 5.0
-"""How long a receipt waits for the accepted outcome that names its id before it is unmatched."""
+"""How long after its arrival a receipt may wait for the accepted outcome that names its id."""
 
 
 def outbound_ticks_topic_name(app_id: str) -> str:
@@ -272,13 +272,15 @@ def register_outbound(app: faust.App, ctx: StreamContext) -> None:
                 text=None,
             )
             form = id_forms.get(carrier, "auto")
-            deadline = time.monotonic() + RECEIPT_LOOKUP_S
+            at = _ms(rec["received_at"])
+            # counted from the receipt's arrival, not from now: a backlog of receipts nobody can match (MTs
+            # another platform sent) is older than that and waits no more
+            deadline = at / 1000 + RECEIPT_LOOKUP_S
             while True:
                 found = receipt_index.index.match(carrier, info, form)
-                if isinstance(found, Matched) or time.monotonic() >= deadline:
+                if isinstance(found, Matched) or time.time() >= deadline:
                     break
                 await asyncio.sleep(0.25)
-            at = _ms(rec["received_at"])
             if isinstance(found, Matched):
                 ref = found.segment
                 match = ReceiptMatch(
