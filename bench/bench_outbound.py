@@ -27,7 +27,7 @@ import yaml
 
 from bench.e2e import _fresh_dir, log, machine, percentiles
 from bench.kannel import _free_port as free_port
-from connectors.simulator.smsc import SimulatedSmsc
+from devkit.simulator.smsc import SimulatedSmsc
 
 PASSWORD = "bench-pass"
 SENDER = "+85230009000"
@@ -63,11 +63,11 @@ async def _wait_submits(smsc: SimulatedSmsc, want: int, timeout: float) -> None:
 
 
 async def run(count: int, rate: float, workdir: Path) -> dict[str, Any]:
-    from smsflow.demo.pipeline import RoleProcess, child_env
-    from smsflow.local.kafka import LocalKafka
-    from smsflow.registry import RegistryThread
+    from devkit.demo.pipeline import RoleProcess, child_env
+    from devkit.local.kafka import LocalKafka
+    from devkit.registry import RegistryThread
+    from smsflow.api.apikeys import ApiKeyStore
     from smsflow.topics import ensure_topics, load_manifest
-    from smsflow.webhooks.apikeys import ApiKeyStore
 
     await asyncio.to_thread(_fresh_dir, workdir)
     smsc = SimulatedSmsc({"bench": PASSWORD}, receipts=True)

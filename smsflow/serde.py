@@ -8,7 +8,7 @@ blocking HTTP call, never on the event loop's hot path: later calls hit the clie
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -18,10 +18,11 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from smsflow.schemas import TOPIC_SCHEMAS, schema_for_topic
 
 
-def registry_client(url: str, user: str | None = None, password: str | None = None) -> SchemaRegistryClient:
+def registry_client(url: str, credentials: tuple[str, str] | None = None) -> SchemaRegistryClient:
+    """``credentials``: user and password for the registry's basic auth (``Config.registry_credentials``)."""
     conf: dict[str, Any] = {"url": url}
-    if user is not None and password is not None:
-        conf["basic.auth.user.info"] = f"{user}:{password}"
+    if credentials is not None:
+        conf["basic.auth.user.info"] = f"{credentials[0]}:{credentials[1]}"
     return SchemaRegistryClient(conf)
 
 
@@ -42,7 +43,7 @@ class TopicCodec:
         # Reader schema = our current contract, so older writer versions resolve into it.
         self._de = AvroDeserializer(client, schema)
 
-    def encode(self, record: dict[str, Any]) -> bytes:
+    def encode(self, record: Mapping[str, Any]) -> bytes:
         out = self._ser(record, self._ctx)
         assert out is not None
         return out
@@ -68,7 +69,7 @@ class Serde:
             c = self._codecs[topic] = TopicCodec(self.client, topic)
         return c
 
-    def encode(self, topic: str, record: dict[str, Any]) -> bytes:
+    def encode(self, topic: str, record: Mapping[str, Any]) -> bytes:
         return self.codec(topic).encode(record)
 
     def decode(self, topic: str, data: bytes) -> dict[str, Any]:

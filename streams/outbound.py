@@ -1,6 +1,6 @@
-"""Outbound stage: requests to submissions, ledger entries to statuses, receipts to segments.
+"""Outbound stage handlers: requests to submissions, ledger entries to statuses, receipts to segments.
 
-Three agents (docs/outbound.md):
+Declared in streams/topology.py; three agents (docs/outbound.md):
 
 - `outbound-requests` on sms.outbound.v1 (keyed by destination): encode the text (a concatenation
   reference from the partition's table of references per destination), choose the routes (the double list:
@@ -32,6 +32,8 @@ import orjson
 from aiokafka.partitioner import murmur2
 from confluent_kafka import Message
 
+from smsflow.compacted import CompactedFollower
+from smsflow.ingest.receipts import ReceiptInfo
 from smsflow.outbound.correlation import Matched, SegmentRef, SubmitIndex, resp_key
 from smsflow.outbound.encode import EncodeError, encode_message, segments_needed
 from smsflow.outbound.records import request_from_record
@@ -49,19 +51,14 @@ from smsflow.outbound.submission import (
     read_ledger,
 )
 from smsflow.outbound.tracking import Track, begin, expire, fold
-from smsflow.receipts import ReceiptInfo
 from smsflow.schemas import OUTBOUND_STATUS_TOPIC, OUTBOUND_TOPIC, RECEIPTS_TOPIC
-from smsflow.webhooks.compacted import CompactedFollower
-from streams.app import StreamContext
+from streams.context import StreamContext
+from streams.punctuation import punctuate_owned
 
 log = logging.getLogger(__name__)
 
 RECEIPT_LOOKUP_S = 5.0
 """How long after its arrival a receipt may wait for the accepted outcome that names its id."""
-
-
-def outbound_ticks_topic_name(app_id: str) -> str:
-    return f"{app_id}-outbound-ticks"
 
 
 def carrier_candidates(ctx: StreamContext) -> tuple[Candidate, ...]:
@@ -76,8 +73,7 @@ def choose_routes(ctx: StreamContext, destination: str) -> tuple[Candidate, ...]
     if routing is not None:
         from smsflow.outbound.route_choice import NoRoute, route_candidates
 
-        states = ctx.extras.get("route_states", {})
-        choice = route_candidates(routing, states, destination, None)
+        choice = route_candidates(routing, ctx.route_states, destination, None)
         if isinstance(choice, NoRoute):
             fallback = carrier_candidates(ctx)
             return fallback if routing.for_number(destination, None) is None and fallback else choice.reason
@@ -108,100 +104,100 @@ class ReceiptIndex:
                     )
 
 
-def register_outbound(app: faust.App, ctx: StreamContext) -> None:
-    cfg = ctx.config
-    ticks_name = outbound_ticks_topic_name(cfg.app_id)
-    ticks_topic = app.topic(
-        ticks_name,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=ctx.partitions,
-        internal=True,
-        retention=3600.0,
-    )
-    requests = app.topic(
-        OUTBOUND_TOPIC, key_serializer="raw", value_serializer="raw", partitions=ctx.partitions
-    )
-    ledger_in = app.topic(
-        LEDGER_TOPIC, ticks_name, key_serializer="raw", value_serializer="raw", partitions=ctx.partitions
-    )
-    ledger_out = app.topic(LEDGER_TOPIC, key_serializer="raw", value_serializer="raw")
-    submit_out = app.topic(SUBMIT_TOPIC, key_serializer="raw", value_serializer="raw")
-    status_out = app.topic(OUTBOUND_STATUS_TOPIC, key_serializer="raw", value_serializer="raw")
-    unmatched_out = app.topic(UNMATCHED_RECEIPTS_TOPIC, key_serializer="raw", value_serializer="raw")
-    receipts_in = app.topic(RECEIPTS_TOPIC, key_serializer="raw", value_serializer="raw")
-    refs_table = app.Table("outbound-refs", default=None, partitions=ctx.partitions)
-    tracks = app.Table("outbound-status", default=None, partitions=ctx.partitions)
-    receipt_index = ReceiptIndex(ctx.bootstrap)
-    id_forms = {c.id: c.receipts.id_form for c in cfg.carriers}
+OUTPUTS = (LEDGER_TOPIC, SUBMIT_TOPIC, OUTBOUND_STATUS_TOPIC, UNMATCHED_RECEIPTS_TOPIC)
 
-    async def send(topic: Any, key: str, value: bytes) -> None:
-        fut = await topic.send(key=key.encode(), value=value)
+
+class OutboundStage:
+    """The outbound agents' handlers. ``outputs``: a topic per name in `OUTPUTS`; ``refs`` and ``tracks``:
+    the tables of concatenation references (by destination) and message tracks (by message id);
+    ``punctuation``: the internal topic the timer writes and the status agent reads beside the ledger."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        ctx: StreamContext,
+        outputs: dict[str, faust.TopicT],
+        refs: Any,
+        tracks: Any,
+        punctuation: faust.TopicT,
+    ) -> None:
+        self.app = app
+        self.ctx = ctx
+        self.outputs = outputs
+        self.refs = refs
+        self.tracks = tracks
+        self.punctuation = punctuation
+        self.punctuation_name = punctuation.get_topic_name()
+        self.receipt_index = ReceiptIndex(ctx.bootstrap)
+        self.id_forms = {c.id: c.receipts.id_form for c in ctx.config.carriers}
+
+    async def _send(self, topic: str, key: str, value: bytes) -> None:
+        fut = await self.outputs[topic].send(key=key.encode(), value=value)
         await fut  # the broker's ack (acks=all): the input is acked only after its outputs are stored
 
     # ---- requests -> plan + submissions ----
 
-    @app.agent(requests, name="outbound-requests")
-    async def outbound_requests(stream: faust.StreamT[bytes]) -> None:
+    async def requests(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             try:
-                req = request_from_record(ctx.serde.decode(OUTBOUND_TOPIC, event.value))
+                req = request_from_record(self.ctx.serde.decode(OUTBOUND_TOPIC, event.value))
             except Exception as exc:  # an unreadable request cannot be sent; it must not block its partition
                 log.error("sms.outbound.v1 @%s: unreadable request skipped: %s", event.message.offset, exc)
                 continue
-            now = int(time.time() * 1000)
-            ref = 0
-            if segments_needed(req.text) > 1:
-                raw_refs = refs_table.get(req.to)
-                held = _refs_of(raw_refs) if raw_refs else DestinationRefs()
-                book = ReferenceBook(destinations={req.to: held})
-                got = book.allocate(req.to, now)
-                if isinstance(got, RefExhausted):
-                    await send(ledger_out, req.message_id, ledger_value(_plan(req, 1, now, got.reason)))
-                    continue
-                book, ref = got
-                kept = book.destinations[req.to]
-                refs_table[req.to] = {"cursor": kept.cursor, "used_at": [list(p) for p in kept.used_at]}
-            try:
-                encoded = encode_message(req.text, ref)
-            except EncodeError as exc:  # the API checked it; a request written by other means may not be
-                await send(ledger_out, req.message_id, ledger_value(_plan(req, 1, now, exc.reason)))
-                continue
-            routes = choose_routes(ctx, req.to)
-            parts = len(encoded.segments)
-            no_route = routes if isinstance(routes, str) else None
-            await send(ledger_out, req.message_id, ledger_value(_plan(req, parts, now, no_route)))
-            if isinstance(routes, str):
-                continue
-            for seg in encoded.segments:
-                sub = Submission(
-                    message_id=req.message_id,
-                    seq=seg.seq,
-                    parts=parts,
-                    destination=req.to,
-                    sender=req.sender,
-                    sender_kind=req.sender_kind,
-                    data_coding=encoded.data_coding,
-                    esm_class=seg.esm_class,
-                    short_message=seg.short_message,
-                    priority=req.priority,
-                    expires_at_ms=req.expires_at_ms,
-                    ref=encoded.ref,
-                    candidates=routes,
-                )
-                await send(submit_out, sub.route.carrier, sub.to_json())
+            await self._plan_and_submit(req, int(time.time() * 1000))
+
+    async def _plan_and_submit(self, req: Any, now: int) -> None:
+        ref = 0
+        if segments_needed(req.text) > 1:
+            raw_refs = self.refs.get(req.to)
+            held = _refs_of(raw_refs) if raw_refs else DestinationRefs()
+            got = ReferenceBook(destinations={req.to: held}).allocate(req.to, now)
+            if isinstance(got, RefExhausted):
+                await self._send(LEDGER_TOPIC, req.message_id, ledger_value(_plan(req, 1, now, got.reason)))
+                return
+            book, ref = got
+            kept = book.destinations[req.to]
+            self.refs[req.to] = {"cursor": kept.cursor, "used_at": [list(p) for p in kept.used_at]}
+        try:
+            encoded = encode_message(req.text, ref)
+        except EncodeError as exc:  # the API checked it; a request written by other means may not be
+            await self._send(LEDGER_TOPIC, req.message_id, ledger_value(_plan(req, 1, now, exc.reason)))
+            return
+        routes = choose_routes(self.ctx, req.to)
+        parts = len(encoded.segments)
+        no_route = routes if isinstance(routes, str) else None
+        await self._send(LEDGER_TOPIC, req.message_id, ledger_value(_plan(req, parts, now, no_route)))
+        if isinstance(routes, str):
+            return
+        for seg in encoded.segments:
+            sub = Submission(
+                message_id=req.message_id,
+                seq=seg.seq,
+                parts=parts,
+                destination=req.to,
+                sender=req.sender,
+                sender_kind=req.sender_kind,
+                data_coding=encoded.data_coding,
+                esm_class=seg.esm_class,
+                short_message=seg.short_message,
+                priority=req.priority,
+                expires_at_ms=req.expires_at_ms,
+                ref=encoded.ref,
+                candidates=routes,
+            )
+            await self._send(SUBMIT_TOPIC, sub.route.carrier, sub.to_json())
 
     # ---- ledger -> statuses ----
 
-    async def publish(records: list[dict[str, Any]]) -> None:
+    async def _publish(self, records: list[dict[str, Any]]) -> None:
         for rec in records:
-            await send(status_out, rec["message_id"], ctx.serde.encode(OUTBOUND_STATUS_TOPIC, rec))
+            value = self.ctx.serde.encode(OUTBOUND_STATUS_TOPIC, rec)
+            await self._send(OUTBOUND_STATUS_TOPIC, rec["message_id"], value)
 
-    @app.agent(ledger_in, name="outbound-status")
-    async def outbound_status(stream: faust.StreamT[bytes]) -> None:
+    async def status(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            if event.message.topic == ticks_name:
-                await expire_partition(event.message.partition, json.loads(event.value)["now"])
+            if event.message.topic == self.punctuation_name:
+                await self._expire_partition(event.message.partition, json.loads(event.value)["now"])
                 continue
             try:
                 entry = read_ledger(event.value)
@@ -209,7 +205,7 @@ def register_outbound(app: faust.App, ctx: StreamContext) -> None:
                 log.error("%s @%s: unreadable entry skipped: %s", LEDGER_TOPIC, event.message.offset, exc)
                 continue
             mid = event.key.decode() if event.key else ""
-            raw = tracks.get(mid)
+            raw = self.tracks.get(mid)
             if isinstance(entry, Plan):
                 if raw is not None:
                     continue  # a replayed request's plan: the message is tracked already
@@ -223,84 +219,80 @@ def register_outbound(app: faust.App, ctx: StreamContext) -> None:
                     log.warning("%s: %s", mid, out.reason)
                     continue
                 track, records = out
-            await publish(records)
-            tracks[mid] = track.to_dict()
+            await self._publish(records)
+            self.tracks[mid] = track.to_dict()
 
-    async def expire_partition(partition: int, now_ms: int) -> None:
-        for mid, raw in list(tracks.items()):
-            if raw is None or _partition_of(mid, ctx.partitions) != partition:
+    async def _expire_partition(self, partition: int, now_ms: int) -> None:
+        for mid, raw in list(self.tracks.items()):
+            if raw is None or _partition_of(mid, self.ctx.partitions) != partition:
                 continue
             track = Track.from_dict(raw)
             if track.final or now_ms < track.status.expires_at_ms:
                 continue
             track, records = expire(track, now_ms)
-            await publish(records)
-            tracks[mid] = track.to_dict()
+            await self._publish(records)
+            self.tracks[mid] = track.to_dict()
 
-    @app.timer(interval=max(1.0, cfg.pipeline.tick_interval_s))
-    async def outbound_tick() -> None:
-        now = json.dumps({"now": int(time.time() * 1000)}).encode()
-        owned = [tp.partition for tp in app.assignor.assigned_actives() if tp.topic == ticks_name]
-        for p in owned:
-            await ticks_topic.send(value=now, partition=p)
+    async def punctuate(self) -> None:
+        """The timer: one punctuation record for each partition of the ledger this worker owns."""
+        await punctuate_owned(self.app, self.punctuation)
 
     # ---- receipts -> segments ----
 
-    @app.task
-    async def follow_ledger() -> None:
-        await receipt_index.follower.start(120.0)
-        ctx.extras["receipt_index_ready"] = True
+    async def follow_ledger(self) -> None:
+        await self.receipt_index.follower.start(120.0)
 
-    @app.agent(receipts_in, name="outbound-receipts")
-    async def outbound_receipts(stream: faust.StreamT[bytes]) -> None:
+    async def stop(self, app: Any, **kwargs: Any) -> None:
+        await self.receipt_index.follower.stop()
+
+    async def receipts(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             try:
-                rec = ctx.serde.decode(RECEIPTS_TOPIC, event.value)
+                rec = self.ctx.serde.decode(RECEIPTS_TOPIC, event.value)
             except Exception as exc:
                 log.error("%s @%s: unreadable receipt skipped: %s", RECEIPTS_TOPIC, event.message.offset, exc)
                 continue
-            carrier = str(rec["carrier_id"])
-            info = ReceiptInfo(
-                message_id=str(rec["message_id"]),
-                message_id_decimal=rec.get("message_id_decimal"),
-                state=str(rec["state"]),
-                error_code=rec.get("error_code"),
-                submitted=None,
-                delivered=None,
-                submit_date=None,
-                done_date=None,
-                text=None,
-            )
-            form = id_forms.get(carrier, "auto")
-            at = _ms(rec["received_at"])
-            # counted from the receipt's arrival, not from now: a backlog of receipts nobody can match (MTs
-            # another platform sent) is older than that and waits no more
-            deadline = at / 1000 + RECEIPT_LOOKUP_S
-            while True:
-                found = receipt_index.index.match(carrier, info, form)
-                if isinstance(found, Matched) or time.time() >= deadline:
-                    break
-                await asyncio.sleep(0.25)
-            if isinstance(found, Matched):
-                ref = found.segment
-                match = ReceiptMatch(
-                    ref.message_id, ref.seq, at, info.state, info.error_code, carrier, info.message_id
-                )
-                await send(ledger_out, ref.message_id, ledger_value(match))
-            else:
-                doc = {
-                    "carrier_id": carrier,
-                    "receipt_id": rec["receipt_id"],
-                    "message_id": info.message_id,
-                    "state": info.state,
-                    "received_at": at,
-                    "reason": found.reason,
-                }
-                await send(unmatched_out, carrier, orjson.dumps(doc))
+            await self._match(rec)
 
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def _stop_follower(app: Any, **kwargs: Any) -> None:
-        await receipt_index.follower.stop()
+    async def _match(self, rec: dict[str, Any]) -> None:
+        carrier = str(rec["carrier_id"])
+        info = ReceiptInfo(
+            message_id=str(rec["message_id"]),
+            message_id_decimal=rec.get("message_id_decimal"),
+            state=str(rec["state"]),
+            error_code=rec.get("error_code"),
+            submitted=None,
+            delivered=None,
+            submit_date=None,
+            done_date=None,
+            text=None,
+        )
+        form = self.id_forms.get(carrier, "auto")
+        at = _ms(rec["received_at"])
+        # counted from the receipt's arrival, not from now: a backlog of receipts nobody can match (MTs
+        # another platform sent) is older than that and waits no more
+        deadline = at / 1000 + RECEIPT_LOOKUP_S
+        while True:
+            found = self.receipt_index.index.match(carrier, info, form)
+            if isinstance(found, Matched) or time.time() >= deadline:
+                break
+            await asyncio.sleep(0.25)
+        if isinstance(found, Matched):
+            ref = found.segment
+            match = ReceiptMatch(
+                ref.message_id, ref.seq, at, info.state, info.error_code, carrier, info.message_id
+            )
+            await self._send(LEDGER_TOPIC, ref.message_id, ledger_value(match))
+            return
+        doc = {
+            "carrier_id": carrier,
+            "receipt_id": rec["receipt_id"],
+            "message_id": info.message_id,
+            "state": info.state,
+            "received_at": at,
+            "reason": found.reason,
+        }
+        await self._send(UNMATCHED_RECEIPTS_TOPIC, carrier, orjson.dumps(doc))
 
 
 def _plan(req: Any, parts: int, now: int, no_route: str | None) -> Plan:

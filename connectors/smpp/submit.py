@@ -37,6 +37,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from connectors.smpp.pacing import Pacer
 from connectors.smpp.session import EsmeSession
+from smsflow.compacted import CompactedFollower
 from smsflow.config import CarrierConfig, OutboundConfig
 from smsflow.outbound.ledger import Intent, Ledger, LedgerPolicy, Outcome, Refusal, Submit
 from smsflow.outbound.request import PRIORITY_RANK
@@ -53,7 +54,6 @@ from smsflow.outbound.submission import (
 from smsflow.producer import AsyncProducer
 from smsflow.smpp.constants import CommandId
 from smsflow.smpp.pdu import Pdu
-from smsflow.webhooks.compacted import CompactedFollower
 
 log = logging.getLogger(__name__)
 

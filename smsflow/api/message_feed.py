@@ -12,9 +12,9 @@ from __future__ import annotations
 from confluent_kafka import Message
 
 from smsflow.api.messages import OutboundDesk
+from smsflow.compacted import CompactedFollower
 from smsflow.schemas import OUTBOUND_STATUS_TOPIC, OUTBOUND_TOPIC
 from smsflow.serde import Serde
-from smsflow.webhooks.compacted import CompactedFollower
 
 
 class OutboundFeed:

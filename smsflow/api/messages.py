@@ -32,6 +32,8 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from smsflow.api.apikeys import Scope
+from smsflow.api.wire import ApiError, ErrorDetail, principal
 from smsflow.outbound.idempotency import Conflict, IdempotencyBook, Replay
 from smsflow.outbound.records import request_from_record, request_record
 from smsflow.outbound.request import (
@@ -41,8 +43,7 @@ from smsflow.outbound.request import (
     OutboundRequest,
     read_request,
 )
-from smsflow.webhooks.apikeys import Scope
-from smsflow.webhooks.holdings import Holding
+from smsflow.subscriptions.holdings import Holding
 
 RequestSink = Callable[[OutboundRequest], Awaitable[None]]
 """Store the accepted request (produce it to sms.outbound.v1 and wait for the broker's ack)."""
@@ -227,7 +228,6 @@ def _sent(req: OutboundRequest) -> SentMessage:
 
 def add_message_routes(app: web.Application, desk: OutboundDesk) -> None:
     """Add the /v1/messages handlers; the app's auth middleware has already put the API key on the request."""
-    from smsflow.webhooks.api import ApiError, ErrorDetail, principal
 
     def _json(model: BaseModel, status: int) -> web.Response:
         body = orjson.dumps(model.model_dump(mode="json", by_alias=True))

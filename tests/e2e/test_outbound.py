@@ -28,14 +28,14 @@ import pytest
 import yaml
 from confluent_kafka import Consumer
 
-from connectors.simulator.faults import Fault, FaultKind
-from connectors.simulator.traffic import LogicalSms
+from devkit.simulator.faults import Fault, FaultKind
+from devkit.simulator.traffic import LogicalSms
+from smsflow.api.apikeys import ApiKeyStore
 from smsflow.outbound.submission import UNMATCHED_RECEIPTS_TOPIC
 from smsflow.smpp.constants import TlvTag
 from smsflow.smpp.pdu import make_tlv
 from smsflow.sms.text import decode_text
 from smsflow.sms.udh import concat_info, parse_udh
-from smsflow.webhooks.apikeys import ApiKeyStore
 from tests.e2e.test_webhook_api import wait_api_up
 from tests.e2e.test_webhook_failures import free_port, wait_until
 

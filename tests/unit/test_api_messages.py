@@ -4,12 +4,12 @@ e2e test tests/e2e/test_outbound.py drives the same handlers against a real brok
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from smsflow.api.apikeys import ApiKeyStore, Scope
+from smsflow.api.app import create_api_app
 from smsflow.api.messages import OutboundDesk, SinkUnavailable
 from smsflow.outbound.records import request_record
-from smsflow.webhooks.api import create_api_app
-from smsflow.webhooks.apikeys import ApiKeyStore, Scope
-from smsflow.webhooks.holdings import Holding
-from smsflow.webhooks.store import InMemorySubscriptionStore
+from smsflow.subscriptions.holdings import Holding
+from smsflow.subscriptions.store import InMemorySubscriptionStore
 
 HOLDINGS = [Holding(owner="acme", numbers=["+85230001000"], prefixes=["+8610690"]), Holding(owner="globex")]
 

@@ -1,0 +1,133 @@
+"""The worker's topology in one screen: every topic, table, agent and timer, and which handler runs each.
+
+The handlers live in the stage modules (``streams/ingest.py``, ``streams/deliver.py``); this module only
+wires them, the way Faust's own examples put app, topics, tables and agents at the top of one file.
+
+    sms.raw.v1 ──┐
+    punctuation ─┴─▶ ingest [ingest-partials, ingest-seen] ─▶ sms.inbound.v1 | receipts.v1 | quarantine.v1
+        ▲ timer ingest-punctuate: one record per owned partition (drives reassembly timeouts, dedup expiry)
+    sms.inbound.v1 ───────▶ deliver       ─▶ webhook POST; sms.delivery.v1 | sms.webhook.retry.v1 | ...dlq.v1
+    sms.webhook.retry.v1 ─▶ deliver-retry ─▶ webhook POST; the same, and sms.webhook.attempts.v1 (ledger)
+        tasks: batch timer; read the attempts ledger and endpoint circuits; on shutdown: drain
+    sms.outbound.v1 ──────▶ outbound-requests [outbound-refs] ─▶ sms.outbound.ledger.v1 (plan)
+                                                              | sms.outbound.submit.v1 (a segment per record)
+    sms.outbound.ledger.v1 ┐
+    outbound punctuation ──┴▶ outbound-status [outbound-status] ─▶ sms.outbound.status.v1
+        ▲ timer outbound-punctuate: one record per owned partition (validity expiry)
+    sms.receipts.v1 ──────▶ outbound-receipts ─▶ sms.outbound.ledger.v1 (receipt) | ...receipts.unmatched.v1
+        task: follow the ledger's accepted outcomes (the receipt index); on shutdown: stop following
+
+A new stage adds its block here (topics, tables, agents, timers) and its handlers in ``streams/<stage>.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+
+from smsflow.ingest.processor import IngestProcessor
+from smsflow.outbound.submission import LEDGER_TOPIC
+from smsflow.schemas import (
+    INBOUND_TOPIC,
+    OUTBOUND_TOPIC,
+    QUARANTINE_TOPIC,
+    RAW_TOPIC,
+    RECEIPTS_TOPIC,
+    WEBHOOK_RETRY_TOPIC,
+)
+from streams.context import StreamContext
+from streams.deliver import DELIVER_OUTPUTS, DeliverStage
+from streams.ingest import IngestStage, ingest_settings
+from streams.outbound import OUTPUTS as OUTBOUND_OUTPUTS
+from streams.outbound import OutboundStage
+
+# Punctuation (Kafka Streams' name for scheduled work in a Processor): records on an internal topic
+# co-partitioned with sms.raw.v1 that drive reassembly timeouts and dedup expiry (ADR 0003). The topic name
+# keeps its first spelling so a running deployment's topic stays in use.
+PUNCTUATION_RETENTION_S = 3600.0
+
+
+def punctuation_topic_name(app_id: str) -> str:
+    return f"{app_id}-ingest-ticks"
+
+
+def outbound_punctuation_topic_name(app_id: str) -> str:
+    return f"{app_id}-outbound-ticks"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What the worker process needs to know of the topology beyond Faust's own registry."""
+
+    punctuation: faust.TopicT | None  # None without the ingest stage
+    outbound_punctuation: faust.TopicT | None = None  # None without the outbound stage
+
+
+def _bytes_topic(app: faust.App, *names: str, **kwargs: object) -> faust.TopicT:
+    return app.topic(*names, key_serializer="raw", value_serializer="raw", **kwargs)  # type: ignore[arg-type]
+
+
+def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
+    cfg = ctx.config
+    punctuation = None
+    if "ingest" in ctx.roles:
+        # topics
+        punctuation_name = punctuation_topic_name(cfg.app_id)
+        punctuation = _bytes_topic(
+            app, punctuation_name, partitions=ctx.partitions, internal=True, retention=PUNCTUATION_RETENTION_S
+        )
+        raw_and_punctuation = _bytes_topic(app, RAW_TOPIC, punctuation_name, partitions=ctx.partitions)
+        outputs = {
+            "inbound": _bytes_topic(app, INBOUND_TOPIC),
+            "receipt": _bytes_topic(app, RECEIPTS_TOPIC),
+            "quarantine": _bytes_topic(app, QUARANTINE_TOPIC),
+        }
+        # tables (changelogged, co-partitioned with sms.raw.v1)
+        partials = app.Table("ingest-partials", default=None, partitions=ctx.partitions)
+        seen = app.Table("ingest-seen", default=None, partitions=ctx.partitions)
+        ingest = IngestStage(
+            app, ctx, IngestProcessor(partials, seen, ingest_settings(cfg)), outputs, punctuation
+        )
+        ctx.ingest = ingest.processor
+        # agent, timer, rebalance hook
+        app.agent(raw_and_punctuation, name="ingest")(ingest.process)
+        app.timer(interval=cfg.pipeline.tick_interval_s, name="ingest-punctuate")(ingest.punctuate)
+        app.on_partitions_revoked.connect(ingest.on_partitions_revoked)  # type: ignore[arg-type]
+
+    if "deliver" in ctx.roles:
+        # topics
+        inbound = _bytes_topic(app, INBOUND_TOPIC)
+        retry = _bytes_topic(app, WEBHOOK_RETRY_TOPIC)
+        deliver = DeliverStage(ctx, {name: _bytes_topic(app, name) for name in DELIVER_OUTPUTS})
+        # agents, tasks, shutdown hook (the attempts ledger and circuits are compacted topics it follows)
+        app.agent(inbound, name="deliver")(deliver.deliver)
+        app.agent(retry, name="deliver-retry")(deliver.deliver_retry)
+        app.task(deliver.batch_timer)
+        app.task(deliver.load_state)
+        app.on_before_shutdown.connect(deliver.drain)  # type: ignore[arg-type]
+    outbound_punctuation = None
+    if "outbound" in ctx.roles:
+        # topics (the ledger, keyed by message id, is co-partitioned with the status table)
+        name = outbound_punctuation_topic_name(cfg.app_id)
+        outbound_punctuation = _bytes_topic(
+            app, name, partitions=ctx.partitions, internal=True, retention=PUNCTUATION_RETENTION_S
+        )
+        requests = _bytes_topic(app, OUTBOUND_TOPIC, partitions=ctx.partitions)
+        ledger_and_punctuation = _bytes_topic(app, LEDGER_TOPIC, name, partitions=ctx.partitions)
+        receipts = _bytes_topic(app, RECEIPTS_TOPIC)
+        # tables: concatenation references by destination, message tracks by message id
+        refs = app.Table("outbound-refs", default=None, partitions=ctx.partitions)
+        tracks = app.Table("outbound-status", default=None, partitions=ctx.partitions)
+        outputs = {topic: _bytes_topic(app, topic) for topic in OUTBOUND_OUTPUTS}
+        outbound = OutboundStage(app, ctx, outputs, refs, tracks, outbound_punctuation)
+        # agents, timer, task, shutdown hook
+        app.agent(requests, name="outbound-requests")(outbound.requests)
+        app.agent(ledger_and_punctuation, name="outbound-status")(outbound.status)
+        app.agent(receipts, name="outbound-receipts")(outbound.receipts)
+        app.timer(interval=max(1.0, cfg.pipeline.tick_interval_s), name="outbound-punctuate")(
+            outbound.punctuate
+        )
+        app.task(outbound.follow_ledger)
+        app.on_before_shutdown.connect(outbound.stop)  # type: ignore[arg-type]
+    return Topology(punctuation, outbound_punctuation)
