@@ -195,6 +195,7 @@ class SubmitPath:
         self._ledger_lock = threading.Lock()
         self._follower = CompactedFollower(bootstrap, (LEDGER_TOPIC,), self._on_ledger, "submit-ledger")
         self._segment_locks: defaultdict[tuple[str, int], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._lock_users: defaultdict[tuple[str, int], int] = defaultdict(int)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -318,9 +319,17 @@ class SubmitPath:
                 "submit topic @%s/%s: unreadable record skipped: %s", msg.partition(), msg.offset(), exc
             )
             return
-        async with self._segment_locks[(sub.message_id, sub.seq)]:
-            await self._submit(sub)
-        self._segment_locks.pop((sub.message_id, sub.seq), None)
+        key = (sub.message_id, sub.seq)
+        self._lock_users[key] += 1
+        try:
+            async with self._segment_locks[key]:
+                await self._submit(sub)
+        finally:
+            # dropped only when nobody waits on it: a copy arriving later must queue behind the same lock
+            self._lock_users[key] -= 1
+            if not self._lock_users[key]:
+                del self._lock_users[key]
+                self._segment_locks.pop(key, None)
 
     async def _submit(self, sub: Submission) -> None:
         key = (sub.message_id, sub.seq)
