@@ -93,17 +93,20 @@ def worker(
     config: ConfigOpt,
     stage: Annotated[
         list[str] | None,
-        typer.Option(help="ingest, deliver and/or routes (default all; routes needs routing policies)"),
+        typer.Option(
+            help="ingest, deliver, routes and/or outbound (default all; routes needs routing policies)"
+        ),
     ] = None,
     loglevel: str = "warning",
 ) -> None:
     """Faust worker running the stream stages (ingest: raw -> inbound; deliver: inbound -> webhooks; routes:
-    route health -> double-list decisions)."""
+    route health -> double-list decisions; outbound: requests -> submissions, ledger -> statuses, receipts ->
+    segments)."""
     from smsflow.roles import run_worker
 
     cfg = _load(config)
-    roles = set(stage or ["ingest", "deliver", "routes"])
-    bad = roles - {"ingest", "deliver", "routes"}
+    roles = set(stage or ["ingest", "deliver", "routes", "outbound"])
+    bad = roles - {"ingest", "deliver", "routes", "outbound"}
     if bad:
         raise typer.BadParameter(f"unknown stage(s): {', '.join(sorted(bad))}", param_hint="--stage")
     # Faust's Worker parses sys.argv; give it none of ours.
@@ -617,6 +620,36 @@ def holdings_delete(
     """Remove an owner's holding (admin key): its subscriptions receive nothing from then on."""
     _show(_client(api_url, key_env).delete_holding, owner)
     typer.echo(f"holding of {owner} removed")
+
+
+@app.command()
+def send(
+    to: Annotated[str, typer.Option("--to", help="destination in E.164, e.g. +85291234567")],
+    sender: Annotated[str, typer.Option("--from", help="a number you hold, or an alphanumeric sender")],
+    text: Annotated[str, typer.Option("--text", help="the message text")],
+    callback_url: Annotated[str | None, typer.Option(help="where status transitions are POSTed")] = None,
+    validity_s: Annotated[int | None, typer.Option(help="seconds until it expires (60 s - 72 h)")] = None,
+    priority: Annotated[str | None, typer.Option(help="otp | transactional | bulk")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="send at most once for this key within 24 h (retries are safe)")
+    ] = None,
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
+) -> None:
+    """Send an SMS through `smsflow api` (POST /v1/messages); prints the message id. Follow it with
+    `smsflow message <id>`."""
+    body: dict[str, object] = {"to": to, "from": sender, "text": text}
+    optional = {"callback_url": callback_url, "validity_s": validity_s, "priority": priority}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    _show(_client(api_url, key_env).send_message, body, idempotency_key)
+
+
+@app.command()
+def message(
+    message_id: str, api_url: ApiUrlOpt = DEFAULT_API_URL, key_env: KeyEnvOpt = "SMSFLOW_API_KEY"
+) -> None:
+    """An SMS you sent: its status and every transition (GET /v1/messages/{id})."""
+    _show(_client(api_url, key_env).message, message_id)
 
 
 apikeys_app = typer.Typer(help="API keys for `smsflow api`", no_args_is_help=True)

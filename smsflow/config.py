@@ -176,6 +176,12 @@ class CarrierConfig(_Strict):
         default=None, gt=0, description="per session: read no faster than this (the SMSC queues the rest)"
     )
     reconnect: ReconnectConfig = ReconnectConfig()
+    submit_per_s: float | None = Field(
+        default=None, gt=0, description="outbound: submit_sm per second over all this carrier's binds (TPS)"
+    )
+    submit_window: int = Field(
+        default=10, ge=1, le=1024, description="outbound: submit_sm awaiting their resp, over all binds"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -351,6 +357,31 @@ class ApiConfig(_Strict):
     )
 
 
+class OutboundConfig(_Strict):
+    """Outbound SMS (docs/outbound.md): how submit_sm is retried, and what a restart does with a submit whose
+    outcome it cannot know."""
+
+    attempts_per_route: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="ESME_RTHROTTLED/ESME_RMSGQFUL retries on one route before the next",
+    )
+    retry_backoff_s: list[float] = Field(
+        default_factory=lambda: [1.0, 5.0, 30.0],
+        min_length=1,
+        description="wait before retry n (last repeats)",
+    )
+    unknown_outcome: Literal["hold", "resubmit"] = Field(
+        default="hold", description="a submit in flight at a crash: never again (hold) or again (resubmit)"
+    )
+    bind_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="wait this long for a bound session, then hand the segment to the next route",
+    )
+
+
 class MetricsConfig(_Strict):
     """Prometheus /metrics per process role; null = not served."""
 
@@ -370,6 +401,7 @@ class Config(_Strict):
     worker: WorkerConfig = WorkerConfig()
     webhooks: WebhookDeliveryConfig = WebhookDeliveryConfig()
     api: ApiConfig = ApiConfig()
+    outbound: OutboundConfig = OutboundConfig()
     metrics: MetricsConfig = MetricsConfig()
     routing: RoutingSection = Field(
         default_factory=RoutingSection, description="routes, double-list policies (docs/double-list.md)"

@@ -137,6 +137,10 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
                 from streams.routes import routes_topic_specs
 
                 specs += routes_topic_specs(cfg.app_id)
+            if topology.outbound_punctuation is not None:
+                name = topology.outbound_punctuation.get_topic_name()
+                retention_ms = int(PUNCTUATION_RETENTION_S * 1000)
+                specs.append(TopicSpec(name, ctx.partitions, retention_ms=retention_ms))
             ensure_topics(bootstrap, specs)
             wrong = [
                 f"{s.name} has {n} partitions, wants {s.partitions}"
@@ -162,6 +166,7 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
 
 async def run_connector(cfg: Config) -> None:
     from connectors.smpp.connector import SmppConnector
+    from connectors.smpp.submit import SubmitPath
     from smsflow.producer import AsyncProducer, producer_conf
     from smsflow.serde import Serde, registry_client
     from smsflow.telemetry import setup_tracing, shutdown_tracing
@@ -177,9 +182,15 @@ async def run_connector(cfg: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    sessions: dict[str, list[Any]] = {}
+    for link in connector.links:
+        sessions.setdefault(link.carrier.id, []).append(link.session)
+    submits = SubmitPath(cfg.app_id, bootstrap, cfg.carriers, sessions, producer, cfg.outbound)
     await connector.start()
+    await submits.start()
     log.info("connector: %d sessions starting", len(connector.links))
     await stop.wait()
+    await submits.stop()
     await connector.stop()
     await producer.close()
     shutdown_tracing()

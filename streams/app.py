@@ -104,5 +104,7 @@ def build_app(
         value_serializer="raw",
     )
     serde = Serde(registry_client(registry_url, config.registry_credentials()))
-    ctx = StreamContext(config, bootstrap, serde, partitions, roles or {"ingest", "deliver", "routes"})
+    ctx = StreamContext(
+        config, bootstrap, serde, partitions, roles or {"ingest", "deliver", "routes", "outbound"}
+    )
     return app, ctx, build_topology(app, ctx)

@@ -38,10 +38,16 @@ class SubscriptionsClient:
         body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
         timeout_s: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         try:
             resp = self._session.request(
-                method, self.base + path, json=body, params=params, timeout=timeout_s or self.timeout_s
+                method,
+                self.base + path,
+                json=body,
+                params=params,
+                headers=headers,
+                timeout=timeout_s or self.timeout_s,
             )
         except requests.RequestException as exc:
             raise ApiCallError(f"{method} {self.base}{path}: {exc}") from None
@@ -104,3 +110,10 @@ class SubscriptionsClient:
 
     def recover(self, sub_id: str, since: str) -> Any:
         return self.call("POST", f"/v1/subscriptions/{sub_id}/recover", {"since": since}, timeout_s=3600)
+
+    def send_message(self, body: dict[str, Any], idempotency_key: str | None = None) -> Any:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self.call("POST", "/v1/messages", body, headers=headers)
+
+    def message(self, message_id: str) -> Any:
+        return self.call("GET", f"/v1/messages/{message_id}")
