@@ -100,6 +100,20 @@ class System(Protocol):
 
 
 # ---- smsflow ------------------------------------------------------------------------------------------
+def apply_override(cfg: dict[str, Any], setting: str) -> None:
+    """``tracing.sample_ratio=0.1`` -> cfg["tracing"]["sample_ratio"] = 0.1 (the value read as YAML)."""
+    path, sep, value = setting.partition("=")
+    if not sep or not path:
+        raise SystemExit(f"--config-set {setting!r}: expected dotted.path=value")
+    *parents, leaf = path.split(".")
+    node = cfg
+    for name in parents:
+        node = node.setdefault(name, {})
+        if not isinstance(node, dict):
+            raise SystemExit(f"--config-set {setting!r}: {name} is not a section")
+    node[leaf] = yaml.safe_load(value)
+
+
 class SmsflowSystem:
     name = "smsflow"
     account = "smsflow"
@@ -112,14 +126,17 @@ class SmsflowSystem:
         bootstrap: str | None = None,
         registry_url: str | None = None,
         pipeline: dict[str, Any] | None = None,
+        overrides: list[str] | None = None,
     ) -> None:
-        """With ``bootstrap`` and ``registry_url`` given, use that broker and registry (tests' fixtures)."""
+        """With ``bootstrap`` and ``registry_url`` given, use that broker and registry (tests' fixtures).
+        ``overrides``: ``dotted.path=yaml-value`` settings applied to the generated config (A/B runs)."""
         self.workdir = workdir / "smsflow"
         self.partitions = partitions
         self.sessions = sessions
         self.bootstrap = bootstrap
         self.registry_url = registry_url
         self.pipeline = pipeline or {}
+        self.overrides = overrides or []
         self.kafka: Any = None
         self.registry: Any = None
         self.procs: dict[str, Any] = {}
@@ -167,6 +184,8 @@ class SmsflowSystem:
             "pipeline": self.pipeline,
             "data_dir": str(self.workdir / "data"),
         }
+        for setting in self.overrides:
+            apply_override(cfg, setting)
         path = self.workdir / "config.yaml"
         path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
         env = child_env(
@@ -621,7 +640,7 @@ async def run(
     systems: list[Any] = []
     for name in args.systems.split(","):
         if name == "smsflow":
-            systems.append(SmsflowSystem(workdir, partitions=args.partitions))
+            systems.append(SmsflowSystem(workdir, partitions=args.partitions, overrides=args.config_set))
         elif name == "kannel":
             if not kannel_installed():
                 log("kannel: bearerbox not installed; skipped")
@@ -733,6 +752,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kannel-no-store", action="store_true", help="run Kannel without its spool store")
     ap.add_argument("--repeat", type=int, default=1, help="run the measured scenarios this many times")
     ap.add_argument("--profile", action="store_true", help="py-spy the smsflow worker/connector (saturation)")
+    ap.add_argument(
+        "--config-set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="smsflow config setting for this run, e.g. event_loop=asyncio (repeatable)",
+    )
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--workdir", default=str(REPO / ".work" / "bench"))
     ap.add_argument("--json", default="", help="also write results here")
