@@ -113,8 +113,12 @@ class PropagatingTracer(trace.Tracer):
         end_on_exit: bool = True,
     ) -> Iterator[trace.Span]:
         span = self.start_span(name, context, kind)
-        with trace.use_span(span, end_on_exit=end_on_exit) as current:
-            yield current
+        # what trace.use_span does, less what a span that records nothing needs (status, exception, end)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            yield span
+        finally:
+            otel_context.detach(token)
 
 
 class PropagatingTracerProvider(trace.TracerProvider):
