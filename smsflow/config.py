@@ -381,6 +381,9 @@ class Config(_Strict):
     api: ApiConfig = ApiConfig()
     metrics: MetricsConfig = MetricsConfig()
     data_dir: str = Field(default=".work/data", description="Faust table state and local services")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="the worker's and the connector's asyncio loop (smsflow/event_loop.py)"
+    )
 
     @model_validator(mode="after")
     def _cross_field_checks(self) -> Config:

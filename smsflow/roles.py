@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from smsflow import metrics
+from smsflow import event_loop, metrics
 from smsflow.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     from streams.deliver import KafkaDelivery
     from streams.liveness import Liveness
 
+    event_loop.install(cfg.event_loop)  # before Faust makes its loop
     bootstrap, registry = require_endpoints(cfg)
     setup_tracing(cfg.tracing, "worker")
     app, ctx = _build_app_with_topics(cfg, roles, bootstrap, registry)
