@@ -310,6 +310,12 @@ class WorkerConfig(_Strict):
     start_attempts: int = Field(
         default=5, ge=1, description="times the worker tries to verify its topics before it exits non-zero"
     )
+    producer_linger_ms: int = Field(
+        default=1,
+        ge=0,
+        le=100,
+        description="how long the worker's producer gathers records into one request (latency vs CPU)",
+    )
 
     def effective_instance_id(self) -> str | None:
         return os.environ.get("SMSFLOW_WORKER_INSTANCE_ID") or self.instance_id
