@@ -4,6 +4,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY smsflow smsflow
 COPY connectors connectors
+COPY devkit devkit
 COPY streams streams
 COPY schemas schemas
 COPY infra infra

@@ -7,9 +7,9 @@ run:            ## the live local pipeline: Kafka, registry, Zipkin, connector, 
 
 test:           ## everything: lint, types, unit, integration (real local Kafka), e2e (real peers)
 	@bash infra/bootstrap.sh
-	.venv/bin/ruff check connectors streams smsflow tests bench
-	.venv/bin/ruff format --check connectors streams smsflow tests bench
-	.venv/bin/mypy connectors streams smsflow
+	.venv/bin/ruff check connectors streams smsflow devkit tests bench
+	.venv/bin/ruff format --check connectors streams smsflow devkit tests bench
+	.venv/bin/mypy connectors streams smsflow devkit
 	.venv/bin/pytest -q -p no:cacheprovider -m "not long" $(PYTEST_ARGS)
 
 test-long:      ## the scenarios that need minutes (long outages, flapping, soak): marked `long`
@@ -17,7 +17,7 @@ test-long:      ## the scenarios that need minutes (long outages, flapping, soak
 	.venv/bin/pytest -q -p no:cacheprovider -m long $(PYTEST_ARGS)
 
 lint:
-	.venv/bin/ruff check connectors streams smsflow tests bench && .venv/bin/ruff format --check connectors streams smsflow tests bench && .venv/bin/mypy connectors streams smsflow
+	.venv/bin/ruff check connectors streams smsflow devkit tests bench && .venv/bin/ruff format --check connectors streams smsflow devkit tests bench && .venv/bin/mypy connectors streams smsflow devkit
 
 bench:          ## end-to-end benchmark vs Kannel; results go to docs/BENCHMARKS.md by hand
 	@bash infra/bootstrap.sh

@@ -16,8 +16,8 @@ import time
 
 from aiohttp import web
 
-from smsflow.webhooks.model import Subscription
-from smsflow.webhooks.sender import SenderConfig, WebhookSender
+from smsflow.delivery.sender import SenderConfig, WebhookSender
+from smsflow.subscriptions.model import Subscription
 
 
 async def _endpoint() -> tuple[web.AppRunner, str]:

@@ -19,8 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connectors.simulator.traffic import TrafficMix  # noqa: E402
-from smsflow.inbound import IngestProcessor, IngestSettings  # noqa: E402
+from devkit.simulator.traffic import TrafficMix  # noqa: E402
+from smsflow.ingest.origin import RecordOrigin  # noqa: E402
+from smsflow.ingest.processor import IngestProcessor, IngestSettings  # noqa: E402
 from tests.factories import segment_records  # noqa: E402
 
 
@@ -75,7 +76,7 @@ def main() -> None:
         sms = mix.next()
         t = t0 + i * 1000 // args.rate
         for rec in segment_records(sms.text, sms.data_coding, sms.method, i % 256, source=sms.source):
-            proc.on_raw({**rec, "received_at": t}, f"sms.raw.v1:0:{off}", 0, None).apply_deferred()
+            proc.on_raw({**rec, "received_at": t}, RecordOrigin("sms.raw.v1", 0, off), None).apply_deferred()
             off += 1
     process_growth = tracemalloc.get_traced_memory()[0] - base
     held = deep_size(partials) + deep_size(seen)
@@ -102,7 +103,7 @@ def main() -> None:
     # let the window pass: a commit past every record, then a tick once the stream time moved on
     last = t0 + n * 1000 // args.rate
     late = segment_records("after the window", 0, "single", 0)[0]
-    proc.on_raw({**late, "received_at": last + window_ms + 10_000}, f"sms.raw.v1:0:{off}", 0, None)
+    proc.on_raw({**late, "received_at": last + window_ms + 10_000}, RecordOrigin("sms.raw.v1", 0, off), None)
     proc.on_commit(0, off + 1)
     proc.on_tick(0).apply_deferred()
     print(f"  after the window: partials {len(partials)} keys, seen {len(seen)} keys (the one late SMS)")

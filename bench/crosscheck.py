@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.kannel import decode_kannel_request, kannel_installed, kannel_version
-from connectors.simulator.smsc import SimulatedSmsc, deliver_sm_params
-from connectors.simulator.traffic import LogicalSms, TrafficMix
-from smsflow.demo.receiver import WebhookReceiver
+from devkit.demo.receiver import WebhookReceiver
+from devkit.simulator.smsc import SimulatedSmsc, deliver_sm_params
+from devkit.simulator.traffic import LogicalSms, TrafficMix
 from smsflow.sms.segmentation import ESM_UDHI, Segment, split_for_smpp
 from smsflow.sms.udh import InformationElement, build_udh, parse_udh
 
@@ -342,7 +342,7 @@ async def run_crosscheck(
         {"smsflow": SIM_PASSWORD, "kannel": SIM_PASSWORD}, shuffle=False, retry_delay_s=0.5, window=16
     )
     await smsc.start()
-    from smsflow.webhooks.signing import generate_secret
+    from smsflow.delivery.signing import generate_secret
 
     secret = generate_secret()
     rx = WebhookReceiver(secret)

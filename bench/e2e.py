@@ -45,9 +45,9 @@ import yaml
 
 from bench.kannel import KannelGateway, KannelOptions, decode_kannel_request, kannel_installed, kannel_version
 from bench.procstat import cpu_delta, snapshot
-from connectors.simulator.smsc import SimulatedSmsc
-from connectors.simulator.traffic import LogicalSms, TrafficMix
-from smsflow.demo.receiver import PlainRequest, WebhookReceiver
+from devkit.demo.receiver import PlainRequest, WebhookReceiver
+from devkit.simulator.smsc import SimulatedSmsc
+from devkit.simulator.traffic import LogicalSms, TrafficMix
 
 REPO = Path(__file__).resolve().parent.parent
 TAG = re.compile(r"#(\d+)\s*$")
@@ -142,11 +142,11 @@ class SmsflowSystem:
         self.procs: dict[str, Any] = {}
 
     async def start(self, smsc: SimulatedSmsc, rx: WebhookReceiver) -> None:
-        from smsflow.demo.pipeline import RoleProcess, child_env
-        from smsflow.local.kafka import LocalKafka
-        from smsflow.registry import RegistryThread
+        from devkit.demo.pipeline import RoleProcess, child_env
+        from devkit.local.kafka import LocalKafka
+        from devkit.registry import RegistryThread
+        from smsflow.subscriptions.secretbox import ENV_KEYS, SecretBox
         from smsflow.topics import ensure_topics, load_manifest
-        from smsflow.webhooks.secretbox import ENV_KEYS, SecretBox
 
         await asyncio.to_thread(_fresh_dir, self.workdir)
         if self.bootstrap is None:
@@ -225,7 +225,7 @@ class SmsflowSystem:
     def versions(self) -> dict[str, str]:
         from importlib.metadata import version
 
-        from smsflow.local.kafka import KAFKA_VERSION
+        from devkit.local.kafka import KAFKA_VERSION
 
         return {
             "kafka": KAFKA_VERSION,
@@ -254,7 +254,7 @@ def rx_secret(rx: WebhookReceiver) -> str:
 
 def _java_version() -> str:
     try:
-        from smsflow.local.jvm import java_executable
+        from devkit.local.jvm import java_executable
 
         out = subprocess.run([java_executable(), "-version"], capture_output=True, text=True, check=False)
         return (out.stderr or out.stdout).splitlines()[0]
@@ -563,15 +563,17 @@ _INCLUSIVE = [
     ("SMPP PDU codec (smsflow.smpp)", ("smsflow/smpp/",)),
     ("connector store path (key, serialize, produce, wait ack)", ("SmppConnector.store",)),
     ("decode (IngestProcessor._parse: PDU, UDH, text)", ("IngestProcessor._parse", "smsflow/sms/")),
-    ("reassembly + dedup (smsflow.reassembly/dedup)", ("smsflow/reassembly", "smsflow/dedup")),
+    (
+        "reassembly + dedup (smsflow.ingest.reassembly/dedup)",
+        ("smsflow/ingest/reassembly", "smsflow/ingest/dedup"),
+    ),
     ("faust tables (state + changelog)", ("faust/tables", "faust/stores")),
-    ("enrichment (numbers, OTP, language)", ("smsflow/enrich",)),
+    ("enrichment (numbers, OTP, language)", ("smsflow/enrich", "smsflow/numbers")),
     ("avro serde", ("smsflow/serde", "confluent_kafka/schema_registry", "fastavro")),
     ("kafka produce (aiokafka/faust producer)", ("aiokafka/producer", "faust/transport/producer")),
-    ("kafka produce (librdkafka poll thread)", ("_poll_loop",)),
     ("kafka consume (aiokafka/faust consumer)", ("aiokafka/consumer", "faust/transport/consumer")),
     ("faust stream/agent machinery", ("faust/streams", "faust/agents", "faust/transport/conductor")),
-    ("webhook delivery (smsflow.webhooks + aiohttp)", ("smsflow/webhooks", "aiohttp/")),
+    ("webhook delivery (smsflow.delivery + aiohttp)", ("smsflow/delivery", "aiohttp/")),
     # py-spy shortens site-packages paths: opentelemetry's frames read "(trace/__init__.py:…)" and the like
     (
         "tracing (opentelemetry)",

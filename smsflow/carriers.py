@@ -23,7 +23,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "npm-smpp": {"data_coding": {0x01: "gsm7"}},
     # Net::SMPP (CPAN): sends the octets and data_coding it is given, SMPP 3.4; nothing to correct.
     "net-smpp": {},
-    # our own simulator (connectors/simulator): spec-conformant; receipts with receipted_message_id TLVs.
+    # our own simulator (devkit/simulator): spec-conformant; receipts with receipted_message_id TLVs.
     "smsflow-simulator": {},
 }
 

@@ -57,7 +57,7 @@ def run(
     zipkin: Annotated[bool, typer.Option(help="start a local Zipkin tracing UI")] = True,
 ) -> None:
     """Run the whole pipeline locally, with a simulated carrier and a demo webhook."""
-    from smsflow.demo.pipeline import DemoOptions, run_demo
+    from devkit.demo.pipeline import DemoOptions, run_demo
 
     cfg = _load(config)
     opts = DemoOptions(
@@ -152,7 +152,7 @@ def simulator(
     """Run the simulated carrier (unless a subcommand is given)."""
     if ctx.invoked_subcommand is not None:
         return
-    from smsflow.demo.feed import run_simulator
+    from devkit.demo.feed import run_simulator
 
     password = os.environ.get(password_env)
     if password is None:
@@ -196,7 +196,7 @@ DEFAULT_CONTROL = "http://127.0.0.1:2776"
 def _control_call(call, *args) -> None:  # type: ignore[no-untyped-def]
     import orjson
 
-    from connectors.simulator.control import ControlCallError
+    from devkit.simulator.control import ControlCallError
 
     try:
         out = call(*args)
@@ -229,7 +229,7 @@ def fault_set(
     control: ControlOpt = DEFAULT_CONTROL,
 ) -> None:
     """Put a fault on an account (replaces one of the same kind); the simulator checks the fields."""
-    from connectors.simulator.control import ControlClient
+    from devkit.simulator.control import ControlClient
 
     given = {
         "status": status,
@@ -250,7 +250,7 @@ def fault_clear(
     control: ControlOpt = DEFAULT_CONTROL,
 ) -> None:
     """Lift one fault, or every fault, of an account."""
-    from connectors.simulator.control import ControlClient
+    from devkit.simulator.control import ControlClient
 
     _control_call(ControlClient(control).clear, account, kind)
 
@@ -261,7 +261,7 @@ def fault_list(
     control: ControlOpt = DEFAULT_CONTROL,
 ) -> None:
     """Show the faults in force (with an account) or the whole simulator state (binds, queues, probes)."""
-    from connectors.simulator.control import ControlClient
+    from devkit.simulator.control import ControlClient
 
     client = ControlClient(control)
     if account:
@@ -278,7 +278,7 @@ def receiver(
     ] = "SMSFLOW_DEMO_WEBHOOK_SECRET",
 ) -> None:
     """A demo customer webhook that verifies Standard Webhooks signatures and prints what arrives."""
-    from smsflow.demo.feed import run_receiver
+    from devkit.demo.feed import run_receiver
 
     secret = os.environ.get(secret_env)
     if secret is None:
@@ -293,7 +293,7 @@ def registry(
     host: str = "127.0.0.1",
 ) -> None:
     """The embedded Confluent-compatible schema registry (schemas kept in the compacted _schemas topic)."""
-    from smsflow.registry.__main__ import main as registry_main
+    from devkit.registry.__main__ import main as registry_main
 
     registry_main(["--bootstrap", bootstrap, "--port", str(port), "--host", host])
 
@@ -352,7 +352,7 @@ app.add_typer(kafka_app, name="kafka")
 @kafka_app.command("start")
 def kafka_start(home: Path = Path(".work/kafka"), port: int = 9092) -> None:
     """Fetch (once), format (once) and start a local broker; prints its bootstrap address."""
-    from smsflow.local.kafka import LocalKafka
+    from devkit.local.kafka import LocalKafka
 
     k = LocalKafka(home, port=port, die_with_parent=False)
     k.fetch()
@@ -363,7 +363,7 @@ def kafka_start(home: Path = Path(".work/kafka"), port: int = 9092) -> None:
 
 @kafka_app.command("stop")
 def kafka_stop(home: Path = Path(".work/kafka")) -> None:
-    from smsflow.local.kafka import LocalKafka
+    from devkit.local.kafka import LocalKafka
 
     LocalKafka(home).stop()
 
@@ -383,7 +383,7 @@ DEFAULT_API_URL = "http://127.0.0.1:8090"
 
 
 def _client(api_url: str, key_env: str):  # type: ignore[no-untyped-def]
-    from smsflow.api_client import ApiCallError, SubscriptionsClient
+    from smsflow.api.client import ApiCallError, SubscriptionsClient
 
     try:
         return SubscriptionsClient.from_env(api_url, key_env)
@@ -395,7 +395,7 @@ def _client(api_url: str, key_env: str):  # type: ignore[no-untyped-def]
 def _show(call, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
     import orjson
 
-    from smsflow.api_client import ApiCallError
+    from smsflow.api.client import ApiCallError
 
     try:
         out = call(*args, **kwargs)
@@ -597,7 +597,7 @@ def api_keys_new(
     stderr: `smsflow api-keys new --owner acme >> keys.jsonl`."""
     import orjson
 
-    from smsflow.webhooks.apikeys import ALL_SCOPES, ApiKeyStore, Scope
+    from smsflow.api.apikeys import ALL_SCOPES, ApiKeyStore, Scope
 
     try:
         scopes = [Scope(s) for s in scope] if scope else list(ALL_SCOPES)

@@ -7,6 +7,7 @@ reading code. Secrets never live in the file: it names environment variables tha
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,7 @@ from pydantic import (
 )
 
 from smsflow.carriers import PRESETS, ReceiptIdForm, apply_preset
+from smsflow.fieldpath import validation_messages
 
 
 class ConfigError(ValueError):
@@ -70,16 +72,15 @@ class RegistryConfig(_Strict):
     basic_auth_user_env: str | None = None
     basic_auth_password_env: str | None = None
 
-    @field_validator("basic_auth_user_env", "basic_auth_password_env")
-    @classmethod
-    def _not_wired(cls, v: str | None) -> str | None:
-        # Accepted and then silently ignored would send every request unauthenticated: refuse instead.
-        if v is not None:
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> RegistryConfig:
+        if (self.basic_auth_user_env is None) != (self.basic_auth_password_env is None):
+            user_only = self.basic_auth_password_env is None
+            missing = "basic_auth_password_env" if user_only else "basic_auth_user_env"
             raise ValueError(
-                "not supported yet: the processes do not pass registry credentials to their clients; "
-                "remove it (a registry that needs basic auth cannot be used yet)"
+                f"{missing}: required with the other basic_auth field (user and password go together)"
             )
-        return v
+        return self
 
 
 class TracingConfig(_Strict):
@@ -262,17 +263,6 @@ class PipelineConfig(_Strict):
     max_message_bytes: int = Field(
         default=65_536, ge=140, le=1_000_000, description="reassembled user data beyond this is quarantined"
     )
-    delivery_batch: int = Field(default=256, ge=1, description="unused; only the default is accepted")
-
-    @field_validator("delivery_batch")
-    @classmethod
-    def _delivery_batch_unused(cls, v: int) -> int:
-        if v != 256:
-            raise ValueError(
-                "not used: the deliver agent takes inbound events one by one (at most 4096 in flight, "
-                "ADR 0004) and batched POSTs are set per subscription (batch.max_batch_size); remove it"
-            )
-        return v
 
 
 class CircuitSettings(_Strict):
@@ -416,15 +406,36 @@ class Config(_Strict):
     def registry_url(self) -> str | None:
         return os.environ.get("SCHEMA_REGISTRY_URL") or self.schema_registry.url
 
+    def registry_credentials(self, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+        """User and password for the schema registry's basic auth, read from the environment variables the
+        config names; None when it names none."""
+        reg = self.schema_registry
+        if reg.basic_auth_user_env is None or reg.basic_auth_password_env is None:
+            return None
+        env = os.environ if environ is None else environ
+        values = []
+        for name, var in (
+            ("basic_auth_user_env", reg.basic_auth_user_env),
+            ("basic_auth_password_env", reg.basic_auth_password_env),
+        ):
+            if not env.get(var):
+                raise ConfigError(f"schema_registry.{name}: {var} is not set in the environment")
+            values.append(env[var])
+        return values[0], values[1]
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
+    def require_endpoints(self) -> tuple[str, str]:
+        """Kafka bootstrap servers and registry URL, for a process that must not start without them."""
+        bootstrap = self.bootstrap_servers()
+        registry = self.registry_url()
+        if not bootstrap:
+            raise ConfigError(
+                "kafka.bootstrap_servers: not set (nor KAFKA_BOOTSTRAP_SERVERS); `smsflow run` starts "
+                "a local broker, a single role needs one given"
+            )
+        if not registry:
+            raise ConfigError("schema_registry.url: not set (nor SCHEMA_REGISTRY_URL)")
+        self.registry_credentials()  # a named variable missing from the environment: an error now, not later
+        return bootstrap, registry
 
 
 def parse_config(data: Any, source: str = "<config>") -> Config:
@@ -435,11 +446,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            path = _field_path(tuple(err["loc"]))
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{path}: {msg}" if path else msg)
+        lines = validation_messages(exc)
         raise ConfigError(f"{source}: invalid config\n  " + "\n  ".join(lines)) from None
 
 

@@ -16,7 +16,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from smsflow.carriers import looks_like_receipt_text
-from smsflow.receipts import is_receipt
+from smsflow.ingest.receipts import is_receipt
 from smsflow.smpp.constants import CommandId, TlvTag
 from smsflow.smpp.pdu import PduError, decode_pdu
 from smsflow.sms.text import TextDecodeError, decode_text, interpret_data_coding

@@ -8,26 +8,17 @@ the address alone plus the carrier's default region.
 
 from __future__ import annotations
 
-from smsflow.enrich import normalize_number
+from smsflow.numbers import normalize_number
+from smsflow.smpp.address import Address
 
 
-def address_key(addr: str, ton: int, npi: int, default_region: str | None) -> str:
-    info = normalize_number(addr, ton, npi, default_region)
+def address_key(addr: Address, default_region: str | None) -> str:
+    info = normalize_number(addr.digits, addr.ton, addr.npi, default_region)
     if info.e164:
         return info.e164.lstrip("+")
-    return addr.strip().upper()
+    return addr.digits.strip().upper()
 
 
-def conversation_key(
-    source: str,
-    source_ton: int,
-    source_npi: int,
-    dest: str,
-    dest_ton: int,
-    dest_npi: int,
-    default_region: str | None,
-) -> str:
-    return (
-        f"{address_key(dest, dest_ton, dest_npi, default_region)}|"
-        f"{address_key(source, source_ton, source_npi, default_region)}"
-    )
+def conversation_key(source: Address, dest: Address, default_region: str | None) -> str:
+    """``destination|source``, each normalised: the key of every ``sms.raw.v1`` record."""
+    return f"{address_key(dest, default_region)}|{address_key(source, default_region)}"

@@ -12,53 +12,40 @@ import time
 from typing import Any
 
 from smsflow import event_loop, metrics
-from smsflow.config import Config, ConfigError
+from smsflow.config import Config
 
 log = logging.getLogger(__name__)
-
-
-def require_endpoints(cfg: Config) -> tuple[str, str]:
-    bootstrap = cfg.bootstrap_servers()
-    registry = cfg.registry_url()
-    if not bootstrap:
-        raise ConfigError(
-            "kafka.bootstrap_servers: not set (nor KAFKA_BOOTSTRAP_SERVERS); `smsflow run` starts "
-            "a local broker, a single role needs one given"
-        )
-    if not registry:
-        raise ConfigError("schema_registry.url: not set (nor SCHEMA_REGISTRY_URL)")
-    return bootstrap, registry
 
 
 def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     """A Faust worker running the given stages. Blocks; stops cleanly on SIGINT/SIGTERM."""
     import faust
 
+    from smsflow.delivery.egress import AddressPolicy
+    from smsflow.delivery.engine import DeliveryEngine
+    from smsflow.delivery.policy import RetryPolicy, RetrySchedule
+    from smsflow.delivery.sender import SenderConfig, WebhookSender
     from smsflow.telemetry import setup_tracing
-    from smsflow.webhooks.egress import AddressPolicy
-    from smsflow.webhooks.engine import DeliveryEngine
-    from smsflow.webhooks.policy import RetryPolicy, RetrySchedule
-    from smsflow.webhooks.sender import SenderConfig, WebhookSender
     from streams.deliver import KafkaDelivery
     from streams.liveness import Liveness
 
     event_loop.install(cfg.event_loop)  # before Faust makes its loop
-    bootstrap, registry = require_endpoints(cfg)
+    bootstrap, registry = cfg.require_endpoints()
     setup_tracing(cfg.tracing, "worker")
     app, ctx = _build_app_with_topics(cfg, roles, bootstrap, registry)
     liveness = Liveness(app)
-    ctx.extras["liveness"] = liveness
+    ctx.liveness = liveness
     metrics.set_health(liveness.ready)
     metrics.serve(cfg.metrics.worker_port, cfg.metrics.host)
     if "ingest" in roles:
-        metrics.register_stats("smsflow_ingest", "ingest stage", lambda: ctx.extras["ingest_processor"].stats)
+        metrics.register_stats("smsflow_ingest", "ingest stage", lambda: getattr(ctx.ingest, "stats", None))
     if "deliver" in roles:
         metrics.register_stats(
-            "smsflow_delivery", "delivery stage", lambda: getattr(ctx.extras.get("delivery"), "stats", None)
+            "smsflow_delivery", "delivery stage", lambda: getattr(ctx.delivery, "stats", None)
         )
     ctx.serde.warm_up()
     if "deliver" in roles:
-        from smsflow.webhooks.topic_store import TopicSubscriptionStore, seed_subscriptions
+        from smsflow.subscriptions.topic_store import TopicSubscriptionStore, seed_subscriptions
 
         store = TopicSubscriptionStore(bootstrap)
         sender = WebhookSender(
@@ -78,7 +65,7 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
             )
         )
         engine = DeliveryEngine(sender, store=store, policy=policy)
-        ctx.extras["delivery"] = KafkaDelivery(ctx, engine, store)
+        ctx.delivery = KafkaDelivery(ctx, engine, store)
 
         @app.task
         async def _start_store() -> None:
@@ -123,8 +110,8 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
     from smsflow.schemas import RAW_TOPIC
     from smsflow.topics import TopicSpec, ensure_topics, partition_count
     from streams.app import build_app
-    from streams.ingest import ticks_topic_name
     from streams.liveness import EXIT_CANNOT_PROCESS
+    from streams.topology import PUNCTUATION_RETENTION_S
 
     attempts = cfg.worker.start_attempts
     for attempt in range(1, attempts + 1):
@@ -133,7 +120,7 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
             if "ingest" in roles:
                 # ticks and ingest tables are co-partitioned with sms.raw.v1 as it really is on the cluster
                 partitions = partition_count(bootstrap, RAW_TOPIC)
-            app, ctx = build_app(cfg, bootstrap, registry, roles, partitions=partitions)
+            app, ctx, topology = build_app(cfg, bootstrap, registry, roles, partitions=partitions)
             specs = [
                 TopicSpec(
                     table.changelog_topic.get_topic_name(),
@@ -143,8 +130,10 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
                 )
                 for table in app.tables.values()
             ]
-            if partitions is not None:
-                specs.append(TopicSpec(ticks_topic_name(cfg.app_id), partitions, retention_ms=3_600_000))
+            if topology.punctuation is not None and partitions is not None:
+                name = topology.punctuation.get_topic_name()
+                retention_ms = int(PUNCTUATION_RETENTION_S * 1000)
+                specs.append(TopicSpec(name, partitions, retention_ms=retention_ms))
             ensure_topics(bootstrap, specs)
             wrong = [
                 f"{s.name} has {n} partitions, wants {s.partitions}"
@@ -174,10 +163,10 @@ async def run_connector(cfg: Config) -> None:
     from smsflow.serde import Serde, registry_client
     from smsflow.telemetry import setup_tracing, shutdown_tracing
 
-    bootstrap, registry = require_endpoints(cfg)
+    bootstrap, registry = cfg.require_endpoints()
     setup_tracing(cfg.tracing, "connector")
     metrics.serve(cfg.metrics.connector_port, cfg.metrics.host)
-    serde = Serde(registry_client(registry))
+    serde = Serde(registry_client(registry, cfg.registry_credentials()))
     await asyncio.to_thread(serde.warm_up)
     producer = AsyncProducer(producer_conf(bootstrap))
     connector = SmppConnector(cfg.carriers, producer, serde)
@@ -194,8 +183,8 @@ async def run_connector(cfg: Config) -> None:
 
 
 async def run_api(cfg: Config) -> None:
-    """The subscriptions REST API (see smsflow/api_server.py). Blocks until SIGINT/SIGTERM."""
-    from smsflow.api_server import serve_api
+    """The subscriptions REST API (see smsflow/api/server.py). Blocks until SIGINT/SIGTERM."""
+    from smsflow.api.server import serve_api
 
     await serve_api(cfg)
 

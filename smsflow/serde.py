@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -31,10 +31,11 @@ from smsflow.schemas import TOPIC_SCHEMAS, schema_for_topic
 MAGIC_BYTE = 0
 
 
-def registry_client(url: str, user: str | None = None, password: str | None = None) -> SchemaRegistryClient:
+def registry_client(url: str, credentials: tuple[str, str] | None = None) -> SchemaRegistryClient:
+    """``credentials``: user and password for the registry's basic auth (``Config.registry_credentials``)."""
     conf: dict[str, Any] = {"url": url}
-    if user is not None and password is not None:
-        conf["basic.auth.user.info"] = f"{user}:{password}"
+    if credentials is not None:
+        conf["basic.auth.user.info"] = f"{credentials[0]}:{credentials[1]}"
     return SchemaRegistryClient(conf)
 
 
@@ -81,7 +82,7 @@ class TopicCodec:
         self._header = bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big")
         return schema_id
 
-    def encode(self, record: dict[str, Any]) -> bytes:
+    def encode(self, record: Mapping[str, Any]) -> bytes:
         header = self._header
         if header is None:
             self.register()
@@ -119,7 +120,7 @@ class Serde:
             c = self._codecs[topic] = TopicCodec(self.client, topic)
         return c
 
-    def encode(self, topic: str, record: dict[str, Any]) -> bytes:
+    def encode(self, topic: str, record: Mapping[str, Any]) -> bytes:
         return self.codec(topic).encode(record)
 
     def decode(self, topic: str, data: bytes) -> dict[str, Any]:

@@ -8,10 +8,7 @@ Concurrency lives inside single actors with explicit acks (never ``agent(concurr
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import faust
 from faust.transport.producer import ProducerBuffer
@@ -21,6 +18,8 @@ from faust.types.tuples import FutureMessage
 from smsflow.config import Config
 from smsflow.serde import Serde, registry_client
 from streams import offsets
+from streams.context import StreamContext
+from streams.topology import Topology, build_topology
 
 
 class DrainingProducerBuffer(ProducerBuffer):
@@ -64,18 +63,6 @@ class SmsflowApp(faust.App):
         return producer
 
 
-@dataclass
-class StreamContext:
-    config: Config
-    bootstrap: str
-    serde: Serde
-    partitions: int
-    roles: set[str] = field(default_factory=lambda: {"ingest", "deliver"})
-    extras: dict[str, Any] = field(default_factory=dict)
-    # set once the subscriptions table is loaded: no message is matched against a half-read table
-    subscriptions_ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 def build_app(
     config: Config,
     bootstrap: str,
@@ -83,8 +70,9 @@ def build_app(
     roles: set[str] | None = None,
     data_dir: str | None = None,
     partitions: int | None = None,
-) -> tuple[faust.App, StreamContext]:
-    """``partitions``: of sms.raw.v1 on the cluster; ingest tables and ticks are co-partitioned with it."""
+) -> tuple[faust.App, StreamContext, Topology]:
+    """``partitions``: of sms.raw.v1 on the cluster; ingest tables and punctuation are co-partitioned with
+    it. The topology itself is in streams/topology.py."""
     # Every stage relies on Faust committing only the contiguous acked prefix (streams/offsets.py).
     offsets.install()
     partitions = partitions or config.kafka.partitions
@@ -115,14 +103,6 @@ def build_app(
         key_serializer="raw",
         value_serializer="raw",
     )
-    serde = Serde(registry_client(registry_url))
+    serde = Serde(registry_client(registry_url, config.registry_credentials()))
     ctx = StreamContext(config, bootstrap, serde, partitions, roles or {"ingest", "deliver"})
-    if "ingest" in ctx.roles:
-        from streams.ingest import register_ingest
-
-        register_ingest(app, ctx)
-    if "deliver" in ctx.roles:
-        from streams.deliver import register_deliver
-
-        register_deliver(app, ctx)
-    return app, ctx
+    return app, ctx, build_topology(app, ctx)

@@ -16,8 +16,8 @@ single messages; the batch is sent when full or when its first message has waite
 Retries ride on ``sms.webhook.retry.v1``. Its agent holds each record (unacked) until it is due, so records
 due at different times for different endpoints never wait for one another and nothing sleeps in a consumer
 loop. After the last attempt a message goes to ``sms.webhook.dlq.v1`` with the reason. Record formats:
-``smsflow.webhooks.records``. A record due in hours holds its partition's committed offset back, so a restart
-reads the records behind it again: the attempts ledger (``smsflow.webhooks.attempts``, ADR 0005) says which of
+``smsflow.delivery.records``. A record due in hours holds its partition's committed offset back, so a restart
+reads the records behind it again: the attempts ledger (``smsflow.delivery.attempts``, ADR 0005) says which of
 them were already carried out, and those are acked without sending.
 """
 
@@ -28,9 +28,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +37,23 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from smsflow.delivery.attempts import AttemptLedger, ledger_key, ledger_value
+from smsflow.delivery.circuits import CircuitStore, circuit_config
+from smsflow.delivery.dispatcher import BatchDispatcher
+from smsflow.delivery.engine import DeliveryEngine
+from smsflow.delivery.events import DeliveryEvent, DeliveryState
+from smsflow.delivery.policy import Action, EndpointCircuit
+from smsflow.delivery.readings import RetryReadings
+from smsflow.delivery.records import (
+    dead_letter_record,
+    event_record,
+    from_ms,
+    queued_event,
+    retry_messages,
+    retry_record,
+)
+from smsflow.delivery.sender import webhook_id_for
+from smsflow.ingest.quarantine import Source, quarantine_record
 from smsflow.payload import webhook_payload
 from smsflow.schemas import (
     DELIVERY_TOPIC,
@@ -49,31 +64,16 @@ from smsflow.schemas import (
     WEBHOOK_DLQ_TOPIC,
     WEBHOOK_RETRY_TOPIC,
 )
+from smsflow.subscriptions.holdings import receives
+from smsflow.subscriptions.model import Subscription, utcnow
+from smsflow.subscriptions.store import SubscriptionStore
 from smsflow.telemetry import (
     LINKED_TRACES_ATTR,
     context_from_headers,
     http_headers_from_context,
-    links_from,
     tracer,
 )
-from smsflow.webhooks.attempts import AttemptLedger, ledger_key, ledger_value
-from smsflow.webhooks.batching import BatchAssembler
-from smsflow.webhooks.circuits import CircuitStore, circuit_config
-from smsflow.webhooks.engine import DeliveryEngine
-from smsflow.webhooks.holdings import receives
-from smsflow.webhooks.model import DeliveryEvent, DeliveryState, Subscription, utcnow
-from smsflow.webhooks.policy import Action, EndpointCircuit
-from smsflow.webhooks.records import (
-    dead_letter_record,
-    event_record,
-    from_ms,
-    queued_event,
-    retry_messages,
-    retry_record,
-)
-from smsflow.webhooks.sender import webhook_id_for
-from smsflow.webhooks.store import SubscriptionStore
-from streams.app import StreamContext
+from streams.context import StreamContext
 
 log = logging.getLogger(__name__)
 _tracer = tracer("smsflow.streams.deliver")
@@ -104,19 +104,13 @@ class KafkaDelivery:
 
     async def quarantine(self, value: bytes, partition: int, offset: int, reason: str) -> None:
         """An inbound record that cannot be read: keep it with the reason, do not block the partition."""
-        record = {
-            "stage": "deliver",
-            "carrier_id": "",
-            "route_id": "",
-            "session_id": "",
-            "received_at": int(time.time() * 1000),
-            "status": 0,
-            "reason": reason,
-            "pdu": value,
-            "source_topic": INBOUND_TOPIC,
-            "source_partition": partition,
-            "source_offset": offset,
-        }
+        record = quarantine_record(
+            "deliver",
+            reason,
+            received_at=int(time.time() * 1000),
+            pdu=value,
+            source=Source(INBOUND_TOPIC, partition, offset),
+        )
         await self._send(QUARANTINE_TOPIC, INBOUND_TOPIC, self.ctx.serde.encode(QUARANTINE_TOPIC, record))
 
     async def targets(self, msg: dict[str, Any]) -> list[Subscription]:
@@ -251,177 +245,102 @@ def _linked_traces(links: Sequence[trace.Link]) -> dict[str, Any]:
     return {LINKED_TRACES_ATTR: ids} if ids else {}
 
 
-@dataclass
-class _Waiting:
-    future: asyncio.Future[None]
-    first_at: dt.datetime
-    parent: Context | None
+DELIVER_OUTPUTS = (
+    DELIVERY_TOPIC,
+    WEBHOOK_RETRY_TOPIC,
+    WEBHOOK_DLQ_TOPIC,
+    WEBHOOK_ATTEMPTS_TOPIC,
+    OPS_TOPIC,
+    QUARANTINE_TOPIC,
+)
 
 
-class BatchDispatcher:
-    """Collects messages of batched subscriptions and sends each batch when it is full or due.
+class DeliverStage:
+    """The delivery agents' handlers: fresh inbound messages, due retries, the batch timer, start and drain.
 
-    ``submit`` returns when the batch holding the message has a durable outcome (or raises if it could not be
-    made durable), so the caller acks the inbound event only then.
+    ``outputs``: the topic of each name in ``DELIVER_OUTPUTS``. The Kafka side of delivery
+    (``ctx.delivery``) is set by the worker before the agents start.
     """
 
-    def __init__(self, delivery_of: Any, assembler: BatchAssembler | None = None) -> None:
-        self._delivery_of = delivery_of  # () -> KafkaDelivery, resolved late (the engine is built after us)
-        self.assembler = assembler or BatchAssembler()
-        self._waiting: defaultdict[str, defaultdict[str, list[_Waiting]]] = defaultdict(
-            lambda: defaultdict(list)
-        )
-        self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+    def __init__(self, ctx: StreamContext, outputs: dict[str, faust.TopicT]) -> None:
+        self.ctx = ctx
+        self.outputs = outputs
+        self.ledger = AttemptLedger(ctx.bootstrap)
+        self.circuits: list[CircuitStore] = []  # made at start, once the delivery engine exists
+        # the attempts ledger and the endpoint circuits are read whole before anything is delivered
+        self.state_ready = asyncio.Event()
+        self.gate = asyncio.Semaphore(MAX_EVENTS_IN_FLIGHT)
+        # Waiting retries are cheap sleeping tasks; they get their own bound so they never starve fresh
+        # messages.
+        self.retry_gate = asyncio.Semaphore(MAX_RETRIES_WAITING)
+        self.tasks: set[asyncio.Task[None]] = set()
+        # Retry records being carried out, by (partition, offset): a rebalance (more likely on a loaded
+        # machine) hands a partition back while an earlier reading of a record still sleeps here; without
+        # this the record was attempted twice.
+        self.readings = RetryReadings()
+        self.batches = BatchDispatcher(self.engine)
 
-    async def submit(
-        self, sub: Subscription, payload: dict[str, Any], first_at: dt.datetime, parent: Context | None
-    ) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[sub.id][str(payload["message_id"])].append(_Waiting(fut, first_at, parent))
-        full = self.assembler.add(sub, payload)
-        if full is not None:
-            self._spawn(sub.id, full)
-        else:
-            self._wake.set()  # a new deadline may be the nearest
-        await fut
-
-    def _spawn(self, subscription_id: str, messages: list[dict[str, Any]]) -> None:
-        t = asyncio.ensure_future(self._flush(subscription_id, messages))
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-
-    async def _flush(self, subscription_id: str, messages: list[dict[str, Any]]) -> None:
-        waiting = self._waiting[subscription_id]
-        waiters = [w for m in messages for w in waiting.pop(str(m["message_id"]), [])]
-        if not waiting:
-            self._waiting.pop(subscription_id, None)
-        error: BaseException | None = None
-        try:
-            kd = self._delivery_of()
-            sub = await kd.store.get(subscription_id)
-            if sub is None:
-                await kd.dead_letter_unsent(subscription_id, messages, 1, "subscription deleted")
-            else:
-                first_at = min((w.first_at for w in waiters), default=utcnow())
-                parents = [w.parent for w in waiters if w.parent is not None]
-                parent = parents[0] if parents else None
-                await kd.attempt(sub, messages, 1, first_at, parent, links_from(parents[1:]))
-        except Exception as exc:
-            log.exception("batch for %s (%d messages) not completed", subscription_id, len(messages))
-            error = exc
-        for w in waiters:
-            if w.future.done():
-                continue
-            if error is None:
-                w.future.set_result(None)
-            else:
-                w.future.set_exception(error)
-
-    async def run(self) -> None:
-        """Timer: sends batches whose first message has waited long enough."""
-        while True:
-            deadline = self.assembler.next_deadline()
-            self._wake.clear()
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            for sid, messages in self.assembler.due():
-                self._spawn(sid, messages)
-            await asyncio.sleep(0)  # let submitters run between sweeps
-
-    async def drain(self, timeout: float) -> None:
-        """Send every open batch now and wait for them (shutdown)."""
-        for sid, messages in self.assembler.drain():
-            self._spawn(sid, messages)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
-
-
-def register_deliver(app: faust.App, ctx: StreamContext) -> None:
-    inbound = app.topic(INBOUND_TOPIC, key_serializer="raw", value_serializer="raw")
-    retry = app.topic(WEBHOOK_RETRY_TOPIC, key_serializer="raw", value_serializer="raw")
-    out = {
-        name: app.topic(name, key_serializer="raw", value_serializer="raw")
-        for name in (
-            DELIVERY_TOPIC,
-            WEBHOOK_RETRY_TOPIC,
-            WEBHOOK_DLQ_TOPIC,
-            WEBHOOK_ATTEMPTS_TOPIC,
-            OPS_TOPIC,
-            QUARANTINE_TOPIC,
-        )
-    }
-    ledger = AttemptLedger(ctx.bootstrap)
-    circuits: list[CircuitStore] = []  # made at start, once the delivery engine exists
-    # the attempts ledger and the endpoint circuits are read whole before anything is delivered
-    state_ready = asyncio.Event()
-    gate = asyncio.Semaphore(MAX_EVENTS_IN_FLIGHT)
-    # Waiting retries are cheap sleeping tasks; they get their own bound so they never starve fresh messages.
-    retry_gate = asyncio.Semaphore(MAX_RETRIES_WAITING)
-    tasks: set[asyncio.Task[None]] = set()
-    # Retry records being carried out, by (partition, offset): waiting until due, or attempting. A rebalance
-    # (more likely on a loaded machine) hands a partition back from its committed offset while the earlier
-    # reading of a record still sleeps here; without this the record was attempted twice when due.
-    waiting: dict[tuple[int, int], asyncio.Task[Any]] = {}
-    attempting: dict[tuple[int, int], asyncio.Task[Any]] = {}
-
-    def engine() -> KafkaDelivery:
-        eng: KafkaDelivery = ctx.extras["delivery"]
-        eng.topics = out
+    def engine(self) -> KafkaDelivery:
+        eng = self.ctx.delivery
+        if eng is None:
+            raise RuntimeError("deliver: the worker did not set up delivery (StreamContext.delivery)")
+        eng.topics = self.outputs
         return eng
 
-    batches = BatchDispatcher(engine)
-
-    def spawn(coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
         t = asyncio.ensure_future(coro)
-        tasks.add(t)
-        t.add_done_callback(tasks.discard)
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
 
-    @app.task
-    async def _batch_timer() -> None:
-        await batches.run()
+    async def batch_timer(self) -> None:
+        """A task: sends batches when full or due."""
+        await self.batches.run()
 
-    @app.task
-    async def _load_delivery_state() -> None:
+    async def load_state(self) -> None:
+        """A task: reads the attempts ledger and the endpoint circuits whole before anything is delivered."""
         try:
-            await ledger.start()
+            await self.ledger.start()
             # The endpoint circuit: thresholds from webhooks.circuit, streaks kept in sms.webhook.circuits.v1
-            eng = engine().engine
-            eng.circuit = EndpointCircuit(circuit_config(ctx.config.webhooks.circuit))
-            store = CircuitStore(ctx.bootstrap, eng.circuit)
+            eng = self.engine().engine
+            eng.circuit = EndpointCircuit(circuit_config(self.ctx.config.webhooks.circuit))
+            store = CircuitStore(self.ctx.bootstrap, eng.circuit)
             await store.start()
-            circuits.append(store)
+            self.circuits.append(store)
         except Exception as exc:
             # nothing is delivered without them: say so loudly instead of waiting silently
             log.critical(
                 "deliver: cannot read the attempts ledger / endpoint circuits, delivering nothing: %s", exc
             )
             raise
-        state_ready.set()
+        self.state_ready.set()
 
-    @app.agent(inbound, name="deliver")
-    async def deliver(stream: faust.StreamT[bytes]) -> None:
+    async def deliver(self, stream: faust.StreamT[bytes]) -> None:
+        """The agent of sms.inbound.v1: one task per event, acked once every target's outcome is durable."""
         async for event in stream.noack().events():  # type: ignore[attr-defined]
-            await gate.acquire()
-            spawn(_deliver_one(stream, event))
+            await self.gate.acquire()
+            self.spawn(self._deliver_one(stream, event))
 
     async def _one_target(
-        eng: KafkaDelivery, sub: Subscription, payload: dict[str, Any], first_at: dt.datetime, parent: Context
+        self,
+        eng: KafkaDelivery,
+        sub: Subscription,
+        payload: dict[str, Any],
+        first_at: dt.datetime,
+        parent: Context,
     ) -> None:
         await eng.queued(sub, payload["message_id"])
         if sub.batch is not None:
-            await batches.submit(sub, payload, first_at, parent)
+            await self.batches.submit(sub, payload, first_at, parent)
         else:
             await eng.attempt(sub, [payload], 1, first_at, parent)
 
-    async def _deliver_one(stream: Any, event: Any) -> None:
+    async def _deliver_one(self, stream: Any, event: Any) -> None:
         try:
-            await ctx.subscriptions_ready.wait()
-            await state_ready.wait()
-            eng = engine()
+            await self.ctx.subscriptions_ready.wait()
+            await self.state_ready.wait()
+            eng = self.engine()
             try:
-                msg = ctx.serde.decode(INBOUND_TOPIC, event.value)
+                msg = self.ctx.serde.decode(INBOUND_TOPIC, event.value)
             except Exception as exc:  # a poison record must not stall the partition's commits forever
                 part, off = event.message.partition, event.message.offset
                 log.error("sms.inbound.v1 %d:%d does not decode, quarantined: %s", part, off, exc)
@@ -450,7 +369,8 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
             ):
                 span_ctx = trace.set_span_in_context(trace.get_current_span())
                 results = await asyncio.gather(
-                    *(_one_target(eng, s, payload, first_at, span_ctx) for s in subs), return_exceptions=True
+                    *(self._one_target(eng, s, payload, first_at, span_ctx) for s in subs),
+                    return_exceptions=True,
                 )
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
@@ -462,50 +382,41 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
         except Exception:
             log.exception("deliver: event %s:%s failed", event.message.partition, event.message.offset)
         finally:
-            gate.release()
+            self.gate.release()
 
-    @app.agent(retry, name="deliver-retry")
-    async def deliver_retry(stream: faust.StreamT[bytes]) -> None:
+    async def deliver_retry(self, stream: faust.StreamT[bytes]) -> None:
+        """The agent of the retry topic: each record held (unacked) until due, then attempted once."""
         async for event in stream.noack().events():  # type: ignore[attr-defined]
-            await retry_gate.acquire()
-            spawn(_retry_one(stream, event))
+            await self.retry_gate.acquire()
+            self.spawn(self._retry_one(stream, event))
 
-    async def _attempted(partition: int, offset: int, attempt: int, outcome: str) -> None:
+    async def _attempted(self, partition: int, offset: int, attempt: int, outcome: str) -> None:
         """Record in the ledger that this retry record is carried out; called once its outcome is handed to
         the producer, before the ack (a crash in between re-sends it once, under the same webhook-id)."""
         key = ledger_key(partition, offset)
-        await out[WEBHOOK_ATTEMPTS_TOPIC].send(key=key, value=ledger_value(attempt, outcome))
-        ledger.mark(key)
+        await self.outputs[WEBHOOK_ATTEMPTS_TOPIC].send(key=key, value=ledger_value(attempt, outcome))
+        self.ledger.mark(key)
 
-    async def _retry_one(stream: Any, event: Any) -> None:
+    async def _retry_one(self, stream: Any, event: Any) -> None:
         part, offset = event.message.partition, event.message.offset
         key = (part, offset)
-        me = asyncio.current_task()
-        assert me is not None
         try:
-            earlier = waiting.pop(key, None)
-            if earlier is not None:
-                earlier.cancel()  # the same record read again while its earlier reading sleeps: supersede it
-            waiting[key] = me  # until it attempts, a later reading of this record supersedes this one
-            busy = attempting.get(key)
-            if busy is not None:
-                await asyncio.wait([busy])  # an earlier reading is attempting it: its ledger entry decides
-            await ctx.subscriptions_ready.wait()
-            await state_ready.wait()
-            if ledger.done(part, offset):
+            # supersedes an earlier reading still asleep; waits for one attempting (its ledger entry decides)
+            await self.readings.arrive(key)
+            await self.ctx.subscriptions_ready.wait()
+            await self.state_ready.wait()
+            if self.ledger.done(part, offset):
                 # read again after a restart or rebalance (the committed offset was held back by a record
                 # due later): its attempt was made and its outcome is durable; sending again would multiply
                 await stream.ack(event)
                 return
-            eng = engine()
+            eng = self.engine()
             rec = orjson.loads(event.value)
             wait = rec["due_at"] / 1000 - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            if waiting.get(key) is me:
-                del waiting[key]
-            attempting[key] = me
-            if ledger.done(part, offset):  # carried out meanwhile by another reading of the same record
+            self.readings.start_attempt(key)
+            if self.ledger.done(part, offset):  # carried out meanwhile by another reading of the same record
                 await stream.ack(event)
                 return
             sub = await eng.store.get(rec["subscription_id"])
@@ -514,7 +425,7 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
                 await eng.dead_letter_unsent(
                     rec["subscription_id"], messages, rec["attempt"], "subscription deleted"
                 )
-                await _attempted(part, offset, rec["attempt"], "subscription deleted")
+                await self._attempted(part, offset, rec["attempt"], "subscription deleted")
                 await stream.ack(event)
                 return
             # The owner's holding may have shrunk since the message was matched: what it no longer holds
@@ -530,24 +441,21 @@ def register_deliver(app: faust.App, ctx: StreamContext) -> None:
                 await eng.attempt(
                     sub, messages, rec["attempt"], first_at, context_from_headers(event.headers)
                 )
-            await _attempted(part, offset, rec["attempt"], "attempted")
+            await self._attempted(part, offset, rec["attempt"], "attempted")
             await stream.ack(event)
         except Exception:
             log.exception("deliver-retry: event %s:%s failed", event.message.partition, event.message.offset)
         finally:
-            if waiting.get(key) is me:
-                del waiting[key]
-            if attempting.get(key) is me:
-                del attempting[key]
-            retry_gate.release()
+            self.readings.leave(key)
+            self.retry_gate.release()
 
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def _drain(app: faust.App, **kwargs: Any) -> None:
-        await batches.drain(timeout=10)
-        for t in list(waiting.values()):
-            t.cancel()  # not due yet and not acked: read again from the committed offset after the restart
-        if tasks:
-            await asyncio.wait(list(tasks), timeout=10)
-        await ledger.stop()
-        for store in circuits:
+    async def drain(self, app: faust.App, **kwargs: Any) -> None:
+        """Before shutdown: send open batches, stop waiting retries, wait for the attempts in flight."""
+        await self.batches.drain(timeout=10)
+        # not due yet and not acked: read again from the committed offset after the restart
+        self.readings.cancel_waiting()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=10)
+        await self.ledger.stop()
+        for store in self.circuits:
             await store.stop()

@@ -1,10 +1,13 @@
-"""Ingest agent: sms.raw.v1 -> decode, reassemble, dedup, enrich -> sms.inbound.v1 (+ receipts, quarantine).
+"""Ingest handlers: sms.raw.v1 -> decode, reassemble, dedup, enrich -> sms.inbound.v1 (+ receipts,
+quarantine).
 
+The topics, tables, agent and timer are declared in streams/topology.py; this module holds what they run.
 All table writes happen inside stream iteration so they go to the right changelog partition. Time-based
-work (reassembly timeouts, dedup window expiry) is driven by tick records on an internal topic co-partitioned
-with sms.raw.v1: a timer writes one tick per owned partition, and the agent expires entries of exactly that
-partition while handling it. That keeps expiry deletions in the changelog (so they survive restarts and
-rebalances) without touching Faust's windowed-table cleanup (faust-streaming #385).
+work (reassembly timeouts, dedup window expiry) is driven by punctuation records on an internal topic
+co-partitioned with sms.raw.v1 (as Kafka Streams' ``Processor`` punctuates): a timer writes one record per
+owned partition, and the agent expires entries of exactly that partition while handling it. That keeps
+expiry deletions in the changelog (so they survive restarts and rebalances) without touching Faust's
+windowed-table cleanup (faust-streaming #385).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from smsflow.carriers import alphabet_overrides
-from smsflow.inbound import IngestProcessor, IngestSettings, Outputs, Publish, Stats
+from smsflow.config import Config
+from smsflow.ingest.origin import RecordOrigin
+from smsflow.ingest.processor import IngestProcessor, IngestSettings, Outputs, Publish, Stats
 from smsflow.schemas import INBOUND_TOPIC, QUARANTINE_TOPIC, RAW_TOPIC, RECEIPTS_TOPIC
 from smsflow.telemetry import (
     LINKED_TRACES_ATTR,
@@ -37,7 +42,7 @@ from smsflow.telemetry import (
     trace_id_hex,
     tracer,
 )
-from streams.app import StreamContext
+from streams.context import StreamContext
 from streams.liveness import WorkerCannotProcess
 
 log = logging.getLogger(__name__)
@@ -80,31 +85,9 @@ def _send_attributes(topic: str, item: Publish) -> dict[str, Any]:
     return attrs
 
 
-def ticks_topic_name(app_id: str) -> str:
-    return f"{app_id}-ingest-ticks"
-
-
-def register_ingest(app: faust.App, ctx: StreamContext) -> None:
-    cfg = ctx.config
-    ticks_name = ticks_topic_name(cfg.app_id)
-    ticks_topic = app.topic(
-        ticks_name,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=ctx.partitions,
-        internal=True,
-        retention=3600.0,
-    )
-    source = app.topic(
-        RAW_TOPIC, ticks_name, key_serializer="raw", value_serializer="raw", partitions=ctx.partitions
-    )
-    out_topics = {
-        kind: app.topic(name, key_serializer="raw", value_serializer="raw")
-        for kind, name in _KIND_TOPIC.items()
-    }
-    partials = app.Table("ingest-partials", default=None, partitions=ctx.partitions)
-    seen = app.Table("ingest-seen", default=None, partitions=ctx.partitions)
-    settings = IngestSettings(
+def ingest_settings(cfg: Config) -> IngestSettings:
+    """The processor's rules, from the pipeline and carrier sections of the config."""
+    return IngestSettings(
         reassembly_timeout_ms=int(cfg.pipeline.reassembly_timeout_s * 1000),
         incomplete_policy=cfg.pipeline.incomplete_policy,
         dedup_window_ms=int(cfg.pipeline.dedup_window_s * 1000),
@@ -118,13 +101,63 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
         max_segments=cfg.pipeline.max_segments,
         max_message_bytes=cfg.pipeline.max_message_bytes,
     )
-    processor = IngestProcessor(partials, seen, settings)
-    ctx.extras["ingest_processor"] = processor
 
-    async def publish(items: list[Publish], parent: Any) -> None:
+
+class IngestStage:
+    """The ingest agent's handlers around one ``IngestProcessor``: raw records and punctuation in, records
+    out.
+
+    ``outputs``: the topic of each output kind (inbound | receipt | quarantine); ``punctuation``: the internal
+    topic the timer writes to and the agent reads beside sms.raw.v1.
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        ctx: StreamContext,
+        processor: IngestProcessor,
+        outputs: dict[str, faust.TopicT],
+        punctuation: faust.TopicT,
+    ) -> None:
+        self.app = app
+        self.ctx = ctx
+        self.processor = processor
+        self.outputs = outputs
+        self.punctuation = punctuation
+        self.punctuation_name = punctuation.get_topic_name()
+
+    async def process(self, stream: faust.StreamT[bytes]) -> None:
+        """The agent: one guarded boundary per record. Whatever one record does, it ends processed or
+        quarantined (with its reason) and acked, so it can neither crash this agent, pin its partition nor
+        skip a neighbour. Only a failure of the platform itself, after retries, propagates: then nothing can
+        be processed, and the worker exits (streams/liveness.py) to restart from its committed offsets."""
+        async for event in stream.events():
+            if event.message.topic == self.punctuation_name:
+                try:
+                    await self.handle_punctuation(event.message.partition)
+                except Exception:  # expiry is idempotent: the next punctuation does what this one could not
+                    log.exception("ingest punctuation for partition %d failed", event.message.partition)
+            else:
+                await self.handle_raw(event)
+
+    async def punctuate(self) -> None:
+        """The timer: one punctuation record for each partition of sms.raw.v1 this worker owns."""
+        now = json.dumps({"now": int(time.time() * 1000)}).encode()
+        owned = [
+            tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.punctuation_name
+        ]
+        for p in owned:
+            await self.punctuation.send(value=now, partition=p)
+
+    async def on_partitions_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        for tp in revoked:
+            if tp.topic == RAW_TOPIC:
+                self.processor.forget_partition(tp.partition)
+
+    async def publish(self, items: list[Publish], parent: Any) -> None:
         for item in items:
             topic = _KIND_TOPIC[item.kind]
-            value = item.encoded if item.encoded is not None else ctx.serde.encode(topic, item.record)
+            value = item.encoded if item.encoded is not None else self.ctx.serde.encode(topic, item.record)
             # One PRODUCER span per record; its context rides in the record's headers to the next stage.
             with _tracer.start_as_current_span(
                 f"send {topic}",
@@ -133,52 +166,54 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
                 attributes=_send_attributes(topic, item),
             ):
                 headers = headers_from_context()
-                await out_topics[item.kind].send(key=item.key.encode(), value=value, headers=headers)
+                await self.outputs[item.kind].send(key=item.key.encode(), value=value, headers=headers)
 
-    async def publish_durably(items: Outputs, publisher: Any) -> None:
+    async def publish_durably(self, items: Outputs, publisher: Any) -> None:
         """Publish, then apply the state changes that may only follow once those records are acked."""
-        await publisher(publish, items)
+        await publisher(self.publish, items)
         if items.after_durable:
-            await app.producer.flush()
+            await self.app.producer.flush()
             items.apply_deferred()
 
-    async def handle_tick(partition: int) -> None:
+    async def handle_punctuation(self, partition: int) -> None:
         tp = TP(RAW_TOPIC, partition)
-        consumer = app.consumer
+        consumer = self.app.consumer
         # Faust keeps the last committed offset per partition; expiry must not outrun it (docs/consistency.md)
         committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
-        processor.on_commit(partition, committed)
+        self.processor.on_commit(partition, committed)
         try:
             highwater = consumer.highwater(tp)
         except Exception:  # not fetched yet: treat as not caught up
             highwater = None
-        last = processor.last_offset(partition)
+        last = self.processor.last_offset(partition)
         position = last + 1 if last is not None else committed
         caught_up = highwater is not None and position is not None and position >= highwater
         settled = caught_up and committed is not None and position is not None and committed >= position
-        items = processor.on_tick(partition, caught_up=caught_up, settled=settled)
+        items = self.processor.on_tick(partition, caught_up=caught_up, settled=settled)
         for i, item in enumerate(items):
             try:
-                item.encoded = ctx.serde.encode(_KIND_TOPIC[item.kind], item.record)
+                item.encoded = self.ctx.serde.encode(_KIND_TOPIC[item.kind], item.record)
             except Exception as exc:  # one message the schema cannot carry: quarantined, the others go on
-                log.exception("ingest tick %d: an expired message does not encode; quarantined", partition)
+                log.exception(
+                    "ingest punctuation %d: an expired message does not encode; quarantined", partition
+                )
                 reason = f"does not encode: {type(exc).__name__}: {exc}"[:1000]
                 raw = {
                     "carrier_id": item.record.get("carrier_id", ""),
                     "route_id": item.record.get("route_id", ""),
                 }
-                items[i] = processor.quarantine(raw, reason, f"tick|{partition}", partition)
+                items[i] = self.processor.quarantine(raw, reason, f"tick|{partition}", partition)
         if items:
             with _tracer.start_as_current_span("reassembly timeout") as span:
                 span.set_attribute("smsflow.emitted", len(items))
                 span.set_attribute("messaging.kafka.partition", partition)
-                await publish_durably(items, _publish_with_links)
+                await self.publish_durably(items, self._publish_with_links)
         elif items.after_durable:
-            await publish_durably(items, _publish_with_links)
+            await self.publish_durably(items, self._publish_with_links)
 
-    async def handle_raw(event: Any) -> None:
+    async def handle_raw(self, event: Any) -> None:
         msg = event.message
-        origin = f"{RAW_TOPIC}:{msg.partition}:{msg.offset}"
+        origin = RecordOrigin(RAW_TOPIC, msg.partition, msg.offset)
         headers = _headers(event.headers)
         parent = context_from_headers(headers)
         with _tracer.start_as_current_span(
@@ -193,37 +228,43 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
             },
         ) as span:
             try:
-                raw = ctx.serde.decode(RAW_TOPIC, event.value)
+                raw = self.ctx.serde.decode(RAW_TOPIC, event.value)
             except Exception as exc:  # undecodable record: keep it, say why, move on
                 log.error("sms.raw.v1 %d:%d does not decode: %s", msg.partition, msg.offset, exc)
                 raw = {"carrier_id": "", "route_id": "", "pdu": event.value, "received_at": 0}
                 reason = f"record does not decode: {exc}"
-                await publish(Outputs([processor.quarantine(raw, reason, origin, msg.partition)]), None)
+                await self.publish(
+                    Outputs([self.processor.quarantine(raw, reason, origin, msg.partition)]), None
+                )
                 return
             span.set_attribute("smsflow.carrier", str(raw.get("carrier_id", "")))
             span.set_attribute("smsflow.route", str(raw.get("route_id", "")))
-            before = dataclasses.replace(processor.stats)
+            before = dataclasses.replace(self.processor.stats)
             try:
                 # A segment is remembered with this span's context, so the assembled message hangs under the
                 # ingest span of the segment that arrived first, and links the others' ingest spans.
-                items = await _with_infra_retries(
-                    lambda: processor.on_raw(raw, origin, msg.partition, current_traceparent()), origin
+                items = await self._with_infra_retries(
+                    lambda: self.processor.on_raw(raw, origin, current_traceparent()), str(origin)
                 )
                 span.set_attribute("smsflow.outputs", len(items))
-                span.set_attribute("smsflow.outcome", _outcome(before, processor.stats, items))
+                span.set_attribute("smsflow.outcome", _outcome(before, self.processor.stats, items))
                 # encode before sending anything: a value the schema cannot carry fails this record only
                 for item in items:
-                    item.encoded = ctx.serde.encode(_KIND_TOPIC[item.kind], item.record)
+                    item.encoded = self.ctx.serde.encode(_KIND_TOPIC[item.kind], item.record)
             except WorkerCannotProcess:
                 raise
             except Exception as exc:
                 log.exception("sms.raw.v1 %d:%d: processing failed; quarantined", msg.partition, msg.offset)
                 reason = f"processing failed: {type(exc).__name__}: {exc}"[:1000]
-                await publish(Outputs([processor.quarantine(raw, reason, origin, msg.partition)]), None)
+                await self.publish(
+                    Outputs([self.processor.quarantine(raw, reason, origin, msg.partition)]), None
+                )
                 return
-            await _with_infra_retries(lambda: publish_durably(items, _publish_with_links), origin)
+            await self._with_infra_retries(
+                lambda: self.publish_durably(items, self._publish_with_links), str(origin)
+            )
 
-    async def _with_infra_retries(step: Callable[[], Any], origin: str) -> Any:
+    async def _with_infra_retries(self, step: Callable[[], Any], origin: str) -> Any:
         """Run one record's step; retry what the infrastructure failed (Kafka, Faust), never the record.
 
         A retried step may have written part of its state or sent part of its outputs already: that is the
@@ -237,30 +278,14 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
             except INFRA_ERRORS as exc:
                 if attempt == INFRA_ATTEMPTS:
                     reason = f"{origin}: {type(exc).__name__}: {exc} (after {attempt} attempts)"
-                    liveness = ctx.extras.get("liveness")
-                    if liveness is not None:
-                        liveness.fail(reason)
+                    if self.ctx.liveness is not None:
+                        self.ctx.liveness.fail(reason)
                     raise WorkerCannotProcess(reason) from exc
                 log.warning("%s: %s; retrying (%d of %d)", origin, exc, attempt, INFRA_ATTEMPTS)
                 await asyncio.sleep(0.5 * 2**attempt)
         raise AssertionError("unreachable")
 
-    @app.agent(source, name="ingest")
-    async def ingest(stream: faust.StreamT[bytes]) -> None:
-        # One guarded boundary per record: whatever one record does, it ends processed or quarantined (with
-        # its reason) and acked, so it can neither crash this agent, pin its partition nor skip a neighbour.
-        # Only a failure of the platform itself, after retries, propagates: then nothing can be processed,
-        # and the worker exits (streams/liveness.py) to be restarted from its committed offsets.
-        async for event in stream.events():
-            if event.message.topic == ticks_name:
-                try:
-                    await handle_tick(event.message.partition)
-                except Exception:  # expiry is idempotent: the next tick does what this one could not
-                    log.exception("ingest tick for partition %d failed", event.message.partition)
-            else:
-                await handle_raw(event)
-
-    async def _publish_with_links(pub: Any, items: list[Publish]) -> None:
+    async def _publish_with_links(self, pub: Any, items: list[Publish]) -> None:
         here = current_traceparent()
         current = trace.get_current_span()
         for item in items:
@@ -290,16 +315,3 @@ def register_ingest(app: faust.App, ctx: StreamContext) -> None:
                 "assemble", context=first, links=links_from(others), attributes=attributes
             ):
                 await pub([item], None)
-
-    @app.timer(interval=cfg.pipeline.tick_interval_s)
-    async def tick() -> None:
-        now = json.dumps({"now": int(time.time() * 1000)}).encode()
-        owned = [tp.partition for tp in app.assignor.assigned_actives() if tp.topic == ticks_name]
-        for p in owned:
-            await ticks_topic.send(value=now, partition=p)
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        for tp in revoked:
-            if tp.topic == RAW_TOPIC:
-                processor.forget_partition(tp.partition)

@@ -6,7 +6,7 @@
 - ``zipkin``: a Zipkin server, started only if a test asks for it (ZIPKIN_URL to use another).
 
 Everything started is stopped at the end of the session, also when tests fail; a broker started here also
-dies with the test process if that is killed (see smsflow.local.jvm.spawn).
+dies with the test process if that is killed (see devkit.local.jvm.spawn).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from smsflow.local.kafka import LocalKafka
-from smsflow.local.zipkin import LocalZipkin
+from devkit.local.kafka import LocalKafka
+from devkit.local.zipkin import LocalZipkin
 
 
 @dataclass
@@ -53,7 +53,7 @@ def registry_url(kafka: KafkaUnderTest) -> Iterator[str]:
     if external:
         yield external
         return
-    from smsflow.registry import RegistryThread
+    from devkit.registry import RegistryThread
 
     registry = RegistryThread(kafka.bootstrap)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.simulator.smsc import deliver_sm_params
+from devkit.simulator.smsc import deliver_sm_params
 from smsflow.smpp.constants import CommandId
 from smsflow.smpp.pdu import Pdu, Tlv, encode_pdu
 from smsflow.sms.segmentation import Segment, split_for_smpp
@@ -137,7 +137,7 @@ def attempt_result(sub_id: str = "s", status: int | None = 500, failure: Any = N
     ``http_status`` for any other status."""
     from datetime import UTC, datetime
 
-    from smsflow.webhooks.model import AttemptResult, FailureKind
+    from smsflow.delivery.events import AttemptResult, FailureKind
 
     if failure is None and status != 200:
         failure = FailureKind.HTTP_STATUS

@@ -17,11 +17,14 @@ from opentelemetry import trace
 
 from connectors.smpp.session import EsmeSession, InboundPdu, RejectedPdu, SessionSettings
 from smsflow.config import CarrierConfig
+from smsflow.ingest.quarantine import quarantine_record
 from smsflow.keys import conversation_key
 from smsflow.metrics import CONNECTOR_PDUS, CONNECTOR_STORE_SECONDS
 from smsflow.producer import AsyncProducer, KafkaUnavailable
+from smsflow.records import RawPdu
 from smsflow.schemas import QUARANTINE_TOPIC, RAW_TOPIC
 from smsflow.serde import Serde
+from smsflow.smpp.address import Address
 from smsflow.smpp.constants import CommandStatus
 from smsflow.telemetry import headers_from_context, tracer
 
@@ -79,15 +82,13 @@ class SmppConnector:
 
     async def store(self, carrier: CarrierConfig, item: InboundPdu) -> int:
         p = item.pdu.params
-        src, dst = str(p.get("source_addr", "")), str(p.get("destination_addr", ""))
-        src_ton, src_npi = int(p.get("source_addr_ton", 0)), int(p.get("source_addr_npi", 0))
-        dst_ton, dst_npi = int(p.get("dest_addr_ton", 0)), int(p.get("dest_addr_npi", 0))
+        src, dst = Address.source_of(p), Address.destination_of(p)
         # carriers that send e.g. TON 0 with international numbers: the profile says what they meant, and
         # the record (what ingest normalises and keys by) carries that; the raw PDU stays as received.
         if carrier.source_ton_npi is not None:
-            src_ton, src_npi = carrier.source_ton_npi.ton, carrier.source_ton_npi.npi
+            src = src.read_as(carrier.source_ton_npi.ton, carrier.source_ton_npi.npi)
         if carrier.destination_ton_npi is not None:
-            dst_ton, dst_npi = carrier.destination_ton_npi.ton, carrier.destination_ton_npi.npi
+            dst = dst.read_as(carrier.destination_ton_npi.ton, carrier.destination_ton_npi.npi)
         # The root of the SMS's trace: an SMPP PDU carries no trace context, and an ambient one (if any)
         # would belong to the session, not to this message.
         with _tracer.start_as_current_span(
@@ -105,7 +106,7 @@ class SmppConnector:
                 "smpp.pdu_bytes": len(item.raw),
             },
         ) as span:
-            record = {
+            record: RawPdu = {
                 "carrier_id": carrier.id,
                 "route_id": carrier.route_id,
                 "session_id": item.session_id,
@@ -113,18 +114,18 @@ class SmppConnector:
                 "received_at": item.received_at_ms,
                 "command_id": item.pdu.command_id,
                 "sequence_number": item.pdu.sequence_number,
-                "source_addr": src,
-                "source_addr_ton": src_ton,
-                "source_addr_npi": src_npi,
-                "destination_addr": dst,
-                "dest_addr_ton": dst_ton,
-                "dest_addr_npi": dst_npi,
+                "source_addr": src.digits,
+                "source_addr_ton": src.ton,
+                "source_addr_npi": src.npi,
+                "destination_addr": dst.digits,
+                "dest_addr_ton": dst.ton,
+                "dest_addr_npi": dst.npi,
                 "esm_class": int(p.get("esm_class", 0)),
                 "data_coding": int(p.get("data_coding", 0)),
                 "pdu": item.raw,
                 "remote_addr": item.remote_addr,
             }
-            key = conversation_key(src, src_ton, src_npi, dst, dst_ton, dst_npi, carrier.default_region)
+            key = conversation_key(src, dst, carrier.default_region)
             try:
                 with _tracer.start_as_current_span(
                     f"send {RAW_TOPIC}",
@@ -152,19 +153,16 @@ class SmppConnector:
             return int(CommandStatus.ESME_ROK)
 
     async def quarantine(self, carrier: CarrierConfig, item: RejectedPdu) -> None:
-        record = {
-            "stage": "connector",
-            "carrier_id": carrier.id,
-            "route_id": carrier.route_id,
-            "session_id": item.session_id,
-            "received_at": item.received_at_ms,
-            "status": item.status,
-            "reason": item.reason,
-            "pdu": item.raw,
-            "source_topic": None,
-            "source_partition": None,
-            "source_offset": None,
-        }
+        record = quarantine_record(
+            "connector",
+            item.reason,
+            carrier_id=carrier.id,
+            route_id=carrier.route_id,
+            session_id=item.session_id,
+            received_at=item.received_at_ms,
+            status=item.status,
+            pdu=item.raw,
+        )
         try:
             value = self.serde.encode(QUARANTINE_TOPIC, record)
             await self.producer.send(QUARANTINE_TOPIC, value, key=carrier.id)

@@ -34,7 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from smsflow.local.zipkin import LocalZipkin  # noqa: E402
+from devkit.local.zipkin import LocalZipkin  # noqa: E402
 
 CHROMIUM_FLAGS = [
     "--headless",

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from smsflow.enrich.language import detect_language
-from smsflow.enrich.numbers import NUMBER_KINDS, NumberInfo, normalize_number
-from smsflow.enrich.operators import UNKNOWN_OPERATOR
 from smsflow.enrich.otp import Otp, extract_otp
 from smsflow.enrich.signature import sender_signature
+from smsflow.numbers import NUMBER_KINDS, UNKNOWN_OPERATOR, NumberInfo, normalize_number
 
 __all__ = [
     "NUMBER_KINDS",

@@ -15,10 +15,10 @@ from bisect import bisect_left
 from dataclasses import dataclass
 
 from smsflow.avro_range import avro_int
-from smsflow.enrich.rules import load_rules
 from smsflow.enrich.signature import signature_spans
 from smsflow.enrich.window import CONTEXT_CHARS, SCAN_CHARS
 from smsflow.enrich.wordlists import LATIN, word_pattern
+from smsflow.rulefiles import load_rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,7 @@ class _CodeForm:
     after_keyword: bool
 
 
-_RULES = load_rules("otp.yaml")
+_RULES = load_rules("smsflow.enrich", "otp.yaml")
 
 # Word lists are matched on the lowered text (see wordlists.py); codes are read from the text itself.
 _WEAK = {" ".join(str(w).lower().split()) for w in _RULES["keywords"]["weak"]}

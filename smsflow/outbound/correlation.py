@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from smsflow.receipts import ReceiptInfo
+from smsflow.ingest.receipts import ReceiptInfo
 
 IdForm = Literal["hex", "decimal", "auto"]
 _HEX = re.compile(r"[0-9a-fA-F]+")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from smsflow.enrich.numbers import normalize_number
+from smsflow.numbers import normalize_number
 from smsflow.outbound.encode import EncodeError, encode_message
 from smsflow.sms import gsm0338
 

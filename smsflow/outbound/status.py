@@ -40,8 +40,8 @@ FINAL: dict[str, int] = {"expired": 1, "rejected": 2, "failed": 3, "delivered": 
 """Final states by strength (see the module notes)."""
 PROGRESS: dict[str, int] = {"queued": 0, "submitted": 1, "sent": 2}
 
-# SMPP message_state names (smsflow.receipts.MESSAGE_STATES and the text form's stat:) to what they end in;
-# None: not final (the message is still on its way, or the carrier does not know yet).
+# SMPP message_state names (smsflow.ingest.receipts.MESSAGE_STATES and the text form's stat:) to what they
+# end in; None: not final (the message is still on its way, or the carrier does not know yet).
 RECEIPT_STATES: dict[str, SegmentState | None] = {
     "DELIVRD": "delivered",
     "DELIVERED": "delivered",
@@ -94,7 +94,7 @@ class ReceiptReceived:
     seq: int
     at_ms: int
     state: str
-    """The receipt's message_state name as smsflow.receipts gives it (DELIVRD, UNDELIV, ...)."""
+    """The receipt's message_state name as smsflow.ingest.receipts gives it (DELIVRD, UNDELIV, ...)."""
     error_code: str | None = None
 
 

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from smsflow.fieldpath import validation_messages
+
 MS = 1000
 
 
@@ -286,32 +288,6 @@ class RoutingSection(_Strict):
         return self.policy(f"{ScopeKind.SUBSCRIPTION.value}:{subscription_id}")
 
 
-def _field_path(prefix: str, loc: tuple[Any, ...]) -> str:
-    out = prefix
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out
-
-
-def _messages(exc: ValidationError, prefix: str) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        # A validator that names a sub-field ("url: ...") reports it at the model's path; join them.
-        msg = err["msg"].removeprefix("Value error, ")
-        head, sep, rest = msg.partition(": ")
-        loc = tuple(err["loc"])
-        if sep and re.fullmatch(r"[a-z_]+(\[\d+\])?", head):
-            if loc and isinstance(loc[-1], str) and head.startswith(loc[-1]):
-                lines.append(f"{_field_path(prefix, loc)}{head[len(loc[-1]) :]}: {rest}")  # pool + [0]
-            else:
-                lines.append(
-                    f"{_field_path(prefix, loc)}.{head}: {rest}" if loc or prefix else f"{head}: {rest}"
-                )
-        else:
-            lines.append(f"{_field_path(prefix, loc)}: {msg}")
-    return lines
-
-
 def _cross_checks(section: RoutingSection, path: str) -> list[str]:
     errors: list[str] = []
     seen: dict[str, int] = {}
@@ -353,7 +329,7 @@ def parse_policies(data: Any, path: str = "routing") -> RoutingSection:
     try:
         section = RoutingSection.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError("\n".join(_messages(exc, path))) from None
+        raise PolicyError("\n".join(validation_messages(exc, path))) from None
     errors = _cross_checks(section, path)
     if errors:
         raise PolicyError("\n".join(errors))
@@ -398,4 +374,4 @@ def parse_override(data: Any, path: str = "override") -> Override:
     try:
         return Override.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError("\n".join(_messages(exc, path))) from None
+        raise PolicyError("\n".join(validation_messages(exc, path))) from None

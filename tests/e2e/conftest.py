@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 import yaml
 
-from connectors.simulator.smsc import SimulatedSmsc
-from smsflow.demo.pipeline import RoleProcess, child_env
-from smsflow.demo.receiver import WebhookReceiver
-from smsflow.local.kafka import LocalKafka
-from smsflow.registry import RegistryThread
+from devkit.demo.pipeline import RoleProcess, child_env
+from devkit.demo.receiver import WebhookReceiver
+from devkit.local.kafka import LocalKafka
+from devkit.registry import RegistryThread
+from devkit.simulator.smsc import SimulatedSmsc
+from smsflow.delivery.signing import generate_secret
+from smsflow.subscriptions.secretbox import ENV_KEYS, SecretBox
 from smsflow.topics import ensure_topics, load_manifest
-from smsflow.webhooks.secretbox import ENV_KEYS, SecretBox
-from smsflow.webhooks.signing import generate_secret
 
 PASSWORD = "sim-pass"
 

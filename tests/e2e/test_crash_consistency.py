@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
-from connectors.simulator.traffic import TrafficMix
-from smsflow.demo.pipeline import RoleProcess
+from devkit.demo.pipeline import RoleProcess
+from devkit.simulator.traffic import TrafficMix
 
 pytestmark = pytest.mark.e2e
 
@@ -169,7 +169,7 @@ def _with_latency(msgs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.fixture
 def latency_tagging(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep each message's own carrier→webhook latency next to it (the receiver keeps a flat list)."""
-    from smsflow.demo import receiver
+    from devkit.demo import receiver
 
     original = receiver.WebhookReceiver.handle
 

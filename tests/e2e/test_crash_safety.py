@@ -10,7 +10,7 @@ import collections
 
 import pytest
 
-from connectors.simulator.traffic import TrafficMix
+from devkit.simulator.traffic import TrafficMix
 
 pytestmark = pytest.mark.e2e
 N = 2000

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from connectors.simulator.smsc import deliver_sm_params
-from connectors.simulator.traffic import LogicalSms, TrafficMix
+from devkit.simulator.smsc import deliver_sm_params
+from devkit.simulator.traffic import LogicalSms, TrafficMix
 from smsflow.smpp.constants import TlvTag
 from smsflow.smpp.pdu import PduError, Tlv, decode_pdu
 from smsflow.sms.gsm0338 import encode_unpacked

@@ -11,8 +11,8 @@ import asyncio
 
 import pytest
 
-from connectors.simulator.smsc import deliver_sm_params
-from connectors.simulator.traffic import LogicalSms
+from devkit.simulator.smsc import deliver_sm_params
+from devkit.simulator.traffic import LogicalSms
 from smsflow.smpp.pdu import Tlv
 from tests.kafka_read import avro_values
 

@@ -9,8 +9,8 @@ import asyncio
 import pytest
 from confluent_kafka import Producer
 
-from connectors.simulator.smsc import deliver_sm_params
-from connectors.simulator.traffic import LogicalSms
+from devkit.simulator.smsc import deliver_sm_params
+from devkit.simulator.traffic import LogicalSms
 from smsflow.smpp.constants import CommandStatus
 from smsflow.smpp.pdu import Tlv
 from smsflow.sms.segmentation import split_for_smpp

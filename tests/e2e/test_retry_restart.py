@@ -18,7 +18,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from connectors.simulator.traffic import TrafficMix
+from devkit.simulator.traffic import TrafficMix
 from smsflow.schemas import WEBHOOK_DLQ_TOPIC
 from tests.e2e.test_webhook_failures import (
     ScriptedEndpoint,

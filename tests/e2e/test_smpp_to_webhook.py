@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from connectors.simulator.traffic import LogicalSms, TrafficMix
+from devkit.simulator.traffic import LogicalSms, TrafficMix
 
 pytestmark = pytest.mark.e2e
 

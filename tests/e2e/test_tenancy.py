@@ -20,8 +20,8 @@ import aiohttp
 import orjson
 import pytest
 
-from connectors.simulator.traffic import TrafficMix
-from smsflow.webhooks.apikeys import ApiKeyStore
+from devkit.simulator.traffic import TrafficMix
+from smsflow.api.apikeys import ApiKeyStore
 from tests.e2e.test_webhook_api import cli, wait_api_up
 from tests.e2e.test_webhook_failures import (
     ScriptedEndpoint,

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from connectors.simulator.traffic import LONG_CN, LONG_EN, LogicalSms
+from devkit.simulator.traffic import LONG_CN, LONG_EN, LogicalSms
 from smsflow.sms.segmentation import split_for_smpp
 
 pytestmark = pytest.mark.e2e

@@ -16,10 +16,10 @@ import aiohttp
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from connectors.simulator.traffic import TrafficMix
-from smsflow.demo.pipeline import REPO
+from devkit.demo.pipeline import REPO
+from devkit.simulator.traffic import TrafficMix
+from smsflow.api.apikeys import ApiKeyStore
 from smsflow.schemas import DELIVERY_TOPIC
-from smsflow.webhooks.apikeys import ApiKeyStore
 from tests.e2e.test_webhook_failures import (
     ScriptedEndpoint,
     answer,

@@ -25,12 +25,12 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from connectors.simulator.traffic import TrafficMix
+from devkit.simulator.traffic import TrafficMix
+from smsflow.delivery.signing import generate_secret
 from smsflow.schemas import DELIVERY_TOPIC, OPS_TOPIC, WEBHOOK_DLQ_TOPIC
-from smsflow.webhooks.model import BatchConfig, SigningSecret, Subscription
-from smsflow.webhooks.secretbox import ENV_KEYS, SecretBox
-from smsflow.webhooks.signing import generate_secret
-from smsflow.webhooks.topic_store import TopicSubscriptionStore
+from smsflow.subscriptions.model import BatchConfig, SigningSecret, Subscription
+from smsflow.subscriptions.secretbox import ENV_KEYS, SecretBox
+from smsflow.subscriptions.topic_store import TopicSubscriptionStore
 from tests.kafka_read import avro_values, read_topic
 from tests.tls_certs import make_ca, server_context
 

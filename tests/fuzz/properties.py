@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smsflow.enrich import enrich
-from smsflow.inbound import IngestProcessor, IngestSettings
-from smsflow.receipts import parse_receipt
+from smsflow.ingest.origin import RecordOrigin
+from smsflow.ingest.processor import IngestProcessor, IngestSettings
+from smsflow.ingest.receipts import parse_receipt
 from smsflow.smpp.pdu import PduError, decode_pdu
 from tests.avro_check import encode
 from tests.fuzz.inputs import CARRIERS, raw_record
@@ -161,7 +162,7 @@ def check_ingest(traffic: list[tuple[bytes, str, int]]) -> None:
         clock.ms += delay_ms
         held_before = repr(sorted(partials.items()))
         dropped_before = proc.stats.duplicates + proc.stats.duplicate_parts
-        outs = proc.on_raw(raw_record(pdu, carrier, clock.ms), f"sms.raw.v1:0:{offset}", 0, None)
+        outs = proc.on_raw(raw_record(pdu, carrier, clock.ms), RecordOrigin("sms.raw.v1", 0, offset), None)
         _check_published(outs)
         if not outs:
             held = repr(sorted(partials.items())) != held_before

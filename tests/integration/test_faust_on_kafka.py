@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from smsflow.local.jvm import free_port
+from devkit.local.jvm import free_port
 from smsflow.topics import TopicSpec, ensure_topics
 
 if TYPE_CHECKING:

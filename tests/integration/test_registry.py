@@ -17,7 +17,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from smsflow.registry import RegistryThread
+from devkit.registry import RegistryThread
 from smsflow.topics import TopicSpec, ensure_topics
 
 if TYPE_CHECKING:

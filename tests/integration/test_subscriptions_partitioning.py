@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from smsflow.delivery.redelivery import key_partition
 from smsflow.producer import AsyncProducer, producer_conf
 from smsflow.topics import TopicSpec, ensure_topics
-from smsflow.webhooks.redelivery import key_partition
 
 if TYPE_CHECKING:
     from tests.conftest import KafkaUnderTest

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from smsflow.config import parse_config
+from smsflow.delivery.circuits import CircuitStore, circuit_config
+from smsflow.delivery.policy import EndpointCircuit
 from smsflow.topics import TopicSpec, ensure_topics
-from smsflow.webhooks.circuits import CircuitStore, circuit_config
-from smsflow.webhooks.policy import EndpointCircuit
 from tests.factories import attempt_result
 
 if TYPE_CHECKING:

@@ -15,7 +15,8 @@ from connectors.smpp.session import EsmeSession, InboundPdu, SessionSettings
 from smsflow.carriers import PRESETS, alphabet_overrides, looks_like_receipt_text, receipt_id_decimal
 from smsflow.cli import app
 from smsflow.config import CarrierConfig, ConfigError, parse_config
-from smsflow.inbound import IngestProcessor, IngestSettings
+from smsflow.ingest.origin import RecordOrigin
+from smsflow.ingest.processor import IngestProcessor, IngestSettings
 from smsflow.smpp.constants import CommandId
 from smsflow.smpp.pdu import decode_pdu
 from smsflow.sms import gsm0338
@@ -127,7 +128,7 @@ def processor(**settings: Any) -> IngestProcessor:
 
 def feed(proc: IngestProcessor, pdu: bytes, dc: int, esm: int = 0, offset: int = 0) -> list[Any]:
     rec = raw_record(pdu, "85261234567", "85230001000", dc, esm)
-    return proc.on_raw(rec, f"sms.raw.v1:0:{offset}", 0, None)
+    return proc.on_raw(rec, RecordOrigin("sms.raw.v1", 0, offset), None)
 
 
 def test_ingest_applies_the_carriers_data_coding_map() -> None:

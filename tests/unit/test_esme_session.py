@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -77,12 +77,54 @@ def deliver_sm(seq: int, text: bytes = b"hello") -> bytes:
 Handler = Callable[[InboundPdu], Awaitable[int]]
 
 
+async def ok(_: InboundPdu) -> int:
+    return 0
+
+
 async def stop_session(s: EsmeSession, task: asyncio.Task[None], smsc: ScriptedSmsc) -> None:
     await s.stop(0.5)
     task.cancel()
     with contextlib.suppress(BaseException):
         await task
     await smsc.stop()
+
+
+def settings_for(smsc: ScriptedSmsc, **kw: object) -> SessionSettings:
+    """Session settings against ``smsc`` with quick reconnects; ``kw`` overrides any of them."""
+    base: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": smsc.port,
+        "system_id": "esme",
+        "password": "pw",
+        "reconnect_initial_s": 0.05,
+        "reconnect_max_s": 0.2,
+        "response_timeout_s": 1.0,
+    }
+    return SessionSettings(**{**base, **kw})  # type: ignore[arg-type]
+
+
+StartSession = Callable[..., Awaitable[tuple[EsmeSession, ScriptedSmsc, asyncio.Task[None]]]]
+
+
+@pytest.fixture
+async def start_session() -> AsyncIterator[StartSession]:
+    """Starts a session against a scripted SMSC without waiting for a bind (for tests of binding itself);
+    every session it started is stopped, and its SMSC closed, after the test."""
+    running: list[tuple[EsmeSession, asyncio.Task[None], ScriptedSmsc]] = []
+
+    async def start(
+        smsc: ScriptedSmsc | None = None, **kw: object
+    ) -> tuple[EsmeSession, ScriptedSmsc, asyncio.Task[None]]:
+        smsc = smsc or ScriptedSmsc()
+        await smsc.start()
+        s = EsmeSession(settings_for(smsc, **kw), ok)
+        task = asyncio.create_task(s.run())
+        running.append((s, task, smsc))
+        return s, smsc, task
+
+    yield start
+    for s, task, smsc in running:
+        await stop_session(s, task, smsc)
 
 
 @contextlib.asynccontextmanager
@@ -94,17 +136,7 @@ async def session_with(handler: Handler, smsc: ScriptedSmsc | None = None, **kw)
     async def on_reject(r: RejectedPdu) -> None:
         rejected.append(r)
 
-    settings = SessionSettings(
-        host="127.0.0.1",
-        port=smsc.port,
-        system_id="esme",
-        password="pw",
-        reconnect_initial_s=0.05,
-        reconnect_max_s=0.2,
-        response_timeout_s=1.0,
-        **kw,
-    )
-    s = EsmeSession(settings, handler, on_reject)
+    s = EsmeSession(settings_for(smsc, **kw), handler, on_reject)
     task = asyncio.create_task(s.run())
     try:
         await asyncio.wait_for(smsc.connected.wait(), 5)
@@ -112,10 +144,6 @@ async def session_with(handler: Handler, smsc: ScriptedSmsc | None = None, **kw)
         yield s, smsc, rejected
     finally:
         await stop_session(s, task, smsc)
-
-
-async def ok(_: InboundPdu) -> int:
-    return 0
 
 
 async def test_deliver_sm_answered_after_the_handler_with_its_status() -> None:
@@ -249,27 +277,12 @@ async def test_clean_stop_unbinds() -> None:
     assert CommandId.unbind in seen
 
 
-async def test_bind_refused_retries_with_backoff() -> None:
-    smsc = ScriptedSmsc(bind_status=int(CommandStatus.ESME_RINVPASWD))
-    await smsc.start()
-    s = EsmeSession(
-        SessionSettings(
-            host="127.0.0.1",
-            port=smsc.port,
-            system_id="esme",
-            password="bad",
-            reconnect_initial_s=0.05,
-            reconnect_max_s=0.1,
-        ),
-        ok,
-    )
-    task = asyncio.create_task(s.run())
-    try:
-        await smsc.expect(CommandId.bind_transceiver)
-        await smsc.expect(CommandId.bind_transceiver)
-        assert not s.bound and "0x0000000E" in s.stats.last_error
-    finally:
-        await stop_session(s, task, smsc)
+async def test_bind_refused_retries_with_backoff(start_session: StartSession) -> None:
+    refusing = ScriptedSmsc(bind_status=int(CommandStatus.ESME_RINVPASWD))
+    s, smsc, _ = await start_session(refusing, password="bad", reconnect_max_s=0.1)
+    await smsc.expect(CommandId.bind_transceiver)
+    await smsc.expect(CommandId.bind_transceiver)
+    assert not s.bound and "0x0000000E" in s.stats.last_error
 
 
 @pytest.mark.parametrize("bind", ["receiver", "transceiver"])
@@ -282,70 +295,42 @@ async def test_bind_type_from_config(bind: str) -> None:
     assert (CommandId.bind_receiver if bind == "receiver" else CommandId.bind_transceiver) in ids
 
 
-async def _run(s: EsmeSession) -> asyncio.Task[None]:
-    return asyncio.create_task(s.run())
-
-
-async def test_backoff_starts_again_from_the_initial_delay_after_a_healthy_session() -> None:
+async def test_backoff_starts_again_from_the_initial_delay_after_a_healthy_session(
+    start_session: StartSession,
+) -> None:
     """Before: the reset ran only when a session returned normally; an SMSC unbind raised, so each re-bind
     waited twice as long as the last (0.9 → 29.8 s in production)."""
-    smsc = ScriptedSmsc()
-    await smsc.start()
-    s = EsmeSession(
-        SessionSettings(
-            host="127.0.0.1",
-            port=smsc.port,
-            system_id="esme",
-            password="pw",
-            reconnect_initial_s=0.2,
-            reconnect_max_s=30.0,
-            healthy_after_s=0.3,
-        ),
-        ok,
+    s, smsc, _ = await start_session(
+        reconnect_initial_s=0.2, reconnect_max_s=30.0, healthy_after_s=0.3, response_timeout_s=10.0
     )
-    task = await _run(s)
-    try:
-        gaps = []
-        for i in range(5):
-            await s.wait_bound(10)
-            await asyncio.sleep(0.4)  # bound long enough to count as healthy
-            smsc.send(encode_pdu(Pdu(CommandId.unbind, 0, 100 + i)))
-            await smsc.expect(CommandId.unbind_resp)
-            t0 = asyncio.get_running_loop().time()
-            await smsc.expect(CommandId.bind_transceiver, timeout=30)
-            gaps.append(asyncio.get_running_loop().time() - t0)
-        # initial 0.2 s with jitter 0.5-1.0; without the reset the 5th gap would be 1.6-3.2 s
-        assert max(gaps) < 0.6, gaps
-    finally:
-        await stop_session(s, task, smsc)
+    gaps = []
+    for i in range(5):
+        await s.wait_bound(10)
+        await asyncio.sleep(0.4)  # bound long enough to count as healthy
+        smsc.send(encode_pdu(Pdu(CommandId.unbind, 0, 100 + i)))
+        await smsc.expect(CommandId.unbind_resp)
+        t0 = asyncio.get_running_loop().time()
+        await smsc.expect(CommandId.bind_transceiver, timeout=30)
+        gaps.append(asyncio.get_running_loop().time() - t0)
+    # initial 0.2 s with jitter 0.5-1.0; without the reset the 5th gap would be 1.6-3.2 s
+    assert max(gaps) < 0.6, gaps
 
 
-async def test_backoff_still_grows_while_binds_fail() -> None:
-    smsc = ScriptedSmsc(bind_status=int(CommandStatus.ESME_RBINDFAIL))
-    await smsc.start()
-    s = EsmeSession(
-        SessionSettings(
-            host="127.0.0.1",
-            port=smsc.port,
-            system_id="esme",
-            password="pw",
-            reconnect_initial_s=0.1,
-            reconnect_max_s=30.0,
-            healthy_after_s=0.0,  # a refused bind never was bound: no reset even at 0
-        ),
-        ok,
+async def test_backoff_still_grows_while_binds_fail(start_session: StartSession) -> None:
+    _, smsc, _ = await start_session(
+        ScriptedSmsc(bind_status=int(CommandStatus.ESME_RBINDFAIL)),
+        reconnect_initial_s=0.1,
+        reconnect_max_s=30.0,
+        healthy_after_s=0.0,  # a refused bind never was bound: no reset even at 0
+        response_timeout_s=10.0,
     )
-    task = await _run(s)
-    try:
-        loop = asyncio.get_running_loop()
-        await smsc.expect(CommandId.bind_transceiver)
-        times = [loop.time()]
-        for _ in range(4):
-            await smsc.expect(CommandId.bind_transceiver, timeout=10)
-            times.append(loop.time())
-        assert times[-1] - times[-2] >= 0.4  # 0.8 s × jitter ≥ 0.5
-    finally:
-        await stop_session(s, task, smsc)
+    loop = asyncio.get_running_loop()
+    await smsc.expect(CommandId.bind_transceiver)
+    times = [loop.time()]
+    for _ in range(4):
+        await smsc.expect(CommandId.bind_transceiver, timeout=10)
+        times.append(loop.time())
+    assert times[-1] - times[-2] >= 0.4  # 0.8 s × jitter ≥ 0.5
 
 
 async def test_clean_stop_reads_the_unbind_resp_and_takes_milliseconds() -> None:
@@ -405,28 +390,15 @@ async def test_message_in_flight_at_stop_is_answered_before_the_unbind() -> None
         assert s.stats.unbind_answered == 1
 
 
-async def test_a_bind_that_cannot_be_encoded_is_logged_and_retried_not_a_dead_task() -> None:
+async def test_a_bind_that_cannot_be_encoded_is_logged_and_retried_not_a_dead_task(
+    start_session: StartSession,
+) -> None:
     """Before: the encoding error escaped run() and the session task died silently for good."""
-    smsc = ScriptedSmsc()
-    await smsc.start()
-    s = EsmeSession(
-        SessionSettings(
-            host="127.0.0.1",
-            port=smsc.port,
-            system_id="esme",
-            password="much-too-long",  # 13 octets; SMPP 3.4 carries 8
-            reconnect_initial_s=0.05,
-            reconnect_max_s=0.1,
-        ),
-        ok,
-    )
-    task = await _run(s)
-    try:
-        for _ in range(50):
-            if s.stats.reconnects >= 2:
-                break
-            await asyncio.sleep(0.05)
-        assert not task.done(), "the session task must stay alive"
-        assert s.stats.reconnects >= 2 and "password" in s.stats.last_error
-    finally:
-        await stop_session(s, task, smsc)
+    # 13 octets of password; SMPP 3.4 carries 8
+    s, _, task = await start_session(password="much-too-long", reconnect_max_s=0.1)
+    for _ in range(50):
+        if s.stats.reconnects >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert not task.done(), "the session task must stay alive"
+    assert s.stats.reconnects >= 2 and "password" in s.stats.last_error

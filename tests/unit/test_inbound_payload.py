@@ -9,7 +9,8 @@ from pathlib import Path
 
 import fastavro
 
-from smsflow.inbound import IngestProcessor, IngestSettings
+from smsflow.ingest.origin import RecordOrigin
+from smsflow.ingest.processor import IngestProcessor, IngestSettings
 from smsflow.payload import webhook_payload
 from tests.avro_check import encode, parsed_schema
 from tests.factories import deliver_sm_bytes, raw_record
@@ -24,7 +25,7 @@ def _inbound(dest: str, dest_ton: int, region: str) -> dict:
     text = "【京东】您的验证码是 825959。".encode("utf-16-be")
     pdu = deliver_sm_bytes("1069012345", dest, text, 8, source_ton=0, dest_ton=dest_ton)
     record = raw_record(pdu, "1069012345", dest, 8, source_ton=0, dest_ton=dest_ton)
-    outs = proc.on_raw(record, "sms.raw.v1:0:1", 0, None)
+    outs = proc.on_raw(record, RecordOrigin("sms.raw.v1", 0, 1), None)
     assert [o.kind for o in outs] == ["inbound"]
     return outs[0].record
 

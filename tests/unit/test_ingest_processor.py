@@ -7,7 +7,8 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smsflow.inbound import IngestProcessor, IngestSettings
+from smsflow.ingest.origin import RecordOrigin
+from smsflow.ingest.processor import IngestProcessor, IngestSettings
 from tests.factories import deliver_sm_bytes, raw_record, segment_records
 
 T0 = 1_700_000_000_000
@@ -54,7 +55,7 @@ class Feeder:
             rec = {**rec, "received_at": received_at}
         elif self.clock is not None:
             rec = {**rec, "received_at": int(self.clock.t * 1000)}
-        outs = self.proc.on_raw(rec, f"sms.raw.v1:{self.partition}:{off}", self.partition, None)
+        outs = self.proc.on_raw(rec, RecordOrigin("sms.raw.v1", self.partition, off), None)
         outs.apply_deferred()
         return list(outs)
 
@@ -461,7 +462,7 @@ def test_property_a_replay_from_any_commit_with_tables_ahead_rederives_the_same_
     outputs: list[list] = []
     for off, rec in enumerate(records):
         writes_before.append((len(partials.log), len(seen.log)))
-        outs = proc.on_raw({**rec, "received_at": T0 + off}, f"sms.raw.v1:0:{off}", 0, None)
+        outs = proc.on_raw({**rec, "received_at": T0 + off}, RecordOrigin("sms.raw.v1", 0, off), None)
         outs.apply_deferred()
         outputs.append(inbound(outs))
     commit = rnd.randint(0, len(records))
@@ -472,7 +473,9 @@ def test_property_a_replay_from_any_commit_with_tables_ahead_rederives_the_same_
     delivered += [m for outs in outputs[commit:] for m in outs if rnd.random() < 0.5]
     proc2 = IngestProcessor(restore(partials.log, cut_p), restore(seen.log, cut_s), settings_, clock=Clock())
     for off in range(commit, len(records)):
-        outs = proc2.on_raw({**records[off], "received_at": T0 + off}, f"sms.raw.v1:0:{off}", 0, None)
+        outs = proc2.on_raw(
+            {**records[off], "received_at": T0 + off}, RecordOrigin("sms.raw.v1", 0, off), None
+        )
         outs.apply_deferred()
         delivered += inbound(outs)
     ids_by_body: dict[str, set[str]] = {}
@@ -492,7 +495,7 @@ def test_a_255_part_sms_writes_one_small_key_per_part_not_the_whole_message_each
     assert len(recs) == 255
     outs = []
     for off, r in enumerate(recs):
-        outs += proc.on_raw(r, f"sms.raw.v1:0:{off}", 0, None)
+        outs += proc.on_raw(r, RecordOrigin("sms.raw.v1", 0, off), None)
     assert [m["body"] for m in inbound(outs)] == [text]
     import json
 

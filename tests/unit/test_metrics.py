@@ -1,6 +1,6 @@
 from prometheus_client import CollectorRegistry, generate_latest
 
-from smsflow.inbound import Stats
+from smsflow.ingest.processor import Stats
 from smsflow.metrics import StatsCollector
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from smsflow.ingest.receipts import parse_receipt
 from smsflow.outbound.correlation import IdForm, Matched, SegmentRef, SubmitIndex, Unmatched
-from smsflow.receipts import parse_receipt
 
 SEG = SegmentRef("m1", 1)
 OTHER = SegmentRef("m2", 2)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from smsflow.avro_range import INT_MAX, read_count
-from smsflow.inbound import IngestProcessor, IngestSettings
-from smsflow.receipts import parse_receipt
+from smsflow.ingest.origin import RecordOrigin
+from smsflow.ingest.processor import IngestProcessor, IngestSettings
+from smsflow.ingest.receipts import parse_receipt
 from tests.avro_check import encode
 from tests.factories import deliver_sm_bytes, raw_record
 
@@ -17,7 +18,9 @@ def _receipt_records(text: str, tlvs: list[tuple[int, bytes]] | None = None) -> 
     if len(body) > 254:  # what does not fit short_message travels in message_payload
         body, tlvs = b"", [*tlvs, (0x0424, body)]
     pdu = deliver_sm_bytes("85261234567", "85230001000", body, 0, esm_class=0x04, tlvs=tlvs)
-    outs = proc.on_raw(raw_record(pdu, "85261234567", "85230001000", 0, 0x04), "sms.raw.v1:0:7", 0, None)
+    outs = proc.on_raw(
+        raw_record(pdu, "85261234567", "85230001000", 0, 0x04), RecordOrigin("sms.raw.v1", 0, 7), None
+    )
     assert [o.kind for o in outs] == ["receipt"]
     for out in outs:
         encode(out.record, "delivery_receipt.avsc")

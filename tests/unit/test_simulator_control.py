@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 
 from typer.testing import CliRunner
 
-from connectors.simulator.control import SimulatorControl
-from connectors.simulator.smsc import SimulatedSmsc
+from devkit.simulator.control import SimulatorControl
+from devkit.simulator.smsc import SimulatedSmsc
 from smsflow.cli import app
 from tests.unit.test_simulator_faults import PROBE_NUMBER, esme, smsc_for_tests
 

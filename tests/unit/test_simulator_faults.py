@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from connectors.simulator.faults import FaultError, FaultKind, parse_fault
-from connectors.simulator.smsc import SimulatedSmsc
-from connectors.simulator.traffic import LogicalSms
 from connectors.smpp.session import EsmeSession, InboundPdu, SessionSettings
-from smsflow.receipts import parse_receipt
+from devkit.simulator.faults import FaultError, FaultKind, parse_fault
+from devkit.simulator.smsc import SimulatedSmsc
+from devkit.simulator.traffic import LogicalSms
+from smsflow.ingest.receipts import parse_receipt
 from smsflow.smpp.constants import CommandId, CommandStatus, TlvTag
 from smsflow.smpp.pdu import Pdu
 

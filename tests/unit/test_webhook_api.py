@@ -7,12 +7,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from standardwebhooks import Webhook
 
-from smsflow.webhooks.api import ApiSettings, create_api_app
-from smsflow.webhooks.apikeys import ApiKey, ApiKeyStore, Scope
-from smsflow.webhooks.egress import AddressPolicy
-from smsflow.webhooks.holdings import Holding
-from smsflow.webhooks.signing import generate_secret, webhook_headers
-from smsflow.webhooks.store import InMemorySubscriptionStore
+from smsflow.api.apikeys import ApiKey, ApiKeyStore, Scope
+from smsflow.api.app import create_api_app
+from smsflow.api.subscriptions import ApiSettings
+from smsflow.delivery.egress import AddressPolicy
+from smsflow.delivery.signing import generate_secret, webhook_headers
+from smsflow.subscriptions.holdings import Holding
+from smsflow.subscriptions.store import InMemorySubscriptionStore
 
 
 class Api:

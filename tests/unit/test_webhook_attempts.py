@@ -4,7 +4,7 @@ from typing import Any
 
 import orjson
 
-from smsflow.webhooks.attempts import AttemptLedger, ledger_key, ledger_value
+from smsflow.delivery.attempts import AttemptLedger, ledger_key, ledger_value
 
 
 class Record:

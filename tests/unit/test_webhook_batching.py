@@ -1,5 +1,5 @@
-from smsflow.webhooks.batching import BatchAssembler
-from smsflow.webhooks.model import BatchConfig, Subscription
+from smsflow.delivery.batching import BatchAssembler
+from smsflow.subscriptions.model import BatchConfig, Subscription
 
 
 class Clock:

@@ -4,8 +4,8 @@ streak (read back from the topic) reports nothing (it would echo forever)."""
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from smsflow.webhooks.model import AttemptResult, FailureKind
-from smsflow.webhooks.policy import CircuitConfig, EndpointCircuit
+from smsflow.delivery.events import AttemptResult, FailureKind
+from smsflow.delivery.policy import CircuitConfig, EndpointCircuit
 from tests.factories import attempt_result
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

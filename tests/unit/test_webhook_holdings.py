@@ -8,12 +8,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smsflow.webhooks.api import create_api_app
-from smsflow.webhooks.apikeys import ApiKey, ApiKeyStore
-from smsflow.webhooks.holdings import Holding, outside_holding, receives
-from smsflow.webhooks.model import MessageFilter, Subscription
-from smsflow.webhooks.redelivery import Redelivery
-from smsflow.webhooks.store import InMemorySubscriptionStore
+from smsflow.api.apikeys import ApiKey, ApiKeyStore
+from smsflow.api.app import create_api_app
+from smsflow.delivery.redelivery import Redelivery
+from smsflow.subscriptions.holdings import Holding, outside_holding, receives
+from smsflow.subscriptions.model import MessageFilter, Subscription
+from smsflow.subscriptions.store import InMemorySubscriptionStore
 from streams.deliver import KafkaDelivery
 
 A_NUMBER, B_NUMBER = "+85230001000", "+85230001001"

@@ -5,11 +5,9 @@ import orjson
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from smsflow.webhooks.model import (
-    AttemptResult,
-    DeliveryEvent,
-    DeliveryState,
-    FailureKind,
+from smsflow.delivery.events import AttemptResult, DeliveryEvent, DeliveryState, FailureKind
+from smsflow.delivery.signing import generate_secret
+from smsflow.subscriptions.model import (
     MessageFilter,
     SigningSecret,
     Subscription,
@@ -18,8 +16,7 @@ from smsflow.webhooks.model import (
     subscription_record_key,
     subscription_to_record,
 )
-from smsflow.webhooks.secretbox import SecretBox, SecretBoxError
-from smsflow.webhooks.signing import generate_secret
+from smsflow.subscriptions.secretbox import SecretBox, SecretBoxError
 
 
 def message(**over):

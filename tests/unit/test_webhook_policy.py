@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smsflow.webhooks.model import AttemptResult, DeliveryState, FailureKind
-from smsflow.webhooks.policy import (
+from smsflow.delivery.events import AttemptResult, DeliveryState, FailureKind
+from smsflow.delivery.policy import (
     DEFAULT_DELAYS_S,
     Action,
     AimdLimit,

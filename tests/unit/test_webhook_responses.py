@@ -16,10 +16,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from smsflow.webhooks.engine import DeliveryEngine
-from smsflow.webhooks.model import AttemptResult, DeliveryEvent, DeliveryState, FailureKind, Subscription
-from smsflow.webhooks.policy import Action, RetryPolicy, parse_retry_after
-from smsflow.webhooks.sender import SenderConfig, WebhookSender, interpret_response
+from smsflow.delivery.engine import DeliveryEngine
+from smsflow.delivery.events import AttemptResult, DeliveryEvent, DeliveryState, FailureKind
+from smsflow.delivery.policy import Action, RetryPolicy, parse_retry_after
+from smsflow.delivery.sender import SenderConfig, WebhookSender, interpret_response
+from smsflow.subscriptions.model import Subscription
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 MSG = {"message_id": "msg_1", "from_number": "+4915112345678", "to_number": "+8613800138000"}

@@ -10,13 +10,14 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from smsflow.webhooks.egress import AddressPolicy
-from smsflow.webhooks.engine import DeliveryEngine
-from smsflow.webhooks.model import BatchConfig, DeliveryState, FailureKind, SigningSecret, Subscription
-from smsflow.webhooks.policy import Action, CircuitConfig, EndpointCircuit, RetryPolicy, RetrySchedule
-from smsflow.webhooks.sender import SenderConfig, WebhookSender
-from smsflow.webhooks.signing import generate_secret
-from smsflow.webhooks.store import InMemorySubscriptionStore
+from smsflow.delivery.egress import AddressPolicy
+from smsflow.delivery.engine import DeliveryEngine
+from smsflow.delivery.events import DeliveryState, FailureKind
+from smsflow.delivery.policy import Action, CircuitConfig, EndpointCircuit, RetryPolicy, RetrySchedule
+from smsflow.delivery.sender import SenderConfig, WebhookSender
+from smsflow.delivery.signing import generate_secret
+from smsflow.subscriptions.model import BatchConfig, SigningSecret, Subscription
+from smsflow.subscriptions.store import InMemorySubscriptionStore
 
 LOCAL = AddressPolicy(allow=("127.0.0.1/32",))
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

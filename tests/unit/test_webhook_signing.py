@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from smsflow.webhooks.signing import (
+from smsflow.delivery.signing import (
     InvalidSecret,
     SignatureMismatch,
     decode_secret,

@@ -6,9 +6,10 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
-from smsflow.webhooks.egress import AddressPolicy, BlockedAddress, GuardedResolver, guarded_socket_factory
-from smsflow.webhooks.model import FailureKind, Subscription
-from smsflow.webhooks.sender import SenderConfig, WebhookSender
+from smsflow.delivery.egress import AddressPolicy, BlockedAddress, GuardedResolver, guarded_socket_factory
+from smsflow.delivery.events import FailureKind
+from smsflow.delivery.sender import SenderConfig, WebhookSender
+from smsflow.subscriptions.model import Subscription
 
 MSG = {"message_id": "msg_ssrf", "body": "hi"}
 

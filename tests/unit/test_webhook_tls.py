@@ -3,10 +3,11 @@
 import pytest
 from aiohttp import web
 
-from smsflow.webhooks.egress import AddressPolicy
-from smsflow.webhooks.model import FailureKind, Subscription
-from smsflow.webhooks.policy import Verdict, classify
-from smsflow.webhooks.sender import SenderConfig, WebhookSender
+from smsflow.delivery.egress import AddressPolicy
+from smsflow.delivery.events import FailureKind
+from smsflow.delivery.policy import Verdict, classify
+from smsflow.delivery.sender import SenderConfig, WebhookSender
+from smsflow.subscriptions.model import Subscription
 from tests.tls_certs import make_ca, server_context
 
 LOCAL = AddressPolicy(allow=("127.0.0.1/32",))

@@ -1,0 +1,349 @@
+"""A real Apache Kafka broker (KRaft, broker and controller in one JVM) run from Maven Central jars.
+
+    kafka = LocalKafka(Path(".work/kafka"))
+    kafka.fetch(); kafka.format(); kafka.start(); kafka.wait_ready()
+    ... kafka.bootstrap ...          # "127.0.0.1:PORT"
+    kafka.stop()
+
+or ``with LocalKafka(path) as kafka: ...``. ``python -m devkit.local.kafka {fetch,start,stop,status}`` does
+the same from a shell. The broker listens on loopback only. Ports are free ones unless given; they are kept in
+``<home>/local-kafka.json`` so a later start on the same home (another process, ``stop`` from a shell)
+finds the same broker again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import string
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+
+from devkit.local.jvm import (
+    INFRA_DIR,
+    LocalServiceError,
+    cache_root,
+    free_port,
+    java_executable,
+    maven_fetch,
+    pid_alive,
+    pid_cmdline,
+    port_open,
+    spawn,
+    tail,
+    terminate,
+)
+
+KAFKA_VERSION = "4.1.1"
+KAFKA_INFRA = INFRA_DIR / "kafka"
+_STATE_FILE = "local-kafka.json"
+
+
+def kafka_jars_dir() -> Path:
+    """``<cache>/jars/kafka-4.1.1`` (see devkit.local.jvm.cache_root)."""
+    return cache_root() / "jars" / f"kafka-{KAFKA_VERSION}"
+
+
+def random_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what `kafka-storage random-uuid`
+    prints). Like Kafka's Uuid.randomUuid, never one starting with '-': the storage tool would read it as an
+    option (1 run in 64 would fail to format)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+@dataclass
+class _State:
+    port: int
+    controller_port: int
+    cluster_id: str
+    pid: int | None = None
+
+
+class LocalKafka:
+    """One single-node Kafka broker with its data and logs under ``home``."""
+
+    def __init__(
+        self,
+        home: Path,
+        port: int | None = None,
+        controller_port: int | None = None,
+        *,
+        heap: str = "512m",
+        jars_dir: Path | None = None,
+        die_with_parent: bool = True,
+    ) -> None:
+        self.home = Path(home).resolve()
+        self.jars_dir = jars_dir or kafka_jars_dir()
+        self.heap = heap
+        self.die_with_parent = die_with_parent
+        self._proc: subprocess.Popen[bytes] | None = None
+        saved = self._load_state()
+        self.port = port or (saved.port if saved else free_port())
+        self.controller_port = controller_port or (saved.controller_port if saved else free_port())
+        while self.controller_port == self.port:
+            self.controller_port = free_port()
+        self.cluster_id = saved.cluster_id if saved else random_cluster_id()
+
+    # -- paths -------------------------------------------------------------------------------------------
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def console_log(self) -> Path:
+        """The JVM's stdout and stderr (warnings and crashes); the full broker log is logs/server.log."""
+        return self.logs_dir / "kafka.out"
+
+    @property
+    def pid(self) -> int | None:
+        if self._proc is not None:
+            return self._proc.pid if self._proc.poll() is None else None
+        saved = self._load_state()
+        if (
+            saved
+            and saved.pid
+            and pid_alive(saved.pid)
+            and str(self.properties_file) in pid_cmdline(saved.pid)
+        ):
+            return saved.pid
+        return None
+
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def fetch(self) -> Path:
+        """Download the broker's jars once (Maven, into the cache); return the jar folder."""
+        return maven_fetch(KAFKA_INFRA / "pom.xml", self.jars_dir, what=f"Kafka {KAFKA_VERSION}")
+
+    def format(self) -> None:
+        """Write server.properties and format the storage with this broker's cluster id.
+
+        Idempotent: an already formatted data folder is left as it is (its cluster id wins).
+        """
+        self._write_properties()
+        meta = self.data_dir / "meta.properties"
+        if meta.is_file():
+            for line in meta.read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    self.cluster_id = line.split("=", 1)[1].strip()
+            self._save_state(pid=None)
+            return
+        cmd = [
+            java_executable(),
+            "-Xmx256m",
+            *self._log_opts(),
+            "-cp",
+            f"{self.jars_dir}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            self.cluster_id,
+            "--config",
+            str(self.properties_file),
+            "--ignore-formatted",
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise LocalServiceError(
+                f"kafka storage format failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            )
+        self._save_state(pid=None)
+
+    def start(self) -> None:
+        """Start the broker JVM (returns at once; call wait_ready). Fetches and formats first if needed."""
+        if self.is_running():
+            raise LocalServiceError(f"a broker already runs on {self.home} (pid {self.pid})")
+        self.fetch()
+        if not (self.data_dir / "meta.properties").is_file():
+            self.format()
+        else:
+            self._write_properties()
+        for p in (self.port, self.controller_port):
+            if port_open("127.0.0.1", p):
+                raise LocalServiceError(f"port {p} is already taken; pick other ports or stop what uses it")
+        cmd = [
+            java_executable(),
+            f"-Xmx{self.heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            *self._log_opts(),
+            "-cp",
+            f"{self.jars_dir}/*",
+            "kafka.Kafka",
+            str(self.properties_file),
+        ]
+        env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_OPTS", "KAFKA_HEAP_OPTS")}
+        self._proc = spawn(cmd, log_file=self.console_log, env=env, die_with_parent=self.die_with_parent)
+        self._save_state(pid=self._proc.pid)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the broker answers a metadata request and lists itself; raise if it died or hung."""
+        from confluent_kafka.admin import AdminClient
+
+        deadline = time.monotonic() + timeout
+        while not port_open("127.0.0.1", self.port):
+            self._raise_if_dead()
+            if time.monotonic() > deadline:
+                raise LocalServiceError(
+                    f"broker did not listen on {self.bootstrap} in {timeout:.0f}s\n{self._logs()}"
+                )
+            time.sleep(0.2)
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.connection.setup.timeout.ms": 2000})
+        while True:
+            self._raise_if_dead()
+            try:
+                md = admin.list_topics(timeout=2)
+                if md.brokers:
+                    return
+            except Exception as exc:
+                last = exc
+            else:
+                last = RuntimeError("no broker registered yet")
+            if time.monotonic() > deadline:
+                raise LocalServiceError(
+                    f"broker at {self.bootstrap} not ready in {timeout:.0f}s: {last}\n{self._logs()}"
+                )
+            time.sleep(0.2)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Controlled shutdown (SIGTERM), then SIGKILL after ``timeout``. No-op when not running."""
+        self._end(force=False, timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed or closed cleanly."""
+        self._end(force=True, timeout=10.0)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Stop (cleanly) and start again on the same data, ports and cluster id; waits until ready."""
+        self.stop()
+        self.start()
+        self.wait_ready(timeout)
+
+    def __enter__(self) -> LocalKafka:
+        self.fetch()
+        self.format()
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _end(self, *, force: bool, timeout: float) -> None:
+        pid = self.pid
+        if pid is not None:
+            terminate(pid, proc=self._proc, timeout=timeout, force=force)
+        self._proc = None
+        if (self.home / _STATE_FILE).is_file():
+            self._save_state(pid=None)
+
+    def _raise_if_dead(self) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            code = self._proc.returncode
+            self._proc = None
+            raise LocalServiceError(f"broker exited with code {code}\n{self._logs()}")
+
+    def _logs(self) -> str:
+        return (
+            f"--- {self.console_log} ---\n{tail(self.console_log)}\n"
+            f"--- {self.logs_dir / 'server.log'} ---\n{tail(self.logs_dir / 'server.log', 30)}"
+        )
+
+    def _log_opts(self) -> list[str]:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            f"-Dlog4j2.configurationFile={KAFKA_INFRA / 'log4j2.yaml'}",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+        ]
+
+    def _write_properties(self) -> None:
+        template = string.Template((KAFKA_INFRA / "server.properties.tmpl").read_text())
+        text = template.substitute(
+            port=self.port, controller_port=self.controller_port, data_dir=self.data_dir
+        )
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.properties_file.write_text(text)
+
+    def _load_state(self) -> _State | None:
+        try:
+            return _State(**json.loads((self.home / _STATE_FILE).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _save_state(self, *, pid: int | None) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        state = _State(self.port, self.controller_port, self.cluster_id, pid)
+        (self.home / _STATE_FILE).write_text(json.dumps(asdict(state)) + "\n")
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devkit.local.kafka", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["fetch", "start", "stop", "status"])
+    parser.add_argument(
+        "--home", type=Path, default=cache_root() / "kafka", help="data and logs (default %(default)s)"
+    )
+    parser.add_argument("--port", type=int, default=None, help="client port (default: free, then remembered)")
+    parser.add_argument("--controller-port", type=int, default=None)
+    args = parser.parse_args(argv)
+    kafka = LocalKafka(args.home, args.port, args.controller_port, die_with_parent=False)
+    if args.command == "fetch":
+        kafka.fetch()
+    elif args.command == "start":
+        if kafka.is_running():
+            print(f"already running: pid {kafka.pid}, bootstrap {kafka.bootstrap}")
+            return 0
+        kafka.fetch()
+        kafka.format()
+        kafka.start()
+        kafka.wait_ready()
+        print(
+            f"Kafka {KAFKA_VERSION} ready: bootstrap {kafka.bootstrap} (pid {kafka.pid}, data {kafka.home})"
+        )
+    elif args.command == "stop":
+        was = kafka.pid
+        kafka.stop()
+        print(f"stopped pid {was}" if was else "not running")
+    else:
+        print(
+            f"running: pid {kafka.pid}, bootstrap {kafka.bootstrap}" if kafka.is_running() else "not running"
+        )
+        return 0 if kafka.is_running() else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

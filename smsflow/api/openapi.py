@@ -1,0 +1,236 @@
+"""The OpenAPI 3.1 document of the subscriptions API: paths written here, schemas generated from the
+pydantic models the handlers use (so the two cannot drift apart field by field)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from smsflow.api import holdings, redelivery, subscriptions, wire
+
+_REF = "#/components/schemas/{model}"
+_MODELS: tuple[type[BaseModel], ...] = (
+    subscriptions.SubscriptionCreate,
+    subscriptions.SubscriptionUpdate,
+    subscriptions.SubscriptionView,
+    subscriptions.SubscriptionCreated,
+    subscriptions.SubscriptionList,
+    subscriptions.RotateSecretRequest,
+    subscriptions.RotateSecretResponse,
+    subscriptions.DisableRequest,
+    redelivery.RecoverRequest,
+    redelivery.RecoverResponse,
+    redelivery.ResendResponse,
+    holdings.HoldingPut,
+    holdings.HoldingView,
+    holdings.HoldingList,
+    wire.ErrorBody,
+)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _json_body(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _ok(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Body is not a JSON object",
+        401: "Missing or unknown API key",
+        403: "The API key lacks the scope or acts for another owner, or a filter reaches beyond the owner's "
+        "holding (`error.code` = `not_held`, `error.field` names the value)",
+        404: "No such subscription, holding or message for this key (another tenant's message is a 404)",
+        409: "The subscription is disabled",
+        422: "A field is invalid; `error.field` names it",
+        501: "Not available in this deployment",
+    }
+    return {str(c): _ok(wire.ErrorBody, text[c]) for c in codes}
+
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_OWNER = {"name": "owner", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def build_openapi() -> dict[str, Any]:
+    _, top = models_json_schema([(m, "validation") for m in _MODELS], ref_template=_REF)
+    schemas = dict(top.get("$defs", {}))
+    auth = (401, 403)
+    paths: dict[str, Any] = {
+        "/healthz": {
+            "get": {
+                "summary": "Liveness",
+                "operationId": "healthz",
+                "security": [],
+                "responses": {"200": {"description": "Alive"}},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+            }
+        },
+        "/v1/subscriptions": {
+            "get": {
+                "summary": "List subscriptions",
+                "operationId": "listSubscriptions",
+                "parameters": [
+                    {
+                        "name": "owner",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "operator keys only; owner keys always see their own",
+                    }
+                ],
+                "responses": {"200": _ok(subscriptions.SubscriptionList, "Subscriptions"), **_errors(*auth)},
+            },
+            "post": {
+                "summary": "Create a subscription; the response holds its secret, shown only once",
+                "operationId": "createSubscription",
+                "requestBody": _json_body(subscriptions.SubscriptionCreate),
+                "responses": {
+                    "201": _ok(subscriptions.SubscriptionCreated, "Created"),
+                    **_errors(400, *auth, 422),
+                },
+            },
+        },
+        "/v1/subscriptions/{id}": {
+            "parameters": [_ID],
+            "get": {
+                "summary": "Get a subscription",
+                "operationId": "getSubscription",
+                "responses": {
+                    "200": _ok(subscriptions.SubscriptionView, "The subscription"),
+                    **_errors(*auth, 404),
+                },
+            },
+            "patch": {
+                "summary": "Change a subscription",
+                "operationId": "updateSubscription",
+                "requestBody": _json_body(subscriptions.SubscriptionUpdate),
+                "responses": {
+                    "200": _ok(subscriptions.SubscriptionView, "Updated"),
+                    **_errors(400, *auth, 404, 422),
+                },
+            },
+            "delete": {
+                "summary": "Delete a subscription",
+                "operationId": "deleteSubscription",
+                "responses": {"204": {"description": "Deleted"}, **_errors(*auth, 404)},
+            },
+        },
+        "/v1/subscriptions/{id}/rotate-secret": {
+            "parameters": [_ID],
+            "post": {
+                "summary": "Replace the signing secret; the previous one keeps signing during the overlap",
+                "operationId": "rotateSecret",
+                "requestBody": _json_body(subscriptions.RotateSecretRequest, required=False),
+                "responses": {
+                    "200": _ok(subscriptions.RotateSecretResponse, "The new secret, shown only once"),
+                    **_errors(400, *auth, 404, 422),
+                },
+            },
+        },
+        "/v1/subscriptions/{id}/enable": {
+            "parameters": [_ID],
+            "post": {
+                "summary": "Enable (e.g. after automatic disabling)",
+                "operationId": "enableSubscription",
+                "responses": {"200": _ok(subscriptions.SubscriptionView, "Enabled"), **_errors(*auth, 404)},
+            },
+        },
+        "/v1/subscriptions/{id}/disable": {
+            "parameters": [_ID],
+            "post": {
+                "summary": "Disable; nothing is sent until enabled again",
+                "operationId": "disableSubscription",
+                "requestBody": _json_body(subscriptions.DisableRequest, required=False),
+                "responses": {
+                    "200": _ok(subscriptions.SubscriptionView, "Disabled"),
+                    **_errors(400, *auth, 404, 422),
+                },
+            },
+        },
+        "/v1/subscriptions/{id}/recover": {
+            "parameters": [_ID],
+            "post": {
+                "summary": "Send again every message that failed for this subscription since a time",
+                "operationId": "recoverSubscription",
+                "requestBody": _json_body(redelivery.RecoverRequest),
+                "responses": {
+                    "202": _ok(redelivery.RecoverResponse, "Queued"),
+                    **_errors(400, *auth, 404, 409, 422, 501),
+                },
+            },
+        },
+        "/v1/messages/{message_id}/resend": {
+            "parameters": [
+                {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "subscription_id", "in": "query", "required": True, "schema": {"type": "string"}},
+            ],
+            "post": {
+                "summary": "Send one message to one subscription again",
+                "operationId": "resendMessage",
+                "responses": {
+                    "202": _ok(redelivery.ResendResponse, "Queued"),
+                    **_errors(*auth, 404, 409, 422, 501),
+                },
+            },
+        },
+        "/v1/holdings": {
+            "get": {
+                "summary": "List holdings (admin keys: every owner's; owner keys: their own)",
+                "operationId": "listHoldings",
+                "responses": {"200": _ok(holdings.HoldingList, "Holdings"), **_errors(*auth)},
+            },
+        },
+        "/v1/holdings/{owner}": {
+            "parameters": [_OWNER],
+            "get": {
+                "summary": "The numbers, prefixes and routes an owner holds",
+                "operationId": "getHolding",
+                "responses": {"200": _ok(holdings.HoldingView, "The holding"), **_errors(*auth, 404)},
+            },
+            "put": {
+                "summary": "Set what an owner holds (admin keys only); every filter of the owner is "
+                "bounded by it at once, including deliveries already scheduled",
+                "operationId": "putHolding",
+                "requestBody": _json_body(holdings.HoldingPut),
+                "responses": {"200": _ok(holdings.HoldingView, "Stored"), **_errors(400, *auth, 422)},
+            },
+            "delete": {
+                "summary": "Remove an owner's holding (admin keys only): its subscriptions receive nothing",
+                "operationId": "deleteHolding",
+                "responses": {"204": {"description": "Removed"}, **_errors(*auth, 404)},
+            },
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "smsflow webhook subscriptions",
+            "version": "1.0.0",
+            "description": "Where inbound SMS are delivered; webhooks are signed per Standard Webhooks.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "sfk_… API key"}
+            },
+        },
+    }

@@ -1,0 +1,113 @@
+"""``smsflow api``: the subscriptions REST API as its own process.
+
+It reads and writes subscriptions in the compacted topic ``sms.subscriptions.v1`` (delivery workers follow
+that topic, so a change takes effect without a restart), and answers resend and recover by queueing messages
+on the retry topic (``smsflow.delivery.redelivery``). API keys: a bootstrap admin key from the environment
+variable ``api.admin_key_env`` (kept in memory only as a salted hash, never logged) and the hashed records of
+``api.keys_file`` (JSON lines of ``ApiKey.to_record()``, made by ``smsflow api-keys new``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from smsflow.api.apikeys import ALL_SCOPES, ApiKey, ApiKeyStore
+from smsflow.config import ApiConfig, Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def load_api_keys(cfg: ApiConfig, environ: Mapping[str, str] | None = None) -> ApiKeyStore:
+    env = os.environ if environ is None else environ
+    keys: list[ApiKey] = []
+    if cfg.admin_key_env and env.get(cfg.admin_key_env):
+        try:
+            keys.append(ApiKey.from_token(env[cfg.admin_key_env], None, ALL_SCOPES, "admin (environment)"))
+        except ValueError:
+            # the value itself is never put in the message
+            raise ConfigError(
+                f"api.admin_key_env: {cfg.admin_key_env} does not hold an API key "
+                "(sfk_<key id>_<secret>); make one with `smsflow api-keys new --token-only`"
+            ) from None
+    if cfg.keys_file:
+        path = Path(cfg.keys_file)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(f"api.keys_file: cannot read {path}: {exc.strerror}") from None
+        for n, line in enumerate(lines, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                keys.append(ApiKey.from_record(orjson.loads(line)))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(f"api.keys_file: {path}:{n}: not an API key record ({exc})") from None
+    if not keys:
+        raise ConfigError(
+            f"api: no API keys; set {cfg.admin_key_env or 'api.admin_key_env'} or api.keys_file "
+            "(see `smsflow api-keys new --help`)"
+        )
+    return ApiKeyStore(keys)
+
+
+async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
+    """Run the API until ``stop`` is set (or SIGINT/SIGTERM)."""
+    from smsflow.api.app import create_api_app
+    from smsflow.api.subscriptions import ApiSettings
+    from smsflow.delivery.egress import AddressPolicy
+    from smsflow.delivery.redelivery import Redelivery
+    from smsflow.schemas import DELIVERY_TOPIC, INBOUND_TOPIC
+    from smsflow.serde import Serde, registry_client
+    from smsflow.subscriptions.secretbox import SecretBox, SecretBoxError
+    from smsflow.subscriptions.topic_store import TopicSubscriptionStore
+
+    bootstrap, registry = cfg.require_endpoints()
+    api_keys = load_api_keys(cfg.api)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    try:
+        box = SecretBox.from_env()
+    except SecretBoxError as exc:
+        raise ConfigError(f"secrets: {exc}") from None
+    serde = Serde(registry_client(registry, cfg.registry_credentials()))
+    await asyncio.to_thread(serde.warm_up, [DELIVERY_TOPIC, INBOUND_TOPIC])
+    store = TopicSubscriptionStore(bootstrap, box=box)
+    await store.start()
+    redelivery = Redelivery(
+        bootstrap,
+        serde,
+        holding_of=store.holding_of,
+        history_lookback_s=cfg.api.resend_history_lookback_s,
+        search_window_s=cfg.api.resend_search_window_s,
+    )
+    await redelivery.start()
+    settings = ApiSettings(
+        rotation_overlap_s=cfg.api.rotation_overlap_s,
+        https_only=cfg.webhooks.https_only,
+        address_policy=AddressPolicy() if cfg.webhooks.block_private_addresses else None,
+    )
+    app = create_api_app(
+        store, api_keys, resend=redelivery.resend, recover=redelivery.recover, settings=settings
+    )
+    runner = web.AppRunner(app)  # the access log has the request line, never the Authorization header
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, cfg.api.host, cfg.api.port)
+        await site.start()
+        log.info("api: listening on http://%s:%d (OpenAPI at /openapi.json)", cfg.api.host, cfg.api.port)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await redelivery.stop()
+        await store.stop()

@@ -1,0 +1,311 @@
+"""``/v1/subscriptions``: create, read, change, delete, enable/disable a webhook subscription and rotate its
+signing secret.
+
+A key bound to an owner sees only that owner's subscriptions; another owner's id answers 404, so ids cannot
+be probed. What a subscription can receive is bounded by its owner's *holding*
+(``smsflow/subscriptions/holdings.py``): a filter reaching beyond it is refused (403 ``not_held``,
+``error.field`` names the value), and an empty filter means "everything the owner holds". Secrets leave the
+API exactly twice: in the response that creates a subscription and in the response that rotates its secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+
+from smsflow.api.apikeys import ApiKey, Scope
+from smsflow.api.wire import (
+    ApiError,
+    Body,
+    ErrorDetail,
+    json_response,
+    parse_body,
+    principal,
+    validation_error,
+)
+from smsflow.delivery.egress import AddressPolicy
+from smsflow.subscriptions.holdings import is_operator_owner, outside_holding
+from smsflow.subscriptions.model import BatchConfig, MessageFilter, SigningSecret, Subscription, utcnow
+from smsflow.subscriptions.store import SubscriptionStore
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    rotation_overlap_s: float = 24 * 3600.0  # how long the previous secret keeps signing after a rotation
+    max_rotation_overlap_s: float = 7 * 24 * 3600.0
+    https_only: bool = False  # default for subscriptions that do not say
+    # Refuse URLs whose host is a literal blocked IP or a localhost name at creation time (the sender checks
+    # resolved addresses on every connection anyway). None accepts any host (local demo).
+    address_policy: AddressPolicy | None = AddressPolicy()  # noqa: RUF009 - frozen, safe to share
+
+
+class SubscriptionCreate(Body):
+    url: str = Field(min_length=1, max_length=2048)
+    owner: str | None = Field(None, description="required for operator keys; defaults to the key's owner")
+    description: str = Field("", max_length=500)
+    secret: SecretStr | None = Field(None, description="whsec_ + base64 of 24..64 bytes; generated if absent")
+    filters: MessageFilter = Field(default_factory=MessageFilter)
+    max_in_flight: int = Field(10, ge=1, le=1000)
+    rate_limit_per_second: float | None = Field(None, gt=0, le=10_000)
+    timeout_seconds: float = Field(10.0, gt=0, le=60)
+    batch: BatchConfig | None = None
+    https_only: bool | None = None
+
+
+class SubscriptionUpdate(Body):
+    """Fields to change; an absent field is left alone, ``null`` clears an optional one."""
+
+    url: str | None = Field(None, min_length=1, max_length=2048)
+    description: str | None = Field(None, max_length=500)
+    filters: MessageFilter | None = None
+    max_in_flight: int | None = Field(None, ge=1, le=1000)
+    rate_limit_per_second: float | None = Field(None, gt=0, le=10_000)
+    timeout_seconds: float | None = Field(None, gt=0, le=60)
+    batch: BatchConfig | None = None
+    https_only: bool | None = None
+
+
+class SecretInfo(BaseModel):
+    fingerprint: str = Field(description="first 12 hex digits of SHA-256 of the secret")
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class SubscriptionView(BaseModel):
+    id: str
+    owner: str
+    url: str
+    description: str
+    filters: MessageFilter
+    enabled: bool
+    disabled_reason: str | None
+    max_in_flight: int
+    rate_limit_per_second: float | None
+    timeout_seconds: float
+    batch: BatchConfig | None
+    https_only: bool | None
+    secrets: list[SecretInfo]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, sub: Subscription) -> SubscriptionView:
+        data = sub.model_dump(exclude={"secrets"})
+        data["secrets"] = [
+            SecretInfo(fingerprint=s.fingerprint, created_at=s.created_at, expires_at=s.expires_at)
+            for s in sub.secrets
+        ]
+        return cls(**data)
+
+
+class SubscriptionCreated(SubscriptionView):
+    secret: str = Field(description="the signing secret, shown only in this response")
+
+
+class SubscriptionList(BaseModel):
+    data: list[SubscriptionView]
+
+
+class RotateSecretRequest(Body):
+    overlap_seconds: float | None = Field(None, ge=0, description="how long the previous secret stays valid")
+
+
+class RotateSecretResponse(BaseModel):
+    secret: str = Field(description="the new signing secret, shown only in this response")
+    fingerprint: str
+    previous_valid_until: datetime | None
+
+
+class DisableRequest(Body):
+    reason: str = Field("disabled by request", max_length=500)
+
+
+async def owned_subscription(store: SubscriptionStore, request: web.Request, key: ApiKey) -> Subscription:
+    """The subscription named by the ``{id}`` in the path, if this key may see it (404 otherwise)."""
+    sub_id = request.match_info["id"]
+    sub = await store.get(sub_id)
+    if sub is None or not key.may_access(sub.owner):
+        raise ApiError(404, "not_found", f"subscription {sub_id} not found")
+    return sub
+
+
+class SubscriptionHandlers:
+    def __init__(self, store: SubscriptionStore, settings: ApiSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    # -- shared checks --
+
+    def _check_url(self, url: str, https_only: bool | None) -> None:
+        parts = urlsplit(url)
+        effective = self.settings.https_only if https_only is None else https_only
+        if effective and parts.scheme != "https":
+            raise ApiError(422, "validation_error", "url: must be https:// for this subscription", "url")
+        host = (parts.hostname or "").rstrip(".").lower()
+        policy = self.settings.address_policy
+        if policy is None or not host:
+            return
+        if host == "localhost" or host.endswith(".localhost"):
+            raise ApiError(422, "validation_error", "url: localhost is not a reachable webhook host", "url")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return
+        reason = policy.blocked_reason(host)
+        if reason is not None:
+            raise ApiError(422, "validation_error", f"url: {host} is a {reason} address", "url")
+
+    def _check_held(self, owner: str, filters: MessageFilter) -> None:
+        """Refuse a filter reaching beyond what the owner holds (operator subscriptions hold everything)."""
+        if is_operator_owner(owner):
+            return
+        outside = outside_holding(filters, self.store.holding_of(owner))
+        if outside:
+            details = [ErrorDetail(code="not_held", field=f, message=m) for f, m in outside]
+            first = details[0]
+            raise ApiError(403, "not_held", f"{first.field}: {first.message}", first.field, details)
+
+    async def _owned(self, request: web.Request, key: ApiKey) -> Subscription:
+        return await owned_subscription(self.store, request, key)
+
+    def _build(self, data: dict[str, Any]) -> Subscription:
+        try:
+            return Subscription.model_validate(data)
+        except ValidationError as exc:
+            raise validation_error(exc) from exc
+
+    async def list_subscriptions(self, request: web.Request) -> web.Response:
+        key = principal(request, Scope.READ)
+        owner = key.owner if key.owner is not None else request.query.get("owner")
+        subs = await self.store.list(owner)
+        return json_response(SubscriptionList(data=[SubscriptionView.of(s) for s in subs]))
+
+    async def create_subscription(self, request: web.Request) -> web.Response:
+        key = principal(request, Scope.WRITE)
+        body: SubscriptionCreate = await parse_body(request, SubscriptionCreate)
+        if key.owner is not None:
+            if body.owner is not None and body.owner != key.owner:
+                raise ApiError(
+                    403, "forbidden", "this API key may only create subscriptions for its own owner"
+                )
+            owner = key.owner
+        elif body.owner:
+            owner = body.owner
+        else:
+            raise ApiError(422, "validation_error", "owner: required with an operator key", "owner")
+        self._check_url(body.url, body.https_only)
+        self._check_held(owner, body.filters)
+        try:
+            secret = SigningSecret.new(body.secret.get_secret_value() if body.secret else None)
+        except ValidationError as exc:
+            raise validation_error(exc, "secret.") from exc
+        data = body.model_dump(exclude={"secret", "owner"})
+        sub = self._build({**data, "owner": owner, "secrets": [secret]})
+        await self.store.put(sub)
+        view = SubscriptionView.of(sub).model_dump()
+        resp = json_response(SubscriptionCreated(**view, secret=secret.value.get_secret_value()), 201)
+        resp.headers["Location"] = f"/v1/subscriptions/{sub.id}"
+        return resp
+
+    async def get_subscription(self, request: web.Request) -> web.Response:
+        key = principal(request, Scope.READ)
+        return json_response(SubscriptionView.of(await self._owned(request, key)))
+
+    async def update_subscription(self, request: web.Request) -> web.Response:
+        key = principal(request, Scope.WRITE)
+        body: SubscriptionUpdate = await parse_body(request, SubscriptionUpdate)
+        changes = {name: getattr(body, name) for name in body.model_fields_set}
+        for name in ("url", "description", "filters", "max_in_flight", "timeout_seconds"):
+            if name in changes and changes[name] is None:
+                raise ApiError(422, "validation_error", f"{name}: may not be null", name)
+        async with self._locks[request.match_info["id"]]:
+            sub = await self._owned(request, key)
+            if "url" in changes or "https_only" in changes:
+                self._check_url(changes.get("url", sub.url), changes.get("https_only", sub.https_only))
+            if "filters" in changes:
+                self._check_held(sub.owner, changes["filters"])
+            data = sub.model_dump()
+            data.update({k: (v.model_dump() if isinstance(v, BaseModel) else v) for k, v in changes.items()})
+            data["updated_at"] = utcnow()
+            updated = self._build(data)
+            await self.store.put(updated)
+        return json_response(SubscriptionView.of(updated))
+
+    async def delete_subscription(self, request: web.Request) -> web.Response:
+        key = principal(request, Scope.WRITE)
+        sub = await self._owned(request, key)
+        await self.store.delete(sub.id)
+        return web.Response(status=204)
+
+    async def rotate_secret(self, request: web.Request) -> web.Response:
+        key = principal(request, Scope.WRITE)
+        body: RotateSecretRequest = await parse_body(request, RotateSecretRequest, allow_empty=True)
+        overlap = self.settings.rotation_overlap_s if body.overlap_seconds is None else body.overlap_seconds
+        if overlap > self.settings.max_rotation_overlap_s:
+            raise ApiError(
+                422,
+                "validation_error",
+                f"overlap_seconds: at most {self.settings.max_rotation_overlap_s:g}",
+                "overlap_seconds",
+            )
+        async with self._locks[request.match_info["id"]]:
+            sub = await self._owned(request, key)
+            now = utcnow()
+            until = now + timedelta(seconds=overlap)
+            new = SigningSecret.new(now=now)
+            kept = [
+                s.model_copy(update={"expires_at": min(until, s.expires_at) if s.expires_at else until})
+                for s in sub.secrets
+                if s.active_at(now)
+            ]
+            kept = [s for s in kept if s.active_at(now)]  # a zero overlap retires the old secrets at once
+            await self.store.put(sub.model_copy(update={"secrets": [new, *kept], "updated_at": now}))
+        return json_response(
+            RotateSecretResponse(
+                secret=new.value.get_secret_value(),
+                fingerprint=new.fingerprint,
+                previous_valid_until=until if kept else None,
+            )
+        )
+
+    async def enable(self, request: web.Request) -> web.Response:
+        key = principal(request, Scope.WRITE)
+        async with self._locks[request.match_info["id"]]:
+            sub = await self._owned(request, key)
+            updated = sub.model_copy(
+                update={"enabled": True, "disabled_reason": None, "updated_at": utcnow()}
+            )
+            await self.store.put(updated)
+        return json_response(SubscriptionView.of(updated))
+
+    async def disable(self, request: web.Request) -> web.Response:
+        key = principal(request, Scope.WRITE)
+        body: DisableRequest = await parse_body(request, DisableRequest, allow_empty=True)
+        async with self._locks[request.match_info["id"]]:
+            sub = await self._owned(request, key)
+            updated = sub.model_copy(
+                update={"enabled": False, "disabled_reason": body.reason, "updated_at": utcnow()}
+            )
+            await self.store.put(updated)
+        return json_response(SubscriptionView.of(updated))
+
+
+def add_subscription_routes(app: web.Application, store: SubscriptionStore, settings: ApiSettings) -> None:
+    h = SubscriptionHandlers(store, settings)
+    app.router.add_get("/v1/subscriptions", h.list_subscriptions)
+    app.router.add_post("/v1/subscriptions", h.create_subscription)
+    app.router.add_get("/v1/subscriptions/{id}", h.get_subscription)
+    app.router.add_patch("/v1/subscriptions/{id}", h.update_subscription)
+    app.router.add_delete("/v1/subscriptions/{id}", h.delete_subscription)
+    app.router.add_post("/v1/subscriptions/{id}/rotate-secret", h.rotate_secret)
+    app.router.add_post("/v1/subscriptions/{id}/enable", h.enable)
+    app.router.add_post("/v1/subscriptions/{id}/disable", h.disable)

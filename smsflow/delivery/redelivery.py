@@ -1,0 +1,305 @@
+"""Resend and recover, for the subscriptions API: find stored messages in Kafka and queue them again.
+
+Both put ordinary retry records (attempt 1, due now) on ``sms.webhook.retry.v1``; the delivery agent sends
+them like any retry, signed, under the message id as ``webhook-id``. Each one is preceded by a ``queued``
+event on ``sms.delivery.v1``, so the history shows why the message went out again.
+
+Finding one message (resend). ``sms.inbound.v1`` is keyed by destination number, not by message id, so the id
+alone does not say where the message is. The delivery history does: ``sms.delivery.v1`` is keyed by message
+id, so all events of a message are in one partition, the one the key hashes to (murmur2, the Java client's
+partitioner, which Faust's producer and ours both use). The first event there gives the time the message was
+matched; the inbound record was written just before that, so the search reads every inbound partition from
+``search_window_s`` before that time to a minute after it. Only when that misses (a message that never
+matched any subscription has no history) is the whole retained topic read. Record keys and raw bytes are
+compared before anything is decoded, so a scan costs little more than reading the bytes.
+
+Tenant isolation: a message is queued for a subscription only if the subscription receives it now — its filter
+matches AND its owner holds the message (``holdings.receives``). A resend of a message the subscription does
+not receive answers exactly like an unknown message id (404), so ids cannot be probed across tenants.
+
+Recover (``since``): every inbound message stored at or after ``since`` (by record timestamp) that the
+subscription receives (filter and holding), except those whose latest delivery state for this subscription
+shows it delivered or still in progress (queued, being sent, retry scheduled). So it picks up what was
+dead-lettered or expired, and what never reached this subscription (it was disabled, or created later, or
+its filter changed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+from aiokafka.partitioner import murmur2
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from smsflow.delivery.records import event_record, queued_event, requeue_record
+from smsflow.payload import webhook_payload
+from smsflow.producer import AsyncProducer, producer_conf
+from smsflow.schemas import DELIVERY_TOPIC, INBOUND_TOPIC, WEBHOOK_RETRY_TOPIC
+from smsflow.serde import Serde
+from smsflow.subscriptions.holdings import Holding, receives
+from smsflow.subscriptions.model import Subscription
+
+log = logging.getLogger(__name__)
+
+# Latest states after which recover queues a message again; any other state means delivered or in progress.
+REQUEUE_AFTER = frozenset({"dead_lettered", "expired"})
+# Not a state of the message's delivery: emitted alongside the attempt that disabled the endpoint.
+OPERATIONAL_STATES = frozenset({"endpoint_disabled"})
+CHUNK = 500
+
+Ranges = dict[int, tuple[int, int]]  # partition -> [start, end) offsets
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition a keyed record lands on (Java client / aiokafka / librdkafka murmur2 partitioner)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class Redelivery:
+    def __init__(
+        self,
+        bootstrap: str,
+        serde: Serde,
+        *,
+        holding_of: Callable[[str], Holding | None],
+        history_lookback_s: float = 7 * 86400.0,
+        search_window_s: float = 3600.0,
+        poll_timeout_s: float = 1.0,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.serde = serde
+        self.holding_of = holding_of  # the owner's current holding (the subscription store's table)
+        self.history_lookback_s = history_lookback_s
+        self.search_window_s = search_window_s
+        self.poll_timeout_s = poll_timeout_s
+        self._producer: AsyncProducer | None = None
+        self._scans = asyncio.Semaphore(2)  # scans read whole partitions: keep a few at a time
+
+    async def start(self) -> None:
+        # murmur2 like Faust's producer, so a queued event joins the message's history partition
+        self._producer = AsyncProducer(producer_conf(self.bootstrap, partitioner="murmur2_random"))
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.close()
+
+    # ---- the API callbacks ----
+
+    async def resend(self, message_id: str, sub: Subscription) -> bool:
+        async with self._scans:
+            msg = await asyncio.to_thread(self.find_message, message_id)
+        if msg is None or not self._receives(sub, msg):
+            return False
+        await self._requeue(sub, [webhook_payload(msg)], "queued again by resend")
+        log.info("resend: %s queued for %s", message_id, sub.id)
+        return True
+
+    async def recover(self, sub: Subscription, since: dt.datetime) -> int:
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue(maxsize=4)
+
+        def hand_over(chunk: list[dict[str, Any]] | None) -> None:
+            # blocks the scanning thread while the queue is full: back-pressure, bounded memory
+            asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
+
+        def scan() -> None:
+            try:
+                self.recover_scan(sub, since, hand_over)
+            finally:
+                hand_over(None)
+
+        reason = f"queued again by recover since {since.isoformat()}"
+        count = 0
+        async with self._scans:
+            scanner = asyncio.ensure_future(asyncio.to_thread(scan))
+            while (chunk := await chunks.get()) is not None:
+                await self._requeue(sub, chunk, reason)
+                count += len(chunk)
+            await scanner  # re-raises a scan failure
+        log.info("recover: %d messages since %s queued for %s", count, since.isoformat(), sub.id)
+        return count
+
+    def _receives(self, sub: Subscription, msg: dict[str, Any]) -> bool:
+        return receives(sub, self.holding_of(sub.owner), msg)
+
+    async def _requeue(self, sub: Subscription, payloads: list[dict[str, Any]], reason: str) -> None:
+        assert self._producer is not None, "start() first"
+        producer = self._producer
+        for i in range(0, len(payloads), CHUNK):
+            events, records = [], []
+            for payload in payloads[i : i + CHUNK]:
+                mid = str(payload["message_id"])
+                event = self.serde.encode(DELIVERY_TOPIC, event_record(queued_event(sub, mid, error=reason)))
+                events.append(producer.send(DELIVERY_TOPIC, event, key=mid.encode()))
+                records.append((mid, orjson.dumps(requeue_record(sub.id, payload, reason))))
+            # The "queued" events are acked before the retry records exist: the two go to different topics,
+            # and sent together the retry record could be delivered and its "delivered" event written
+            # before this "queued" one, a history that reads delivered -> queued (seen on a loaded machine).
+            await asyncio.gather(*events)
+            await asyncio.gather(
+                *(producer.send(WEBHOOK_RETRY_TOPIC, rec, key=mid.encode()) for mid, rec in records)
+            )
+
+    # ---- blocking scans (run in a thread) ----
+
+    def _consumer(self) -> Consumer:
+        return Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"smsflow-api-scan-{uuid.uuid4().hex}",  # assign() only; never commits
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+
+    def _partitions(self, consumer: Consumer, topic: str) -> list[int]:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise RuntimeError(f"{topic}: topic not found")
+        return sorted(meta.partitions)
+
+    def _offsets_at(
+        self, consumer: Consumer, topic: str, parts: list[int], ts_ms: int | None
+    ) -> dict[int, int]:
+        """Per partition: the first offset with a timestamp >= ts_ms (the end if none; the start if None)."""
+        out: dict[int, int] = {}
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
+        if ts_ms is None:
+            return {p: lo for p, (lo, _hi) in ends.items()}
+        found = consumer.offsets_for_times([TopicPartition(topic, p, ts_ms) for p in parts], timeout=10)
+        for tp in found:
+            out[tp.partition] = tp.offset if tp.offset >= 0 else ends[tp.partition][1]
+        return out
+
+    def _ends(self, consumer: Consumer, topic: str, parts: list[int]) -> dict[int, int]:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+
+    def _scan(self, consumer: Consumer, topic: str, ranges: Ranges) -> Iterator[Message]:
+        """Every record of ``topic`` in the given offset ranges, partition by partition interleaved."""
+        todo = {p: r for p, r in ranges.items() if r[0] < r[1]}
+        if not todo:
+            return
+        consumer.assign([TopicPartition(topic, p, start) for p, (start, _end) in todo.items()])
+        try:
+            idle_since = time.monotonic()
+            while todo:
+                batch = consumer.consume(1000, timeout=self.poll_timeout_s)
+                for m in batch:
+                    p, offset = m.partition(), m.offset()
+                    if m.error() is not None or p is None or offset is None:
+                        continue
+                    rng = todo.get(p)
+                    if rng is None or offset >= rng[1]:
+                        continue
+                    yield m
+                if batch:
+                    idle_since = time.monotonic()
+                # positions also move past transaction markers and compacted gaps, which are never yielded
+                done = [
+                    tp
+                    for tp in consumer.position([TopicPartition(topic, p) for p in list(todo)])
+                    if tp.offset >= 0 and tp.offset >= todo[tp.partition][1]
+                ]
+                for tp in done:
+                    todo.pop(tp.partition, None)
+                if done:
+                    consumer.pause(done)  # stop fetching what lies past the end of the range
+                if todo and time.monotonic() - idle_since > 30:
+                    raise TimeoutError(f"{topic}: no progress reading partitions {sorted(todo)} for 30s")
+        finally:
+            consumer.unassign()
+
+    def _first_event_ms(self, consumer: Consumer, message_id: str) -> int | None:
+        key = message_id.encode()
+        parts = self._partitions(consumer, DELIVERY_TOPIC)
+        p = key_partition(key, len(parts))
+        since = int((time.time() - self.history_lookback_s) * 1000)
+        start = self._offsets_at(consumer, DELIVERY_TOPIC, [p], since)[p]
+        end = self._ends(consumer, DELIVERY_TOPIC, [p])[p]
+        for m in self._scan(consumer, DELIVERY_TOPIC, {p: (start, end)}):
+            if m.key() == key:
+                return int(m.timestamp()[1])
+        return None
+
+    def _find_inbound(self, consumer: Consumer, message_id: str, ranges: Ranges) -> dict[str, Any] | None:
+        needle = message_id.encode()
+        for m in self._scan(consumer, INBOUND_TOPIC, ranges):
+            value = m.value()
+            if value is None or needle not in value:
+                continue
+            msg = self.serde.decode(INBOUND_TOPIC, value)
+            if msg.get("message_id") == message_id:
+                return msg
+        return None
+
+    def find_message(self, message_id: str) -> dict[str, Any] | None:
+        """The decoded ``sms.inbound.v1`` record of ``message_id``, or None if it is not retained."""
+        consumer = self._consumer()
+        try:
+            parts = self._partitions(consumer, INBOUND_TOPIC)
+            ends = self._ends(consumer, INBOUND_TOPIC, parts)
+            first = self._first_event_ms(consumer, message_id)
+            if first is not None:
+                lo = self._offsets_at(
+                    consumer, INBOUND_TOPIC, parts, first - int(self.search_window_s * 1000)
+                )
+                hi = self._offsets_at(consumer, INBOUND_TOPIC, parts, first + 60_000)
+                near = {p: (lo[p], hi[p]) for p in parts}
+                msg = self._find_inbound(consumer, message_id, near)
+                if msg is not None:
+                    return msg
+                log.info("resend: %s not near its first delivery event; reading the whole topic", message_id)
+            start = self._offsets_at(consumer, INBOUND_TOPIC, parts, None)
+            return self._find_inbound(consumer, message_id, {p: (start[p], ends[p]) for p in parts})
+        finally:
+            consumer.close()
+
+    def recover_scan(
+        self, sub: Subscription, since: dt.datetime, emit: Callable[[list[dict[str, Any]] | None], None]
+    ) -> None:
+        """Hand ``emit`` chunks of webhook payloads of the messages to queue again for ``sub``."""
+        since_ms = int(since.timestamp() * 1000)
+        consumer = self._consumer()
+        try:
+            # 1. this subscription's delivery history since then: the latest state of each message
+            parts = self._partitions(consumer, DELIVERY_TOPIC)
+            start = self._offsets_at(consumer, DELIVERY_TOPIC, parts, since_ms)
+            end = self._ends(consumer, DELIVERY_TOPIC, parts)
+            needle = sub.id.encode()
+            latest: dict[str, str] = {}
+            for m in self._scan(consumer, DELIVERY_TOPIC, {p: (start[p], end[p]) for p in parts}):
+                value = m.value()
+                if value is None or needle not in value:
+                    continue
+                ev = self.serde.decode(DELIVERY_TOPIC, value)
+                if ev["subscription_id"] == sub.id and ev["state"] not in OPERATIONAL_STATES:
+                    latest[ev["message_id"]] = ev["state"]  # one message's events share a partition, in order
+            skip = {mid for mid, state in latest.items() if state not in REQUEUE_AFTER}
+            # 2. inbound messages since then that match the filter now
+            parts = self._partitions(consumer, INBOUND_TOPIC)
+            start = self._offsets_at(consumer, INBOUND_TOPIC, parts, since_ms)
+            end = self._ends(consumer, INBOUND_TOPIC, parts)
+            chunk: list[dict[str, Any]] = []
+            for m in self._scan(consumer, INBOUND_TOPIC, {p: (start[p], end[p]) for p in parts}):
+                value = m.value()
+                if value is None:
+                    continue
+                msg = self.serde.decode(INBOUND_TOPIC, value)
+                if msg["message_id"] in skip or not self._receives(sub, msg):
+                    continue
+                chunk.append(webhook_payload(msg))
+                if len(chunk) >= CHUNK:
+                    emit(chunk)
+                    chunk = []
+            if chunk:
+                emit(chunk)
+        finally:
+            consumer.close()

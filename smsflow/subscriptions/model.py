@@ -1,0 +1,247 @@
+"""Webhook subscriptions, attempt results and delivery events, and their wire formats.
+
+Topic ``sms.subscriptions.v1`` (compacted): key = subscription id (UTF-8), value = the JSON document made by
+:func:`subscription_to_record` with every signing secret sealed by :class:`SecretBox`; a tombstone (value
+``None``) deletes the subscription. Topic ``sms.delivery.v1`` carries :meth:`DeliveryEvent.to_json`.
+"""
+
+from __future__ import annotations
+
+import secrets as _random
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from smsflow.delivery.signing import decode_secret, generate_secret, secret_fingerprint
+
+if TYPE_CHECKING:  # only the topic codec needs `cryptography`; the rest of the model works without it
+    from smsflow.subscriptions.secretbox import SecretBox
+
+SUBSCRIPTION_RECORD_FORMAT = "smsflow.subscription/1"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_subscription_id() -> str:
+    return "sub_" + _random.token_hex(12)
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password, for logs and events (the query is kept: receivers route on it)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def number_digits(number: str) -> str:
+    """Compare numbers on their digits: '+86 138-0013' and '8613800...' name the same subscriber."""
+    return "".join(ch for ch in number if ch.isdigit())
+
+
+def require_digits(numbers: list[str]) -> list[str]:
+    """Validator body for lists of numbers or prefixes: each must have at least one digit."""
+    for i, number in enumerate(numbers):
+        if not number_digits(number):
+            raise ValueError(f"[{i}] {number!r} has no digits")
+    return numbers
+
+
+class SigningSecret(BaseModel):
+    """One ``whsec_`` secret. ``expires_at`` is set when a newer secret replaces it (rotation overlap)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: SecretStr
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _well_formed(cls, v: SecretStr) -> SecretStr:
+        decode_secret(v.get_secret_value())
+        return v
+
+    @classmethod
+    def new(cls, value: str | None = None, now: datetime | None = None) -> SigningSecret:
+        return cls(value=SecretStr(value or generate_secret()), created_at=now or utcnow())
+
+    @property
+    def fingerprint(self) -> str:
+        return secret_fingerprint(self.value.get_secret_value())
+
+    def active_at(self, now: datetime) -> bool:
+        return self.expires_at is None or now < self.expires_at
+
+
+class BatchConfig(BaseModel):
+    """Deliver an array of up to ``max_batch_size`` messages per POST, waiting at most ``max_wait_ms``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(100, ge=1, le=1000)
+    max_wait_ms: int = Field(1000, ge=0, le=60_000)
+
+
+class MessageFilter(BaseModel):
+    """Which inbound messages a subscription wants.
+
+    Every non-empty criterion must hold (AND); within one criterion any listed value may match (OR). The
+    destination criterion is satisfied by an exact number *or* a prefix. An empty filter matches everything
+    here; what a subscription receives is further bounded by its owner's holding (``holdings.receives``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    destination_numbers: list[str] = Field(default_factory=list)
+    destination_prefixes: list[str] = Field(default_factory=list)
+    countries: list[str] = Field(default_factory=list, description="ISO 3166-1 alpha-2 codes")
+    otp_only: bool = False
+    sender_signatures: list[str] = Field(default_factory=list)
+    route_ids: list[str] = Field(default_factory=list)
+
+    @field_validator("destination_numbers", "destination_prefixes")
+    @classmethod
+    def _has_digits(cls, v: list[str]) -> list[str]:
+        return require_digits(v)
+
+    @field_validator("countries")
+    @classmethod
+    def _iso_country(cls, v: list[str]) -> list[str]:
+        out = []
+        for i, code in enumerate(v):
+            if len(code) != 2 or not code.isascii() or not code.isalpha():
+                raise ValueError(f"[{i}] {code!r} is not an ISO 3166-1 alpha-2 code")
+            out.append(code.upper())
+        return out
+
+    def matches(self, message: Mapping[str, Any]) -> bool:
+        if self.destination_numbers or self.destination_prefixes:
+            to = number_digits(str(message.get("to_number") or ""))
+            exact = any(to == number_digits(n) for n in self.destination_numbers)
+            if not exact and not any(to.startswith(number_digits(p)) for p in self.destination_prefixes):
+                return False
+        if self.countries and str(message.get("country_code") or "").upper() not in self.countries:
+            return False
+        if self.otp_only and not message.get("otp"):
+            return False
+        if self.sender_signatures:
+            signature = message.get("sender_signature")
+            if not signature or str(signature).strip().casefold() not in {
+                s.strip().casefold() for s in self.sender_signatures
+            }:
+                return False
+        return not (self.route_ids and message.get("route_id") not in self.route_ids)
+
+
+class Subscription(BaseModel):
+    """A customer endpoint and what to send it. ``repr`` masks secrets and URL credentials."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    id: str = Field(default_factory=new_subscription_id, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    owner: str = Field(min_length=1, max_length=128, description="customer that owns the endpoint")
+    url: str = Field(min_length=1, max_length=2048)
+    description: str = Field("", max_length=500)
+    secrets: list[SigningSecret] = Field(
+        default_factory=lambda: [SigningSecret.new()], min_length=1, description="newest first"
+    )
+    filters: MessageFilter = Field(default_factory=MessageFilter)
+    enabled: bool = True
+    disabled_reason: str | None = None
+    max_in_flight: int = Field(10, ge=1, le=1000, description="concurrent requests to this endpoint")
+    rate_limit_per_second: float | None = Field(None, gt=0, le=10_000)
+    timeout_seconds: float = Field(10.0, gt=0, le=60)
+    batch: BatchConfig | None = None
+    https_only: bool | None = Field(None, description="overrides the sender's default when set")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        if not parts.hostname:
+            raise ValueError("has no host")
+        try:
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError as exc:
+            raise ValueError("has an invalid port") from exc
+        if parts.fragment:
+            raise ValueError("must not have a #fragment")
+        return v
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "url" else value)
+
+    def matches(self, message: Mapping[str, Any]) -> bool:
+        """Filter match only; callers also check ``enabled`` (a disabled endpoint still *matches*)."""
+        return self.filters.matches(message)
+
+    def signing_secrets(self, now: datetime | None = None) -> list[str]:
+        """Secrets to sign with now, newest first. If all expired (should not happen) the newest still signs:
+        an unsigned webhook is never sent."""
+        at = now or utcnow()
+        active = [s.value.get_secret_value() for s in self.secrets if s.active_at(at)]
+        return active or [self.secrets[0].value.get_secret_value()]
+
+
+def subscription_to_record(sub: Subscription, box: SecretBox) -> bytes:
+    """The ``sms.subscriptions.v1`` value: JSON, secrets sealed with the subscription id as context."""
+    doc = sub.model_dump(mode="json")
+    doc["secrets"] = [
+        {
+            "sealed": box.seal(s.value.get_secret_value(), sub.id),
+            "created_at": s.created_at.isoformat(),
+            "expires_at": s.expires_at.isoformat() if s.expires_at else None,
+        }
+        for s in sub.secrets
+    ]
+    doc["format"] = SUBSCRIPTION_RECORD_FORMAT
+    return orjson.dumps(doc)
+
+
+def subscription_from_record(value: bytes, box: SecretBox) -> Subscription:
+    doc = orjson.loads(value)
+    if doc.pop("format", None) != SUBSCRIPTION_RECORD_FORMAT:
+        raise ValueError(f"not a {SUBSCRIPTION_RECORD_FORMAT} record")
+    sub_id = doc["id"]
+    doc["secrets"] = [
+        {
+            "value": box.open(s["sealed"], sub_id),
+            "created_at": s["created_at"],
+            "expires_at": s.get("expires_at"),
+        }
+        for s in doc["secrets"]
+    ]
+    return Subscription.model_validate(doc)
+
+
+def subscription_record_key(subscription_id: str) -> bytes:
+    return subscription_id.encode("utf-8")
+
+
+def subscription_from_kafka(
+    key: bytes, value: bytes | None, box: SecretBox
+) -> tuple[str, Subscription | None]:
+    """Decode one record of the compacted topic; ``(id, None)`` is a tombstone (deleted subscription)."""
+    sub_id = key.decode("utf-8")
+    if value is None:
+        return sub_id, None
+    sub = subscription_from_record(value, box)
+    if sub.id != sub_id:
+        raise ValueError(f"record key {sub_id!r} does not match subscription id {sub.id!r}")
+    return sub_id, sub

@@ -1,0 +1,108 @@
+"""Where subscriptions and owners' holdings live. The API writes through :class:`SubscriptionStore`; delivery
+reads from it.
+
+The production implementation is backed by the compacted topics ``sms.subscriptions.v1`` and
+``sms.holdings.v1`` (record formats in ``model.py`` and ``holdings.py``); :class:`InMemorySubscriptionStore`
+serves tests and the demo. Listeners hear every subscription change — including, in a topic-backed store,
+changes made by other processes — as ``(id, subscription or None)``.
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+import logging
+from collections.abc import Awaitable, Callable
+
+from smsflow.subscriptions.holdings import Holding
+from smsflow.subscriptions.model import Subscription
+
+log = logging.getLogger(__name__)
+
+ChangeListener = Callable[[str, Subscription | None], Awaitable[None]]
+
+
+class SubscriptionStore(abc.ABC):
+    def __init__(self) -> None:
+        self._listeners: list[ChangeListener] = []
+
+    @abc.abstractmethod
+    async def get(self, subscription_id: str) -> Subscription | None: ...
+
+    @abc.abstractmethod
+    async def list(self, owner: str | None = None) -> list[Subscription]:
+        """All subscriptions, or one owner's, in a stable order (creation time, then id)."""
+
+    @abc.abstractmethod
+    async def put(self, sub: Subscription) -> None:
+        """Create or replace; implementations call :meth:`_notify` once the change is durable."""
+
+    @abc.abstractmethod
+    async def delete(self, subscription_id: str) -> bool:
+        """True if it existed."""
+
+    @abc.abstractmethod
+    def holding_of(self, owner: str) -> Holding | None:
+        """The owner's current holding (synchronous: read for every inbound message, and by scan threads)."""
+
+    @abc.abstractmethod
+    async def holdings(self) -> builtins.list[Holding]:
+        """Every owner's holding, by owner."""
+
+    @abc.abstractmethod
+    async def put_holding(self, holding: Holding) -> None:
+        """Create or replace an owner's holding; in effect for matching once this returns."""
+
+    @abc.abstractmethod
+    async def delete_holding(self, owner: str) -> bool:
+        """True if the owner held anything."""
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: ChangeListener) -> None:
+        self._listeners.remove(listener)
+
+    async def _notify(self, subscription_id: str, sub: Subscription | None) -> None:
+        for listener in list(self._listeners):
+            try:
+                await listener(subscription_id, sub)
+            except Exception:
+                # One broken listener must not stop the others or fail the write that already happened.
+                log.exception("subscription change listener failed for %s", subscription_id)
+
+
+class InMemorySubscriptionStore(SubscriptionStore):
+    def __init__(self, subs: list[Subscription] | None = None, holdings: list[Holding] | None = None) -> None:
+        super().__init__()
+        self._subs: dict[str, Subscription] = {s.id: s for s in subs or []}
+        self._holdings: dict[str, Holding] = {h.owner: h for h in holdings or []}
+
+    async def get(self, subscription_id: str) -> Subscription | None:
+        return self._subs.get(subscription_id)
+
+    async def list(self, owner: str | None = None) -> list[Subscription]:
+        subs = [s for s in self._subs.values() if owner is None or s.owner == owner]
+        return sorted(subs, key=lambda s: (s.created_at, s.id))
+
+    async def put(self, sub: Subscription) -> None:
+        self._subs[sub.id] = sub
+        await self._notify(sub.id, sub)
+
+    async def delete(self, subscription_id: str) -> bool:
+        existed = self._subs.pop(subscription_id, None) is not None
+        if existed:
+            await self._notify(subscription_id, None)
+        return existed
+
+    def holding_of(self, owner: str) -> Holding | None:
+        return self._holdings.get(owner)
+
+    async def holdings(self) -> builtins.list[Holding]:
+        return [self._holdings[o] for o in sorted(self._holdings)]
+
+    async def put_holding(self, holding: Holding) -> None:
+        self._holdings[holding.owner] = holding
+
+    async def delete_holding(self, owner: str) -> bool:
+        return self._holdings.pop(owner, None) is not None

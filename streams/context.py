@@ -1,0 +1,33 @@
+"""What the stages of one worker share: its config and clients, and the collaborators one part of the worker
+sets up for another (typed fields, so a reader sees who provides what)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from smsflow.config import Config
+from smsflow.serde import Serde
+
+if TYPE_CHECKING:
+    from smsflow.ingest.processor import IngestProcessor
+    from streams.deliver import KafkaDelivery
+    from streams.liveness import Liveness
+
+
+@dataclass
+class StreamContext:
+    config: Config
+    bootstrap: str
+    serde: Serde
+    partitions: int  # of sms.raw.v1 on the cluster: ingest tables and punctuation are co-partitioned with it
+    roles: set[str] = field(default_factory=lambda: {"ingest", "deliver"})
+    # set once the subscriptions table is loaded: no message is matched against a half-read table
+    subscriptions_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # the worker's readiness and watchdog (streams/liveness.py), when the worker process runs one
+    liveness: Liveness | None = None
+    # the ingest stage's processor, set by the topology (its stats are exported as metrics)
+    ingest: IngestProcessor | None = None
+    # the delivery stage's Kafka side, set by the worker once its sender, store and policy exist
+    delivery: KafkaDelivery | None = None
