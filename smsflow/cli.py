@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from smsflow import event_loop
 from smsflow.config import Config, ConfigError, load_config
 
 app = typer.Typer(
@@ -125,7 +126,7 @@ def connector(config: ConfigOpt, loglevel: str = "info") -> None:
     with _config_errors_exit():
         for carrier in cfg.carriers:  # a password the bind cannot carry: refuse before touching Kafka
             carrier.password()
-        asyncio.run(run_connector(cfg))
+        event_loop.run(run_connector(cfg), cfg.event_loop)
 
 
 @app.command()

@@ -307,6 +307,12 @@ class WorkerConfig(_Strict):
     start_attempts: int = Field(
         default=5, ge=1, description="times the worker tries to verify its topics before it exits non-zero"
     )
+    producer_linger_ms: int = Field(
+        default=1,
+        ge=0,
+        le=100,
+        description="how long the worker's producer gathers records into one request (latency vs CPU)",
+    )
 
     def effective_instance_id(self) -> str | None:
         return os.environ.get("SMSFLOW_WORKER_INSTANCE_ID") or self.instance_id
@@ -407,6 +413,9 @@ class Config(_Strict):
         default_factory=RoutingSection, description="routes, double-list policies (docs/double-list.md)"
     )
     data_dir: str = Field(default=".work/data", description="Faust table state and local services")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="the worker's and the connector's asyncio loop (smsflow/event_loop.py)"
+    )
 
     @model_validator(mode="after")
     def _cross_field_checks(self) -> Config:

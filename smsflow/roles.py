@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from smsflow import metrics
+from smsflow import event_loop, metrics
 from smsflow.config import Config
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     from streams.deliver import KafkaDelivery
     from streams.liveness import Liveness
 
+    event_loop.install(cfg.event_loop)  # before Faust makes its loop
     bootstrap, registry = cfg.require_endpoints()
     setup_tracing(cfg.tracing, "worker")
     app, ctx = _build_app_with_topics(cfg, roles, bootstrap, registry)

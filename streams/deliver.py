@@ -433,10 +433,19 @@ class DeliverStage:
                 },
             ):
                 span_ctx = trace.set_span_in_context(trace.get_current_span())
-                results = await asyncio.gather(
-                    *(self._one_target(eng, s, payload, first_at, span_ctx) for s in subs),
-                    return_exceptions=True,
-                )
+                results: list[BaseException | None]
+                if len(subs) == 1:
+                    # the common case, one subscription: awaited in this task, not in a task of its own
+                    results = [None]
+                    try:
+                        await self._one_target(eng, subs[0], payload, first_at, span_ctx)
+                    except Exception as exc:
+                        results = [exc]
+                else:
+                    results = await asyncio.gather(
+                        *(self._one_target(eng, s, payload, first_at, span_ctx) for s in subs),
+                        return_exceptions=True,
+                    )
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
                 # Outcome not durable (a Kafka write failed): leave it unacked, so it is redelivered after a
