@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from smsflow import event_loop
 from smsflow.config import Config, ConfigError, load_config
 
 app = typer.Typer(
@@ -54,9 +55,19 @@ def run(
         ".work/run"
     ),
     zipkin: Annotated[bool, typer.Option(help="start a local Zipkin tracing UI")] = True,
+    primary_fault: Annotated[
+        str | None,
+        typer.Option(
+            help="break the primary carrier: refuse_binds | drop | silent | probe_latency | probe_loss"
+        ),
+    ] = None,
+    fault_after: Annotated[float, typer.Option(help="seconds of traffic before --primary-fault")] = 60.0,
+    fault_for: Annotated[float, typer.Option(help="how long the fault holds (0 = until the end)")] = 120.0,
 ) -> None:
-    """Run the whole pipeline locally, with a simulated carrier and a demo webhook."""
+    """Run the whole pipeline locally, with a simulated carrier and a demo webhook. The table shows each
+    route's health and each scope's double-list state; --primary-fault breaks the primary carrier on cue."""
     from devkit.demo.pipeline import DemoOptions, run_demo
+    from devkit.demo.route_view import DEMO_FAULTS
 
     cfg = _load(config)
     opts = DemoOptions(
@@ -66,22 +77,37 @@ def run(
         dup_ratio=duplicates,
         workdir=workdir,
         zipkin=zipkin,
+        primary_fault=primary_fault,
+        fault_after_s=fault_after,
+        fault_for_s=fault_for or None,
     )
+    if primary_fault is not None and primary_fault not in DEMO_FAULTS:
+        known = ", ".join(DEMO_FAULTS)
+        raise typer.BadParameter(
+            f"unknown fault {primary_fault!r} (known: {known})", param_hint="--primary-fault"
+        )
     sys.exit(asyncio.run(run_demo(cfg, config, opts)))
 
 
 @app.command()
 def worker(
     config: ConfigOpt,
-    stage: Annotated[list[str] | None, typer.Option(help="ingest and/or deliver (default both)")] = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="ingest, deliver, routes and/or outbound (default all; routes needs routing policies)"
+        ),
+    ] = None,
     loglevel: str = "warning",
 ) -> None:
-    """Faust worker running the stream stages (ingest: raw -> inbound; deliver: inbound -> webhooks)."""
+    """Faust worker running the stream stages (ingest: raw -> inbound; deliver: inbound -> webhooks; routes:
+    route health -> double-list decisions; outbound: requests -> submissions, ledger -> statuses, receipts ->
+    segments)."""
     from smsflow.roles import run_worker
 
     cfg = _load(config)
-    roles = set(stage or ["ingest", "deliver"])
-    bad = roles - {"ingest", "deliver"}
+    roles = set(stage or ["ingest", "deliver", "routes", "outbound"])
+    bad = roles - {"ingest", "deliver", "routes", "outbound"}
     if bad:
         raise typer.BadParameter(f"unknown stage(s): {', '.join(sorted(bad))}", param_hint="--stage")
     # Faust's Worker parses sys.argv; give it none of ours.
@@ -100,7 +126,7 @@ def connector(config: ConfigOpt, loglevel: str = "info") -> None:
     with _config_errors_exit():
         for carrier in cfg.carriers:  # a password the bind cannot carry: refuse before touching Kafka
             carrier.password()
-        asyncio.run(run_connector(cfg))
+        event_loop.run(run_connector(cfg), cfg.event_loop)
 
 
 @app.command()
@@ -441,10 +467,17 @@ def subscriptions_create(
     timeout: Annotated[float, typer.Option(help="request timeout in seconds")] = 10.0,
     batch_size: Annotated[int | None, typer.Option(help="send arrays of up to this many messages")] = None,
     batch_wait_ms: Annotated[int, typer.Option(help="longest wait to fill a batch")] = 1000,
+    primary: Annotated[
+        list[str] | None,
+        typer.Option(help="[ID=]URL: another endpoint on the primary list, after --url (repeat)"),
+    ] = None,
+    secondary: Annotated[
+        list[str] | None, typer.Option(help="[ID=]URL: an endpoint on the secondary list (repeat)")
+    ] = None,
     api_url: ApiUrlOpt = DEFAULT_API_URL,
     key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
 ) -> None:
-    """Create a subscription. The answer shows its signing secret, once: keep it."""
+    """Create a subscription. The answer shows its signing secrets (of --url and of each endpoint), once."""
     body: dict[str, object] = {
         "url": url,
         "description": description,
@@ -465,7 +498,20 @@ def subscriptions_create(
         body["rate_limit_per_second"] = rate_limit
     if batch_size is not None:
         body["batch"] = {"max_batch_size": batch_size, "max_wait_ms": batch_wait_ms}
+    endpoints = _endpoints("primary", primary or []) + _endpoints("secondary", secondary or [])
+    if endpoints:
+        body["endpoints"] = endpoints
     _show(_client(api_url, key_env).create, body)
+
+
+def _endpoints(role: str, given: list[str]) -> list[dict[str, str]]:
+    """``[ID=]URL`` options as API endpoints; without an id, ``p1``, ``p2``… / ``s1``, ``s2``…"""
+    out = []
+    for i, text in enumerate(given, start=1):
+        head, sep, tail = text.partition("=")
+        named = sep and "://" not in head
+        out.append({"id": head if named else f"{role[0]}{i}", "role": role, "url": tail if named else text})
+    return out
 
 
 @subs_app.command("delete")
@@ -483,11 +529,12 @@ def subscriptions_rotate_secret(
     overlap: Annotated[
         float | None, typer.Option(help="seconds the old secret keeps signing (default: the API's)")
     ] = None,
+    endpoint: Annotated[str | None, typer.Option(help="an endpoint's id (default: the --url one)")] = None,
     api_url: ApiUrlOpt = DEFAULT_API_URL,
     key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
 ) -> None:
     """Make a new signing secret (shown once); the old one keeps signing during the overlap."""
-    _show(_client(api_url, key_env).rotate_secret, subscription_id, overlap)
+    _show(_client(api_url, key_env).rotate_secret, subscription_id, overlap, endpoint)
 
 
 @subs_app.command("enable")
@@ -576,6 +623,36 @@ def holdings_delete(
     typer.echo(f"holding of {owner} removed")
 
 
+@app.command()
+def send(
+    to: Annotated[str, typer.Option("--to", help="destination in E.164, e.g. +85291234567")],
+    sender: Annotated[str, typer.Option("--from", help="a number you hold, or an alphanumeric sender")],
+    text: Annotated[str, typer.Option("--text", help="the message text")],
+    callback_url: Annotated[str | None, typer.Option(help="where status transitions are POSTed")] = None,
+    validity_s: Annotated[int | None, typer.Option(help="seconds until it expires (60 s - 72 h)")] = None,
+    priority: Annotated[str | None, typer.Option(help="otp | transactional | bulk")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="send at most once for this key within 24 h (retries are safe)")
+    ] = None,
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
+) -> None:
+    """Send an SMS through `smsflow api` (POST /v1/messages); prints the message id. Follow it with
+    `smsflow message <id>`."""
+    body: dict[str, object] = {"to": to, "from": sender, "text": text}
+    optional = {"callback_url": callback_url, "validity_s": validity_s, "priority": priority}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    _show(_client(api_url, key_env).send_message, body, idempotency_key)
+
+
+@app.command()
+def message(
+    message_id: str, api_url: ApiUrlOpt = DEFAULT_API_URL, key_env: KeyEnvOpt = "SMSFLOW_API_KEY"
+) -> None:
+    """An SMS you sent: its status and every transition (GET /v1/messages/{id})."""
+    _show(_client(api_url, key_env).message, message_id)
+
+
 apikeys_app = typer.Typer(help="API keys for `smsflow api`", no_args_is_help=True)
 app.add_typer(apikeys_app, name="api-keys")
 
@@ -619,3 +696,59 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+routes_app = typer.Typer(
+    help="The double list (docs/double-list.md) through the REST API of a running `smsflow api`: status, "
+    "number lookup, and operator overrides (admin key; audited on sms.routes.decisions.v1).",
+    no_args_is_help=True,
+)
+app.add_typer(routes_app, name="routes")
+
+
+def _scope_path(scope: str) -> str:
+    from urllib.parse import quote
+
+    return quote(scope, safe=":")
+
+
+@routes_app.command("status")
+def routes_status(
+    scope: Annotated[
+        str | None, typer.Argument(help="a scope or a number: its active route and pool")
+    ] = None,
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
+) -> None:
+    """Every policy's state (active list, mode, alert, the last decision and why); with SCOPE, its lookup."""
+    client = _client(api_url, key_env)
+    if scope is None:
+        _show(client.call, "GET", "/v1/routes")
+    else:
+        _show(client.call, "GET", f"/v1/routes/{_scope_path(scope)}/active")
+
+
+@routes_app.command("override")
+def routes_override(
+    scope: Annotated[str, typer.Argument(help="e.g. prefix:+8526")],
+    pin: Annotated[str, typer.Option(help="primary | secondary | auto")],
+    reason: Annotated[str, typer.Option(help="why (kept in the audit trail)")],
+    expires_in: Annotated[float | None, typer.Option(help="seconds until the pin lapses (required)")] = None,
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_ADMIN_API_KEY",
+) -> None:
+    """Pin a scope to one list until the expiry, whatever the health says."""
+    body: dict[str, object] = {"pin": pin, "reason": reason, "expires_in_s": expires_in}
+    _show(_client(api_url, key_env).call, "PUT", f"/v1/routes/{_scope_path(scope)}/override", body)
+
+
+@routes_app.command("clear")
+def routes_clear(
+    scope: str,
+    reason: Annotated[str, typer.Option(help="why")] = "cleared from the CLI",
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_ADMIN_API_KEY",
+) -> None:
+    """Clear a pin: health decides again at once."""
+    path = f"/v1/routes/{_scope_path(scope)}/override"
+    _show(_client(api_url, key_env).call, "DELETE", path, None, {"reason": reason})

@@ -88,3 +88,16 @@ def serve(port: int | None, host: str = "127.0.0.1") -> None:
 
 def register_stats(prefix: str, doc: str, get: Callable[[], Any]) -> None:
     REGISTRY.register(StatsCollector(prefix, doc, get))
+
+
+# The double list (docs/double-list.md): the same facts as sms.routes.health.v1 and sms.routes.decisions.v1
+ROUTE_HEALTH_SCORE = Gauge(
+    "smsflow_route_health_score", "1 healthy; <= 0.5 degraded (lower = nearer down); 0 down", ["route"]
+)
+ROUTE_HEALTH_STATE = Gauge("smsflow_route_health_state", "1 for the route's state", ["route", "state"])
+ROUTE_ACTIVE = Gauge("smsflow_route_active", "1 for the list a scope's traffic uses now", ["scope", "list"])
+ROUTE_BOTH_DEGRADED = Gauge(
+    "smsflow_route_both_degraded", "1 while both lists of a scope are degraded: page someone", ["scope"]
+)
+ROUTE_PINNED = Gauge("smsflow_route_pinned", "1 while an operator's override holds a scope", ["scope"])
+ROUTE_DECISIONS = Counter("smsflow_route_decisions_total", "double-list decisions", ["scope", "kind"])

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from connectors.smpp.probes import Prober, probe_route, probed_routes, returned_probe
+from connectors.smpp.route_observer import RouteObserver, carrier_routes
 from connectors.smpp.session import EsmeSession, InboundPdu, RejectedPdu, SessionSettings
 from smsflow.config import CarrierConfig
 from smsflow.ingest.quarantine import quarantine_record
@@ -22,10 +24,12 @@ from smsflow.keys import conversation_key
 from smsflow.metrics import CONNECTOR_PDUS, CONNECTOR_STORE_SECONDS
 from smsflow.producer import AsyncProducer, KafkaUnavailable
 from smsflow.records import RawPdu
+from smsflow.routing.model import RoutingSection
+from smsflow.routing.observations import CarrierOutcome
 from smsflow.schemas import QUARANTINE_TOPIC, RAW_TOPIC
 from smsflow.serde import Serde
 from smsflow.smpp.address import Address
-from smsflow.smpp.constants import CommandStatus
+from smsflow.smpp.constants import CommandStatus, TlvTag
 from smsflow.telemetry import headers_from_context, tracer
 
 log = logging.getLogger(__name__)
@@ -39,10 +43,23 @@ class CarrierLink:
 
 
 class SmppConnector:
-    def __init__(self, carriers: list[CarrierConfig], producer: AsyncProducer, serde: Serde) -> None:
+    def __init__(
+        self,
+        carriers: list[CarrierConfig],
+        producer: AsyncProducer,
+        serde: Serde,
+        routing: RoutingSection | None = None,
+    ) -> None:
         self.producer = producer
         self.serde = serde
         self.links: list[CarrierLink] = []
+        routing = routing or RoutingSection()
+        self.observer = RouteObserver(
+            carrier_routes(routing), producer, serde, report_interval_s=routing.report_interval_s
+        )
+        self.prober = Prober(
+            probed_routes(routing), self.sessions_of, self.observer, interval_s=routing.probe_interval_s
+        )
         for carrier in carriers:
             for i in range(carrier.sessions):
                 settings = SessionSettings(
@@ -64,18 +81,38 @@ class SmppConnector:
                     max_messages_per_s=carrier.max_messages_per_s,
                     name=f"{carrier.id}#{i}",
                 )
-                session = EsmeSession(settings, self._handler_for(carrier), self._rejecter_for(carrier))
+                session = EsmeSession(
+                    settings,
+                    self._handler_for(carrier),
+                    self._rejecter_for(carrier),
+                    events=self.observer.events_for(carrier.id),
+                )
                 self.links.append(CarrierLink(carrier, session))
         self._tasks: list[asyncio.Task[None]] = []
 
+    def sessions_of(self, carrier_id: str) -> list[EsmeSession]:
+        return [link.session for link in self.links if link.carrier.id == carrier_id]
+
     def _handler_for(self, carrier: CarrierConfig):  # type: ignore[no-untyped-def]
         async def handle(item: InboundPdu) -> int:
-            return await self.store(carrier, item)
+            probe_id = returned_probe(_message_octets(item))
+            if probe_id is not None:
+                # our own test SMS back from the carrier: a health figure, never a customer's message
+                self.observer.probe_returned(probe_route(probe_id), probe_id, item.received_at_ms)
+                status = int(CommandStatus.ESME_ROK)
+            else:
+                status = await self.store(carrier, item)
+            self.observer.count(
+                carrier.id,
+                CarrierOutcome.OK if status == CommandStatus.ESME_ROK else CarrierOutcome.TEMPORARY_ERROR,
+            )
+            return status
 
         return handle
 
     def _rejecter_for(self, carrier: CarrierConfig):  # type: ignore[no-untyped-def]
         async def reject(item: RejectedPdu) -> None:
+            self.observer.count(carrier.id, CarrierOutcome.ERROR)
             await self.quarantine(carrier, item)
 
         return reject
@@ -172,16 +209,20 @@ class SmppConnector:
     async def start(self) -> None:
         for link in self.links:
             self._tasks.append(asyncio.create_task(link.session.run(), name=link.session.s.name))
+        self.observer.start()
+        self.prober.start()
 
     async def wait_bound(self, timeout: float = 30.0) -> None:
         await asyncio.gather(*(link.session.wait_bound(timeout) for link in self.links))
 
     async def stop(self) -> None:
         started = time.monotonic()
+        await self.prober.stop()
         await asyncio.gather(*(link.session.stop() for link in self.links), return_exceptions=True)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.observer.stop()  # the clean unbinds and the last counters, before the producer flush
         await self.producer.flush()
         unbound = sum(link.session.stats.unbind_answered for link in self.links)
         log.info(
@@ -189,3 +230,11 @@ class SmppConnector:
             (time.monotonic() - started) * 1000,
             unbound,
         )
+
+
+def _message_octets(item: InboundPdu) -> bytes:
+    payload = item.pdu.tlv(TlvTag.message_payload)
+    if payload is not None:
+        return payload
+    value = item.pdu.params.get("short_message", b"")
+    return value if isinstance(value, bytes) else str(value).encode("latin-1")

@@ -14,7 +14,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from connectors.smpp.pacing import Pacer
 from smsflow.smpp.constants import CommandId, CommandStatus
 from smsflow.smpp.pdu import (
     FramingError,
@@ -83,6 +85,18 @@ MessageHandler = Callable[[InboundPdu], Awaitable[int]]
 RejectHandler = Callable[[RejectedPdu], Awaitable[None]]
 
 
+class SessionEvents(Protocol):
+    """What the route's health is made of (docs/double-list.md); called on the event loop, must not block."""
+
+    def bound(self, session: str) -> None: ...
+
+    def lost(self, session: str, clean: bool, reason: str) -> None: ...
+
+    def bind_failed(self, session: str, reason: str) -> None: ...
+
+    def enquire_link_rtt(self, session: str, rtt_ms: float) -> None: ...
+
+
 class BindError(RuntimeError):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -113,8 +127,10 @@ class EsmeSession:
         settings: SessionSettings,
         handler: MessageHandler,
         on_reject: RejectHandler | None = None,
+        events: SessionEvents | None = None,
     ) -> None:
         self.s = settings
+        self._events = events
         self._handler = handler
         self._on_reject = on_reject
         self._seq = 0
@@ -130,7 +146,7 @@ class EsmeSession:
         self._idle.set()
         self._stop_deadline = 0.0
         self._bound_since: float | None = None
-        self._next_slot = 0.0
+        self._pacer = Pacer(settings.max_messages_per_s)
         self.stats = SessionStats()
         self.session_id = ""
         self.remote_addr = f"{settings.host}:{settings.port}"
@@ -154,6 +170,12 @@ class EsmeSession:
             except Exception as exc:  # a bug or a bind we cannot encode: rebind later, never a dead task
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("%s: session failed: %s", self.s.name, self.stats.last_error)
+            if self._events is not None:
+                if self._bound_since is not None:
+                    # our stop is a clean unbind; anything else (peer unbind, drop, dead link) is a failure
+                    self._events.lost(self.s.name, self._stopping.is_set(), self.stats.last_error)
+                elif not self._stopping.is_set():
+                    self._events.bind_failed(self.s.name, self.stats.last_error)  # refused, or no connection
             self.stats.state = "closed"
             self._bound.clear()
             if (
@@ -254,6 +276,8 @@ class EsmeSession:
             self.stats.state = "bound"
             self._bound_since = time.monotonic()
             self._bound.set()
+            if self._events is not None:
+                self._events.bound(self.s.name)
             log.info("%s: bound as %s to %s", self.s.name, self.s.bind, self.remote_addr)
             keepalive = asyncio.create_task(self._keepalive(), name=f"{self.s.name}-enquire")
             stop_wait = asyncio.create_task(self._stopping.wait())
@@ -323,11 +347,14 @@ class EsmeSession:
                 await asyncio.sleep(self.s.enquire_link_s - idle)
                 continue
             self.stats.enquire_links_sent += 1
+            sent = time.monotonic()
             try:
                 await self.request(Pdu(CommandId.enquire_link))
             except TimeoutError:
                 raise ConnectionError("enquire_link not answered: link dead") from None
             self._last_rx = time.monotonic()
+            if self._events is not None:
+                self._events.enquire_link_rtt(self.s.name, (self._last_rx - sent) * 1000)
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         framer = PduReader(self.s.max_pdu_size)
@@ -368,7 +395,7 @@ class EsmeSession:
             self.stats.enquire_links_answered += 1
             await self._answer(pdu, CommandStatus.ESME_ROK)
         elif cid in (CommandId.deliver_sm, CommandId.data_sm):
-            await self._pace()
+            await self._pacer.wait()
             await self._window.acquire()  # at most `window` in flight; beyond that we stop reading
             task = asyncio.create_task(self._handle_message(pdu, raw))
             self._inflight.add(task)
@@ -380,16 +407,6 @@ class EsmeSession:
             pass  # no response is defined for alert_notification
         else:
             await self._send(Pdu(CommandId.generic_nack, CommandStatus.ESME_RINVCMDID, pdu.sequence_number))
-
-    async def _pace(self) -> None:
-        rate = self.s.max_messages_per_s
-        if rate is None:
-            return
-        now = time.monotonic()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + 1.0 / rate
-        if slot > now:
-            await asyncio.sleep(slot - now)
 
     async def _handle_message(self, pdu: Pdu, raw: bytes) -> None:
         self.stats.received += 1
@@ -443,4 +460,4 @@ class EsmeSession:
             )
 
 
-__all__ = ["BindError", "EsmeSession", "InboundPdu", "RejectedPdu", "SessionSettings", "Tlv"]
+__all__ = ["BindError", "EsmeSession", "InboundPdu", "RejectedPdu", "SessionEvents", "SessionSettings", "Tlv"]

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from devkit.demo.feed import feed
 from devkit.demo.receiver import WebhookReceiver
+from devkit.demo.route_view import DEMO_FAULTS, RouteView
 from devkit.simulator.smsc import SimulatedSmsc
 from devkit.simulator.traffic import TrafficMix
 from smsflow.config import Config
@@ -45,6 +46,9 @@ class DemoOptions:
     cross_route_ratio: float = 0.05
     workdir: Path = Path(".work/run")
     zipkin: bool = True
+    primary_fault: str | None = None  # a fault of devkit/simulator/faults.py on the primary's carrier
+    fault_after_s: float = 60.0
+    fault_for_s: float | None = 120.0
 
 
 @dataclass
@@ -205,6 +209,8 @@ class Progress:
         rx: WebhookReceiver,
         procs: list[RoleProcess],
         zipkin: str | None,
+        routes: RouteView | None = None,
+        fault: str = "",
     ) -> Table:
         lat = sorted(rx.log.latencies_ms)
         p50 = statistics.median(lat) if lat else float("nan")
@@ -225,6 +231,10 @@ class Progress:
         t.add_row("bad signatures", str(rx.log.bad_signatures))
         t.add_row("latency carrier→webhook p50 / p99 (ms)", f"{p50:.1f} / {p99:.1f}")
         t.add_row("processes", ", ".join(f"{p.name}:{'up' if p.alive else 'DOWN'}" for p in procs))
+        for what, value in routes.rows() if routes is not None else ():
+            t.add_row(what, value)
+        if fault:
+            t.add_row("injected fault", fault)
         if zipkin:
             t.add_row("tracing UI", zipkin.rstrip("/") + "/zipkin/")
         return t
@@ -240,7 +250,15 @@ async def run_demo(cfg: Config, config_path: Path, opts: DemoOptions) -> int:
         {c.system_id: env_secrets["SMSFLOW_SIM_PASSWORD"] for c in cfg.carriers},
         dup_ratio=opts.dup_ratio,
         cross_route_ratio=opts.cross_route_ratio,
+        test_numbers=[n for r in cfg.routing.routes for n in r.test_numbers],
+        probe_latency_s=1.0,
     )
+    routes: RouteView | None = None
+    fault_note = ""
+    primary_account = _primary_account(cfg)
+    if opts.primary_fault is not None and primary_account is None:
+        console.print("[red]--primary-fault needs a routing policy whose primary is a carrier route[/]")
+        return 2
     rx = WebhookReceiver(env_secrets["SMSFLOW_DEMO_WEBHOOK_SECRET"])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -278,17 +296,28 @@ async def run_demo(cfg: Config, config_path: Path, opts: DemoOptions) -> int:
             console.print("[red]no SMS reached the webhook within 120 s; see the logs[/]")
             return 1
         rx.log.latencies_ms.clear()
+        if cfg.routing.policies:
+            from smsflow.serde import Serde, registry_client
+
+            routes = RouteView(services.bootstrap, Serde(registry_client(services.registry_url)))
+            await routes.start()
         progress = Progress()
         count = int(opts.rate * opts.duration) if opts.duration else 0
         feeder = asyncio.create_task(feed(smsc, mix, opts.rate, count, stop))
         with Live(
-            progress.table(0, smsc, rx, procs, services.zipkin_url), console=console, refresh_per_second=2
+            progress.table(0, smsc, rx, procs, services.zipkin_url, routes),
+            console=console,
+            refresh_per_second=2,
         ) as live:
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.5)
                 offered = mix.n
-                live.update(progress.table(offered, smsc, rx, procs, services.zipkin_url))
+                elapsed = time.monotonic() - progress.started
+                if opts.primary_fault and not fault_note and elapsed >= opts.fault_after_s:
+                    assert primary_account is not None
+                    fault_note = _inject(smsc, primary_account, opts)
+                live.update(progress.table(offered, smsc, rx, procs, services.zipkin_url, routes, fault_note))
                 if feeder.done() and opts.duration:
                     # drain: wait until everything offered was delivered, or give up after 60 s
                     deadline = time.monotonic() + 60
@@ -311,8 +340,33 @@ async def run_demo(cfg: Config, config_path: Path, opts: DemoOptions) -> int:
         return 0 if ok else 1
     finally:
         console.print("stopping…")
+        if routes is not None:
+            await routes.stop()
         for p in reversed(procs):  # connector first: it unbinds from the carrier while the SMSC is still up
             await asyncio.to_thread(p.stop)
         await smsc.stop()
         await rx.stop()
         await services.stop()
+
+
+def _primary_account(cfg: Config) -> str | None:
+    """The simulator account (system_id) of the first policy's first primary carrier route."""
+    for policy in cfg.routing.policies:
+        carrier_id = cfg.routing.route(policy.primary[0]).carrier
+        for c in cfg.carriers:
+            if c.id == carrier_id:
+                return c.system_id
+    return None
+
+
+def _inject(smsc: SimulatedSmsc, account: str, opts: DemoOptions) -> str:
+    """The fault the operator asked for, on the primary's carrier, the way the control endpoint sets it."""
+    from devkit.simulator.faults import parse_fault
+
+    assert opts.primary_fault is not None
+    spec: dict[str, Any] = {"kind": opts.primary_fault, **DEMO_FAULTS[opts.primary_fault]}
+    if opts.fault_for_s:
+        spec["duration_s"] = opts.fault_for_s
+    smsc.set_fault(account, parse_fault(spec, now=time.monotonic()))
+    lasting = f" for {opts.fault_for_s:g} s" if opts.fault_for_s else ""
+    return f"{opts.primary_fault} on {account} (primary) at {opts.fault_after_s:g} s{lasting}"

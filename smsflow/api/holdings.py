@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
 from smsflow.api.apikeys import ApiKey, Scope
-from smsflow.api.wire import ApiError, Body, json_response, parse_body, principal, validation_error
+from smsflow.api.wire import ApiError, Body, admin_key, json_response, parse_body, principal, validation_error
 from smsflow.subscriptions.holdings import Holding, is_operator_owner
 from smsflow.subscriptions.store import SubscriptionStore
 
@@ -50,10 +50,7 @@ class HoldingHandlers:
 
     @staticmethod
     def _admin(request: web.Request) -> ApiKey:
-        key = principal(request, Scope.WRITE)
-        if key.owner is not None:
-            raise ApiError(403, "forbidden", "holdings are managed by the operator: an admin key is needed")
-        return key
+        return admin_key(request, "holdings are managed by the operator")
 
     async def list_holdings(self, request: web.Request) -> web.Response:
         key = principal(request, Scope.READ)

@@ -108,6 +108,14 @@ def principal(request: web.Request, scope: Scope) -> ApiKey:
     return key
 
 
+def admin_key(request: web.Request, why: str) -> ApiKey:
+    """An operator key (no owner) with the write scope, or a 403 that says ``why`` one is needed."""
+    key = principal(request, Scope.WRITE)
+    if key.owner is not None:
+        raise ApiError(403, "forbidden", f"{why}: an admin key is needed")
+    return key
+
+
 def auth_middleware(api_keys: ApiKeyStore) -> Any:
     @web.middleware
     async def middleware(

@@ -39,6 +39,8 @@ class AttemptEffects:
     events: list[DeliveryEvent]  # for sms.delivery.v1, in order
     writes: list[Write] = field(default_factory=list)  # retry, dead-letter and ops records
     counts: dict[str, int] = field(default_factory=dict)  # delivered | retry_scheduled | dead_lettered
+    # the local rule of the double list: attempt the next route now, in the same call; nothing is written
+    fail_over: bool = False
 
 
 def attempt_effects(
@@ -48,13 +50,19 @@ def attempt_effects(
     first_at: dt.datetime,
     outcome: DeliveryOutcome,
     now_ms: int | None = None,
+    *,
+    can_fail_over: bool = False,
 ) -> AttemptEffects:
+    """``can_fail_over``: the subscription's double list offered a next route during this attempt."""
     decision = outcome.decision
     effects = AttemptEffects(outcome.all_events)
     batched = sub.batch is not None or len(messages) > 1
     n = len(messages)
     if decision.action is Action.DONE:
         effects.counts["delivered"] = n
+    elif decision.action is Action.RETRY and outcome.next_endpoint is not None and can_fail_over:
+        effects.fail_over = True
+        return effects
     elif decision.action is Action.RETRY:
         effects.counts["retry_scheduled"] = n
         assert decision.next_attempt is not None and decision.next_attempt_at is not None

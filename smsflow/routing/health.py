@@ -45,6 +45,7 @@ CARRIER_RULES = (
     FigureRule("throughput_ratio", "baseline_messages", "busy_baseline"),
     FigureRule("probe_latency_ms"),
     FigureRule("probe_loss", "probes_resolved", "min_probes"),
+    FigureRule("stale_steps"),
 )
 WEBHOOK_RULES = (
     FigureRule("latency_p95_ms"),
@@ -52,6 +53,7 @@ WEBHOOK_RULES = (
     FigureRule("timeout_rate", "attempts", "min_attempts"),
     FigureRule("throttled_rate", "attempts", "min_attempts"),
     FigureRule("connect_error_rate", "attempts", "min_attempts"),
+    FigureRule("stale_steps"),
 )
 RULES = {RouteKind.CARRIER: CARRIER_RULES, RouteKind.WEBHOOK: WEBHOOK_RULES}
 

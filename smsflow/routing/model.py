@@ -45,6 +45,22 @@ class Route(_Strict):
         default=(), description="E.164 numbers or prefixes this carrier route serves"
     )
     url: str | None = Field(default=None, description="the endpoint URL (webhook routes)")
+    test_numbers: tuple[str, ...] = Field(
+        default=(),
+        description="carrier routes: our own numbers a probe submit_sm is sent to; the carrier hands it "
+        "back as an MO and the round trip is the route's probe latency",
+    )
+    probe_source: str | None = Field(
+        default=None, description="carrier routes: the sender of probes (default: the first pool entry)"
+    )
+
+    @field_validator("test_numbers")
+    @classmethod
+    def _test_numbers_are_e164(cls, numbers: tuple[str, ...]) -> tuple[str, ...]:
+        for i, entry in enumerate(numbers):
+            if not _E164_PREFIX.match(entry):
+                raise ValueError(f"test_numbers[{i}]: {entry!r} is not an E.164 number like +85230009999")
+        return numbers
 
     @field_validator("pool")
     @classmethod
@@ -60,6 +76,8 @@ class Route(_Strict):
             raise ValueError("carrier: a carrier route names its carrier connection")
         if self.kind is RouteKind.WEBHOOK and not (self.url or "").startswith(("https://", "http://")):
             raise ValueError("url: a webhook route needs an http(s) URL")
+        if self.kind is RouteKind.WEBHOOK and self.test_numbers:
+            raise ValueError("test_numbers: only carrier routes carry probes")
         return self
 
 
@@ -141,6 +159,8 @@ _DEFAULT_LIMITS: dict[str, dict[str, float | None]] = {
     "timeout_rate": {"degraded": 0.05, "down": 0.5},
     "throttled_rate": {"degraded": 0.2, "down": 0.8},
     "connect_error_rate": {"degraded": 0.05, "down": 0.5},
+    # both: written by the decision stage only once a route's records stopped for stale_after_windows steps
+    "stale_steps": {"degraded": None, "down": 1},
 }
 
 
@@ -164,6 +184,7 @@ class Thresholds(_Strict):
     timeout_rate: Limits = _limits("timeout_rate")
     throttled_rate: Limits = _limits("throttled_rate")
     connect_error_rate: Limits = _limits("connect_error_rate")
+    stale_steps: Limits = _limits("stale_steps")
     min_outcomes: int = Field(default=10, ge=1, description="carrier results before error rates count")
     min_probes: int = Field(default=3, ge=1, description="resolved probes before probe loss counts")
     min_attempts: int = Field(default=5, ge=1, description="webhook attempts before its rates count")
@@ -258,6 +279,18 @@ class RoutingSection(_Strict):
     """The ``routing`` section of the config file (see docs/double-list.md for an example)."""
 
     window: WindowSpec = Field(default_factory=WindowSpec)
+    probe_interval_s: float = Field(
+        default=10.0, gt=0, description="a probe through each carrier route with test numbers this often"
+    )
+    stale_after_windows: int = Field(
+        default=3,
+        ge=1,
+        description="a route whose health records stop arriving (or whose connector stops reporting) for "
+        "this many steps is judged down",
+    )
+    report_interval_s: float = Field(
+        default=2.0, gt=0, description="how often the connector reports each route's counters and binds"
+    )
     routes: tuple[Route, ...] = ()
     policies: tuple[RoutingPolicy, ...] = ()
 
@@ -318,6 +351,11 @@ def _cross_checks(section: RoutingSection, path: str) -> list[str]:
                     errors.append(f"{at}: route {route_id!r} is listed twice (a list cannot back itself up)")
                 listed.add(route_id)
     return errors
+
+
+def routing_errors(section: RoutingSection, path: str = "routing") -> list[str]:
+    """What a well-formed section still gets wrong across its fields (unknown or mixed routes, duplicates)."""
+    return _cross_checks(section, path)
 
 
 def parse_policies(data: Any, path: str = "routing") -> RoutingSection:

@@ -102,3 +102,109 @@ Observation = (
     | ProbeReturned
     | WebhookAttempt
 )
+
+
+# ---- the wire form (schemas/route_observation.avsc) ----------------------------------------------------
+
+PROBE_PREFIX = "smsflow-probe:"  # a probe's text: the prefix, then its id (<route id>:<n>)
+
+
+def probe_text(probe_id: str) -> str:
+    return f"{PROBE_PREFIX}{probe_id}"
+
+
+def probe_id_in(text: str) -> str | None:
+    """The probe id an MO's text carries, or None when the MO is a customer's SMS."""
+    if not text.startswith(PROBE_PREFIX):
+        return None
+    probe_id = text[len(PROBE_PREFIX) :].strip()
+    return probe_id or None
+
+
+def _blank(route_id: str, at: int, kind: str, source: str) -> dict[str, object]:
+    return {
+        "route_id": route_id,
+        "at": at,
+        "kind": kind,
+        "source": source,
+        "session": "",
+        "clean": False,
+        "reason": "",
+        "latency_ms": 0.0,
+        "ok": 0,
+        "temporary_errors": 0,
+        "errors": 0,
+        "bound_sessions": [],
+        "probe_id": "",
+        "outcome": "",
+    }
+
+
+def observation_record(obs: Observation, source: str = "") -> dict[str, object]:
+    """The Avro value of one observation."""
+    rec = _blank(obs.route_id, obs.at, "", source)
+    match obs:
+        case SessionBound():
+            rec.update(kind="session_bound", session=obs.session)
+        case SessionLost():
+            rec.update(kind="session_lost", session=obs.session, clean=obs.clean)
+        case BindRefused():
+            rec.update(kind="bind_refused", session=obs.session, reason=obs.reason)
+        case EnquireLinkRtt():
+            rec.update(kind="enquire_link_rtt", latency_ms=obs.rtt_ms)
+        case CarrierTraffic():
+            counter = {
+                CarrierOutcome.OK: "ok",
+                CarrierOutcome.TEMPORARY_ERROR: "temporary_errors",
+                CarrierOutcome.ERROR: "errors",
+            }[obs.outcome]
+            rec.update({"kind": "traffic", counter: 1})
+        case ProbeSent():
+            rec.update(kind="probe_sent", probe_id=obs.probe_id)
+        case ProbeReturned():
+            rec.update(kind="probe_returned", probe_id=obs.probe_id)
+        case WebhookAttempt():
+            rec.update(kind="webhook_attempt", outcome=obs.outcome.value, latency_ms=obs.latency_ms)
+    return rec
+
+
+def traffic_report(
+    route_id: str, at: int, ok: int, temporary_errors: int, errors: int, bound: list[str], source: str = ""
+) -> dict[str, object]:
+    """The connector's per-interval report of one route: counters (never a record per SMS) and its binds."""
+    rec = _blank(route_id, at, "traffic", source)
+    rec.update(ok=ok, temporary_errors=temporary_errors, errors=errors, bound_sessions=sorted(bound))
+    return rec
+
+
+def observations_of(rec: dict[str, object]) -> list[Observation]:
+    """What the aggregator is fed for one record: a traffic report becomes one ``CarrierTraffic`` per PDU it
+    counts (its ``bound_sessions`` are read by the stage, which re-syncs bind state from them)."""
+    route_id, at, kind = str(rec["route_id"]), int(rec["at"]), str(rec["kind"])  # type: ignore[call-overload]
+    session = str(rec.get("session", ""))
+    match kind:
+        case "session_bound":
+            return [SessionBound(route_id, at, session)]
+        case "session_lost":
+            return [SessionLost(route_id, at, session, bool(rec.get("clean", False)))]
+        case "bind_refused":
+            return [BindRefused(route_id, at, session, str(rec.get("reason", "")))]
+        case "enquire_link_rtt":
+            return [EnquireLinkRtt(route_id, at, float(rec["latency_ms"]))]  # type: ignore[arg-type]
+        case "traffic":
+            out: list[Observation] = []
+            for field_name, outcome in (
+                ("ok", CarrierOutcome.OK),
+                ("temporary_errors", CarrierOutcome.TEMPORARY_ERROR),
+                ("errors", CarrierOutcome.ERROR),
+            ):
+                out += [CarrierTraffic(route_id, at, outcome)] * int(rec.get(field_name, 0))  # type: ignore[call-overload]
+            return out
+        case "probe_sent":
+            return [ProbeSent(route_id, at, str(rec["probe_id"]))]
+        case "probe_returned":
+            return [ProbeReturned(route_id, at, str(rec["probe_id"]))]
+        case "webhook_attempt":
+            attempt = AttemptOutcome(str(rec["outcome"]))
+            return [WebhookAttempt(route_id, at, attempt, float(rec["latency_ms"]))]  # type: ignore[arg-type]
+    return []  # a kind from a newer writer: ignored, not fatal

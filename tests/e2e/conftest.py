@@ -115,6 +115,8 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
         api: dict[str, Any] | None = None,
         extra_env: dict[str, str] | None = None,
         carrier_extra: dict[str, Any] | None = None,
+        routing: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
         **smsc_kw: Any,
     ) -> Pipeline:
         """``carriers`` accounts on the simulated SMSC (one route each), ``sessions`` binds per carrier.
@@ -158,6 +160,10 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
             cfg["webhooks"] = {**cfg["webhooks"], **webhooks}
         if api is not None:  # the `smsflow api` role: host, port, admin_key_env
             cfg["api"] = api
+        if routing is not None:  # routes and double-list policies over these carriers (docs/double-list.md)
+            cfg["routing"] = routing
+        if metrics is not None:  # e.g. {"worker_port": n}: /metrics of a role
+            cfg["metrics"] = metrics
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
         env = child_env(

@@ -40,6 +40,8 @@ def test_manifest_declares_every_topic() -> None:
         "sms.webhook.attempts.v1",
         "sms.webhook.circuits.v1",
         "sms.webhook.dlq.v1",
+        "sms.routes.observations.v1",
+        "sms.routes.overrides.v1",
         "sms.routes.health.v1",
         "sms.routes.decisions.v1",
         "sms.outbound.v1",

@@ -3,6 +3,7 @@ retry or a dead letter of the same message or batch always carries the same id."
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import orjson
@@ -13,7 +14,7 @@ from smsflow.delivery.events import DeliveryState
 from smsflow.delivery.policy import Action, RetryDecision
 from smsflow.delivery.sender import webhook_id_for
 from smsflow.schemas import OPS_TOPIC, WEBHOOK_DLQ_TOPIC, WEBHOOK_RETRY_TOPIC
-from smsflow.subscriptions.model import BatchConfig, Subscription
+from smsflow.subscriptions.model import BatchConfig, Subscription, WebhookEndpoint
 
 T0 = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 SINGLE = Subscription(owner="acme", url="https://hooks.example/sms")
@@ -78,3 +79,14 @@ def test_switching_an_endpoint_off_is_an_ops_event() -> None:
             "ts": 5,
         }
     ]
+
+
+def test_a_retry_with_a_next_route_offered_fails_over_now_and_writes_nothing() -> None:
+    """The double list's local rule: the next route is attempted in the same call, so no retry record."""
+    retry = dataclasses.replace(
+        outcome(Action.RETRY), next_endpoint=WebhookEndpoint(id="backup", url="https://backup.example/sms")
+    )
+    effects = attempt_effects(SINGLE, MESSAGES[:1], 1, T0, retry, can_fail_over=True)
+    assert effects.fail_over and effects.writes == [] and effects.counts == {}
+    # without a next route offered, the same decision schedules a retry
+    assert not attempt_effects(SINGLE, MESSAGES[:1], 1, T0, retry).fail_over

@@ -1,0 +1,247 @@
+"""The double-list stage (issue 11, docs/double-list.md): route observations -> health -> per-scope decisions.
+
+Four agents (declared in streams/topology.py), each a thin shell around a pure class of ``smsflow.routing``:
+
+- ``routes-attempts``: sms.delivery.v1 -> webhook attempt observations (``AttemptReader``);
+- ``routes-health``: sms.routes.observations.v1 + clock ticks -> ``HealthFeed`` -> sms.routes.health.v1. One
+  partition: one aggregator closes every route's window together. Its state (the feed's snapshot, with the
+  offset of the last observation applied) is in the ``routes-health`` table, so a restart neither loses nor
+  double-counts observations;
+- ``routes-scoping``: sms.routes.health.v1 -> one copy per scope that lists the route, keyed by scope;
+- ``routes-decide``: those copies + sms.routes.overrides.v1 -> ``ScopeDesk`` (``DoubleList``) ->
+  sms.routes.decisions.v1. ``ScopeState`` per scope lives in the ``routes-scopes`` table. Every input carries
+  its own time (a window end, an override's time); nothing here reads the wall clock, so re-running over the
+  same health topic gives the same decisions, and a restarted worker continues without a spurious flip.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+from faust.types import TP
+from opentelemetry import context as otel_context
+
+from smsflow.metrics import (
+    ROUTE_ACTIVE,
+    ROUTE_BOTH_DEGRADED,
+    ROUTE_DECISIONS,
+    ROUTE_HEALTH_SCORE,
+    ROUTE_HEALTH_STATE,
+    ROUTE_PINNED,
+)
+from smsflow.routing.attempts import AttemptReader
+from smsflow.routing.decisions import Decision, ScopeState
+from smsflow.routing.feed import HealthFeed
+from smsflow.routing.health import HealthRecord, HealthState
+from smsflow.routing.model import ListName, PolicyError, parse_override
+from smsflow.routing.observations import observation_record
+from smsflow.routing.scopes import ScopeDesk, scopes_of
+from smsflow.schemas import (
+    DELIVERY_TOPIC,
+    ROUTE_DECISIONS_TOPIC,
+    ROUTE_HEALTH_TOPIC,
+    ROUTE_OBSERVATIONS_TOPIC,
+)
+from smsflow.telemetry import headers_from_context, tracer
+from smsflow.topics import TopicSpec
+from streams.context import StreamContext
+
+log = logging.getLogger(__name__)
+_tracer = tracer("smsflow.streams.routes")
+FEED_KEY = "feed"
+
+
+def ticks_topic_name(app_id: str) -> str:
+    return f"{app_id}-routes-ticks"
+
+
+def scoped_topic_name(app_id: str) -> str:
+    return f"{app_id}-routes-scoped"
+
+
+def routes_topic_specs(app_id: str) -> list[TopicSpec]:
+    """The stage's internal topics, created before the worker starts (as ingest's ticks are)."""
+    return [
+        TopicSpec(ticks_topic_name(app_id), 1, retention_ms=3_600_000),
+        TopicSpec(scoped_topic_name(app_id), 1, retention_ms=7 * 86_400_000),
+    ]
+
+
+def show_health(record: HealthRecord) -> None:
+    ROUTE_HEALTH_SCORE.labels(record.route_id).set(record.score)
+    for state in HealthState:
+        ROUTE_HEALTH_STATE.labels(record.route_id, state.value).set(1 if state is record.state else 0)
+
+
+def show_state(state: ScopeState, decisions: list[Decision]) -> None:
+    for name in ListName:
+        ROUTE_ACTIVE.labels(state.scope, name.value).set(1 if state.active is name else 0)
+    ROUTE_BOTH_DEGRADED.labels(state.scope).set(1 if state.both_degraded else 0)
+    ROUTE_PINNED.labels(state.scope).set(1 if state.pinned_by is not None else 0)
+    for d in decisions:
+        ROUTE_DECISIONS.labels(d.scope, d.kind.value).inc()
+
+
+@dataclass(frozen=True)
+class RoutesTopics:
+    """What the stage writes to (the topology declares them)."""
+
+    ticks: faust.TopicT
+    scoped: faust.TopicT
+    observations: faust.TopicT
+    health: faust.TopicT
+    decisions: faust.TopicT
+
+
+class RoutesStage:
+    """The four agents' handlers and the tick timer; state in the ``routes-health`` table (one key, the feed's
+    snapshot) and the ``routes-scopes`` table (``ScopeState`` per scope)."""
+
+    def __init__(
+        self, app: faust.App, ctx: StreamContext, topics: RoutesTopics, feed_table: Any, scope_table: Any
+    ) -> None:
+        self.app = app
+        self.ctx = ctx
+        self.section = ctx.config.routing
+        self.topics = topics
+        self.ticks_name = topics.ticks.get_topic_name()
+        self.scoped_name = topics.scoped.get_topic_name()
+        self.feed_table = feed_table
+        self.scope_table = scope_table
+        self.desks = {p.scope.key: ScopeDesk(self.section, p) for p in self.section.policies}
+        self.reader = AttemptReader(self.section)
+        self._feed: HealthFeed | None = None
+
+    def feed(self) -> HealthFeed:
+        if self._feed is None:
+            self._feed = HealthFeed(self.section, start=int(time.time() * 1000))
+            saved = self.feed_table.get(FEED_KEY)
+            if saved is not None:
+                self._feed.restore(saved)  # after a restart: continue where the changelog says we were
+        return self._feed
+
+    async def tick(self) -> None:
+        """The timer: the wall clock, for the health agent to close windows with."""
+        await self.topics.ticks.send(value=orjson.dumps({"now": int(time.time() * 1000)}), partition=0)
+
+    def observations_read(self, f: HealthFeed) -> bool:
+        """Whether every observation written so far was applied. Until then a tick must not close windows:
+        after a restart the ticks are recent while the observations still to read are older, and windows
+        closed without them would show a route as healthy (or silent) that was not."""
+        try:
+            highwater = self.app.consumer.highwater(TP(ROUTE_OBSERVATIONS_TOPIC, 0))
+        except Exception:  # not fetched yet
+            return False
+        return highwater is not None and f.offset + 1 >= highwater
+
+    async def publish_health(self, records: list[HealthRecord]) -> None:
+        for rec in records:
+            value = self.ctx.serde.encode(ROUTE_HEALTH_TOPIC, rec.to_record())
+            await self.topics.health.send(key=rec.route_id.encode(), value=value)
+            show_health(rec)
+        if records:
+            # acked before the table says they were made: a crash in between re-makes them (same windows),
+            # never loses them
+            await self.app.producer.flush()
+
+    async def attempts(self, stream: faust.StreamT[bytes]) -> None:
+        """sms.delivery.v1 -> one webhook attempt observation per POST to a configured webhook route."""
+        async for event in stream.events():
+            try:
+                attempt = self.reader.attempt(self.ctx.serde.decode(DELIVERY_TOPIC, event.value))
+            except Exception:  # health is a by-product of delivery: a bad event must not stop it
+                log.exception("routes: a delivery event does not decode; not counted")
+                continue
+            if attempt is not None:
+                record = observation_record(attempt, "worker")
+                value = self.ctx.serde.encode(ROUTE_OBSERVATIONS_TOPIC, record)
+                await self.topics.observations.send(key=attempt.route_id.encode(), value=value)
+
+    async def health(self, stream: faust.StreamT[bytes]) -> None:
+        """Observations and ticks -> health records, one per route per step."""
+        async for event in stream.events():
+            f = self.feed()
+            msg = event.message
+            try:
+                if msg.topic == self.ticks_name:
+                    if not self.observations_read(f):
+                        continue  # a backlog after a restart: its own times move the clock, not ours
+                    records = f.on_tick(int(orjson.loads(event.value)["now"]))
+                else:
+                    rec = self.ctx.serde.decode(ROUTE_OBSERVATIONS_TOPIC, event.value)
+                    records = f.on_record(rec, msg.offset)
+            except Exception:
+                log.exception("routes: %s %d:%d not applied", msg.topic, msg.partition, msg.offset)
+                continue
+            await self.publish_health(records)
+            self.feed_table[FEED_KEY] = f.snapshot()
+
+    async def scoping(self, stream: faust.StreamT[bytes]) -> None:
+        """Health records -> a copy for each scope whose lists include the route, keyed by scope."""
+        async for event in stream.events():
+            try:
+                rec = self.ctx.serde.decode(ROUTE_HEALTH_TOPIC, event.value)
+            except Exception:
+                log.exception("routes: a health record does not decode; skipped")
+                continue
+            for scope in scopes_of(self.section, str(rec["route_id"])):
+                value = orjson.dumps({"scope": scope, "health": rec})
+                await self.topics.scoped.send(key=scope.encode(), value=value)
+
+    async def publish_decisions(self, state: ScopeState, decisions: list[Decision]) -> None:
+        for d in decisions:
+            value = self.ctx.serde.encode(ROUTE_DECISIONS_TOPIC, d.to_record())
+            # a span of its own, linked to no SMS: a decision is caused by windows, not by one message
+            with _tracer.start_as_current_span(
+                "route.decision",
+                context=otel_context.Context(),
+                attributes={
+                    "smsflow.scope": d.scope,
+                    "smsflow.decision.kind": d.kind.value,
+                    "smsflow.decision.active": d.active.value,
+                    "smsflow.decision.id": d.decision_id,
+                },
+            ):
+                headers = headers_from_context()
+                await self.topics.decisions.send(key=d.scope.encode(), value=value, headers=headers)
+            log.info("route decision %s %s -> %s: %s", d.decision_id, d.kind.value, d.active.value, d.reason)
+        if decisions:
+            await (
+                self.app.producer.flush()
+            )  # as for health: a decision is on its topic before the state says so
+        show_state(state, decisions)
+
+    async def decide(self, stream: faust.StreamT[bytes]) -> None:
+        """Per-scope health copies and overrides -> decisions; the scope's state in its table."""
+        async for event in stream.events():
+            try:
+                if event.message.topic == self.scoped_name:
+                    body = orjson.loads(event.value)
+                    scope, record = str(body["scope"]), HealthRecord.from_record(body["health"])
+                    desk = self.desks.get(scope)
+                    if desk is None:
+                        continue  # a policy removed from the config since
+                    state, decisions = desk.on_health(_state(self.scope_table, desk, scope), record)
+                else:
+                    override = parse_override(orjson.loads(event.value))
+                    scope = override.scope.key
+                    desk = self.desks.get(scope)
+                    if desk is None:
+                        log.warning("routes: override for %s, which has no policy; ignored", scope)
+                        continue
+                    state, decisions = desk.on_override(_state(self.scope_table, desk, scope), override)
+            except (PolicyError, ValueError, KeyError) as exc:
+                log.error("routes: %s %d not applied: %s", event.message.topic, event.message.offset, exc)
+                continue
+            await self.publish_decisions(state, decisions)
+            self.scope_table[scope] = state.to_dict()
+
+
+def _state(table: Any, desk: ScopeDesk, scope: str) -> ScopeState:
+    saved = table.get(scope)
+    return desk.initial() if saved is None else ScopeState.from_dict(saved)

@@ -1,0 +1,139 @@
+"""``/v1/routes`` over real HTTP (issue 11): number lookup, status, audited overrides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import openapi_spec_validator
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from smsflow.api.apikeys import ApiKeyStore
+from smsflow.api.app import create_api_app
+from smsflow.api.routes import RouteBoard, RouteHandlers
+from smsflow.routing.model import parse_policies
+from smsflow.subscriptions.store import InMemorySubscriptionStore
+
+NOW_S = 1_700_000_000.0
+SECTION = parse_policies(
+    {
+        "routes": [
+            {
+                "id": "hk-a",
+                "kind": "carrier",
+                "carrier": "carrier-a",
+                "pool": ["+85260000001", "+85260000002"],
+            },
+            {"id": "hk-b", "kind": "carrier", "carrier": "carrier-b", "pool": ["+85260000003"]},
+        ],
+        "policies": [{"scope": "prefix:+8526", "primary": ["hk-a"], "secondary": ["hk-b"]}],
+    }
+)
+
+
+class Board(RouteBoard):
+    def __init__(self) -> None:
+        self.latest: dict[str, dict[str, Any]] = {}
+
+
+class Env:
+    def __init__(self, client: TestClient, board: Board, sent: list[tuple[str, dict[str, Any]]], keys: Any):
+        self.client, self.board, self.sent, self.keys = client, board, sent, keys
+        self.admin = keys.issue(None, label="ops@example.com")[1]
+        self.tenant = keys.issue("acme")[1]
+
+    def auth(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def env() -> Any:
+    keys = ApiKeyStore()
+    board = Board()
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def send(scope: str, value: bytes) -> None:
+        sent.append((scope, orjson.loads(value)))
+
+    routes = RouteHandlers(SECTION, board, send, clock=lambda: NOW_S)
+    app = create_api_app(InMemorySubscriptionStore(), keys, routes=routes)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    yield Env(client, board, sent, keys)
+    await client.close()
+
+
+def decision(active: str, **kw: Any) -> dict[str, Any]:
+    return {
+        "decision_id": "prefix:+8526#1",
+        "scope": "prefix:+8526",
+        "at": 1_700_000_000_000,
+        "kind": "failover",
+        "active": active,
+        "mode": "auto",
+        "both_degraded": False,
+        "reason": "failover to secondary: primary down (bound_sessions=0 < 1 (down)); secondary healthy",
+        "primary_state": "down",
+        "secondary_state": "healthy",
+        "evidence": [
+            {"route_id": "hk-a", "state": "down"},
+            {"route_id": "hk-b", "state": "healthy"},
+        ],
+        **kw,
+    }
+
+
+async def test_number_lookup_follows_the_active_list(env: Env) -> None:
+    resp = await env.client.get("/v1/routes/prefix:+8526/active", headers=env.auth(env.tenant))
+    body = await resp.json()
+    assert resp.status == 200 and body["active_list"] == "primary" and body["decision_id"] is None
+    assert body["pool"] == ["+85260000001", "+85260000002"] and body["carrier"] == "carrier-a"
+
+    env.board.latest["prefix:+8526"] = decision("secondary")
+    for scope in ("prefix:+8526", "%2B85260001234"):  # a scope, or a number the prefix governs
+        resp = await env.client.get(f"/v1/routes/{scope}/active", headers=env.auth(env.tenant))
+        body = await resp.json()
+        assert body["active_list"] == "secondary" and body["route_id"] == "hk-b"
+        assert body["pool"] == ["+85260000003"] and body["decision_id"] == "prefix:+8526#1"
+
+    assert (await env.client.get("/v1/routes/+4420/active", headers=env.auth(env.tenant))).status == 404
+    assert (await env.client.get("/v1/routes/prefix:+8526/active")).status == 401
+
+
+async def test_status_lists_every_policy(env: Env) -> None:
+    env.board.latest["prefix:+8526"] = decision("secondary", both_degraded=True)
+    resp = await env.client.get("/v1/routes", headers=env.auth(env.tenant))
+    [status] = (await resp.json())["data"]
+    assert status["active"] == "secondary" and status["both_degraded"] is True
+    assert status["primary"] == ["hk-a"] and status["reason"].startswith("failover")
+
+
+async def test_overrides_need_an_admin_key_an_expiry_and_carry_the_actor(env: Env) -> None:
+    url = "/v1/routes/prefix:+8526/override"
+    pin = {"pin": "secondary", "reason": "carrier A maintenance", "expires_in_s": 600}
+    assert (await env.client.put(url, json=pin, headers=env.auth(env.tenant))).status == 403
+    no_expiry = await env.client.put(url, json={**pin, "expires_in_s": None}, headers=env.auth(env.admin))
+    assert no_expiry.status == 422 and "expires_at" in (await no_expiry.json())["error"]["message"]
+    assert env.sent == []
+
+    resp = await env.client.put(url, json=pin, headers=env.auth(env.admin))
+    assert resp.status == 202
+    [(scope, sent)] = env.sent
+    assert (
+        scope == "prefix:+8526"
+        and sent["pin"] == "secondary"
+        and sent["actor"].startswith("ops@example.com [key ")
+    )
+    assert sent["expires_at"] == int(NOW_S * 1000) + 600_000 and sent["reason"] == "carrier A maintenance"
+
+    resp = await env.client.delete(f"{url}?reason=maintenance+over", headers=env.auth(env.admin))
+    assert resp.status == 202 and env.sent[-1][1]["pin"] == "auto"
+    assert env.sent[-1][1]["reason"] == "maintenance over"
+
+
+async def test_openapi_documents_exactly_the_served_routes(env: Env) -> None:
+    doc = await (await env.client.get("/openapi.json")).json()
+    openapi_spec_validator.validate(doc)
+    served = {r.resource.canonical for r in env.client.app.router.routes() if r.method != "HEAD"}
+    assert served == set(doc["paths"]) and "/v1/routes/{scope}/active" in served
