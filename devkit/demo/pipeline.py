@@ -326,7 +326,9 @@ async def run_demo(cfg: Config, config_path: Path, opts: DemoOptions) -> int:
                         time.monotonic() < deadline
                     ):
                         await asyncio.sleep(0.5)
-                        live.update(progress.table(offered, smsc, rx, procs, services.zipkin_url))
+                        zipkin_url = services.zipkin_url
+                        table = progress.table(offered, smsc, rx, procs, zipkin_url, routes, fault_note)
+                        live.update(table)
                     break
                 if not all(p.alive for p in procs):
                     console.print("[red]a pipeline process died; see its log[/]")
