@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from smsflow import event_loop
 from smsflow.config import Config, ConfigError, load_config
 
 app = typer.Typer(
@@ -93,17 +94,20 @@ def worker(
     config: ConfigOpt,
     stage: Annotated[
         list[str] | None,
-        typer.Option(help="ingest, deliver and/or routes (default all; routes needs routing policies)"),
+        typer.Option(
+            help="ingest, deliver, routes and/or outbound (default all; routes needs routing policies)"
+        ),
     ] = None,
     loglevel: str = "warning",
 ) -> None:
     """Faust worker running the stream stages (ingest: raw -> inbound; deliver: inbound -> webhooks; routes:
-    route health -> double-list decisions)."""
+    route health -> double-list decisions; outbound: requests -> submissions, ledger -> statuses, receipts ->
+    segments)."""
     from smsflow.roles import run_worker
 
     cfg = _load(config)
-    roles = set(stage or ["ingest", "deliver", "routes"])
-    bad = roles - {"ingest", "deliver", "routes"}
+    roles = set(stage or ["ingest", "deliver", "routes", "outbound"])
+    bad = roles - {"ingest", "deliver", "routes", "outbound"}
     if bad:
         raise typer.BadParameter(f"unknown stage(s): {', '.join(sorted(bad))}", param_hint="--stage")
     # Faust's Worker parses sys.argv; give it none of ours.
@@ -122,7 +126,7 @@ def connector(config: ConfigOpt, loglevel: str = "info") -> None:
     with _config_errors_exit():
         for carrier in cfg.carriers:  # a password the bind cannot carry: refuse before touching Kafka
             carrier.password()
-        asyncio.run(run_connector(cfg))
+        event_loop.run(run_connector(cfg), cfg.event_loop)
 
 
 @app.command()
@@ -463,10 +467,17 @@ def subscriptions_create(
     timeout: Annotated[float, typer.Option(help="request timeout in seconds")] = 10.0,
     batch_size: Annotated[int | None, typer.Option(help="send arrays of up to this many messages")] = None,
     batch_wait_ms: Annotated[int, typer.Option(help="longest wait to fill a batch")] = 1000,
+    primary: Annotated[
+        list[str] | None,
+        typer.Option(help="[ID=]URL: another endpoint on the primary list, after --url (repeat)"),
+    ] = None,
+    secondary: Annotated[
+        list[str] | None, typer.Option(help="[ID=]URL: an endpoint on the secondary list (repeat)")
+    ] = None,
     api_url: ApiUrlOpt = DEFAULT_API_URL,
     key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
 ) -> None:
-    """Create a subscription. The answer shows its signing secret, once: keep it."""
+    """Create a subscription. The answer shows its signing secrets (of --url and of each endpoint), once."""
     body: dict[str, object] = {
         "url": url,
         "description": description,
@@ -487,7 +498,20 @@ def subscriptions_create(
         body["rate_limit_per_second"] = rate_limit
     if batch_size is not None:
         body["batch"] = {"max_batch_size": batch_size, "max_wait_ms": batch_wait_ms}
+    endpoints = _endpoints("primary", primary or []) + _endpoints("secondary", secondary or [])
+    if endpoints:
+        body["endpoints"] = endpoints
     _show(_client(api_url, key_env).create, body)
+
+
+def _endpoints(role: str, given: list[str]) -> list[dict[str, str]]:
+    """``[ID=]URL`` options as API endpoints; without an id, ``p1``, ``p2``… / ``s1``, ``s2``…"""
+    out = []
+    for i, text in enumerate(given, start=1):
+        head, sep, tail = text.partition("=")
+        named = sep and "://" not in head
+        out.append({"id": head if named else f"{role[0]}{i}", "role": role, "url": tail if named else text})
+    return out
 
 
 @subs_app.command("delete")
@@ -505,11 +529,12 @@ def subscriptions_rotate_secret(
     overlap: Annotated[
         float | None, typer.Option(help="seconds the old secret keeps signing (default: the API's)")
     ] = None,
+    endpoint: Annotated[str | None, typer.Option(help="an endpoint's id (default: the --url one)")] = None,
     api_url: ApiUrlOpt = DEFAULT_API_URL,
     key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
 ) -> None:
     """Make a new signing secret (shown once); the old one keeps signing during the overlap."""
-    _show(_client(api_url, key_env).rotate_secret, subscription_id, overlap)
+    _show(_client(api_url, key_env).rotate_secret, subscription_id, overlap, endpoint)
 
 
 @subs_app.command("enable")
@@ -596,6 +621,36 @@ def holdings_delete(
     """Remove an owner's holding (admin key): its subscriptions receive nothing from then on."""
     _show(_client(api_url, key_env).delete_holding, owner)
     typer.echo(f"holding of {owner} removed")
+
+
+@app.command()
+def send(
+    to: Annotated[str, typer.Option("--to", help="destination in E.164, e.g. +85291234567")],
+    sender: Annotated[str, typer.Option("--from", help="a number you hold, or an alphanumeric sender")],
+    text: Annotated[str, typer.Option("--text", help="the message text")],
+    callback_url: Annotated[str | None, typer.Option(help="where status transitions are POSTed")] = None,
+    validity_s: Annotated[int | None, typer.Option(help="seconds until it expires (60 s - 72 h)")] = None,
+    priority: Annotated[str | None, typer.Option(help="otp | transactional | bulk")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="send at most once for this key within 24 h (retries are safe)")
+    ] = None,
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
+) -> None:
+    """Send an SMS through `smsflow api` (POST /v1/messages); prints the message id. Follow it with
+    `smsflow message <id>`."""
+    body: dict[str, object] = {"to": to, "from": sender, "text": text}
+    optional = {"callback_url": callback_url, "validity_s": validity_s, "priority": priority}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    _show(_client(api_url, key_env).send_message, body, idempotency_key)
+
+
+@app.command()
+def message(
+    message_id: str, api_url: ApiUrlOpt = DEFAULT_API_URL, key_env: KeyEnvOpt = "SMSFLOW_API_KEY"
+) -> None:
+    """An SMS you sent: its status and every transition (GET /v1/messages/{id})."""
+    _show(_client(api_url, key_env).message, message_id)
 
 
 apikeys_app = typer.Typer(help="API keys for `smsflow api`", no_args_is_help=True)

@@ -176,6 +176,12 @@ class CarrierConfig(_Strict):
         default=None, gt=0, description="per session: read no faster than this (the SMSC queues the rest)"
     )
     reconnect: ReconnectConfig = ReconnectConfig()
+    submit_per_s: float | None = Field(
+        default=None, gt=0, description="outbound: submit_sm per second over all this carrier's binds (TPS)"
+    )
+    submit_window: int = Field(
+        default=10, ge=1, le=1024, description="outbound: submit_sm awaiting their resp, over all binds"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -301,6 +307,12 @@ class WorkerConfig(_Strict):
     start_attempts: int = Field(
         default=5, ge=1, description="times the worker tries to verify its topics before it exits non-zero"
     )
+    producer_linger_ms: int = Field(
+        default=1,
+        ge=0,
+        le=100,
+        description="how long the worker's producer gathers records into one request (latency vs CPU)",
+    )
 
     def effective_instance_id(self) -> str | None:
         return os.environ.get("SMSFLOW_WORKER_INSTANCE_ID") or self.instance_id
@@ -351,6 +363,31 @@ class ApiConfig(_Strict):
     )
 
 
+class OutboundConfig(_Strict):
+    """Outbound SMS (docs/outbound.md): how submit_sm is retried, and what a restart does with a submit whose
+    outcome it cannot know."""
+
+    attempts_per_route: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="ESME_RTHROTTLED/ESME_RMSGQFUL retries on one route before the next",
+    )
+    retry_backoff_s: list[float] = Field(
+        default_factory=lambda: [1.0, 5.0, 30.0],
+        min_length=1,
+        description="wait before retry n (last repeats)",
+    )
+    unknown_outcome: Literal["hold", "resubmit"] = Field(
+        default="hold", description="a submit in flight at a crash: never again (hold) or again (resubmit)"
+    )
+    bind_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="wait this long for a bound session, then hand the segment to the next route",
+    )
+
+
 class MetricsConfig(_Strict):
     """Prometheus /metrics per process role; null = not served."""
 
@@ -370,11 +407,15 @@ class Config(_Strict):
     worker: WorkerConfig = WorkerConfig()
     webhooks: WebhookDeliveryConfig = WebhookDeliveryConfig()
     api: ApiConfig = ApiConfig()
+    outbound: OutboundConfig = OutboundConfig()
     metrics: MetricsConfig = MetricsConfig()
     routing: RoutingSection = Field(
         default_factory=RoutingSection, description="routes, double-list policies (docs/double-list.md)"
     )
     data_dir: str = Field(default=".work/data", description="Faust table state and local services")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="the worker's and the connector's asyncio loop (smsflow/event_loop.py)"
+    )
 
     @model_validator(mode="after")
     def _cross_field_checks(self) -> Config:

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from smsflow import metrics
+from smsflow import event_loop, metrics
 from smsflow.config import Config
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     from streams.deliver import KafkaDelivery
     from streams.liveness import Liveness
 
+    event_loop.install(cfg.event_loop)  # before Faust makes its loop
     bootstrap, registry = cfg.require_endpoints()
     setup_tracing(cfg.tracing, "worker")
     app, ctx = _build_app_with_topics(cfg, roles, bootstrap, registry)
@@ -137,6 +138,10 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
                 from streams.routes import routes_topic_specs
 
                 specs += routes_topic_specs(cfg.app_id)
+            if topology.outbound_punctuation is not None:
+                name = topology.outbound_punctuation.get_topic_name()
+                retention_ms = int(PUNCTUATION_RETENTION_S * 1000)
+                specs.append(TopicSpec(name, ctx.partitions, retention_ms=retention_ms))
             ensure_topics(bootstrap, specs)
             wrong = [
                 f"{s.name} has {n} partitions, wants {s.partitions}"
@@ -162,6 +167,7 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
 
 async def run_connector(cfg: Config) -> None:
     from connectors.smpp.connector import SmppConnector
+    from connectors.smpp.submit import SubmitPath
     from smsflow.producer import AsyncProducer, producer_conf
     from smsflow.serde import Serde, registry_client
     from smsflow.telemetry import setup_tracing, shutdown_tracing
@@ -177,9 +183,15 @@ async def run_connector(cfg: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    sessions: dict[str, list[Any]] = {}
+    for link in connector.links:
+        sessions.setdefault(link.carrier.id, []).append(link.session)
+    submits = SubmitPath(cfg.app_id, bootstrap, cfg.carriers, sessions, producer, cfg.outbound)
     await connector.start()
+    await submits.start()
     log.info("connector: %d sessions starting", len(connector.links))
     await stop.wait()
+    await submits.stop()
     await connector.stop()
     await producer.close()
     shutdown_tracing()

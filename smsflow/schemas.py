@@ -25,6 +25,8 @@ ROUTE_OBSERVATIONS_TOPIC = "sms.routes.observations.v1"
 ROUTE_HEALTH_TOPIC = "sms.routes.health.v1"
 ROUTE_DECISIONS_TOPIC = "sms.routes.decisions.v1"
 ROUTE_OVERRIDES_TOPIC = "sms.routes.overrides.v1"
+OUTBOUND_TOPIC = "sms.outbound.v1"
+OUTBOUND_STATUS_TOPIC = "sms.outbound.status.v1"
 
 # topic -> schema file (value schema; keys are plain UTF-8 strings)
 TOPIC_SCHEMAS: dict[str, str] = {
@@ -36,6 +38,8 @@ TOPIC_SCHEMAS: dict[str, str] = {
     ROUTE_OBSERVATIONS_TOPIC: "route_observation.avsc",
     ROUTE_HEALTH_TOPIC: "route_health.avsc",
     ROUTE_DECISIONS_TOPIC: "route_decision.avsc",
+    OUTBOUND_TOPIC: "outbound_request.avsc",
+    OUTBOUND_STATUS_TOPIC: "outbound_status.avsc",
 }
 
 

@@ -87,7 +87,7 @@ def build_app(
         topic_replication_factor=config.kafka.replication_factor,
         topic_partitions=partitions,
         producer_acks=-1,
-        producer_linger_ms=1,
+        producer_linger_ms=worker.producer_linger_ms,
         broker_commit_every=500,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
@@ -104,5 +104,7 @@ def build_app(
         value_serializer="raw",
     )
     serde = Serde(registry_client(registry_url, config.registry_credentials()))
-    ctx = StreamContext(config, bootstrap, serde, partitions, roles or {"ingest", "deliver", "routes"})
+    ctx = StreamContext(
+        config, bootstrap, serde, partitions, roles or {"ingest", "deliver", "routes", "outbound"}
+    )
     return app, ctx, build_topology(app, ctx)

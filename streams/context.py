@@ -12,6 +12,7 @@ from smsflow.serde import Serde
 
 if TYPE_CHECKING:
     from smsflow.ingest.processor import IngestProcessor
+    from smsflow.routing.decisions import ScopeState
     from streams.deliver import KafkaDelivery
     from streams.liveness import Liveness
 
@@ -22,7 +23,7 @@ class StreamContext:
     bootstrap: str
     serde: Serde
     partitions: int  # of sms.raw.v1 on the cluster: ingest tables and punctuation are co-partitioned with it
-    roles: set[str] = field(default_factory=lambda: {"ingest", "deliver", "routes"})
+    roles: set[str] = field(default_factory=lambda: {"ingest", "deliver", "routes", "outbound"})
     # set once the subscriptions table is loaded: no message is matched against a half-read table
     subscriptions_ready: asyncio.Event = field(default_factory=asyncio.Event)
     # the worker's readiness and watchdog (streams/liveness.py), when the worker process runs one
@@ -31,3 +32,6 @@ class StreamContext:
     ingest: IngestProcessor | None = None
     # the delivery stage's Kafka side, set by the worker once its sender, store and policy exist
     delivery: KafkaDelivery | None = None
+    # the double list's current state per scope (sms.routes.decisions.v1), for outbound route choice; empty:
+    # every scope on its primary list. Nothing fills it yet (docs/outbound.md, "Not built yet").
+    route_states: dict[str, ScopeState] = field(default_factory=dict)

@@ -37,11 +37,13 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from smsflow.delivery.active_lists import ActiveLists, FollowedActiveLists
 from smsflow.delivery.attempts import AttemptLedger, ledger_key, ledger_value
 from smsflow.delivery.circuits import CircuitStore, circuit_config
 from smsflow.delivery.dispatcher import BatchDispatcher
 from smsflow.delivery.engine import DeliveryEngine
-from smsflow.delivery.events import DeliveryEvent, DeliveryState
+from smsflow.delivery.events import AttemptResult, DeliveryEvent, DeliveryState
+from smsflow.delivery.failover import ActiveList, EndpointChoice, choose_endpoint, next_endpoint
 from smsflow.delivery.policy import Action, EndpointCircuit
 from smsflow.delivery.readings import RetryReadings
 from smsflow.delivery.records import (
@@ -60,12 +62,13 @@ from smsflow.schemas import (
     INBOUND_TOPIC,
     OPS_TOPIC,
     QUARANTINE_TOPIC,
+    ROUTE_DECISIONS_TOPIC,
     WEBHOOK_ATTEMPTS_TOPIC,
     WEBHOOK_DLQ_TOPIC,
     WEBHOOK_RETRY_TOPIC,
 )
 from smsflow.subscriptions.holdings import receives
-from smsflow.subscriptions.model import Subscription, utcnow
+from smsflow.subscriptions.model import Subscription, WebhookEndpoint, utcnow
 from smsflow.subscriptions.store import SubscriptionStore
 from smsflow.telemetry import (
     LINKED_TRACES_ATTR,
@@ -90,7 +93,9 @@ class KafkaDelivery:
         self.engine = engine
         self.store = store
         self.topics: dict[str, Any] = {}
-        self.stats = {"delivered": 0, "retry_scheduled": 0, "dead_lettered": 0, "attempts": 0}
+        self.stats = {"delivered": 0, "retry_scheduled": 0, "dead_lettered": 0, "attempts": 0, "failovers": 0}
+        # which list each subscription uses now (sms.routes.decisions.v1); empty = every primary list
+        self.active_lists: ActiveLists = ActiveLists()
 
     async def _send(
         self, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]] | None = None
@@ -133,8 +138,40 @@ class KafkaDelivery:
         links: Sequence[trace.Link] = (),
     ) -> None:
         """One POST (one message, or a batch) and everything that follows from it; returns once the outcome
-        is handed to the producer (Faust flushes it before committing any offset)."""
+        is handed to the producer (Faust flushes it before committing any offset).
+
+        The endpoint follows the subscription's double list (``smsflow.delivery.failover``): the active list's
+        first healthy route; after a failure that says "this route", the next route at once, in this call."""
+        active = self.active_lists.of(sub.id)
+        choice: EndpointChoice | None = choose_endpoint(sub, active)
+        while choice is not None:
+            hop = await self._attempt_on(sub, messages, attempt, first_at, parent, links, choice, active)
+            if hop is None:
+                return
+            choice, attempt = hop
+
+    async def _attempt_on(
+        self,
+        sub: Subscription,
+        messages: list[dict[str, Any]],
+        attempt: int,
+        first_at: dt.datetime,
+        parent: Context | None,
+        links: Sequence[trace.Link],
+        choice: EndpointChoice,
+        active: ActiveList | None,
+    ) -> tuple[EndpointChoice, int] | None:
+        """One attempt at ``choice``; the next endpoint and attempt number when the local rule moves on."""
         mid = str(messages[0]["message_id"])
+        hops: list[EndpointChoice] = []
+
+        def failover(result: AttemptResult) -> tuple[WebhookEndpoint, str] | None:
+            hop = next_endpoint(sub, active, result)
+            if hop is None:
+                return None
+            hops.append(hop)
+            return hop.endpoint, hop.reason
+
         with _tracer.start_as_current_span(
             "webhook POST",
             context=parent,
@@ -145,12 +182,24 @@ class KafkaDelivery:
                 "smsflow.subscription": sub.id,
                 "smsflow.attempt": attempt,
                 "smsflow.batch_size": len(messages),
+                "smsflow.route.id": choice.route_id,
+                "smsflow.route.list": str(choice.list),
+                "smsflow.route.choice": choice.reason,
+                **({"smsflow.route.decision": active.decision_id} if active and active.decision_id else {}),
                 "http.request.method": "POST",
-                **_endpoint_attributes(sub.url),
+                **_endpoint_attributes(choice.endpoint.url),
                 **_linked_traces(links),
             },
         ) as span:
-            outcome = await self.engine.attempt(sub, messages, attempt, first_at, http_headers_from_context())
+            outcome = await self.engine.attempt(
+                sub,
+                messages,
+                attempt,
+                first_at,
+                http_headers_from_context(),
+                endpoint=choice.endpoint,
+                failover=failover,
+            )
             self.stats["attempts"] += 1
             result, decision = outcome.result, outcome.decision
             if result is not None and result.status_code is not None:
@@ -165,6 +214,12 @@ class KafkaDelivery:
         batched = sub.batch is not None or len(messages) > 1
         if decision.action is Action.DONE:
             self.stats["delivered"] += len(messages)
+        elif decision.action is Action.RETRY and outcome.next_endpoint is not None and hops:
+            # the local rule: the next attempt goes to the next route now, in this call (the caller's event
+            # or retry record stays unacked until it has a durable outcome, as for any attempt)
+            assert decision.next_attempt is not None
+            self.stats["failovers"] += 1
+            return hops[-1], decision.next_attempt
         elif decision.action is Action.RETRY:
             self.stats["retry_scheduled"] += len(messages)
             assert decision.next_attempt is not None and decision.next_attempt_at is not None
@@ -202,6 +257,7 @@ class KafkaDelivery:
             }
             await self._send(OPS_TOPIC, sub.id, orjson.dumps(ops))
             log.warning("endpoint %s disabled: %s", sub.id, outcome.disabled_reason)
+        return None
 
     async def dead_letter_unsent(
         self, subscription_id: str, messages: list[dict[str, Any]], attempt: int, reason: str
@@ -267,6 +323,7 @@ class DeliverStage:
         self.outputs = outputs
         self.ledger = AttemptLedger(ctx.bootstrap)
         self.circuits: list[CircuitStore] = []  # made at start, once the delivery engine exists
+        self.followers: list[FollowedActiveLists] = []
         # the attempts ledger and the endpoint circuits are read whole before anything is delivered
         self.state_ready = asyncio.Event()
         self.gate = asyncio.Semaphore(MAX_EVENTS_IN_FLIGHT)
@@ -306,10 +363,18 @@ class DeliverStage:
             store = CircuitStore(self.ctx.bootstrap, eng.circuit)
             await store.start()
             self.circuits.append(store)
+            # the double list's decisions: delivery follows each subscription's active list
+            serde = self.ctx.serde
+            lists = FollowedActiveLists(self.ctx.bootstrap, lambda v: serde.decode(ROUTE_DECISIONS_TOPIC, v))
+            await lists.start()
+            self.engine().active_lists = lists
+            self.followers.append(lists)
         except Exception as exc:
             # nothing is delivered without them: say so loudly instead of waiting silently
             log.critical(
-                "deliver: cannot read the attempts ledger / endpoint circuits, delivering nothing: %s", exc
+                "deliver: cannot read the attempts ledger / endpoint circuits / route decisions, "
+                "delivering nothing: %s",
+                exc,
             )
             raise
         self.state_ready.set()
@@ -368,10 +433,19 @@ class DeliverStage:
                 },
             ):
                 span_ctx = trace.set_span_in_context(trace.get_current_span())
-                results = await asyncio.gather(
-                    *(self._one_target(eng, s, payload, first_at, span_ctx) for s in subs),
-                    return_exceptions=True,
-                )
+                results: list[BaseException | None]
+                if len(subs) == 1:
+                    # the common case, one subscription: awaited in this task, not in a task of its own
+                    results = [None]
+                    try:
+                        await self._one_target(eng, subs[0], payload, first_at, span_ctx)
+                    except Exception as exc:
+                        results = [exc]
+                else:
+                    results = await asyncio.gather(
+                        *(self._one_target(eng, s, payload, first_at, span_ctx) for s in subs),
+                        return_exceptions=True,
+                    )
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
                 # Outcome not durable (a Kafka write failed): leave it unacked, so it is redelivered after a
@@ -459,3 +533,5 @@ class DeliverStage:
         await self.ledger.stop()
         for store in self.circuits:
             await store.stop()
+        for lists in self.followers:
+            await lists.stop()

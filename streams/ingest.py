@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +42,7 @@ from smsflow.telemetry import (
 )
 from streams.context import StreamContext
 from streams.liveness import WorkerCannotProcess
+from streams.punctuation import punctuate_owned
 
 log = logging.getLogger(__name__)
 # Failures of the platform, not of the record: retried, then the worker exits (streams/liveness.py)
@@ -142,12 +141,7 @@ class IngestStage:
 
     async def punctuate(self) -> None:
         """The timer: one punctuation record for each partition of sms.raw.v1 this worker owns."""
-        now = json.dumps({"now": int(time.time() * 1000)}).encode()
-        owned = [
-            tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.punctuation_name
-        ]
-        for p in owned:
-            await self.punctuation.send(value=now, partition=p)
+        await punctuate_owned(self.app, self.punctuation)
 
     async def on_partitions_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         for tp in revoked:

@@ -17,6 +17,13 @@ wires them, the way Faust's own examples put app, topics, tables and agents at t
     <app>-routes-scoped ────────┐
     sms.routes.overrides.v1 ────┴─▶ routes-decide [routes-scopes] ─▶ sms.routes.decisions.v1
         (the double list: docs/double-list.md)
+    sms.outbound.v1 ──────▶ outbound-requests [outbound-refs] ─▶ sms.outbound.ledger.v1 (plan)
+                                                              | sms.outbound.submit.v1 (a segment per record)
+    sms.outbound.ledger.v1 ┐
+    outbound punctuation ──┴▶ outbound-status [outbound-status] ─▶ sms.outbound.status.v1
+        ▲ timer outbound-punctuate: one record per owned partition (validity expiry)
+    sms.receipts.v1 ──────▶ outbound-receipts ─▶ sms.outbound.ledger.v1 (receipt) | ...receipts.unmatched.v1
+        task: follow the ledger's accepted outcomes (the receipt index); on shutdown: stop following
 
 A new stage adds its block here (topics, tables, agents, timers) and its handlers in ``streams/<stage>.py``.
 """
@@ -28,9 +35,11 @@ from dataclasses import dataclass
 import faust
 
 from smsflow.ingest.processor import IngestProcessor
+from smsflow.outbound.submission import LEDGER_TOPIC
 from smsflow.schemas import (
     DELIVERY_TOPIC,
     INBOUND_TOPIC,
+    OUTBOUND_TOPIC,
     QUARANTINE_TOPIC,
     RAW_TOPIC,
     RECEIPTS_TOPIC,
@@ -43,6 +52,8 @@ from smsflow.schemas import (
 from streams.context import StreamContext
 from streams.deliver import DELIVER_OUTPUTS, DeliverStage
 from streams.ingest import IngestStage, ingest_settings
+from streams.outbound import OUTPUTS as OUTBOUND_OUTPUTS
+from streams.outbound import OutboundStage
 from streams.routes import RoutesStage, RoutesTopics, scoped_topic_name, ticks_topic_name
 
 # Punctuation (Kafka Streams' name for scheduled work in a Processor): records on an internal topic
@@ -55,11 +66,16 @@ def punctuation_topic_name(app_id: str) -> str:
     return f"{app_id}-ingest-ticks"
 
 
+def outbound_punctuation_topic_name(app_id: str) -> str:
+    return f"{app_id}-outbound-ticks"
+
+
 @dataclass(frozen=True)
 class Topology:
     """What the worker process needs to know of the topology beyond Faust's own registry."""
 
     punctuation: faust.TopicT | None  # None without the ingest stage
+    outbound_punctuation: faust.TopicT | None = None  # None without the outbound stage
 
 
 def _bytes_topic(app: faust.App, *names: str, **kwargs: object) -> faust.TopicT:
@@ -128,4 +144,28 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         decide_inputs = _bytes_topic(app, scoped_name, ROUTE_OVERRIDES_TOPIC, partitions=1)
         app.agent(decide_inputs, name="routes-decide")(routes.decide)
         app.timer(interval=cfg.pipeline.tick_interval_s, name="routes-tick")(routes.tick)
-    return Topology(punctuation)
+    outbound_punctuation = None
+    if "outbound" in ctx.roles:
+        # topics (the ledger, keyed by message id, is co-partitioned with the status table)
+        name = outbound_punctuation_topic_name(cfg.app_id)
+        outbound_punctuation = _bytes_topic(
+            app, name, partitions=ctx.partitions, internal=True, retention=PUNCTUATION_RETENTION_S
+        )
+        requests = _bytes_topic(app, OUTBOUND_TOPIC, partitions=ctx.partitions)
+        ledger_and_punctuation = _bytes_topic(app, LEDGER_TOPIC, name, partitions=ctx.partitions)
+        receipts = _bytes_topic(app, RECEIPTS_TOPIC)
+        # tables: concatenation references by destination, message tracks by message id
+        refs = app.Table("outbound-refs", default=None, partitions=ctx.partitions)
+        tracks = app.Table("outbound-status", default=None, partitions=ctx.partitions)
+        outputs = {topic: _bytes_topic(app, topic) for topic in OUTBOUND_OUTPUTS}
+        outbound = OutboundStage(app, ctx, outputs, refs, tracks, outbound_punctuation)
+        # agents, timer, task, shutdown hook
+        app.agent(requests, name="outbound-requests")(outbound.requests)
+        app.agent(ledger_and_punctuation, name="outbound-status")(outbound.status)
+        app.agent(receipts, name="outbound-receipts")(outbound.receipts)
+        app.timer(interval=max(1.0, cfg.pipeline.tick_interval_s), name="outbound-punctuate")(
+            outbound.punctuate
+        )
+        app.task(outbound.follow_ledger)
+        app.on_before_shutdown.connect(outbound.stop)  # type: ignore[arg-type]
+    return Topology(punctuation, outbound_punctuation)

@@ -64,6 +64,40 @@ def raw_record(
     }
 
 
+def inbound_record(mid: str) -> dict[str, Any]:
+    """A canonical InboundMessage with every enrichment field set (Chinese text, an emoji, a UDH element)."""
+    return {
+        "message_id": mid,
+        "from_number": "+85261234567",
+        "to_number": "+85230001000",
+        "from_original": "85261234567",
+        "to_original": "85230001000",
+        "body": "【京东】您的验证码是 825959。😀",
+        "encoding": "ucs2",
+        "data_coding": 8,
+        "segment_count": 1,
+        "incomplete": False,
+        "missing_segments": [],
+        "received_at": 1_795_000_000_000,
+        "completed_at": 1_795_000_000_020,
+        "carrier_id": "c1",
+        "route_id": "r1",
+        "country_code": "HK",
+        "otp": "825959",
+        "otp_validity_seconds": 300,
+        "from_type": "mobile",
+        "from_calling_code": 852,
+        "from_operator": "unknown",
+        "to_country_code": "HK",
+        "to_operator": "unknown",
+        "to_calling_code": 852,
+        "to_type": "fixed_line",
+        "sender_signature": "京东",
+        "language": "zh-Hans",
+        "udh_elements": [{"iei": 0x24, "data": b"\x01"}],
+    }
+
+
 def segment_records(
     text: str,
     data_coding: int,

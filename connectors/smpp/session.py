@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from connectors.smpp.pacing import Pacer
 from smsflow.smpp.constants import CommandId, CommandStatus
 from smsflow.smpp.pdu import (
     FramingError,
@@ -145,7 +146,7 @@ class EsmeSession:
         self._idle.set()
         self._stop_deadline = 0.0
         self._bound_since: float | None = None
-        self._next_slot = 0.0
+        self._pacer = Pacer(settings.max_messages_per_s)
         self.stats = SessionStats()
         self.session_id = ""
         self.remote_addr = f"{settings.host}:{settings.port}"
@@ -394,7 +395,7 @@ class EsmeSession:
             self.stats.enquire_links_answered += 1
             await self._answer(pdu, CommandStatus.ESME_ROK)
         elif cid in (CommandId.deliver_sm, CommandId.data_sm):
-            await self._pace()
+            await self._pacer.wait()
             await self._window.acquire()  # at most `window` in flight; beyond that we stop reading
             task = asyncio.create_task(self._handle_message(pdu, raw))
             self._inflight.add(task)
@@ -406,16 +407,6 @@ class EsmeSession:
             pass  # no response is defined for alert_notification
         else:
             await self._send(Pdu(CommandId.generic_nack, CommandStatus.ESME_RINVCMDID, pdu.sequence_number))
-
-    async def _pace(self) -> None:
-        rate = self.s.max_messages_per_s
-        if rate is None:
-            return
-        now = time.monotonic()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + 1.0 / rate
-        if slot > now:
-            await asyncio.sleep(slot - now)
 
     async def _handle_message(self, pdu: Pdu, raw: bytes) -> None:
         self.stats.received += 1

@@ -1,1 +1,1 @@
-"""The REST API, a module per resource, each adding its handlers to the aiohttp app."""
+"""The REST API: one module per resource, each adding its handlers to the aiohttp app."""

@@ -38,10 +38,16 @@ class SubscriptionsClient:
         body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
         timeout_s: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         try:
             resp = self._session.request(
-                method, self.base + path, json=body, params=params, timeout=timeout_s or self.timeout_s
+                method,
+                self.base + path,
+                json=body,
+                params=params,
+                headers=headers,
+                timeout=timeout_s or self.timeout_s,
             )
         except requests.RequestException as exc:
             raise ApiCallError(f"{method} {self.base}{path}: {exc}") from None
@@ -73,8 +79,10 @@ class SubscriptionsClient:
     def delete(self, sub_id: str) -> None:
         self.call("DELETE", f"/v1/subscriptions/{sub_id}")
 
-    def rotate_secret(self, sub_id: str, overlap_s: float | None = None) -> Any:
-        body = {} if overlap_s is None else {"overlap_seconds": overlap_s}
+    def rotate_secret(self, sub_id: str, overlap_s: float | None = None, endpoint: str | None = None) -> Any:
+        body: dict[str, Any] = {} if overlap_s is None else {"overlap_seconds": overlap_s}
+        if endpoint is not None:
+            body["endpoint"] = endpoint
         return self.call("POST", f"/v1/subscriptions/{sub_id}/rotate-secret", body)
 
     def enable(self, sub_id: str) -> Any:
@@ -102,3 +110,10 @@ class SubscriptionsClient:
 
     def recover(self, sub_id: str, since: str) -> Any:
         return self.call("POST", f"/v1/subscriptions/{sub_id}/recover", {"since": since}, timeout_s=3600)
+
+    def send_message(self, body: dict[str, Any], idempotency_key: str | None = None) -> Any:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self.call("POST", "/v1/messages", body, headers=headers)
+
+    def message(self, message_id: str) -> Any:
+        return self.call("GET", f"/v1/messages/{message_id}")

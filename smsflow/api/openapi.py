@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from smsflow.api import holdings, redelivery, subscriptions, wire
+from smsflow.api import holdings, messages, redelivery, subscriptions, wire
 from smsflow.api import routes as route_api
 
 _REF = "#/components/schemas/{model}"
@@ -16,6 +16,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     subscriptions.SubscriptionCreate,
     subscriptions.SubscriptionUpdate,
     subscriptions.SubscriptionView,
+    subscriptions.SubscriptionUpdated,
     subscriptions.SubscriptionCreated,
     subscriptions.SubscriptionList,
     subscriptions.RotateSecretRequest,
@@ -29,6 +30,9 @@ _MODELS: tuple[type[BaseModel], ...] = (
     holdings.HoldingList,
     wire.ErrorBody,
     *route_api.MODELS,
+    messages.MessageSend,
+    messages.MessageAccepted,
+    messages.MessageView,
 )
 
 
@@ -52,8 +56,10 @@ def _errors(*codes: int) -> dict[str, Any]:
         "holding (`error.code` = `not_held`, `error.field` names the value)",
         404: "No such subscription, holding or message for this key (another tenant's message is a 404)",
         409: "The subscription is disabled",
-        422: "A field is invalid; `error.field` names it",
+        422: "A field is invalid; `error.field` names it (`idempotency_conflict`: the key was used for "
+        "another request)",
         501: "Not available in this deployment",
+        503: "Not stored (Kafka unavailable); retry with the same Idempotency-Key",
     }
     return {str(c): _ok(wire.ErrorBody, text[c]) for c in codes}
 
@@ -62,8 +68,9 @@ _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"
 _OWNER = {"name": "owner", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def build_openapi(routes: bool = True) -> dict[str, Any]:
-    """``routes``: include /v1/routes (served when the API has the double list's state to answer from)."""
+def build_openapi(routes: bool = True, messages_api: bool = True) -> dict[str, Any]:
+    """``routes``: include /v1/routes (served when the API has the double list's state to answer from);
+    ``messages_api``: include /v1/messages (a deployment without an outbound desk does not serve it)."""
     _, top = models_json_schema([(m, "validation") for m in _MODELS], ref_template=_REF)
     schemas = dict(top.get("$defs", {}))
     auth = (401, 403)
@@ -124,7 +131,10 @@ def build_openapi(routes: bool = True) -> dict[str, Any]:
                 "operationId": "updateSubscription",
                 "requestBody": _json_body(subscriptions.SubscriptionUpdate),
                 "responses": {
-                    "200": _ok(subscriptions.SubscriptionView, "Updated"),
+                    "200": _ok(
+                        subscriptions.SubscriptionUpdated,
+                        "Updated; secrets of endpoints it added, shown once",
+                    ),
                     **_errors(400, *auth, 404, 422),
                 },
             },
@@ -192,6 +202,34 @@ def build_openapi(routes: bool = True) -> dict[str, Any]:
                 },
             },
         },
+        "/v1/messages": {
+            "post": {
+                "summary": "Send an SMS from a number you hold (or an alphanumeric sender); 202 with its "
+                "id. With an Idempotency-Key, a repeat within 24 h answers the first id and sends nothing",
+                "operationId": "sendMessage",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                    }
+                ],
+                "requestBody": _json_body(messages.MessageSend),
+                "responses": {
+                    "202": _ok(messages.MessageAccepted, "Accepted and stored; statuses follow"),
+                    **_errors(400, *auth, 422, 503),
+                },
+            },
+        },
+        "/v1/messages/{id}": {
+            "parameters": [_ID],
+            "get": {
+                "summary": "An SMS you sent: its status and every transition, per segment and overall",
+                "operationId": "getMessage",
+                "responses": {"200": _ok(messages.MessageView, "The message"), **_errors(*auth, 404)},
+            },
+        },
         "/v1/holdings": {
             "get": {
                 "summary": "List holdings (admin keys: every owner's; owner keys: their own)",
@@ -222,6 +260,9 @@ def build_openapi(routes: bool = True) -> dict[str, Any]:
     }
     if routes:
         paths.update(route_api.openapi_paths())
+    if not messages_api:
+        for path in ("/v1/messages", "/v1/messages/{id}"):
+            del paths[path]
     return {
         "openapi": "3.1.0",
         "info": {

@@ -15,12 +15,16 @@ import os
 import signal
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
 from smsflow.api.apikeys import ALL_SCOPES, ApiKey, ApiKeyStore
 from smsflow.config import ApiConfig, Config, ConfigError
+
+if TYPE_CHECKING:
+    from smsflow.outbound.request import OutboundRequest
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +65,20 @@ def load_api_keys(cfg: ApiConfig, environ: Mapping[str, str] | None = None) -> A
 async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
     """Run the API until ``stop`` is set (or SIGINT/SIGTERM)."""
     from smsflow.api.app import create_api_app
+    from smsflow.api.message_feed import OutboundFeed
+    from smsflow.api.messages import OutboundDesk
     from smsflow.api.routes import RouteBoard, RouteHandlers
     from smsflow.api.subscriptions import ApiSettings
     from smsflow.delivery.egress import AddressPolicy
     from smsflow.delivery.redelivery import Redelivery
     from smsflow.producer import AsyncProducer, producer_conf
-    from smsflow.schemas import DELIVERY_TOPIC, INBOUND_TOPIC, ROUTE_OVERRIDES_TOPIC
+    from smsflow.schemas import (
+        DELIVERY_TOPIC,
+        INBOUND_TOPIC,
+        OUTBOUND_STATUS_TOPIC,
+        OUTBOUND_TOPIC,
+        ROUTE_OVERRIDES_TOPIC,
+    )
     from smsflow.serde import Serde, registry_client
     from smsflow.subscriptions.secretbox import SecretBox, SecretBoxError
     from smsflow.subscriptions.topic_store import TopicSubscriptionStore
@@ -83,7 +95,9 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
     except SecretBoxError as exc:
         raise ConfigError(f"secrets: {exc}") from None
     serde = Serde(registry_client(registry, cfg.registry_credentials()))
-    await asyncio.to_thread(serde.warm_up, [DELIVERY_TOPIC, INBOUND_TOPIC])
+    await asyncio.to_thread(
+        serde.warm_up, [DELIVERY_TOPIC, INBOUND_TOPIC, OUTBOUND_TOPIC, OUTBOUND_STATUS_TOPIC]
+    )
     store = TopicSubscriptionStore(bootstrap, box=box)
     await store.start()
     redelivery = Redelivery(
@@ -106,6 +120,9 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
     async def send_override(scope: str, value: bytes) -> None:
         await producer.send(ROUTE_OVERRIDES_TOPIC, value, key=scope)
 
+    desk = OutboundDesk(_request_sink(producer, serde), store.holding_of)
+    feed = OutboundFeed(bootstrap, serde, desk)
+    await feed.start()
     app = create_api_app(
         store,
         api_keys,
@@ -113,6 +130,7 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
         recover=redelivery.recover,
         settings=settings,
         routes=RouteHandlers(cfg.routing, board, send_override),
+        messages=desk,
     )
     runner = web.AppRunner(app)  # the access log has the request line, never the Authorization header
     await runner.setup()
@@ -124,6 +142,25 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
     finally:
         await runner.cleanup()
         await board.stop()
+        await feed.stop()
         await producer.close()
         await redelivery.stop()
         await store.stop()
+
+
+def _request_sink(producer: Any, serde: Any) -> Any:
+    """Produce an accepted request to sms.outbound.v1, keyed by destination, and wait for the broker."""
+    from smsflow.api.messages import SinkUnavailable
+    from smsflow.outbound.records import request_record
+    from smsflow.producer import KafkaUnavailable
+    from smsflow.schemas import OUTBOUND_TOPIC
+    from smsflow.telemetry import headers_from_context
+
+    async def sink(req: OutboundRequest) -> None:
+        try:
+            value = serde.encode(OUTBOUND_TOPIC, request_record(req))
+            await producer.send(OUTBOUND_TOPIC, value, key=req.to, headers=headers_from_context())
+        except (KafkaUnavailable, OSError) as exc:
+            raise SinkUnavailable(str(exc)) from exc
+
+    return sink

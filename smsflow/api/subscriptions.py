@@ -5,7 +5,11 @@ A key bound to an owner sees only that owner's subscriptions; another owner's id
 be probed. What a subscription can receive is bounded by its owner's *holding*
 (``smsflow/subscriptions/holdings.py``): a filter reaching beyond it is refused (403 ``not_held``,
 ``error.field`` names the value), and an empty filter means "everything the owner holds". Secrets leave the
-API exactly twice: in the response that creates a subscription and in the response that rotates its secret.
+API only in the response that creates them: creating a subscription, adding an endpoint (create or PATCH),
+rotating a secret.
+
+A subscription may list more endpoints (``endpoints``: primary after its ``url``, or secondary; the double
+list, docs/double-list.md). Each has its own signing secret and passes the same URL checks as ``url``.
 """
 
 from __future__ import annotations
@@ -32,8 +36,16 @@ from smsflow.api.wire import (
     validation_error,
 )
 from smsflow.delivery.egress import AddressPolicy
+from smsflow.routing.model import ListName
 from smsflow.subscriptions.holdings import is_operator_owner, outside_holding
-from smsflow.subscriptions.model import BatchConfig, MessageFilter, SigningSecret, Subscription, utcnow
+from smsflow.subscriptions.model import (
+    BatchConfig,
+    MessageFilter,
+    SigningSecret,
+    Subscription,
+    WebhookEndpoint,
+    utcnow,
+)
 from smsflow.subscriptions.store import SubscriptionStore
 
 
@@ -47,6 +59,17 @@ class ApiSettings:
     address_policy: AddressPolicy | None = AddressPolicy()  # noqa: RUF009 - frozen, safe to share
 
 
+class EndpointPut(Body):
+    """One more endpoint of the subscription, on its primary list (after ``url``) or its secondary list."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$", description="unique within the subscription; not main")
+    role: ListName = Field(ListName.SECONDARY, description="the list the endpoint is on")
+    url: str = Field(min_length=1, max_length=2048)
+    secret: SecretStr | None = Field(
+        None, description="whsec_ secret of this endpoint; generated for a new endpoint if absent"
+    )
+
+
 class SubscriptionCreate(Body):
     url: str = Field(min_length=1, max_length=2048)
     owner: str | None = Field(None, description="required for operator keys; defaults to the key's owner")
@@ -58,6 +81,7 @@ class SubscriptionCreate(Body):
     timeout_seconds: float = Field(10.0, gt=0, le=60)
     batch: BatchConfig | None = None
     https_only: bool | None = None
+    endpoints: list[EndpointPut] = Field(default_factory=list, max_length=8)
 
 
 class SubscriptionUpdate(Body):
@@ -71,12 +95,28 @@ class SubscriptionUpdate(Body):
     timeout_seconds: float | None = Field(None, gt=0, le=60)
     batch: BatchConfig | None = None
     https_only: bool | None = None
+    endpoints: list[EndpointPut] | None = Field(
+        None, description="the whole list of more endpoints; an endpoint keeps its secrets unless given one"
+    )
 
 
 class SecretInfo(BaseModel):
     fingerprint: str = Field(description="first 12 hex digits of SHA-256 of the secret")
     created_at: datetime
     expires_at: datetime | None
+
+    @classmethod
+    def all_of(cls, secrets: list[SigningSecret]) -> list[SecretInfo]:
+        return [
+            cls(fingerprint=s.fingerprint, created_at=s.created_at, expires_at=s.expires_at) for s in secrets
+        ]
+
+
+class EndpointView(BaseModel):
+    id: str
+    role: ListName
+    url: str
+    secrets: list[SecretInfo]
 
 
 class SubscriptionView(BaseModel):
@@ -93,20 +133,28 @@ class SubscriptionView(BaseModel):
     batch: BatchConfig | None
     https_only: bool | None
     secrets: list[SecretInfo]
+    endpoints: list[EndpointView] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def of(cls, sub: Subscription) -> SubscriptionView:
-        data = sub.model_dump(exclude={"secrets"})
-        data["secrets"] = [
-            SecretInfo(fingerprint=s.fingerprint, created_at=s.created_at, expires_at=s.expires_at)
-            for s in sub.secrets
+        data = sub.model_dump(exclude={"secrets", "endpoints"})
+        data["secrets"] = SecretInfo.all_of(sub.secrets)
+        data["endpoints"] = [
+            EndpointView(id=ep.id, role=ep.role, url=ep.url, secrets=SecretInfo.all_of(ep.secrets))
+            for ep in sub.endpoints
         ]
         return cls(**data)
 
 
-class SubscriptionCreated(SubscriptionView):
+class SubscriptionUpdated(SubscriptionView):
+    endpoint_secrets: dict[str, str] = Field(
+        default_factory=dict, description="secrets of endpoints this request added, shown only here"
+    )
+
+
+class SubscriptionCreated(SubscriptionUpdated):
     secret: str = Field(description="the signing secret, shown only in this response")
 
 
@@ -116,6 +164,7 @@ class SubscriptionList(BaseModel):
 
 class RotateSecretRequest(Body):
     overlap_seconds: float | None = Field(None, ge=0, description="how long the previous secret stays valid")
+    endpoint: str | None = Field(None, description="an endpoint's id; default: the subscription's url (main)")
 
 
 class RotateSecretResponse(BaseModel):
@@ -145,24 +194,51 @@ class SubscriptionHandlers:
 
     # -- shared checks --
 
-    def _check_url(self, url: str, https_only: bool | None) -> None:
+    def _check_url(self, url: str, https_only: bool | None, field: str = "url") -> None:
         parts = urlsplit(url)
         effective = self.settings.https_only if https_only is None else https_only
         if effective and parts.scheme != "https":
-            raise ApiError(422, "validation_error", "url: must be https:// for this subscription", "url")
+            raise ApiError(422, "validation_error", f"{field}: must be https:// for this subscription", field)
         host = (parts.hostname or "").rstrip(".").lower()
         policy = self.settings.address_policy
         if policy is None or not host:
             return
         if host == "localhost" or host.endswith(".localhost"):
-            raise ApiError(422, "validation_error", "url: localhost is not a reachable webhook host", "url")
+            raise ApiError(
+                422, "validation_error", f"{field}: localhost is not a reachable webhook host", field
+            )
         try:
             ipaddress.ip_address(host)
         except ValueError:
             return
         reason = policy.blocked_reason(host)
         if reason is not None:
-            raise ApiError(422, "validation_error", f"url: {host} is a {reason} address", "url")
+            raise ApiError(422, "validation_error", f"{field}: {host} is a {reason} address", field)
+
+    def _endpoints(
+        self, given: list[EndpointPut], existing: list[WebhookEndpoint], https_only: bool | None
+    ) -> tuple[list[WebhookEndpoint], dict[str, str]]:
+        """The subscription's endpoints from a request, and the secrets made or given for new ones.
+
+        Every URL passes the checks of ``url`` (a secondary is no way around the egress policy); an endpoint
+        that already exists keeps its secrets unless the request gives one."""
+        before = {ep.id: ep for ep in existing}
+        out: list[WebhookEndpoint] = []
+        shown: dict[str, str] = {}
+        for i, put in enumerate(given):
+            self._check_url(put.url, https_only, f"endpoints[{i}].url")
+            try:
+                if put.secret is not None:
+                    secrets = [SigningSecret.new(put.secret.get_secret_value())]
+                elif put.id in before:
+                    secrets = list(before[put.id].secrets)
+                else:
+                    secrets = [SigningSecret.new()]
+                    shown[put.id] = secrets[0].value.get_secret_value()
+                out.append(WebhookEndpoint(id=put.id, role=put.role, url=put.url, secrets=secrets))
+            except ValidationError as exc:
+                raise validation_error(exc, f"endpoints.{i}.") from exc
+        return out, shown
 
     def _check_held(self, owner: str, filters: MessageFilter) -> None:
         """Refuse a filter reaching beyond what the owner holds (operator subscriptions hold everything)."""
@@ -208,11 +284,16 @@ class SubscriptionHandlers:
             secret = SigningSecret.new(body.secret.get_secret_value() if body.secret else None)
         except ValidationError as exc:
             raise validation_error(exc, "secret.") from exc
-        data = body.model_dump(exclude={"secret", "owner"})
-        sub = self._build({**data, "owner": owner, "secrets": [secret]})
+        endpoints, shown = self._endpoints(body.endpoints, [], body.https_only)
+        given = {ep.id: ep.secret.get_secret_value() for ep in body.endpoints if ep.secret is not None}
+        data = body.model_dump(exclude={"secret", "owner", "endpoints"})
+        sub = self._build({**data, "owner": owner, "secrets": [secret], "endpoints": endpoints})
         await self.store.put(sub)
         view = SubscriptionView.of(sub).model_dump()
-        resp = json_response(SubscriptionCreated(**view, secret=secret.value.get_secret_value()), 201)
+        created = SubscriptionCreated(
+            **view, secret=secret.value.get_secret_value(), endpoint_secrets={**shown, **given}
+        )
+        resp = json_response(created, 201)
         resp.headers["Location"] = f"/v1/subscriptions/{sub.id}"
         return resp
 
@@ -229,16 +310,29 @@ class SubscriptionHandlers:
                 raise ApiError(422, "validation_error", f"{name}: may not be null", name)
         async with self._locks[request.match_info["id"]]:
             sub = await self._owned(request, key)
+            https_only = changes.get("https_only", sub.https_only)
             if "url" in changes or "https_only" in changes:
-                self._check_url(changes.get("url", sub.url), changes.get("https_only", sub.https_only))
+                self._check_url(changes.get("url", sub.url), https_only)
             if "filters" in changes:
                 self._check_held(sub.owner, changes["filters"])
+            given = changes.pop("endpoints", None)
+            shown: dict[str, str] = {}
+            if given is not None:
+                endpoints, shown = self._endpoints(given, sub.endpoints, https_only)
+            elif "https_only" in changes:
+                endpoints = sub.endpoints
+                for i, ep in enumerate(endpoints):  # a stricter https_only applies to every endpoint
+                    self._check_url(ep.url, https_only, f"endpoints[{i}].url")
+            else:
+                endpoints = sub.endpoints
             data = sub.model_dump()
             data.update({k: (v.model_dump() if isinstance(v, BaseModel) else v) for k, v in changes.items()})
+            data["endpoints"] = endpoints
             data["updated_at"] = utcnow()
             updated = self._build(data)
             await self.store.put(updated)
-        return json_response(SubscriptionView.of(updated))
+        view = SubscriptionView.of(updated).model_dump()
+        return json_response(SubscriptionUpdated(**view, endpoint_secrets=shown))
 
     async def delete_subscription(self, request: web.Request) -> web.Response:
         key = principal(request, Scope.WRITE)
@@ -259,16 +353,26 @@ class SubscriptionHandlers:
             )
         async with self._locks[request.match_info["id"]]:
             sub = await self._owned(request, key)
+            endpoint = sub.endpoint(body.endpoint) if body.endpoint is not None else sub.main_endpoint
+            if endpoint is None:
+                raise ApiError(
+                    422, "validation_error", f"endpoint: no endpoint {body.endpoint!r}", "endpoint"
+                )
             now = utcnow()
             until = now + timedelta(seconds=overlap)
             new = SigningSecret.new(now=now)
             kept = [
                 s.model_copy(update={"expires_at": min(until, s.expires_at) if s.expires_at else until})
-                for s in sub.secrets
+                for s in endpoint.secrets
                 if s.active_at(now)
             ]
             kept = [s for s in kept if s.active_at(now)]  # a zero overlap retires the old secrets at once
-            await self.store.put(sub.model_copy(update={"secrets": [new, *kept], "updated_at": now}))
+            if endpoint.id == sub.main_endpoint.id:
+                update: dict[str, Any] = {"secrets": [new, *kept]}
+            else:
+                rotated = endpoint.model_copy(update={"secrets": [new, *kept]})
+                update = {"endpoints": [rotated if ep.id == endpoint.id else ep for ep in sub.endpoints]}
+            await self.store.put(sub.model_copy(update={**update, "updated_at": now}))
         return json_response(
             RotateSecretResponse(
                 secret=new.value.get_secret_value(),

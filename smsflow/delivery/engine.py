@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from smsflow.delivery.events import AttemptResult, DeliveryEvent, DeliveryState, FailureKind
 from smsflow.delivery.policy import Action, EndpointCircuit, RetryDecision, RetryPolicy
 from smsflow.delivery.sender import WebhookSender, webhook_id_for
-from smsflow.subscriptions.model import Subscription, redact_url, utcnow
+from smsflow.subscriptions.model import Subscription, WebhookEndpoint, redact_url, utcnow
 from smsflow.subscriptions.store import SubscriptionStore
 
 
@@ -33,6 +33,8 @@ class DeliveryOutcome:
     events: list[DeliveryEvent] = field(default_factory=list)
     disabled_reason: str | None = None  # set when this attempt switched the endpoint off
     attempt_events: list[DeliveryEvent] = field(default_factory=list)
+    # set when the next attempt goes at once to another endpoint (the double list's local rule)
+    next_endpoint: WebhookEndpoint | None = None
 
     @property
     def all_events(self) -> list[DeliveryEvent]:
@@ -75,8 +77,13 @@ class DeliveryEngine:
         attempt: int,
         first_attempt_at: datetime,
         trace_headers: Mapping[str, str] | None = None,
+        endpoint: WebhookEndpoint | None = None,
+        failover: Callable[[AttemptResult], tuple[WebhookEndpoint, str] | None] | None = None,
     ) -> DeliveryOutcome:
-        """Deliver ``messages`` (one, or a batch) to ``sub`` as attempt number ``attempt`` (1-based)."""
+        """Deliver ``messages`` (one, or a batch) to ``sub`` as attempt number ``attempt`` (1-based), at
+        ``endpoint`` (default: the subscription's own url). ``failover`` names the endpoint (and why) to
+        try at once, instead of waiting for the retry schedule, after a failed attempt
+        (``smsflow.delivery.failover``)."""
         now = self._clock()
         if not sub.enabled:
             reason = f"endpoint disabled: {sub.disabled_reason or 'by request'}"
@@ -98,9 +105,16 @@ class DeliveryEngine:
             ]
             return DeliveryOutcome(None, decision, events)
 
-        result = await self.sender.deliver(sub, messages, attempt, trace_headers)
+        result = await self.sender.deliver(sub, messages, attempt, trace_headers, endpoint)
         now = self._clock()
         decision = self.policy.decide(result, first_attempt_at, now)
+        hop = failover(result) if failover is not None and decision.action is Action.RETRY else None
+        if hop is not None and decision.next_attempt != attempt:  # not after DEFERRED: nothing was sent
+            decision = replace(
+                decision, delay_s=0.0, next_attempt_at=now, reason=f"{decision.reason}; {hop[1]}"
+            )
+        else:
+            hop = None
         events = [
             DeliveryEvent.from_attempt(
                 result,
@@ -136,7 +150,9 @@ class DeliveryEngine:
                     ts=now,
                 )
             )
-        return DeliveryOutcome(result, decision, events, disabled_reason, attempt_events)
+        return DeliveryOutcome(
+            result, decision, events, disabled_reason, attempt_events, hop[0] if hop else None
+        )
 
     async def _disable(self, subscription_id: str, reason: str, now: datetime) -> bool:
         """Switch the endpoint off in the store; True only for the call that made the change, so that one

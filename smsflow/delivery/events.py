@@ -46,6 +46,8 @@ class AttemptResult(BaseModel):
     message_ids: list[str]
     attempt: int = Field(ge=1)
     url: str = Field(description="without credentials")
+    endpoint_id: str | None = Field(None, description="which of the subscription's endpoints was tried")
+    route_id: str | None = Field(None, description="that endpoint's route id in the double list")
     started_at: datetime
     duration_ms: float
     status_code: int | None = None
@@ -87,6 +89,7 @@ class DeliveryEvent(BaseModel):
     response_body: str | None = None
     url: str | None = None
     batch_size: int = 1
+    route_id: str | None = None  # the endpoint's route (`<subscription>.<endpoint>`): health is per route
 
     @classmethod
     def from_attempt(
@@ -114,6 +117,7 @@ class DeliveryEvent(BaseModel):
             response_body=result.response_body,
             url=result.url,
             batch_size=len(result.message_ids),
+            route_id=result.route_id,
         )
 
     def to_json(self) -> bytes:

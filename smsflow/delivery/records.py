@@ -51,6 +51,7 @@ def event_record(ev: DeliveryEvent) -> dict[str, Any]:
         "url": ev.url,
         "batch_size": ev.batch_size,
         "response_body": ev.response_body[:RESPONSE_BODY_IN_EVENT] if ev.response_body else None,
+        "route_id": ev.route_id,
     }
 
 

@@ -30,7 +30,7 @@ from smsflow.delivery.events import AttemptResult, FailureKind
 from smsflow.delivery.gate import EndpointGate
 from smsflow.delivery.policy import THROTTLE_STATUSES, AimdLimit, parse_retry_after
 from smsflow.delivery.signing import webhook_headers
-from smsflow.subscriptions.model import Subscription, redact_url, utcnow
+from smsflow.subscriptions.model import Subscription, WebhookEndpoint, redact_url, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,8 @@ class WebhookSender:
     """Sends webhooks for every subscription through one shared connection pool.
 
     Create it inside the running event loop (or let the first ``deliver`` do it) and ``await close()`` at
-    shutdown. Per-endpoint state (slots, rate, AIMD) is keyed by subscription id.
+    shutdown. Per-endpoint state (slots, rate, AIMD) is kept per subscription and endpoint: a primary that
+    times out holds its own slots, not its secondary's.
     """
 
     def __init__(
@@ -243,7 +244,7 @@ class WebhookSender:
         self._inner_resolver = resolver
         self._wall_clock = wall_clock
         self._session: aiohttp.ClientSession | None = None
-        self._gates: dict[str, EndpointGate] = {}
+        self._gates: dict[str, dict[str, EndpointGate]] = {}  # subscription id -> endpoint id -> gate
         self._ssl = ssl.create_default_context(cafile=self.config.ca_bundle)
 
     async def __aenter__(self) -> WebhookSender:
@@ -278,15 +279,17 @@ class WebhookSender:
             await self._session.close()
             self._session = None
 
-    def gate(self, sub: Subscription) -> EndpointGate:
-        gate = self._gates.get(sub.id)
+    def gate(self, sub: Subscription, endpoint: WebhookEndpoint | None = None) -> EndpointGate:
+        key = (endpoint or sub.main_endpoint).id
+        gates = self._gates.setdefault(sub.id, {})
+        gate = gates.get(key)
         if gate is None:
             aimd = AimdLimit(
                 sub.max_in_flight,
                 decrease_factor=self.config.aimd_decrease_factor,
                 cooldown_s=self.config.aimd_cooldown_s,
             )
-            gate = self._gates[sub.id] = EndpointGate(sub.max_in_flight, sub.rate_limit_per_second, aimd=aimd)
+            gate = gates[key] = EndpointGate(sub.max_in_flight, sub.rate_limit_per_second, aimd=aimd)
         else:
             gate.configure(sub.max_in_flight, sub.rate_limit_per_second)
         return gate
@@ -301,9 +304,12 @@ class WebhookSender:
         messages: list[dict[str, Any]],
         attempt: int,
         trace_headers: Mapping[str, str] | None = None,
+        endpoint: WebhookEndpoint | None = None,
     ) -> AttemptResult:
+        """POST to ``endpoint`` (default: the subscription's own url), signed with that endpoint's secrets."""
         if not messages:
             raise ValueError("deliver needs at least one message")
+        ep = endpoint or sub.main_endpoint
         started_at = utcnow()
         t0 = time.monotonic()
         webhook_id = webhook_id_for(sub, messages)
@@ -312,7 +318,9 @@ class WebhookSender:
             "webhook_id": webhook_id,
             "message_ids": [str(m["message_id"]) for m in messages],
             "attempt": attempt,
-            "url": redact_url(sub.url),
+            "url": redact_url(ep.url),
+            "endpoint_id": ep.id,
+            "route_id": sub.route_id(ep.id),
             "started_at": started_at,
         }
 
@@ -325,7 +333,7 @@ class WebhookSender:
             return out
 
         https_only = self.config.https_only if sub.https_only is None else sub.https_only
-        if https_only and urlsplit(sub.url).scheme != "https":
+        if https_only and urlsplit(ep.url).scheme != "https":
             return result(failure=FailureKind.HTTPS_REQUIRED, error="endpoint URL must be https://")
         try:
             body = webhook_body(sub, messages)
@@ -334,7 +342,7 @@ class WebhookSender:
                 failure=FailureKind.INVALID_REQUEST, error=f"message is not JSON-serialisable: {exc}"
             )
 
-        gate = self.gate(sub)
+        gate = self.gate(sub, ep)
         wait = (
             self.config.max_queue_wait_s if self.config.max_queue_wait_s is not None else sub.timeout_seconds
         )
@@ -352,7 +360,7 @@ class WebhookSender:
             headers = {
                 "content-type": "application/json",
                 "user-agent": self.config.user_agent,
-                **webhook_headers(sub.signing_secrets(), webhook_id, body, int(self._wall_clock())),
+                **webhook_headers(ep.signing_secrets(), webhook_id, body, int(self._wall_clock())),
             }
             for name in TRACE_HEADERS:
                 value = _header(trace_headers, name)
@@ -360,7 +368,7 @@ class WebhookSender:
                     headers[name] = value
             timeout = aiohttp.ClientTimeout(total=sub.timeout_seconds)
             async with session.post(
-                sub.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                ep.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             ) as resp:
                 status = resp.status
                 response_headers = resp.headers
@@ -376,8 +384,7 @@ class WebhookSender:
             kind, reason = describe_failure(exc, sub.timeout_seconds)
             out = result(failure=kind, error=reason, duration_ms=(time.monotonic() - t_send) * 1000)
         except Exception as exc:  # anything else the client raises on a hostile peer: still a failed attempt
-            endpoint = redact_url(sub.url)
-            log.warning("webhook %s to %s: unexpected %s", webhook_id, endpoint, type(exc).__name__)
+            log.warning("webhook %s to %s: unexpected %s", webhook_id, redact_url(ep.url), type(exc).__name__)
             out = result(
                 failure=FailureKind.CONNECTION,
                 error=f"{type(exc).__name__}: {exc}",

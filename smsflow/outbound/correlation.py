@@ -57,7 +57,7 @@ class SubmitIndex:
 
     def remember(self, carrier: str, resp_message_id: str, segment: SegmentRef) -> SubmitIndex:
         """Index the id from a submit_sm_resp (its hex reading when it is hex digits, its text otherwise)."""
-        return replace(self, by_key={**self.by_key, (carrier, _resp_key(resp_message_id)): segment})
+        return replace(self, by_key={**self.by_key, (carrier, resp_key(resp_message_id)): segment})
 
     def match(self, carrier: str, receipt: ReceiptInfo, form: IdForm) -> Matched | Unmatched:
         rid = receipt.message_id.strip()
@@ -82,7 +82,7 @@ class SubmitIndex:
         )
 
 
-def _resp_key(resp_id: str) -> int | str:
+def resp_key(resp_id: str) -> int | str:
     resp_id = resp_id.strip()
     return int(resp_id, 16) if _HEX.fullmatch(resp_id) else resp_id.casefold()
 

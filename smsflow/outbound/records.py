@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from smsflow.outbound.request import OutboundRequest
@@ -25,6 +27,24 @@ def request_record(req: OutboundRequest) -> dict[str, Any]:
         "idempotency_key": req.idempotency_key,
         "accepted_at": req.accepted_at_ms,
     }
+
+
+def request_from_record(record: Mapping[str, Any]) -> OutboundRequest:
+    """The request back from its record (`accepted_at` as the Avro decoder gives it, or epoch ms)."""
+    accepted = record["accepted_at"]
+    return OutboundRequest(
+        message_id=str(record["message_id"]),
+        owner=str(record["owner"]),
+        to=str(record["to"]),
+        sender=str(record["sender"]),
+        sender_kind=record["sender_kind"],
+        text=str(record["text"]),
+        callback_url=record.get("callback_url"),
+        validity_s=int(record["validity_s"]),
+        priority=record["priority"],
+        idempotency_key=record.get("idempotency_key"),
+        accepted_at_ms=int(accepted.timestamp() * 1000) if isinstance(accepted, datetime) else int(accepted),
+    )
 
 
 def status_record(owner: str, status: MessageStatus, transition: Transition, n: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
@@ -73,12 +73,13 @@ def read_request(
     *,
     message_id: str,
     owner: str,
-    holdings: Collection[str],
+    holdings: Collection[str] | Callable[[str], bool],
     now_ms: int,
     idempotency_key: str | None = None,
 ) -> OutboundRequest | list[FieldError]:
     """The request, or every field error found (not just the first, so a client fixes them in one go).
-    `holdings` are the E.164 numbers the owner may send from."""
+    `holdings` are the E.164 numbers the owner may send from, or a test of an E.164 number (a holding
+    of prefixes too: `Holding.holds_number`)."""
     errors: list[FieldError] = []
     known = {"to", "from", "text", "callback_url", "validity_s", "priority"}
     errors += [FieldError(k, "unknown field") for k in body if k not in known]
@@ -127,7 +128,7 @@ def _destination(value: object, errors: list[FieldError]) -> str | None:
 
 
 def _sender(
-    value: object, holdings: Collection[str], errors: list[FieldError]
+    value: object, holdings: Collection[str] | Callable[[str], bool], errors: list[FieldError]
 ) -> tuple[str | None, SenderKind | None]:
     if not isinstance(value, str) or not value.strip():
         errors.append(FieldError("from", "required: a number you hold or an alphanumeric sender"))
@@ -149,7 +150,10 @@ def _sender(
     if e164 is None:
         errors.append(FieldError("from", f"{value!r} is neither an E.164 number nor an alphanumeric sender"))
         return None, None
-    if e164 not in {normalize_number(h, ton=1).e164 for h in holdings}:
+    held = (
+        holdings(e164) if callable(holdings) else e164 in {normalize_number(h, ton=1).e164 for h in holdings}
+    )
+    if not held:
         errors.append(FieldError("from", f"{e164} is not one of your numbers"))
         return None, None
     return e164, "number"

@@ -99,13 +99,23 @@ class ReceiptReceived:
 
 
 @dataclass(frozen=True)
+class GaveUp:
+    """Nothing more will be tried for the segment (every route refused it for now, or none could take it):
+    rejected from any state that is not final, submitted or not."""
+
+    seq: int
+    at_ms: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class ValidityChecked:
     """The clock, given as an event: past the validity, every unfinished segment is expired."""
 
     at_ms: int
 
 
-Event = Submitted | Accepted | Refused | ReceiptReceived | ValidityChecked
+Event = Submitted | Accepted | Refused | ReceiptReceived | GaveUp | ValidityChecked
 
 
 @dataclass(frozen=True)
@@ -201,6 +211,8 @@ def _segment_step(seg: SegmentStatus, event: Event) -> tuple[SegmentStatus, str]
             new = replace(seg, state="submitted", route=event.route, attempt=event.attempt, at_ms=event.at_ms)
             return new, f"submit_sm attempt {event.attempt} via {event.route}"
         return Rejection(f"segment {seg.seq} is already {seg.state}; it is not submitted again")
+    if isinstance(event, GaveUp):
+        return _final(seg, "rejected", event.reason, event.at_ms)
     if seg.route is None:
         return Rejection(f"segment {seg.seq} has no submit recorded")
     if isinstance(event, Accepted):

@@ -14,14 +14,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from smsflow.delivery.signing import decode_secret, generate_secret, secret_fingerprint
+from smsflow.routing.model import ListName
 
 if TYPE_CHECKING:  # only the topic codec needs `cryptography`; the rest of the model works without it
     from smsflow.subscriptions.secretbox import SecretBox
 
 SUBSCRIPTION_RECORD_FORMAT = "smsflow.subscription/1"
+MAIN_ENDPOINT = "main"  # the endpoint id of a subscription's own url: always first on its primary list
+MAX_ROUTE_ID = 64  # a webhook route id (`<subscription id>.<endpoint id>`) is a routing RouteId
 
 
 def utcnow() -> datetime:
@@ -47,6 +50,22 @@ def redact_url(url: str) -> str:
 def number_digits(number: str) -> str:
     """Compare numbers on their digits: '+86 138-0013' and '8613800...' name the same subscriber."""
     return "".join(ch for ch in number if ch.isdigit())
+
+
+def check_webhook_url(v: str) -> str:
+    """Validator body for every webhook URL (a subscription's own and its other endpoints')."""
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        raise ValueError("has an invalid port") from exc
+    if parts.fragment:
+        raise ValueError("must not have a #fragment")
+    return v
 
 
 def require_digits(numbers: list[str]) -> list[str]:
@@ -82,6 +101,44 @@ class SigningSecret(BaseModel):
 
     def active_at(self, now: datetime) -> bool:
         return self.expires_at is None or now < self.expires_at
+
+
+def secrets_at(secrets: list[SigningSecret], now: datetime | None = None) -> list[str]:
+    """Secrets to sign with now, newest first. If all expired (should not happen) the newest still signs:
+    an unsigned webhook is never sent."""
+    at = now or utcnow()
+    active = [s.value.get_secret_value() for s in secrets if s.active_at(at)]
+    return active or [secrets[0].value.get_secret_value()]
+
+
+class WebhookEndpoint(BaseModel):
+    """One place a subscription's webhooks may go, on its primary or its secondary list (docs/double-list.md).
+
+    Each endpoint signs with its own secrets; the ``webhook-id`` is the message's whichever endpoint carries
+    it, so a receiver behind both endpoints can drop the second copy. The subscription's own ``url`` and
+    ``secrets`` are the endpoint ``main``, first on the primary list.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$", description="unique within the subscription")
+    role: ListName = Field(ListName.SECONDARY, description="the list the endpoint is on")
+    url: str = Field(min_length=1, max_length=2048)
+    secrets: list[SigningSecret] = Field(
+        default_factory=lambda: [SigningSecret.new()], min_length=1, description="newest first"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        return check_webhook_url(v)
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "url" else value)
+
+    def signing_secrets(self, now: datetime | None = None) -> list[str]:
+        return secrets_at(self.secrets, now)
 
 
 class BatchConfig(BaseModel):
@@ -164,24 +221,32 @@ class Subscription(BaseModel):
     timeout_seconds: float = Field(10.0, gt=0, le=60)
     batch: BatchConfig | None = None
     https_only: bool | None = Field(None, description="overrides the sender's default when set")
+    endpoints: list[WebhookEndpoint] = Field(
+        default_factory=list,
+        max_length=8,
+        description="more endpoints: on the primary list after url, or on the secondary list, in this order",
+    )
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https"):
-            raise ValueError("must be an http:// or https:// URL")
-        if not parts.hostname:
-            raise ValueError("has no host")
-        try:
-            parts.port  # noqa: B018 - raises on a malformed port
-        except ValueError as exc:
-            raise ValueError("has an invalid port") from exc
-        if parts.fragment:
-            raise ValueError("must not have a #fragment")
-        return v
+        return check_webhook_url(v)
+
+    @model_validator(mode="after")
+    def _endpoint_ids(self) -> Subscription:
+        seen = {MAIN_ENDPOINT}
+        for i, ep in enumerate(self.endpoints):
+            if ep.id in seen:
+                what = "is the subscription's own url" if ep.id == MAIN_ENDPOINT else "is used twice"
+                raise ValueError(f"endpoints[{i}].id: {ep.id!r} {what}")
+            seen.add(ep.id)
+            if len(self.route_id(ep.id)) > MAX_ROUTE_ID:
+                raise ValueError(
+                    f"endpoints[{i}].id: route id {self.route_id(ep.id)!r} is longer than {MAX_ROUTE_ID}"
+                )
+        return self
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
@@ -192,26 +257,62 @@ class Subscription(BaseModel):
         return self.filters.matches(message)
 
     def signing_secrets(self, now: datetime | None = None) -> list[str]:
-        """Secrets to sign with now, newest first. If all expired (should not happen) the newest still signs:
-        an unsigned webhook is never sent."""
-        at = now or utcnow()
-        active = [s.value.get_secret_value() for s in self.secrets if s.active_at(at)]
-        return active or [self.secrets[0].value.get_secret_value()]
+        return secrets_at(self.secrets, now)
+
+    def route_id(self, endpoint_id: str) -> str:
+        """The endpoint's route id in the double list (health records, decisions' evidence)."""
+        return f"{self.id}.{endpoint_id}"
+
+    @property
+    def main_endpoint(self) -> WebhookEndpoint:
+        # built without validation: the fields were validated as the subscription's own
+        return WebhookEndpoint.model_construct(
+            id=MAIN_ENDPOINT, role=ListName.PRIMARY, url=self.url, secrets=self.secrets
+        )
+
+    def endpoint_list(self, role: ListName) -> list[WebhookEndpoint]:
+        """The endpoints on one list, in order; with no other endpoints, the primary list is ``[main]``."""
+        listed = [ep for ep in self.endpoints if ep.role is role]
+        return [self.main_endpoint, *listed] if role is ListName.PRIMARY else listed
+
+    def endpoint(self, endpoint_id: str) -> WebhookEndpoint | None:
+        if endpoint_id == MAIN_ENDPOINT:
+            return self.main_endpoint
+        return next((ep for ep in self.endpoints if ep.id == endpoint_id), None)
 
 
 def subscription_to_record(sub: Subscription, box: SecretBox) -> bytes:
     """The ``sms.subscriptions.v1`` value: JSON, secrets sealed with the subscription id as context."""
     doc = sub.model_dump(mode="json")
-    doc["secrets"] = [
-        {
-            "sealed": box.seal(s.value.get_secret_value(), sub.id),
-            "created_at": s.created_at.isoformat(),
-            "expires_at": s.expires_at.isoformat() if s.expires_at else None,
-        }
-        for s in sub.secrets
+    doc["secrets"] = _sealed(sub.secrets, box, sub.id)
+    doc["endpoints"] = [
+        {**ep.model_dump(mode="json"), "secrets": _sealed(ep.secrets, box, f"{sub.id}/{ep.id}")}
+        for ep in sub.endpoints
     ]
     doc["format"] = SUBSCRIPTION_RECORD_FORMAT
     return orjson.dumps(doc)
+
+
+def _sealed(secrets: list[SigningSecret], box: SecretBox, context: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "sealed": box.seal(s.value.get_secret_value(), context),
+            "created_at": s.created_at.isoformat(),
+            "expires_at": s.expires_at.isoformat() if s.expires_at else None,
+        }
+        for s in secrets
+    ]
+
+
+def _opened(sealed: list[dict[str, Any]], box: SecretBox, context: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "value": box.open(s["sealed"], context),
+            "created_at": s["created_at"],
+            "expires_at": s.get("expires_at"),
+        }
+        for s in sealed
+    ]
 
 
 def subscription_from_record(value: bytes, box: SecretBox) -> Subscription:
@@ -219,13 +320,11 @@ def subscription_from_record(value: bytes, box: SecretBox) -> Subscription:
     if doc.pop("format", None) != SUBSCRIPTION_RECORD_FORMAT:
         raise ValueError(f"not a {SUBSCRIPTION_RECORD_FORMAT} record")
     sub_id = doc["id"]
-    doc["secrets"] = [
-        {
-            "value": box.open(s["sealed"], sub_id),
-            "created_at": s["created_at"],
-            "expires_at": s.get("expires_at"),
-        }
-        for s in doc["secrets"]
+    doc["secrets"] = _opened(doc["secrets"], box, sub_id)
+    # records written before endpoints existed have none: the subscription's url is its whole primary list
+    doc["endpoints"] = [
+        {**ep, "secrets": _opened(ep["secrets"], box, f"{sub_id}/{ep['id']}")}
+        for ep in doc.get("endpoints", [])
     ]
     return Subscription.model_validate(doc)
 

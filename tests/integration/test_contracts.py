@@ -17,42 +17,10 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from smsflow.schemas import INBOUND_TOPIC, schema_for_topic
 from smsflow.serde import Serde, registry_client
 from smsflow.topics import TopicSpec, ensure_topics
+from tests.factories import inbound_record
 
 pytestmark = pytest.mark.integration
 V1 = Path(__file__).resolve().parent.parent / "data" / "schemas" / "inbound_message.v1-initial.avsc"
-
-
-def _record(mid: str) -> dict:
-    return {
-        "message_id": mid,
-        "from_number": "+85261234567",
-        "to_number": "+85230001000",
-        "from_original": "85261234567",
-        "to_original": "85230001000",
-        "body": "【京东】您的验证码是 825959。😀",
-        "encoding": "ucs2",
-        "data_coding": 8,
-        "segment_count": 1,
-        "incomplete": False,
-        "missing_segments": [],
-        "received_at": 1_795_000_000_000,
-        "completed_at": 1_795_000_000_020,
-        "carrier_id": "c1",
-        "route_id": "r1",
-        "country_code": "HK",
-        "otp": "825959",
-        "otp_validity_seconds": 300,
-        "from_type": "mobile",
-        "from_calling_code": 852,
-        "from_operator": "unknown",
-        "to_country_code": "HK",
-        "to_operator": "unknown",
-        "to_calling_code": 852,
-        "to_type": "fixed_line",
-        "sender_signature": "京东",
-        "language": "zh-Hans",
-        "udh_elements": [{"iei": 0x24, "data": b"\x01"}],
-    }
 
 
 def test_old_consumer_reads_new_records_and_registry_agrees(kafka, registry_url, unique) -> None:
@@ -70,7 +38,7 @@ def test_old_consumer_reads_new_records_and_registry_agrees(kafka, registry_url,
 
     serde = Serde(registry_client(registry_url))
     codec = serde.codec(INBOUND_TOPIC)
-    value = codec._ser(_record("msg_1"), SerializationContext(topic, MessageField.VALUE))
+    value = codec._ser(inbound_record("msg_1"), SerializationContext(topic, MessageField.VALUE))
     ensure_topics(kafka.bootstrap, [TopicSpec(topic, 1)])
     p = Producer({"bootstrap.servers": kafka.bootstrap})
     p.produce(topic, value=value, key=b"+85230001000")

@@ -59,3 +59,18 @@ def test_the_topics_are_declared() -> None:
     assert specs["sms.outbound.v1"].cleanup_policy == "delete"
     assert "destination" in specs["sms.outbound.v1"].key
     assert "message id" in specs["sms.outbound.status.v1"].key
+
+
+def test_a_request_reads_back_from_its_avro_record():
+    from smsflow.outbound.records import request_from_record
+
+    req = read_request(
+        {"to": "+85291234567", "from": "ACME", "text": "hi", "callback_url": "https://x.example/cb"},
+        message_id="mt_1",
+        owner="acme",
+        holdings=(),
+        now_ms=1_700_000_000_123,
+        idempotency_key="k",
+    )
+    assert isinstance(req, OutboundRequest)
+    assert request_from_record(round_trip("outbound_request.avsc", request_record(req))) == req

@@ -177,3 +177,19 @@ def test_any_order_and_duplication_of_receipts_gives_the_same_final_status(
     other, _ = run(3, start + duplicated)
     assert [s.state for s in other.segments] == [s.state for s in reference.segments]
     assert other.overall == reference.overall
+
+
+def test_giving_up_rejects_a_segment_whether_or_not_it_was_submitted():
+    from smsflow.outbound.status import GaveUp
+
+    status = MessageStatus.new("m", 2, expires_at_ms=10_000)
+    status, _ = status.apply(Submitted(1, 1, "route-0"))
+    for seq in (1, 2):
+        out = status.apply(GaveUp(seq, 5, "every route was tried"))
+        assert not isinstance(out, Rejection)
+        status, _ = out
+    assert [s.state for s in status.segments] == ["rejected", "rejected"]
+    assert status.overall == "rejected"
+    # a carrier's receipt proves more than our giving up
+    status, moves = status.apply(ReceiptReceived(1, 6, "DELIVRD"))
+    assert status.segments[0].state == "delivered" and moves

@@ -334,3 +334,83 @@ async def test_store_listeners_hear_api_changes(api, acme):
     await api.client.post(f"/v1/subscriptions/{sub_id}/disable", headers=api.auth(acme))
     await api.client.delete(f"/v1/subscriptions/{sub_id}", headers=api.auth(acme))
     assert heard == [(sub_id, True), (sub_id, False), (sub_id, None)]
+
+
+# ---- the double list: more endpoints per subscription ----
+
+WITH_DR = {
+    **NEW_SUB,
+    "endpoints": [{"id": "dr", "role": "secondary", "url": "https://dr.acme.example/sms"}],
+}
+
+
+async def test_create_with_a_secondary_endpoint_shows_its_own_secret_once(api, acme):
+    resp = await api.client.post("/v1/subscriptions", json=WITH_DR, headers=api.auth(acme))
+    created = await resp.json()
+    assert resp.status == 201, created
+    (ep,) = created["endpoints"]
+    assert (ep["id"], ep["role"], ep["url"]) == ("dr", "secondary", "https://dr.acme.example/sms")
+    dr_secret = created["endpoint_secrets"]["dr"]
+    assert dr_secret != created["secret"] and "secret" not in ep
+    sub = await api.store.get(created["id"])
+    assert sub.endpoint("dr").signing_secrets() == [dr_secret]
+    # read back: fingerprints only
+    got = await (await api.client.get(f"/v1/subscriptions/{created['id']}", headers=api.auth(acme))).json()
+    assert "endpoint_secrets" not in got and dr_secret not in str(got)
+    assert got["endpoints"][0]["secrets"][0]["fingerprint"] == ep["secrets"][0]["fingerprint"]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"), [("http://10.0.0.5/hook", "private"), ("http://localhost:8080/hook", "localhost")]
+)
+async def test_a_secondary_endpoint_passes_the_same_egress_checks(api, acme, url, reason):
+    body = {**NEW_SUB, "endpoints": [{"id": "dr", "url": url}]}
+    resp = await api.client.post("/v1/subscriptions", json=body, headers=api.auth(acme))
+    err = (await resp.json())["error"]
+    assert resp.status == 422 and err["field"] == "endpoints[0].url" and reason in err["message"]
+    created = await (await api.client.post("/v1/subscriptions", json=NEW_SUB, headers=api.auth(acme))).json()
+    resp = await api.client.patch(
+        f"/v1/subscriptions/{created['id']}", json={"endpoints": body["endpoints"]}, headers=api.auth(acme)
+    )
+    assert resp.status == 422 and (await resp.json())["error"]["field"] == "endpoints[0].url"
+
+
+async def test_patch_endpoints_keeps_secrets_of_those_kept_and_shows_new_ones(api, acme):
+    created = await (await api.client.post("/v1/subscriptions", json=WITH_DR, headers=api.auth(acme))).json()
+    path = f"/v1/subscriptions/{created['id']}"
+    dr_secret = created["endpoint_secrets"]["dr"]
+    endpoints = [
+        {"id": "p2", "role": "primary", "url": "https://p2.acme.example/sms"},
+        {"id": "dr", "role": "secondary", "url": "https://dr2.acme.example/sms"},
+    ]
+    resp = await api.client.patch(path, json={"endpoints": endpoints}, headers=api.auth(acme))
+    updated = await resp.json()
+    assert resp.status == 200, updated
+    assert list(updated["endpoint_secrets"]) == ["p2"]  # only the endpoint this request added
+    sub = await api.store.get(created["id"])
+    assert sub.endpoint("dr").signing_secrets() == [dr_secret] and sub.endpoint("dr").url.startswith(
+        "https://dr2"
+    )
+    assert [ep.id for ep in sub.endpoint_list(sub.endpoints[0].role)] == ["main", "p2"]
+    # a PATCH without endpoints leaves them alone; an empty list removes them
+    await api.client.patch(path, json={"description": "x"}, headers=api.auth(acme))
+    assert len((await api.store.get(created["id"])).endpoints) == 2
+    await api.client.patch(path, json={"endpoints": []}, headers=api.auth(acme))
+    assert (await api.store.get(created["id"])).endpoints == []
+    resp = await api.client.patch(
+        path, json={"endpoints": [{"id": "main", "url": "https://x.example/"}]}, headers=api.auth(acme)
+    )
+    assert resp.status == 422 and "main" in (await resp.json())["error"]["message"]
+
+
+async def test_rotate_an_endpoints_secret(api, acme):
+    created = await (await api.client.post("/v1/subscriptions", json=WITH_DR, headers=api.auth(acme))).json()
+    path = f"/v1/subscriptions/{created['id']}/rotate-secret"
+    resp = await api.client.post(path, json={"endpoint": "dr", "overlap_seconds": 0}, headers=api.auth(acme))
+    rotated = await resp.json()
+    assert resp.status == 200
+    sub = await api.store.get(created["id"])
+    assert sub.endpoint("dr").signing_secrets() == [rotated["secret"]]
+    assert sub.signing_secrets() == [created["secret"]]  # the main endpoint's secret is untouched
+    resp = await api.client.post(path, json={"endpoint": "nope"}, headers=api.auth(acme))
+    assert resp.status == 422 and (await resp.json())["error"]["field"] == "endpoint"

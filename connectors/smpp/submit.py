@@ -1,0 +1,422 @@
+"""The connector's submit path: segments from `sms.outbound.submit.v1` to submit_sm on the carrier's binds.
+
+Per carrier: a window (`carriers[].submit_window` submit_sm awaiting their resp over all its binds, taken
+OTP first) and a rate (`carriers[].submit_per_s`). Per segment, the submission ledger
+(`smsflow.outbound.ledger`, on `sms.outbound.ledger.v1`) decides, and is written around every submit_sm:
+
+1. `next_step` on what the ledger holds for the segment: submit attempt n, wait (accepted already, or an
+   outcome nobody can know under the `hold` policy), or give up;
+2. the `Intent` is written and acknowledged by the broker (acks=all) BEFORE the submit_sm is written;
+3. the `Outcome` after the resp: accepted (with the carrier's id), refused (a permanent error: the segment
+   is rejected with that status), retryable (ESME_RTHROTTLED, ESME_RMSGQFUL: back off and retry), or
+   timeout (unknown: held, never sent again under `hold`).
+
+After `outbound.attempts_per_route` retryable refusals, or when no bind of the carrier is up within
+`outbound.bind_wait_s` (nothing was sent then), the submission is handed to the next route of its list
+(another record on the submit topic, keyed by that route's carrier); with no route left, an `Abandoned`
+entry tells the status stage. A submission record's offset is committed once its segment has reached one of
+those ends, so a kill -9 replays it, and the ledger (read whole at start) makes the replay submit nothing
+that was submitted. A second copy of a submission (a replayed worker output) waits for the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from connectors.smpp.pacing import Pacer
+from connectors.smpp.session import EsmeSession
+from smsflow.compacted import CompactedFollower
+from smsflow.config import CarrierConfig, OutboundConfig
+from smsflow.outbound.ledger import Intent, Ledger, LedgerPolicy, Outcome, Refusal, Submit
+from smsflow.outbound.request import PRIORITY_RANK
+from smsflow.outbound.submission import (
+    LEDGER_TOPIC,
+    SUBMIT_TOPIC,
+    Abandoned,
+    Carried,
+    LedgerEntry,
+    Submission,
+    ledger_value,
+    read_ledger,
+)
+from smsflow.producer import AsyncProducer
+from smsflow.smpp.constants import CommandId
+from smsflow.smpp.pdu import Pdu
+
+log = logging.getLogger(__name__)
+
+TON_ALPHANUMERIC = 5
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class PriorityWindow:
+    """At most `size` holders; waiters are let in by priority rank, then arrival (OTP before bulk)."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def acquire(self, rank: int) -> None:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (rank, next(self._order), fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # it was handed the slot as it was cancelled
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.free += 1
+
+
+@dataclass
+class CarrierLine:
+    """One carrier's binds, window and rate, shared by every segment submitted to it."""
+
+    carrier: CarrierConfig
+    sessions: list[EsmeSession]
+    window: PriorityWindow = field(init=False)
+    pacer: Pacer = field(init=False)
+    _rr: int = 0
+
+    def __post_init__(self) -> None:
+        self.window = PriorityWindow(self.carrier.submit_window)
+        self.pacer = Pacer(self.carrier.submit_per_s)
+
+    async def bound_session(self, wait_s: float) -> EsmeSession | None:
+        deadline = time.monotonic() + wait_s
+        while True:
+            bound = [s for s in self.sessions if s.bound]
+            if bound:
+                self._rr += 1
+                return bound[self._rr % len(bound)]
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(0.05)
+
+
+class _Progress:
+    """Offsets of one partition taken on and finished; the commit point is the end of the finished prefix."""
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        self.done: set[int] = set()
+
+    def take(self, offset: int) -> None:
+        heapq.heappush(self.pending, offset)
+
+    def finish(self, offset: int) -> None:
+        self.done.add(offset)
+
+    def commit_point(self) -> int | None:
+        last = None
+        while self.pending and self.pending[0] in self.done:
+            last = heapq.heappop(self.pending)
+            self.done.discard(last)
+        return None if last is None else last + 1
+
+
+def submit_pdu(sub: Submission, validity_until_ms: int) -> Pdu:
+    alpha = sub.sender_kind == "alphanumeric"
+    until = datetime.fromtimestamp(validity_until_ms / 1000, UTC)
+    return Pdu(
+        CommandId.submit_sm,
+        params={
+            "service_type": "",
+            "source_addr_ton": TON_ALPHANUMERIC if alpha else 1,
+            "source_addr_npi": 0 if alpha else 1,
+            "source_addr": sub.sender if alpha else sub.sender.lstrip("+"),
+            "dest_addr_ton": 1,
+            "dest_addr_npi": 1,
+            "destination_addr": sub.destination.lstrip("+"),
+            "esm_class": sub.esm_class,
+            "protocol_id": 0,
+            "priority_flag": 1 if sub.priority == "otp" else 0,
+            "schedule_delivery_time": "",
+            # absolute, UTC: YYMMDDhhmmss, tenths, quarter hours from UTC, '+'
+            "validity_period": until.strftime("%y%m%d%H%M%S") + "000+",
+            "registered_delivery": 1,  # a receipt for success and failure: statuses come from receipts
+            "replace_if_present_flag": 0,
+            "data_coding": sub.data_coding,
+            "sm_default_msg_id": 0,
+            "short_message": sub.short_message,
+        },
+    )
+
+
+class SubmitPath:
+    def __init__(
+        self,
+        app_id: str,
+        bootstrap: str,
+        carriers: Sequence[CarrierConfig],
+        sessions: dict[str, list[EsmeSession]],
+        producer: AsyncProducer,
+        settings: OutboundConfig,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.group_id = f"{app_id}-outbound-submit"
+        # a receiver bind cannot submit: its carrier's segments go to the next route
+        self.lines = {c.id: CarrierLine(c, sessions.get(c.id, [])) for c in carriers if c.bind != "receiver"}
+        self.producer = producer
+        self.settings = settings
+        self.policy = LedgerPolicy(
+            max_attempts=settings.attempts_per_route * max(2, len(carriers)) + 1,
+            backoff_ms=tuple(int(s * 1000) for s in settings.retry_backoff_s),
+            unknown=settings.unknown_outcome,
+        )
+        # one small ledger per segment: folding into one big value would copy it on every record
+        self._ledgers: dict[tuple[str, int], Ledger] = {}
+        self._ledger_lock = threading.Lock()
+        self._follower = CompactedFollower(bootstrap, (LEDGER_TOPIC,), self._on_ledger, "submit-ledger")
+        self._segment_locks: defaultdict[tuple[str, int], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._lock_users: defaultdict[tuple[str, int], int] = defaultdict(int)
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self.submitted = 0
+        self.handed_over = 0
+
+    # ---- the ledger ----
+
+    def _on_ledger(self, msg: Message) -> None:
+        value = msg.value()
+        if value is None:
+            return
+        entry = read_ledger(value)
+        if isinstance(entry, Carried):
+            self._fold(entry.record)
+
+    def _fold(self, record: Intent | Outcome) -> None:
+        key = (record.message_id, record.seq)
+        with self._ledger_lock:
+            new = self._ledgers.get(key, Ledger()).add(record)
+            if isinstance(new, Refusal):
+                log.warning("submission ledger: %s", new.reason)
+            else:
+                self._ledgers[key] = new
+
+    def _ledger_of(self, key: tuple[str, int]) -> Ledger:
+        with self._ledger_lock:
+            return self._ledgers.get(key, Ledger())
+
+    async def _write(self, key: str, entry: LedgerEntry) -> None:
+        """Write a ledger entry and wait for the broker; retried until stored (nothing goes on without it)."""
+        delay = 0.2
+        while True:
+            try:
+                await self.producer.send(LEDGER_TOPIC, ledger_value(entry), key=key)
+                break
+            except Exception as exc:
+                log.warning("submission ledger: not stored (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if isinstance(entry, Carried):
+            self._fold(entry.record)
+
+    # ---- lifecycle ----
+
+    async def start(self, timeout: float = 60.0) -> None:
+        await self._follower.start(timeout)
+        self._task = asyncio.create_task(self._consume(), name="outbound-submit")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(self._task, timeout)
+        await self._follower.stop()
+
+    # ---- consuming submissions ----
+
+    async def _consume(self) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": self.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 10000,
+            }
+        )
+        progress: dict[tuple[str, int], _Progress] = defaultdict(_Progress)
+        room = asyncio.Semaphore(2000)  # records taken on and not finished
+        consumer.subscribe([SUBMIT_TOPIC])
+        try:
+            while not self._stopping.is_set():
+                msgs = await asyncio.to_thread(consumer.consume, 200, 0.2)
+                for msg in msgs:
+                    if msg.error() is not None:
+                        log.warning("submit topic: %s", msg.error())
+                        continue
+                    await room.acquire()
+                    tp = (msg.topic() or SUBMIT_TOPIC, msg.partition() or 0)
+                    offset = msg.offset() or 0
+                    progress[tp].take(offset)
+                    task = asyncio.create_task(self._take(msg))
+                    self._inflight.add(task)
+
+                    def finished(
+                        t: asyncio.Task[None], tp: tuple[str, int] = tp, offset: int = offset
+                    ) -> None:
+                        self._inflight.discard(t)
+                        room.release()
+                        if not t.cancelled() and t.exception() is None:
+                            progress[tp].finish(offset)
+
+                    task.add_done_callback(finished)
+                await self._commit(consumer, progress)
+            if self._inflight:
+                await asyncio.wait(self._inflight, timeout=3.0)
+            await self._commit(consumer, progress)
+        finally:
+            for t in self._inflight:
+                t.cancel()
+            await asyncio.to_thread(consumer.close)
+
+    async def _commit(self, consumer: Consumer, progress: dict[tuple[str, int], _Progress]) -> None:
+        offsets = []
+        for (topic, partition), p in progress.items():
+            point = p.commit_point()
+            if point is not None:
+                offsets.append(TopicPartition(topic, partition, point))
+        if offsets:
+            try:
+                await asyncio.to_thread(consumer.commit, offsets=offsets, asynchronous=False)
+            except KafkaException as exc:  # a rebalance took the partition: its new owner replays
+                log.warning("submit topic: commit failed: %s", exc)
+
+    async def _take(self, msg: Message) -> None:
+        try:
+            sub = Submission.from_json(msg.value() or b"")
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error(
+                "submit topic @%s/%s: unreadable record skipped: %s", msg.partition(), msg.offset(), exc
+            )
+            return
+        key = (sub.message_id, sub.seq)
+        self._lock_users[key] += 1
+        try:
+            async with self._segment_locks[key]:
+                await self._submit(sub)
+        finally:
+            # dropped only when nobody waits on it: a copy arriving later must queue behind the same lock
+            self._lock_users[key] -= 1
+            if not self._lock_users[key]:
+                del self._lock_users[key]
+                self._segment_locks.pop(key, None)
+
+    async def _submit(self, sub: Submission) -> None:
+        key = (sub.message_id, sub.seq)
+        line = self.lines.get(sub.route.carrier)
+        if line is None:
+            await self._hand_over(sub, 0, f"carrier {sub.route.carrier} is not served by this connector")
+            return
+        while not self._stopping.is_set():
+            ledger = self._ledger_of(key)
+            step = ledger.next_step(sub.message_id, sub.seq, self.policy, _now_ms())
+            if not isinstance(step, Submit):
+                log.debug("%s#%d: %s", sub.message_id, sub.seq, getattr(step, "why", step))
+                return
+            attempts = ledger.segments.get(key, ())
+            here = [a for a in attempts if a.intent.route == sub.route.route_id and a.outcome is not None]
+            if len(here) >= self.settings.attempts_per_route:
+                last = here[-1].outcome
+                status = last.command_status or 0 if last is not None else 0
+                await self._hand_over(
+                    sub, status, f"refused for now {len(here)} times on {sub.route.route_id}"
+                )
+                return
+            wait_s = (step.not_before_ms - _now_ms()) / 1000
+            if wait_s > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), wait_s)
+                continue  # re-read the ledger: it may have moved on while we slept
+            session = await line.bound_session(self.settings.bind_wait_s)
+            if session is None:  # nothing was written to the carrier: the next route may take it
+                await self._hand_over(
+                    sub, 0, f"no bind of {line.carrier.id} up within {self.settings.bind_wait_s:g} s"
+                )
+                return
+            outcome = await self._attempt(sub, line, session, step.attempt)
+            if outcome.kind != "retryable":
+                return
+
+    async def _attempt(
+        self, sub: Submission, line: CarrierLine, session: EsmeSession, attempt: int
+    ) -> Outcome:
+        await line.window.acquire(PRIORITY_RANK.get(sub.priority, 1))
+        try:
+            await line.pacer.wait()
+            intent = Intent(
+                sub.message_id, sub.seq, attempt, sub.route.route_id, sub.destination, sub.ref, _now_ms()
+            )
+            await self._write(sub.message_id, Carried(intent, line.carrier.id))
+            try:
+                resp = await session.request(
+                    submit_pdu(sub, sub.expires_at_ms), line.carrier.response_timeout_s
+                )
+            except (TimeoutError, ConnectionError, OSError) as exc:
+                log.warning(
+                    "%s#%d attempt %d via %s: no resp (%s)",
+                    sub.message_id,
+                    sub.seq,
+                    attempt,
+                    line.carrier.id,
+                    type(exc).__name__,
+                )
+                outcome = Outcome(sub.message_id, sub.seq, attempt, "timeout", _now_ms())
+            else:
+                self.submitted += 1
+                status = resp.command_status
+                kind = self.policy.classify(status)
+                carrier_id = str(resp.params.get("message_id", "") or "") if kind == "accepted" else None
+                outcome = Outcome(sub.message_id, sub.seq, attempt, kind, _now_ms(), carrier_id, status)
+            await self._write(sub.message_id, Carried(outcome, line.carrier.id))
+            return outcome
+        finally:
+            line.window.release()
+
+    async def _hand_over(self, sub: Submission, status: int, why: str) -> None:
+        nxt = sub.handed_over()
+        if nxt is None:
+            reason = f"every route was tried; last: {why}"
+            log.warning("%s#%d: %s", sub.message_id, sub.seq, reason)
+            await self._write(sub.message_id, Abandoned(sub.message_id, sub.seq, _now_ms(), status, reason))
+            return
+        log.info("%s#%d: %s; handing it to %s", sub.message_id, sub.seq, why, nxt.route.route_id)
+        self.handed_over += 1
+        delay = 0.2
+        while True:
+            try:
+                await self.producer.send(SUBMIT_TOPIC, nxt.to_json(), key=nxt.route.carrier)
+                return
+            except Exception as exc:
+                log.warning("submit topic: hand-over not stored (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,270 @@
+"""`POST /v1/messages` (send an SMS) and `GET /v1/messages/{id}` (its status history).
+
+Sending needs a customer key with the `messages:write` scope; the message belongs to the key's owner, and
+`from` must be one of the owner's held numbers (or inside a held prefix) or an alphanumeric sender. An
+operator key cannot send: it has no holding to send from, and a message must have an owner for its
+callbacks and its history. The request is checked whole (`smsflow.outbound.request.read_request`: every
+field error in one 422) and produced to `sms.outbound.v1` keyed by destination (acks=all, idempotent
+producer) before the 202 is written: an id the client got is an id that exists.
+
+`Idempotency-Key`: per owner, the same key with the same request within 24 h answers 202 with the first
+message id and sends nothing; the same key with another request is a 422. The fingerprint is taken over the
+*normalised* request (E.164 numbers, defaults filled), so `+852 9123 4567` and `+85291234567` are the same
+request. The book is rebuilt from `sms.outbound.v1` itself (every request record carries its owner and key),
+so a restarted API, or another replica, honours the keys it did not see itself.
+
+`GET /v1/messages/{id}` answers the history from `sms.outbound.status.v1`; another owner's id is a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from smsflow.api.apikeys import Scope
+from smsflow.api.wire import ApiError, ErrorDetail, principal
+from smsflow.outbound.idempotency import Conflict, IdempotencyBook, Replay
+from smsflow.outbound.records import request_from_record, request_record
+from smsflow.outbound.request import (
+    DEFAULT_VALIDITY_S,
+    MAX_VALIDITY_S,
+    MIN_VALIDITY_S,
+    OutboundRequest,
+    read_request,
+)
+from smsflow.subscriptions.holdings import Holding
+
+RequestSink = Callable[[OutboundRequest], Awaitable[None]]
+"""Store the accepted request (produce it to sms.outbound.v1 and wait for the broker's ack)."""
+HoldingOf = Callable[[str], Holding | None]
+
+
+class SinkUnavailable(RuntimeError):
+    """The request was not stored; the client gets a 503 and may retry with the same Idempotency-Key."""
+
+
+# ---- bodies (also the OpenAPI components) ----
+
+
+class MessageSend(BaseModel):
+    """The body of POST /v1/messages (checked by read_request; this model documents it)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    to: str = Field(description="destination in E.164, e.g. +85291234567")
+    from_: str = Field(
+        alias="from",
+        description="a number you hold (E.164) or an alphanumeric sender of 1-11 GSM characters",
+    )
+    text: str = Field(description="at most 10 parts once encoded (1530 GSM characters, 670 UCS-2)")
+    callback_url: str | None = Field(None, description="every status transition is POSTed here, signed")
+    validity_s: int = Field(DEFAULT_VALIDITY_S, ge=MIN_VALIDITY_S, le=MAX_VALIDITY_S)
+    priority: str = Field("transactional", description="otp (submitted first) | transactional | bulk")
+
+
+class MessageAccepted(BaseModel):
+    id: str
+    status: str = "queued"
+    replayed: bool = Field(False, description="true when an Idempotency-Key replayed an earlier request")
+
+
+class StatusEntry(BaseModel):
+    event_id: str
+    segment: int | None = Field(description="1-based segment; null for the message as a whole")
+    segments_total: int
+    old_state: str
+    new_state: str
+    overall: str
+    reason: str
+    at: datetime
+    carrier_message_id: str | None = None
+    route_id: str | None = None
+    detail: str | None = None
+
+
+class MessageView(BaseModel):
+    id: str
+    to: str
+    sender: str
+    status: str = Field(description="the overall state after the latest transition; queued before any")
+    accepted_at: datetime
+    history: list[StatusEntry]
+
+
+# ---- what the API knows about sent messages ----
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    message_id: str
+    owner: str
+    to: str
+    sender: str
+    accepted_at_ms: int
+
+
+def canonical_body(req: OutboundRequest) -> dict[str, object]:
+    """The request as the idempotency fingerprint sees it: normalised, defaults filled."""
+    return {
+        "to": req.to,
+        "from": req.sender,
+        "text": req.text,
+        "callback_url": req.callback_url,
+        "validity_s": req.validity_s,
+        "priority": req.priority,
+    }
+
+
+class OutboundDesk:
+    """Accepted requests, idempotency keys and status histories, fed by this API's own sends and by the
+    topics (``smsflow.api.message_feed``; its records arrive on a consumer thread, hence the lock)."""
+
+    def __init__(self, sink: RequestSink, holding_of: HoldingOf, clock: Callable[[], float] = time.time):
+        self.sink = sink
+        self.holding_of = holding_of
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._book = IdempotencyBook()
+        self._messages: dict[str, SentMessage] = {}
+        self._history: dict[str, dict[str, dict[str, Any]]] = {}
+        self._key_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    # -- fed from the topics --
+
+    def on_request(self, record: Mapping[str, Any]) -> None:
+        req = request_from_record(record)
+        with self._lock:
+            self._messages.setdefault(req.message_id, _sent(req))
+            if req.idempotency_key is not None:
+                self._book = self._book.remember(
+                    req.owner, req.idempotency_key, canonical_body(req), req.message_id, req.accepted_at_ms
+                )
+
+    def on_status(self, record: Mapping[str, Any]) -> None:
+        with self._lock:  # keyed by event id: a record read twice is one entry
+            self._history.setdefault(str(record["message_id"]), {})[str(record["event_id"])] = dict(record)
+
+    # -- the API's side --
+
+    async def send(
+        self, owner: str, body: Mapping[str, object], idempotency_key: str | None
+    ) -> MessageAccepted | list[tuple[str, str]]:
+        """The 202 body, or every (field, reason) that makes the request unacceptable."""
+        holding = self.holding_of(owner)
+        now_ms = int(self.clock() * 1000)
+        checked = read_request(
+            body,
+            message_id=f"mt_{uuid.uuid4().hex}",
+            owner=owner,
+            holdings=holding.holds_number if holding is not None else (lambda _n: False),
+            now_ms=now_ms,
+            idempotency_key=idempotency_key,
+        )
+        if isinstance(checked, list):
+            return [(e.path, e.reason) for e in checked]
+        if idempotency_key is None:
+            await self._store(checked)
+            return MessageAccepted(id=checked.message_id, replayed=False)
+        async with self._key_locks[(owner, idempotency_key)]:
+            with self._lock:
+                seen = self._book.look_up(owner, idempotency_key, canonical_body(checked), now_ms)
+            if isinstance(seen, Replay):
+                return MessageAccepted(id=seen.message_id, replayed=True)
+            if isinstance(seen, Conflict):
+                return [("Idempotency-Key", seen.reason)]
+            await self._store(checked)
+            return MessageAccepted(id=checked.message_id, replayed=False)
+
+    async def _store(self, req: OutboundRequest) -> None:
+        await self.sink(req)
+        self.on_request(request_record(req))
+
+    def view(self, owner: str, message_id: str) -> MessageView | None:
+        with self._lock:
+            sent = self._messages.get(message_id)
+            history = list(self._history.get(message_id, {}).values())
+        if sent is None or sent.owner != owner:
+            return None
+        history.sort(key=lambda r: _event_number(str(r["event_id"])))
+        entries = [StatusEntry.model_validate({**r, "at": _utc(r["at"])}) for r in history]
+        return MessageView(
+            id=message_id,
+            to=sent.to,
+            sender=sent.sender,
+            status=entries[-1].overall if entries else "queued",
+            accepted_at=_utc(sent.accepted_at_ms),
+            history=entries,
+        )
+
+
+def _event_number(event_id: str) -> int:
+    _, _, n = event_id.rpartition("#")
+    return int(n) if n.isdigit() else 0
+
+
+def _utc(value: object) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(int(value) / 1000, UTC)  # type: ignore[call-overload]
+
+
+def _sent(req: OutboundRequest) -> SentMessage:
+    return SentMessage(req.message_id, req.owner, req.to, req.sender, req.accepted_at_ms)
+
+
+# ---- handlers ----
+
+
+def add_message_routes(app: web.Application, desk: OutboundDesk) -> None:
+    """Add the /v1/messages handlers; the app's auth middleware has already put the API key on the request."""
+
+    def _json(model: BaseModel, status: int) -> web.Response:
+        body = orjson.dumps(model.model_dump(mode="json", by_alias=True))
+        return web.Response(body=body, status=status, content_type="application/json")
+
+    async def send(request: web.Request) -> web.Response:
+        key = principal(request, Scope.MESSAGES)
+        if key.owner is None:
+            raise ApiError(
+                403, "forbidden", "send with a customer key: an operator key holds no numbers to send from"
+            )
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "bad_request", f"request body is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise ApiError(400, "bad_request", "request body must be a JSON object")
+        try:
+            outcome = await desk.send(key.owner, body, request.headers.get("Idempotency-Key"))
+        except SinkUnavailable as exc:
+            raise ApiError(503, "unavailable", f"the message was not stored ({exc}); retry it") from exc
+        if isinstance(outcome, list):
+            details = [ErrorDetail(code="invalid", field=f, message=m) for f, m in outcome]
+            code = "idempotency_conflict" if outcome[0][0] == "Idempotency-Key" else "validation_error"
+            first = details[0]
+            raise ApiError(422, code, f"{first.field}: {first.message}", first.field, details)
+        resp = _json(outcome, 202)
+        resp.headers["Location"] = f"/v1/messages/{outcome.id}"
+        return resp
+
+    async def get(request: web.Request) -> web.Response:
+        key = principal(request, Scope.READ)
+        message_id = request.match_info["id"]
+        view = desk.view(key.owner, message_id) if key.owner is not None else None
+        if view is None:
+            raise ApiError(404, "not_found", f"message {message_id} not found")
+        return _json(view, 200)
+
+    app.router.add_post("/v1/messages", send)
+    app.router.add_get("/v1/messages/{id}", get)

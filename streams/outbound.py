@@ -1,0 +1,312 @@
+"""Outbound stage handlers: requests to submissions, ledger entries to statuses, receipts to segments.
+
+Declared in streams/topology.py; three agents (docs/outbound.md):
+
+- `outbound-requests` on sms.outbound.v1 (keyed by destination): encode the text (a concatenation
+  reference from the partition's table of references per destination), choose the routes (the double list:
+  `route_candidates`; with no routing policy, the configured carriers in order), write the message's `Plan`
+  to sms.outbound.ledger.v1 and one `Submission` per segment to sms.outbound.submit.v1 keyed by the first
+  route's carrier, each acknowledged before the request is acked. A replayed request makes the same
+  submissions again; the connector's ledger submits none of them twice.
+- `outbound-status` on sms.outbound.ledger.v1 (keyed by message id) and its tick topic: fold every entry
+  into the message's `Track` (table `outbound-status`), publish each transition to sms.outbound.status.v1
+  (Avro, keyed by message id), and on each tick expire the messages whose validity has passed.
+- `outbound-receipts` on sms.receipts.v1: match each receipt to a segment by the carrier's id
+  (`SubmitIndex`, built from every accepted outcome of the ledger, read whole by each worker) with the
+  carrier's receipt id form; a match becomes a `ReceiptMatch` ledger entry, anything else goes to
+  sms.outbound.receipts.unmatched.v1 with its reason. A receipt can overtake the outcome that names its id
+  (they travel on different topics), so a miss is looked up again for a few seconds before it is unmatched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import faust
+import orjson
+from aiokafka.partitioner import murmur2
+from confluent_kafka import Message
+
+from smsflow.compacted import CompactedFollower
+from smsflow.ingest.receipts import ReceiptInfo
+from smsflow.outbound.correlation import Matched, SegmentRef, SubmitIndex, resp_key
+from smsflow.outbound.encode import EncodeError, encode_message, segments_needed
+from smsflow.outbound.records import request_from_record
+from smsflow.outbound.references import DestinationRefs, ReferenceBook, RefExhausted
+from smsflow.outbound.submission import (
+    LEDGER_TOPIC,
+    SUBMIT_TOPIC,
+    UNMATCHED_RECEIPTS_TOPIC,
+    Candidate,
+    Carried,
+    Plan,
+    ReceiptMatch,
+    Submission,
+    ledger_value,
+    read_ledger,
+)
+from smsflow.outbound.tracking import Track, begin, expire, fold
+from smsflow.schemas import OUTBOUND_STATUS_TOPIC, OUTBOUND_TOPIC, RECEIPTS_TOPIC
+from streams.context import StreamContext
+from streams.punctuation import punctuate_owned
+
+log = logging.getLogger(__name__)
+
+RECEIPT_LOOKUP_S = 5.0
+"""How long after its arrival a receipt may wait for the accepted outcome that names its id."""
+
+
+def carrier_candidates(ctx: StreamContext) -> tuple[Candidate, ...]:
+    """With no routing policy for a destination: every carrier that can submit, in config order (the first
+    is the primary, the others the secondary list)."""
+    return tuple(Candidate(c.route_id, c.id) for c in ctx.config.carriers if c.bind != "receiver")
+
+
+def choose_routes(ctx: StreamContext, destination: str) -> tuple[Candidate, ...] | str:
+    """The routes to try, in order, or why there is none."""
+    routing = getattr(ctx.config, "routing", None)
+    if routing is not None:
+        from smsflow.outbound.route_choice import NoRoute, route_candidates
+
+        choice = route_candidates(routing, ctx.route_states, destination, None)
+        if isinstance(choice, NoRoute):
+            fallback = carrier_candidates(ctx)
+            return fallback if routing.for_number(destination, None) is None and fallback else choice.reason
+        return tuple(Candidate(c.route_id, c.carrier) for c in choice)
+    return carrier_candidates(ctx) or "no carrier that can submit is configured"
+
+
+class ReceiptIndex:
+    """`SubmitIndex` over every accepted outcome in the ledger, updated as the ledger is followed."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._by_key: dict[Any, SegmentRef] = {}
+        self.index = SubmitIndex(self._by_key)  # the dict is filled in place: one entry per accepted segment
+        self._lock = threading.Lock()
+        self.follower = CompactedFollower(bootstrap, (LEDGER_TOPIC,), self._on_record, "outbound-receipts")
+
+    def _on_record(self, msg: Message) -> None:
+        value = msg.value()
+        if value is None:
+            return
+        entry = read_ledger(value)
+        if isinstance(entry, Carried) and getattr(entry.record, "kind", None) == "accepted":
+            carrier_id = getattr(entry.record, "carrier_message_id", None)
+            if carrier_id:
+                with self._lock:
+                    self._by_key[(entry.carrier, resp_key(carrier_id))] = SegmentRef(
+                        entry.record.message_id, entry.record.seq
+                    )
+
+
+OUTPUTS = (LEDGER_TOPIC, SUBMIT_TOPIC, OUTBOUND_STATUS_TOPIC, UNMATCHED_RECEIPTS_TOPIC)
+
+
+class OutboundStage:
+    """The outbound agents' handlers. ``outputs``: a topic per name in `OUTPUTS`; ``refs`` and ``tracks``:
+    the tables of concatenation references (by destination) and message tracks (by message id);
+    ``punctuation``: the internal topic the timer writes and the status agent reads beside the ledger."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        ctx: StreamContext,
+        outputs: dict[str, faust.TopicT],
+        refs: Any,
+        tracks: Any,
+        punctuation: faust.TopicT,
+    ) -> None:
+        self.app = app
+        self.ctx = ctx
+        self.outputs = outputs
+        self.refs = refs
+        self.tracks = tracks
+        self.punctuation = punctuation
+        self.punctuation_name = punctuation.get_topic_name()
+        self.receipt_index = ReceiptIndex(ctx.bootstrap)
+        self.id_forms = {c.id: c.receipts.id_form for c in ctx.config.carriers}
+
+    async def _send(self, topic: str, key: str, value: bytes) -> None:
+        fut = await self.outputs[topic].send(key=key.encode(), value=value)
+        await fut  # the broker's ack (acks=all): the input is acked only after its outputs are stored
+
+    # ---- requests -> plan + submissions ----
+
+    async def requests(self, stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            try:
+                req = request_from_record(self.ctx.serde.decode(OUTBOUND_TOPIC, event.value))
+            except Exception as exc:  # an unreadable request cannot be sent; it must not block its partition
+                log.error("sms.outbound.v1 @%s: unreadable request skipped: %s", event.message.offset, exc)
+                continue
+            await self._plan_and_submit(req, int(time.time() * 1000))
+
+    async def _plan_and_submit(self, req: Any, now: int) -> None:
+        ref = 0
+        if segments_needed(req.text) > 1:
+            raw_refs = self.refs.get(req.to)
+            held = _refs_of(raw_refs) if raw_refs else DestinationRefs()
+            got = ReferenceBook(destinations={req.to: held}).allocate(req.to, now)
+            if isinstance(got, RefExhausted):
+                await self._send(LEDGER_TOPIC, req.message_id, ledger_value(_plan(req, 1, now, got.reason)))
+                return
+            book, ref = got
+            kept = book.destinations[req.to]
+            self.refs[req.to] = {"cursor": kept.cursor, "used_at": [list(p) for p in kept.used_at]}
+        try:
+            encoded = encode_message(req.text, ref)
+        except EncodeError as exc:  # the API checked it; a request written by other means may not be
+            await self._send(LEDGER_TOPIC, req.message_id, ledger_value(_plan(req, 1, now, exc.reason)))
+            return
+        routes = choose_routes(self.ctx, req.to)
+        parts = len(encoded.segments)
+        no_route = routes if isinstance(routes, str) else None
+        await self._send(LEDGER_TOPIC, req.message_id, ledger_value(_plan(req, parts, now, no_route)))
+        if isinstance(routes, str):
+            return
+        for seg in encoded.segments:
+            sub = Submission(
+                message_id=req.message_id,
+                seq=seg.seq,
+                parts=parts,
+                destination=req.to,
+                sender=req.sender,
+                sender_kind=req.sender_kind,
+                data_coding=encoded.data_coding,
+                esm_class=seg.esm_class,
+                short_message=seg.short_message,
+                priority=req.priority,
+                expires_at_ms=req.expires_at_ms,
+                ref=encoded.ref,
+                candidates=routes,
+            )
+            await self._send(SUBMIT_TOPIC, sub.route.carrier, sub.to_json())
+
+    # ---- ledger -> statuses ----
+
+    async def _publish(self, records: list[dict[str, Any]]) -> None:
+        for rec in records:
+            value = self.ctx.serde.encode(OUTBOUND_STATUS_TOPIC, rec)
+            await self._send(OUTBOUND_STATUS_TOPIC, rec["message_id"], value)
+
+    async def status(self, stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            if event.message.topic == self.punctuation_name:
+                await self._expire_partition(event.message.partition, json.loads(event.value)["now"])
+                continue
+            try:
+                entry = read_ledger(event.value)
+            except Exception as exc:
+                log.error("%s @%s: unreadable entry skipped: %s", LEDGER_TOPIC, event.message.offset, exc)
+                continue
+            mid = event.key.decode() if event.key else ""
+            raw = self.tracks.get(mid)
+            if isinstance(entry, Plan):
+                if raw is not None:
+                    continue  # a replayed request's plan: the message is tracked already
+                track, records = begin(entry)
+            elif raw is None:
+                log.warning("%s: ledger entry before the message's plan; ignored", mid)
+                continue
+            else:
+                out = fold(Track.from_dict(raw), entry)
+                if not isinstance(out, tuple):
+                    log.warning("%s: %s", mid, out.reason)
+                    continue
+                track, records = out
+            await self._publish(records)
+            self.tracks[mid] = track.to_dict()
+
+    async def _expire_partition(self, partition: int, now_ms: int) -> None:
+        for mid, raw in list(self.tracks.items()):
+            if raw is None or _partition_of(mid, self.ctx.partitions) != partition:
+                continue
+            track = Track.from_dict(raw)
+            if track.final or now_ms < track.status.expires_at_ms:
+                continue
+            track, records = expire(track, now_ms)
+            await self._publish(records)
+            self.tracks[mid] = track.to_dict()
+
+    async def punctuate(self) -> None:
+        """The timer: one punctuation record for each partition of the ledger this worker owns."""
+        await punctuate_owned(self.app, self.punctuation)
+
+    # ---- receipts -> segments ----
+
+    async def follow_ledger(self) -> None:
+        await self.receipt_index.follower.start(120.0)
+
+    async def stop(self, app: Any, **kwargs: Any) -> None:
+        await self.receipt_index.follower.stop()
+
+    async def receipts(self, stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            try:
+                rec = self.ctx.serde.decode(RECEIPTS_TOPIC, event.value)
+            except Exception as exc:
+                log.error("%s @%s: unreadable receipt skipped: %s", RECEIPTS_TOPIC, event.message.offset, exc)
+                continue
+            await self._match(rec)
+
+    async def _match(self, rec: dict[str, Any]) -> None:
+        carrier = str(rec["carrier_id"])
+        info = ReceiptInfo(
+            message_id=str(rec["message_id"]),
+            message_id_decimal=rec.get("message_id_decimal"),
+            state=str(rec["state"]),
+            error_code=rec.get("error_code"),
+            submitted=None,
+            delivered=None,
+            submit_date=None,
+            done_date=None,
+            text=None,
+        )
+        form = self.id_forms.get(carrier, "auto")
+        at = _ms(rec["received_at"])
+        # counted from the receipt's arrival, not from now: a backlog of receipts nobody can match (MTs
+        # another platform sent) is older than that and waits no more
+        deadline = at / 1000 + RECEIPT_LOOKUP_S
+        while True:
+            found = self.receipt_index.index.match(carrier, info, form)
+            if isinstance(found, Matched) or time.time() >= deadline:
+                break
+            await asyncio.sleep(0.25)
+        if isinstance(found, Matched):
+            ref = found.segment
+            match = ReceiptMatch(
+                ref.message_id, ref.seq, at, info.state, info.error_code, carrier, info.message_id
+            )
+            await self._send(LEDGER_TOPIC, ref.message_id, ledger_value(match))
+            return
+        doc = {
+            "carrier_id": carrier,
+            "receipt_id": rec["receipt_id"],
+            "message_id": info.message_id,
+            "state": info.state,
+            "received_at": at,
+            "reason": found.reason,
+        }
+        await self._send(UNMATCHED_RECEIPTS_TOPIC, carrier, orjson.dumps(doc))
+
+
+def _plan(req: Any, parts: int, now: int, no_route: str | None) -> Plan:
+    return Plan(req.message_id, req.owner, parts, req.expires_at_ms, req.callback_url, now, no_route)
+
+
+def _refs_of(doc: dict[str, Any]) -> DestinationRefs:
+    return DestinationRefs(doc["cursor"], tuple((int(r), int(t)) for r, t in doc["used_at"]))
+
+
+def _partition_of(key: str, partitions: int) -> int:
+    """The partition the Java client's (and aiokafka's) default partitioner gives a key."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def _ms(value: Any) -> int:
+    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)

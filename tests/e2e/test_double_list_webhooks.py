@@ -1,0 +1,235 @@
+"""Issue 11, must-show scenario 5: one subscription, a primary and a secondary webhook endpoint, real broker.
+
+The primary answers 503, then times out; every message is delivered, at the secondary, under the same
+webhook-id as at the primary. A message that reached both endpoints is allowed only where the primary's
+attempt had no known outcome (a timeout: the primary may have processed it without our knowing), and the
+503s reach only the secondary. Then decisions on sms.routes.decisions.v1 (written here as the routes stage
+writes them: a failover to the secondary, then the failback after the hold-down) move the traffic: after the
+failover no message touches the primary, after the failback they go to the primary again.
+
+Figures printed (docs/double-list.md): how long a message waited for the secondary after the primary
+failed (the local rule), and how long the worker took to follow a decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from aiohttp import web
+from confluent_kafka import Producer
+
+from devkit.simulator.traffic import TrafficMix
+from smsflow.routing.model import ListName
+from smsflow.schemas import ROUTE_DECISIONS_TOPIC
+from smsflow.serde import Serde, registry_client
+from smsflow.subscriptions.model import SigningSecret, Subscription, WebhookEndpoint
+from tests.e2e.test_webhook_failures import (
+    ScriptedEndpoint,
+    delivery_events,
+    feed,
+    put_subscriptions,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+SUB = "sub-double"
+SCOPE = f"subscription:{SUB}"
+TIMEOUT_S = 1.0  # the subscription's request timeout; the primary's "hang" is longer
+
+
+class Switchable:
+    """The primary's behaviour, switched by the test: ok, 503, or processing the message too slowly."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"
+
+    async def __call__(self, n: int) -> web.Response:
+        if self.mode == "503":
+            return web.Response(status=503)
+        if self.mode == "slow":
+            await asyncio.sleep(TIMEOUT_S + 0.5)  # answered (and processed) after our timeout
+        return web.Response(status=204)
+
+
+async def ok(n: int) -> web.Response:
+    return web.Response(status=204)
+
+
+def write_decision(stack: Any, n: int, active: ListName, kind: str) -> None:
+    """A decision as the routes stage writes it (schemas/route_decision.avsc, key = scope)."""
+    serde = Serde(registry_client(stack.registry_url))
+    record = {
+        "decision_id": f"{SCOPE}#{n}",
+        "scope": SCOPE,
+        "at": int(time.time() * 1000),
+        "kind": kind,
+        "active": active.value,
+        "previous": active.other.value,
+        "mode": "auto",
+        "both_degraded": False,
+        "reason": f"{kind} (written by the test in place of the routes stage)",
+        "primary_state": "down" if active is ListName.SECONDARY else "healthy",
+        "secondary_state": "healthy",
+        "override_pin": None,
+        "override_actor": None,
+        "override_reason": None,
+        "override_expires_at": None,
+        "evidence": [],
+    }
+    producer = Producer({"bootstrap.servers": stack.bootstrap})
+    producer.produce(
+        ROUTE_DECISIONS_TOPIC, key=SCOPE.encode(), value=serde.encode(ROUTE_DECISIONS_TOPIC, record)
+    )
+    assert producer.flush(30) == 0
+
+
+async def test_primary_503_and_timeouts_go_to_the_secondary_and_decisions_move_traffic(pipeline) -> None:
+    behaviour = Switchable()
+    primary, secondary = ScriptedEndpoint("primary", behaviour), ScriptedEndpoint("secondary", ok)
+    await primary.start()
+    await secondary.start()
+    try:
+        p = await pipeline(carriers=1, webhooks={"retry_delays_s": [0, 0.5, 1, 2], "retry_jitter": 0.2})
+        p.start()
+        await p.smsc.wait_bound(60)
+        sub = Subscription(
+            id=SUB,
+            owner="operator",  # receives whatever its filter matches (tenancy: test_tenancy.py)
+            url=primary.url,
+            secrets=[SigningSecret.new(primary.secret)],
+            timeout_seconds=TIMEOUT_S,
+            endpoints=[
+                WebhookEndpoint(
+                    id="dr",
+                    role=ListName.SECONDARY,
+                    url=secondary.url,
+                    secrets=[SigningSecret.new(secondary.secret)],
+                )
+            ],
+        )
+        await put_subscriptions(p, [sub])
+        mix = TrafficMix(seed=11, multipart_ratio=0.0)
+
+        async def phase(count: int, rate: float = 10) -> list[str]:
+            """Feed ``count`` SMS; the ids the pipeline accepted, once the config's receiver has them."""
+            before = len(p.receiver.log.messages)
+            accepted = p.smsc.stats.logical_accepted
+            await feed(p, mix, count, rate)
+            assert await p.smsc.drain(60), p.logs()
+            await p.wait_delivered(before + p.smsc.stats.logical_accepted - accepted, 90)
+            return list(p.receiver.log.messages)[before:]
+
+        def reached(ids: list[str]) -> bool:
+            return set(ids) <= primary.messages | secondary.messages
+
+        # warm-up: the primary healthy, the subscription picked up by the worker
+        warm = await phase(3)
+        await wait_until(lambda: set(warm) <= primary.messages, 60, "warm-up at the primary", p.logs)
+        assert not set(warm) & secondary.messages
+
+        # 1. the primary answers 503: each message goes on at once to the secondary
+        behaviour.mode = "503"
+        unavailable = await phase(20)
+        await wait_until(lambda: reached(unavailable), 60, "503 phase delivered", p.logs)
+        assert set(unavailable) <= secondary.messages
+        assert not set(unavailable) & primary.messages  # a 503 is not processed: nothing reached both
+
+        # 2. the primary times out (and processes the message late): each is delivered at the secondary
+        behaviour.mode = "slow"
+        slow = await phase(12, rate=6)
+        await wait_until(lambda: set(slow) <= secondary.messages, 60, "timeout phase delivered", p.logs)
+        await asyncio.sleep(TIMEOUT_S + 1)  # the primary's late answers land
+
+        # 3. the decision moves the traffic: failover to the secondary, then failback
+        behaviour.mode = "ok"
+        t_failover = time.monotonic()
+        write_decision(p.stack, 1, ListName.SECONDARY, "failover")
+        followed_failover = await follow(
+            p, phase, lambda mid: mid in secondary.messages and mid not in primary.messages
+        )
+        failover_s = time.monotonic() - t_failover
+        after_failover = await phase(15)
+        await wait_until(lambda: set(after_failover) <= secondary.messages, 60, "failover phase", p.logs)
+        t_failback = time.monotonic()
+        write_decision(p.stack, 2, ListName.PRIMARY, "failback")
+        followed_failback = await follow(p, phase, lambda mid: mid in primary.messages)
+        failback_s = time.monotonic() - t_failback
+        after_failback = await phase(15)
+        await wait_until(lambda: set(after_failback) <= primary.messages, 60, "failback phase", p.logs)
+        await asyncio.sleep(1)
+        events = delivery_events(p.stack.bootstrap, p.stack.registry_url)
+    finally:
+        await primary.stop()
+        await secondary.stop()
+
+    mine = [e for e in events if e["subscription_id"] == SUB]
+    # every message delivered exactly once as far as we know (one `delivered` event), the same webhook-id
+    # at both endpoints: a receiver behind both can drop the second copy
+    delivered = Counter(e["message_id"] for e in mine if e["state"] == "delivered")
+    everything = (
+        warm + unavailable + slow + followed_failover + after_failover + followed_failback + after_failback
+    )
+    assert all(delivered[m] == 1 for m in everything), {
+        m: delivered[m] for m in everything if delivered[m] != 1
+    }
+    for ep in (primary, secondary):
+        assert ep.bad_signatures == 0  # each endpoint verified with its own secret
+        assert all(h.webhook_id in set(everything) for h in ep.hits)
+
+    # reached both: only where the primary's attempt had no known outcome (it timed out)
+    both = primary.messages & secondary.messages
+    unknown = {
+        e["message_id"]
+        for e in mine
+        if e["state"] == "failed" and e["failure"] == "timeout" and e["route_id"] == f"{SUB}.main"
+    }
+    assert both <= unknown, both - unknown
+    assert both == set(slow), "the primary processed each timed-out message late: those reached both"
+    print(f"\nreached both endpoints: {len(both)} of {len(everything)}, all after a timeout at the primary")
+
+    # the local rule: 503 -> the secondary in the same call (attempt 2, no retry delay)
+    wait_ms = []
+    for mid in unavailable:
+        h = [e for e in mine if e["message_id"] == mid]
+        assert [(e["state"], e["route_id"]) for e in h if e["state"] != "queued"] == [
+            ("sent", f"{SUB}.main"),
+            ("retry_scheduled", f"{SUB}.main"),
+            ("delivered", f"{SUB}.dr"),
+        ], h
+        wait_ms.append((h[-1]["ts"] - h[1]["ts"]).total_seconds() * 1000)
+    print(
+        f"503 at the primary -> delivered at the secondary: median {statistics.median(wait_ms):.0f} ms, "
+        f"max {max(wait_ms):.0f} ms after the 503"
+    )
+    # after the failover decision: straight to the secondary; after the failback: the primary only
+    for mid in after_failover:
+        assert [e["route_id"] for e in mine if e["message_id"] == mid and e["state"] == "delivered"] == [
+            f"{SUB}.dr"
+        ]
+        assert mid not in primary.messages
+    assert not set(after_failback) & secondary.messages
+    print(
+        f"worker followed the failover decision within {failover_s:.1f} s, "
+        f"the failback within {failback_s:.1f} s"
+    )
+    assert failover_s < 30 and failback_s < 30  # generous: hangs, not speed (figures in the docs)
+
+
+async def follow(p: Any, phase: Any, went_right: Any) -> list[str]:
+    """Send one SMS at a time until one goes where the new decision says (the worker follows the decisions
+    topic within a poll interval); every message sent meanwhile is returned, all of them must be delivered."""
+    sent: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ids = await phase(1)
+        sent += ids
+        await asyncio.sleep(0.3)
+        if ids and all(went_right(m) for m in ids):
+            return sent
+    raise AssertionError(f"the worker did not follow the decision within 60 s\n{p.logs()}")

@@ -1,0 +1,175 @@
+"""POST /v1/messages and GET /v1/messages/{id} over real HTTP, with the Kafka sink replaced by a list (the
+e2e test tests/e2e/test_outbound.py drives the same handlers against a real broker)."""
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from smsflow.api.apikeys import ApiKeyStore, Scope
+from smsflow.api.app import create_api_app
+from smsflow.api.messages import OutboundDesk, SinkUnavailable
+from smsflow.outbound.records import request_record
+from smsflow.subscriptions.holdings import Holding
+from smsflow.subscriptions.store import InMemorySubscriptionStore
+
+HOLDINGS = [Holding(owner="acme", numbers=["+85230001000"], prefixes=["+8610690"]), Holding(owner="globex")]
+
+
+class Api:
+    def __init__(self, client, desk, keys, sent):
+        self.client, self.desk, self.keys, self.sent = client, desk, keys, sent
+
+    async def post(self, token, body, key=None):
+        headers = {"Authorization": f"Bearer {token}"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        r = await self.client.post("/v1/messages", json=body, headers=headers)
+        return r.status, await r.json()
+
+    async def get(self, token, message_id):
+        r = await self.client.get(f"/v1/messages/{message_id}", headers={"Authorization": f"Bearer {token}"})
+        return r.status, await r.json()
+
+
+@pytest.fixture
+async def api():
+    store = InMemorySubscriptionStore(holdings=HOLDINGS)
+    keys = ApiKeyStore()
+    sent = []
+    down = {"now": False}
+
+    async def sink(req):
+        if down["now"]:
+            raise SinkUnavailable("broker unreachable")
+        sent.append(req)
+
+    desk = OutboundDesk(sink, store.holding_of)
+    app = create_api_app(store, keys, messages=desk)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    a = Api(client, desk, keys, sent)
+    a.down = down
+    yield a
+    await client.close()
+
+
+OTP = {"to": "+85291234567", "from": "+85230001000", "text": "Your code is 481516", "priority": "otp"}
+
+
+async def test_send_is_202_with_an_id_and_the_request_stored(api):
+    token = api.keys.issue("acme")[1]
+    status, body = await api.post(token, OTP)
+    assert status == 202 and body["id"].startswith("mt_") and body["replayed"] is False
+    (req,) = api.sent
+    assert (req.message_id, req.owner, req.to, req.sender, req.priority) == (
+        body["id"],
+        "acme",
+        "+85291234567",
+        "+85230001000",
+        "otp",
+    )
+    status, view = await api.get(token, body["id"])
+    assert status == 200 and view["status"] == "queued" and view["history"] == []
+
+
+async def test_from_must_be_held_or_alphanumeric(api):
+    token = api.keys.issue("acme")[1]
+    assert (await api.post(token, {**OTP, "from": "+8610690123"}))[0] == 202  # inside a held prefix
+    assert (await api.post(token, {**OTP, "from": "ACME"}))[0] == 202
+    status, body = await api.post(token, {**OTP, "from": "+85230001001"})
+    assert (
+        status == 422
+        and body["error"]["field"] == "from"
+        and "not one of your numbers" in body["error"]["message"]
+    )
+    # globex holds nothing: it cannot send from acme's number
+    status, body = await api.post(api.keys.issue("globex")[1], OTP)
+    assert status == 422 and body["error"]["field"] == "from"
+
+
+async def test_every_field_error_at_once(api):
+    token = api.keys.issue("acme")[1]
+    status, body = await api.post(token, {"to": "91234567", "from": "+85230001000", "text": "", "x": 1})
+    assert status == 422
+    assert {d["field"] for d in body["details"]} == {"x", "to", "text"}
+    assert api.sent == []
+
+
+async def test_idempotency_key_replays_the_first_id_and_refuses_another_body(api):
+    token = api.keys.issue("acme")[1]
+    s1, first = await api.post(token, OTP, key="order-17")
+    # the same request written differently (spaces in the number) is the same request
+    s2, again = await api.post(token, {**OTP, "to": "+852 9123 4567"}, key="order-17")
+    assert (s1, s2) == (202, 202) and again == {**first, "replayed": True}
+    assert len(api.sent) == 1
+    s3, conflict = await api.post(token, {**OTP, "text": "another"}, key="order-17")
+    assert s3 == 422 and conflict["error"]["code"] == "idempotency_conflict"
+    # keys are per owner: another owner's same key is a new request
+    api.desk.holding_of = lambda owner: HOLDINGS[0]
+    s4, other = await api.post(api.keys.issue("initech")[1], OTP, key="order-17")
+    assert s4 == 202 and other["id"] != first["id"]
+
+
+async def test_idempotency_survives_a_restart_through_the_topic(api):
+    """A new desk fed the stored request records (what the API reads back from sms.outbound.v1) replays."""
+    token = api.keys.issue("acme")[1]
+    _, first = await api.post(token, OTP, key="k1")
+    sent = []
+
+    async def sink(req):
+        sent.append(req)
+
+    fresh = OutboundDesk(sink, api.desk.holding_of)
+    for req in api.sent:
+        fresh.on_request(request_record(req))
+    again = await fresh.send("acme", OTP, "k1")
+    assert again.id == first["id"] and again.replayed and sent == []
+
+
+async def test_history_is_the_owners_only(api):
+    acme, globex = api.keys.issue("acme")[1], api.keys.issue("globex")[1]
+    _, body = await api.post(acme, OTP)
+    mid = body["id"]
+    for n, (old, new) in enumerate([("queued", "submitted"), ("submitted", "sent")], 1):
+        api.desk.on_status(
+            {
+                "event_id": f"{mid}#{n}",
+                "message_id": mid,
+                "owner": "acme",
+                "segment": None,
+                "segments_total": 1,
+                "old_state": old,
+                "new_state": new,
+                "overall": new,
+                "reason": "r",
+                "at": 1_700_000_000_000 + n,
+            }
+        )
+    status, view = await api.get(acme, mid)
+    assert status == 200 and view["status"] == "sent"
+    assert [h["new_state"] for h in view["history"]] == ["submitted", "sent"]
+    assert (await api.get(globex, mid))[0] == 404
+    assert (await api.get(acme, "mt_nope"))[0] == 404
+
+
+async def test_operator_keys_and_missing_scope_cannot_send(api):
+    admin = api.keys.issue(None)[1]
+    assert (await api.post(admin, OTP))[0] == 403
+    read_only = api.keys.issue("acme", scopes=[Scope.READ])[1]
+    assert (await api.post(read_only, OTP))[0] == 403
+
+
+async def test_kafka_down_is_503_and_nothing_is_remembered(api):
+    token = api.keys.issue("acme")[1]
+    api.down["now"] = True
+    status, body = await api.post(token, OTP, key="k2")
+    assert status == 503
+    api.down["now"] = False
+    status, body = await api.post(token, OTP, key="k2")
+    assert status == 202 and body["replayed"] is False and len(api.sent) == 1
+
+
+async def test_openapi_documents_what_is_served(api):
+    doc = await (await api.client.get("/openapi.json")).json()
+    served = {r.resource.canonical for r in api.client.app.router.routes() if r.method != "HEAD"}
+    assert served == set(doc["paths"])
+    assert "from" in doc["components"]["schemas"]["MessageSend"]["properties"]
