@@ -299,7 +299,8 @@ async def run_demo(cfg: Config, config_path: Path, opts: DemoOptions) -> int:
         if cfg.routing.policies:
             from smsflow.serde import Serde, registry_client
 
-            routes = RouteView(services.bootstrap, Serde(registry_client(services.registry_url)))
+            serde = Serde(registry_client(services.registry_url))
+            routes = RouteView(services.bootstrap, serde, [p.scope.key for p in cfg.routing.policies])
             await routes.start()
         progress = Progress()
         count = int(opts.rate * opts.duration) if opts.duration else 0
@@ -325,7 +326,9 @@ async def run_demo(cfg: Config, config_path: Path, opts: DemoOptions) -> int:
                         time.monotonic() < deadline
                     ):
                         await asyncio.sleep(0.5)
-                        live.update(progress.table(offered, smsc, rx, procs, services.zipkin_url))
+                        zipkin_url = services.zipkin_url
+                        table = progress.table(offered, smsc, rx, procs, zipkin_url, routes, fault_note)
+                        live.update(table)
                     break
                 if not all(p.alive for p in procs):
                     console.print("[red]a pipeline process died; see its log[/]")
@@ -368,5 +371,7 @@ def _inject(smsc: SimulatedSmsc, account: str, opts: DemoOptions) -> str:
     if opts.fault_for_s:
         spec["duration_s"] = opts.fault_for_s
     smsc.set_fault(account, parse_fault(spec, now=time.monotonic()))
+    if opts.primary_fault == "refuse_binds":
+        smsc.drop_now(account)  # refusing new binds leaves a bound session up: cut it, so it must re-bind
     lasting = f" for {opts.fault_for_s:g} s" if opts.fault_for_s else ""
     return f"{opts.primary_fault} on {account} (primary) at {opts.fault_after_s:g} s{lasting}"

@@ -22,8 +22,9 @@ DEMO_FAULTS: dict[str, dict[str, Any]] = {
 
 
 class RouteView:
-    def __init__(self, bootstrap: str, serde: Serde) -> None:
+    def __init__(self, bootstrap: str, serde: Serde, scopes: list[str] | None = None) -> None:
         self.serde = serde
+        self.configured = list(scopes or [])
         self.health: dict[str, dict[str, Any]] = {}
         self.scopes: dict[str, dict[str, Any]] = {}
         self.decisions = 0
@@ -64,6 +65,8 @@ class RouteView:
         for scope, d in sorted(self.scopes.items()):
             alert = " · BOTH DEGRADED" if d["both_degraded"] else ""
             out.append((f"scope {scope}", f"{d['active']} ({d['mode']}) after {d['kind']}{alert}"))
-        if self.scopes:
+        for scope in sorted(set(self.configured) - set(self.scopes)):
+            out.append((f"scope {scope}", "primary (auto), no decision yet"))
+        if self.configured or self.scopes:
             out.append(("route decisions so far", str(self.decisions)))
         return out
