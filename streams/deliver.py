@@ -44,7 +44,15 @@ from smsflow.delivery.dispatcher import BatchDispatcher
 from smsflow.delivery.effects import attempt_effects
 from smsflow.delivery.engine import DeliveryEngine
 from smsflow.delivery.events import AttemptResult, DeliveryEvent, DeliveryState
-from smsflow.delivery.failover import ActiveList, EndpointChoice, choose_endpoint, next_endpoint
+from smsflow.delivery.failover import (
+    ActiveList,
+    EndpointChoice,
+    choose_endpoint,
+    next_endpoint,
+    route_of_endpoint,
+    webhook_route_urls,
+)
+from smsflow.delivery.pings import EndpointPinger
 from smsflow.delivery.policy import EndpointCircuit
 from smsflow.delivery.readings import RetryReadings
 from smsflow.delivery.records import (
@@ -56,12 +64,14 @@ from smsflow.delivery.records import (
 )
 from smsflow.ingest.quarantine import Source, quarantine_record
 from smsflow.payload import webhook_payload
+from smsflow.routing.observations import WebhookAttempt, observation_record
 from smsflow.schemas import (
     DELIVERY_TOPIC,
     INBOUND_TOPIC,
     OPS_TOPIC,
     QUARANTINE_TOPIC,
     ROUTE_DECISIONS_TOPIC,
+    ROUTE_OBSERVATIONS_TOPIC,
     WEBHOOK_ATTEMPTS_TOPIC,
     WEBHOOK_DLQ_TOPIC,
     WEBHOOK_RETRY_TOPIC,
@@ -274,6 +284,7 @@ DELIVER_OUTPUTS = (
     WEBHOOK_ATTEMPTS_TOPIC,
     OPS_TOPIC,
     QUARANTINE_TOPIC,
+    ROUTE_OBSERVATIONS_TOPIC,
 )
 
 
@@ -331,7 +342,11 @@ class DeliverStage:
             self.circuits.append(store)
             # the double list's decisions: delivery follows each subscription's active list
             serde = self.ctx.serde
-            lists = FollowedActiveLists(self.ctx.bootstrap, lambda v: serde.decode(ROUTE_DECISIONS_TOPIC, v))
+            lists = FollowedActiveLists(
+                self.ctx.bootstrap,
+                lambda v: serde.decode(ROUTE_DECISIONS_TOPIC, v),
+                webhook_route_urls(self.ctx.config.routing),
+            )
             await lists.start()
             self.engine().active_lists = lists
             self.followers.append(lists)
@@ -344,6 +359,30 @@ class DeliverStage:
             )
             raise
         self.state_ready.set()
+
+    async def pings(self) -> None:
+        """A task: with a double-list stage configured, pings the endpoints that get no traffic now, so the
+        stage keeps judging them (a failed-over primary can be seen healthy again: smsflow.delivery.pings)."""
+        routing = self.ctx.config.routing
+        if not routing.policies:
+            return  # no stage to tell
+        await self.state_ready.wait()
+        kd = self.engine()
+        serde = self.ctx.serde
+
+        async def publish(obs: WebhookAttempt) -> None:
+            value = serde.encode(ROUTE_OBSERVATIONS_TOPIC, observation_record(obs, source="worker"))
+            await self.outputs[ROUTE_OBSERVATIONS_TOPIC].send(key=obs.route_id.encode(), value=value)
+
+        pinger = EndpointPinger(
+            kd.engine.sender,
+            kd.store.list,
+            lambda: kd.active_lists,
+            publish,
+            interval_s=routing.window.step_s,
+            route_of=route_of_endpoint(webhook_route_urls(routing)),
+        )
+        await pinger.run()
 
     async def deliver(self, stream: faust.StreamT[bytes]) -> None:
         """The agent of sms.inbound.v1: one task per event, acked once every target's outcome is durable."""

@@ -23,7 +23,7 @@ Everything here is pure (no Kafka, no clock), so the choice is unit-tested table
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from smsflow.routing.model import (
     Route,
     RouteKind,
     RoutingPolicy,
+    RoutingSection,
     Scope,
     ScopeKind,
     Thresholds,
@@ -164,6 +165,22 @@ def next_endpoint(
         if decision.healthy(route, ep.url):
             return EndpointChoice(ep, route, name, f"{why}: next route {route} ({name.value}) at once")
     return None
+
+
+def webhook_route_urls(section: RoutingSection) -> dict[str, str]:
+    """The ``routing`` config section's webhook routes: id -> URL without credentials. A policy written in
+    the config names a subscription's endpoints by these ids; delivery matches them to endpoints by URL."""
+    return {r.id: redact_url(r.url) for r in section.routes if r.kind is RouteKind.WEBHOOK and r.url}
+
+
+def route_of_endpoint(route_urls: Mapping[str, str]) -> Callable[[Subscription, WebhookEndpoint], str]:
+    """Names an endpoint's route as the health stage knows it: the config route with its URL, else its own."""
+    by_url = {url: route for route, url in route_urls.items()}
+
+    def route_of(sub: Subscription, endpoint: WebhookEndpoint) -> str:
+        return by_url.get(redact_url(endpoint.url), sub.route_id(endpoint.id))
+
+    return route_of
 
 
 def subscription_routes(sub: Subscription) -> list[Route]:

@@ -35,6 +35,7 @@ from tests.e2e.test_webhook_failures import (
     put_subscriptions,
     wait_until,
 )
+from tests.kafka_read import avro_values
 
 pytestmark = pytest.mark.e2e
 
@@ -233,3 +234,130 @@ async def follow(p: Any, phase: Any, went_right: Any) -> list[str]:
         if ids and all(went_right(m) for m in ids):
             return sent
     raise AssertionError(f"the worker did not follow the decision within 60 s\n{p.logs()}")
+
+
+STAGE_SUB = "sub-staged"
+STAGE_SCOPE = f"subscription:{STAGE_SUB}"
+WINDOW = {"size_s": 10, "step_s": 2}  # short windows keep the scenario near a minute
+HOLD_DOWN_S = 10
+
+
+def decisions_of(stack: Any, scope: str) -> list[dict[str, Any]]:
+    return [
+        d
+        for d in avro_values(stack.bootstrap, stack.registry_url, ROUTE_DECISIONS_TOPIC)
+        if d["scope"] == scope
+    ]
+
+
+async def test_the_stage_fails_over_on_503s_and_fails_back_after_the_hold_down(pipeline) -> None:
+    """With the double-list stage running: the primary endpoint answers 503 -> the stage decides failover,
+    then messages go straight to the secondary; the primary recovers (seen through the pings, since it gets no
+    traffic) -> failback only once it has been healthy for the hold-down."""
+    behaviour = Switchable()
+    primary, secondary = ScriptedEndpoint("primary", behaviour), ScriptedEndpoint("secondary", ok)
+    await primary.start()
+    await secondary.start()
+    try:
+        routing = {
+            "window": WINDOW,
+            "routes": [
+                {"id": "hook-p", "kind": "webhook", "url": primary.url},
+                {"id": "hook-s", "kind": "webhook", "url": secondary.url},
+            ],
+            "policies": [
+                {
+                    "scope": STAGE_SCOPE,
+                    "primary": ["hook-p"],
+                    "secondary": ["hook-s"],
+                    "hold_down_s": HOLD_DOWN_S,
+                }
+            ],
+        }
+        p = await pipeline(carriers=1, routing=routing, webhooks={"retry_delays_s": [0, 0.5, 1, 2]})
+        p.start()
+        await p.smsc.wait_bound(60)
+        sub = Subscription(
+            id=STAGE_SUB,
+            owner="operator",
+            url=primary.url,
+            secrets=[SigningSecret.new(primary.secret)],
+            timeout_seconds=TIMEOUT_S,
+            endpoints=[
+                WebhookEndpoint(
+                    id="dr",
+                    role=ListName.SECONDARY,
+                    url=secondary.url,
+                    secrets=[SigningSecret.new(secondary.secret)],
+                )
+            ],
+        )
+        await put_subscriptions(p, [sub])
+        mix = TrafficMix(seed=13, multipart_ratio=0.0)
+        await feed(p, mix, 3, rate=5)
+        await wait_until(lambda: len(primary.messages) >= 1, 60, "warm-up at the primary", p.logs)
+
+        # the primary fails: the local rule carries each message to the secondary until the stage decides
+        behaviour.mode = "503"
+        t_fault = time.monotonic()
+        failover: list[dict[str, Any]] = []
+
+        async def traffic_until(cond: Any, what: str, timeout: float) -> None:
+            deadline = time.monotonic() + timeout
+            while not cond():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no {what} within {timeout}s\n{p.logs()}")
+                await feed(p, mix, 3, rate=6)  # 6 SMS/s: enough attempts for the window's rates
+
+        def decided(kind: str) -> bool:
+            failover[:] = [d for d in decisions_of(p.stack, STAGE_SCOPE) if d["kind"] == kind]
+            return bool(failover)
+
+        await traffic_until(lambda: decided("failover"), "failover decision", 90)
+        switch_s = time.monotonic() - t_fault
+        assert failover[0]["active"] == "secondary" and "primary" in failover[0]["reason"]
+
+        # after the decision: messages start on the secondary, the primary sees pings only
+        await asyncio.sleep(1)
+        hits_before = len(primary.hits)
+        before = len(p.receiver.log.messages)
+        await feed(p, mix, 10, rate=5)
+        await p.wait_delivered(before + 10, 60)
+        after_failover = list(p.receiver.log.messages)[before:]
+        await wait_until(lambda: set(after_failover) <= secondary.messages, 60, "after failover", p.logs)
+        straight = [h for h in primary.hits[hits_before:] if not h.webhook_id.startswith("ping_")]
+        assert not straight, "no message tried the primary once the stage failed over"
+
+        # the primary recovers: the pings show it healthy; failback only after the hold-down
+        behaviour.mode = "ok"
+        t_recovered = time.monotonic()
+        failback: list[dict[str, Any]] = []
+
+        def failed_back() -> bool:
+            failback[:] = [d for d in decisions_of(p.stack, STAGE_SCOPE) if d["kind"] == "failback"]
+            return bool(failback)
+
+        await wait_until(failed_back, 120, "failback decision", p.logs)
+        failback_s = time.monotonic() - t_recovered
+        pings = [h for h in primary.hits if h.webhook_id.startswith("ping_")]
+        assert pings, "the idle primary was pinged"
+        before = len(p.receiver.log.messages)
+        await asyncio.sleep(1)
+        await feed(p, mix, 5, rate=5)
+        await p.wait_delivered(before + 5, 60)
+        after_failback = list(p.receiver.log.messages)[before:]
+        await wait_until(lambda: set(after_failback) <= primary.messages, 60, "after failback", p.logs)
+    finally:
+        await primary.stop()
+        await secondary.stop()
+
+    # failback waited for the hold-down (the primary healthy that long), and one failover, one failback
+    assert failback_s >= HOLD_DOWN_S
+    kinds = [d["kind"] for d in decisions_of(p.stack, STAGE_SCOPE)]
+    assert kinds.count("failover") == 1 and kinds.count("failback") == 1, kinds
+    print(
+        f"\nstage (window {WINDOW['size_s']} s / step {WINDOW['step_s']} s, hold-down {HOLD_DOWN_S} s): "
+        f"503s -> failover decision in {switch_s:.1f} s; "
+        f"primary healthy again -> failback in {failback_s:.1f} s; "
+        f"{len(pings)} pings to the idle primary"
+    )

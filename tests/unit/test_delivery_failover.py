@@ -441,3 +441,23 @@ async def test_pings_go_to_the_endpoints_without_traffic_and_report_their_health
     ((headers, body, _),) = primary.requests
     ping = Webhook(sub.secrets[0].value.get_secret_value()).verify(body, headers)
     assert ping["type"] == "smsflow.ping" and headers["webhook-id"].startswith("ping_sub_1.main_")
+
+
+def test_config_webhook_routes_name_endpoints_by_url():
+    from smsflow.delivery.failover import route_of_endpoint, webhook_route_urls
+    from smsflow.routing.model import parse_policies
+
+    section = parse_policies(
+        {
+            "routes": [
+                {"id": "hook-1", "kind": "webhook", "url": "https://u:pw@a.example/hook"},
+                {"id": "hk-a", "kind": "carrier", "carrier": "c1", "pool": ["+8526"]},
+            ]
+        }
+    )
+    urls = webhook_route_urls(section)
+    assert urls == {"hook-1": "https://a.example/hook"}  # never the credentials
+    route_of = route_of_endpoint(urls)
+    sub = two_lists()
+    assert route_of(sub, sub.main_endpoint) == "hook-1"  # the stage knows the main endpoint as hook-1
+    assert route_of(sub, sub.endpoint("s1")) == "sub_1.s1"
