@@ -29,7 +29,7 @@ from bench.e2e import _fresh_dir, log, machine, percentiles
 from bench.kannel import _free_port as free_port
 from devkit.simulator.smsc import SimulatedSmsc
 
-PASSWORD = "bench-pass"
+PASSWORD = "benchpw"  # SMPP 3.4 passwords hold at most 8 octets
 SENDER = "+85230009000"
 
 
