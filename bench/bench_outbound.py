@@ -29,7 +29,7 @@ from bench.e2e import _fresh_dir, log, machine, percentiles
 from bench.kannel import _free_port as free_port
 from devkit.simulator.smsc import SimulatedSmsc
 
-PASSWORD = "bench-pass"
+PASSWORD = "benchpw"  # SMPP 3.4 passwords hold at most 8 octets
 SENDER = "+85230009000"
 
 
@@ -67,6 +67,7 @@ async def run(count: int, rate: float, workdir: Path) -> dict[str, Any]:
     from devkit.local.kafka import LocalKafka
     from devkit.registry import RegistryThread
     from smsflow.api.apikeys import ApiKeyStore
+    from smsflow.subscriptions.secretbox import ENV_KEYS, SecretBox
     from smsflow.topics import ensure_topics, load_manifest
 
     await asyncio.to_thread(_fresh_dir, workdir)
@@ -111,8 +112,11 @@ async def run(count: int, rate: float, workdir: Path) -> dict[str, Any]:
         }
         path = workdir / "config.yaml"
         path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+        secrets = {ENV_KEYS: f"bench:{SecretBox.generate_key()}"}  # the API stores subscriptions sealed
         env = child_env(
-            kafka.bootstrap, registry_url, {"BENCH_SMPP_PASSWORD": PASSWORD, "BENCH_ADMIN_KEY": admin}
+            kafka.bootstrap,
+            registry_url,
+            {"BENCH_SMPP_PASSWORD": PASSWORD, "BENCH_ADMIN_KEY": admin, **secrets},
         )
         for role in ("worker", "connector", "api"):
             p = RoleProcess(role, [role, "--config", str(path)], env, workdir / "logs" / f"{role}.log")

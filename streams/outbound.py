@@ -129,6 +129,8 @@ class OutboundStage:
         self.punctuation = punctuation
         self.punctuation_name = punctuation.get_topic_name()
         self.receipt_index = ReceiptIndex(ctx.bootstrap)
+        self.index_ready = asyncio.Event()
+        self._index_ready_at = 0.0
         self.id_forms = {c.id: c.receipts.id_form for c in ctx.config.carriers}
 
     async def _send(self, topic: str, key: str, value: bytes) -> None:
@@ -241,6 +243,8 @@ class OutboundStage:
 
     async def follow_ledger(self) -> None:
         await self.receipt_index.follower.start(120.0)
+        self._index_ready_at = time.time()
+        self.index_ready.set()
 
     async def stop(self, app: Any, **kwargs: Any) -> None:
         await self.receipt_index.follower.stop()
@@ -269,9 +273,11 @@ class OutboundStage:
         )
         form = self.id_forms.get(carrier, "auto")
         at = _ms(rec["received_at"])
-        # counted from the receipt's arrival, not from now: a backlog of receipts nobody can match (MTs
-        # another platform sent) is older than that and waits no more
-        deadline = at / 1000 + RECEIPT_LOOKUP_S
+        # nothing is judged on a half-read ledger (a restarted worker reads receipts before it has read the
+        # outcomes they name); then the wait counts from the receipt's arrival, not from now, so a backlog
+        # of receipts nobody can match (MTs another platform sent) waits no more
+        await self.index_ready.wait()
+        deadline = max(at / 1000 + RECEIPT_LOOKUP_S, self._index_ready_at + 1.0)
         while True:
             found = self.receipt_index.index.match(carrier, info, form)
             if isinstance(found, Matched) or time.time() >= deadline:

@@ -46,6 +46,9 @@ def test_manifest_declares_every_topic() -> None:
         "sms.routes.decisions.v1",
         "sms.outbound.v1",
         "sms.outbound.status.v1",
+        "sms.outbound.submit.v1",
+        "sms.outbound.ledger.v1",
+        "sms.outbound.receipts.unmatched.v1",
         "sms.ops.events.v1",
         "_schemas",
     }
