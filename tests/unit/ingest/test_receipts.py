@@ -66,7 +66,7 @@ def test_count_reading_refuses_what_is_not_a_plain_counter() -> None:
 
 def test_parse_receipt_of_digits_beyond_pythons_int_limit() -> None:
     info = parse_receipt("id:" + "1" * 5000 + " sub:" + "9" * 5000, None, None, None)
-    assert info.submitted is None and len(info.message_id) == MAX_MESSAGE_ID_CHARS
+    assert info["submitted"] is None and len(info["message_id"]) == MAX_MESSAGE_ID_CHARS
 
 
 # ---- telling receipts apart, and what a receipt record says ---------------------------------------------
