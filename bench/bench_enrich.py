@@ -86,7 +86,7 @@ def enrich_message(text: str, source: Address, destination: Address, region: str
 
 
 # Texts that took seconds to minutes before the patterns were made linear and the scan bounded
-# (docs/enrichment.md, "Bounded work"); the same shapes are asserted in tests/unit/test_enrich_bounded.py.
+# (docs/enrichment.md, "Bounded work"); the same shapes are asserted in tests/unit/enrich/test_bounded.py.
 HOSTILE = {
     "65 KB letters then @": "a" * 64_999 + "@",
     "65 KB one Cyrillic word": "Ё" * 65_000,

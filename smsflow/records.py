@@ -83,11 +83,10 @@ class InboundMessage(TypedDict):
     udh_elements: list[UdhElement]
 
 
-class DeliveryReceipt(TypedDict):
-    """``sms.receipts.v1`` (schemas/delivery_receipt.avsc): a carrier's delivery receipt, told apart in
-    ingest."""
+class ReceiptReading(TypedDict):
+    """What a delivery receipt says of the MT it reports on, read from its TLVs and its ``id:… stat:…`` text
+    (``smsflow.ingest.receipts.parse_receipt``); every field fits the schema whatever the carrier wrote."""
 
-    receipt_id: str
     message_id: str
     message_id_decimal: str | None
     state: str
@@ -97,6 +96,13 @@ class DeliveryReceipt(TypedDict):
     submit_date: str | None
     done_date: str | None
     text: str | None
+
+
+class DeliveryReceipt(ReceiptReading):
+    """``sms.receipts.v1`` (schemas/delivery_receipt.avsc): a carrier's delivery receipt, told apart in
+    ingest: its reading, and which receipt it is, from and to whom, over which carrier and route, when."""
+
+    receipt_id: str
     from_number: str
     to_number: str
     esm_class: int

@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -33,7 +33,6 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import Message
 
 from smsflow.compacted import CompactedFollower
-from smsflow.ingest.receipts import ReceiptInfo
 from smsflow.outbound.correlation import Matched, SegmentRef, SubmitIndex, resp_key
 from smsflow.outbound.encode import EncodeError, encode_message, segments_needed
 from smsflow.outbound.records import request_from_record
@@ -51,6 +50,7 @@ from smsflow.outbound.submission import (
     read_ledger,
 )
 from smsflow.outbound.tracking import Track, begin, expire, fold
+from smsflow.records import DeliveryReceipt
 from smsflow.schemas import OUTBOUND_STATUS_TOPIC, OUTBOUND_TOPIC, RECEIPTS_TOPIC
 from streams.context import StreamContext
 from streams.punctuation import punctuate_owned
@@ -260,17 +260,7 @@ class OutboundStage:
 
     async def _match(self, rec: dict[str, Any]) -> None:
         carrier = str(rec["carrier_id"])
-        info = ReceiptInfo(
-            message_id=str(rec["message_id"]),
-            message_id_decimal=rec.get("message_id_decimal"),
-            state=str(rec["state"]),
-            error_code=rec.get("error_code"),
-            submitted=None,
-            delivered=None,
-            submit_date=None,
-            done_date=None,
-            text=None,
-        )
+        info = cast(DeliveryReceipt, rec)
         form = self.id_forms.get(carrier, "auto")
         at = _ms(rec["received_at"])
         # nothing is judged on a half-read ledger (a restarted worker reads receipts before it has read the
@@ -286,15 +276,15 @@ class OutboundStage:
         if isinstance(found, Matched):
             ref = found.segment
             match = ReceiptMatch(
-                ref.message_id, ref.seq, at, info.state, info.error_code, carrier, info.message_id
+                ref.message_id, ref.seq, at, info["state"], info["error_code"], carrier, info["message_id"]
             )
             await self._send(LEDGER_TOPIC, ref.message_id, ledger_value(match))
             return
         doc = {
             "carrier_id": carrier,
             "receipt_id": rec["receipt_id"],
-            "message_id": info.message_id,
-            "state": info.state,
+            "message_id": info["message_id"],
+            "state": info["state"],
             "received_at": at,
             "reason": found.reason,
         }

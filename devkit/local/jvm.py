@@ -1,5 +1,6 @@
 """What every locally run JVM service shares: jars fetched from Maven Central into a cache, free ports,
-and a child process that is stopped politely, then firmly.
+and ``LocalService``, the launcher of a child process that is found again by its saved pid and stopped
+politely, then firmly.
 
 The cache lives in ``<repo>/.work`` (git-ignored) unless ``SMSFLOW_CACHE`` names another folder; jars go to
 ``<cache>/jars/<name>-<version>/``. A fetch is idempotent: a folder is complete once it holds a marker
@@ -18,8 +19,11 @@ import signal
 import socket
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from rich.console import Console
 
@@ -194,3 +198,112 @@ def tail(path: Path, lines: int = 40) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return f"(no {path})"
+
+
+class LocalService(ABC):
+    """One service run as a child process with its files under ``home``: started, found again from another
+    process by the pid it saved (and the mark in that process's command line, so a recycled pid is not
+    taken for it), waited for, stopped.
+
+    A service says what it is (``what``), how it starts (``start``, ending in ``_launch``), when it is ready
+    (``wait_ready``), where its pid is kept (``_saved_pid``/``_save_pid``) and what its logs say (``_logs``).
+    """
+
+    what = "service"
+    stop_timeout_s = 30.0
+
+    def __init__(self, home: Path, *, die_with_parent: bool = True) -> None:
+        self.home = Path(home).resolve()
+        self.die_with_parent = die_with_parent
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- what each service says ---------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def cmdline_mark(self) -> str:
+        """A string in the command line of this service's process, and of no other."""
+
+    @abstractmethod
+    def _saved_pid(self) -> int | None: ...
+
+    @abstractmethod
+    def _save_pid(self, pid: int | None) -> None:
+        """Keep ``pid`` where another process finds it (None: the service is stopped)."""
+
+    @abstractmethod
+    def _logs(self) -> str:
+        """The end of the service's logs, for an error message."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start the service (returns at once, ends in ``_launch``); refuse if it runs already."""
+
+    @abstractmethod
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the service answers; raise LocalServiceError if it died (_raise_if_dead) or hung."""
+
+    # -- the launcher --------------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        if self._proc is not None:
+            return self._proc.pid if self._proc.poll() is None else None
+        saved = self._saved_pid()
+        if saved and pid_alive(saved) and self.cmdline_mark in pid_cmdline(saved):
+            return saved
+        return None
+
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    def _refuse_if_running(self) -> None:
+        if self.is_running():
+            raise LocalServiceError(f"{self.what} already runs from {self.home} (pid {self.pid})")
+
+    def _launch(
+        self, cmd: Sequence[str], *, log_file: Path, env: Mapping[str, str], ports: Sequence[int]
+    ) -> None:
+        """Start ``cmd`` (returns at once) once no other process holds one of ``ports``."""
+        for port in ports:
+            if port_open("127.0.0.1", port):
+                raise LocalServiceError(
+                    f"port {port} is already taken; pick other ports or stop what uses it"
+                )
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._proc = spawn(cmd, log_file=log_file, env=env, die_with_parent=self.die_with_parent)
+        self._save_pid(self._proc.pid)
+
+    def _raise_if_dead(self) -> None:
+        """While waiting for readiness: a service that exited will never be ready; say why."""
+        if self._proc is not None and self._proc.poll() is not None:
+            code = self._proc.returncode
+            self._proc = None
+            raise LocalServiceError(f"{self.what} exited with code {code}\n{self._logs()}")
+
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM (a clean shutdown), then SIGKILL after ``timeout``. No-op when not running."""
+        self._end(force=False, timeout=self.stop_timeout_s if timeout is None else timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed or closed cleanly."""
+        self._end(force=True, timeout=10.0)
+
+    def _end(self, *, force: bool, timeout: float) -> None:
+        pid = self.pid
+        if pid is not None:
+            terminate(pid, proc=self._proc, timeout=timeout, force=force)
+        self._proc = None
+        self._save_pid(None)
+
+    def __enter__(self) -> Self:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

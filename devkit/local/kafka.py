@@ -24,21 +24,17 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import TracebackType
 
 from devkit.local.jvm import (
     INFRA_DIR,
+    LocalService,
     LocalServiceError,
     cache_root,
     free_port,
     java_executable,
     maven_fetch,
-    pid_alive,
-    pid_cmdline,
     port_open,
-    spawn,
     tail,
-    terminate,
 )
 
 KAFKA_VERSION = "4.1.1"
@@ -69,8 +65,10 @@ class _State:
     pid: int | None = None
 
 
-class LocalKafka:
+class LocalKafka(LocalService):
     """One single-node Kafka broker with its data and logs under ``home``."""
+
+    what = "broker"
 
     def __init__(
         self,
@@ -82,11 +80,9 @@ class LocalKafka:
         jars_dir: Path | None = None,
         die_with_parent: bool = True,
     ) -> None:
-        self.home = Path(home).resolve()
+        super().__init__(home, die_with_parent=die_with_parent)
         self.jars_dir = jars_dir or kafka_jars_dir()
         self.heap = heap
-        self.die_with_parent = die_with_parent
-        self._proc: subprocess.Popen[bytes] | None = None
         saved = self._load_state()
         self.port = port or (saved.port if saved else free_port())
         self.controller_port = controller_port or (saved.controller_port if saved else free_port())
@@ -117,21 +113,8 @@ class LocalKafka:
         return self.logs_dir / "kafka.out"
 
     @property
-    def pid(self) -> int | None:
-        if self._proc is not None:
-            return self._proc.pid if self._proc.poll() is None else None
-        saved = self._load_state()
-        if (
-            saved
-            and saved.pid
-            and pid_alive(saved.pid)
-            and str(self.properties_file) in pid_cmdline(saved.pid)
-        ):
-            return saved.pid
-        return None
-
-    def is_running(self) -> bool:
-        return self.pid is not None
+    def cmdline_mark(self) -> str:
+        return str(self.properties_file)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def fetch(self) -> Path:
@@ -174,16 +157,12 @@ class LocalKafka:
 
     def start(self) -> None:
         """Start the broker JVM (returns at once; call wait_ready). Fetches and formats first if needed."""
-        if self.is_running():
-            raise LocalServiceError(f"a broker already runs on {self.home} (pid {self.pid})")
+        self._refuse_if_running()
         self.fetch()
         if not (self.data_dir / "meta.properties").is_file():
             self.format()
         else:
             self._write_properties()
-        for p in (self.port, self.controller_port):
-            if port_open("127.0.0.1", p):
-                raise LocalServiceError(f"port {p} is already taken; pick other ports or stop what uses it")
         cmd = [
             java_executable(),
             f"-Xmx{self.heap}",
@@ -199,8 +178,7 @@ class LocalKafka:
             str(self.properties_file),
         ]
         env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_OPTS", "KAFKA_HEAP_OPTS")}
-        self._proc = spawn(cmd, log_file=self.console_log, env=env, die_with_parent=self.die_with_parent)
-        self._save_state(pid=self._proc.pid)
+        self._launch(cmd, log_file=self.console_log, env=env, ports=(self.port, self.controller_port))
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until the broker answers a metadata request and lists itself; raise if it died or hung."""
@@ -231,50 +209,20 @@ class LocalKafka:
                 )
             time.sleep(0.2)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Controlled shutdown (SIGTERM), then SIGKILL after ``timeout``. No-op when not running."""
-        self._end(force=False, timeout=timeout)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would: nothing is flushed or closed cleanly."""
-        self._end(force=True, timeout=10.0)
-
     def restart(self, timeout: float = 60.0) -> None:
         """Stop (cleanly) and start again on the same data, ports and cluster id; waits until ready."""
         self.stop()
         self.start()
         self.wait_ready(timeout)
 
-    def __enter__(self) -> LocalKafka:
-        self.fetch()
-        self.format()
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     # -- internals ---------------------------------------------------------------------------------------
-    def _end(self, *, force: bool, timeout: float) -> None:
-        pid = self.pid
-        if pid is not None:
-            terminate(pid, proc=self._proc, timeout=timeout, force=force)
-        self._proc = None
-        if (self.home / _STATE_FILE).is_file():
-            self._save_state(pid=None)
+    def _saved_pid(self) -> int | None:
+        saved = self._load_state()
+        return saved.pid if saved else None
 
-    def _raise_if_dead(self) -> None:
-        if self._proc is not None and self._proc.poll() is not None:
-            code = self._proc.returncode
-            self._proc = None
-            raise LocalServiceError(f"broker exited with code {code}\n{self._logs()}")
+    def _save_pid(self, pid: int | None) -> None:
+        if pid is not None or (self.home / _STATE_FILE).is_file():
+            self._save_state(pid=pid)
 
     def _logs(self) -> str:
         return (

@@ -13,27 +13,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 from devkit.local.jvm import (
     INFRA_DIR,
+    LocalService,
     LocalServiceError,
     cache_root,
     free_port,
     java_executable,
     maven_fetch,
-    pid_alive,
-    pid_cmdline,
-    port_open,
-    spawn,
     tail,
-    terminate,
 )
 
 ZIPKIN_VERSION = "3.6.1"
@@ -46,18 +40,19 @@ def zipkin_jars_dir() -> Path:
     return cache_root() / "jars" / f"zipkin-{ZIPKIN_VERSION}"
 
 
-class LocalZipkin:
+class LocalZipkin(LocalService):
     """One Zipkin server; ``home`` holds its log and pid file (storage is in memory)."""
+
+    what = "zipkin"
+    stop_timeout_s = 20.0
 
     def __init__(
         self, home: Path, port: int | None = None, *, heap: str = "256m", die_with_parent: bool = True
     ) -> None:
-        self.home = Path(home).resolve()
+        super().__init__(home, die_with_parent=die_with_parent)
         self.port = port or free_port()
         self.heap = heap
-        self.die_with_parent = die_with_parent
         self.jars_dir = zipkin_jars_dir()
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -72,14 +67,8 @@ class LocalZipkin:
         return self.jars_dir / f"zipkin-server-{ZIPKIN_VERSION}-exec.jar"
 
     @property
-    def pid(self) -> int | None:
-        if self._proc is not None:
-            return self._proc.pid if self._proc.poll() is None else None
-        try:
-            pid = int((self.home / _PID_FILE).read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if pid_alive(pid) and "zipkin-server" in pid_cmdline(pid) else None
+    def cmdline_mark(self) -> str:
+        return "zipkin-server"
 
     def fetch(self) -> Path:
         """Download the exec jar once (Maven, into the cache)."""
@@ -92,11 +81,8 @@ class LocalZipkin:
         return self.jar
 
     def start(self) -> None:
-        if self.pid is not None:
-            raise LocalServiceError(f"zipkin already runs from {self.home} (pid {self.pid})")
+        self._refuse_if_running()
         self.fetch()
-        if port_open("127.0.0.1", self.port):
-            raise LocalServiceError(f"port {self.port} is already taken")
         env = {k: v for k, v in os.environ.items() if k in _ENV_KEEP}
         env.update({"STORAGE_TYPE": "mem", "QUERY_PORT": str(self.port), "SELF_TRACING_ENABLED": "false"})
         cmd = [
@@ -114,17 +100,14 @@ class LocalZipkin:
             "--logging.level.root=WARN",
             "--logging.level.zipkin2=INFO",
         ]
-        self.home.mkdir(parents=True, exist_ok=True)
-        self._proc = spawn(cmd, log_file=self.log_file, env=env, die_with_parent=self.die_with_parent)
-        (self.home / _PID_FILE).write_text(f"{self._proc.pid}\n")
+        self._launch(cmd, log_file=self.log_file, env=env, ports=(self.port,))
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Block until GET /health answers UP."""
         deadline = time.monotonic() + timeout
         last: object = "no answer"
         while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise LocalServiceError(f"zipkin exited with {self._proc.returncode}\n{tail(self.log_file)}")
+            self._raise_if_dead()
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as resp:
                     if resp.status == 200 and b'"UP"' in resp.read():
@@ -137,26 +120,20 @@ class LocalZipkin:
             f"zipkin not ready on {self.url} in {timeout:.0f}s ({last})\n{tail(self.log_file)}"
         )
 
-    def stop(self, timeout: float = 20.0) -> None:
-        pid = self.pid
-        if pid is not None:
-            terminate(pid, proc=self._proc, timeout=timeout)
-        self._proc = None
-        (self.home / _PID_FILE).unlink(missing_ok=True)
-
-    def __enter__(self) -> LocalZipkin:
-        self.start()
+    def _saved_pid(self) -> int | None:
         try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+            return int((self.home / _PID_FILE).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _save_pid(self, pid: int | None) -> None:
+        if pid is None:
+            (self.home / _PID_FILE).unlink(missing_ok=True)
+        else:
+            (self.home / _PID_FILE).write_text(f"{pid}\n")
+
+    def _logs(self) -> str:
+        return tail(self.log_file)
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ from devkit.registry.store import (
     SCHEMAS_TOPIC,
     KafkaSchemaStore,
     RegistryError,
+    SubjectVersion,
     schema_not_found,
 )
 
@@ -114,8 +115,22 @@ async def schema_types(request: web.Request) -> web.Response:
     return _json(["AVRO"])
 
 
+async def _schema_of_id(request: web.Request) -> tuple[AvroSchema, str]:
+    """The schema and its type for the ``{id}`` in the path (404 when no schema has it)."""
+    return await asyncio.to_thread(_store(request).schema_by_id, _schema_id(request))
+
+
+async def _versions_of_id(request: web.Request) -> list[SubjectVersion]:
+    """Where the ``{id}`` in the path is registered, narrowed to ``?subject=`` when given."""
+    found = await asyncio.to_thread(
+        _store(request).versions_of_id, _schema_id(request), _flag(request, "deleted")
+    )
+    subject = request.query.get("subject")
+    return [v for v in found if subject in (None, v.subject)]
+
+
 async def schema_by_id(request: web.Request) -> web.Response:
-    schema, schema_type = await asyncio.to_thread(_store(request).schema_by_id, _schema_id(request))
+    schema, schema_type = await _schema_of_id(request)
     out: dict[str, Any] = {"schema": schema.text}
     if schema_type != "AVRO":
         out["schemaType"] = schema_type
@@ -123,25 +138,17 @@ async def schema_by_id(request: web.Request) -> web.Response:
 
 
 async def schema_text_by_id(request: web.Request) -> web.Response:
-    schema, _ = await asyncio.to_thread(_store(request).schema_by_id, _schema_id(request))
+    schema, _ = await _schema_of_id(request)
     return _json(json.loads(schema.text))
 
 
 async def schema_id_versions(request: web.Request) -> web.Response:
-    found = await asyncio.to_thread(
-        _store(request).versions_of_id, _schema_id(request), _flag(request, "deleted")
-    )
-    subject = request.query.get("subject")
-    pairs = [{"subject": v.subject, "version": v.version} for v in found if subject in (None, v.subject)]
+    pairs = [{"subject": v.subject, "version": v.version} for v in await _versions_of_id(request)]
     return _json(_page(pairs, request))
 
 
 async def schema_id_subjects(request: web.Request) -> web.Response:
-    found = await asyncio.to_thread(
-        _store(request).versions_of_id, _schema_id(request), _flag(request, "deleted")
-    )
-    subject = request.query.get("subject")
-    return _json(_page(sorted({v.subject for v in found if subject in (None, v.subject)}), request))
+    return _json(_page(sorted({v.subject for v in await _versions_of_id(request)}), request))
 
 
 async def schema_by_guid(request: web.Request) -> web.Response:
@@ -181,27 +188,24 @@ async def lookup(request: web.Request) -> web.Response:
     return _json(found.as_json())
 
 
-async def get_version(request: web.Request) -> web.Response:
-    found = await asyncio.to_thread(
-        _store(request).get_version,
-        request.match_info["subject"],
-        request.match_info["version"],
-        _flag(request, "deleted"),
+async def _version(request: web.Request, deleted: bool = False) -> SubjectVersion:
+    """The version the path names (``/subjects/{subject}/versions/{version}``; 404 when there is none)."""
+    return await asyncio.to_thread(
+        _store(request).get_version, request.match_info["subject"], request.match_info["version"], deleted
     )
+
+
+async def get_version(request: web.Request) -> web.Response:
+    found = await _version(request, deleted=_flag(request, "deleted"))
     return _json(found.as_json())
 
 
 async def get_version_schema(request: web.Request) -> web.Response:
-    found = await asyncio.to_thread(
-        _store(request).get_version, request.match_info["subject"], request.match_info["version"]
-    )
-    return _json(json.loads(found.schema))
+    return _json(json.loads((await _version(request)).schema))
 
 
 async def referenced_by(request: web.Request) -> web.Response:
-    await asyncio.to_thread(
-        _store(request).get_version, request.match_info["subject"], request.match_info["version"]
-    )
+    await _version(request)  # a 404 for a version that does not exist
     return _json([])  # references are not supported, so nothing refers to anything
 
 

@@ -421,27 +421,21 @@ class IngestProcessor:
         except TextDecodeError:
             text = ud.decode("latin-1")
         state_tlv = pdu.tlv(TlvTag.message_state)
-        info = parse_receipt(
+        reading = parse_receipt(
             text,
             receipted.rstrip(b"\x00").decode("ascii", "replace") if receipted is not None else None,
             state_tlv[0] if state_tlv else None,
             pdu.tlv(TlvTag.network_error_code),
         )
+        message_id, state = reading["message_id"], reading["state"]
         record: DeliveryReceipt = {
-            "receipt_id": f"dlr_{raw['carrier_id']}_{info.message_id}_{info.state}_{raw['received_at']}",
-            "message_id": info.message_id,
+            **reading,
+            "receipt_id": f"dlr_{raw['carrier_id']}_{message_id}_{state}_{raw['received_at']}",
             "message_id_decimal": receipt_id_decimal(
-                info.message_id,
+                message_id,
                 self.settings.receipt_id_forms.get(raw["carrier_id"], "auto"),
-                info.message_id_decimal,
+                reading["message_id_decimal"],
             ),
-            "state": info.state,
-            "error_code": info.error_code,
-            "submitted": info.submitted,
-            "delivered": info.delivered,
-            "submit_date": info.submit_date,
-            "done_date": info.done_date,
-            "text": info.text,
             "from_number": raw["source_addr"],
             "to_number": raw["destination_addr"],
             "esm_class": int(pdu.params.get("esm_class", 0)),
@@ -449,7 +443,7 @@ class IngestProcessor:
             "route_id": raw["route_id"],
             "received_at": int(raw["received_at"]),
         }
-        return Publish("receipt", info.message_id or raw["carrier_id"], record)
+        return Publish("receipt", message_id or raw["carrier_id"], record)
 
     # ---- completion, dedup, enrichment ---------------------------------------------------------------
     def _complete(

@@ -16,9 +16,9 @@ bounded Kafka key.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from smsflow.avro_range import read_count
+from smsflow.records import ReceiptReading
 
 MAX_MESSAGE_ID_CHARS = 64
 
@@ -38,19 +38,6 @@ _STATE_NAMES = set(MESSAGE_STATES.values()) | {"DELIVERED", "UNDELIVERABLE", "RE
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 _HEX_LETTER = re.compile(r"[A-Fa-f]")
 _FIELD = re.compile(r"(?P<k>id|sub|dlvrd|submit date|done date|stat|err|text)\s*:\s*", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class ReceiptInfo:
-    message_id: str
-    message_id_decimal: str | None
-    state: str
-    error_code: str | None
-    submitted: int | None
-    delivered: int | None
-    submit_date: str | None
-    done_date: str | None
-    text: str | None
 
 
 def is_receipt(esm_class: int, has_receipted_id: bool = False) -> bool:
@@ -83,7 +70,9 @@ def _decimal_of(message_id: str) -> str | None:
 
 def parse_receipt(
     text: str, receipted_message_id: str | None, message_state: int | None, network_error_code: bytes | None
-) -> ReceiptInfo:
+) -> ReceiptReading:
+    """The receipt's reading: ``receipted_message_id``, ``message_state`` and ``network_error_code`` (TLVs)
+    win over the text's ``id:``, ``stat:`` and ``err:``."""
     fields = parse_receipt_text(text) if text else {}
     mid = (receipted_message_id or fields.get("id") or "").strip()[:MAX_MESSAGE_ID_CHARS]
     state = MESSAGE_STATES.get(message_state or 0) if message_state else None
@@ -93,14 +82,14 @@ def parse_receipt(
     err = fields.get("err")
     if err is None and network_error_code and len(network_error_code) == 3:
         err = f"{network_error_code[0]}:{int.from_bytes(network_error_code[1:], 'big')}"
-    return ReceiptInfo(
-        message_id=mid,
-        message_id_decimal=_decimal_of(mid) if mid else None,
-        state=state,
-        error_code=err,
-        submitted=read_count(fields.get("sub")),
-        delivered=read_count(fields.get("dlvrd")),
-        submit_date=fields.get("submit date"),
-        done_date=fields.get("done date"),
-        text=fields.get("text"),
-    )
+    return {
+        "message_id": mid,
+        "message_id_decimal": _decimal_of(mid) if mid else None,
+        "state": state,
+        "error_code": err,
+        "submitted": read_count(fields.get("sub")),
+        "delivered": read_count(fields.get("dlvrd")),
+        "submit_date": fields.get("submit date"),
+        "done_date": fields.get("done date"),
+        "text": fields.get("text"),
+    }

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from smsflow.ingest.receipts import ReceiptInfo
+from smsflow.records import ReceiptReading
 
 IdForm = Literal["hex", "decimal", "auto"]
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -59,8 +59,8 @@ class SubmitIndex:
         """Index the id from a submit_sm_resp (its hex reading when it is hex digits, its text otherwise)."""
         return replace(self, by_key={**self.by_key, (carrier, resp_key(resp_message_id)): segment})
 
-    def match(self, carrier: str, receipt: ReceiptInfo, form: IdForm) -> Matched | Unmatched:
-        rid = receipt.message_id.strip()
+    def match(self, carrier: str, receipt: ReceiptReading, form: IdForm) -> Matched | Unmatched:
+        rid = receipt["message_id"].strip()
         if not rid:
             return Unmatched(
                 carrier, rid, "the receipt has no message id (neither the TLV nor id: in the text)"

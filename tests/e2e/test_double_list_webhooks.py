@@ -17,6 +17,8 @@ import asyncio
 import statistics
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -62,6 +64,47 @@ async def ok(n: int) -> web.Response:
     return web.Response(status=204)
 
 
+@dataclass
+class DoubleList:
+    """A primary endpoint that does what ``behaviour`` says, and a secondary one that always answers 204."""
+
+    behaviour: Switchable
+    primary: ScriptedEndpoint
+    secondary: ScriptedEndpoint
+
+    def subscription(self, sid: str) -> Subscription:
+        """The primary list is the subscription's url, the secondary list one endpoint ``dr``; each endpoint
+        verifies with its own secret."""
+        return Subscription(
+            id=sid,
+            owner="operator",  # receives whatever its filter matches (tenancy: test_tenancy.py)
+            url=self.primary.url,
+            secrets=[SigningSecret.new(self.primary.secret)],
+            timeout_seconds=TIMEOUT_S,
+            endpoints=[
+                WebhookEndpoint(
+                    id="dr",
+                    role=ListName.SECONDARY,
+                    url=self.secondary.url,
+                    secrets=[SigningSecret.new(self.secondary.secret)],
+                )
+            ],
+        )
+
+
+@pytest.fixture
+async def endpoints() -> AsyncIterator[DoubleList]:
+    behaviour = Switchable()
+    pair = DoubleList(behaviour, ScriptedEndpoint("primary", behaviour), ScriptedEndpoint("secondary", ok))
+    try:
+        await pair.primary.start()
+        await pair.secondary.start()
+        yield pair
+    finally:
+        await pair.primary.stop()
+        await pair.secondary.stop()
+
+
 def write_decision(stack: Any, n: int, active: ListName, kind: str) -> None:
     """A decision as the routes stage writes it (schemas/route_decision.avsc, key = scope)."""
     serde = Serde(registry_client(stack.registry_url))
@@ -90,84 +133,64 @@ def write_decision(stack: Any, n: int, active: ListName, kind: str) -> None:
     assert producer.flush(30) == 0
 
 
-async def test_primary_503_and_timeouts_go_to_the_secondary_and_decisions_move_traffic(pipeline) -> None:
-    behaviour = Switchable()
-    primary, secondary = ScriptedEndpoint("primary", behaviour), ScriptedEndpoint("secondary", ok)
-    await primary.start()
-    await secondary.start()
-    try:
-        p = await pipeline(carriers=1, webhooks={"retry_delays_s": [0, 0.5, 1, 2], "retry_jitter": 0.2})
-        p.start()
-        await p.smsc.wait_bound(60)
-        sub = Subscription(
-            id=SUB,
-            owner="operator",  # receives whatever its filter matches (tenancy: test_tenancy.py)
-            url=primary.url,
-            secrets=[SigningSecret.new(primary.secret)],
-            timeout_seconds=TIMEOUT_S,
-            endpoints=[
-                WebhookEndpoint(
-                    id="dr",
-                    role=ListName.SECONDARY,
-                    url=secondary.url,
-                    secrets=[SigningSecret.new(secondary.secret)],
-                )
-            ],
-        )
-        await put_subscriptions(p, [sub])
-        mix = TrafficMix(seed=11, multipart_ratio=0.0)
+async def test_primary_503_and_timeouts_go_to_the_secondary_and_decisions_move_traffic(
+    pipeline, endpoints: DoubleList
+) -> None:
+    behaviour, primary, secondary = endpoints.behaviour, endpoints.primary, endpoints.secondary
+    p = await pipeline(carriers=1, webhooks={"retry_delays_s": [0, 0.5, 1, 2], "retry_jitter": 0.2})
+    p.start()
+    await p.smsc.wait_bound(60)
+    await put_subscriptions(p, [endpoints.subscription(SUB)])
+    mix = TrafficMix(seed=11, multipart_ratio=0.0)
 
-        async def phase(count: int, rate: float = 10) -> list[str]:
-            """Feed ``count`` SMS; the ids the pipeline accepted, once the config's receiver has them."""
-            before = len(p.receiver.log.messages)
-            accepted = p.smsc.stats.logical_accepted
-            await feed(p, mix, count, rate)
-            assert await p.smsc.drain(60), p.logs()
-            await p.wait_delivered(before + p.smsc.stats.logical_accepted - accepted, 90)
-            return list(p.receiver.log.messages)[before:]
+    async def phase(count: int, rate: float = 10) -> list[str]:
+        """Feed ``count`` SMS; the ids the pipeline accepted, once the config's receiver has them."""
+        before = len(p.receiver.log.messages)
+        accepted = p.smsc.stats.logical_accepted
+        await feed(p, mix, count, rate)
+        assert await p.smsc.drain(60), p.logs()
+        await p.wait_delivered(before + p.smsc.stats.logical_accepted - accepted, 90)
+        return list(p.receiver.log.messages)[before:]
 
-        def reached(ids: list[str]) -> bool:
-            return set(ids) <= primary.messages | secondary.messages
+    def reached(ids: list[str]) -> bool:
+        return set(ids) <= primary.messages | secondary.messages
 
-        # warm-up: the primary healthy, the subscription picked up by the worker
-        warm = await phase(3)
-        await wait_until(lambda: set(warm) <= primary.messages, 60, "warm-up at the primary", p.logs)
-        assert not set(warm) & secondary.messages
+    # warm-up: the primary healthy, the subscription picked up by the worker
+    warm = await phase(3)
+    await wait_until(lambda: set(warm) <= primary.messages, 60, "warm-up at the primary", p.logs)
+    assert not set(warm) & secondary.messages
 
-        # 1. the primary answers 503: each message goes on at once to the secondary
-        behaviour.mode = "503"
-        unavailable = await phase(20)
-        await wait_until(lambda: reached(unavailable), 60, "503 phase delivered", p.logs)
-        assert set(unavailable) <= secondary.messages
-        assert not set(unavailable) & primary.messages  # a 503 is not processed: nothing reached both
+    # 1. the primary answers 503: each message goes on at once to the secondary
+    behaviour.mode = "503"
+    unavailable = await phase(20)
+    await wait_until(lambda: reached(unavailable), 60, "503 phase delivered", p.logs)
+    assert set(unavailable) <= secondary.messages
+    assert not set(unavailable) & primary.messages  # a 503 is not processed: nothing reached both
 
-        # 2. the primary times out (and processes the message late): each is delivered at the secondary
-        behaviour.mode = "slow"
-        slow = await phase(12, rate=6)
-        await wait_until(lambda: set(slow) <= secondary.messages, 60, "timeout phase delivered", p.logs)
-        await asyncio.sleep(TIMEOUT_S + 1)  # the primary's late answers land
+    # 2. the primary times out (and processes the message late): each is delivered at the secondary
+    behaviour.mode = "slow"
+    slow = await phase(12, rate=6)
+    await wait_until(lambda: set(slow) <= secondary.messages, 60, "timeout phase delivered", p.logs)
+    await asyncio.sleep(TIMEOUT_S + 1)  # the primary's late answers land
 
-        # 3. the decision moves the traffic: failover to the secondary, then failback
-        behaviour.mode = "ok"
-        t_failover = time.monotonic()
-        write_decision(p.stack, 1, ListName.SECONDARY, "failover")
-        followed_failover = await follow(
-            p, phase, lambda mid: mid in secondary.messages and mid not in primary.messages
-        )
-        failover_s = time.monotonic() - t_failover
-        after_failover = await phase(15)
-        await wait_until(lambda: set(after_failover) <= secondary.messages, 60, "failover phase", p.logs)
-        t_failback = time.monotonic()
-        write_decision(p.stack, 2, ListName.PRIMARY, "failback")
-        followed_failback = await follow(p, phase, lambda mid: mid in primary.messages)
-        failback_s = time.monotonic() - t_failback
-        after_failback = await phase(15)
-        await wait_until(lambda: set(after_failback) <= primary.messages, 60, "failback phase", p.logs)
-        await asyncio.sleep(1)
-        events = delivery_events(p.stack.bootstrap, p.stack.registry_url)
-    finally:
-        await primary.stop()
-        await secondary.stop()
+    # 3. the decision moves the traffic: failover to the secondary, then failback
+    behaviour.mode = "ok"
+    t_failover = time.monotonic()
+    write_decision(p.stack, 1, ListName.SECONDARY, "failover")
+    followed_failover = await follow(
+        p, phase, lambda mid: mid in secondary.messages and mid not in primary.messages
+    )
+    failover_s = time.monotonic() - t_failover
+    after_failover = await phase(15)
+    await wait_until(lambda: set(after_failover) <= secondary.messages, 60, "failover phase", p.logs)
+    t_failback = time.monotonic()
+    write_decision(p.stack, 2, ListName.PRIMARY, "failback")
+    followed_failback = await follow(p, phase, lambda mid: mid in primary.messages)
+    failback_s = time.monotonic() - t_failback
+    after_failback = await phase(15)
+    await wait_until(lambda: set(after_failback) <= primary.messages, 60, "failback phase", p.logs)
+    await asyncio.sleep(1)
+    events = delivery_events(p.stack.bootstrap, p.stack.registry_url)
 
     mine = [e for e in events if e["subscription_id"] == SUB]
     # every message delivered exactly once as far as we know (one `delivered` event), the same webhook-id
@@ -250,106 +273,86 @@ def decisions_of(stack: Any, scope: str) -> list[dict[str, Any]]:
     ]
 
 
-async def test_the_stage_fails_over_on_503s_and_fails_back_after_the_hold_down(pipeline) -> None:
+async def test_the_stage_fails_over_on_503s_and_fails_back_after_the_hold_down(
+    pipeline, endpoints: DoubleList
+) -> None:
     """With the double-list stage running: the primary endpoint answers 503 -> the stage decides failover,
     then messages go straight to the secondary; the primary recovers (seen through the pings, since it gets no
     traffic) -> failback only once it has been healthy for the hold-down."""
-    behaviour = Switchable()
-    primary, secondary = ScriptedEndpoint("primary", behaviour), ScriptedEndpoint("secondary", ok)
-    await primary.start()
-    await secondary.start()
-    try:
-        routing = {
-            "window": WINDOW,
-            "routes": [
-                {"id": "hook-p", "kind": "webhook", "url": primary.url},
-                {"id": "hook-s", "kind": "webhook", "url": secondary.url},
-            ],
-            "policies": [
-                {
-                    "scope": STAGE_SCOPE,
-                    "primary": ["hook-p"],
-                    "secondary": ["hook-s"],
-                    "hold_down_s": HOLD_DOWN_S,
-                }
-            ],
-        }
-        p = await pipeline(carriers=1, routing=routing, webhooks={"retry_delays_s": [0, 0.5, 1, 2]})
-        p.start()
-        await p.smsc.wait_bound(60)
-        sub = Subscription(
-            id=STAGE_SUB,
-            owner="operator",
-            url=primary.url,
-            secrets=[SigningSecret.new(primary.secret)],
-            timeout_seconds=TIMEOUT_S,
-            endpoints=[
-                WebhookEndpoint(
-                    id="dr",
-                    role=ListName.SECONDARY,
-                    url=secondary.url,
-                    secrets=[SigningSecret.new(secondary.secret)],
-                )
-            ],
-        )
-        await put_subscriptions(p, [sub])
-        mix = TrafficMix(seed=13, multipart_ratio=0.0)
-        await feed(p, mix, 3, rate=5)
-        await wait_until(lambda: len(primary.messages) >= 1, 60, "warm-up at the primary", p.logs)
+    behaviour, primary, secondary = endpoints.behaviour, endpoints.primary, endpoints.secondary
+    routing = {
+        "window": WINDOW,
+        "routes": [
+            {"id": "hook-p", "kind": "webhook", "url": primary.url},
+            {"id": "hook-s", "kind": "webhook", "url": secondary.url},
+        ],
+        "policies": [
+            {
+                "scope": STAGE_SCOPE,
+                "primary": ["hook-p"],
+                "secondary": ["hook-s"],
+                "hold_down_s": HOLD_DOWN_S,
+            }
+        ],
+    }
+    p = await pipeline(carriers=1, routing=routing, webhooks={"retry_delays_s": [0, 0.5, 1, 2]})
+    p.start()
+    await p.smsc.wait_bound(60)
+    await put_subscriptions(p, [endpoints.subscription(STAGE_SUB)])
+    mix = TrafficMix(seed=13, multipart_ratio=0.0)
+    await feed(p, mix, 3, rate=5)
+    await wait_until(lambda: len(primary.messages) >= 1, 60, "warm-up at the primary", p.logs)
 
-        # the primary fails: the local rule carries each message to the secondary until the stage decides
-        behaviour.mode = "503"
-        t_fault = time.monotonic()
-        failover: list[dict[str, Any]] = []
+    # the primary fails: the local rule carries each message to the secondary until the stage decides
+    behaviour.mode = "503"
+    t_fault = time.monotonic()
+    failover: list[dict[str, Any]] = []
 
-        async def traffic_until(cond: Any, what: str, timeout: float) -> None:
-            deadline = time.monotonic() + timeout
-            while not cond():
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"no {what} within {timeout}s\n{p.logs()}")
-                await feed(p, mix, 3, rate=6)  # 6 SMS/s: enough attempts for the window's rates
+    async def traffic_until(cond: Any, what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} within {timeout}s\n{p.logs()}")
+            await feed(p, mix, 3, rate=6)  # 6 SMS/s: enough attempts for the window's rates
 
-        def decided(kind: str) -> bool:
-            failover[:] = [d for d in decisions_of(p.stack, STAGE_SCOPE) if d["kind"] == kind]
-            return bool(failover)
+    def decided(kind: str) -> bool:
+        failover[:] = [d for d in decisions_of(p.stack, STAGE_SCOPE) if d["kind"] == kind]
+        return bool(failover)
 
-        await traffic_until(lambda: decided("failover"), "failover decision", 90)
-        switch_s = time.monotonic() - t_fault
-        assert failover[0]["active"] == "secondary" and "primary" in failover[0]["reason"]
+    await traffic_until(lambda: decided("failover"), "failover decision", 90)
+    switch_s = time.monotonic() - t_fault
+    assert failover[0]["active"] == "secondary" and "primary" in failover[0]["reason"]
 
-        # after the decision: messages start on the secondary, the primary sees pings only
-        await asyncio.sleep(1)
-        hits_before = len(primary.hits)
-        before = len(p.receiver.log.messages)
-        await feed(p, mix, 10, rate=5)
-        await p.wait_delivered(before + 10, 60)
-        after_failover = list(p.receiver.log.messages)[before:]
-        await wait_until(lambda: set(after_failover) <= secondary.messages, 60, "after failover", p.logs)
-        straight = [h for h in primary.hits[hits_before:] if not h.webhook_id.startswith("ping_")]
-        assert not straight, "no message tried the primary once the stage failed over"
+    # after the decision: messages start on the secondary, the primary sees pings only
+    await asyncio.sleep(1)
+    hits_before = len(primary.hits)
+    before = len(p.receiver.log.messages)
+    await feed(p, mix, 10, rate=5)
+    await p.wait_delivered(before + 10, 60)
+    after_failover = list(p.receiver.log.messages)[before:]
+    await wait_until(lambda: set(after_failover) <= secondary.messages, 60, "after failover", p.logs)
+    straight = [h for h in primary.hits[hits_before:] if not h.webhook_id.startswith("ping_")]
+    assert not straight, "no message tried the primary once the stage failed over"
 
-        # the primary recovers: the pings show it healthy; failback only after the hold-down
-        behaviour.mode = "ok"
-        t_recovered = time.monotonic()
-        failback: list[dict[str, Any]] = []
+    # the primary recovers: the pings show it healthy; failback only after the hold-down
+    behaviour.mode = "ok"
+    t_recovered = time.monotonic()
+    failback: list[dict[str, Any]] = []
 
-        def failed_back() -> bool:
-            failback[:] = [d for d in decisions_of(p.stack, STAGE_SCOPE) if d["kind"] == "failback"]
-            return bool(failback)
+    def failed_back() -> bool:
+        failback[:] = [d for d in decisions_of(p.stack, STAGE_SCOPE) if d["kind"] == "failback"]
+        return bool(failback)
 
-        await wait_until(failed_back, 120, "failback decision", p.logs)
-        failback_s = time.monotonic() - t_recovered
-        pings = [h for h in primary.hits if h.webhook_id.startswith("ping_")]
-        assert pings, "the idle primary was pinged"
-        before = len(p.receiver.log.messages)
-        await asyncio.sleep(1)
-        await feed(p, mix, 5, rate=5)
-        await p.wait_delivered(before + 5, 60)
-        after_failback = list(p.receiver.log.messages)[before:]
-        await wait_until(lambda: set(after_failback) <= primary.messages, 60, "after failback", p.logs)
-    finally:
-        await primary.stop()
-        await secondary.stop()
+    await wait_until(failed_back, 120, "failback decision", p.logs)
+    failback_s = time.monotonic() - t_recovered
+    pings = [h for h in primary.hits if h.webhook_id.startswith("ping_")]
+    assert pings, "the idle primary was pinged"
+    before = len(p.receiver.log.messages)
+    await asyncio.sleep(1)
+    await feed(p, mix, 5, rate=5)
+    await p.wait_delivered(before + 5, 60)
+    after_failback = list(p.receiver.log.messages)[before:]
+    await wait_until(lambda: set(after_failback) <= primary.messages, 60, "after failback", p.logs)
 
     # failback waited for the hold-down (the primary healthy that long), and one failover, one failback
     assert failback_s >= HOLD_DOWN_S

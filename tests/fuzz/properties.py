@@ -97,9 +97,9 @@ def check_receipt(text: str, receipted: str | None, state: int | None, error: by
     for one in texts:
         TALLY.inputs["receipt"] += 1
         info = parse_receipt(one, receipted, state, error)
-        for count in (info.submitted, info.delivered):
+        for count in (info["submitted"], info["delivered"]):
             assert count is None or INT_MIN <= count <= INT_MAX
-        assert len(info.message_id) <= 64
+        assert len(info["message_id"]) <= 64
 
 
 def check_traffic(traffic: list[tuple[bytes, str, int]]) -> None:

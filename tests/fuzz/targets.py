@@ -1,5 +1,5 @@
 """The fuzz targets as hypothesis tests, for any number of examples: a few hundred in CI
-(tests/unit/test_fuzz.py), a million or more from ``python -m tests.fuzz`` (docs/fuzzing.md)."""
+(tests/unit/core/test_fuzz.py), a million or more from ``python -m tests.fuzz`` (docs/fuzzing.md)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from smsflow.outbound.records import request_record, status_record
 from smsflow.outbound.request import OutboundRequest, read_request
 from smsflow.outbound.status import Accepted, MessageStatus, ReceiptReceived, Rejection, Submitted, Transition
 from smsflow.topics import MANIFEST, load_manifest
-from tests.unit.test_routing_schemas import round_trip
+from tests.unit.routing.test_schemas import round_trip
 
 T0 = 1_700_000_000_000
 

@@ -22,7 +22,7 @@ from smsflow.smpp.pdu import decode_pdu
 from smsflow.sms import gsm0338
 from smsflow.sms.text import decode_text, interpret_data_coding
 from tests.factories import deliver_sm_bytes, raw_record
-from tests.unit.test_esme_session import ScriptedSmsc, deliver_sm, session_with, stop_session
+from tests.unit.connectors.smpp.test_session import ScriptedSmsc, deliver_sm, session_with, stop_session
 
 BASE = {
     "id": "c1",

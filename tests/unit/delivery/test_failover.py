@@ -37,7 +37,7 @@ from smsflow.subscriptions.model import (
 )
 from smsflow.subscriptions.secretbox import SecretBox
 from streams.deliver import KafkaDelivery
-from tests.unit.test_webhook_sender import LOCAL, Endpoint, msg
+from tests.unit.delivery.test_sender import LOCAL, Endpoint, msg
 
 
 @pytest.fixture

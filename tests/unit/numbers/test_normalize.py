@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from smsflow.enrich import NUMBER_KINDS, NumberInfo, normalize_number
+from smsflow.numbers import NUMBER_KINDS, NumberInfo, normalize_number
 
 INTERNATIONAL, NATIONAL, UNKNOWN, ALPHANUMERIC, ABBREVIATED = 1, 2, 0, 5, 6
 

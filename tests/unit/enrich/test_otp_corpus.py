@@ -13,7 +13,7 @@ import pytest
 
 from smsflow.enrich.corpus import load_corpus, score_corpus
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "enrich"
+DATA = Path(__file__).resolve().parents[2] / "data" / "enrich"
 CORPUS = load_corpus(DATA / "otp_corpus.jsonl")
 HOLDOUT = load_corpus(DATA / "otp_holdout.jsonl")
 

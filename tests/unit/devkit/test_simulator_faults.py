@@ -313,7 +313,7 @@ async def test_receipt_for_each_submit_that_asked_for_one() -> None:
             None,
             None,
         )
-        assert (info.message_id, info.state) == (mid, "DELIVRD")  # the text form alone
+        assert (info["message_id"], info["state"]) == (mid, "DELIVRD")  # the text form alone
         assert dlr.tlv_value(TlvTag.receipted_message_id) == mid
         assert dlr.tlv_value(TlvTag.message_state) == 2
         await a.submit("85261234567", b"no receipt wanted", registered_delivery=0)

@@ -15,7 +15,7 @@ from smsflow.schemas import INBOUND_TOPIC, RAW_TOPIC, schema_for_topic
 from smsflow.serde import Serde
 from tests.factories import inbound_record, raw_record
 
-V1 = Path(__file__).resolve().parent.parent / "data" / "schemas" / "inbound_message.v1-initial.avsc"
+V1 = Path(__file__).resolve().parents[2] / "data" / "schemas" / "inbound_message.v1-initial.avsc"
 CTX_INBOUND = SerializationContext(INBOUND_TOPIC, MessageField.VALUE)
 
 

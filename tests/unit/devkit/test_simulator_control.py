@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from devkit.simulator.control import SimulatorControl
 from devkit.simulator.smsc import SimulatedSmsc
 from smsflow.cli import app
-from tests.unit.test_simulator_faults import PROBE_NUMBER, esme, smsc_for_tests
+from tests.unit.devkit.test_simulator_faults import PROBE_NUMBER, esme, smsc_for_tests
 
 
 async def cli(command: str) -> tuple[int, str, str]:

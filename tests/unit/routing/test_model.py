@@ -193,7 +193,7 @@ def test_overrides_need_a_reason_an_actor_and_a_future_expiry() -> None:
 
 
 def test_the_documented_example_section_is_valid() -> None:
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "double-list.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "double-list.md").read_text()
     [example] = re.findall(r"```yaml\n(routing:.*?)```", doc, flags=re.S)
     sec = parse_policies(yaml.safe_load(example)["routing"])
     assert {p.scope.key for p in sec.policies} == {"prefix:+8526", "subscription:sub_demo"}

@@ -15,7 +15,7 @@ from smsflow.payload import webhook_payload
 from tests.avro_check import encode, parsed_schema
 from tests.factories import deliver_sm_bytes, raw_record
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "data" / "schemas"
 # The schema as first published, and as it was before the destination's calling code and type.
 OLD_SCHEMAS = ["inbound_message.v1-initial.avsc", "inbound_message.v2-enriched.avsc"]
 
