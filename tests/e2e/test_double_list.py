@@ -344,9 +344,22 @@ async def test_flapping_probe_latency_for_two_minutes_makes_at_most_the_bounded_
 
     switches = [d for d in await topics.decisions() if d["kind"] in AUTOMATIC]
     times = [d["at"] for d in switches]
-    print(f"\nflapping {flap_s} s every {period_s} s, H = {hold_down_s} s: {kinds(switches)}")
+    primary = [
+        r["state"] for r in await topics.health() if r["route_id"] == "hk-a" and r["window_end"] >= started_ms
+    ]
+    flips = sum(a != b for a, b in itertools.pairwise(primary))
+    span_s = (ended_ms - started_ms) / 1000
+    bound = int(span_s // hold_down_s + 1)
+    print(
+        f"\nflapping {flap_s} s every {period_s} s, H = {hold_down_s} s, {span_s:.0f} s observed: "
+        f"primary health changed state {flips} times in {len(primary)} records; "
+        f"{len(switches)} automatic decisions {kinds(switches)} (bound {bound}) at "
+        f"{[round((t - started_ms) / 1000, 1) for t in times]} s"
+    )
+    # the flapping reached the health records (else the test would prove nothing) and the decisions did not
+    # follow it
+    assert flips >= 4 and len(switches) < flips, primary
     assert switches, "the flapping primary never failed over"
     assert all(b - a >= hold_down_s * 1000 for a, b in itertools.pairwise(times))
-    span_s = (ended_ms - started_ms) / 1000
-    assert len(switches) <= span_s // hold_down_s + 1
+    assert len(switches) <= bound
     assert switches[-1]["active"] == "primary"  # settled back once the flapping stopped
