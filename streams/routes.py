@@ -35,7 +35,7 @@ from smsflow.metrics import (
     ROUTE_PINNED,
 )
 from smsflow.routing.attempts import AttemptReader
-from smsflow.routing.decisions import Decision, ScopeState
+from smsflow.routing.decisions import Decision, ScopeState, ops_alert
 from smsflow.routing.feed import HealthFeed
 from smsflow.routing.health import HealthRecord, HealthState
 from smsflow.routing.model import ListName, PolicyError, parse_override
@@ -96,6 +96,7 @@ class RoutesTopics:
     observations: faust.TopicT
     health: faust.TopicT
     decisions: faust.TopicT
+    ops: faust.TopicT  # sms.ops.events.v1: the "both degraded" alert, raised and cleared
 
 
 class RoutesStage:
@@ -209,6 +210,9 @@ class RoutesStage:
             ):
                 headers = headers_from_context()
                 await self.topics.decisions.send(key=d.scope.encode(), value=value, headers=headers)
+            alert = ops_alert(d)
+            if alert is not None:
+                await self.topics.ops.send(key=d.scope.encode(), value=orjson.dumps(alert))
             log.info("route decision %s %s -> %s: %s", d.decision_id, d.kind.value, d.active.value, d.reason)
         if decisions:
             await (
