@@ -365,7 +365,7 @@ class DeliverStage:
         """A task: with a double-list stage configured, pings the endpoints that get no traffic now, so the
         stage keeps judging them (a failed-over primary can be seen healthy again: smsflow.delivery.pings)."""
         routing = self.ctx.config.routing
-        if not routing.policies:
+        if not routing.stage_runs:
             return  # no stage to tell
         await self.state_ready.wait()
         kd = self.engine()

@@ -124,7 +124,7 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         app.task(deliver.pings)
         app.on_before_shutdown.connect(deliver.drain)  # type: ignore[arg-type]
 
-    if "routes" in ctx.roles and cfg.routing.policies:
+    if "routes" in ctx.roles and cfg.routing.stage_runs:
         # topics: observations and ticks on one partition (one aggregator closes every route's windows);
         # the per-scope copies too, so one table holds every scope's state
         ticks_name, scoped_name = ticks_topic_name(cfg.app_id), scoped_topic_name(cfg.app_id)
@@ -148,6 +148,7 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         decide_inputs = _bytes_topic(app, scoped_name, ROUTE_OVERRIDES_TOPIC, partitions=1)
         app.agent(decide_inputs, name="routes-decide")(routes.decide)
         app.timer(interval=cfg.pipeline.tick_interval_s, name="routes-tick")(routes.tick)
+        app.task(routes.follow_subscriptions)  # subscriptions' double lists are policies too
     outbound_punctuation = None
     if "outbound" in ctx.roles:
         # topics (the ledger, keyed by message id, is co-partitioned with the status table)

@@ -233,6 +233,29 @@ def subscription_policies(
     return out
 
 
+def with_subscription_lists(section: RoutingSection, subs: Iterable[Subscription]) -> RoutingSection:
+    """``section`` plus a policy (and its webhook routes) for each enabled subscription with a secondary
+    list, so that the health stage judges its endpoints and the decision stage decides its scope exactly as
+    for a policy written in the config. A subscription scope the config already has a policy for keeps the
+    config's policy (its routes name the endpoints by URL). An endpoint switched off alone stays listed (it
+    keeps its last judged figures); delivery never sends to it."""
+    configured = {p.scope.key for p in section.policies}
+    routes = list(section.routes)
+    route_ids = {r.id for r in routes}
+    policies = list(section.policies)
+    for sub in sorted(subs, key=lambda s: s.id):
+        policy = subscription_policy(sub)
+        if policy is None or not sub.enabled or policy.scope.key in configured:
+            continue
+        mine = [r for r in subscription_routes(sub) if r.id not in route_ids]
+        if len(mine) != len(subscription_routes(sub)):
+            continue  # a route id the config uses already: the config's meaning wins
+        routes += mine
+        route_ids.update(r.id for r in mine)
+        policies.append(policy)
+    return section.model_copy(update={"routes": tuple(routes), "policies": tuple(policies)})
+
+
 # What a delivery event says about the route it was made on (sms.delivery.v1 carries every attempt).
 _OUTCOME_OF_FAILURE = {
     FailureKind.TIMEOUT: AttemptOutcome.TIMEOUT,
