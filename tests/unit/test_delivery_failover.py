@@ -551,3 +551,35 @@ async def test_a_tripped_circuit_on_one_endpoint_disables_it_alone_and_an_operat
     # the operator re-enables the subscription's endpoints (POST /v1/subscriptions/{id}/enable does this)
     await store.put(after.model_copy(update={"disabled_endpoints": {}}))
     assert circuit.snapshot(circuit_key("sub_1", "main")) is None
+
+
+@pytest.mark.parametrize(
+    ("off", "active", "chosen", "after_chosen_fails"),
+    [
+        ({"main": "410"}, P, "sub_1.p2", "sub_1.s1"),  # the next endpoint of the same list
+        ({"main": "410", "p2": "410"}, P, "sub_1.s1", "sub_1.s2"),  # the list is empty: the other one
+        ({"s1": "410", "s2": "410"}, S, "sub_1.main", "sub_1.p2"),  # a decision for a list all switched off
+        ({"s1": "circuit"}, S, "sub_1.s2", "sub_1.main"),
+    ],
+)
+def test_endpoints_switched_off_alone_are_skipped(
+    off: dict[str, str], active: ListName, chosen: str, after_chosen_fails: str
+) -> None:
+    sub = two_lists(disabled_endpoints=off)
+    lists = ActiveList(active)
+    choice = choose_endpoint(sub, lists)
+    assert choice.route_id == chosen
+    failed = AttemptResult(
+        subscription_id="sub_1",
+        webhook_id="msg_1",
+        message_ids=["msg_1"],
+        attempt=1,
+        url=choice.endpoint.url,
+        endpoint_id=choice.endpoint.id,
+        started_at=datetime.now(UTC),
+        duration_ms=1,
+        status_code=410,
+        failure=FailureKind.HTTP_STATUS,
+    )
+    hop = next_endpoint(sub, lists, failed)
+    assert hop is not None and hop.route_id == after_chosen_fails
