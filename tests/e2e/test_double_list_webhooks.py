@@ -25,13 +25,14 @@ from confluent_kafka import Producer
 
 from devkit.simulator.traffic import TrafficMix
 from smsflow.routing.model import ListName
-from smsflow.schemas import ROUTE_DECISIONS_TOPIC
+from smsflow.schemas import OPS_TOPIC, ROUTE_DECISIONS_TOPIC, SUBSCRIPTIONS_TOPIC
 from smsflow.serde import Serde, registry_client
 from smsflow.subscriptions.model import SigningSecret, Subscription, WebhookEndpoint
 from tests.e2e.test_webhook_failures import (
     ScriptedEndpoint,
     delivery_events,
     feed,
+    json_records,
     put_subscriptions,
     wait_until,
 )
@@ -56,6 +57,25 @@ class Switchable:
         if self.mode == "slow":
             await asyncio.sleep(TIMEOUT_S + 0.5)  # answered (and processed) after our timeout
         return web.Response(status=204)
+
+
+def double_listed(
+    sub_id: str, primary: ScriptedEndpoint, secondary: ScriptedEndpoint, **over: Any
+) -> Subscription:
+    """A subscription whose url is ``primary`` and whose secondary list is ``secondary`` (endpoint ``dr``),
+    each with its own secret; owner "operator": it receives whatever its filter matches (test_tenancy.py)."""
+    dr = WebhookEndpoint(
+        id="dr", role=ListName.SECONDARY, url=secondary.url, secrets=[SigningSecret.new(secondary.secret)]
+    )
+    fields: dict[str, Any] = {
+        "id": sub_id,
+        "owner": "operator",
+        "url": primary.url,
+        "secrets": [SigningSecret.new(primary.secret)],
+        "endpoints": [dr],
+        **over,
+    }
+    return Subscription(**fields)
 
 
 async def ok(n: int) -> web.Response:
@@ -99,22 +119,7 @@ async def test_primary_503_and_timeouts_go_to_the_secondary_and_decisions_move_t
         p = await pipeline(carriers=1, webhooks={"retry_delays_s": [0, 0.5, 1, 2], "retry_jitter": 0.2})
         p.start()
         await p.smsc.wait_bound(60)
-        sub = Subscription(
-            id=SUB,
-            owner="operator",  # receives whatever its filter matches (tenancy: test_tenancy.py)
-            url=primary.url,
-            secrets=[SigningSecret.new(primary.secret)],
-            timeout_seconds=TIMEOUT_S,
-            endpoints=[
-                WebhookEndpoint(
-                    id="dr",
-                    role=ListName.SECONDARY,
-                    url=secondary.url,
-                    secrets=[SigningSecret.new(secondary.secret)],
-                )
-            ],
-        )
-        await put_subscriptions(p, [sub])
+        await put_subscriptions(p, [double_listed(SUB, primary, secondary, timeout_seconds=TIMEOUT_S)])
         mix = TrafficMix(seed=11, multipart_ratio=0.0)
 
         async def phase(count: int, rate: float = 10) -> list[str]:
@@ -285,22 +290,7 @@ async def test_the_stage_fails_over_on_503s_and_fails_back_after_the_hold_down(p
         p = await pipeline(carriers=1, routing=routing, webhooks={"retry_delays_s": [0, 0.5, 1, 2]})
         p.start()
         await p.smsc.wait_bound(60)
-        sub = Subscription(
-            id=STAGE_SUB,
-            owner="operator",
-            url=primary.url,
-            secrets=[SigningSecret.new(primary.secret)],
-            timeout_seconds=TIMEOUT_S,
-            endpoints=[
-                WebhookEndpoint(
-                    id="dr",
-                    role=ListName.SECONDARY,
-                    url=secondary.url,
-                    secrets=[SigningSecret.new(secondary.secret)],
-                )
-            ],
-        )
-        await put_subscriptions(p, [sub])
+        await put_subscriptions(p, [double_listed(STAGE_SUB, primary, secondary, timeout_seconds=TIMEOUT_S)])
         mix = TrafficMix(seed=13, multipart_ratio=0.0)
         await feed(p, mix, 3, rate=5)
         await wait_until(lambda: len(primary.messages) >= 1, 60, "warm-up at the primary", p.logs)
@@ -369,4 +359,65 @@ async def test_the_stage_fails_over_on_503s_and_fails_back_after_the_hold_down(p
         f"503s -> failover decision in {switch_s:.1f} s; "
         f"primary healthy again -> failback in {failback_s:.1f} s; "
         f"{len(pings)} pings to the idle primary"
+    )
+
+
+async def gone(n: int) -> web.Response:
+    return web.Response(status=410)
+
+
+async def test_410_from_the_primary_switches_off_that_endpoint_only_and_the_secondary_keeps_receiving(
+    pipeline,
+) -> None:
+    """A 410 Gone from one endpoint of a double-listed subscription: that endpoint goes off alone
+    (``disabled_endpoints``), the message that met it and every later one are delivered at the secondary, the
+    subscription stays enabled, and the operational event names the endpoint."""
+    primary, secondary = ScriptedEndpoint("primary", gone), ScriptedEndpoint("secondary", ok)
+    await primary.start()
+    await secondary.start()
+    try:
+        p = await pipeline(carriers=1)
+        p.start()
+        await p.smsc.wait_bound(60)
+        await put_subscriptions(p, [double_listed("sub-gone", primary, secondary)])
+        mix = TrafficMix(seed=17, multipart_ratio=0.0)
+        await feed(p, mix, 10, rate=5)
+        assert await p.smsc.drain(60), p.logs()
+        await p.wait_delivered(10, 90)
+        first = list(p.receiver.log.messages)
+        await wait_until(lambda: set(first) <= secondary.messages, 60, "first batch at the secondary", p.logs)
+        met_410 = len(primary.hits)  # those in flight together all met the 410 (and went on to the secondary)
+        await asyncio.sleep(1)
+        # later messages: straight to the secondary, the primary is switched off
+        await feed(p, mix, 10, rate=5)
+        assert await p.smsc.drain(60), p.logs()
+        await p.wait_delivered(20, 90)
+        later = list(p.receiver.log.messages)[10:]
+        await wait_until(
+            lambda: set(later) <= secondary.messages, 60, "second batch at the secondary", p.logs
+        )
+        await asyncio.sleep(1)
+        subs = [s for s in json_records(p.stack.bootstrap, SUBSCRIPTIONS_TOPIC) if s.get("id") == "sub-gone"]
+        ops = json_records(p.stack.bootstrap, OPS_TOPIC)
+        events = [
+            e
+            for e in delivery_events(p.stack.bootstrap, p.stack.registry_url)
+            if e["subscription_id"] == "sub-gone"
+        ]
+    finally:
+        await primary.stop()
+        await secondary.stop()
+
+    latest = subs[-1]
+    assert latest["enabled"] is True and list(latest["disabled_endpoints"]) == ["main"]
+    assert "410" in latest["disabled_endpoints"]["main"]
+    assert not primary.messages and 1 <= met_410 <= 10  # it answered 410 ...
+    assert len(primary.hits) == met_410  # ... and, once switched off, got no more requests
+    assert not [e for e in events if e["state"] == "dead_lettered"]
+    assert {e["message_id"] for e in events if e["state"] == "delivered"} == set(first + later)
+    disabled = [o for o in ops if o.get("type") == "endpoint_disabled"]
+    assert [(o["subscription_id"], o["endpoint_id"]) for o in disabled] == [("sub-gone", "main")]
+    print(
+        f"\n410 at the primary: {met_410} request(s) in flight met it, none after; "
+        f"{len(secondary.messages)} messages delivered at the secondary, subscription still enabled"
     )
