@@ -95,7 +95,8 @@ def worker(
     stage: Annotated[
         list[str] | None,
         typer.Option(
-            help="ingest, deliver, routes and/or outbound (default all; routes needs routing policies)"
+            help="ingest, deliver, routes and/or outbound (default all; routes runs when the config has "
+            "routing policies or routing.subscription_lists)"
         ),
     ] = None,
     loglevel: str = "warning",

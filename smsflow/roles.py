@@ -44,10 +44,26 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
             "smsflow_delivery", "delivery stage", lambda: getattr(ctx.delivery, "stats", None)
         )
     ctx.serde.warm_up()
-    if "deliver" in roles:
+    if "deliver" in roles or ("routes" in roles and cfg.routing.stage_runs):
         from smsflow.subscriptions.topic_store import TopicSubscriptionStore, seed_subscriptions
 
         store = TopicSubscriptionStore(bootstrap)
+        ctx.subscriptions = store
+
+        @app.task
+        async def _start_store() -> None:
+            await store.start()
+            if "deliver" in roles:
+                await seed_subscriptions(store, cfg.subscriptions)
+            ctx.subscriptions_ready.set()
+
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def _close_store(app: Any, **kwargs: Any) -> None:
+            await store.stop()
+
+    if "deliver" in roles:
+        assert ctx.subscriptions is not None
+        store = ctx.subscriptions
         sender = WebhookSender(
             SenderConfig(
                 https_only=cfg.webhooks.https_only,
@@ -67,16 +83,9 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
         engine = DeliveryEngine(sender, store=store, policy=policy)
         ctx.delivery = KafkaDelivery(ctx, engine, store)
 
-        @app.task
-        async def _start_store() -> None:
-            await store.start()
-            await seed_subscriptions(store, cfg.subscriptions)
-            ctx.subscriptions_ready.set()
-
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def _close(app: Any, **kwargs: Any) -> None:
             await sender.close()
-            await store.stop()
 
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
 
@@ -134,7 +143,7 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
                 name = topology.punctuation.get_topic_name()
                 retention_ms = int(PUNCTUATION_RETENTION_S * 1000)
                 specs.append(TopicSpec(name, partitions, retention_ms=retention_ms))
-            if "routes" in roles and cfg.routing.policies:
+            if "routes" in roles and cfg.routing.stage_runs:
                 from streams.routes import routes_topic_specs
 
                 specs += routes_topic_specs(cfg.app_id)

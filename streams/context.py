@@ -13,6 +13,7 @@ from smsflow.serde import Serde
 if TYPE_CHECKING:
     from smsflow.ingest.processor import IngestProcessor
     from smsflow.routing.decisions import ScopeState
+    from smsflow.subscriptions.store import SubscriptionStore
     from streams.deliver import KafkaDelivery
     from streams.liveness import Liveness
 
@@ -26,6 +27,9 @@ class StreamContext:
     roles: set[str] = field(default_factory=lambda: {"ingest", "deliver", "routes", "outbound"})
     # set once the subscriptions table is loaded: no message is matched against a half-read table
     subscriptions_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # the worker's subscriptions (delivery, and the double-list stage's subscription policies), when it
+    # runs a stage that needs them; loaded once subscriptions_ready is set
+    subscriptions: SubscriptionStore | None = None
     # the worker's readiness and watchdog (streams/liveness.py), when the worker process runs one
     liveness: Liveness | None = None
     # the ingest stage's processor, set by the topology (its stats are exported as metrics)

@@ -221,18 +221,19 @@ class KafkaDelivery:
         effects = attempt_effects(sub, messages, attempt, first_at, outcome, can_fail_over=bool(hops))
         for ev in effects.events:
             await self.event(ev)
+        for w in effects.writes:
+            await self._send(w.topic, w.key, w.value, headers if w.traced else None)
+        if outcome.disabled_reason is not None:
+            which = sub.route_id(outcome.disabled_endpoint) if outcome.disabled_endpoint else sub.id
+            log.warning("endpoint %s disabled: %s", which, outcome.disabled_reason)
         if effects.fail_over:
             # the local rule: the next attempt goes to the next route now, in this call (the caller's event
             # or retry record stays unacked until it has a durable outcome, as for any attempt)
             assert decision.next_attempt is not None
             self.stats["failovers"] += 1
             return hops[-1], decision.next_attempt
-        for w in effects.writes:
-            await self._send(w.topic, w.key, w.value, headers if w.traced else None)
         for name, n in effects.counts.items():
             self.stats[name] += n
-        if outcome.disabled_reason is not None:
-            log.warning("endpoint %s disabled: %s", sub.id, outcome.disabled_reason)
         return None
 
     async def dead_letter_unsent(
@@ -364,7 +365,7 @@ class DeliverStage:
         """A task: with a double-list stage configured, pings the endpoints that get no traffic now, so the
         stage keeps judging them (a failed-over primary can be seen healthy again: smsflow.delivery.pings)."""
         routing = self.ctx.config.routing
-        if not routing.policies:
+        if not routing.stage_runs:
             return  # no stage to tell
         await self.state_ready.wait()
         kd = self.engine()

@@ -16,6 +16,7 @@ Four agents (declared in streams/topology.py), each a thin shell around a pure c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import orjson
 from faust.types import TP
 from opentelemetry import context as otel_context
 
+from smsflow.delivery.failover import with_subscription_lists
 from smsflow.metrics import (
     ROUTE_ACTIVE,
     ROUTE_BOTH_DEGRADED,
@@ -35,10 +37,10 @@ from smsflow.metrics import (
     ROUTE_PINNED,
 )
 from smsflow.routing.attempts import AttemptReader
-from smsflow.routing.decisions import Decision, ScopeState
+from smsflow.routing.decisions import Decision, ScopeState, ops_alert
 from smsflow.routing.feed import HealthFeed
 from smsflow.routing.health import HealthRecord, HealthState
-from smsflow.routing.model import ListName, PolicyError, parse_override
+from smsflow.routing.model import ListName, PolicyError, RoutingSection, parse_override
 from smsflow.routing.observations import observation_record
 from smsflow.routing.scopes import ScopeDesk, scopes_of
 from smsflow.schemas import (
@@ -47,6 +49,7 @@ from smsflow.schemas import (
     ROUTE_HEALTH_TOPIC,
     ROUTE_OBSERVATIONS_TOPIC,
 )
+from smsflow.subscriptions.model import Subscription
 from smsflow.telemetry import headers_from_context, tracer
 from smsflow.topics import TopicSpec
 from streams.context import StreamContext
@@ -96,6 +99,7 @@ class RoutesTopics:
     observations: faust.TopicT
     health: faust.TopicT
     decisions: faust.TopicT
+    ops: faust.TopicT  # sms.ops.events.v1: the "both degraded" alert, raised and cleared
 
 
 class RoutesStage:
@@ -113,12 +117,52 @@ class RoutesStage:
         self.scoped_name = topics.scoped.get_topic_name()
         self.feed_table = feed_table
         self.scope_table = scope_table
-        self.desks = {p.scope.key: ScopeDesk(self.section, p) for p in self.section.policies}
+        self.desks: dict[str, ScopeDesk] = {}
         self.reader = AttemptReader(self.section)
         self._feed: HealthFeed | None = None
+        self.subscriptions: dict[str, Subscription] = {}
+        self.lists_ready = asyncio.Event()  # set once the subscriptions' lists are in the section
+        if ctx.subscriptions is None:
+            self.lists_ready.set()
+        self.use(self.section)
 
-    def feed(self) -> HealthFeed:
+    def use(self, section: RoutingSection) -> None:
+        """The config's section widened by the subscriptions' double lists (``with_subscription_lists``).
+        A scope whose policy did not change keeps its desk; its state is in the table either way."""
+        self.section = section
+        desks = {}
+        for p in section.policies:
+            desk = self.desks.get(p.scope.key)
+            desks[p.scope.key] = desk if desk is not None and desk.policy == p else ScopeDesk(section, p)
+        self.desks = desks
+        self.reader.use(section)
+        if self._feed is not None:
+            self._feed.set_section(section)
+
+    async def follow_subscriptions(self) -> None:
+        """A task: every subscription with a secondary list gets a policy, kept up to date as they change
+        through the API (the worker's subscription store follows sms.subscriptions.v1)."""
+        store = self.ctx.subscriptions
+        if store is None:
+            return
+        await self.ctx.subscriptions_ready.wait()
+        self.subscriptions = {sub.id: sub for sub in await store.list()}
+        self.use(with_subscription_lists(self.ctx.config.routing, self.subscriptions.values()))
+        store.add_listener(self._subscription_changed)
+        self.lists_ready.set()
+
+    async def _subscription_changed(self, subscription_id: str, sub: Subscription | None) -> None:
+        if sub is None:
+            self.subscriptions.pop(subscription_id, None)
+        else:
+            self.subscriptions[subscription_id] = sub
+        self.use(with_subscription_lists(self.ctx.config.routing, self.subscriptions.values()))
+
+    async def feed(self) -> HealthFeed:
         if self._feed is None:
+            # the subscriptions' routes first: a snapshot restored without them would forget their windows
+            # (a failed-over primary endpoint would look unjudged, i.e. healthy)
+            await self.lists_ready.wait()
             self._feed = HealthFeed(self.section, start=int(time.time() * 1000))
             saved = self.feed_table.get(FEED_KEY)
             if saved is not None:
@@ -165,7 +209,7 @@ class RoutesStage:
     async def health(self, stream: faust.StreamT[bytes]) -> None:
         """Observations and ticks -> health records, one per route per step."""
         async for event in stream.events():
-            f = self.feed()
+            f = await self.feed()
             msg = event.message
             try:
                 if msg.topic == self.ticks_name:
@@ -209,6 +253,9 @@ class RoutesStage:
             ):
                 headers = headers_from_context()
                 await self.topics.decisions.send(key=d.scope.encode(), value=value, headers=headers)
+            alert = ops_alert(d)
+            if alert is not None:
+                await self.topics.ops.send(key=d.scope.encode(), value=orjson.dumps(alert))
             log.info("route decision %s %s -> %s: %s", d.decision_id, d.kind.value, d.active.value, d.reason)
         if decisions:
             await (

@@ -16,6 +16,7 @@ wires them, the way Faust's own examples put app, topics, tables and agents at t
     sms.routes.health.v1 ─────────▶ routes-scoping ─▶ <app>-routes-scoped (a copy per scope, key scope)
     <app>-routes-scoped ────────┐
     sms.routes.overrides.v1 ────┴─▶ routes-decide [routes-scopes] ─▶ sms.routes.decisions.v1
+                                                                   | sms.ops.events.v1 (both-degraded alert)
         (the double list: docs/double-list.md)
     sms.outbound.v1 ──────▶ outbound-requests [outbound-refs] ─▶ sms.outbound.ledger.v1 (plan)
                                                               | sms.outbound.submit.v1 (a segment per record)
@@ -39,6 +40,7 @@ from smsflow.outbound.submission import LEDGER_TOPIC
 from smsflow.schemas import (
     DELIVERY_TOPIC,
     INBOUND_TOPIC,
+    OPS_TOPIC,
     OUTBOUND_TOPIC,
     QUARANTINE_TOPIC,
     RAW_TOPIC,
@@ -122,7 +124,7 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         app.task(deliver.pings)
         app.on_before_shutdown.connect(deliver.drain)  # type: ignore[arg-type]
 
-    if "routes" in ctx.roles and cfg.routing.policies:
+    if "routes" in ctx.roles and cfg.routing.stage_runs:
         # topics: observations and ticks on one partition (one aggregator closes every route's windows);
         # the per-scope copies too, so one table holds every scope's state
         ticks_name, scoped_name = ticks_topic_name(cfg.app_id), scoped_topic_name(cfg.app_id)
@@ -132,6 +134,7 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
             observations=_bytes_topic(app, ROUTE_OBSERVATIONS_TOPIC),
             health=_bytes_topic(app, ROUTE_HEALTH_TOPIC),
             decisions=_bytes_topic(app, ROUTE_DECISIONS_TOPIC),
+            ops=_bytes_topic(app, OPS_TOPIC),
         )
         # tables
         feed_table = app.Table("routes-health", default=None, partitions=1)
@@ -145,6 +148,7 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         decide_inputs = _bytes_topic(app, scoped_name, ROUTE_OVERRIDES_TOPIC, partitions=1)
         app.agent(decide_inputs, name="routes-decide")(routes.decide)
         app.timer(interval=cfg.pipeline.tick_interval_s, name="routes-tick")(routes.tick)
+        app.task(routes.follow_subscriptions)  # subscriptions' double lists are policies too
     outbound_punctuation = None
     if "outbound" in ctx.roles:
         # topics (the ledger, keyed by message id, is co-partitioned with the status table)

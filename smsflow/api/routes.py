@@ -27,13 +27,16 @@ from aiohttp import web
 from confluent_kafka import Message
 from pydantic import BaseModel, Field
 
+from smsflow.api.apikeys import ApiKey
 from smsflow.api.apikeys import Scope as KeyScope
 from smsflow.api.wire import ApiError, admin_key, json_response, parse_body, principal
 from smsflow.compacted import CompactedFollower
+from smsflow.delivery.failover import with_subscription_lists
 from smsflow.routing.health import HealthState
 from smsflow.routing.model import ListName, PolicyError, RoutingPolicy, RoutingSection, parse_override
 from smsflow.schemas import ROUTE_DECISIONS_TOPIC
 from smsflow.serde import Serde
+from smsflow.subscriptions.store import SubscriptionStore
 
 
 class OverridePut(BaseModel):
@@ -128,19 +131,29 @@ class RouteHandlers:
         board: RouteBoard,
         send_override: Callable[[str, bytes], Any],
         clock: Callable[[], float] = time.time,
+        subscriptions: SubscriptionStore | None = None,
     ) -> None:
         self.section = section
         self.board = board
         self.send_override = send_override
         self.clock = clock
+        self.subscriptions = subscriptions
 
-    def _policy(self, request: web.Request) -> RoutingPolicy:
+    async def _section(self, key: ApiKey) -> RoutingSection:
+        """The config's policies, and the double lists of the subscriptions this key may see (the stage
+        decides them the same way: ``with_subscription_lists``)."""
+        if self.subscriptions is None:
+            return self.section
+        visible = [s for s in await self.subscriptions.list() if key.may_access(s.owner)]
+        return with_subscription_lists(self.section, visible)
+
+    def _policy(self, request: web.Request, section: RoutingSection) -> RoutingPolicy:
         text = unquote(request.match_info["scope"])
-        policy = self.section.policy(text)
+        policy = section.policy(text)
         if policy is None and text.startswith("+"):
-            policy = self.section.for_number(text)  # a number: the policy that governs it
+            policy = section.for_number(text)  # a number: the policy that governs it
         if policy is None and text.startswith("number:"):
-            policy = self.section.for_number(text.removeprefix("number:"))
+            policy = section.for_number(text.removeprefix("number:"))
         if policy is None:
             raise ApiError(404, "not_found", f"no routing policy for {text!r}", "scope")
         return policy
@@ -172,16 +185,16 @@ class RouteHandlers:
         )
 
     async def list_routes(self, request: web.Request) -> web.Response:
-        principal(request, KeyScope.READ)
-        return json_response(RouteStatusList(data=[self._status(p) for p in self.section.policies]))
+        section = await self._section(principal(request, KeyScope.READ))
+        return json_response(RouteStatusList(data=[self._status(p) for p in section.policies]))
 
     async def active(self, request: web.Request) -> web.Response:
-        principal(request, KeyScope.READ)
-        policy = self._policy(request)
+        section = await self._section(principal(request, KeyScope.READ))
+        policy = self._policy(request, section)
         d = self.board.latest.get(policy.scope.key)
         name = ListName(d["active"]) if d else ListName.PRIMARY
         route_id = _active_route(policy, name, d)
-        route = self.section.route(route_id)
+        route = section.route(route_id)
         return json_response(
             RouteActive(
                 scope=policy.scope.key,
@@ -197,7 +210,7 @@ class RouteHandlers:
 
     async def _override(self, request: web.Request, body: OverridePut) -> web.Response:
         key = admin_key(request, "routes are steered by the operator")
-        policy = self._policy(request)
+        policy = self._policy(request, await self._section(key))
         now = int(self.clock() * 1000)
         expires_at = body.expires_at
         if body.expires_in_s is not None:

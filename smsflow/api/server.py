@@ -129,7 +129,7 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
         resend=redelivery.resend,
         recover=redelivery.recover,
         settings=settings,
-        routes=RouteHandlers(cfg.routing, board, send_override),
+        routes=RouteHandlers(cfg.routing, board, send_override, subscriptions=store),
         messages=desk,
     )
     runner = web.AppRunner(app)  # the access log has the request line, never the Authorization header

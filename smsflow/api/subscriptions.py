@@ -127,6 +127,7 @@ class SubscriptionView(BaseModel):
     filters: MessageFilter
     enabled: bool
     disabled_reason: str | None
+    disabled_endpoints: dict[str, str] = Field(default_factory=dict)
     max_in_flight: int
     rate_limit_per_second: float | None
     timeout_seconds: float
@@ -386,7 +387,13 @@ class SubscriptionHandlers:
         async with self._locks[request.match_info["id"]]:
             sub = await self._owned(request, key)
             updated = sub.model_copy(
-                update={"enabled": True, "disabled_reason": None, "updated_at": utcnow()}
+                # every endpoint back on too: one switched off alone (a 410) is re-enabled the same way
+                update={
+                    "enabled": True,
+                    "disabled_reason": None,
+                    "disabled_endpoints": {},
+                    "updated_at": utcnow(),
+                }
             )
             await self.store.put(updated)
         return json_response(SubscriptionView.of(updated))

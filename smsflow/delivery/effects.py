@@ -37,7 +37,8 @@ class Write:
 @dataclass
 class AttemptEffects:
     events: list[DeliveryEvent]  # for sms.delivery.v1, in order
-    writes: list[Write] = field(default_factory=list)  # retry, dead-letter and ops records
+    # retry, dead-letter and ops records; with ``fail_over`` only the ops record of an endpoint switched off
+    writes: list[Write] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # delivered | retry_scheduled | dead_lettered
     # the local rule of the double list: attempt the next route now, in the same call; nothing is written
     fail_over: bool = False
@@ -61,8 +62,7 @@ def attempt_effects(
     if decision.action is Action.DONE:
         effects.counts["delivered"] = n
     elif decision.action is Action.RETRY and outcome.next_endpoint is not None and can_fail_over:
-        effects.fail_over = True
-        return effects
+        effects.fail_over = True  # no retry record: the next attempt is made now (an ops event may follow)
     elif decision.action is Action.RETRY:
         effects.counts["retry_scheduled"] = n
         assert decision.next_attempt is not None and decision.next_attempt_at is not None
@@ -91,6 +91,8 @@ def attempt_effects(
             "subscription_id": sub.id,
             "owner": sub.owner,
             "reason": outcome.disabled_reason,
+            # one endpoint switched off alone: the subscription's other endpoints keep receiving
+            **({"endpoint_id": outcome.disabled_endpoint} if outcome.disabled_endpoint else {}),
             "ts": int(time.time() * 1000) if now_ms is None else now_ms,
         }
         effects.writes.append(Write(OPS_TOPIC, sub.id, orjson.dumps(ops)))

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from smsflow.delivery.events import AttemptResult, DeliveryEvent, DeliveryState, FailureKind
-from smsflow.delivery.policy import Action, EndpointCircuit, RetryDecision, RetryPolicy
+from smsflow.delivery.policy import Action, EndpointCircuit, RetryDecision, RetryPolicy, circuit_key
 from smsflow.delivery.sender import WebhookSender, webhook_id_for
 from smsflow.subscriptions.model import Subscription, WebhookEndpoint, redact_url, utcnow
 from smsflow.subscriptions.store import SubscriptionStore
@@ -35,6 +35,8 @@ class DeliveryOutcome:
     attempt_events: list[DeliveryEvent] = field(default_factory=list)
     # set when the next attempt goes at once to another endpoint (the double list's local rule)
     next_endpoint: WebhookEndpoint | None = None
+    # the endpoint switched off alone (the subscription's other endpoints keep receiving); None: all of it
+    disabled_endpoint: str | None = None
 
     @property
     def all_events(self) -> list[DeliveryEvent]:
@@ -64,11 +66,14 @@ class DeliveryEngine:
     async def _on_subscription_change(self, subscription_id: str, sub: Subscription | None) -> None:
         if sub is None:
             self.sender.forget(subscription_id)
-            self.circuit.reset(subscription_id)
+            for key in self.circuit.keys_of(subscription_id):
+                self.circuit.reset(key)
         elif sub.enabled:
-            snapshot = self.circuit.snapshot(subscription_id)
-            if snapshot and snapshot.get("tripped"):
-                self.circuit.reset(subscription_id)  # re-enabled by an operator: start a fresh streak
+            for ep in [sub.main_endpoint, *sub.endpoints]:
+                key = circuit_key(sub.id, ep.id)
+                snapshot = self.circuit.snapshot(key)
+                if snapshot and snapshot.get("tripped") and sub.endpoint_enabled(ep.id):
+                    self.circuit.reset(key)  # re-enabled by an operator: start a fresh streak
 
     async def attempt(
         self,
@@ -108,6 +113,11 @@ class DeliveryEngine:
         result = await self.sender.deliver(sub, messages, attempt, trace_headers, endpoint)
         now = self._clock()
         decision = self.policy.decide(result, first_attempt_at, now)
+        alone = _others_enabled(sub, result.endpoint_id)
+        if decision.disable_endpoint and alone:
+            # a 410 from one endpoint: that endpoint goes, the message and the other endpoints stay
+            decision = self.policy.retry_elsewhere(result, first_attempt_at, now, decision.reason)
+            decision = replace(decision, disable_endpoint=True)
         hop = failover(result) if failover is not None and decision.action is Action.RETRY else None
         if hop is not None and decision.next_attempt != attempt:  # not after DEFERRED: nothing was sent
             decision = replace(
@@ -135,11 +145,17 @@ class DeliveryEngine:
         trip = self.circuit.record_attempt(result, now)
         disabled_reason = decision.reason if decision.disable_endpoint else None
         if trip is None and decision.action is Action.DEAD_LETTER:
-            trip = self.circuit.record_dead_letter(sub.id, now)
+            trip = self.circuit.record_dead_letter(circuit_key(sub.id, result.endpoint_id), now)
         if disabled_reason is None and trip is not None:
             disabled_reason = trip.reason
-        if disabled_reason is not None and not await self._disable(sub.id, disabled_reason, now):
-            disabled_reason = None  # another attempt (e.g. a concurrent 410) switched it off already
+        disabled_endpoint = None
+        if disabled_reason is not None:
+            which = result.endpoint_id if alone else None
+            switched = await self._disable(sub.id, disabled_reason, now, which)
+            if switched is None:
+                disabled_reason = None  # another attempt (e.g. a concurrent 410) switched it off already
+            else:
+                disabled_endpoint = switched or None
         if disabled_reason is not None:
             events.append(
                 DeliveryEvent.from_attempt(
@@ -151,19 +167,41 @@ class DeliveryEngine:
                 )
             )
         return DeliveryOutcome(
-            result, decision, events, disabled_reason, attempt_events, hop[0] if hop else None
+            result,
+            decision,
+            events,
+            disabled_reason,
+            attempt_events,
+            next_endpoint=hop[0] if hop else None,
+            disabled_endpoint=disabled_endpoint,
         )
 
-    async def _disable(self, subscription_id: str, reason: str, now: datetime) -> bool:
-        """Switch the endpoint off in the store; True only for the call that made the change, so that one
-        ``endpoint_disabled`` event (and one operational event) is published however many attempts agree."""
+    async def _disable(
+        self, subscription_id: str, reason: str, now: datetime, endpoint_id: str | None = None
+    ) -> str | None:
+        """Switch the endpoint off in the store: ``endpoint_id`` alone while the subscription has another
+        endpoint on, else the whole subscription. Returns the endpoint id switched off alone, "" for the whole
+        subscription, None when nothing changed: only the call that made the change publishes the
+        ``endpoint_disabled`` event (and the operational event), however many attempts agree."""
         if self._store is None:
-            return True
+            return endpoint_id or ""
         async with self._disable_lock:
             current = await self._store.get(subscription_id)
             if current is None or not current.enabled:
-                return False
+                return None
+            if endpoint_id is not None and _others_enabled(current, endpoint_id):
+                if not current.endpoint_enabled(endpoint_id):
+                    return None
+                off = {**current.disabled_endpoints, endpoint_id: reason}
+                update = {"disabled_endpoints": off, "updated_at": now}
+                await self._store.put(current.model_copy(update=update))
+                return endpoint_id
             await self._store.put(
                 current.model_copy(update={"enabled": False, "disabled_reason": reason, "updated_at": now})
             )
-            return True
+            return ""
+
+
+def _others_enabled(sub: Subscription, endpoint_id: str | None) -> bool:
+    """Whether the subscription has an endpoint on besides ``endpoint_id``: then only that one goes off."""
+    return endpoint_id is not None and any(ep.id != endpoint_id for ep in sub.enabled_endpoints())

@@ -97,11 +97,20 @@ class EndpointChoice:
 
 
 def endpoint_order(sub: Subscription, active: ActiveList) -> list[tuple[ListName, WebhookEndpoint]]:
-    """The active list's endpoints, then the other list's: the order the local rule moves forward in."""
-    first = active.active
-    if not sub.endpoint_list(first):
-        first = ListName.PRIMARY  # a decision for a secondary list the subscription no longer has
-    return [(name, ep) for name in (first, first.other) for ep in sub.endpoint_list(name)]
+    """The active list's endpoints, then the other list's: the order the local rule moves forward in.
+
+    Endpoints switched off alone (a 410, a tripped circuit) are left out; when the active list has no endpoint
+    left (a decision for a secondary list the subscription no longer has, or its endpoints switched off), the
+    other list comes first."""
+
+    def usable(name: ListName) -> list[WebhookEndpoint]:
+        return [ep for ep in sub.endpoint_list(name) if sub.endpoint_enabled(ep.id)]
+
+    first = active.active if usable(active.active) else active.active.other
+    order = [(name, ep) for name in (first, first.other) for ep in usable(name)]
+    # every endpoint switched off can only be a subscription switched off as a whole: its main endpoint
+    # stands for it (the engine dead-letters without sending)
+    return order or [(ListName.PRIMARY, sub.main_endpoint)]
 
 
 def choose_endpoint(sub: Subscription, active: ActiveList | None) -> EndpointChoice:
@@ -131,11 +140,12 @@ _ROUTE_FAILURES = frozenset(
         FailureKind.INVALID_RESPONSE,
     }
 )
-_ROUTE_STATUSES = frozenset({408, 429})
+# 410: the endpoint asked to stop receiving; the engine switches it off alone when the subscription has others
+_ROUTE_STATUSES = frozenset({408, 410, 429})
 
 
 def fails_route(result: AttemptResult) -> bool:
-    """True when the next attempt should not wait on this endpoint: no answer, or a 5xx, 429 or 408.
+    """True when the next attempt should not wait on this endpoint: no answer, or a 5xx, 429, 410 or 408.
 
     Other 4xx answers are the receiver's verdict on the message (a bad signature, a body it refuses): another
     endpoint of the same customer would most likely say the same, so they follow the retry schedule."""
@@ -221,6 +231,29 @@ def subscription_policies(
         if policy is not None:
             out.append(policy)
     return out
+
+
+def with_subscription_lists(section: RoutingSection, subs: Iterable[Subscription]) -> RoutingSection:
+    """``section`` plus a policy (and its webhook routes) for each enabled subscription with a secondary
+    list, so that the health stage judges its endpoints and the decision stage decides its scope exactly as
+    for a policy written in the config. A subscription scope the config already has a policy for keeps the
+    config's policy (its routes name the endpoints by URL). An endpoint switched off alone stays listed (it
+    keeps its last judged figures); delivery never sends to it."""
+    configured = {p.scope.key for p in section.policies}
+    routes = list(section.routes)
+    route_ids = {r.id for r in routes}
+    policies = list(section.policies)
+    for sub in sorted(subs, key=lambda s: s.id):
+        policy = subscription_policy(sub)
+        if policy is None or not sub.enabled or policy.scope.key in configured:
+            continue
+        mine = [r for r in subscription_routes(sub) if r.id not in route_ids]
+        if len(mine) != len(subscription_routes(sub)):
+            continue  # a route id the config uses already: the config's meaning wins
+        routes += mine
+        route_ids.update(r.id for r in mine)
+        policies.append(policy)
+    return section.model_copy(update={"routes": tuple(routes), "policies": tuple(policies)})
 
 
 # What a delivery event says about the route it was made on (sms.delivery.v1 carries every attempt).

@@ -44,7 +44,7 @@ def idle_endpoints(sub: Subscription, lists: ActiveLists) -> list[WebhookEndpoin
     if not sub.enabled or not sub.endpoint_list(ListName.SECONDARY):
         return []
     chosen = choose_endpoint(sub, lists.of(sub.id)).endpoint.id
-    return [ep for name in ListName for ep in sub.endpoint_list(name) if ep.id != chosen]
+    return [ep for ep in sub.enabled_endpoints() if ep.id != chosen]  # one switched off asked for nothing
 
 
 def ping_message(sub: Subscription, endpoint: WebhookEndpoint, now: float) -> dict[str, object]:

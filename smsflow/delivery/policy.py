@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from smsflow.delivery.events import AttemptResult, DeliveryState, FailureKind
-from smsflow.subscriptions.model import utcnow
+from smsflow.subscriptions.model import MAIN_ENDPOINT, utcnow
 
 # Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (each after the previous attempt).
 DEFAULT_DELAYS_S: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -145,7 +145,6 @@ class RetryPolicy:
     ) -> RetryDecision:
         at = now or utcnow()
         c = classify(result, at)
-        s = self.schedule
         if c.verdict is Verdict.DELIVERED:
             return RetryDecision(Action.DONE, DeliveryState.DELIVERED, c.reason)
         if c.verdict is Verdict.GONE:
@@ -157,6 +156,20 @@ class RetryPolicy:
             )
         if c.verdict is Verdict.PERMANENT:
             return RetryDecision(Action.DEAD_LETTER, DeliveryState.DEAD_LETTERED, c.reason)
+        return self._retry(result, c, first_attempt_at, at)
+
+    def retry_elsewhere(
+        self, result: AttemptResult, first_attempt_at: datetime, now: datetime, reason: str
+    ) -> RetryDecision:
+        """The endpoint tried is gone (410) or switched off, but the subscription has other endpoints: the
+        message is not dead, its next attempt goes elsewhere, by the schedule (or at once by the local rule
+        of the double list)."""
+        return self._retry(result, Classification(Verdict.RETRY, reason), first_attempt_at, now)
+
+    def _retry(
+        self, result: AttemptResult, c: Classification, first_attempt_at: datetime, at: datetime
+    ) -> RetryDecision:
+        s = self.schedule
         if c.verdict is Verdict.DEFERRED:
             delay, next_attempt = s.deferred_delay_s, result.attempt
         else:
@@ -263,6 +276,13 @@ class EndpointTrip:
     reason: str
 
 
+def circuit_key(subscription_id: str, endpoint_id: str | None) -> str:
+    """Each endpoint has its own circuit, so one dead endpoint never switches off its siblings. The
+    subscription's own url (endpoint ``main``) keeps the key circuits were always stored under (its id);
+    another endpoint is ``<subscription>/<endpoint>`` ('/' is in neither id, so keys never collide)."""
+    return subscription_id if endpoint_id in (None, MAIN_ENDPOINT) else f"{subscription_id}/{endpoint_id}"
+
+
 CircuitListener = Callable[[str, dict[str, Any] | None], None]
 """``(subscription id, snapshot or None)`` after every change of an endpoint's streak (None: forgotten)."""
 
@@ -284,7 +304,7 @@ class EndpointCircuit:
     def record_attempt(self, result: AttemptResult, now: datetime) -> EndpointTrip | None:
         if result.failure is FailureKind.DEFERRED:
             return None
-        sub_id = result.subscription_id
+        sub_id = circuit_key(result.subscription_id, result.endpoint_id)
         before = self.snapshot(sub_id)
         try:
             rec = self._records.setdefault(sub_id, _EndpointRecord())
@@ -325,6 +345,11 @@ class EndpointCircuit:
     def forget(self, subscription_id: str) -> None:
         """Drop the streak without telling the listener (it was removed elsewhere)."""
         self._records.pop(subscription_id, None)
+
+    def keys_of(self, subscription_id: str) -> list[str]:
+        """The circuits of a subscription's endpoints that have a streak (see ``circuit_key``)."""
+        own = f"{subscription_id}/"
+        return [k for k in self._records if k == subscription_id or k.startswith(own)]
 
     def _trip(self, subscription_id: str, rec: _EndpointRecord, reason: str) -> EndpointTrip | None:
         if rec.tripped:

@@ -144,6 +144,15 @@ class HealthAggregator:
             "routes": {rid: track.to_dict() for rid, track in self._tracks.items()},
         }
 
+    def set_routes(self, routes: Iterable[Route]) -> None:
+        """The routes changed while running (a subscription's endpoints came or went): a new route starts
+        empty from the next window, a removed one stops; the others keep their buckets."""
+        wanted = {r.id: r.kind for r in routes}
+        tracks = {rid: t for rid, t in self._tracks.items() if wanted.get(rid) is t.kind}
+        for rid, kind in wanted.items():
+            tracks.setdefault(rid, _RouteTrack(kind))
+        self._tracks = dict(sorted(tracks.items()))
+
     def restore(self, data: Mapping[str, Any]) -> None:
         """Continue from a snapshot. Routes come from the config: new ones start empty, removed ones go."""
         self.start = int(data["start"])

@@ -38,11 +38,16 @@ def attempt_outcome(event: Mapping[str, Any]) -> AttemptOutcome:
 
 class AttemptReader:
     def __init__(self, section: RoutingSection, remember: int = 4096) -> None:
-        self.route_of_url = {
-            r.url: r.id for r in section.routes if r.kind is RouteKind.WEBHOOK and r.url is not None
-        }
+        self.use(section)
         self._seen: OrderedDict[tuple[str, int, str], None] = OrderedDict()
         self._remember = remember
+
+    def use(self, section: RoutingSection) -> None:
+        """The webhook routes to count attempts for: a config route by its URL, else (a subscription's own
+        endpoint route) by the route id the delivery event carries."""
+        webhooks = [r for r in section.routes if r.kind is RouteKind.WEBHOOK]
+        self.route_of_url = {r.url: r.id for r in webhooks if r.url is not None}
+        self.route_ids = {r.id for r in webhooks}
 
     def attempt(self, event: Mapping[str, Any]) -> WebhookAttempt | None:
         if event.get("state") not in _ATTEMPT_STATES or event.get("duration_ms") is None:
@@ -50,6 +55,8 @@ class AttemptReader:
         if str(event.get("failure") or "") in _LOCAL_FAILURES:
             return None
         route_id = self.route_of_url.get(str(event.get("url") or ""))
+        if route_id is None and event.get("route_id") in self.route_ids:
+            route_id = str(event["route_id"])
         if route_id is None:
             return None
         key = (str(event.get("webhook_id", "")), int(event.get("attempt") or 0), route_id)

@@ -44,6 +44,27 @@ AUTOMATIC_SWITCHES = frozenset(
 )
 
 
+ALERTS = frozenset({DecisionKind.BOTH_DEGRADED, DecisionKind.BOTH_DEGRADED_CLEARED})
+
+
+def ops_alert(d: Decision) -> dict[str, Any] | None:
+    """The operational event (sms.ops.events.v1, key = scope) for a "both degraded" alert raised or cleared,
+    else None. Operators' tooling already reads that topic (``endpoint_disabled``); the decision itself stays
+    the full record. ``ts`` is the decision's input time, so a replay gives the same event."""
+    if d.kind not in ALERTS:
+        return None
+    return {
+        "type": f"routes_{d.kind.value}",
+        "scope": d.scope,
+        "decision_id": d.decision_id,
+        "active": d.active.value,
+        "primary_state": d.primary_state.value if d.primary_state else None,
+        "secondary_state": d.secondary_state.value if d.secondary_state else None,
+        "reason": d.reason,
+        "ts": d.at,
+    }
+
+
 @dataclass(frozen=True)
 class ListHealth:
     """A list serves while any of its routes does, so it is as healthy as its best route."""

@@ -85,6 +85,11 @@ class HealthFeed:
         out += self.aggregator.advance(now - self.grace_ms)
         return out
 
+    def set_section(self, section: RoutingSection) -> None:
+        """The same window and carrier routes, with webhook routes come or gone (subscriptions' lists)."""
+        self.section = section
+        self.aggregator.set_routes(section.routes)
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "aggregator": self.aggregator.snapshot(),

@@ -291,8 +291,19 @@ class RoutingSection(_Strict):
     report_interval_s: float = Field(
         default=2.0, gt=0, description="how often the connector reports each route's counters and binds"
     )
+    subscription_lists: bool = Field(
+        default=False,
+        description="run the double-list stage for subscriptions with secondary endpoints (made through the "
+        "API or the CLI) even when this section has no policy; whenever the stage runs, each such "
+        "subscription gets a policy of its own, as if written here",
+    )
     routes: tuple[Route, ...] = ()
     policies: tuple[RoutingPolicy, ...] = ()
+
+    @property
+    def stage_runs(self) -> bool:
+        """Whether the worker runs the double-list stage (streams/routes.py)."""
+        return bool(self.policies) or self.subscription_lists
 
     def route(self, route_id: str) -> Route:
         return next(r for r in self.routes if r.id == route_id)

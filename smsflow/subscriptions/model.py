@@ -216,6 +216,10 @@ class Subscription(BaseModel):
     filters: MessageFilter = Field(default_factory=MessageFilter)
     enabled: bool = True
     disabled_reason: str | None = None
+    disabled_endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="endpoints switched off alone (410, circuit), id -> reason; the others keep receiving",
+    )
     max_in_flight: int = Field(10, ge=1, le=1000, description="concurrent requests to this endpoint")
     rate_limit_per_second: float | None = Field(None, gt=0, le=10_000)
     timeout_seconds: float = Field(10.0, gt=0, le=60)
@@ -274,6 +278,14 @@ class Subscription(BaseModel):
         """The endpoints on one list, in order; with no other endpoints, the primary list is ``[main]``."""
         listed = [ep for ep in self.endpoints if ep.role is role]
         return [self.main_endpoint, *listed] if role is ListName.PRIMARY else listed
+
+    def endpoint_enabled(self, endpoint_id: str) -> bool:
+        """Whether this endpoint may be sent to (the subscription as a whole is ``enabled``)."""
+        return endpoint_id not in self.disabled_endpoints
+
+    def enabled_endpoints(self) -> list[WebhookEndpoint]:
+        """Every endpoint not switched off alone, both lists, in order."""
+        return [ep for name in ListName for ep in self.endpoint_list(name) if self.endpoint_enabled(ep.id)]
 
     def endpoint(self, endpoint_id: str) -> WebhookEndpoint | None:
         if endpoint_id == MAIN_ENDPOINT:

@@ -160,6 +160,7 @@ def subscription_from_config(sc: SubscriptionConfig, existing: Subscription | No
         fields["created_at"] = existing.created_at
         fields["enabled"] = existing.enabled
         fields["disabled_reason"] = existing.disabled_reason
+        fields["disabled_endpoints"] = existing.disabled_endpoints
     return Subscription(**fields)
 
 

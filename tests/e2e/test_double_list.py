@@ -16,15 +16,16 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from devkit.simulator.faults import parse_fault
 from devkit.simulator.traffic import LogicalSms
 from smsflow.api.apikeys import ApiKeyStore
-from smsflow.schemas import ROUTE_DECISIONS_TOPIC, ROUTE_HEALTH_TOPIC
+from smsflow.schemas import OPS_TOPIC, ROUTE_DECISIONS_TOPIC, ROUTE_HEALTH_TOPIC
 from tests.e2e.test_webhook_api import cli, wait_api_up
 from tests.e2e.test_webhook_failures import free_port
-from tests.kafka_read import avro_values
+from tests.kafka_read import avro_values, read_topic
 
 pytestmark = pytest.mark.e2e
 
@@ -75,6 +76,10 @@ class Topics:
     async def health(self) -> list[dict[str, Any]]:
         recs = await asyncio.to_thread(avro_values, self.bootstrap, self.registry, ROUTE_HEALTH_TOPIC)
         return [{**r, "window_end": _ms(r["window_end"])} for r in recs]
+
+    async def ops(self) -> list[dict[str, Any]]:
+        recs = await asyncio.to_thread(read_topic, self.bootstrap, OPS_TOPIC)
+        return [orjson.loads(v) for _, _, _, v in recs if v is not None]
 
     async def wait(
         self, what: str, read: Callable[[], Any], cond: Callable[[list[dict[str, Any]]], bool], timeout: float
@@ -275,6 +280,13 @@ async def test_latency_failover_kill_recovery_both_degraded_and_override(pipelin
         async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as r:
             text = await r.text()
     assert 'smsflow_route_both_degraded{scope="prefix:+8526"} 1.0' in text
+    # and the operational event, on the topic operators' tooling reads
+    ops = await topics.wait("ops alert", topics.ops, lambda rs: bool(rs), 30)
+    assert (ops[0]["type"], ops[0]["scope"], ops[0]["decision_id"]) == (
+        "routes_both_degraded",
+        SCOPE,
+        alert["decision_id"],
+    )
     assert f'smsflow_route_active{{list="{alert["active"]}",scope="prefix:+8526"}} 1.0' in text
 
     cli_env = {
@@ -344,9 +356,22 @@ async def test_flapping_probe_latency_for_two_minutes_makes_at_most_the_bounded_
 
     switches = [d for d in await topics.decisions() if d["kind"] in AUTOMATIC]
     times = [d["at"] for d in switches]
-    print(f"\nflapping {flap_s} s every {period_s} s, H = {hold_down_s} s: {kinds(switches)}")
+    primary = [
+        r["state"] for r in await topics.health() if r["route_id"] == "hk-a" and r["window_end"] >= started_ms
+    ]
+    flips = sum(a != b for a, b in itertools.pairwise(primary))
+    span_s = (ended_ms - started_ms) / 1000
+    bound = int(span_s // hold_down_s + 1)
+    print(
+        f"\nflapping {flap_s} s every {period_s} s, H = {hold_down_s} s, {span_s:.0f} s observed: "
+        f"primary health changed state {flips} times in {len(primary)} records; "
+        f"{len(switches)} automatic decisions {kinds(switches)} (bound {bound}) at "
+        f"{[round((t - started_ms) / 1000, 1) for t in times]} s"
+    )
+    # the flapping reached the health records (else the test would prove nothing) and the decisions did not
+    # follow it
+    assert flips >= 4 and len(switches) < flips, primary
     assert switches, "the flapping primary never failed over"
     assert all(b - a >= hold_down_s * 1000 for a, b in itertools.pairwise(times))
-    span_s = (ended_ms - started_ms) / 1000
-    assert len(switches) <= span_s // hold_down_s + 1
+    assert len(switches) <= bound
     assert switches[-1]["active"] == "primary"  # settled back once the flapping stopped

@@ -109,6 +109,61 @@ async def test_status_lists_every_policy(env: Env) -> None:
     assert status["primary"] == ["hk-a"] and status["reason"].startswith("failover")
 
 
+async def test_subscriptions_double_lists_are_policies_each_key_sees_its_own() -> None:
+    """Issue 11: a subscription with a secondary endpoint (made through the API) has a policy of its own in
+    /v1/routes, visible to its owner and operators only; it can be looked up and pinned like any policy."""
+    from smsflow.routing.model import ListName
+    from smsflow.subscriptions.model import Subscription, WebhookEndpoint
+
+    def sub(sid: str, owner: str) -> Subscription:
+        dr = WebhookEndpoint(id="dr", role=ListName.SECONDARY, url=f"https://dr.example.com/{sid}")
+        return Subscription(id=sid, owner=owner, url=f"https://main.example.com/{sid}", endpoints=[dr])
+
+    store = InMemorySubscriptionStore([sub("sub_acme", "acme"), sub("sub_other", "other")])
+    keys, board, sent = ApiKeyStore(), Board(), []
+
+    async def send(scope: str, value: bytes) -> None:
+        sent.append((scope, orjson.loads(value)))
+
+    routes = RouteHandlers(SECTION, board, send, clock=lambda: NOW_S, subscriptions=store)
+    client = TestClient(TestServer(create_api_app(store, keys, routes=routes), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        admin, acme = keys.issue(None)[1], keys.issue("acme")[1]
+        board.latest["subscription:sub_acme"] = {
+            **decision("secondary"),
+            "scope": "subscription:sub_acme",
+            "decision_id": "subscription:sub_acme#1",
+            "evidence": [{"route_id": "sub_acme.dr", "state": "healthy"}],
+        }
+        mine = await (await client.get("/v1/routes", headers={"Authorization": f"Bearer {acme}"})).json()
+        every = await (await client.get("/v1/routes", headers={"Authorization": f"Bearer {admin}"})).json()
+        assert [s["scope"] for s in mine["data"]] == ["prefix:+8526", "subscription:sub_acme"]
+        assert [s["scope"] for s in every["data"]] == [
+            "prefix:+8526",
+            "subscription:sub_acme",
+            "subscription:sub_other",
+        ]
+        assert mine["data"][1]["primary"] == ["sub_acme.main"] and mine["data"][1]["active"] == "secondary"
+        looked = await client.get(
+            "/v1/routes/subscription:sub_acme/active", headers={"Authorization": f"Bearer {acme}"}
+        )
+        assert (await looked.json())["route_id"] == "sub_acme.dr"
+        hidden = await client.get(
+            "/v1/routes/subscription:sub_other/active", headers={"Authorization": f"Bearer {acme}"}
+        )
+        assert hidden.status == 404  # another owner's subscription is not even named
+        pin = {"pin": "primary", "reason": "receiver maintenance", "expires_in_s": 60}
+        put = await client.put(
+            "/v1/routes/subscription:sub_acme/override",
+            json=pin,
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        assert put.status == 202 and sent[-1][0] == "subscription:sub_acme"
+    finally:
+        await client.close()
+
+
 async def test_overrides_need_an_admin_key_an_expiry_and_carry_the_actor(env: Env) -> None:
     url = "/v1/routes/prefix:+8526/override"
     pin = {"pin": "secondary", "reason": "carrier A maintenance", "expires_in_s": 600}

@@ -25,6 +25,7 @@ from smsflow.delivery.failover import (
     subscription_routes,
     webhook_attempt,
 )
+from smsflow.delivery.policy import CircuitConfig, EndpointCircuit, circuit_key
 from smsflow.delivery.sender import SenderConfig, WebhookSender
 from smsflow.routing.health import HealthState
 from smsflow.routing.model import ListName, RoutingPolicy, Thresholds
@@ -36,6 +37,7 @@ from smsflow.subscriptions.model import (
     subscription_to_record,
 )
 from smsflow.subscriptions.secretbox import SecretBox
+from smsflow.subscriptions.store import InMemorySubscriptionStore
 from streams.deliver import KafkaDelivery
 from tests.unit.delivery.test_sender import LOCAL, Endpoint, msg
 
@@ -461,3 +463,123 @@ def test_config_webhook_routes_name_endpoints_by_url():
     sub = two_lists()
     assert route_of(sub, sub.main_endpoint) == "hook-1"  # the stage knows the main endpoint as hook-1
     assert route_of(sub, sub.endpoint("s1")) == "sub_1.s1"
+
+
+async def gone(request: web.Request) -> web.Response:
+    return web.Response(status=410)
+
+
+async def server_error(request: web.Request) -> web.Response:
+    return web.Response(status=500)
+
+
+# Issue 11: a 410 or a tripped circuit on ONE endpoint of a double-listed subscription switches off that
+# endpoint only; the other endpoints keep receiving. A subscription with one endpoint is switched off whole.
+
+
+def published(sent: list[tuple[str, bytes, bytes]], topic: str) -> list[dict[str, Any]]:
+    return [orjson.loads(v) for t, _, v in sent if t == topic]
+
+
+async def test_410_on_the_primary_disables_that_endpoint_only_and_the_secondary_keeps_receiving(receivers):
+    primary, secondary = await receivers(gone), await receivers()
+    sub = with_dr(primary, secondary)
+    store = InMemorySubscriptionStore([sub])
+    async with WebhookSender(SenderConfig(address_policy=LOCAL)) as sender:
+        kd, sent = kafka_delivery(DeliveryEngine(sender, store=store))
+        await kd.attempt(sub, [msg(1)], 1, datetime.now(UTC), None)
+        after = await store.get(sub.id)
+        assert after is not None
+        await kd.attempt(after, [msg(2)], 1, datetime.now(UTC), None)
+
+    # the message that met the 410 went to the secondary at once; the next one straight there
+    assert len(primary.requests) == 1 and len(secondary.requests) == 2
+    assert after.enabled and list(after.disabled_endpoints) == ["main"]
+    assert "410" in after.disabled_endpoints["main"]
+    assert choose_endpoint(after, None).route_id == "sub_1.dr"
+    events = published(sent, "sms.delivery.v1")
+    assert [(e["state"], e["route_id"]) for e in events if e["message_id"] == "msg_0001"] == [
+        ("sent", "sub_1.main"),
+        ("retry_scheduled", "sub_1.main"),
+        ("endpoint_disabled", "sub_1.main"),
+        ("delivered", "sub_1.dr"),
+    ]
+    assert not published(sent, "sms.webhook.dlq.v1")  # no message is lost to one endpoint's 410
+    (ops,) = published(sent, "sms.ops.events.v1")
+    assert ops["type"] == "endpoint_disabled" and ops["endpoint_id"] == "main"
+    assert kd.stats["delivered"] == 2
+
+
+async def test_410_on_the_only_endpoint_left_disables_the_subscription(receivers):
+    primary, secondary = await receivers(), await receivers(gone)
+    sub = with_dr(primary, secondary).model_copy(update={"disabled_endpoints": {"main": "HTTP 410 Gone"}})
+    store = InMemorySubscriptionStore([sub])
+    async with WebhookSender(SenderConfig(address_policy=LOCAL)) as sender:
+        kd, sent = kafka_delivery(DeliveryEngine(sender, store=store))
+        await kd.attempt(sub, [msg(1)], 1, datetime.now(UTC), None)
+    after = await store.get(sub.id)
+    assert after is not None and not after.enabled and "410" in (after.disabled_reason or "")
+    assert not primary.requests  # switched off before: never tried again
+    assert [d["state"] for d in published(sent, "sms.webhook.dlq.v1")] == ["dead_lettered"]
+
+
+async def test_410_on_a_single_endpoint_subscription_still_disables_it_whole(receivers):
+    only = await receivers(gone)
+    sub = Subscription(id="sub_2", owner="acme", url=only.url, timeout_seconds=2)
+    store = InMemorySubscriptionStore([sub])
+    async with WebhookSender(SenderConfig(address_policy=LOCAL)) as sender:
+        outcome = await DeliveryEngine(sender, store=store).attempt(sub, [msg(1)], 1, datetime.now(UTC))
+    after = await store.get(sub.id)
+    assert after is not None and not after.enabled and not after.disabled_endpoints
+    assert outcome.disabled_reason is not None and outcome.disabled_endpoint is None
+
+
+async def test_a_tripped_circuit_on_one_endpoint_disables_it_alone_and_an_operator_brings_it_back(receivers):
+    primary, secondary = await receivers(server_error), await receivers()
+    sub = with_dr(primary, secondary)
+    store = InMemorySubscriptionStore([sub])
+    circuit = EndpointCircuit(CircuitConfig(failing_for_s=0, max_consecutive_dead_letters=None))
+    async with WebhookSender(SenderConfig(address_policy=LOCAL)) as sender:
+        kd, _ = kafka_delivery(DeliveryEngine(sender, circuit=circuit, store=store))
+        await kd.attempt(sub, [msg(1)], 1, datetime.now(UTC), None)
+    after = await store.get(sub.id)
+    assert after is not None and after.enabled and list(after.disabled_endpoints) == ["main"]
+    assert len(secondary.requests) == 1 and kd.stats["delivered"] == 1
+    # each endpoint has its own streak: the secondary's success did not clear the primary's
+    assert circuit.snapshot(circuit_key("sub_1", "main"))["tripped"]
+    assert circuit.snapshot(circuit_key("sub_1", "dr"))["failing_since"] is None
+    # the operator re-enables the subscription's endpoints (POST /v1/subscriptions/{id}/enable does this)
+    await store.put(after.model_copy(update={"disabled_endpoints": {}}))
+    assert circuit.snapshot(circuit_key("sub_1", "main")) is None
+
+
+@pytest.mark.parametrize(
+    ("off", "active", "chosen", "after_chosen_fails"),
+    [
+        ({"main": "410"}, P, "sub_1.p2", "sub_1.s1"),  # the next endpoint of the same list
+        ({"main": "410", "p2": "410"}, P, "sub_1.s1", "sub_1.s2"),  # the list is empty: the other one
+        ({"s1": "410", "s2": "410"}, S, "sub_1.main", "sub_1.p2"),  # a decision for a list all switched off
+        ({"s1": "circuit"}, S, "sub_1.s2", "sub_1.main"),
+    ],
+)
+def test_endpoints_switched_off_alone_are_skipped(
+    off: dict[str, str], active: ListName, chosen: str, after_chosen_fails: str
+) -> None:
+    sub = two_lists(disabled_endpoints=off)
+    lists = ActiveList(active)
+    choice = choose_endpoint(sub, lists)
+    assert choice.route_id == chosen
+    failed = AttemptResult(
+        subscription_id="sub_1",
+        webhook_id="msg_1",
+        message_ids=["msg_1"],
+        attempt=1,
+        url=choice.endpoint.url,
+        endpoint_id=choice.endpoint.id,
+        started_at=datetime.now(UTC),
+        duration_ms=1,
+        status_code=410,
+        failure=FailureKind.HTTP_STATUS,
+    )
+    hop = next_endpoint(sub, lists, failed)
+    assert hop is not None and hop.route_id == after_chosen_fails

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from smsflow.routing.decisions import Decision, DoubleList, ScopeState
+from smsflow.routing.decisions import Decision, DoubleList, ScopeState, ops_alert
 from smsflow.routing.health import HealthRecord
 from smsflow.routing.model import ListName, Override, PolicyError
 from tests.routing_factories import SCOPE, S, pin, policy, record
@@ -208,3 +208,17 @@ def test_time_never_runs_backwards() -> None:
     # A late record is evaluated at the scope's clock, so hysteresis cannot be cheated by a stale timestamp.
     state, decisions = run([*both(100, "down", "healthy"), record("pa", 50, "healthy")])
     assert state.clock == 100 * S and summary(decisions) == [(100, "failover", "secondary")]
+
+
+def test_both_degraded_raised_and_cleared_are_operational_events_and_nothing_else_is() -> None:
+    """The alert reaches sms.ops.events.v1 (what operators' tooling reads), once raised and once cleared."""
+    _, decisions = run(both(10, "degraded", "degraded") + series(20, 100, "degraded", "healthy"))
+    alerts = [a for a in map(ops_alert, decisions) if a is not None]
+    assert [(a["type"], a["ts"] / S, a["active"]) for a in alerts] == [
+        ("routes_both_degraded", 10, "primary"),
+        ("routes_both_degraded_cleared", 70, "secondary"),
+    ]
+    raised = alerts[0]
+    assert raised["scope"] == SCOPE and raised["decision_id"] == decisions[0].decision_id
+    assert raised["primary_state"] == raised["secondary_state"] == "degraded"
+    assert "degraded" in raised["reason"]

@@ -148,3 +148,76 @@ def test_delivery_events_become_one_attempt_per_post() -> None:
     assert reader.attempt({**base, "url": "http://elsewhere/", "attempt": 5, "state": "delivered"}) is None
     ok = reader.attempt({**base, "attempt": 6, "state": "delivered", "status_code": 200})
     assert ok is not None and ok.outcome is AttemptOutcome.SUCCESS
+
+
+def api_subscription(**over: Any) -> Any:
+    """A subscription made through the API: its url (main) on the primary list, ``dr`` on the secondary."""
+    from smsflow.routing.model import ListName as L
+    from smsflow.subscriptions.model import Subscription, WebhookEndpoint
+
+    fields: dict[str, Any] = {
+        "id": "sub_api",
+        "owner": "acme",
+        "url": "https://main.example.com/sms",
+        "endpoints": [WebhookEndpoint(id="dr", role=L.SECONDARY, url="https://dr.example.com/sms")],
+        **over,
+    }
+    return Subscription(**fields)
+
+
+def test_a_subscription_made_through_the_api_gets_the_same_policy_machinery() -> None:
+    """Issue 11: API subscriptions with a secondary endpoint are decided by the stage like config policies:
+    their endpoints' attempts are judged, the scope fails over on the windows, not only by the local rule."""
+    from smsflow.delivery.failover import with_subscription_lists
+
+    sub = api_subscription()
+    sec = with_subscription_lists(section(), [sub, api_subscription(id="single", endpoints=[])])
+    assert [p.scope.key for p in sec.policies] == [SCOPE, "subscription:sub_api"]  # one list: no policy
+    policy = sec.policy("subscription:sub_api")
+    assert policy is not None and policy.primary == ("sub_api.main",) and policy.secondary == ("sub_api.dr",)
+    assert scopes_of(sec, "sub_api.main") == ["subscription:sub_api"]
+
+    feed = HealthFeed(section(), start=T0, grace_ms=0)
+    feed.set_section(sec)  # as the stage does once it has read the subscriptions
+    reader = AttemptReader(section())
+    reader.use(sec)
+    desk = ScopeDesk(sec, policy)
+    state, decisions = desk.initial(), []
+    offset = 0
+    for t in range(1, 40):  # the primary answers 503 to every attempt, the secondary (pinged) 200
+        for route, url, status in (("main", sub.url, 503), ("dr", "https://dr.example.com/sms", 204)):
+            event = {
+                "state": "delivered" if status < 300 else "retry_scheduled",
+                "status_code": status,
+                "url": url,
+                "route_id": f"sub_api.{route}",
+                "webhook_id": f"msg_{t}",
+                "attempt": 1,
+                "ts": T0 + t * S // 2,
+                "duration_ms": 5,
+            }
+            attempt = reader.attempt(event)
+            assert attempt is not None and attempt.route_id == f"sub_api.{route}"
+            for rec in feed.on_record(observation_record(attempt, "worker"), offset):
+                if rec.route_id.startswith("sub_api."):
+                    state, out = desk.on_health(state, rec)
+                    decisions += out
+            offset += 1
+    assert [d.kind for d in decisions] == [DecisionKind.FAILOVER]
+    assert state.active is ListName.SECONDARY and "success_rate" in decisions[0].reason
+
+
+def test_the_config_keeps_its_own_policy_for_a_subscription_scope_and_disabled_ones_get_none() -> None:
+    from smsflow.delivery.failover import with_subscription_lists
+
+    sec = parse_policies(
+        {
+            "routes": [
+                {"id": "hook-1", "kind": "webhook", "url": "https://main.example.com/sms"},
+                {"id": "hook-2", "kind": "webhook", "url": "https://dr.example.com/sms"},
+            ],
+            "policies": [{"scope": "subscription:sub_api", "primary": ["hook-1"], "secondary": ["hook-2"]}],
+        }
+    )
+    wide = with_subscription_lists(sec, [api_subscription(), api_subscription(id="off", enabled=False)])
+    assert wide.policies == sec.policies and wide.routes == sec.routes
