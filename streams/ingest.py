@@ -151,12 +151,19 @@ class IngestStage:
 
     async def handle_batch(self, events: Sequence[Any]) -> None:
         """One batch, record by record in arrival order (per partition, the order of the log)."""
-        for event in events:
+        for i, event in enumerate(events):
             # Table writes go to the changelog partition of the event being handled (Faust reads it from
             # this context variable); inside a batch that is the event of this iteration, not the last one.
             token = _current_event.set(weakref.ref(event))
             try:
                 await self.handle(event)
+            except BaseException:
+                # The platform failed (the worker exits to replay from its committed offsets) or the agent
+                # is being stopped. Faust's take_events acks the whole batch on the way out; a message
+                # marked acked is skipped by that ack, so the records not handled never become committable.
+                for unhandled in events[i:]:
+                    unhandled.message.acked = True
+                raise
             finally:
                 _current_event.reset(token)
 

@@ -10,8 +10,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import faust.streams
+import pytest
+from faust.types.tuples import ConsumerMessage
 
 from streams.ingest import IngestStage
+from streams.liveness import WorkerCannotProcess
 
 
 class _Event:
@@ -58,24 +61,42 @@ def test_each_record_of_a_batch_is_handled_as_the_current_event_in_log_order() -
     assert faust.streams.current_event() is None  # nothing leaks past the batch
 
 
-def test_a_record_that_fails_the_platform_stops_the_batch_there() -> None:
-    """A platform failure (WorkerCannotProcess) propagates: the rest of the batch is not handled (nor
-    acked), so a restart reads it again from the committed offset."""
+def test_records_a_platform_failure_left_unhandled_are_never_acked() -> None:
+    """A platform failure (WorkerCannotProcess) propagates and the worker exits to replay from its committed
+    offsets. Faust's take_events acks the whole batch on the way out: the record that failed and those after
+    it must not reach the consumer's acked set, or a commit before the exit would skip them."""
     stage = _stage()
     handled: list[int] = []
 
     async def handle(event: Any) -> None:
         if event.message.offset == 2:
-            raise RuntimeError("broker gone")
+            raise WorkerCannotProcess("broker gone")
         handled.append(event.message.offset)
 
     stage.handle = handle  # type: ignore[method-assign]
-    batch = [_event("sms.raw.v1", 0, n) for n in range(4)]
-    try:
+    batch = [_RealEvent(n) for n in range(5)]
+    with pytest.raises(WorkerCannotProcess):
         asyncio.run(stage.handle_batch(batch))
-    except RuntimeError:
-        pass
-    else:
-        raise AssertionError("the failure did not propagate")
     assert handled == [0, 1]
+    consumer = _AckingConsumer()
+    for event in batch:  # what take_events' finally does with the batch
+        event.message.ack(consumer)
+    assert consumer.acked == [0, 1]
     assert faust.streams.current_event() is None
+
+
+class _AckingConsumer:
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+
+    def ack(self, message: ConsumerMessage) -> bool:
+        self.acked.append(message.offset)
+        return True
+
+
+class _RealEvent:
+    """An event around Faust's own consumer message, whose ack() decides what the consumer may commit."""
+
+    def __init__(self, offset: int) -> None:
+        self.message = ConsumerMessage("sms.raw.v1", 0, offset, 0.0, 0, None, b"k", b"v", None)
+        self.message.refcount = 1
