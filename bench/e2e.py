@@ -622,6 +622,32 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def spread(results: list[Result]) -> str:
+    """min / median / max per system and scenario over repeated runs (``--repeat``), as issue 13 asks."""
+    groups: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        if r.offered:
+            groups.setdefault((r.system, r.scenario), []).append(r)
+    head = "| system | scenario | runs | delivered/s | p99 ms | CPU ms/msg | CPU ms/msg per process |"
+    lines = [head, "|" + "---|" * 7]
+
+    def mmm(values: list[float], fmt: str = ".0f") -> str:
+        v = sorted(values)
+        return " / ".join(format(x, fmt) for x in (v[0], statistics.median(v), v[-1]))
+
+    for (system, scenario), rs in groups.items():
+        procs = sorted({p for r in rs for p in r.cpu_s})
+        per_proc = ", ".join(
+            f"{p} {mmm([1000 * r.cpu_s.get(p, 0.0) / max(1, r.delivered) for r in rs], '.2f')}" for p in procs
+        )
+        lines.append(
+            f"| {system} | {scenario} | {len(rs)} | {mmm([r.delivered_per_s for r in rs])} "
+            f"| {mmm([r.latency_ms.get('p99', float('nan')) for r in rs], '.1f')} "
+            f"| {mmm([r.cpu_ms_per_msg for r in rs], '.2f')} | {per_proc} |"
+        )
+    return "\n".join(lines)
+
+
 def machine() -> dict[str, str]:
     cpu = "?"
     try:
@@ -749,6 +775,9 @@ def report(
     print(f"machine: {machine()}")
     print(f"versions: {versions}")
     print(table(results))
+    if args.repeat > 1:
+        print("\nmin / median / max over the repeated runs:")
+        print(spread(results))
     for label, rows in profiles.items():
         print(f"\nprofile {label} (py-spy; % of non-idle samples):")
         for name, share in rows:
