@@ -120,9 +120,11 @@ class IngestStage:
         outputs: dict[str, faust.TopicT],
         punctuation: faust.TopicT,
         batch_max: int = 1,
+        batch_within_s: float = 0.002,
     ) -> None:
         self.app = app
         self.batch_max = batch_max
+        self.batch_within_s = batch_within_s
         self.ctx = ctx
         self.processor = processor
         self.outputs = outputs
@@ -135,38 +137,35 @@ class IngestStage:
         skip a neighbour. Only a failure of the platform itself, after retries, propagates: then nothing can
         be processed, and the worker exits (streams/liveness.py) to restart from its committed offsets.
 
-        Records come in batches of what is already waiting (up to ``worker.ingest_batch_max``): a batch
-        never waits for more records, so it adds no latency and no timer; under load the records of a batch
-        are handled back to back and their outputs fill larger produce requests. Each record is acked once
-        it is handled (its outputs sent, so Faust's pre-commit flush makes them durable first), as before."""
+        Records come in batches (``worker.ingest_batch_max`` within ``worker.ingest_batch_within_ms``):
+        Faust acks a batch's events only after this handler returned for all of them, and commits only
+        after draining the producer, so "acked only once its outputs are durable" holds per batch as it did
+        per record."""
         if self.batch_max <= 1:
             async for event in stream.events():
                 await self.handle(event)
             return
-        # the records Faust has fetched for this agent and not yet handed out
-        nothing_waiting = stream.channel.queue.empty  # type: ignore[attr-defined]
-        batch: list[Any] = []
-        async for event in stream.noack().events():  # type: ignore[attr-defined]
-            batch.append(event)
-            if len(batch) < self.batch_max and not nothing_waiting():
-                continue  # the next record is already there: it joins this batch
-            pending, batch = batch, []
-            await self.handle_batch(stream, pending)
+        batches = stream.take_events(self.batch_max, within=self.batch_within_s)  # type: ignore[attr-defined]
+        async for events in batches:
+            await self.handle_batch(events)
 
-    async def handle_batch(self, stream: Any, events: Sequence[Any]) -> None:
-        """One batch, record by record in arrival order (per partition, the order of the log). A record is
-        acked after it is handled; an exception (a platform failure: the worker exits to replay from its
-        committed offsets; or the agent stopping) leaves it and the rest of the batch unacked, never
-        committable."""
-        for event in events:
+    async def handle_batch(self, events: Sequence[Any]) -> None:
+        """One batch, record by record in arrival order (per partition, the order of the log)."""
+        for i, event in enumerate(events):
             # Table writes go to the changelog partition of the event being handled (Faust reads it from
             # this context variable); inside a batch that is the event of this iteration, not the last one.
             token = _current_event.set(weakref.ref(event))
             try:
                 await self.handle(event)
+            except BaseException:
+                # The platform failed (the worker exits to replay from its committed offsets) or the agent
+                # is being stopped. Faust's take_events acks the whole batch on the way out; a message
+                # marked acked is skipped by that ack, so the records not handled never become committable.
+                for unhandled in events[i:]:
+                    unhandled.message.acked = True
+                raise
             finally:
                 _current_event.reset(token)
-            await stream.ack(event)
 
     async def handle(self, event: Any) -> None:
         if event.message.topic == self.punctuation_name:
