@@ -127,10 +127,14 @@ class SmsflowSystem:
         registry_url: str | None = None,
         pipeline: dict[str, Any] | None = None,
         overrides: list[str] | None = None,
+        workers: int = 1,
     ) -> None:
         """With ``bootstrap`` and ``registry_url`` given, use that broker and registry (tests' fixtures).
-        ``overrides``: ``dotted.path=yaml-value`` settings applied to the generated config (A/B runs)."""
+        ``overrides``: ``dotted.path=yaml-value`` settings applied to the generated config (A/B runs).
+        ``workers``: worker processes, and as many connector processes (each its own bind), for the
+        scale-out figure (issue 13): CPU per SMS summed over all of them."""
         self.workdir = workdir / "smsflow"
+        self.workers = workers
         self.partitions = partitions
         self.sessions = sessions
         self.bootstrap = bootstrap
@@ -186,8 +190,6 @@ class SmsflowSystem:
         }
         for setting in self.overrides:
             apply_override(cfg, setting)
-        path = self.workdir / "config.yaml"
-        path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
         env = child_env(
             bootstrap,
             registry_url,
@@ -197,11 +199,19 @@ class SmsflowSystem:
                 ENV_KEYS: f"bench:{SecretBox.generate_key()}",
             },
         )
-        for role in ("worker", "connector"):
-            p = RoleProcess(role, [role, "--config", str(path)], env, self.workdir / "logs" / f"{role}.log")
-            p.start()
-            self.procs[role] = p
-        log("smsflow: worker and connector started; waiting for the bind")
+        for i in range(1, self.workers + 1):
+            suffix = "" if i == 1 else str(i)  # the first pair keeps its names (profiles, logs)
+            # each process its own data dir: two workers must not share Faust's table directories
+            path = self.workdir / f"config{suffix}.yaml"
+            cfg_i = cfg | {"data_dir": str(self.workdir / f"data{suffix}")}
+            path.write_text(yaml.safe_dump(cfg_i), encoding="utf-8")
+            for role in ("worker", "connector"):
+                name = f"{role}{suffix}"
+                log_path = self.workdir / "logs" / f"{name}.log"
+                p = RoleProcess(name, [role, "--config", str(path)], env, log_path)
+                p.start()
+                self.procs[name] = p
+        log(f"smsflow: {self.workers} worker(s) and connector(s) started; waiting for the bind")
 
     def pids(self) -> dict[str, int]:
         out = {n: p.proc.pid for n, p in self.procs.items() if p.alive}
@@ -213,10 +223,8 @@ class SmsflowSystem:
         rx.on_message = lambda msg, t: on_text(str(msg.get("body", "")), t)
 
     async def stop(self) -> None:
-        for name in ("connector", "worker"):
-            p = self.procs.get(name)
-            if p is not None:
-                await asyncio.to_thread(p.stop)
+        for name in sorted(self.procs, key=lambda n: not n.startswith("connector")):  # connectors first
+            await asyncio.to_thread(self.procs[name].stop)
         if self.registry is not None:
             await asyncio.to_thread(self.registry.stop)
         if self.kafka is not None:
@@ -614,6 +622,32 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def spread(results: list[Result]) -> str:
+    """min / median / max per system and scenario over repeated runs (``--repeat``), as issue 13 asks."""
+    groups: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        if r.offered:
+            groups.setdefault((r.system, r.scenario), []).append(r)
+    head = "| system | scenario | runs | delivered/s | p99 ms | CPU ms/msg | CPU ms/msg per process |"
+    lines = [head, "|" + "---|" * 7]
+
+    def mmm(values: list[float], fmt: str = ".0f") -> str:
+        v = sorted(values)
+        return " / ".join(format(x, fmt) for x in (v[0], statistics.median(v), v[-1]))
+
+    for (system, scenario), rs in groups.items():
+        procs = sorted({p for r in rs for p in r.cpu_s})
+        per_proc = ", ".join(
+            f"{p} {mmm([1000 * r.cpu_s.get(p, 0.0) / max(1, r.delivered) for r in rs], '.2f')}" for p in procs
+        )
+        lines.append(
+            f"| {system} | {scenario} | {len(rs)} | {mmm([r.delivered_per_s for r in rs])} "
+            f"| {mmm([r.latency_ms.get('p99', float('nan')) for r in rs], '.1f')} "
+            f"| {mmm([r.cpu_ms_per_msg for r in rs], '.2f')} | {per_proc} |"
+        )
+    return "\n".join(lines)
+
+
 def machine() -> dict[str, str]:
     cpu = "?"
     try:
@@ -656,7 +690,11 @@ async def run(
     systems: list[Any] = []
     for name in args.systems.split(","):
         if name == "smsflow":
-            systems.append(SmsflowSystem(workdir, partitions=args.partitions, overrides=args.config_set))
+            systems.append(
+                SmsflowSystem(
+                    workdir, partitions=args.partitions, overrides=args.config_set, workers=args.workers
+                )
+            )
         elif name == "kannel":
             if not kannel_installed():
                 log("kannel: bearerbox not installed; skipped")
@@ -668,7 +706,8 @@ async def run(
         for system in systems:
             try:
                 await system.start(smsc, rx)
-                await asyncio.wait_for(_wait_account_bound(smsc, system.account), 120)
+                binds = getattr(system, "workers", 1)  # one bind per connector process
+                await asyncio.wait_for(_wait_account_bound(smsc, system.account, binds), 120)
                 versions.update(system.versions())
                 log(f"{system.name}: bound; warm-up")
                 await bench.warmup(system, args.warmup)
@@ -691,7 +730,7 @@ async def run(
                     spies = []
                     if args.profile and key.startswith("sat"):
                         for role, pid in system.pids().items():
-                            if role in ("worker", "connector"):
+                            if role.startswith(("worker", "connector")):
                                 spies.append(
                                     (
                                         f"{system.name}-{role}-{key}",
@@ -721,8 +760,8 @@ async def run(
     return results, profiles, versions
 
 
-async def _wait_account_bound(smsc: SimulatedSmsc, account: str) -> None:
-    while not any(s.bound and s.system_id == account and s.can_receive for s in smsc.sessions):
+async def _wait_account_bound(smsc: SimulatedSmsc, account: str, binds: int = 1) -> None:
+    while sum(s.bound and s.system_id == account and s.can_receive for s in smsc.sessions) < binds:
         await asyncio.sleep(0.1)
 
 
@@ -736,6 +775,9 @@ def report(
     print(f"machine: {machine()}")
     print(f"versions: {versions}")
     print(table(results))
+    if args.repeat > 1:
+        print("\nmin / median / max over the repeated runs:")
+        print(spread(results))
     for label, rows in profiles.items():
         print(f"\nprofile {label} (py-spy; % of non-idle samples):")
         for name, share in rows:
@@ -767,6 +809,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--kannel-no-store", action="store_true", help="run Kannel without its spool store")
     ap.add_argument("--repeat", type=int, default=1, help="run the measured scenarios this many times")
+    ap.add_argument("--workers", type=int, default=1, help="smsflow worker (and connector) processes")
     ap.add_argument("--profile", action="store_true", help="py-spy the smsflow worker/connector (saturation)")
     ap.add_argument(
         "--config-set",

@@ -313,6 +313,18 @@ class WorkerConfig(_Strict):
         le=100,
         description="how long the worker's producer gathers records into one request (latency vs CPU)",
     )
+    ingest_batch_max: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="raw records the ingest agent handles per batch (1: one at a time)",
+    )
+    ingest_batch_within_ms: float = Field(
+        default=2.0,
+        gt=0,
+        le=1000,
+        description="longest a raw record waits for its batch to fill: the latency batching may add",
+    )
 
     def effective_instance_id(self) -> str | None:
         return os.environ.get("SMSFLOW_WORKER_INSTANCE_ID") or self.instance_id

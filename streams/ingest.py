@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
 from faust.exceptions import FaustError
+from faust.streams import _current_event
 from faust.types import TP
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -117,8 +119,12 @@ class IngestStage:
         processor: IngestProcessor,
         outputs: dict[str, faust.TopicT],
         punctuation: faust.TopicT,
+        batch_max: int = 1,
+        batch_within_s: float = 0.002,
     ) -> None:
         self.app = app
+        self.batch_max = batch_max
+        self.batch_within_s = batch_within_s
         self.ctx = ctx
         self.processor = processor
         self.outputs = outputs
@@ -129,15 +135,46 @@ class IngestStage:
         """The agent: one guarded boundary per record. Whatever one record does, it ends processed or
         quarantined (with its reason) and acked, so it can neither crash this agent, pin its partition nor
         skip a neighbour. Only a failure of the platform itself, after retries, propagates: then nothing can
-        be processed, and the worker exits (streams/liveness.py) to restart from its committed offsets."""
-        async for event in stream.events():
-            if event.message.topic == self.punctuation_name:
-                try:
-                    await self.handle_punctuation(event.message.partition)
-                except Exception:  # expiry is idempotent: the next punctuation does what this one could not
-                    log.exception("ingest punctuation for partition %d failed", event.message.partition)
-            else:
-                await self.handle_raw(event)
+        be processed, and the worker exits (streams/liveness.py) to restart from its committed offsets.
+
+        Records come in batches (``worker.ingest_batch_max`` within ``worker.ingest_batch_within_ms``):
+        Faust acks a batch's events only after this handler returned for all of them, and commits only
+        after draining the producer, so "acked only once its outputs are durable" holds per batch as it did
+        per record."""
+        if self.batch_max <= 1:
+            async for event in stream.events():
+                await self.handle(event)
+            return
+        batches = stream.take_events(self.batch_max, within=self.batch_within_s)  # type: ignore[attr-defined]
+        async for events in batches:
+            await self.handle_batch(events)
+
+    async def handle_batch(self, events: Sequence[Any]) -> None:
+        """One batch, record by record in arrival order (per partition, the order of the log)."""
+        for i, event in enumerate(events):
+            # Table writes go to the changelog partition of the event being handled (Faust reads it from
+            # this context variable); inside a batch that is the event of this iteration, not the last one.
+            token = _current_event.set(weakref.ref(event))
+            try:
+                await self.handle(event)
+            except BaseException:
+                # The platform failed (the worker exits to replay from its committed offsets) or the agent
+                # is being stopped. Faust's take_events acks the whole batch on the way out; a message
+                # marked acked is skipped by that ack, so the records not handled never become committable.
+                for unhandled in events[i:]:
+                    unhandled.message.acked = True
+                raise
+            finally:
+                _current_event.reset(token)
+
+    async def handle(self, event: Any) -> None:
+        if event.message.topic == self.punctuation_name:
+            try:
+                await self.handle_punctuation(event.message.partition)
+            except Exception:  # expiry is idempotent: the next punctuation does what this one could not
+                log.exception("ingest punctuation for partition %d failed", event.message.partition)
+        else:
+            await self.handle_raw(event)
 
     async def punctuate(self) -> None:
         """The timer: one punctuation record for each partition of sms.raw.v1 this worker owns."""

@@ -103,7 +103,13 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         partials = app.Table("ingest-partials", default=None, partitions=ctx.partitions)
         seen = app.Table("ingest-seen", default=None, partitions=ctx.partitions)
         ingest = IngestStage(
-            app, ctx, IngestProcessor(partials, seen, ingest_settings(cfg)), outputs, punctuation
+            app,
+            ctx,
+            IngestProcessor(partials, seen, ingest_settings(cfg)),
+            outputs,
+            punctuation,
+            batch_max=cfg.worker.ingest_batch_max,
+            batch_within_s=cfg.worker.ingest_batch_within_ms / 1000,
         )
         ctx.ingest = ingest.processor
         # agent, timer, rebalance hook

@@ -636,3 +636,4 @@ class IngestProcessor:
         """Partition revoked: another worker (or a later assignment) rebuilds from the table."""
         self._index.pop(partition, None)
         self._clocks.pop(partition, None)
+        self.parts.forget_cached()

@@ -47,8 +47,8 @@ class Hostile:
     expect: str
     text: str = ""
     payloads: list[bytes] = field(default_factory=list)  # user data sent, to recognise quarantine records
-    # "volume" cases are legal but big (a 255-part SMS, 64 KB payloads): their cost is many records' worth of
-    # work, so they run in a phase of their own, where the bound is "linear in what they carry"
+    # "volume" cases are legal but big (a 255-part SMS, 64 KB payloads): they run in a phase of their own
+    # (so a slow one is told apart from the light cases), under the same 2x bound
     volume: bool = False
 
 
@@ -361,15 +361,13 @@ async def test_hostile_pdus_among_steady_traffic(pipeline) -> None:
         + "\n".join(f"  {k}: {v}" for k, v in outcomes.items())
     )
     print(report)
-    if p99_b > max(2 * p99_a, p99_a + 150):
+    bound = max(2 * p99_a, p99_a + 150)  # issue 9: within 2x, with a floor for a loaded 2-core machine
+    if p99_b > bound:
         problems.append(f"hostile PDUs slowed normal traffic: p99 {p99_a:.0f} -> {p99_b:.0f} ms")
-    # A 255-part SMS is 255 records of work for the partition it lands on (ARCHITECTURE: key by conversation),
-    # so normal SMS queued behind it wait for that work: the bound is linear in what the volume cases carry
-    # (20 ms a record on a loaded 2-core machine), never the seconds-per-record of a backtracking pattern.
-    if p99_c > p99_a + 20 * heavy_records:
-        problems.append(
-            f"volume cases slowed normal traffic beyond linear: p99 {p99_a:.0f} -> {p99_c:.0f} ms"
-        )
+    # A 255-part SMS is 255 records for the worker; each must cost what a normal SMS's record costs (it was
+    # 130,000 table reads for the whole message, ~0.5 s of the event loop: 2.7x the clean p99).
+    if p99_c > bound:
+        problems.append(f"volume cases slowed normal traffic: p99 {p99_a:.0f} -> {p99_c:.0f} ms")
 
     # no agent crashed, nothing raised out of a handler
     logs = "\n".join(f.read_text(errors="replace") for f in (p.workdir / "logs").glob("worker-*.log"))
