@@ -225,17 +225,22 @@ class SubmitPath:
         with self._ledger_lock:
             return self._ledgers.get(key, Ledger())
 
-    async def _write(self, key: str, entry: LedgerEntry) -> None:
-        """Write a ledger entry and wait for the broker; retried until stored (nothing goes on without it)."""
+    async def _store(self, topic: str, value: bytes, key: str) -> None:
+        """Send a record and wait for the broker's ack, retried until it is stored: nothing that follows
+        (a submit_sm after its intent, the commit of a handed-over submission) may go on without it."""
         delay = 0.2
         while True:
             try:
-                await self.producer.send(LEDGER_TOPIC, ledger_value(entry), key=key)
-                break
+                await self.producer.send(topic, value, key=key)
+                return
             except Exception as exc:
-                log.warning("submission ledger: not stored (%s); retrying in %.1f s", exc, delay)
+                log.warning("%s: not stored (%s); retrying in %.1f s", topic, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _write(self, key: str, entry: LedgerEntry) -> None:
+        """Write a ledger entry, stored before anything goes on, and fold it into the segment's ledger."""
+        await self._store(LEDGER_TOPIC, ledger_value(entry), key)
         if isinstance(entry, Carried):
             self._fold(entry.record)
 
@@ -411,12 +416,4 @@ class SubmitPath:
             return
         log.info("%s#%d: %s; handing it to %s", sub.message_id, sub.seq, why, nxt.route.route_id)
         self.handed_over += 1
-        delay = 0.2
-        while True:
-            try:
-                await self.producer.send(SUBMIT_TOPIC, nxt.to_json(), key=nxt.route.carrier)
-                return
-            except Exception as exc:
-                log.warning("submit topic: hand-over not stored (%s); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await self._store(SUBMIT_TOPIC, nxt.to_json(), nxt.route.carrier)

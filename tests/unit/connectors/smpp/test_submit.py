@@ -103,3 +103,47 @@ async def test_copies_of_one_segment_are_never_submitted_at_once():
     third = asyncio.create_task(path._take(_Msg(sub.to_json())))
     await asyncio.gather(first, second, third)
     assert peak == 1
+
+
+async def test_ledger_entries_and_hand_overs_are_retried_until_the_broker_stores_them(monkeypatch):
+    """Nothing goes on without its record stored: a broker that refuses twice delays the intent (and so the
+    submit_sm behind it) and the hand-over to the next route; it loses neither."""
+    from connectors.smpp.submit import SubmitPath
+    from smsflow.config import OutboundConfig
+    from smsflow.outbound.ledger import Intent
+    from smsflow.outbound.submission import LEDGER_TOPIC, SUBMIT_TOPIC, Carried, read_ledger
+
+    class FlakyProducer:
+        def __init__(self) -> None:
+            self.refusals = 0
+            self.stored: list[tuple[str, bytes, str]] = []
+
+        async def send(self, topic: str, value: bytes, key: str) -> None:
+            if self.refusals < 2:
+                self.refusals += 1
+                raise RuntimeError("broker unavailable")
+            self.refusals = 0  # the next record is refused twice again
+            self.stored.append((topic, value, key))
+
+    waits: list[float] = []
+
+    async def no_wait(s: float) -> None:
+        waits.append(s)
+
+    producer = FlakyProducer()
+    path = SubmitPath("t", "127.0.0.1:9", [], {}, producer, OutboundConfig())  # type: ignore[arg-type]
+    monkeypatch.setattr(asyncio, "sleep", no_wait)
+    intent = Intent("m", 1, 1, "r0", "+852", None, 5)
+    await path._write("m", Carried(intent, "c0"))
+    sub = Submission(
+        "m", 1, 1, "+852", "ACME", "alphanumeric", 0, 0, b"hi", "otp", 1, None,
+        (Candidate("r0", "c0"), Candidate("r1", "c1")),
+    )  # fmt: skip
+    await path._hand_over(sub, 0x58, "refused for now")
+
+    (ledger_topic, value, key), (submit_topic, handed, carrier) = producer.stored
+    assert (ledger_topic, key, read_ledger(value)) == (LEDGER_TOPIC, "m", Carried(intent, "c0"))
+    assert (submit_topic, carrier) == (SUBMIT_TOPIC, "c1")
+    assert Submission.from_json(handed).route == Candidate("r1", "c1")
+    assert waits == [0.2, 0.4, 0.2, 0.4]  # backing off, and the ledger holds the intent once stored
+    assert path._ledger_of(("m", 1)).segments[("m", 1)][0].intent == intent
