@@ -25,6 +25,8 @@ wires them, the way Faust's own examples put app, topics, tables and agents at t
         ▲ timer outbound-punctuate: one record per owned partition (validity expiry)
     sms.receipts.v1 ──────▶ outbound-receipts ─▶ sms.outbound.ledger.v1 (receipt) | ...receipts.unmatched.v1
         task: follow the ledger's accepted outcomes (the receipt index); on shutdown: stop following
+    every stage ▲ timer reread-stalled: a partition whose committed offset sits on a record Faust dropped
+        before the agent while later records were acked is re-read from that offset (streams/offsets.py)
 
 A new stage adds its block here (topics, tables, agents, timers) and its handlers in ``streams/<stage>.py``.
 """
@@ -51,6 +53,7 @@ from smsflow.schemas import (
     ROUTE_OVERRIDES_TOPIC,
     WEBHOOK_RETRY_TOPIC,
 )
+from streams import offsets
 from streams.context import StreamContext
 from streams.deliver import DELIVER_OUTPUTS, DeliverStage
 from streams.ingest import IngestStage, ingest_settings
@@ -62,6 +65,10 @@ from streams.routes import RoutesStage, RoutesTopics, scoped_topic_name, ticks_t
 # co-partitioned with sms.raw.v1 that drive reassembly timeouts and dedup expiry (ADR 0003). The topic name
 # keeps its first spelling so a running deployment's topic stays in use.
 PUNCTUATION_RETENTION_S = 3600.0
+
+# The stalled-partition guard: a stall must hold this many checks in a row (so ~10-15 s) before a re-read.
+STALL_CHECK_INTERVAL_S = 5.0
+STALL_CHECKS = 3
 
 
 def punctuation_topic_name(app_id: str) -> str:
@@ -179,4 +186,12 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         )
         app.task(outbound.follow_ledger)
         app.on_before_shutdown.connect(outbound.stop)  # type: ignore[arg-type]
+    # every stage: re-read a partition whose committed offset is stuck on a record Faust dropped on the way
+    # to the agent (streams/offsets.py)
+    guard = offsets.StalledPartitionGuard(checks=STALL_CHECKS)
+
+    async def reread_stalled() -> None:
+        await offsets.reread_stalled(app, guard)
+
+    app.timer(interval=STALL_CHECK_INTERVAL_S, name="reread-stalled")(reread_stalled)
     return Topology(punctuation, outbound_punctuation)
