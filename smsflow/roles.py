@@ -27,13 +27,16 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     from smsflow.delivery.sender import SenderConfig, WebhookSender
     from smsflow.telemetry import setup_tracing
     from streams.deliver import KafkaDelivery
-    from streams.liveness import Liveness
+    from streams.liveness import Liveness, StartupTimeline
 
+    startup = StartupTimeline()
+    startup.mark("imports done")
     event_loop.install(cfg.event_loop)  # before Faust makes its loop
     bootstrap, registry = cfg.require_endpoints()
     setup_tracing(cfg.tracing, "worker")
     app, ctx = _build_app_with_topics(cfg, roles, bootstrap, registry)
-    liveness = Liveness(app)
+    startup.mark("topics checked, app built")
+    liveness = Liveness(app, startup=startup)
     ctx.liveness = liveness
     metrics.set_health(liveness.ready)
     metrics.serve(cfg.metrics.worker_port, cfg.metrics.host)
@@ -44,6 +47,7 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
             "smsflow_delivery", "delivery stage", lambda: getattr(ctx.delivery, "stats", None)
         )
     ctx.serde.warm_up()
+    startup.mark("schemas fetched")
     if "deliver" in roles:
         from smsflow.subscriptions.topic_store import TopicSubscriptionStore, seed_subscriptions
 
@@ -67,11 +71,13 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
         engine = DeliveryEngine(sender, store=store, policy=policy)
         ctx.delivery = KafkaDelivery(ctx, engine, store)
 
-        @app.task
         async def _start_store() -> None:
             await store.start()
             await seed_subscriptions(store, cfg.subscriptions)
             ctx.subscriptions_ready.set()
+            startup.mark("subscriptions loaded")
+
+        ctx.loading_tasks.append(_start_store)
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def _close(app: Any, **kwargs: Any) -> None:

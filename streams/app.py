@@ -8,6 +8,7 @@ Concurrency lives inside single actors with explicit acks (never ``agent(concurr
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import faust
@@ -53,7 +54,18 @@ class DrainingProducerBuffer(ProducerBuffer):
 
 
 class SmsflowApp(faust.App):
-    """The Faust app, with a producer whose pre-commit flush makes table writes durable before offsets."""
+    """The Faust app, with a producer whose pre-commit flush makes table writes durable before offsets, and
+    tasks that run while it starts (``loading_tasks``), not only once its tables are recovered."""
+
+    loading_tasks: Sequence[Callable[[], Awaitable[None]]] = ()
+    _loading_started = False
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        if not self._loading_started:
+            self._loading_started = True
+            for task in self.loading_tasks:
+                self.add_future(task())
 
     def _new_producer(self) -> ProducerT:
         producer = super()._new_producer()
@@ -107,4 +119,6 @@ def build_app(
     ctx = StreamContext(
         config, bootstrap, serde, partitions, roles or {"ingest", "deliver", "routes", "outbound"}
     )
-    return app, ctx, build_topology(app, ctx)
+    topology = build_topology(app, ctx)
+    app.loading_tasks = ctx.loading_tasks
+    return app, ctx, topology
