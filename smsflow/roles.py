@@ -114,7 +114,7 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
     race; a cluster that still is not ready after ``worker.start_attempts`` tries is an error, said so.
     """
     from smsflow.schemas import RAW_TOPIC
-    from smsflow.topics import TopicSpec, ensure_topics, partition_count
+    from smsflow.topics import TopicSpec, ensure_topics, partition_count, partition_counts
     from streams.app import build_app
     from streams.liveness import EXIT_CANNOT_PROCESS
     from streams.topology import PUNCTUATION_RETENTION_S
@@ -149,10 +149,11 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
                 retention_ms = int(PUNCTUATION_RETENTION_S * 1000)
                 specs.append(TopicSpec(name, ctx.partitions, retention_ms=retention_ms))
             ensure_topics(bootstrap, specs)
+            counts = partition_counts(bootstrap, [s.name for s in specs])
             wrong = [
-                f"{s.name} has {n} partitions, wants {s.partitions}"
+                f"{s.name} has {counts[s.name]} partitions, wants {s.partitions}"
                 for s in specs
-                if (n := partition_count(bootstrap, s.name)) != s.partitions
+                if counts[s.name] != s.partitions
             ]
             if wrong:
                 raise RuntimeError("; ".join(wrong))

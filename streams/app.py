@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import faust
+from faust.tables import TableManager
 from faust.transport.producer import ProducerBuffer
 from faust.types import ProducerT
 from faust.types.tuples import FutureMessage
@@ -51,6 +52,19 @@ class DrainingProducerBuffer(ProducerBuffer):
                 raise RuntimeError("Cannot flush: producer buffer not running")
             self.message_sent.clear()
             await self.message_sent.wait()
+
+
+class PromptTableManager(TableManager):
+    """Faust's table manager, without the fixed second it sleeps at start.
+
+    Faust 0.15.3 sleeps 1 s before it finalizes the tables, so that tables declared late can still register.
+    Ours are all declared when the topology is built, before the app starts; the sleep only delayed every
+    restart, and after a crash every message waits for the restart (docs/consistency.md)."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 class SmsflowApp(faust.App):
@@ -104,6 +118,7 @@ def build_app(
         broker_commit_interval=1.0,
         stream_wait_empty=False,
         web_enabled=False,
+        TableManager=PromptTableManager,
         table_standby_replicas=worker.standby_replicas,
         # Recovery time after a crash (docs/consistency.md): a restarted worker with the same instance id
         # takes its partitions back at once (static membership); a dead one is noticed after the session
