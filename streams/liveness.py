@@ -66,14 +66,15 @@ class Liveness:
             return False, "recovering table state from changelogs"
         if getattr(self.app, "rebalancing", False):
             return False, "consumer group rebalance in progress"
+        if not self._was_ready:
+            self._was_ready = True
+            self.startup.mark("ready (partitions assigned, tables recovered)")
         return True, "processing"
 
     def beat(self) -> None:
         """Called from a timer on the event loop: the loop is alive."""
         self.last_beat = time.monotonic()
-        if not self._was_ready and self.ready()[0]:
-            self._was_ready = True
-            self.startup.mark("ready (partitions assigned, tables recovered)")
+        self.ready()  # marks the moment it first is, if /health was not asked
         self.startup.flush()
 
     def fail(self, reason: str) -> None:
