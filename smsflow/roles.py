@@ -27,13 +27,16 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     from smsflow.delivery.sender import SenderConfig, WebhookSender
     from smsflow.telemetry import setup_tracing
     from streams.deliver import KafkaDelivery
-    from streams.liveness import Liveness
+    from streams.liveness import Liveness, StartupTimeline
 
+    startup = StartupTimeline()
+    startup.mark("imports done")
     event_loop.install(cfg.event_loop)  # before Faust makes its loop
     bootstrap, registry = cfg.require_endpoints()
     setup_tracing(cfg.tracing, "worker")
     app, ctx = _build_app_with_topics(cfg, roles, bootstrap, registry)
-    liveness = Liveness(app)
+    startup.mark("topics checked, app built")
+    liveness = Liveness(app, startup=startup)
     ctx.liveness = liveness
     metrics.set_health(liveness.ready)
     metrics.serve(cfg.metrics.worker_port, cfg.metrics.host)
@@ -44,18 +47,21 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
             "smsflow_delivery", "delivery stage", lambda: getattr(ctx.delivery, "stats", None)
         )
     ctx.serde.warm_up()
+    startup.mark("schemas fetched")
     if "deliver" in roles or ("routes" in roles and cfg.routing.stage_runs):
         from smsflow.subscriptions.topic_store import TopicSubscriptionStore, seed_subscriptions
 
         store = TopicSubscriptionStore(bootstrap)
         ctx.subscriptions = store
 
-        @app.task
         async def _start_store() -> None:
             await store.start()
             if "deliver" in roles:
                 await seed_subscriptions(store, cfg.subscriptions)
             ctx.subscriptions_ready.set()
+            startup.mark("subscriptions loaded")
+
+        ctx.loading_tasks.append(_start_store)
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def _close_store(app: Any, **kwargs: Any) -> None:
@@ -117,7 +123,7 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
     race; a cluster that still is not ready after ``worker.start_attempts`` tries is an error, said so.
     """
     from smsflow.schemas import RAW_TOPIC
-    from smsflow.topics import TopicSpec, ensure_topics, partition_count
+    from smsflow.topics import TopicSpec, ensure_topics, partition_count, partition_counts
     from streams.app import build_app
     from streams.liveness import EXIT_CANNOT_PROCESS
     from streams.topology import PUNCTUATION_RETENTION_S
@@ -152,10 +158,11 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
                 retention_ms = int(PUNCTUATION_RETENTION_S * 1000)
                 specs.append(TopicSpec(name, ctx.partitions, retention_ms=retention_ms))
             ensure_topics(bootstrap, specs)
+            counts = partition_counts(bootstrap, [s.name for s in specs])
             wrong = [
-                f"{s.name} has {n} partitions, wants {s.partitions}"
+                f"{s.name} has {counts[s.name]} partitions, wants {s.partitions}"
                 for s in specs
-                if (n := partition_count(bootstrap, s.name)) != s.partitions
+                if counts[s.name] != s.partitions
             ]
             if wrong:
                 raise RuntimeError("; ".join(wrong))

@@ -18,6 +18,7 @@ import copy
 import datetime as dt
 import io
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -127,9 +128,13 @@ class Serde:
         return self.codec(topic).decode(data)
 
     def warm_up(self, topics: list[str] | None = None) -> None:
-        """Register every contract now so the first message pays no registry round trip."""
-        for topic in topics or list(TOPIC_SCHEMAS):
-            self.codec(topic).register()
+        """Register every contract now so the first message pays no registry round trip.
+
+        The round trips run at the same time: a restarted worker does this before it processes anything, and
+        one after the other they cost a second or two of a loaded machine (docs/consistency.md)."""
+        codecs = [self.codec(topic) for topic in topics or list(TOPIC_SCHEMAS)]
+        with ThreadPoolExecutor(max_workers=max(1, len(codecs)), thread_name_prefix="schemas") as pool:
+            list(pool.map(TopicCodec.register, codecs))
 
 
 Encoder = Callable[[dict[str, Any]], bytes]

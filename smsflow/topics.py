@@ -269,6 +269,17 @@ def partition_count(bootstrap: str, topic: str, timeout: float = 30.0) -> int:
     return len(meta.partitions)
 
 
+def partition_counts(bootstrap: str, topics: Iterable[str], timeout: float = 30.0) -> dict[str, int]:
+    """Partitions of each existing topic, from one metadata request (0 for a missing one): a worker checks
+    all its internal topics at every start, and a client per topic cost seconds on a loaded machine."""
+    md = _admin(bootstrap).list_topics(timeout=timeout)
+    out: dict[str, int] = {}
+    for name in topics:
+        meta = md.topics.get(name)
+        out[name] = 0 if meta is None or meta.error is not None else len(meta.partitions)
+    return out
+
+
 def _wait_for_leaders(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     names = {s.name for s in specs}

@@ -8,9 +8,11 @@ Concurrency lives inside single actors with explicit acks (never ``agent(concurr
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import faust
+from faust.tables import TableManager
 from faust.transport.producer import ProducerBuffer
 from faust.types import ProducerT
 from faust.types.tuples import FutureMessage
@@ -52,8 +54,32 @@ class DrainingProducerBuffer(ProducerBuffer):
             await self.message_sent.wait()
 
 
+class PromptTableManager(TableManager):
+    """Faust's table manager, without the fixed second it sleeps at start.
+
+    Faust 0.15.3 sleeps 1 s before it finalizes the tables, so that tables declared late can still register.
+    Ours are all declared when the topology is built, before the app starts; the sleep only delayed every
+    restart, and after a crash every message waits for the restart (docs/consistency.md)."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
 class SmsflowApp(faust.App):
-    """The Faust app, with a producer whose pre-commit flush makes table writes durable before offsets."""
+    """The Faust app, with a producer whose pre-commit flush makes table writes durable before offsets, and
+    tasks that run while it starts (``loading_tasks``), not only once its tables are recovered."""
+
+    loading_tasks: Sequence[Callable[[], Awaitable[None]]] = ()
+    _loading_started = False
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        if not self._loading_started:
+            self._loading_started = True
+            for task in self.loading_tasks:
+                self.add_future(task())
 
     def _new_producer(self) -> ProducerT:
         producer = super()._new_producer()
@@ -92,6 +118,7 @@ def build_app(
         broker_commit_interval=1.0,
         stream_wait_empty=False,
         web_enabled=False,
+        TableManager=PromptTableManager,
         table_standby_replicas=worker.standby_replicas,
         # Recovery time after a crash (docs/consistency.md): a restarted worker with the same instance id
         # takes its partitions back at once (static membership); a dead one is noticed after the session
@@ -107,4 +134,6 @@ def build_app(
     ctx = StreamContext(
         config, bootstrap, serde, partitions, roles or {"ingest", "deliver", "routes", "outbound"}
     )
-    return app, ctx, build_topology(app, ctx)
+    topology = build_topology(app, ctx)
+    app.loading_tasks = ctx.loading_tasks
+    return app, ctx, topology

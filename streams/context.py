@@ -4,6 +4,7 @@ sets up for another (typed fields, so a reader sees who provides what)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -39,3 +40,8 @@ class StreamContext:
     # the double list's current state per scope (sms.routes.decisions.v1), for outbound route choice; empty:
     # every scope on its primary list. Nothing fills it yet (docs/outbound.md, "Not built yet").
     route_states: dict[str, ScopeState] = field(default_factory=dict)
+    # Tasks that load state read whole from compacted topics (subscriptions, attempts ledger, circuits, route
+    # decisions): started with the app, while it joins its group and recovers its tables, not after recovery
+    # as Faust's ``app.task`` is. After a crash every message waits for both; run in series they added
+    # seconds on a loaded machine (docs/consistency.md, "Recovery timeline").
+    loading_tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

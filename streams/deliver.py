@@ -334,12 +334,10 @@ class DeliverStage:
     async def load_state(self) -> None:
         """A task: reads the attempts ledger and the endpoint circuits whole before anything is delivered."""
         try:
-            await self.ledger.start()
             # The endpoint circuit: thresholds from webhooks.circuit, streaks kept in sms.webhook.circuits.v1
             eng = self.engine().engine
             eng.circuit = EndpointCircuit(circuit_config(self.ctx.config.webhooks.circuit))
             store = CircuitStore(self.ctx.bootstrap, eng.circuit)
-            await store.start()
             self.circuits.append(store)
             # the double list's decisions: delivery follows each subscription's active list
             serde = self.ctx.serde
@@ -348,9 +346,11 @@ class DeliverStage:
                 lambda v: serde.decode(ROUTE_DECISIONS_TOPIC, v),
                 webhook_route_urls(self.ctx.config.routing),
             )
-            await lists.start()
-            self.engine().active_lists = lists
             self.followers.append(lists)
+            # Read at the same time (each in its own consumer thread): after a crash every message waits for
+            # this, and one after the other cost seconds of a loaded machine (docs/consistency.md).
+            await asyncio.gather(self.ledger.start(), store.start(), lists.start())
+            self.engine().active_lists = lists
         except Exception as exc:
             # nothing is delivered without them: say so loudly instead of waiting silently
             log.critical(
@@ -360,6 +360,8 @@ class DeliverStage:
             )
             raise
         self.state_ready.set()
+        if self.ctx.liveness is not None:
+            self.ctx.liveness.startup.mark("delivery state loaded (attempts, circuits, route decisions)")
 
     async def pings(self) -> None:
         """A task: with a double-list stage configured, pings the endpoints that get no traffic now, so the

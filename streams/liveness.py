@@ -27,8 +27,12 @@ class WorkerCannotProcess(RuntimeError):
 
 
 class Liveness:
-    def __init__(self, app: Any, grace_s: float = 30.0, stall_s: float = 120.0) -> None:
+    def __init__(
+        self, app: Any, grace_s: float = 30.0, stall_s: float = 120.0, startup: StartupTimeline | None = None
+    ) -> None:
         self.app = app
+        self.startup = startup or StartupTimeline()
+        self._was_ready = False
         self.grace_s = grace_s
         self.stall_s = stall_s
         self.last_beat = time.monotonic()
@@ -62,11 +66,16 @@ class Liveness:
             return False, "recovering table state from changelogs"
         if getattr(self.app, "rebalancing", False):
             return False, "consumer group rebalance in progress"
+        if not self._was_ready:
+            self._was_ready = True
+            self.startup.mark("ready (partitions assigned, tables recovered)")
         return True, "processing"
 
     def beat(self) -> None:
         """Called from a timer on the event loop: the loop is alive."""
         self.last_beat = time.monotonic()
+        self.ready()  # marks the moment it first is, if /health was not asked
+        self.startup.flush()
 
     def fail(self, reason: str) -> None:
         """The worker cannot go on (after its own retries): the watchdog exits on its next check."""
@@ -100,3 +109,39 @@ class Liveness:
         # No clean shutdown: it could hang on what is broken. The ingest state is crash-consistent and the
         # offsets of unfinished work are not committed, so a restart loses nothing.
         os._exit(EXIT_CANNOT_PROCESS)
+
+
+def since_process_start() -> float:
+    """Seconds since this process was created (Linux ``/proc``), so start-up phases include the interpreter's
+    own start and the imports; elsewhere, since this module was imported."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            # field 22, counted after the command name (which may contain spaces): start time in clock ticks
+            started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime", encoding="ascii") as f:
+            return float(f.read().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED_AT
+
+
+_IMPORTED_AT = time.monotonic()
+
+
+class StartupTimeline:
+    """When each start-up phase of a worker ended, in seconds since the process started.
+
+    After a crash, messages wait for the restarted worker's whole start-up; these marks say where that time
+    goes (docs/consistency.md, "Recovery timeline"). Marks made before Faust sets up logging are kept and
+    logged at the next ``flush``."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, float]] = []
+        self._logged = 0
+
+    def mark(self, phase: str) -> None:
+        self.marks.append((phase, since_process_start()))
+
+    def flush(self) -> None:
+        for phase, at in self.marks[self._logged :]:
+            log.info("start-up: %s at %.2f s", phase, at)
+        self._logged = len(self.marks)

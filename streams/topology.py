@@ -8,7 +8,8 @@ wires them, the way Faust's own examples put app, topics, tables and agents at t
         ▲ timer ingest-punctuate: one record per owned partition (drives reassembly timeouts, dedup expiry)
     sms.inbound.v1 ───────▶ deliver       ─▶ webhook POST; sms.delivery.v1 | sms.webhook.retry.v1 | ...dlq.v1
     sms.webhook.retry.v1 ─▶ deliver-retry ─▶ webhook POST; the same, and sms.webhook.attempts.v1 (ledger)
-        tasks: batch timer; read the attempts ledger, circuits, route decisions; endpoint pings; drain
+        tasks: batch timer; endpoint pings; drain; from app start (ctx.loading_tasks): read the attempts
+        ledger, circuits, route decisions
     sms.delivery.v1 ──────────────▶ routes-attempts ─▶ sms.routes.observations.v1 (webhook attempts)
     sms.routes.observations.v1 ─┐
     <app>-routes-ticks ─────────┴─▶ routes-health [routes-health] ─▶ sms.routes.health.v1
@@ -133,7 +134,7 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         app.agent(inbound, name="deliver")(deliver.deliver)
         app.agent(retry, name="deliver-retry")(deliver.deliver_retry)
         app.task(deliver.batch_timer)
-        app.task(deliver.load_state)
+        ctx.loading_tasks.append(deliver.load_state)
         app.task(deliver.pings)
         app.on_before_shutdown.connect(deliver.drain)  # type: ignore[arg-type]
 
