@@ -271,14 +271,6 @@ async def test_primary_refusing_for_now_moves_submits_to_the_secondary(pipeline,
         assert len(p.smsc.submits.for_account("acct1")) == before
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open bug (issue 12): after kill -9 of the worker, the restarted Faust worker leaves a run of"
-    " records from the committed offset of some partitions (seen on sms.raw.v1, sms.receipts.v1,"
-    " sms.outbound.ledger.v1) neither processed nor acked, so the commit stalls there and those messages end"
-    " 'expired' though the carrier delivered them (11-31 of 45 on one core: `taskset -c 0`). Nothing is"
-    " submitted twice (asserted first). See docs/outbound.md.",
-)
 async def test_kill_9_of_connector_and_worker_submits_nothing_twice(pipeline, tmp_path: Path) -> None:
     p, base, token = await start(pipeline, tmp_path, {"attempts_per_route": 2, "retry_backoff_s": [0.3]})
     async with aiohttp.ClientSession() as http:
