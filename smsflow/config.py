@@ -307,6 +307,11 @@ class WorkerConfig(_Strict):
     start_attempts: int = Field(
         default=5, ge=1, description="times the worker tries to verify its topics before it exits non-zero"
     )
+    max_not_ready_s: float = Field(
+        default=900.0,
+        ge=30,
+        description="a worker not ready this long (a recovery or rebalance that never ends) exits non-zero",
+    )
     producer_linger_ms: int = Field(
         default=1,
         ge=0,

@@ -36,7 +36,7 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     setup_tracing(cfg.tracing, "worker")
     app, ctx = _build_app_with_topics(cfg, roles, bootstrap, registry)
     startup.mark("topics checked, app built")
-    liveness = Liveness(app, startup=startup)
+    liveness = Liveness(app, startup=startup, max_not_ready_s=cfg.worker.max_not_ready_s)
     ctx.liveness = liveness
     metrics.set_health(liveness.ready)
     metrics.serve(cfg.metrics.worker_port, cfg.metrics.host)

@@ -28,9 +28,16 @@ class WorkerCannotProcess(RuntimeError):
 
 class Liveness:
     def __init__(
-        self, app: Any, grace_s: float = 30.0, stall_s: float = 120.0, startup: StartupTimeline | None = None
+        self,
+        app: Any,
+        grace_s: float = 30.0,
+        stall_s: float = 120.0,
+        startup: StartupTimeline | None = None,
+        max_not_ready_s: float = 900.0,
     ) -> None:
         self.app = app
+        self.max_not_ready_s = max_not_ready_s
+        self._not_ready_since: float | None = time.monotonic()
         self.startup = startup or StartupTimeline()
         self._was_ready = False
         self.grace_s = grace_s
@@ -94,6 +101,16 @@ class Liveness:
             reason = self.problem()
             if reason is None and now - self.last_beat > self.stall_s:
                 reason = f"the event loop made no progress for {self.stall_s:.0f} s"
+            if reason is None:
+                # a worker that stays not ready (a recovery or a rebalance that never ends) holds its
+                # partitions while processing nothing: after max_not_ready_s it exits, so they move on
+                ready, why = self.ready()
+                if ready:
+                    self._not_ready_since = None
+                elif self._not_ready_since is None:
+                    self._not_ready_since = now
+                elif now - self._not_ready_since >= self.max_not_ready_s:
+                    self._exit(f"not ready for {self.max_not_ready_s:.0f} s: {why}")
             if reason is None:
                 self._problem_since = None
                 continue

@@ -50,6 +50,43 @@ def test_a_fatal_problem_ends_the_process_with_a_clear_message(
     assert "KafkaTimeoutError" in capsys.readouterr().err
 
 
+def test_a_worker_that_never_finishes_recovering_exits_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fake_exit(code: int) -> None:
+        raise SystemExit(code)
+
+    monkeypatch.setattr("streams.liveness.os._exit", fake_exit)
+    live = Liveness(_app(recovering=True), max_not_ready_s=0.05)
+    with pytest.raises(SystemExit) as exc:
+        live._watch(0.01)
+    assert exc.value.code == EXIT_CANNOT_PROCESS
+    assert "not ready for" in capsys.readouterr().err
+
+
+def test_not_ready_time_counts_only_while_not_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recovered after 0.5 s of a 1 s allowance: the count ends, and 3.5 s of readiness later no exit."""
+    app = _app(recovering=True)
+    clock = {"now": 0.0}
+    monkeypatch.setattr("streams.liveness.time.monotonic", lambda: clock["now"])
+    live = Liveness(app, max_not_ready_s=1.0)
+    exits: list[int] = []
+    monkeypatch.setattr("streams.liveness.os._exit", exits.append)
+
+    def sleep(_: float) -> None:
+        clock["now"] += 0.1
+        live.last_beat = clock["now"]
+        if clock["now"] >= 0.5:
+            app.tables._recovery.completed = SimpleNamespace(is_set=lambda: True)
+        if clock["now"] >= 4.0:
+            raise StopIteration  # end the watch loop
+
+    monkeypatch.setattr("streams.liveness.time.sleep", sleep)
+    with pytest.raises(StopIteration):
+        live._watch(0.1)
+    assert exits == [] and live._not_ready_since is None
+
+
 def test_health_endpoint_answers_503_with_the_reason_then_200() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
