@@ -67,9 +67,10 @@ from streams.routes import RoutesStage, RoutesTopics, scoped_topic_name, ticks_t
 # keeps its first spelling so a running deployment's topic stays in use.
 PUNCTUATION_RETENTION_S = 3600.0
 
-# The stalled-partition guard: a stall must hold this many checks in a row (so ~10-15 s) before a re-read.
-STALL_CHECK_INTERVAL_S = 5.0
-STALL_CHECKS = 3
+# The stalled-partition guard: a stall must hold this many checks in a row (so 1-2 s) before a re-read. The
+# condition cannot hold legitimately, so a short wait is safe; each second of it is hold-back after a restart.
+STALL_CHECK_INTERVAL_S = 1.0
+STALL_CHECKS = 2
 
 
 def punctuation_topic_name(app_id: str) -> str:
