@@ -12,25 +12,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Any
 
 from smsflow.ingest.origin import RecordOrigin
 from smsflow.ingest.processor import IngestProcessor, IngestSettings
-from tests.factories import segment_records
-
-
-class ReadCountingTable(dict[str, Any]):
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads = 0
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.reads += 1
-        return super().get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        self.reads += 1
-        return super().__contains__(key)
+from tests.factories import CountingTable, segment_records
 
 
 def main() -> None:
@@ -41,7 +26,7 @@ def main() -> None:
     records = segment_records("x" * (153 * args.parts), 0, "udh8", 77)
     times, reads = [], 0
     for _ in range(args.runs):
-        partials = ReadCountingTable()
+        partials = CountingTable()
         proc = IngestProcessor(partials, {}, IngestSettings())
         t0 = time.perf_counter()
         for off, rec in enumerate(records):

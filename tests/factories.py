@@ -152,3 +152,19 @@ def attempt_result(sub_id: str = "s", status: int | None = 500, failure: Any = N
         status_code=status,
         failure=failure,
     )
+
+
+class CountingTable(dict[str, Any]):
+    """A table that counts reads, as each read of a Faust table costs a lookup and a decode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.reads += 1
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.reads += 1
+        return super().__contains__(key)

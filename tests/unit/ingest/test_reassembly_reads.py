@@ -9,23 +9,7 @@ from typing import Any
 from smsflow.ingest.origin import RecordOrigin
 from smsflow.ingest.processor import IngestProcessor, IngestSettings
 from smsflow.ingest.reassembly import PartStore, part_key
-from tests.factories import segment_records
-
-
-class CountingTable(dict[str, Any]):
-    """A table that counts reads, as each read of a Faust table costs a lookup and a decode."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads = 0
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.reads += 1
-        return super().get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        self.reads += 1
-        return super().__contains__(key)
+from tests.factories import CountingTable, segment_records
 
 
 def test_a_255_part_sms_reads_the_table_a_bounded_number_of_times_per_part() -> None:
