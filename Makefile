@@ -1,5 +1,5 @@
 # The two commands of the README's quick start, plus the checks CI runs.
-.PHONY: run test test-long lint bench clean
+.PHONY: run test test-long lint bench bench-outbound clean
 
 run:            ## the live local pipeline: Kafka, registry, Zipkin, connector, workers, simulated carrier, webhook
 	@bash infra/bootstrap.sh
@@ -22,6 +22,10 @@ lint:
 bench:          ## end-to-end benchmark vs Kannel; results go to docs/BENCHMARKS.md by hand
 	@bash infra/bootstrap.sh
 	.venv/bin/python -m bench.e2e $(ARGS)
+
+bench-outbound: ## outbound (MT) benchmark: POST /v1/messages vs Kannel's sendsms to the same SMSC; by hand to docs
+	@bash infra/bootstrap.sh
+	.venv/bin/python -m bench.bench_outbound $(ARGS)
 
 clean:
 	rm -rf .work

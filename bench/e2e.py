@@ -147,26 +147,9 @@ class SmsflowSystem:
 
     async def start(self, smsc: SimulatedSmsc, rx: WebhookReceiver) -> None:
         from devkit.demo.pipeline import RoleProcess, child_env
-        from devkit.local.kafka import LocalKafka
-        from devkit.registry import RegistryThread
         from smsflow.subscriptions.secretbox import ENV_KEYS, SecretBox
-        from smsflow.topics import ensure_topics, load_manifest
 
-        await asyncio.to_thread(_fresh_dir, self.workdir)
-        if self.bootstrap is None:
-            log("smsflow: starting the local Kafka broker")
-            self.kafka = LocalKafka(self.workdir / "kafka")
-            await asyncio.to_thread(self.kafka.fetch)
-            await asyncio.to_thread(self.kafka.format)
-            await asyncio.to_thread(self.kafka.start)
-            await asyncio.to_thread(self.kafka.wait_ready, 120)
-            self.bootstrap = self.kafka.bootstrap
-            await asyncio.to_thread(ensure_topics, self.bootstrap, load_manifest())
-        if self.registry_url is None:
-            self.registry = RegistryThread(self.bootstrap)
-            self.registry_url = await asyncio.to_thread(self.registry.start)
-        bootstrap, registry_url = self.bootstrap, self.registry_url
-        assert bootstrap is not None and registry_url is not None
+        bootstrap, registry_url = await self.start_broker()
         cfg = {
             "app_id": f"bench-{int(time.time()) % 10**6}",
             "kafka": {"partitions": self.partitions},
@@ -212,6 +195,29 @@ class SmsflowSystem:
                 p.start()
                 self.procs[name] = p
         log(f"smsflow: {self.workers} worker(s) and connector(s) started; waiting for the bind")
+
+    async def start_broker(self) -> tuple[str, str]:
+        """A fresh work folder; the local broker (topics created) and the registry, unless given: their
+        bootstrap and URL."""
+        from devkit.local.kafka import LocalKafka
+        from devkit.registry import RegistryThread
+        from smsflow.topics import ensure_topics, load_manifest
+
+        await asyncio.to_thread(_fresh_dir, self.workdir)
+        if self.bootstrap is None:
+            log(f"{self.name}: starting the local Kafka broker")
+            self.kafka = LocalKafka(self.workdir / "kafka")
+            await asyncio.to_thread(self.kafka.fetch)
+            await asyncio.to_thread(self.kafka.format)
+            await asyncio.to_thread(self.kafka.start)
+            await asyncio.to_thread(self.kafka.wait_ready, 120)
+            self.bootstrap = self.kafka.bootstrap
+            await asyncio.to_thread(ensure_topics, self.bootstrap, load_manifest())
+        if self.registry_url is None:
+            self.registry = RegistryThread(self.bootstrap)
+            self.registry_url = await asyncio.to_thread(self.registry.start)
+        assert self.bootstrap is not None and self.registry_url is not None
+        return self.bootstrap, self.registry_url
 
     def pids(self) -> dict[str, int]:
         out = {n: p.proc.pid for n, p in self.procs.items() if p.alive}
@@ -353,6 +359,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {
         "p50": pct(50),
         "p90": pct(90),
+        "p95": pct(95),
         "p99": pct(99),
         "max": v[-1],
         "mean": statistics.fmean(v),
@@ -765,6 +772,13 @@ async def _wait_account_bound(smsc: SimulatedSmsc, account: str, binds: int = 1)
         await asyncio.sleep(0.1)
 
 
+def print_profiles(profiles: dict[str, list[tuple[str, float]]]) -> None:
+    for label, rows in profiles.items():
+        print(f"\nprofile {label} (py-spy; % of non-idle samples):")
+        for name, share in rows:
+            print(f"  {share:6.1f}{'' if name == 'samples' else '%'}  {name}")
+
+
 def report(
     args: argparse.Namespace,
     results: list[Result],
@@ -778,10 +792,7 @@ def report(
     if args.repeat > 1:
         print("\nmin / median / max over the repeated runs:")
         print(spread(results))
-    for label, rows in profiles.items():
-        print(f"\nprofile {label} (py-spy; % of non-idle samples):")
-        for name, share in rows:
-            print(f"  {share:6.1f}{'' if name == 'samples' else '%'}  {name}")
+    print_profiles(profiles)
     if args.json:
         out = {
             "command": " ".join(sys.argv),

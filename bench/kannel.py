@@ -60,6 +60,10 @@ class KannelOptions:
     store: bool = True  # spool every message to disk before acking, as we do to Kafka
     max_pending_submits: int = 10
     extra_core: dict[str, str] = field(default_factory=dict)
+    # the outbound bench: smsbox's sendsms HTTP interface (cgi-bin/sendsms) for this user and password
+    sendsms_user: tuple[str, str] | None = None
+    # the number bases of the SMSC's message ids (bit 1: submit_sm_resp hex, bit 2: receipt hex); 0x03 = both
+    msg_id_type: str = "0x01"
 
 
 def render_config(
@@ -100,7 +104,7 @@ def render_config(
         "smsc-password": q + opts.password + q,
         "system-type": q + opts.system_type + q,
         "interface-version": "34",
-        "msg-id-type": "0x01",
+        "msg-id-type": opts.msg_id_type,
         "enquire-link-interval": "30",
         "reconnect-delay": "1",
         "max-pending-submits": str(opts.max_pending_submits),
@@ -126,8 +130,15 @@ def render_config(
         "omit-empty": "true",
         "post-url": q + url + q,
     }
+    groups = [("core", core), ("smsc", smsc), ("smsbox", smsbox), ("sms-service", service)]
+    if opts.sendsms_user is not None:
+        user, password = opts.sendsms_user
+        # max-messages: a long text is sent as up to this many concatenated parts
+        groups.append(
+            ("sendsms-user", {"username": q + user + q, "password": q + password + q, "max-messages": "10"})
+        )
     out = []
-    for group, values in (("core", core), ("smsc", smsc), ("smsbox", smsbox), ("sms-service", service)):
+    for group, values in groups:
         out.append(f"group = {group}")
         out += [f"{k} = {v}" for k, v in values.items()]
         out.append("")
@@ -191,6 +202,10 @@ class KannelGateway:
                 return str(r.read().decode("utf-8", "replace"))
         except (urllib.error.URLError, OSError) as exc:
             return f"status unavailable: {exc}"
+
+    @property
+    def sendsms_url(self) -> str:
+        return f"http://127.0.0.1:{self.sendsms_port}/cgi-bin/sendsms"
 
     def smsc_online(self) -> bool:
         return "online" in self.status().split("SMSC connections:", 1)[-1]
