@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,32 +79,48 @@ class Customer:
         return out
 
 
+@dataclass(frozen=True)
+class CustomerApi:
+    """The `smsflow api` role's settings for a test: a free port, a keys file with one customer (acme), and
+    an admin key in the env."""
+
+    config: dict[str, Any]
+    env: dict[str, str]
+    token: str
+    admin: str
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.config['port']}"
+
+    @classmethod
+    def issue(cls, tmp_path: Path) -> CustomerApi:
+        keys = ApiKeyStore()
+        key, token = keys.issue("acme", label="e2e customer")
+        _, admin = keys.issue(None, label="e2e admin")
+        keys_file = tmp_path / "keys.jsonl"
+        keys_file.write_bytes(orjson.dumps(key.to_record()) + b"\n")
+        config = {
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "admin_key_env": "E2E_ADMIN_KEY",
+            "keys_file": str(keys_file),
+        }
+        return cls(config, {"E2E_ADMIN_KEY": admin}, token, admin)
+
+
 async def start(
     pipeline: Any, tmp_path: Path, outbound: dict[str, Any], carrier_extra: dict[str, Any] | None = None
 ) -> tuple[Any, str, str]:
-    keys = ApiKeyStore()
-    key, token = keys.issue("acme", label="e2e customer")
-    _, admin = keys.issue(None, label="e2e admin")
-    keys_file = tmp_path / "keys.jsonl"
-    keys_file.write_bytes(orjson.dumps(key.to_record()) + b"\n")
-    port = free_port()
+    api = CustomerApi.issue(tmp_path)
     p = await pipeline(
-        carriers=2,
-        receipts=True,
-        api={
-            "host": "127.0.0.1",
-            "port": port,
-            "admin_key_env": "E2E_ADMIN_KEY",
-            "keys_file": str(keys_file),
-        },
-        extra_env={"E2E_ADMIN_KEY": admin},
-        carrier_extra=carrier_extra,
+        carriers=2, receipts=True, api=api.config, extra_env=api.env, carrier_extra=carrier_extra
     )
     cfg = yaml.safe_load(p.config_path.read_text())
     cfg["outbound"] = outbound
     p.config_path.write_text(yaml.safe_dump(cfg))
     p.start("worker", "connector", "api")
-    return p, f"http://127.0.0.1:{port}", token
+    return p, api.base, api.token
 
 
 async def hold_sender(http: aiohttp.ClientSession, base: str, admin: str) -> None:
@@ -114,25 +132,31 @@ async def hold_sender(http: aiohttp.ClientSession, base: str, admin: str) -> Non
 
 def submitted_texts(p: Any, account: str | None = None) -> dict[str, list[str]]:
     """Per destination, the texts the SMSC accepted (parts joined by their concatenation reference)."""
+    return joined_texts((r.dest, r.short_message, r.data_coding) for r in p.smsc.submits.accepted(account))
+
+
+def joined_texts(parts: Iterable[tuple[str, bytes, int]]) -> dict[str, list[str]]:
+    """Per destination ('+' and digits), the texts of submitted octets (destination, short_message,
+    data_coding), a message's parts joined by their concatenation reference."""
     by_msg: dict[tuple[str, int | None], dict[int, bytes]] = defaultdict(dict)
     coding: dict[tuple[str, int | None], int] = {}
-    for r in p.smsc.submits.accepted(account):
-        # the stage sets UDHI (esm_class 0x40) on parts; the simulator keeps only the octets: a leading
-        # UDH length of 5 (8-bit reference) or 6 (16-bit) with a concatenation element is a part
+    for dest, octets, data_coding in parts:
+        # the stage sets UDHI (esm_class 0x40) on parts; a carrier's ledger may keep only the octets: a
+        # leading UDH length of 5 (8-bit reference) or 6 (16-bit) with a concatenation element is a part
         info = None
-        body = r.short_message
-        if r.short_message[:1] in (b"\x05", b"\x06"):
-            ies, rest = parse_udh(r.short_message)
+        body = octets
+        if octets[:1] in (b"\x05", b"\x06"):
+            ies, rest = parse_udh(octets)
             info = concat_info(ies)
             if info is not None:
                 body = rest
         ref = info.ref if info is not None else None
         seq = info.seq if info is not None else 1
-        by_msg[(r.dest, ref)][seq] = body
-        coding[(r.dest, ref)] = r.data_coding
+        by_msg[(dest, ref)][seq] = body
+        coding[(dest, ref)] = data_coding
     out: dict[str, list[str]] = defaultdict(list)
-    for (dest, ref), parts in by_msg.items():
-        joined = b"".join(parts[i] for i in sorted(parts))
+    for (dest, ref), got in by_msg.items():
+        joined = b"".join(got[i] for i in sorted(got))
         out["+" + dest].append(decode_text(joined, coding[(dest, ref)]).text)
     return out
 
