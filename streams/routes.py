@@ -57,6 +57,7 @@ from smsflow.routing.model import (
     with_api_policies,
 )
 from smsflow.routing.observations import observation_record
+from smsflow.routing.ops_webhook import ops_webhook_sender
 from smsflow.routing.policy_book import PolicyBook
 from smsflow.routing.policy_changes import POLICY_CHANGE, PolicyChange
 from smsflow.routing.scopes import ScopeDesk, scopes_of
@@ -143,6 +144,7 @@ class RoutesStage:
         self.book.listeners.append(self._policy_changed)
         ctx.loading_tasks.append(self.load_policies)
         app.on_before_shutdown.connect(self.close_policies)  # type: ignore[arg-type]
+        self.ops_webhook = ops_webhook_sender(self.section)
         self.use(self.section)
 
     def merged(self) -> RoutingSection:
@@ -157,6 +159,8 @@ class RoutesStage:
 
     async def close_policies(self, app: Any, **kwargs: Any) -> None:
         await self.book.stop()
+        if self.ops_webhook is not None:
+            await self.ops_webhook.close()
 
     async def _policy_changed(self, change: PolicyChange) -> None:
         self.use(self.merged())
@@ -297,6 +301,8 @@ class RoutesStage:
             alert = ops_alert(d)
             if alert is not None:
                 await self.topics.ops.send(key=d.scope.encode(), value=orjson.dumps(alert))
+                if self.ops_webhook is not None:
+                    self.ops_webhook.enqueue(alert)
             log.info("route decision %s %s -> %s: %s", d.decision_id, d.kind.value, d.active.value, d.reason)
         if decisions:
             await (

@@ -287,6 +287,17 @@ class RoutingPolicy(_Strict):
         return self.primary if name is ListName.PRIMARY else self.secondary
 
 
+class OpsWebhook(_Strict):
+    """Where "both degraded" alerts are POSTed for people (optional): signed like customer webhooks."""
+
+    url: str = Field(pattern=r"^https?://", description="the ops endpoint (a pager's or chat's webhook)")
+    secret_env: str = Field(min_length=1, description="env var holding the whsec_ signing secret")
+    timeout_s: float = Field(default=10.0, gt=0)
+    retry_delays_s: tuple[float, ...] = Field(
+        default=(1.0, 5.0, 30.0, 120.0), description="waits before each retry; the alert is dropped after"
+    )
+
+
 class RoutingSection(_Strict):
     """The ``routing`` section of the config file (see docs/double-list.md for an example)."""
 
@@ -311,6 +322,9 @@ class RoutingSection(_Strict):
     )
     routes: tuple[Route, ...] = ()
     policies: tuple[RoutingPolicy, ...] = ()
+    ops_webhook: OpsWebhook | None = Field(
+        default=None, description="POST each routes_both_degraded / _cleared alert here, signed, with retries"
+    )
 
     @property
     def stage_runs(self) -> bool:
