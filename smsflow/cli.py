@@ -65,7 +65,9 @@ def run(
     fault_for: Annotated[float, typer.Option(help="how long the fault holds (0 = until the end)")] = 120.0,
 ) -> None:
     """Run the whole pipeline locally, with a simulated carrier and a demo webhook. The table shows each
-    route's health and each scope's double-list state; --primary-fault breaks the primary carrier on cue."""
+    route's health and each scope's double-list state; --primary-fault breaks the primary carrier on cue.
+    On a terminal, the f key cycles a fault on the primary carrier (refuse binds, probe latency, clear)
+    and q quits."""
     from devkit.demo.pipeline import DemoOptions, run_demo
     from devkit.demo.route_view import DEMO_FAULTS
 
