@@ -273,6 +273,7 @@ class RoutesStage:
     async def scoping(self, stream: faust.StreamT[bytes]) -> None:
         """Health records -> a copy for each scope whose lists include the route, keyed by scope."""
         async for event in stream.events():
+            await self.lists_ready.wait()  # the API's policies first, or their copies are lost
             try:
                 rec = self.ctx.serde.decode(ROUTE_HEALTH_TOPIC, event.value)
             except Exception:
@@ -332,6 +333,7 @@ class RoutesStage:
         """Per-scope health copies, overrides and policy changes -> decisions; the scope's state in its
         table."""
         async for event in stream.events():
+            await self.lists_ready.wait()  # the API's policies' desks exist before their records are judged
             try:
                 body = orjson.loads(event.value)
                 if event.message.topic != self.scoped_name and POLICY_CHANGE in body:
