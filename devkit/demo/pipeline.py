@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from devkit.demo.feed import feed
@@ -217,9 +218,11 @@ class Progress:
         lat = sorted(rx.log.latencies_ms)
         p50 = statistics.median(lat) if lat else float("nan")
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
-        t = Table(
-            title=f"smsflow — live local pipeline ({time.monotonic() - self.started:.0f}s)", min_width=60
-        )
+        title = f"smsflow — live local pipeline ({time.monotonic() - self.started:.0f}s)"
+        if keys:
+            # the footer row can be below a small terminal's last line (Live crops): say the key up here too
+            title += f" · {escape(keys.split(' → ')[0])}"
+        t = Table(title=title, min_width=60)
         t.add_column("what")
         t.add_column("value", justify="right")
         t.add_row("SMS offered by the simulated carrier", str(offered))
@@ -238,7 +241,7 @@ class Progress:
         if fault:
             t.add_row("injected fault", fault)
         if keys:
-            t.add_row("keys", keys)
+            t.add_row("keys", escape(keys))  # "[f]" is text, not Rich markup
         if zipkin:
             t.add_row("tracing UI", zipkin.rstrip("/") + "/zipkin/")
         return t

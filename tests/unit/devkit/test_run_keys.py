@@ -67,3 +67,33 @@ async def test_a_headless_run_reads_no_keys() -> None:
         os.close(read_end)
         os.close(write_end)
     assert not KeyReader(object()).start()  # type: ignore[arg-type]  # no fileno at all
+
+
+def test_the_table_shows_the_keys_as_text_in_its_title_and_footer() -> None:
+    """Rich reads "[f]" as markup unless escaped; and a table taller than the terminal is cropped at the
+    bottom, so the title (always visible) says the key too."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from devkit.demo.pipeline import Progress
+
+    stats = SimpleNamespace(logical_accepted=1, sent=1, retransmissions=0, temp_errors=0)
+    log = SimpleNamespace(latencies_ms=[5.0], messages={"m": 1}, redeliveries=0, bad_signatures=0)
+    cycle = FaultCycle()
+    cycle.press("f")
+    table = Progress().table(
+        1,
+        SimpleNamespace(stats=stats),
+        SimpleNamespace(log=log),
+        [],
+        None,
+        None,
+        "x",
+        cycle.footer(),  # type: ignore[arg-type]
+    )
+    console = Console(record=True, width=140)
+    console.print(table)
+    text = console.export_text()
+    assert "[f] primary fault: refuse binds → next probe latency · [q] quit" in text
+    assert text.splitlines()[0].strip().endswith("· [f] primary fault: refuse binds")
