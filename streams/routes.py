@@ -16,9 +16,8 @@ Four agents (declared in streams/topology.py), each a thin shell around a pure c
 
 The policies are the config's, replaced or added to by the API's (``PolicyBook`` follows
 sms.routes.policies.v1 in every worker: the scoping agent needs them too), then the subscriptions' double
-lists.
-A policy change is applied without a restart: the section is rebuilt at once (the next health copy of that
-scope is decided under the new lists), and the decide agent makes the audited ``policy_set`` /
+lists. A policy change is applied without a restart: the section is rebuilt at once (the next health copy
+of that scope is decided under the new lists), and the decide agent makes the audited ``policy_set`` /
 ``policy_deleted`` decision from the copy of the change the API also writes to sms.routes.overrides.v1 (no
 agent reads a compacted topic: its offset gaps would hold the commit, docs/consistency.md).
 """
@@ -139,7 +138,7 @@ class RoutesStage:
         self.reader = AttemptReader(self.section)
         self._feed: HealthFeed | None = None
         self.subscriptions: dict[str, Subscription] = {}
-        self.lists_ready = asyncio.Event()  # set once the API's policies and subscriptions' lists are in
+        self.lists_ready = asyncio.Event()  # set once the API's policies and subscriptions' lists are used
         self.book = PolicyBook(ctx.bootstrap, "route-policies")
         self.book.listeners.append(self._policy_changed)
         ctx.loading_tasks.append(self.load_policies)
@@ -172,7 +171,7 @@ class RoutesStage:
         )
 
     def use(self, section: RoutingSection) -> None:
-        """The config's section widened by the subscriptions' double lists (``with_subscription_lists``).
+        """The section to decide by (``merged``: the config's, the API's policies, the subscriptions' lists).
         A scope whose policy did not change keeps its desk; its state is in the table either way."""
         self.section = section
         desks = {}
