@@ -65,7 +65,9 @@ def run(
     fault_for: Annotated[float, typer.Option(help="how long the fault holds (0 = until the end)")] = 120.0,
 ) -> None:
     """Run the whole pipeline locally, with a simulated carrier and a demo webhook. The table shows each
-    route's health and each scope's double-list state; --primary-fault breaks the primary carrier on cue."""
+    route's health and each scope's double-list state; --primary-fault breaks the primary carrier on cue.
+    On a terminal, the f key cycles a fault on the primary carrier (refuse binds, probe latency, clear)
+    and q quits."""
     from devkit.demo.pipeline import DemoOptions, run_demo
     from devkit.demo.route_view import DEMO_FAULTS
 
@@ -752,4 +754,76 @@ def routes_clear(
 ) -> None:
     """Clear a pin: health decides again at once."""
     path = f"/v1/routes/{_scope_path(scope)}/override"
+    _show(_client(api_url, key_env).call, "DELETE", path, None, {"reason": reason})
+
+
+policy_app = typer.Typer(
+    help="Routing policies made through the API (admin key): a scope's primary and secondary lists, "
+    "thresholds and hold-down. An API policy replaces the config's for the same scope; every worker applies "
+    "a change without a restart, and the decision stage audits it on sms.routes.decisions.v1.",
+    no_args_is_help=True,
+)
+routes_app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("list")
+def routes_policy_list(
+    api_url: ApiUrlOpt = DEFAULT_API_URL, key_env: KeyEnvOpt = "SMSFLOW_ADMIN_API_KEY"
+) -> None:
+    """Every carrier policy in force (source config or api) and the API's last change of each scope."""
+    _show(_client(api_url, key_env).call, "GET", "/v1/routes/policies")
+
+
+@policy_app.command("get")
+def routes_policy_get(
+    scope: Annotated[str, typer.Argument(help="e.g. prefix:+8526")],
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_ADMIN_API_KEY",
+) -> None:
+    """The policy that decides SCOPE, and its last API change (who, when, why, before)."""
+    _show(_client(api_url, key_env).call, "GET", f"/v1/routes/policies/{_scope_path(scope)}")
+
+
+@policy_app.command("set")
+def routes_policy_set(
+    scope: Annotated[str, typer.Argument(help="number:+852..., prefix:+8526 or country:HK")],
+    primary: Annotated[str, typer.Option(help="route ids, comma-separated, in order of preference")],
+    secondary: Annotated[str, typer.Option(help="route ids, comma-separated, in order of preference")],
+    reason: Annotated[str, typer.Option(help="why (kept in the audit trail)")],
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option(help="FIGURE.degraded=N, FIGURE.down=N or min_probes=N (repeat the option)"),
+    ] = None,
+    hold_down: Annotated[int, typer.Option(help="seconds: failback hold-down")] = 60,
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_ADMIN_API_KEY",
+) -> None:
+    """Create or replace SCOPE's API policy."""
+    from smsflow.routing.model import PolicyError
+    from smsflow.routing.policy_changes import thresholds_from_options
+
+    try:
+        thresholds = thresholds_from_options(threshold or [])
+    except PolicyError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    body = {
+        "primary": [r.strip() for r in primary.split(",") if r.strip()],
+        "secondary": [r.strip() for r in secondary.split(",") if r.strip()],
+        "thresholds": thresholds,
+        "hold_down_s": hold_down,
+        "reason": reason,
+    }
+    _show(_client(api_url, key_env).call, "PUT", f"/v1/routes/policies/{_scope_path(scope)}", body)
+
+
+@policy_app.command("delete")
+def routes_policy_delete(
+    scope: str,
+    reason: Annotated[str, typer.Option(help="why")] = "deleted from the CLI",
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    key_env: KeyEnvOpt = "SMSFLOW_ADMIN_API_KEY",
+) -> None:
+    """Delete SCOPE's API policy: the config's policy for it (if any) decides again."""
+    path = f"/v1/routes/policies/{_scope_path(scope)}"
     _show(_client(api_url, key_env).call, "DELETE", path, None, {"reason": reason})

@@ -25,6 +25,7 @@ ROUTE_OBSERVATIONS_TOPIC = "sms.routes.observations.v1"
 ROUTE_HEALTH_TOPIC = "sms.routes.health.v1"
 ROUTE_DECISIONS_TOPIC = "sms.routes.decisions.v1"
 ROUTE_OVERRIDES_TOPIC = "sms.routes.overrides.v1"
+ROUTE_POLICIES_TOPIC = "sms.routes.policies.v1"
 OUTBOUND_TOPIC = "sms.outbound.v1"
 OUTBOUND_STATUS_TOPIC = "sms.outbound.status.v1"
 

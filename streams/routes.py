@@ -8,10 +8,18 @@ Four agents (declared in streams/topology.py), each a thin shell around a pure c
   offset of the last observation applied) is in the ``routes-health`` table, so a restart neither loses nor
   double-counts observations;
 - ``routes-scoping``: sms.routes.health.v1 -> one copy per scope that lists the route, keyed by scope;
-- ``routes-decide``: those copies + sms.routes.overrides.v1 -> ``ScopeDesk`` (``DoubleList``) ->
-  sms.routes.decisions.v1. ``ScopeState`` per scope lives in the ``routes-scopes`` table. Every input carries
-  its own time (a window end, an override's time); nothing here reads the wall clock, so re-running over the
-  same health topic gives the same decisions, and a restarted worker continues without a spurious flip.
+- ``routes-decide``: those copies + sms.routes.overrides.v1 (pins, and a copy of each policy change) ->
+  ``ScopeDesk`` (``DoubleList``) -> sms.routes.decisions.v1. ``ScopeState`` per scope lives in the
+  ``routes-scopes`` table. Every input carries its own time (a window end, an override's time); nothing here
+  reads the wall clock, so re-running over the same health topic gives the same decisions, and a restarted
+  worker continues without a spurious flip.
+
+The policies are the config's, replaced or added to by the API's (``PolicyBook`` follows
+sms.routes.policies.v1 in every worker: the scoping agent needs them too), then the subscriptions' double
+lists. A policy change is applied without a restart: the section is rebuilt at once (the next health copy
+of that scope is decided under the new lists), and the decide agent makes the audited ``policy_set`` /
+``policy_deleted`` decision from the copy of the change the API also writes to sms.routes.overrides.v1 (no
+agent reads a compacted topic: its offset gaps would hold the commit, docs/consistency.md).
 """
 
 from __future__ import annotations
@@ -40,8 +48,17 @@ from smsflow.routing.attempts import AttemptReader
 from smsflow.routing.decisions import Decision, ScopeState, ops_alert
 from smsflow.routing.feed import HealthFeed
 from smsflow.routing.health import HealthRecord, HealthState
-from smsflow.routing.model import ListName, PolicyError, RoutingSection, parse_override
+from smsflow.routing.model import (
+    ListName,
+    PolicyError,
+    RoutingSection,
+    parse_override,
+    with_api_policies,
+)
 from smsflow.routing.observations import observation_record
+from smsflow.routing.ops_webhook import ops_webhook_sender
+from smsflow.routing.policy_book import PolicyBook
+from smsflow.routing.policy_changes import POLICY_CHANGE, PolicyChange
 from smsflow.routing.scopes import ScopeDesk, scopes_of
 from smsflow.schemas import (
     DELIVERY_TOPIC,
@@ -121,13 +138,40 @@ class RoutesStage:
         self.reader = AttemptReader(self.section)
         self._feed: HealthFeed | None = None
         self.subscriptions: dict[str, Subscription] = {}
-        self.lists_ready = asyncio.Event()  # set once the subscriptions' lists are in the section
-        if ctx.subscriptions is None:
-            self.lists_ready.set()
+        self.lists_ready = asyncio.Event()  # set once the API's policies and subscriptions' lists are used
+        self.book = PolicyBook(ctx.bootstrap, "route-policies")
+        self.book.listeners.append(self._policy_changed)
+        ctx.loading_tasks.append(self.load_policies)
+        app.on_before_shutdown.connect(self.close_policies)  # type: ignore[arg-type]
+        self.ops_webhook = ops_webhook_sender(self.section)
         self.use(self.section)
 
+    def merged(self) -> RoutingSection:
+        """The config's policies, replaced or added to by the API's, then the subscriptions' lists."""
+        section = with_api_policies(self.ctx.config.routing, self.book.api.policies())
+        return with_subscription_lists(section, self.subscriptions.values())
+
+    async def load_policies(self) -> None:
+        """A loading task: the API's policies read whole before the stage decides anything."""
+        await self.book.start()
+        self.use(self.merged())
+
+    async def close_policies(self, app: Any, **kwargs: Any) -> None:
+        await self.book.stop()
+        if self.ops_webhook is not None:
+            await self.ops_webhook.close()
+
+    async def _policy_changed(self, change: PolicyChange) -> None:
+        self.use(self.merged())
+        log.info(
+            "routes: policy for %s now %s (v%d)",
+            change.scope,
+            "deleted" if change.deleted else "set",
+            change.version,
+        )
+
     def use(self, section: RoutingSection) -> None:
-        """The config's section widened by the subscriptions' double lists (``with_subscription_lists``).
+        """The section to decide by (``merged``: the config's, the API's policies, the subscriptions' lists).
         A scope whose policy did not change keeps its desk; its state is in the table either way."""
         self.section = section
         desks = {}
@@ -142,13 +186,13 @@ class RoutesStage:
     async def follow_subscriptions(self) -> None:
         """A task: every subscription with a secondary list gets a policy, kept up to date as they change
         through the API (the worker's subscription store follows sms.subscriptions.v1)."""
+        await self.book.loaded.wait()
         store = self.ctx.subscriptions
-        if store is None:
-            return
-        await self.ctx.subscriptions_ready.wait()
-        self.subscriptions = {sub.id: sub for sub in await store.list()}
-        self.use(with_subscription_lists(self.ctx.config.routing, self.subscriptions.values()))
-        store.add_listener(self._subscription_changed)
+        if store is not None:
+            await self.ctx.subscriptions_ready.wait()
+            self.subscriptions = {sub.id: sub for sub in await store.list()}
+            store.add_listener(self._subscription_changed)
+        self.use(self.merged())
         self.lists_ready.set()
 
     async def _subscription_changed(self, subscription_id: str, sub: Subscription | None) -> None:
@@ -156,7 +200,7 @@ class RoutesStage:
             self.subscriptions.pop(subscription_id, None)
         else:
             self.subscriptions[subscription_id] = sub
-        self.use(with_subscription_lists(self.ctx.config.routing, self.subscriptions.values()))
+        self.use(self.merged())
 
     async def feed(self) -> HealthFeed:
         if self._feed is None:
@@ -228,6 +272,7 @@ class RoutesStage:
     async def scoping(self, stream: faust.StreamT[bytes]) -> None:
         """Health records -> a copy for each scope whose lists include the route, keyed by scope."""
         async for event in stream.events():
+            await self.lists_ready.wait()  # the API's policies first, or their copies are lost
             try:
                 rec = self.ctx.serde.decode(ROUTE_HEALTH_TOPIC, event.value)
             except Exception:
@@ -256,6 +301,8 @@ class RoutesStage:
             alert = ops_alert(d)
             if alert is not None:
                 await self.topics.ops.send(key=d.scope.encode(), value=orjson.dumps(alert))
+                if self.ops_webhook is not None:
+                    self.ops_webhook.enqueue(alert)
             log.info("route decision %s %s -> %s: %s", d.decision_id, d.kind.value, d.active.value, d.reason)
         if decisions:
             await (
@@ -263,26 +310,51 @@ class RoutesStage:
             )  # as for health: a decision is on its topic before the state says so
         show_state(state, decisions)
 
+    def apply_policy(self, change: PolicyChange) -> tuple[str, ScopeState, list[Decision]] | None:
+        """A policy change read by the decide agent: the section rebuilt (if the worker's ``PolicyBook`` has
+        not seen it yet) and the audited decision, by the policy that decides from now on (or, when nothing
+        is left for the scope, by the deleted one)."""
+        scope = change.scope
+        before = self.desks.get(scope)
+        if self.book.api.apply(change):
+            self.use(self.merged())
+        desk = self.desks.get(scope)
+        if desk is None and change.deleted and change.previous is not None:
+            desk = ScopeDesk(self.section, change.previous)
+        if desk is None:
+            desk = before
+        if desk is None:
+            return None  # deleted, never decided here, nothing to audit against
+        state, decisions = desk.on_policy(_state(self.scope_table, desk, scope), change)
+        return scope, state, decisions
+
     async def decide(self, stream: faust.StreamT[bytes]) -> None:
-        """Per-scope health copies and overrides -> decisions; the scope's state in its table."""
+        """Per-scope health copies, overrides and policy changes -> decisions; the scope's state in its
+        table."""
         async for event in stream.events():
+            await self.lists_ready.wait()  # the API's policies' desks exist before their records are judged
             try:
-                if event.message.topic == self.scoped_name:
-                    body = orjson.loads(event.value)
+                body = orjson.loads(event.value)
+                if event.message.topic != self.scoped_name and POLICY_CHANGE in body:
+                    applied = self.apply_policy(PolicyChange.from_record(body[POLICY_CHANGE]))
+                    if applied is None:
+                        continue
+                    scope, state, decisions = applied
+                elif event.message.topic == self.scoped_name:
                     scope, record = str(body["scope"]), HealthRecord.from_record(body["health"])
                     desk = self.desks.get(scope)
                     if desk is None:
                         continue  # a policy removed from the config since
                     state, decisions = desk.on_health(_state(self.scope_table, desk, scope), record)
                 else:
-                    override = parse_override(orjson.loads(event.value))
+                    override = parse_override(body)
                     scope = override.scope.key
                     desk = self.desks.get(scope)
                     if desk is None:
                         log.warning("routes: override for %s, which has no policy; ignored", scope)
                         continue
                     state, decisions = desk.on_override(_state(self.scope_table, desk, scope), override)
-            except (PolicyError, ValueError, KeyError) as exc:
+            except (PolicyError, ValueError, KeyError, TypeError) as exc:
                 log.error("routes: %s %d not applied: %s", event.message.topic, event.message.offset, exc)
                 continue
             await self.publish_decisions(state, decisions)

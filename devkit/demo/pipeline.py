@@ -24,11 +24,13 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from devkit.demo.feed import feed
+from devkit.demo.keys import QUIT_KEY, FaultCycle, KeyReader, fault_spec
 from devkit.demo.receiver import WebhookReceiver
-from devkit.demo.route_view import DEMO_FAULTS, RouteView
+from devkit.demo.route_view import RouteView
 from devkit.simulator.smsc import SimulatedSmsc
 from devkit.simulator.traffic import TrafficMix
 from smsflow.config import Config
@@ -211,13 +213,16 @@ class Progress:
         zipkin: str | None,
         routes: RouteView | None = None,
         fault: str = "",
+        keys: str = "",
     ) -> Table:
         lat = sorted(rx.log.latencies_ms)
         p50 = statistics.median(lat) if lat else float("nan")
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
-        t = Table(
-            title=f"smsflow — live local pipeline ({time.monotonic() - self.started:.0f}s)", min_width=60
-        )
+        title = f"smsflow — live local pipeline ({time.monotonic() - self.started:.0f}s)"
+        if keys:
+            # the footer row can be below a small terminal's last line (Live crops): say the key up here too
+            title += f" · {escape(keys.split(' → ')[0])}"
+        t = Table(title=title, min_width=60)
         t.add_column("what")
         t.add_column("value", justify="right")
         t.add_row("SMS offered by the simulated carrier", str(offered))
@@ -235,6 +240,8 @@ class Progress:
             t.add_row(what, value)
         if fault:
             t.add_row("injected fault", fault)
+        if keys:
+            t.add_row("keys", escape(keys))  # "[f]" is text, not Rich markup
         if zipkin:
             t.add_row("tracing UI", zipkin.rstrip("/") + "/zipkin/")
         return t
@@ -255,6 +262,9 @@ async def run_demo(cfg: Config, config_path: Path, opts: DemoOptions) -> int:
     )
     routes: RouteView | None = None
     fault_note = ""
+    flag_fault_done = False
+    keys = KeyReader()  # reads only when stdin is a terminal: a headless run never blocks on it
+    cycle = FaultCycle()
     primary_account = _primary_account(cfg)
     if opts.primary_fault is not None and primary_account is None:
         console.print("[red]--primary-fault needs a routing policy whose primary is a carrier route[/]")
@@ -305,6 +315,11 @@ async def run_demo(cfg: Config, config_path: Path, opts: DemoOptions) -> int:
         progress = Progress()
         count = int(opts.rate * opts.duration) if opts.duration else 0
         feeder = asyncio.create_task(feed(smsc, mix, opts.rate, count, stop))
+        keys.start()
+
+        def footer() -> str:
+            return cycle.footer() if keys.active else ""
+
         with Live(
             progress.table(0, smsc, rx, procs, services.zipkin_url, routes),
             console=console,
@@ -315,10 +330,20 @@ async def run_demo(cfg: Config, config_path: Path, opts: DemoOptions) -> int:
                     await asyncio.wait_for(stop.wait(), 0.5)
                 offered = mix.n
                 elapsed = time.monotonic() - progress.started
-                if opts.primary_fault and not fault_note and elapsed >= opts.fault_after_s:
+                if opts.primary_fault and not flag_fault_done and elapsed >= opts.fault_after_s:
                     assert primary_account is not None
                     fault_note = _inject(smsc, primary_account, opts)
-                live.update(progress.table(offered, smsc, rx, procs, services.zipkin_url, routes, fault_note))
+                    flag_fault_done = True
+                for key in keys.pending():
+                    if key.lower() == QUIT_KEY:
+                        stop.set()
+                    pressed, kind = cycle.press(key)
+                    if pressed:
+                        fault_note = _press_fault(smsc, primary_account, kind, elapsed)
+                table = progress.table(
+                    offered, smsc, rx, procs, services.zipkin_url, routes, fault_note, footer()
+                )
+                live.update(table)
                 if feeder.done() and opts.duration:
                     # drain: wait until everything offered was delivered, or give up after 60 s
                     deadline = time.monotonic() + 60
@@ -327,7 +352,9 @@ async def run_demo(cfg: Config, config_path: Path, opts: DemoOptions) -> int:
                     ):
                         await asyncio.sleep(0.5)
                         zipkin_url = services.zipkin_url
-                        table = progress.table(offered, smsc, rx, procs, zipkin_url, routes, fault_note)
+                        table = progress.table(
+                            offered, smsc, rx, procs, zipkin_url, routes, fault_note, footer()
+                        )
                         live.update(table)
                     break
                 if not all(p.alive for p in procs):
@@ -342,6 +369,7 @@ async def run_demo(cfg: Config, config_path: Path, opts: DemoOptions) -> int:
         )
         return 0 if ok else 1
     finally:
+        keys.stop()  # the terminal back to normal before anything else is printed
         console.print("stopping…")
         if routes is not None:
             await routes.stop()
@@ -362,16 +390,34 @@ def _primary_account(cfg: Config) -> str | None:
     return None
 
 
-def _inject(smsc: SimulatedSmsc, account: str, opts: DemoOptions) -> str:
-    """The fault the operator asked for, on the primary's carrier, the way the control endpoint sets it."""
+def _press_fault(smsc: SimulatedSmsc, account: str | None, kind: str | None, elapsed: float) -> str:
+    """The fault key: the previous key fault cleared, the next one of the cycle put on the primary's carrier
+    (until the next press), as the simulator's control endpoint would."""
+
+    if account is None:
+        return "no fault: no routing policy with a carrier route as primary"
+    smsc.clear_fault(account)
+    if kind is None:
+        return f"cleared on {account} (primary) at {elapsed:.0f} s (key)"
+    _set_fault(smsc, account, fault_spec(kind))
+    return f"{kind} on {account} (primary) at {elapsed:.0f} s (key)"
+
+
+def _set_fault(smsc: SimulatedSmsc, account: str, spec: dict[str, Any]) -> None:
     from devkit.simulator.faults import parse_fault
 
+    smsc.set_fault(account, parse_fault(spec, now=time.monotonic()))
+    if spec["kind"] == "refuse_binds":
+        smsc.drop_now(account)  # refusing new binds leaves a bound session up: cut it, so it must re-bind
+
+
+def _inject(smsc: SimulatedSmsc, account: str, opts: DemoOptions) -> str:
+    """The fault the operator asked for, on the primary's carrier, the way the control endpoint sets it."""
+
     assert opts.primary_fault is not None
-    spec: dict[str, Any] = {"kind": opts.primary_fault, **DEMO_FAULTS[opts.primary_fault]}
+    spec = fault_spec(opts.primary_fault)
     if opts.fault_for_s:
         spec["duration_s"] = opts.fault_for_s
-    smsc.set_fault(account, parse_fault(spec, now=time.monotonic()))
-    if opts.primary_fault == "refuse_binds":
-        smsc.drop_now(account)  # refusing new binds leaves a bound session up: cut it, so it must re-bind
+    _set_fault(smsc, account, spec)
     lasting = f" for {opts.fault_for_s:g} s" if opts.fault_for_s else ""
     return f"{opts.primary_fault} on {account} (primary) at {opts.fault_after_s:g} s{lasting}"

@@ -72,6 +72,8 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
     from smsflow.delivery.egress import AddressPolicy
     from smsflow.delivery.redelivery import Redelivery
     from smsflow.producer import AsyncProducer, producer_conf
+    from smsflow.routing.policy_book import PolicyBook, policy_writer
+    from smsflow.routing.policy_changes import PolicyChange
     from smsflow.schemas import (
         DELIVERY_TOPIC,
         INBOUND_TOPIC,
@@ -115,10 +117,15 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
     )
     board = RouteBoard(bootstrap, serde)
     await board.start()
+    book = PolicyBook(bootstrap, "route-policies-api")
+    await book.start()
     producer = AsyncProducer(producer_conf(bootstrap))
 
     async def send_override(scope: str, value: bytes) -> None:
         await producer.send(ROUTE_OVERRIDES_TOPIC, value, key=scope)
+
+    async def put_policy(change: PolicyChange) -> None:
+        await book.put(change, policy_writer(producer))
 
     desk = OutboundDesk(_request_sink(producer, serde), store.holding_of)
     feed = OutboundFeed(bootstrap, serde, desk)
@@ -129,7 +136,14 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
         resend=redelivery.resend,
         recover=redelivery.recover,
         settings=settings,
-        routes=RouteHandlers(cfg.routing, board, send_override, subscriptions=store),
+        routes=RouteHandlers(
+            cfg.routing,
+            board,
+            send_override,
+            subscriptions=store,
+            policies=book.api,
+            put_policy=put_policy,
+        ),
         messages=desk,
     )
     runner = web.AppRunner(app)  # the access log has the request line, never the Authorization header
@@ -142,6 +156,7 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
     finally:
         await runner.cleanup()
         await board.stop()
+        await book.stop()
         await feed.stop()
         await producer.close()
         await redelivery.stop()

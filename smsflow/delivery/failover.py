@@ -31,6 +31,7 @@ from smsflow.delivery.events import AttemptResult, DeliveryEvent, DeliveryState,
 from smsflow.routing.health import HealthState
 from smsflow.routing.model import (
     ListName,
+    PolicySource,
     Route,
     RouteKind,
     RoutingPolicy,
@@ -218,6 +219,7 @@ def subscription_policy(sub: Subscription, configured: RoutingPolicy | None = No
         secondary=tuple(sub.route_id(ep.id) for ep in secondary),
         thresholds=configured.thresholds if configured else Thresholds(),
         hold_down_s=hold_down,
+        source=PolicySource.SUBSCRIPTION,
     )
 
 

@@ -24,7 +24,8 @@ from enum import StrEnum
 from typing import Any
 
 from smsflow.routing.health import Assessment, HealthRecord, HealthState
-from smsflow.routing.model import ListName, Override, PolicyError, RoutingPolicy
+from smsflow.routing.model import ListName, Override, PolicyError, PolicySource, RoutingPolicy
+from smsflow.routing.policy_changes import PolicyChange
 
 
 class DecisionKind(StrEnum):
@@ -37,6 +38,8 @@ class DecisionKind(StrEnum):
     OVERRIDE_SET = "override_set"
     OVERRIDE_CLEARED = "override_cleared"
     OVERRIDE_EXPIRED = "override_expired"
+    POLICY_SET = "policy_set"  # an API policy created or changed: its lists and thresholds decide from now on
+    POLICY_DELETED = "policy_deleted"  # an API policy removed: the config's policy (if any) decides again
 
 
 AUTOMATIC_SWITCHES = frozenset(
@@ -129,6 +132,9 @@ class Decision:
     secondary_state: HealthState | None
     override: Override | None = None
     evidence: tuple[Evidence, ...] = ()
+    policy_source: PolicySource = PolicySource.CONFIG  # the policy that made this decision
+    policy_version: int | None = None  # its version when it is an API policy
+    policy_actor: str | None = None  # policy_set / policy_deleted: who changed it
 
     def to_record(self) -> dict[str, Any]:
         """The Avro value (schemas/route_decision.avsc)."""
@@ -150,6 +156,9 @@ class Decision:
             "override_reason": ov.reason if ov else None,
             "override_expires_at": ov.expires_at if ov else None,
             "evidence": [e.to_record() for e in self.evidence],
+            "policy_source": self.policy_source.value,
+            "policy_version": self.policy_version,
+            "policy_actor": self.policy_actor,
         }
 
 
@@ -166,6 +175,9 @@ class ScopeState:
     # The latest window end at which each list was seen not healthy (record time, not arrival time: the
     # records of one window reach the scope one by one, and a list is not "bad now" for a record of the past).
     unhealthy_at: Mapping[ListName, int] = field(default_factory=dict)
+    policy_change: int = (
+        0  # the last API policy change applied (its version): a re-read one is not re-applied
+    )
 
     @property
     def both_degraded(self) -> bool:
@@ -183,6 +195,7 @@ class ScopeState:
             "seq": self.seq,
             "health": {rid: rec.to_record() for rid, rec in sorted(self.health.items())},
             "unhealthy_at": {name.value: at for name, at in sorted(self.unhealthy_at.items())},
+            "policy_change": self.policy_change,
         }
 
     @classmethod
@@ -198,6 +211,7 @@ class ScopeState:
             seq=int(data.get("seq", 0)),
             health={rid: HealthRecord.from_record(rec) for rid, rec in data.get("health", {}).items()},
             unhealthy_at={ListName(k): int(v) for k, v in data.get("unhealthy_at", {}).items()},
+            policy_change=int(data.get("policy_change", 0)),
         )
 
 
@@ -239,6 +253,35 @@ class DoubleList:
             kind, why = DecisionKind.OVERRIDE_SET, f"pinned to {override.pinned.value}"
         why = f"{why} by {override.actor}: {override.reason}"
         state, first = self._emit(state, now, kind, previous, why, health, override)
+        state, more = self._evaluate(state, now)
+        return state, [first, *more]
+
+    def on_policy(self, state: ScopeState, change: PolicyChange) -> Step:
+        """An API policy set or deleted for this scope (this ``DoubleList`` has the policy that decides from
+        now on, or the deleted one when nothing is left). One audited decision, then the rules at once under
+        the new lists. A change already applied (a record read again after a restart) changes nothing."""
+        if change.scope != self.scope:
+            raise PolicyError(f"policy.scope: {change.scope!r} is not this policy's {self.scope!r}")
+        if change.version <= state.policy_change:
+            return state, []
+        now = _later(state.clock, change.at)
+        state = replace(state, clock=now, policy_change=change.version)
+        health = self._lists(state)
+        if change.policy is not None:
+            kind = DecisionKind.POLICY_SET
+            lists = f"primary {list(change.policy.primary)}, secondary {list(change.policy.secondary)}"
+            why = f"policy v{change.version} set by {change.actor}: {change.reason} ({lists})"
+        else:
+            kind = DecisionKind.POLICY_DELETED
+            after = (
+                "the config's policy decides again"
+                if self.policy.source is PolicySource.CONFIG
+                else "no policy left for this scope"
+            )
+            why = f"API policy deleted (v{change.version}) by {change.actor}: {change.reason}; {after}"
+        state, first = self._emit(state, now, kind, state.active, why, health, actor=change.actor)
+        if change.policy is None and self.policy.source is not PolicySource.CONFIG:
+            return state, [first]  # nothing decides this scope any more
         state, more = self._evaluate(state, now)
         return state, [first, *more]
 
@@ -343,6 +386,7 @@ class DoubleList:
         reason: str,
         health: Mapping[ListName, ListHealth],
         override: Override | None = None,
+        actor: str | None = None,
     ) -> tuple[ScopeState, Decision]:
         evidence = tuple(
             Evidence(
@@ -371,6 +415,9 @@ class DoubleList:
             secondary_state=health[ListName.SECONDARY].state,
             override=override or state.pinned_by,
             evidence=evidence,
+            policy_source=self.policy.source,
+            policy_version=self.policy.version,
+            policy_actor=actor,
         )
         return replace(state, seq=state.seq + 1), decision
 

@@ -10,6 +10,7 @@ keeps decisions from flapping. Errors name the field path (``routing.policies[0]
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -255,6 +256,12 @@ class ListName(StrEnum):
         return ListName.SECONDARY if self is ListName.PRIMARY else ListName.PRIMARY
 
 
+class PolicySource(StrEnum):
+    CONFIG = "config"  # the config file's routing.policies
+    API = "api"  # PUT /v1/routes/policies/{scope} (sms.routes.policies.v1); wins over the config's
+    SUBSCRIPTION = "subscription"  # a subscription's primary and secondary endpoints
+
+
 class RoutingPolicy(_Strict):
     scope: Scope
     primary: tuple[RouteId, ...] = Field(min_length=1)
@@ -271,8 +278,24 @@ class RoutingPolicy(_Strict):
     def hold_down_ms(self) -> int:
         return self.hold_down_s * MS
 
+    # Where the policy comes from and, for an API policy, its version (1, 2, ... per scope): every decision
+    # records both, so an audit can tell which lists and thresholds decided it.
+    source: PolicySource = PolicySource.CONFIG
+    version: int | None = Field(default=None, ge=1)
+
     def routes(self, name: ListName) -> tuple[str, ...]:
         return self.primary if name is ListName.PRIMARY else self.secondary
+
+
+class OpsWebhook(_Strict):
+    """Where "both degraded" alerts are POSTed for people (optional): signed like customer webhooks."""
+
+    url: str = Field(pattern=r"^https?://", description="the ops endpoint (a pager's or chat's webhook)")
+    secret_env: str = Field(min_length=1, description="env var holding the whsec_ signing secret")
+    timeout_s: float = Field(default=10.0, gt=0)
+    retry_delays_s: tuple[float, ...] = Field(
+        default=(1.0, 5.0, 30.0, 120.0), description="waits before each retry; the alert is dropped after"
+    )
 
 
 class RoutingSection(_Strict):
@@ -299,11 +322,19 @@ class RoutingSection(_Strict):
     )
     routes: tuple[Route, ...] = ()
     policies: tuple[RoutingPolicy, ...] = ()
+    ops_webhook: OpsWebhook | None = Field(
+        default=None, description="POST each routes_both_degraded / _cleared alert here, signed, with retries"
+    )
 
     @property
     def stage_runs(self) -> bool:
-        """Whether the worker runs the double-list stage (streams/routes.py)."""
-        return bool(self.policies) or self.subscription_lists
+        """Whether the worker runs the double-list stage (streams/routes.py): a policy here, subscriptions'
+        lists asked for, or a carrier route (an operator may give it a policy through the API at any time)."""
+        return (
+            bool(self.policies)
+            or self.subscription_lists
+            or any(r.kind is RouteKind.CARRIER for r in self.routes)
+        )
 
     def route(self, route_id: str) -> Route:
         return next(r for r in self.routes if r.id == route_id)
@@ -332,36 +363,56 @@ class RoutingSection(_Strict):
         return self.policy(f"{ScopeKind.SUBSCRIPTION.value}:{subscription_id}")
 
 
+def policy_errors(policy: RoutingPolicy, routes: Mapping[str, Route], where: str) -> list[str]:
+    """What one policy gets wrong against the section's routes (unknown, of the wrong kind, listed twice)."""
+    errors: list[str] = []
+    listed: set[str] = set()
+    for name in ListName:
+        for j, route_id in enumerate(policy.routes(name)):
+            at = f"{where}.{name.value}[{j}]"
+            route = routes.get(route_id)
+            if route is None:
+                errors.append(f"{at}: unknown route {route_id!r}")
+                continue
+            if route.kind is not policy.scope.route_kind:
+                errors.append(
+                    f"{at}: route {route_id!r} is a {route.kind.value} route; a {policy.scope.kind.value} "
+                    f"scope lists {policy.scope.route_kind.value} routes"
+                )
+            if route_id in listed:
+                errors.append(f"{at}: route {route_id!r} is listed twice (a list cannot back itself up)")
+            listed.add(route_id)
+    return errors
+
+
 def _cross_checks(section: RoutingSection, path: str) -> list[str]:
     errors: list[str] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, Route] = {}
     for i, route in enumerate(section.routes):
         if route.id in seen:
             errors.append(f"{path}.routes[{i}].id: duplicate route id {route.id!r}")
-        seen.setdefault(route.id, i)
+        seen.setdefault(route.id, route)
     scopes: set[str] = set()
     for i, policy in enumerate(section.policies):
         where = f"{path}.policies[{i}]"
         if policy.scope.key in scopes:
             errors.append(f"{where}.scope: a second policy for {policy.scope.key!r}")
         scopes.add(policy.scope.key)
-        listed: set[str] = set()
-        for name in ListName:
-            for j, route_id in enumerate(policy.routes(name)):
-                at = f"{where}.{name.value}[{j}]"
-                if route_id not in seen:
-                    errors.append(f"{at}: unknown route {route_id!r}")
-                    continue
-                kind = section.routes[seen[route_id]].kind
-                if kind is not policy.scope.route_kind:
-                    errors.append(
-                        f"{at}: route {route_id!r} is a {kind.value} route; a {policy.scope.kind.value} "
-                        f"scope lists {policy.scope.route_kind.value} routes"
-                    )
-                if route_id in listed:
-                    errors.append(f"{at}: route {route_id!r} is listed twice (a list cannot back itself up)")
-                listed.add(route_id)
+        if policy.source is not PolicySource.CONFIG or policy.version is not None:
+            errors.append(f"{where}: source and version are set by the API, not in the config")
+        errors += policy_errors(policy, seen, where)
     return errors
+
+
+def with_api_policies(section: RoutingSection, api: Iterable[RoutingPolicy]) -> RoutingSection:
+    """``section`` with the API's policies: one for a scope the config also has replaces the config's (the
+    operator's latest word wins; deleting it brings the config's back), the others are added."""
+    mine = {p.scope.key: p for p in api}
+    if not mine:
+        return section
+    kept = [p for p in section.policies if p.scope.key not in mine]
+    added = [mine[k] for k in sorted(mine)]
+    return section.model_copy(update={"policies": (*kept, *added)})
 
 
 def routing_errors(section: RoutingSection, path: str = "routing") -> list[str]:

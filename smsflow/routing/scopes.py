@@ -14,6 +14,7 @@ from __future__ import annotations
 from smsflow.routing.decisions import Decision, DoubleList, ScopeState, Step
 from smsflow.routing.health import HealthRecord, scored
 from smsflow.routing.model import Override, RoutingPolicy, RoutingSection, Thresholds
+from smsflow.routing.policy_changes import PolicyChange
 
 
 def scopes_of(section: RoutingSection, route_id: str) -> list[str]:
@@ -52,6 +53,9 @@ class ScopeDesk:
 
     def on_override(self, state: ScopeState, override: Override) -> Step:
         return self.double_list.on_override(state, override)
+
+    def on_policy(self, state: ScopeState, change: PolicyChange) -> Step:
+        return self.double_list.on_policy(state, change)
 
     def on_tick(self, state: ScopeState, now: int) -> Step:
         return self.double_list.on_tick(state, now)

@@ -42,6 +42,7 @@ def test_manifest_declares_every_topic() -> None:
         "sms.webhook.dlq.v1",
         "sms.routes.observations.v1",
         "sms.routes.overrides.v1",
+        "sms.routes.policies.v1",
         "sms.routes.health.v1",
         "sms.routes.decisions.v1",
         "sms.outbound.v1",
@@ -57,6 +58,7 @@ def test_manifest_declares_every_topic() -> None:
     assert specs["sms.webhook.retry.v1"].retention_ms == 86_400_000
     assert specs["sms.subscriptions.v1"].cleanup_policy == "compact"
     assert specs["sms.holdings.v1"].cleanup_policy == "compact"
+    assert specs["sms.routes.policies.v1"].cleanup_policy == "compact"
     assert specs["_schemas"].partitions == 1
     assert all(s.key and s.doc for s in specs.values())
 

@@ -192,3 +192,95 @@ async def test_openapi_documents_exactly_the_served_routes(env: Env) -> None:
     openapi_spec_validator.validate(doc)
     served = {r.resource.canonical for r in env.client.app.router.routes() if r.method != "HEAD"}
     assert served == set(doc["paths"]) and "/v1/routes/{scope}/active" in served
+
+
+async def test_policies_through_the_api_validated_audited_and_followed_by_the_lookup() -> None:
+    """Issue 11: PUT/GET/DELETE /v1/routes/policies/{scope} (admin keys). A policy for a scope the config does
+    not have is created, looked up through the number lookup, changed (version 2, the previous policy in the
+    record), and deleted; for the config's scope the API policy wins and its deletion brings the config's
+    back. Every change is written with who, when and why; a bad body is a 422 naming the field."""
+    from smsflow.routing.policy_changes import ApiPolicies, PolicyChange
+
+    keys, board, book = ApiKeyStore(), Board(), ApiPolicies()
+    written: list[PolicyChange] = []
+
+    async def put_policy(change: PolicyChange) -> None:
+        written.append(change)
+        book.apply(change)
+
+    async def send(scope: str, value: bytes) -> None:
+        raise AssertionError("no override here")
+
+    section = parse_policies(
+        {
+            "routes": [
+                *[r.model_dump(mode="json") for r in SECTION.routes],
+                {"id": "hk-c", "kind": "carrier", "carrier": "carrier-c", "pool": ["+85270000001"]},
+                {"id": "hook", "kind": "webhook", "url": "https://hooks.example.com/x"},
+            ],
+            "policies": [p.model_dump(mode="json", exclude={"source", "version"}) for p in SECTION.policies],
+        }
+    )
+    routes = RouteHandlers(section, board, send, clock=lambda: NOW_S, policies=book, put_policy=put_policy)
+    client = TestClient(TestServer(create_api_app(InMemorySubscriptionStore(), keys, routes=routes)))
+    await client.start_server()
+    admin = {"Authorization": f"Bearer {keys.issue(None, label='ops@example.com')[1]}"}
+    tenant = {"Authorization": f"Bearer {keys.issue('acme')[1]}"}
+    url = "/v1/routes/policies/prefix:%2B8527"
+    new = {"primary": ["hk-c"], "secondary": ["hk-a"], "reason": "new pool", "hold_down_s": 30}
+    try:
+        assert (await client.put(url, json=new, headers=tenant)).status == 403
+        assert (await client.get("/v1/routes/+85270001234/active", headers=tenant)).status == 404
+        for bad, field in (
+            ({**new, "primary": []}, "primary"),
+            ({**new, "secondary": ["hk-x"]}, "secondary[0]"),
+            ({**new, "secondary": ["hook"]}, "secondary[0]"),
+            ({**new, "thresholds": {"probe_loss": {"degraded": 0.9}}}, "thresholds.probe_loss"),
+        ):
+            resp = await client.put(url, json=bad, headers=admin)
+            err = (await resp.json())["error"]
+            assert resp.status == 422 and err["field"] == field, err
+        resp = await client.put("/v1/routes/policies/prefix:8527", json=new, headers=admin)
+        assert resp.status == 422 and (await resp.json())["error"]["field"] == "scope"
+        assert written == []
+
+        resp = await client.put(url, json=new, headers=admin)
+        accepted = await resp.json()
+        assert resp.status == 202 and accepted["version"] == 1 and accepted["previous"] is None
+        assert accepted["actor"].startswith("ops@example.com [key ") and accepted["at"] == NOW_S * 1000
+        looked = await (await client.get("/v1/routes/+85270001234/active", headers=tenant)).json()
+        assert looked["scope"] == "prefix:+8527" and looked["route_id"] == "hk-c"
+
+        swapped = {**new, "primary": ["hk-a"], "secondary": ["hk-c"], "reason": "hk-c pool is full"}
+        accepted = await (await client.put(url, json=swapped, headers=admin)).json()
+        assert accepted["version"] == 2 and accepted["previous"]["primary"] == ["hk-c"]
+        looked = await (await client.get("/v1/routes/+85270001234/active", headers=tenant)).json()
+        assert looked["route_id"] == "hk-a" and looked["pool"] == ["+85260000001", "+85260000002"]
+        view = await (await client.get(url, headers=admin)).json()
+        assert view["source"] == "api" and view["version"] == 2 and view["hold_down_s"] == 30
+        assert view["last_change"]["reason"] == "hk-c pool is full"
+
+        # the config's scope: the API policy replaces it; deleting it brings the config's back
+        cfg_url = "/v1/routes/policies/prefix:%2B8526"
+        assert (await client.delete(cfg_url, headers=admin)).status == 404  # nothing of the API's to delete
+        over = {"primary": ["hk-b"], "secondary": ["hk-a"], "reason": "carrier A contract ends"}
+        assert (await client.put(cfg_url, json=over, headers=admin)).status == 202
+        every = await (await client.get("/v1/routes/policies", headers=admin)).json()
+        assert {(p["scope"], p["source"], p["primary"][0]) for p in every["data"]} == {
+            ("prefix:+8526", "api", "hk-b"),
+            ("prefix:+8527", "api", "hk-a"),
+        }
+        resp = await client.delete(f"{cfg_url}?reason=contract+renewed", headers=admin)
+        assert resp.status == 202 and (await resp.json())["deleted"] is True
+        view = await (await client.get(cfg_url, headers=admin)).json()
+        assert view["source"] == "config" and view["primary"] == ["hk-a"]
+        assert view["last_change"]["deleted"] is True and view["last_change"]["reason"] == "contract renewed"
+        assert [(c.scope, c.version, c.deleted) for c in written] == [
+            ("prefix:+8527", 1, False),
+            ("prefix:+8527", 2, False),
+            ("prefix:+8526", 1, False),
+            ("prefix:+8526", 2, True),
+        ]
+        assert (await client.get("/v1/routes/policies", headers=tenant)).status == 403
+    finally:
+        await client.close()
