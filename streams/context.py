@@ -12,6 +12,7 @@ from smsflow.config import Config
 from smsflow.serde import Serde
 
 if TYPE_CHECKING:
+    from smsflow.delivery.callbacks import CallbackSigner
     from smsflow.ingest.processor import IngestProcessor
     from smsflow.routing.decisions import ScopeState
     from smsflow.subscriptions.store import SubscriptionStore
@@ -37,6 +38,8 @@ class StreamContext:
     ingest: IngestProcessor | None = None
     # the delivery stage's Kafka side, set by the worker once its sender, store and policy exist
     delivery: KafkaDelivery | None = None
+    # signs outbound status callbacks with their owner's secret, set by the worker with the delivery stage
+    callbacks: CallbackSigner | None = None
     # the double list's current state per scope (sms.routes.decisions.v1), for outbound route choice; empty:
     # every scope on its primary list. Nothing fills it yet (docs/outbound.md, "Not built yet").
     route_states: dict[str, ScopeState] = field(default_factory=dict)
