@@ -30,7 +30,7 @@ from aiohttp import web
 from confluent_kafka import Consumer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from devkit.simulator.faults import Fault, FaultKind
+from devkit.simulator.faults import Fault, FaultKind, parse_fault
 from devkit.simulator.traffic import LogicalSms
 from smsflow.api.apikeys import ApiKeyStore
 from smsflow.outbound.submission import UNMATCHED_RECEIPTS_TOPIC
@@ -39,6 +39,7 @@ from smsflow.smpp.constants import TlvTag
 from smsflow.smpp.pdu import make_tlv
 from smsflow.sms.text import decode_text
 from smsflow.sms.udh import concat_info, parse_udh
+from tests.e2e.test_double_list import TEST_NUMBER, Topics, healthy_with_probes, routing
 from tests.e2e.test_webhook_api import wait_api_up
 from tests.e2e.test_webhook_failures import free_port, json_records, wait_until
 
@@ -88,8 +89,10 @@ async def start(
     carrier_extra: dict[str, Any] | None = None,
     webhooks: dict[str, Any] | None = None,
     tokens: dict[str, str] | None = None,
+    **pipeline_kw: Any,
 ) -> tuple[Any, str, str]:
-    """``tokens``: filled with a customer key per owner named in it (besides acme's, returned)."""
+    """``tokens``: filled with a customer key per owner named in it (besides acme's, returned);
+    ``pipeline_kw``: more settings of the pipeline (a routing section, the simulator's test numbers)."""
     keys = ApiKeyStore()
     key, token = keys.issue("acme", label="e2e customer")
     issued = [key]
@@ -112,6 +115,7 @@ async def start(
         extra_env={"E2E_ADMIN_KEY": admin},
         carrier_extra=carrier_extra,
         webhooks=webhooks,
+        **pipeline_kw,
     )
     cfg = yaml.safe_load(p.config_path.read_text())
     cfg["outbound"] = outbound
@@ -482,3 +486,83 @@ def arrived_status(site: CallbackSite, message_id: str) -> str:
     """The status named by the last callback of a message."""
     last = [orjson.loads(b) for p, _h, b, _t in site.requests if orjson.loads(b)["message_id"] == message_id]
     return str(max(last, key=lambda c: c["sequence"])["status"])
+
+
+async def test_a_route_decision_to_the_secondary_moves_submits_there_before_any_fails_on_the_primary(
+    pipeline, tmp_path: Path
+) -> None:
+    """The double list decides, outbound obeys: the primary carrier's binds refused -> a failover decision
+    (sms.routes.decisions.v1) -> new messages are submitted on the secondary carrier first, and stay there
+    while the decision stands: after the primary binds again (the hold-down keeps the decision) and after a
+    kill -9 and restart of the worker (which reads the decisions again: no stale "primary")."""
+    p, base, token = await start(
+        pipeline,
+        tmp_path,
+        {"attempts_per_route": 2, "retry_backoff_s": [0.3]},
+        routing=routing(hold_down_s=600),
+        test_numbers=[TEST_NUMBER],
+        probe_latency_s=0.3,
+    )
+    topics = Topics(p)
+
+    def submits(account: str) -> list[Any]:  # the messages' submits, not the double list's probes
+        return [r for r in p.smsc.submits.for_account(account) if "+" + r.dest != TEST_NUMBER]
+
+    def primary_bound() -> bool:
+        return any(s.system_id == "acct0" and s.bound and not s.closed.is_set() for s in p.smsc.sessions)
+
+    async with aiohttp.ClientSession() as http:
+        await wait_api_up(http, base, p)
+        await hold_sender(http, base, p.env["E2E_ADMIN_KEY"])
+        customer = Customer(http, base, token)
+        for route in ("hk-a", "hk-b"):
+            await topics.wait(f"{route} healthy, probed", topics.health, healthy_with_probes(route), 120)
+        kinds = ["Code {n}", CHINESE, GSM_LONG]
+        ids: dict[str, list[str]] = defaultdict(list)
+
+        async def send(phase: str, n: int, offset: int) -> None:
+            for i in range(n):
+                to = f"+8526{offset + i:07d}"
+                ids[phase].append(await customer.send(to, kinds[i % 3].format(n=offset + i)))
+
+        # before: the primary list's carrier
+        await send("before", 3, 1000)
+        await wait_final(customer, ids["before"], 60, p)
+        assert len(submits("acct0")) >= 3 and submits("acct1") == []
+
+        p.smsc.set_fault("acct0", parse_fault({"kind": "refuse_binds"}, now=time.monotonic()))
+        p.smsc.drop_now("acct0")
+        decisions = await topics.wait(
+            "failover", topics.decisions, lambda rs: any(r["kind"] == "failover" for r in rs), 90
+        )
+        assert decisions[-1]["active"] == "secondary", decisions[-1]
+        on_primary = len(submits("acct0"))
+        await send("decided", 3, 2000)  # the primary is down: straight to the secondary, no bind wait
+
+        # the primary binds again; the decision stands (hold-down 600 s), so the secondary stays first
+        p.smsc.clear_fault("acct0")
+        await wait_until(primary_bound, 60, "the primary carrier bound again", p.logs)
+        await send("rebound", 6, 3000)
+        await wait_final(customer, ids["decided"] + ids["rebound"], 90, p)
+
+        # a restarted worker reads the decisions again before it plans anything
+        p.kill("worker")
+        p.start("worker")
+        await send("restarted", 3, 4000)
+        views = await wait_final(customer, [m for phase in ids.values() for m in phase], 120, p)
+        assert await topics.decisions() == decisions  # still the same decision: nothing switched back
+
+    after = [m for phase in ("decided", "rebound", "restarted") for m in ids[phase]]
+    assert {views[m]["status"] for m in views} == {"delivered"}, {m: v["status"] for m, v in views.items()}
+    assert len(submits("acct0")) == on_primary  # not one submit of theirs reached the primary
+    for mid in after:
+        routes = {h["route_id"] for h in views[mid]["history"] if h["segment"] is not None}
+        assert routes == {"hk-b"}, views[mid]["history"]
+    segments = sum(views[m]["history"][0]["segments_total"] for m in after)
+    assert len(submits("acct1")) == len(p.smsc.submits.accepted("acct1")) - probes_accepted(p) == segments
+    assert p.smsc.submits.submitted_twice() == []
+    print(f"\nroute decision: {len(after)} messages ({segments} segments) on the secondary, 0 on the primary")
+
+
+def probes_accepted(p: Any) -> int:
+    return sum(1 for r in p.smsc.submits.accepted("acct1") if "+" + r.dest == TEST_NUMBER)
