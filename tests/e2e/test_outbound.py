@@ -11,7 +11,12 @@ accepted. Customers send through POST /v1/messages; statuses are read back throu
   handed to the secondary and delivered there; none lost, none accepted twice;
 - kill -9 of the connector and of the worker mid-run: no segment is accepted twice by the SMSC, and every
   message ends delivered except those whose submit was in flight at the kill (held: their outcome cannot be
-  known, policy `hold`), at most the submit window.
+  known, policy `hold`), at most the submit window;
+- callbacks: every transition POSTed to the message's callback_url, signed with its owner's secret (checked
+  with the `standardwebhooks` reference package), one per transition, in order, never at another owner's
+  URL; a URL that never answers is tried on the retry schedule, then dead-lettered, holding up no one;
+- a double-list decision to the secondary (the primary's binds refused): new messages are submitted on the
+  secondary carrier, none on the primary, also after it binds again and after a worker restart.
 """
 
 from __future__ import annotations
