@@ -403,6 +403,9 @@ class OutboundConfig(_Strict):
         gt=0,
         description="wait this long for a bound session, then hand the segment to the next route",
     )
+    callback_timeout_s: float = Field(
+        default=10.0, gt=0, le=60, description="a callback POST with no complete answer by then is retried"
+    )
 
 
 class MetricsConfig(_Strict):

@@ -21,10 +21,12 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     """A Faust worker running the given stages. Blocks; stops cleanly on SIGINT/SIGTERM."""
     import faust
 
+    from smsflow.delivery.callbacks import CallbackSigner
     from smsflow.delivery.egress import AddressPolicy
     from smsflow.delivery.engine import DeliveryEngine
     from smsflow.delivery.policy import RetryPolicy, RetrySchedule
     from smsflow.delivery.sender import SenderConfig, WebhookSender
+    from smsflow.subscriptions.secretbox import SecretBox
     from smsflow.telemetry import setup_tracing
     from streams.deliver import KafkaDelivery
     from streams.liveness import Liveness, StartupTimeline
@@ -87,6 +89,8 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
             )
         )
         engine = DeliveryEngine(sender, store=store, policy=policy)
+        # outbound status callbacks are signed with a secret per owner derived from the secrets key ring
+        ctx.callbacks = CallbackSigner(SecretBox.from_env(), cfg.outbound.callback_timeout_s)
         ctx.delivery = KafkaDelivery(ctx, engine, store)
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]

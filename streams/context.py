@@ -12,8 +12,9 @@ from smsflow.config import Config
 from smsflow.serde import Serde
 
 if TYPE_CHECKING:
+    from smsflow.delivery.callbacks import CallbackSigner
+    from smsflow.delivery.failover import ActiveList
     from smsflow.ingest.processor import IngestProcessor
-    from smsflow.routing.decisions import ScopeState
     from smsflow.subscriptions.store import SubscriptionStore
     from streams.deliver import KafkaDelivery
     from streams.liveness import Liveness
@@ -37,9 +38,12 @@ class StreamContext:
     ingest: IngestProcessor | None = None
     # the delivery stage's Kafka side, set by the worker once its sender, store and policy exist
     delivery: KafkaDelivery | None = None
-    # the double list's current state per scope (sms.routes.decisions.v1), for outbound route choice; empty:
-    # every scope on its primary list. Nothing fills it yet (docs/outbound.md, "Not built yet").
-    route_states: dict[str, ScopeState] = field(default_factory=dict)
+    # signs outbound status callbacks with their owner's secret, set by the worker with the delivery stage
+    callbacks: CallbackSigner | None = None
+    # the double list's latest decision per carrier scope (sms.routes.decisions.v1), for outbound route
+    # choice; filled by the outbound stage (streams/outbound.py, FollowedRouteStates); a scope not in it is
+    # on its primary list
+    route_states: dict[str, ActiveList] = field(default_factory=dict)
     # Tasks that load state read whole from compacted topics (subscriptions, attempts ledger, circuits, route
     # decisions): started with the app, while it joins its group and recovers its tables, not after recovery
     # as Faust's ``app.task`` is. After a crash every message waits for both; run in series they added

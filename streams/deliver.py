@@ -39,6 +39,7 @@ from opentelemetry.context import Context
 
 from smsflow.delivery.active_lists import ActiveLists, FollowedActiveLists
 from smsflow.delivery.attempts import AttemptLedger, ledger_key, ledger_value
+from smsflow.delivery.callbacks import CallbackTarget
 from smsflow.delivery.circuits import CircuitStore, circuit_config
 from smsflow.delivery.dispatcher import BatchDispatcher
 from smsflow.delivery.effects import attempt_effects
@@ -501,7 +502,12 @@ class DeliverStage:
             if self.ledger.done(part, offset):  # carried out meanwhile by another reading of the same record
                 await stream.ack(event)
                 return
-            sub = await eng.store.get(rec["subscription_id"])
+            target = rec.get("callback_target")
+            sub: Subscription | None
+            if target is not None:  # an outbound status callback (streams/callbacks.py): made, not stored
+                sub = self.callback_subscription(CallbackTarget.from_record(target))
+            else:
+                sub = await eng.store.get(rec["subscription_id"])
             messages = retry_messages(rec)
             if sub is None:
                 await eng.dead_letter_unsent(
@@ -512,7 +518,8 @@ class DeliverStage:
                 return
             # The owner's holding may have shrunk since the message was matched: what it no longer holds
             # is never sent (tenant isolation holds for retries, resends and recovers too).
-            unheld = [m for m in messages if not eng.receives(sub, m)]
+            # A callback goes to the URL its own message's sender gave: there is no holding to check.
+            unheld = [] if target is not None else [m for m in messages if not eng.receives(sub, m)]
             if unheld:
                 reason = "no longer held by the subscription's owner, or no longer matches its filter"
                 await eng.dead_letter_unsent(sub.id, unheld, rec["attempt"], reason)
@@ -530,6 +537,12 @@ class DeliverStage:
         finally:
             self.readings.leave(key)
             self.retry_gate.release()
+
+    def callback_subscription(self, target: CallbackTarget) -> Subscription:
+        signer = self.ctx.callbacks
+        if signer is None:
+            raise RuntimeError("deliver: the worker set up no callback signing (StreamContext.callbacks)")
+        return signer.subscription(target)
 
     async def drain(self, app: faust.App, **kwargs: Any) -> None:
         """Before shutdown: send open batches, stop waiting retries, wait for the attempts in flight."""

@@ -4,7 +4,8 @@ Declared in streams/topology.py; three agents (docs/outbound.md):
 
 - `outbound-requests` on sms.outbound.v1 (keyed by destination): encode the text (a concatenation
   reference from the partition's table of references per destination), choose the routes (the double list:
-  `route_candidates`; with no routing policy, the configured carriers in order), write the message's `Plan`
+  `route_candidates` over the decisions of sms.routes.decisions.v1, followed into `ctx.route_states`; with no
+  routing policy, the configured carriers in order), write the message's `Plan`
   to sms.outbound.ledger.v1 and one `Submission` per segment to sms.outbound.submit.v1 keyed by the first
   route's carrier, each acknowledged before the request is acked. A replayed request makes the same
   submissions again; the connector's ledger submits none of them twice.
@@ -33,6 +34,7 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import Message
 
 from smsflow.compacted import CompactedFollower
+from smsflow.delivery.failover import ActiveList
 from smsflow.outbound.correlation import Matched, SegmentRef, SubmitIndex, resp_key
 from smsflow.outbound.encode import EncodeError, encode_message, segments_needed
 from smsflow.outbound.records import request_from_record
@@ -51,11 +53,14 @@ from smsflow.outbound.submission import (
 )
 from smsflow.outbound.tracking import Track, begin, expire, fold
 from smsflow.records import DeliveryReceipt
-from smsflow.schemas import OUTBOUND_STATUS_TOPIC, OUTBOUND_TOPIC, RECEIPTS_TOPIC
+from smsflow.routing.model import RouteKind, ScopeKind
+from smsflow.schemas import OUTBOUND_STATUS_TOPIC, OUTBOUND_TOPIC, RECEIPTS_TOPIC, ROUTE_DECISIONS_TOPIC
 from streams.context import StreamContext
 from streams.punctuation import punctuate_owned
 
 log = logging.getLogger(__name__)
+
+SUBSCRIPTION_SCOPE_PREFIX = f"{ScopeKind.SUBSCRIPTION.value}:"
 
 RECEIPT_LOOKUP_S = 5.0
 """How long after its arrival a receipt may wait for the accepted outcome that names its id."""
@@ -79,6 +84,43 @@ def choose_routes(ctx: StreamContext, destination: str) -> tuple[Candidate, ...]
             return fallback if routing.for_number(destination, None) is None and fallback else choice.reason
         return tuple(Candidate(c.route_id, c.carrier) for c in choice)
     return carrier_candidates(ctx) or "no carrier that can submit is configured"
+
+
+class FollowedRouteStates:
+    """The double list's latest decision per carrier scope, read whole from sms.routes.decisions.v1
+    (compacted, key = scope, each decision carries the scope's whole state) and then followed, into
+    ``ctx.route_states``: the outbound agent submits through the active list. A restarted worker reads the
+    topic again before it plans anything, so it never falls back to a stale "primary" while the latest
+    decision says secondary."""
+
+    def __init__(self, ctx: StreamContext) -> None:
+        self.states = ctx.route_states
+        self.decode = lambda value: ctx.serde.decode(ROUTE_DECISIONS_TOPIC, value)
+        self.follower = CompactedFollower(
+            ctx.bootstrap, (ROUTE_DECISIONS_TOPIC,), self._on_record, "outbound-route-decisions"
+        )
+
+    def _on_record(self, msg: Message) -> None:
+        key = msg.key()
+        if key is None:
+            return
+        scope = key.decode("utf-8")
+        if scope.startswith(SUBSCRIPTION_SCOPE_PREFIX):
+            return  # a webhook subscription's list: delivery follows those
+        value = msg.value()
+        if value is None:  # a tombstone: the policy is gone
+            self.states.pop(scope, None)
+            return
+        try:
+            self.states[scope] = ActiveList.from_decision(self.decode(value))
+        except Exception as exc:  # one unreadable decision must not stop the following of the others
+            log.error(
+                "%s @%s: unreadable decision for %s ignored: %s",
+                ROUTE_DECISIONS_TOPIC,
+                msg.offset(),
+                scope,
+                exc,
+            )
 
 
 class ReceiptIndex:
@@ -132,6 +174,16 @@ class OutboundStage:
         self.index_ready = asyncio.Event()
         self._index_ready_at = 0.0
         self.id_forms = {c.id: c.receipts.id_form for c in ctx.config.carriers}
+        # the routes are chosen from the double list's decisions, once they are read whole. With no carrier
+        # route in the routing section no policy can exist (not even one made through the API later): the
+        # configured carriers in order
+        carrier_routes = any(r.kind is RouteKind.CARRIER for r in ctx.config.routing.routes)
+        self.route_states = FollowedRouteStates(ctx) if carrier_routes else None
+        self.route_states_ready = asyncio.Event()
+        if self.route_states is None:
+            self.route_states_ready.set()
+        else:
+            ctx.loading_tasks.append(self.load_route_states)
 
     async def _send(self, topic: str, key: str, value: bytes) -> None:
         fut = await self.outputs[topic].send(key=key.encode(), value=value)
@@ -148,7 +200,16 @@ class OutboundStage:
                 continue
             await self._plan_and_submit(req, int(time.time() * 1000))
 
+    async def load_route_states(self) -> None:
+        """A loading task: the decisions topic read whole (before the first request is planned)."""
+        assert self.route_states is not None
+        await self.route_states.follower.start(120.0)
+        self.route_states_ready.set()
+        if self.ctx.liveness is not None:
+            self.ctx.liveness.startup.mark("outbound route decisions loaded")
+
     async def _plan_and_submit(self, req: Any, now: int) -> None:
+        await self.route_states_ready.wait()
         ref = 0
         if segments_needed(req.text) > 1:
             raw_refs = self.refs.get(req.to)
@@ -248,6 +309,8 @@ class OutboundStage:
 
     async def stop(self, app: Any, **kwargs: Any) -> None:
         await self.receipt_index.follower.stop()
+        if self.route_states is not None:
+            await self.route_states.follower.stop()
 
     async def receipts(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():

@@ -8,6 +8,7 @@ wires them, the way Faust's own examples put app, topics, tables and agents at t
         ▲ timer ingest-punctuate: one record per owned partition (drives reassembly timeouts, dedup expiry)
     sms.inbound.v1 ───────▶ deliver       ─▶ webhook POST; sms.delivery.v1 | sms.webhook.retry.v1 | ...dlq.v1
     sms.webhook.retry.v1 ─▶ deliver-retry ─▶ webhook POST; the same, and sms.webhook.attempts.v1 (ledger)
+    sms.outbound.status.v1 ▶ deliver-callbacks ─▶ signed POST to the message's callback_url; the same topics
         tasks: batch timer; endpoint pings; drain; from app start (ctx.loading_tasks): read the attempts
         ledger, circuits, route decisions
     sms.delivery.v1 ──────────────▶ routes-attempts ─▶ sms.routes.observations.v1 (webhook attempts)
@@ -44,6 +45,7 @@ from smsflow.schemas import (
     DELIVERY_TOPIC,
     INBOUND_TOPIC,
     OPS_TOPIC,
+    OUTBOUND_STATUS_TOPIC,
     OUTBOUND_TOPIC,
     QUARANTINE_TOPIC,
     RAW_TOPIC,
@@ -55,6 +57,7 @@ from smsflow.schemas import (
     WEBHOOK_RETRY_TOPIC,
 )
 from streams import offsets
+from streams.callbacks import CallbackStage
 from streams.context import StreamContext
 from streams.deliver import DELIVER_OUTPUTS, DeliverStage
 from streams.ingest import IngestStage, ingest_settings
@@ -134,6 +137,9 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         # agents, tasks, shutdown hook (the attempts ledger and circuits are compacted topics it follows)
         app.agent(inbound, name="deliver")(deliver.deliver)
         app.agent(retry, name="deliver-retry")(deliver.deliver_retry)
+        # outbound status callbacks go through the same engine (streams/callbacks.py)
+        callbacks = CallbackStage(ctx, deliver)
+        app.agent(_bytes_topic(app, OUTBOUND_STATUS_TOPIC), name="deliver-callbacks")(callbacks.callbacks)
         app.task(deliver.batch_timer)
         ctx.loading_tasks.append(deliver.load_state)
         app.task(deliver.pings)

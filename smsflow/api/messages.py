@@ -14,6 +14,11 @@ request. The book is rebuilt from `sms.outbound.v1` itself (every request record
 so a restarted API, or another replica, honours the keys it did not see itself.
 
 `GET /v1/messages/{id}` answers the history from `sms.outbound.status.v1`; another owner's id is a 404.
+
+`callback_url` passes the rules of subscription URLs (`smsflow.delivery.egress.url_refusal`: https when
+required, no localhost or literal private address unless `webhooks.block_private_addresses` is off); the
+sender checks the resolved address again on every connection. Callbacks are signed with the owner's callback
+secret, which the owner reads at `GET /v1/callback-secret` (`smsflow.delivery.callbacks`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from smsflow.api.apikeys import Scope
 from smsflow.api.wire import ApiError, ErrorDetail, principal
+from smsflow.delivery.egress import AddressPolicy, url_refusal
 from smsflow.outbound.idempotency import Conflict, IdempotencyBook, Replay
 from smsflow.outbound.records import request_from_record, request_record
 from smsflow.outbound.request import (
@@ -77,6 +83,21 @@ class MessageAccepted(BaseModel):
     id: str
     status: str = "queued"
     replayed: bool = Field(False, description="true when an Idempotency-Key replayed an earlier request")
+
+
+class CallbackSecret(BaseModel):
+    secret: str = Field(description="whsec_ secret: verify callbacks' Standard Webhooks signature with it")
+    secrets: list[str] = Field(
+        description="every secret a callback is signed with now (more than one while a key is rotated out)"
+    )
+
+
+@dataclass(frozen=True)
+class UrlRules:
+    """The callback_url checks, the same as for subscription URLs (``webhooks`` section of the config)."""
+
+    https_only: bool = False
+    address_policy: AddressPolicy | None = AddressPolicy()  # noqa: RUF009 - frozen, safe to share
 
 
 class StatusEntry(BaseModel):
@@ -130,10 +151,21 @@ class OutboundDesk:
     """Accepted requests, idempotency keys and status histories, fed by this API's own sends and by the
     topics (``smsflow.api.message_feed``; its records arrive on a consumer thread, hence the lock)."""
 
-    def __init__(self, sink: RequestSink, holding_of: HoldingOf, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        sink: RequestSink,
+        holding_of: HoldingOf,
+        clock: Callable[[], float] = time.time,
+        *,
+        url_rules: UrlRules | None = None,
+        callback_secrets: Callable[[str], list[str]] | None = None,
+    ):
         self.sink = sink
         self.holding_of = holding_of
         self.clock = clock
+        self.url_rules = url_rules or UrlRules()
+        # the owner's callback signing secrets; None: this API cannot tell them (no key ring)
+        self.callback_secrets = callback_secrets
         self._lock = threading.Lock()
         self._book = IdempotencyBook()
         self._messages: dict[str, SentMessage] = {}
@@ -171,8 +203,10 @@ class OutboundDesk:
             now_ms=now_ms,
             idempotency_key=idempotency_key,
         )
-        if isinstance(checked, list):
-            return [(e.path, e.reason) for e in checked]
+        refused = self._callback_refusal(body.get("callback_url"))
+        if isinstance(checked, list) or refused is not None:
+            errors = [(e.path, e.reason) for e in checked] if isinstance(checked, list) else []
+            return errors + ([("callback_url", refused)] if refused is not None else [])
         if idempotency_key is None:
             await self._store(checked)
             return MessageAccepted(id=checked.message_id, replayed=False)
@@ -185,6 +219,12 @@ class OutboundDesk:
                 return [("Idempotency-Key", seen.reason)]
             await self._store(checked)
             return MessageAccepted(id=checked.message_id, replayed=False)
+
+    def _callback_refusal(self, url: object) -> str | None:
+        if not isinstance(url, str):
+            return None  # absent, or not a string: read_request says so
+        rules = self.url_rules
+        return url_refusal(url, https_only=rules.https_only, policy=rules.address_policy)
 
     async def _store(self, req: OutboundRequest) -> None:
         await self.sink(req)
@@ -266,5 +306,15 @@ def add_message_routes(app: web.Application, desk: OutboundDesk) -> None:
             raise ApiError(404, "not_found", f"message {message_id} not found")
         return _json(view, 200)
 
+    async def callback_secret(request: web.Request) -> web.Response:
+        key = principal(request, Scope.MESSAGES)
+        if key.owner is None:
+            raise ApiError(403, "forbidden", "an operator key sends nothing: no callback secret")
+        if desk.callback_secrets is None:
+            raise ApiError(501, "not_implemented", "no secrets key ring to derive the secret from")
+        secrets = desk.callback_secrets(key.owner)
+        return _json(CallbackSecret(secret=secrets[0], secrets=secrets), 200)
+
     app.router.add_post("/v1/messages", send)
+    app.router.add_get("/v1/callback-secret", callback_secret)
     app.router.add_get("/v1/messages/{id}", get)

@@ -33,6 +33,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     messages.MessageSend,
     messages.MessageAccepted,
     messages.MessageView,
+    messages.CallbackSecret,
 )
 
 
@@ -230,6 +231,14 @@ def build_openapi(routes: bool = True, messages_api: bool = True) -> dict[str, A
                 "responses": {"200": _ok(messages.MessageView, "The message"), **_errors(*auth, 404)},
             },
         },
+        "/v1/callback-secret": {
+            "get": {
+                "summary": "Your callback signing secret: every callback to a message's callback_url "
+                "is signed with it (Standard Webhooks)",
+                "operationId": "getCallbackSecret",
+                "responses": {"200": _ok(messages.CallbackSecret, "The secret"), **_errors(*auth)},
+            },
+        },
         "/v1/holdings": {
             "get": {
                 "summary": "List holdings (admin keys: every owner's; owner keys: their own)",
@@ -261,7 +270,7 @@ def build_openapi(routes: bool = True, messages_api: bool = True) -> dict[str, A
     if routes:
         paths.update(route_api.openapi_paths())
     if not messages_api:
-        for path in ("/v1/messages", "/v1/messages/{id}"):
+        for path in ("/v1/messages", "/v1/messages/{id}", "/v1/callback-secret"):
             del paths[path]
     return {
         "openapi": "3.1.0",

@@ -66,9 +66,10 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
     """Run the API until ``stop`` is set (or SIGINT/SIGTERM)."""
     from smsflow.api.app import create_api_app
     from smsflow.api.message_feed import OutboundFeed
-    from smsflow.api.messages import OutboundDesk
+    from smsflow.api.messages import OutboundDesk, UrlRules
     from smsflow.api.routes import RouteBoard, RouteHandlers
     from smsflow.api.subscriptions import ApiSettings
+    from smsflow.delivery.callbacks import owner_callback_secrets
     from smsflow.delivery.egress import AddressPolicy
     from smsflow.delivery.redelivery import Redelivery
     from smsflow.producer import AsyncProducer, producer_conf
@@ -127,7 +128,12 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
     async def put_policy(change: PolicyChange) -> None:
         await book.put(change, policy_writer(producer))
 
-    desk = OutboundDesk(_request_sink(producer, serde), store.holding_of)
+    desk = OutboundDesk(
+        _request_sink(producer, serde),
+        store.holding_of,
+        url_rules=UrlRules(settings.https_only, settings.address_policy),
+        callback_secrets=lambda owner: owner_callback_secrets(box, owner),
+    )
     feed = OutboundFeed(bootstrap, serde, desk)
     await feed.start()
     app = create_api_app(

@@ -15,12 +15,10 @@ list, docs/double-list.md). Each has its own signing secret and passes the same 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import BaseModel, Field, SecretStr, ValidationError
@@ -35,7 +33,7 @@ from smsflow.api.wire import (
     principal,
     validation_error,
 )
-from smsflow.delivery.egress import AddressPolicy
+from smsflow.delivery.egress import AddressPolicy, url_refusal
 from smsflow.routing.model import ListName
 from smsflow.subscriptions.holdings import is_operator_owner, outside_holding
 from smsflow.subscriptions.model import (
@@ -196,25 +194,11 @@ class SubscriptionHandlers:
     # -- shared checks --
 
     def _check_url(self, url: str, https_only: bool | None, field: str = "url") -> None:
-        parts = urlsplit(url)
         effective = self.settings.https_only if https_only is None else https_only
-        if effective and parts.scheme != "https":
-            raise ApiError(422, "validation_error", f"{field}: must be https:// for this subscription", field)
-        host = (parts.hostname or "").rstrip(".").lower()
-        policy = self.settings.address_policy
-        if policy is None or not host:
-            return
-        if host == "localhost" or host.endswith(".localhost"):
-            raise ApiError(
-                422, "validation_error", f"{field}: localhost is not a reachable webhook host", field
-            )
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            return
-        reason = policy.blocked_reason(host)
+        reason = url_refusal(url, https_only=effective, policy=self.settings.address_policy)
         if reason is not None:
-            raise ApiError(422, "validation_error", f"{field}: {host} is a {reason} address", field)
+            suffix = " for this subscription" if reason == "must be https://" else ""
+            raise ApiError(422, "validation_error", f"{field}: {reason}{suffix}", field)
 
     def _endpoints(
         self, given: list[EndpointPut], existing: list[WebhookEndpoint], https_only: bool | None

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from smsflow.delivery.callbacks import callback_target
 from smsflow.delivery.engine import DeliveryOutcome
 from smsflow.delivery.events import DeliveryEvent
 from smsflow.delivery.policy import Action
@@ -75,6 +76,9 @@ def attempt_effects(
             reason=decision.reason,
             batched=batched,
         )
+        target = callback_target(sub)
+        if target is not None:  # no stored subscription to look up when it is due: the record names it
+            record["callback_target"] = target.to_record()
         key = webhook_id_for(sub, messages) if batched else str(messages[0]["message_id"])
         effects.writes.append(Write(WEBHOOK_RETRY_TOPIC, key, orjson.dumps(record), traced=True))
     else:

@@ -18,6 +18,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
@@ -127,3 +128,25 @@ def guarded_socket_factory(policy: AddressPolicy) -> Any:
         return socket.socket(family=family, type=type_, proto=proto)
 
     return factory
+
+
+def url_refusal(url: str, *, https_only: bool, policy: AddressPolicy | None) -> str | None:
+    """Why a customer-given webhook URL is refused when it is given (a subscription's, an endpoint's, a
+    message's callback_url), or None. Only what the URL itself shows is judged here: https when required, a
+    localhost name, a literal blocked IP; a host name is checked on every connection by the resolver and the
+    socket factory above (its DNS answer can change after this check). ``policy`` None accepts any host
+    (``webhooks.block_private_addresses: false``, local runs and tests)."""
+    parts = urlsplit(url)
+    if https_only and parts.scheme != "https":
+        return "must be https://"
+    host = (parts.hostname or "").rstrip(".").lower()
+    if policy is None or not host:
+        return None
+    if host == "localhost" or host.endswith(".localhost"):
+        return "localhost is not a reachable webhook host"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    reason = policy.blocked_reason(host)
+    return None if reason is None else f"{host} is a {reason} address"

@@ -66,9 +66,9 @@ class SenderConfig:
 
 
 def webhook_id_for(sub: Subscription, messages: Sequence[Mapping[str, Any]]) -> str:
-    """The ``webhook-id``: the message id, or for a batch ``batch_`` + a digest of the ordered message ids,
-    so a retry of the same batch carries the same id."""
-    ids = [str(m["message_id"]) for m in messages]
+    """The ``webhook-id``: the message id (an outbound status callback's ``event_id``: one message has many
+    transitions), or for a batch ``batch_`` + a digest of the ordered ids, so a retry carries the same id."""
+    ids = [str(m.get("event_id") or m["message_id"]) for m in messages]
     if sub.batch is None and len(ids) == 1:
         return ids[0]
     return "batch_" + hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()[:32]

@@ -8,7 +8,8 @@ remembers the request's fingerprint (SHA-256 of its canonical JSON) and the mess
   silently sending either body would be wrong;
 - a key older than the window is forgotten, and the request is new again.
 
-The book is a value; on the stage it lives in a compacted table keyed `owner|key`.
+The book is a value; the API rebuilds it at start from the request records of sms.outbound.v1 (each carries
+its owner and key: smsflow/api/message_feed.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The submission ledger: what makes "nothing submitted twice by a restart" hold.
 
-Two records per submit attempt of a segment, on a compacted topic keyed by `message_id#seq`:
+Two records per submit attempt of a segment, on sms.outbound.ledger.v1 (keyed by message id, delete policy,
+kept 4 days: not compacted, since every entry of a message must stay; docs/outbound.md):
 
 1. `Intent` — written, and acknowledged by the broker (acks=all), BEFORE the submit_sm goes on the wire.
    It carries the route, the attempt number, the destination and the concatenation reference.

@@ -47,7 +47,9 @@ def request_from_record(record: Mapping[str, Any]) -> OutboundRequest:
     )
 
 
-def status_record(owner: str, status: MessageStatus, transition: Transition, n: int) -> dict[str, Any]:
+def status_record(
+    owner: str, status: MessageStatus, transition: Transition, n: int, callback_url: str | None = None
+) -> dict[str, Any]:
     """`n` counts the message's transitions from 1, so a replay writes the same event ids."""
     seg = status.segments[transition.seq - 1] if transition.seq is not None else None
     return {
@@ -64,4 +66,5 @@ def status_record(owner: str, status: MessageStatus, transition: Transition, n: 
         "carrier_message_id": seg.carrier_message_id if seg else None,
         "route_id": seg.route if seg else None,
         "detail": seg.detail if seg else None,
+        "callback_url": callback_url,
     }

@@ -1,8 +1,10 @@
 """Which carrier route an outbound segment goes to: the double list's answer for the destination.
 
 The destination's policy is `RoutingSection.for_number` (its own number, else the longest prefix, else its
-country). The scope's `ScopeState` (from sms.routes.decisions.v1) says which list is active; with no state
-yet the primary is. Candidates, in order:
+country). The scope's state says which list is active; with no state yet the primary is. The worker knows it
+as the scope's latest decision on sms.routes.decisions.v1 (an `ActiveList`: the active list and each route's
+latest state, the decision's evidence); the double-list stage's own `ScopeState` carries the same. Candidates,
+in order:
 
 1. the active list's routes, then the other list's ("same route, then the secondary list": a segment
    whose retries on one route are exhausted moves on, and when the active list is used up, to the other);
@@ -19,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+from smsflow.delivery.failover import ActiveList
 from smsflow.routing.decisions import ScopeState
 from smsflow.routing.health import HealthState
 from smsflow.routing.model import ListName, RoutingSection
@@ -41,7 +44,7 @@ class NoRoute:
 
 def route_candidates(
     routing: RoutingSection,
-    states: Mapping[str, ScopeState],
+    states: Mapping[str, ScopeState | ActiveList],
     destination: str,
     country: str | None,
     tried: Collection[str] = (),
@@ -52,13 +55,11 @@ def route_candidates(
     scope = policy.scope.key
     state = states.get(scope)
     active = state.active if state is not None else ListName.PRIMARY
-    health = state.health if state is not None else {}
     out: list[RouteChoice] = []
     for name in (active, active.other):
         ranked = []
         for position, rid in enumerate(policy.routes(name)):
-            record = health.get(rid)
-            hs = record.state if record is not None else None
+            hs = _health(state, rid)
             if rid in tried or hs is HealthState.DOWN:
                 continue
             ranked.append((_ORDER[hs], position, rid))
@@ -68,3 +69,11 @@ def route_candidates(
     if not out:
         return NoRoute(f"every route of {scope} is down or was already tried for this segment")
     return out
+
+
+def _health(state: ScopeState | ActiveList | None, route_id: str) -> HealthState | None:
+    """The route's latest health in the scope's state; None: not scored yet."""
+    if isinstance(state, ActiveList):
+        return state.route_states.get(route_id)
+    record = state.health.get(route_id) if state is not None else None
+    return record.state if record is not None else None

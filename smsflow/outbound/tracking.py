@@ -105,7 +105,7 @@ def _apply(track: Track, event: Event) -> Any:
     n = track.n
     for t in transitions:
         n += 1
-        records.append(status_record(track.owner, status, t, n))
+        records.append(status_record(track.owner, status, t, n, track.callback_url))
     return replace(track, status=status, n=n), records
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import secrets as _random
 from collections.abc import Mapping
@@ -37,6 +39,7 @@ class SecretBox:
             if len(key) != 32:
                 raise SecretBoxError(f"key {kid!r}: must be 32 bytes, not {len(key)}")
         self._keys = {kid: AESGCM(key) for kid, key in keys.items()}
+        self._raw = dict(keys)  # for derive(): keys for other purposes, never these keys themselves
         self._primary = primary or next(iter(keys))
         if self._primary not in self._keys:
             raise SecretBoxError(f"primary key {self._primary!r} is not in the key ring")
@@ -70,6 +73,14 @@ class SecretBox:
         if not spec:
             raise SecretBoxError(f"{ENV_KEYS} is not set; generate a key with SecretBox.generate_key()")
         return cls.from_spec(spec)
+
+    def derive(self, label: str) -> list[bytes]:
+        """One 32-byte key per key of the ring for ``label`` (HMAC-SHA256 of the label under the key: an
+        independent key for each purpose and label), the sealing key's first. While a key is being rotated
+        out, both derivations are valid, so what is signed with all of them verifies with either."""
+        order = [self._primary, *(kid for kid in self._raw if kid != self._primary)]
+        message = b"smsflow derive\0" + label.encode("utf-8")
+        return [hmac.new(self._raw[kid], message, hashlib.sha256).digest() for kid in order]
 
     def seal(self, plaintext: str, context: str) -> str:
         nonce = _random.token_bytes(_NONCE_BYTES)

@@ -11,7 +11,12 @@ accepted. Customers send through POST /v1/messages; statuses are read back throu
   handed to the secondary and delivered there; none lost, none accepted twice;
 - kill -9 of the connector and of the worker mid-run: no segment is accepted twice by the SMSC, and every
   message ends delivered except those whose submit was in flight at the kill (held: their outcome cannot be
-  known, policy `hold`), at most the submit window.
+  known, policy `hold`), at most the submit window;
+- callbacks: every transition POSTed to the message's callback_url, signed with its owner's secret (checked
+  with the `standardwebhooks` reference package), one per transition, in order, never at another owner's
+  URL; a URL that never answers is tried on the retry schedule, then dead-lettered, holding up no one;
+- a double-list decision to the secondary (the primary's binds refused): new messages are submitted on the
+  secondary carrier, none on the primary, also after it binds again and after a worker restart.
 """
 
 from __future__ import annotations
@@ -28,22 +33,28 @@ import aiohttp
 import orjson
 import pytest
 import yaml
+from aiohttp import web
 from confluent_kafka import Consumer
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from devkit.simulator.faults import Fault, FaultKind
+from devkit.simulator.faults import Fault, FaultKind, parse_fault
 from devkit.simulator.traffic import LogicalSms
 from smsflow.api.apikeys import ApiKeyStore
 from smsflow.outbound.submission import UNMATCHED_RECEIPTS_TOPIC
+from smsflow.schemas import WEBHOOK_DLQ_TOPIC
 from smsflow.smpp.constants import TlvTag
 from smsflow.smpp.pdu import make_tlv
 from smsflow.sms.text import decode_text
 from smsflow.sms.udh import concat_info, parse_udh
+from tests.e2e.test_crash_consistency import _wait_ready as wait_ready
+from tests.e2e.test_double_list import TEST_NUMBER, Topics, healthy_with_probes, routing
 from tests.e2e.test_webhook_api import wait_api_up
-from tests.e2e.test_webhook_failures import free_port, wait_until
+from tests.e2e.test_webhook_failures import free_port, json_records, wait_until
 
 pytestmark = pytest.mark.e2e
 
 SENDER = "+85230001000"
+SENDER_2 = "+85230002000"
 ESME_RTHROTTLED = 0x58
 FINAL = {"delivered", "failed", "rejected", "expired"}
 
@@ -55,8 +66,8 @@ CHINESE_LONG = (
 
 
 class Customer:
-    def __init__(self, http: aiohttp.ClientSession, base: str, token: str) -> None:
-        self.http, self.base, self.token = http, base, token
+    def __init__(self, http: aiohttp.ClientSession, base: str, token: str, sender: str = SENDER) -> None:
+        self.http, self.base, self.token, self.sender = http, base, token, sender
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -65,7 +76,7 @@ class Customer:
 
     async def send(self, to: str, text: str, **extra: Any) -> str:
         status, body = await self.call(
-            "POST", "/v1/messages", {"to": to, "from": SENDER, "text": text, **extra}
+            "POST", "/v1/messages", {"to": to, "from": self.sender, "text": text, **extra}
         )
         assert status == 202, body
         return str(body["id"])
@@ -94,12 +105,17 @@ class CustomerApi:
         return f"http://127.0.0.1:{self.config['port']}"
 
     @classmethod
-    def issue(cls, tmp_path: Path) -> CustomerApi:
+    def issue(cls, tmp_path: Path, tokens: dict[str, str] | None = None) -> CustomerApi:
+        """``tokens``: filled with a customer key per owner named in it (besides acme's)."""
         keys = ApiKeyStore()
         key, token = keys.issue("acme", label="e2e customer")
+        issued = [key]
+        for owner in tokens or {}:
+            other, (tokens or {})[owner] = keys.issue(owner, label=f"e2e customer {owner}")
+            issued.append(other)
         _, admin = keys.issue(None, label="e2e admin")
         keys_file = tmp_path / "keys.jsonl"
-        keys_file.write_bytes(orjson.dumps(key.to_record()) + b"\n")
+        keys_file.write_bytes(b"".join(orjson.dumps(k.to_record()) + b"\n" for k in issued))
         config = {
             "host": "127.0.0.1",
             "port": free_port(),
@@ -110,11 +126,25 @@ class CustomerApi:
 
 
 async def start(
-    pipeline: Any, tmp_path: Path, outbound: dict[str, Any], carrier_extra: dict[str, Any] | None = None
+    pipeline: Any,
+    tmp_path: Path,
+    outbound: dict[str, Any],
+    carrier_extra: dict[str, Any] | None = None,
+    webhooks: dict[str, Any] | None = None,
+    tokens: dict[str, str] | None = None,
+    **pipeline_kw: Any,
 ) -> tuple[Any, str, str]:
-    api = CustomerApi.issue(tmp_path)
+    """``tokens``: filled with a customer key per owner named in it (besides acme's, returned);
+    ``pipeline_kw``: more settings of the pipeline (a routing section, the simulator's test numbers)."""
+    api = CustomerApi.issue(tmp_path, tokens)
     p = await pipeline(
-        carriers=2, receipts=True, api=api.config, extra_env=api.env, carrier_extra=carrier_extra
+        carriers=2,
+        receipts=True,
+        api=api.config,
+        extra_env=api.env,
+        carrier_extra=carrier_extra,
+        webhooks=webhooks,
+        **pipeline_kw,
     )
     cfg = yaml.safe_load(p.config_path.read_text())
     cfg["outbound"] = outbound
@@ -123,9 +153,13 @@ async def start(
     return p, api.base, api.token
 
 
-async def hold_sender(http: aiohttp.ClientSession, base: str, admin: str) -> None:
+async def hold_sender(
+    http: aiohttp.ClientSession, base: str, admin: str, owner: str = "acme", sender: str = SENDER
+) -> None:
     async with http.put(
-        f"{base}/v1/holdings/acme", json={"numbers": [SENDER]}, headers={"Authorization": f"Bearer {admin}"}
+        f"{base}/v1/holdings/{owner}",
+        json={"numbers": [sender]},
+        headers={"Authorization": f"Bearer {admin}"},
     ) as r:
         assert r.status == 200, await r.text()
 
@@ -334,3 +368,240 @@ async def test_kill_9_of_connector_and_worker_submits_nothing_twice(pipeline, tm
         if to not in undelivered:
             assert got[to] == [text], to
     print(f"\nkill -9: {len(texts)} messages, {len(undelivered)} held as unknown and expired: {undelivered}")
+
+
+class CallbackSite:
+    """The customers' callback endpoints: /acme and /globex answer 204 to anything, /dead never answers (the
+    sender's timeout ends each attempt). Every request is kept, in arrival order, to be verified later."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], bytes, float]] = []
+        self._runner: web.AppRunner | None = None
+        self.base = ""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.requests.append((request.path, headers, body, time.monotonic()))
+        if request.path == "/dead":
+            await asyncio.sleep(3600)
+        return web.Response(status=204)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{name}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.base = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def at(self, path: str) -> list[tuple[dict[str, str], bytes, float]]:
+        return [(h, b, t) for p, h, b, t in self.requests if p == path]
+
+
+async def test_callbacks_are_signed_one_per_transition_in_order_and_a_dead_url_is_dead_lettered(
+    pipeline, tmp_path: Path
+) -> None:
+    tokens = {"globex": ""}
+    p, base, token = await start(
+        pipeline,
+        tmp_path,
+        {"attempts_per_route": 2, "retry_backoff_s": [0.3], "callback_timeout_s": 2},
+        webhooks={"retry_delays_s": [0, 2, 2], "retry_jitter": 0},
+        tokens=tokens,
+    )
+    site = CallbackSite()
+    await site.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_api_up(http, base, p)
+            admin = p.env["E2E_ADMIN_KEY"]
+            await hold_sender(http, base, admin)
+            await hold_sender(http, base, admin, "globex", SENDER_2)
+            acme, globex = Customer(http, base, token), Customer(http, base, tokens["globex"], SENDER_2)
+            secrets = {}
+            for owner, customer in (("acme", acme), ("globex", globex)):
+                status, body = await customer.call("GET", "/v1/callback-secret")
+                assert status == 200, body
+                secrets[owner] = body["secret"]
+            assert secrets["acme"] != secrets["globex"]
+
+            # the dead URL's message first: its callbacks must hold up nobody else's
+            dead = await acme.send("+85294000000", "Code 1", callback_url=f"{site.base}/dead")
+            sent = {
+                "acme": [
+                    await acme.send(f"+8529400{i:04d}", text, callback_url=f"{site.base}/acme")
+                    for i, text in enumerate(["Code 2", CHINESE, GSM_LONG], start=1)
+                ],
+                "globex": [
+                    await globex.send(f"+8529500{i:04d}", text, callback_url=f"{site.base}/globex")
+                    for i, text in enumerate(["Code 3", CHINESE_LONG])
+                ],
+            }
+            silent = await acme.send("+85294009999", "no callback for this one")
+            views = await wait_final(acme, [dead, *sent["acme"], silent], 120, p)
+            views |= await wait_final(globex, sent["globex"], 120, p)
+            expected = {mid: [h["event_id"] for h in views[mid]["history"]] for mid in views}
+
+            def arrived(owner: str) -> dict[str, list[str]]:
+                got: dict[str, list[str]] = defaultdict(list)
+                for headers, body, _t in site.at(f"/{owner}"):
+                    got[orjson.loads(body)["message_id"]].append(headers["webhook-id"])
+                return got
+
+            def all_arrived() -> bool:
+                return all(arrived(o).get(m) == expected[m] for o in sent for m in sent[o])
+
+            await wait_until(all_arrived, 60, "a callback per transition of every live message", p.logs)
+
+            # every transition of the dead URL's message: attempted 3 times (2 s timeout each), then DLQ
+            def dead_lettered() -> list[dict[str, Any]]:
+                return [
+                    r
+                    for r in json_records(p.stack.bootstrap, WEBHOOK_DLQ_TOPIC)
+                    if r["message"].get("message_id") == dead
+                ]
+
+            await wait_until(
+                lambda: len(dead_lettered()) >= len(expected[dead]),
+                120,
+                "dead callbacks dead-lettered",
+                p.logs,
+            )
+            dlq = dead_lettered()
+    finally:
+        await site.stop()
+
+    # signed with the owner's secret (the Standard Webhooks reference verifier), never another owner's;
+    # one request per transition, in the message's order, naming the message and its status
+    for owner, other in (("acme", "globex"), ("globex", "acme")):
+        for headers, body, _t in site.at(f"/{owner}"):
+            payload = Webhook(secrets[owner]).verify(body, headers)
+            with pytest.raises(WebhookVerificationError):
+                Webhook(secrets[other]).verify(body, headers)
+            assert payload["message_id"] in sent[owner], (owner, payload)
+            assert headers["webhook-id"] == payload["event_id"]
+            entry = next(
+                h for h in views[payload["message_id"]]["history"] if h["event_id"] == payload["event_id"]
+            )
+            assert (payload["status"], payload["new_state"], payload["segment"]) == (
+                entry["overall"],
+                entry["new_state"],
+                entry["segment"],
+            )
+        assert arrived(owner) == {m: expected[m] for m in sent[owner]}  # each once, in order
+    for mid in sent["acme"] + sent["globex"]:
+        assert views[mid]["status"] == "delivered" and arrived_status(site, mid) == "delivered"
+    assert {path for path, *_ in site.requests} == {"/acme", "/globex", "/dead"}
+    assert not any(silent in b.decode() for *_, b, _t in site.requests)  # no callback_url: no callback
+    assert len(p.receiver.log.messages) == 0  # nor anything on the inbound subscription's webhook
+
+    # the dead URL: each transition tried 3 times, then dead-lettered with the reason, once
+    assert sorted(r["message"]["event_id"] for r in dlq) == sorted(expected[dead]), dlq
+    assert {r["attempts"] for r in dlq} == {3} and all("within 2s" in r["reason"] for r in dlq), dlq
+    dead_calls = site.at("/dead")
+    assert len(dead_calls) == 3 * len(expected[dead])
+    for headers, body, _t in dead_calls:
+        assert Webhook(secrets["acme"]).verify(body, headers)["message_id"] == dead
+    # ... and nobody waited for it: every live callback arrived before the dead URL's last attempt began
+    last_live = max(t for o in sent for _h, _b, t in site.at(f"/{o}"))
+    assert last_live < max(t for _h, _b, t in dead_calls)
+    print(
+        f"\ncallbacks: {sum(len(site.at(f'/{o}')) for o in sent)} delivered signed to 2 owners, "
+        f"{len(dlq)} dead-lettered after {len(dead_calls)} attempts at the dead URL"
+    )
+
+
+def arrived_status(site: CallbackSite, message_id: str) -> str:
+    """The status named by the last callback of a message."""
+    last = [orjson.loads(b) for p, _h, b, _t in site.requests if orjson.loads(b)["message_id"] == message_id]
+    return str(max(last, key=lambda c: c["sequence"])["status"])
+
+
+async def test_a_route_decision_to_the_secondary_moves_submits_there_before_any_fails_on_the_primary(
+    pipeline, tmp_path: Path
+) -> None:
+    """The double list decides, outbound obeys: the primary carrier's binds refused -> a failover decision
+    (sms.routes.decisions.v1) -> new messages are submitted on the secondary carrier first, and stay there
+    while the decision stands: after the primary binds again (the hold-down keeps the decision) and after a
+    kill -9 and restart of the worker (which reads the decisions again: no stale "primary")."""
+    p, base, token = await start(
+        pipeline,
+        tmp_path,
+        {"attempts_per_route": 2, "retry_backoff_s": [0.3]},
+        routing=routing(hold_down_s=600),
+        test_numbers=[TEST_NUMBER],
+        probe_latency_s=0.3,
+        metrics={"worker_port": (health_port := free_port())},
+    )
+    topics = Topics(p)
+
+    def submits(account: str) -> list[Any]:  # the messages' submits, not the double list's probes
+        return [r for r in p.smsc.submits.for_account(account) if "+" + r.dest != TEST_NUMBER]
+
+    def primary_bound() -> bool:
+        return any(s.system_id == "acct0" and s.bound and not s.closed.is_set() for s in p.smsc.sessions)
+
+    async with aiohttp.ClientSession() as http:
+        await wait_api_up(http, base, p)
+        await hold_sender(http, base, p.env["E2E_ADMIN_KEY"])
+        customer = Customer(http, base, token)
+        for route in ("hk-a", "hk-b"):
+            await topics.wait(f"{route} healthy, probed", topics.health, healthy_with_probes(route), 120)
+        kinds = ["Code {n}", CHINESE, GSM_LONG]
+        ids: dict[str, list[str]] = defaultdict(list)
+
+        async def send(phase: str, n: int, offset: int) -> None:
+            for i in range(n):
+                to = f"+8526{offset + i:07d}"
+                ids[phase].append(await customer.send(to, kinds[i % 3].format(n=offset + i)))
+
+        # before: the primary list's carrier
+        await send("before", 3, 1000)
+        await wait_final(customer, ids["before"], 60, p)
+        assert len(submits("acct0")) >= 3 and submits("acct1") == []
+
+        p.smsc.set_fault("acct0", parse_fault({"kind": "refuse_binds"}, now=time.monotonic()))
+        p.smsc.drop_now("acct0")
+        decisions = await topics.wait(
+            "failover", topics.decisions, lambda rs: any(r["kind"] == "failover" for r in rs), 90
+        )
+        assert decisions[-1]["active"] == "secondary", decisions[-1]
+        on_primary = len(submits("acct0"))
+        await send("decided", 3, 2000)  # the primary is down: straight to the secondary, no bind wait
+
+        # the primary binds again; the decision stands (hold-down 600 s), so the secondary stays first
+        p.smsc.clear_fault("acct0")
+        await wait_until(primary_bound, 60, "the primary carrier bound again", p.logs)
+        await send("rebound", 6, 3000)
+        await wait_final(customer, ids["decided"] + ids["rebound"], 90, p)
+
+        # a restarted worker reads the decisions again before it plans anything
+        p.kill("worker")
+        p.start("worker")
+        # sent once the new worker is ready: what is shown is the decisions it read, not the records a
+        # restarting Faust worker can drop at the tail of a partition (docs/consistency.md)
+        await wait_ready(health_port, 90)
+        await send("restarted", 3, 4000)
+        views = await wait_final(customer, [m for phase in ids.values() for m in phase], 120, p)
+        assert await topics.decisions() == decisions  # still the same decision: nothing switched back
+
+    after = [m for phase in ("decided", "rebound", "restarted") for m in ids[phase]]
+    assert {views[m]["status"] for m in views} == {"delivered"}, {m: v["status"] for m, v in views.items()}
+    assert len(submits("acct0")) == on_primary  # not one submit of theirs reached the primary
+    for mid in after:
+        routes = {h["route_id"] for h in views[mid]["history"] if h["segment"] is not None}
+        assert routes == {"hk-b"}, views[mid]["history"]
+    segments = sum(views[m]["history"][0]["segments_total"] for m in after)
+    assert len(submits("acct1")) == len(p.smsc.submits.accepted("acct1")) - probes_accepted(p) == segments
+    assert p.smsc.submits.submitted_twice() == []
+    print(f"\nroute decision: {len(after)} messages ({segments} segments) on the secondary, 0 on the primary")
+
+
+def probes_accepted(p: Any) -> int:
+    return sum(1 for r in p.smsc.submits.accepted("acct1") if "+" + r.dest == TEST_NUMBER)

@@ -6,11 +6,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from smsflow.api.apikeys import ApiKeyStore, Scope
 from smsflow.api.app import create_api_app
-from smsflow.api.messages import OutboundDesk, SinkUnavailable
+from smsflow.api.messages import OutboundDesk, SinkUnavailable, UrlRules
+from smsflow.delivery.callbacks import owner_callback_secrets
 from smsflow.outbound.records import request_record
 from smsflow.subscriptions.holdings import Holding
+from smsflow.subscriptions.secretbox import SecretBox
 from smsflow.subscriptions.store import InMemorySubscriptionStore
 
+BOX = SecretBox.from_spec(f"k1:{SecretBox.generate_key()}")
 HOLDINGS = [Holding(owner="acme", numbers=["+85230001000"], prefixes=["+8610690"]), Holding(owner="globex")]
 
 
@@ -42,7 +45,9 @@ async def api():
             raise SinkUnavailable("broker unreachable")
         sent.append(req)
 
-    desk = OutboundDesk(sink, store.holding_of)
+    desk = OutboundDesk(
+        sink, store.holding_of, callback_secrets=lambda owner: owner_callback_secrets(BOX, owner)
+    )
     app = create_api_app(store, keys, messages=desk)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
@@ -173,3 +178,54 @@ async def test_openapi_documents_what_is_served(api):
     served = {r.resource.canonical for r in api.client.app.router.routes() if r.method != "HEAD"}
     assert served == set(doc["paths"])
     assert "from" in doc["components"]["schemas"]["MessageSend"]["properties"]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:8080/cb", "127.0.0.1 is a loopback address"),
+        ("https://10.1.2.3/cb", "10.1.2.3 is a private address"),
+        ("https://[::ffff:169.254.169.254]/latest", "is a link-local address"),
+        ("http://localhost/cb", "localhost is not a reachable webhook host"),
+    ],
+)
+async def test_a_callback_url_is_held_to_the_subscription_url_rules(api, url, reason):
+    token = api.keys.issue("acme")[1]
+    status, body = await api.post(token, {**OTP, "callback_url": url, "to": "12345"})
+    assert status == 422, body
+    fields = {d["field"]: d["message"] for d in body["details"]}
+    assert reason in fields["callback_url"] and "to" in fields  # every error at once
+    assert api.sent == []
+
+
+async def test_a_public_callback_url_is_accepted_and_https_can_be_required():
+    store = InMemorySubscriptionStore(holdings=HOLDINGS)
+    sent = []
+
+    async def sink(req):
+        sent.append(req)
+
+    for rules, url, accepted in (
+        (UrlRules(), "https://hooks.acme.example/cb", True),
+        (UrlRules(https_only=True), "http://hooks.acme.example/cb", False),
+        (UrlRules(address_policy=None), "http://127.0.0.1:9/cb", True),  # block_private_addresses: false
+    ):
+        desk = OutboundDesk(sink, store.holding_of, url_rules=rules)
+        out = await desk.send("acme", {**OTP, "callback_url": url}, None)
+        assert (not isinstance(out, list)) is accepted, (rules, url, out)
+        if not accepted:
+            assert out == [("callback_url", "must be https://")]
+    assert [r.callback_url for r in sent] == ["https://hooks.acme.example/cb", "http://127.0.0.1:9/cb"]
+
+
+async def test_the_callback_secret_is_the_owners_and_an_operator_has_none(api):
+    acme, globex, admin = (api.keys.issue(o)[1] for o in ("acme", "globex", None))
+
+    async def secret(token):
+        r = await api.client.get("/v1/callback-secret", headers={"Authorization": f"Bearer {token}"})
+        return r.status, await r.json()
+
+    (s1, a), (s2, g), (s3, _) = await secret(acme), await secret(globex), await secret(admin)
+    assert (s1, s2, s3) == (200, 200, 403)
+    assert a["secret"] == owner_callback_secrets(BOX, "acme")[0] and a["secrets"] == [a["secret"]]
+    assert g["secret"] != a["secret"]
