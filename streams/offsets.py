@@ -78,6 +78,8 @@ class PartitionView:
     committed: int | None
     acked: tuple[int, ...]
     taken: frozenset[int]
+    # the fetcher's position: records below it were handed to Faust (None when unknown)
+    position: int | None = None
 
 
 def stalled(view: PartitionView) -> bool:
@@ -89,6 +91,15 @@ def stalled(view: PartitionView) -> bool:
     return view.committed not in view.taken and not any(o < view.committed for o in view.taken)
 
 
+def stalled_tail(view: PartitionView) -> bool:
+    """The records from the committed offset up to the fetcher's position were handed to Faust, yet none of
+    them is with an agent or acked: a dropped run at the tail of the partition, with nothing after it to
+    show the hole (:func:`stalled` needs a later acked record)."""
+    if view.committed is None or view.position is None or view.acked or view.taken:
+        return False
+    return view.position > view.committed
+
+
 class StalledPartitionGuard:
     """Counts consecutive stalled checks per partition (same committed offset each time); ``due`` names the
     partitions to re-read once a stall has held for ``checks`` checks in a row."""
@@ -96,26 +107,45 @@ class StalledPartitionGuard:
     def __init__(self, checks: int = 3) -> None:
         self.checks = checks
         self._streak: dict[Any, tuple[int, int]] = {}  # tp -> (committed offset, consecutive stalled checks)
+        # tp -> the committed offset a tail stall was last re-read from: once is enough (if the re-read brings
+        # nothing the records are gone - retention - and the fetcher resets past them; no re-read loop)
+        self._tail_reread: dict[Any, int] = {}
 
     def observe(self, views: dict[Any, PartitionView]) -> dict[Any, int]:
         due: dict[Any, int] = {}
         streak: dict[Any, tuple[int, int]] = {}
         for tp, view in views.items():
-            if not stalled(view):
+            tail = stalled_tail(view) and self._tail_reread.get(tp) != view.committed
+            if not (stalled(view) or tail):
                 continue
             assert view.committed is not None
             offset, count = self._streak.get(tp, (view.committed, 0))
             count = count + 1 if offset == view.committed else 1
             if count >= self.checks:
                 due[tp] = view.committed
+                if tail:
+                    self._tail_reread[tp] = view.committed
                 count = 0
             streak[tp] = (view.committed, count)
         self._streak = streak
         return due
 
 
-def partition_views(consumer: Any) -> dict[Any, PartitionView]:
-    """The guard's view of every partition with acks pending (private fields of Faust 0.15.3's Consumer)."""
+def fetch_position(consumer: Any, tp: Any) -> int | None:
+    """The offset of the next record aiokafka's fetcher will hand to Faust (records below it were handed
+    over), read from the consumer thread's subscription state; None when it is unknown (no valid position,
+    not assigned, a different driver)."""
+    try:
+        state = consumer._thread._consumer._subscription.subscription.assignment.state_value(tp)
+        return int(state.position) if state is not None and state.has_valid_position else None
+    except Exception:  # private fields of aiokafka: an unknown position means "no tail check"
+        return None
+
+
+def partition_views(consumer: Any, acking: Any = None) -> dict[Any, PartitionView]:
+    """The guard's view of every partition with acks pending, and of every other assigned partition of a
+    topic agents ack (``acking(topic)``; tables' changelogs are not acked and never committed) for the
+    tail check (private fields of Faust 0.15.3's Consumer)."""
     taken: dict[Any, set[int]] = {}
     for message in list(consumer._unacked_messages):
         if not message.acked:
@@ -128,6 +158,16 @@ def partition_views(consumer: Any) -> dict[Any, PartitionView]:
                 acked=tuple(acked),
                 taken=frozenset(taken.get(tp, ())),
             )
+    if acking is not None:
+        for tp in consumer.assignment():
+            if tp in views or tp in taken or not acking(tp.topic):
+                continue
+            committed = consumer._committed_offset.get(tp)
+            if committed is None:
+                continue
+            views[tp] = PartitionView(
+                committed=committed, acked=(), taken=frozenset(), position=fetch_position(consumer, tp)
+            )
     return views
 
 
@@ -136,13 +176,13 @@ async def reread_stalled(app: Any, guard: StalledPartitionGuard) -> dict[Any, in
     consumer = app.consumer
     if not app.flow_control.is_active() or not consumer.flow_active:
         return {}  # a rebalance is under way: it seeks to the committed offsets itself
-    due = guard.observe(partition_views(consumer))
+    due = guard.observe(partition_views(consumer, app.topics.acks_enabled_for))
     assigned = consumer.assignment()
     due = {tp: offset for tp, offset in due.items() if tp in assigned}
     if not due:
         return {}
     log.warning(
-        "records at the committed offset never reached the agent while later ones were acked; "
+        "records at the committed offset never reached the agent (later ones acked, or none left with it); "
         "re-reading from the committed offset: %s",
         ", ".join(f"{tp.topic}[{tp.partition}]@{offset}" for tp, offset in due.items()),
     )

@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.offsets import PartitionView, StalledPartitionGuard, reread_stalled, stalled
+from streams.offsets import PartitionView, StalledPartitionGuard, reread_stalled, stalled, stalled_tail
 
 
 def test_a_dropped_head_with_later_records_acked_is_a_stall() -> None:
@@ -26,6 +26,33 @@ def test_a_head_that_is_acked_is_not_a_stall() -> None:
 def test_nothing_acked_or_no_commit_yet_is_not_a_stall() -> None:
     assert not stalled(PartitionView(committed=100, acked=(), taken=frozenset()))
     assert not stalled(PartitionView(committed=None, acked=(5,), taken=frozenset()))
+
+
+def test_a_dropped_tail_is_a_stall_and_records_with_an_agent_or_acked_are_not() -> None:
+    # records 100..104 were handed to Faust (position 105), none is with an agent or acked
+    assert stalled_tail(PartitionView(committed=100, acked=(), taken=frozenset(), position=105))
+    # all read and committed: idle
+    assert not stalled_tail(PartitionView(committed=105, acked=(), taken=frozenset(), position=105))
+    # on their way: taken by an agent, or acked and not yet committed
+    assert not stalled_tail(PartitionView(committed=100, acked=(), taken=frozenset({100}), position=105))
+    assert not stalled_tail(PartitionView(committed=100, acked=(100,), taken=frozenset(), position=105))
+    # position unknown, or nothing committed yet
+    assert not stalled_tail(PartitionView(committed=100, acked=(), taken=frozenset(), position=None))
+    assert not stalled_tail(PartitionView(committed=None, acked=(), taken=frozenset(), position=5))
+
+
+def test_a_tail_stall_is_re_read_once_per_committed_offset() -> None:
+    # if the re-read brings nothing (the records are gone: retention), the fetcher resets past them again:
+    # no re-read loop every two checks
+    guard = StalledPartitionGuard(checks=2)
+    view = {"tp": PartitionView(committed=100, acked=(), taken=frozenset(), position=105)}
+    assert guard.observe(view) == {}
+    assert guard.observe(view) == {"tp": 100}
+    for _ in range(5):
+        assert guard.observe(view) == {}
+    moved = {"tp": PartitionView(committed=103, acked=(), taken=frozenset(), position=110)}
+    assert guard.observe(moved) == {}
+    assert guard.observe(moved) == {"tp": 103}
 
 
 def test_the_guard_waits_for_consecutive_checks_on_the_same_offset() -> None:
@@ -63,6 +90,17 @@ class Message:
 
 
 @dataclass
+class PositionState:
+    """aiokafka's per-partition subscription state: the fetcher's position."""
+
+    position: int | None
+
+    @property
+    def has_valid_position(self) -> bool:
+        return self.position is not None
+
+
+@dataclass
 class FakeConsumer:
     """The private fields of faust-streaming 0.15.3's Consumer the guard reads, and the calls it makes."""
 
@@ -73,6 +111,22 @@ class FakeConsumer:
     _gap: dict[TP, Any] = field(default_factory=dict)
     flow_active: bool = True
     calls: list[Any] = field(default_factory=list)
+    positions: dict[TP, int] = field(default_factory=dict)
+
+    @property
+    def _thread(self) -> Any:
+        """``consumer._thread._consumer._subscription.subscription.assignment.state_value(tp)``"""
+        positions = self.positions
+
+        class Assignment:
+            def state_value(self, tp: TP) -> PositionState | None:
+                return PositionState(positions[tp]) if tp in positions else None
+
+        assignment = Assignment()
+        subscription = type("S", (), {"assignment": assignment})()
+        subs = type("Subs", (), {"subscription": subscription})()
+        aiokafka = type("C", (), {"_subscription": subs})()
+        return type("T", (), {"_consumer": aiokafka})()
 
     def assignment(self) -> set[TP]:
         return self.assigned
@@ -99,9 +153,18 @@ class FlowControl:
 
 
 @dataclass
+class Topics:
+    """Faust's conductor: which topics agents ack (tables' changelogs are not acked)."""
+
+    def acks_enabled_for(self, topic: str) -> bool:
+        return not topic.endswith("-changelog")
+
+
+@dataclass
 class App:
     consumer: FakeConsumer
     flow_control: FlowControl = field(default_factory=FlowControl)
+    topics: Topics = field(default_factory=Topics)
 
 
 def test_the_stalled_partition_is_re_read_from_its_committed_offset_and_only_it() -> None:
@@ -131,3 +194,25 @@ def test_no_re_read_during_a_rebalance_or_for_a_partition_no_longer_assigned() -
     consumer.assigned = set()
     assert asyncio.run(reread_stalled(app, guard)) == {}
     assert consumer.calls == []
+
+
+def test_a_partition_whose_tail_never_reached_the_agent_is_re_read_changelogs_and_idle_ones_are_not() -> None:
+    tail, idle, log, busy = (
+        TP("sms.outbound.requests.v1", 3),
+        TP("sms.raw.v1", 0),
+        TP("smsflow-dedup-changelog", 0),
+        TP("sms.raw.v1", 1),
+    )
+    consumer = FakeConsumer(
+        assigned={tail, idle, log, busy},
+        _acked={},
+        # a changelog is read by table recovery/standbys and never committed: its position is always ahead
+        _committed_offset={tail: 12, idle: 40, log: 0, busy: 7},
+        _unacked_messages=[Message(busy, 7)],
+        positions={tail: 15, idle: 40, log: 900, busy: 30},
+    )
+    app = App(consumer)
+    guard = StalledPartitionGuard(checks=2)
+    assert asyncio.run(reread_stalled(app, guard)) == {}
+    assert asyncio.run(reread_stalled(app, guard)) == {tail: 12}
+    assert consumer.calls == ["stop_flow", ("seek", tail, 12), "resume_flow"]
