@@ -44,6 +44,7 @@ from smsflow.telemetry import (
 )
 from streams.context import StreamContext
 from streams.liveness import WorkerCannotProcess
+from streams.offsets import InOrderGate, forget_message
 from streams.punctuation import punctuate_owned
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,8 @@ class IngestStage:
         self.outputs = outputs
         self.punctuation = punctuation
         self.punctuation_name = punctuation.get_topic_name()
+        # records of a partition are processed in log order only (streams/offsets.py, docs/consistency.md)
+        self.in_order = InOrderGate()
 
     async def process(self, stream: faust.StreamT[bytes]) -> None:
         """The agent: one guarded boundary per record. Whatever one record does, it ends processed or
@@ -174,6 +177,11 @@ class IngestStage:
             except Exception:  # expiry is idempotent: the next punctuation does what this one could not
                 log.exception("ingest punctuation for partition %d failed", event.message.partition)
         else:
+            msg = event.message
+            committed = self.app.consumer._committed_offset.get(msg.tp)  # type: ignore[attr-defined]
+            if not self.in_order.admit(msg.partition, msg.offset, committed):
+                forget_message(self.app.consumer, msg)
+                return
             await self.handle_raw(event)
 
     async def punctuate(self) -> None:
@@ -184,6 +192,7 @@ class IngestStage:
         for tp in revoked:
             if tp.topic == RAW_TOPIC:
                 self.processor.forget_partition(tp.partition)
+                self.in_order.forget(tp.partition)
 
     async def publish(self, items: list[Publish], parent: Any) -> None:
         for item in items:

@@ -13,6 +13,8 @@ same one whose head check is ``min(acked) > committed``.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,18 +106,26 @@ class StalledPartitionGuard:
     """Counts consecutive stalled checks per partition (same committed offset each time); ``due`` names the
     partitions to re-read once a stall has held for ``checks`` checks in a row."""
 
-    def __init__(self, checks: int = 3) -> None:
+    def __init__(
+        self, checks: int = 3, tail_retry_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.checks = checks
         self._streak: dict[Any, tuple[int, int]] = {}  # tp -> (committed offset, consecutive stalled checks)
-        # tp -> the committed offset a tail stall was last re-read from: once is enough (if the re-read brings
-        # nothing the records are gone - retention - and the fetcher resets past them; no re-read loop)
-        self._tail_reread: dict[Any, int] = {}
+        # tp -> (committed offset, when) of the last tail re-read: not again from the same offset for
+        # ``tail_retry_s`` (if the records are gone - retention - the fetcher resets past them each time: a
+        # slow retry, not a loop every two checks)
+        self._tail_reread: dict[Any, tuple[int, float]] = {}
+        self.tail_retry_s = tail_retry_s
+        self._clock = clock
 
     def observe(self, views: dict[Any, PartitionView]) -> dict[Any, int]:
         due: dict[Any, int] = {}
         streak: dict[Any, tuple[int, int]] = {}
+        now = self._clock()
         for tp, view in views.items():
-            tail = stalled_tail(view) and self._tail_reread.get(tp) != view.committed
+            last = self._tail_reread.get(tp)
+            recent = last is not None and last[0] == view.committed and now - last[1] < self.tail_retry_s
+            tail = stalled_tail(view) and not recent
             if not (stalled(view) or tail):
                 continue
             assert view.committed is not None
@@ -124,7 +134,7 @@ class StalledPartitionGuard:
             if count >= self.checks:
                 due[tp] = view.committed
                 if tail:
-                    self._tail_reread[tp] = view.committed
+                    self._tail_reread[tp] = (view.committed, now)
                 count = 0
             streak[tp] = (view.committed, count)
         self._streak = streak
@@ -194,3 +204,72 @@ async def reread_stalled(app: Any, guard: StalledPartitionGuard) -> dict[Any, in
     finally:
         consumer.resume_flow()
     return due
+
+
+# --- processing in log order -------------------------------------------------------------------------------
+#
+# The ingest stage's ids and dedup rest on every record of a partition being processed in log order, on the
+# first pass as on a replay (docs/consistency.md, Invariant B: "seen at or after this record" means "this
+# record was processed before"). A run Faust drops on the way to the agent breaks that: the records after it
+# are processed first, the dropped ones later (re-read by the guard or a restart), and an SMS whose copies
+# straddle the run is emitted under two ids. The gate refuses a record that is not the next one of its
+# partition: the record is let go unprocessed and unacked (Faust forgets it), the commit stays at the first
+# missing offset, and the guard's tail check re-reads from there. sms.raw.v1 has a record at every offset
+# (an idempotent, non-transactional producer writes it; no compaction).
+
+
+def forget_message(consumer: Any, message: Any) -> None:
+    """Let a delivered record go without processing or acking it: Faust's ack (on the way out of the
+    agent's batch) skips it, it is no longer "taken", and the commit cannot pass it."""
+    message.acked = True
+    consumer._unacked_messages.discard(message)
+
+
+class InOrderGate:
+    """Per partition, the next offset the agent may process. ``admit`` answers whether a delivered record is
+    that one (or an earlier one: a replay after a seek back, processed again as a restart would).
+
+    A gap that persists ``give_up_s`` (the guard re-reads it within seconds) means the records are gone from
+    the log (retention deleted them while the group was away): the gate logs it and moves on rather than
+    holding the partition for good."""
+
+    def __init__(self, give_up_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.give_up_s = give_up_s
+        self._clock = clock
+        self._next: dict[Any, int] = {}
+        self._gap: dict[Any, tuple[int, float]] = {}  # key -> (missing offset, since)
+
+    def admit(self, key: Any, offset: int, committed: int | None) -> bool:
+        expected = self._next.get(key, committed)
+        if expected is not None and offset > expected:
+            now = self._clock()
+            gap = self._gap.get(key)
+            if gap is None or gap[0] != expected:
+                self._gap[key] = (expected, now)
+                log.warning(
+                    "%s: record %d arrived before %d (the fetch dropped records on the way to the agent); "
+                    "it waits for the re-read from %d",
+                    key,
+                    offset,
+                    expected,
+                    expected,
+                )
+                return False
+            if now - gap[1] < self.give_up_s:
+                return False
+            log.error(
+                "%s: offsets %d-%d did not come back in %.0f s (deleted by retention?); processing from %d",
+                key,
+                expected,
+                offset - 1,
+                self.give_up_s,
+                offset,
+            )
+        self._gap.pop(key, None)
+        self._next[key] = offset + 1
+        return True
+
+    def forget(self, key: Any) -> None:
+        """The partition was revoked: its next owner (this worker too) starts from the committed offset."""
+        self._next.pop(key, None)
+        self._gap.pop(key, None)

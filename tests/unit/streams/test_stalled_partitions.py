@@ -41,15 +41,20 @@ def test_a_dropped_tail_is_a_stall_and_records_with_an_agent_or_acked_are_not() 
     assert not stalled_tail(PartitionView(committed=None, acked=(), taken=frozenset(), position=5))
 
 
-def test_a_tail_stall_is_re_read_once_per_committed_offset() -> None:
+def test_a_tail_stall_is_re_read_again_from_the_same_offset_only_after_the_retry_time() -> None:
     # if the re-read brings nothing (the records are gone: retention), the fetcher resets past them again:
-    # no re-read loop every two checks
-    guard = StalledPartitionGuard(checks=2)
+    # a slow retry, not a re-read loop every two checks
+    now = [0.0]
+    guard = StalledPartitionGuard(checks=2, tail_retry_s=30.0, clock=lambda: now[0])
     view = {"tp": PartitionView(committed=100, acked=(), taken=frozenset(), position=105)}
     assert guard.observe(view) == {}
     assert guard.observe(view) == {"tp": 100}
     for _ in range(5):
+        now[0] += 1.0
         assert guard.observe(view) == {}
+    now[0] += 30.0
+    assert guard.observe(view) == {}
+    assert guard.observe(view) == {"tp": 100}
     moved = {"tp": PartitionView(committed=103, acked=(), taken=frozenset(), position=110)}
     assert guard.observe(moved) == {}
     assert guard.observe(moved) == {"tp": 103}
