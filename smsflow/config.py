@@ -322,13 +322,7 @@ class WorkerConfig(_Strict):
         default=64,
         ge=1,
         le=10_000,
-        description="raw records the ingest agent handles per batch (1: one at a time)",
-    )
-    ingest_batch_within_ms: float = Field(
-        default=2.0,
-        gt=0,
-        le=1000,
-        description="longest a raw record waits for its batch to fill: the latency batching may add",
+        description="most raw records the ingest agent takes at once of those fetched (1: one at a time)",
     )
 
     def effective_instance_id(self) -> str | None:

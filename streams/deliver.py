@@ -402,10 +402,14 @@ class DeliverStage:
         first_at: dt.datetime,
         parent: Context,
     ) -> None:
-        await eng.queued(sub, payload["message_id"])
         if sub.batch is not None:
+            # the message waits for its batch (up to max_wait_ms): ``queued`` says it is in progress
+            await eng.queued(sub, payload["message_id"])
             await self.batches.submit(sub, payload, first_at, parent)
         else:
+            # Attempted at once: its attempt event (delivered, sent or failed, or retry_scheduled when
+            # deferred) is the first of its history; a ``queued`` before it would say nothing new and cost
+            # one record per delivery (ADR 0006, step 2).
             await eng.attempt(sub, [payload], 1, first_at, parent)
 
     async def _deliver_one(self, stream: Any, event: Any) -> None:

@@ -121,7 +121,6 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
             outputs,
             punctuation,
             batch_max=cfg.worker.ingest_batch_max,
-            batch_within_s=cfg.worker.ingest_batch_within_ms / 1000,
         )
         ctx.ingest = ingest.processor
         # agent, timer, rebalance hook

@@ -283,7 +283,7 @@ async def test_scripted_failures_end_delivered_or_dead_lettered(pipeline, tmp_pa
         for ep in endpoints.values():
             await ep.stop()
 
-    # every delivery that was queued ends delivered or dead-lettered, and the DLQ holds exactly the latter
+    # every delivery ends delivered or dead-lettered, and the DLQ holds exactly the latter
     finals = {key: story(h)[-1] for key, h in hist.items()}
     assert set(finals.values()) <= {"delivered", "dead_lettered"}, Counter(finals.values())
     assert {k for k, s in finals.items() if s == "dead_lettered"} == {
@@ -297,18 +297,19 @@ async def test_scripted_failures_end_delivered_or_dead_lettered(pipeline, tmp_pa
         return {mid: steps(hist[(mid, f"sub-{name}")]) for mid in mids if (mid, f"sub-{name}") in hist}
 
     # healthy: one attempt each, before and after the others joined
+    # attempted at once: no ``queued`` before the attempt's own event (ADR 0006); batched ones below have it
     for mid in mids:
-        assert story(hist[(mid, "e2e-hook")]) == ["queued", "delivered"]
+        assert story(hist[(mid, "e2e-hook")]) == ["delivered"]
     # 500 then OK: the attempt is recorded as sent (with the status), a retry is scheduled, then delivered
     for mid, h in of("flaky").items():
-        assert story(h) == ["queued", "sent", "retry_scheduled", "delivered"], (mid, h)
-        assert h[1]["status_code"] == 500 and h[-1]["attempt"] == 2 and h[-1]["webhook_id"] == mid
+        assert story(h) == ["sent", "retry_scheduled", "delivered"], (mid, h)
+        assert h[0]["status_code"] == 500 and h[-1]["attempt"] == 2 and h[-1]["webhook_id"] == mid
     assert len(of("flaky")) == n2
     # 429 with Retry-After: 2 -> the next attempt waits at least 2 s (the schedule alone says 0.5 s)
     throttled = endpoints["throttled"]
     first_hit = {h.webhook_id: h.t for h in throttled.hits if h.n == 1}
     for mid, h in of("throttled").items():
-        assert story(h) == ["queued", "sent", "retry_scheduled", "delivered"], (mid, h)
+        assert story(h) == ["sent", "retry_scheduled", "delivered"], (mid, h)
         sched = next(e for e in h if e["state"] == "retry_scheduled")
         assert (sched["next_attempt_at"] - sched["ts"]).total_seconds() >= 1.99
         second = next(x.t for x in throttled.hits if x.webhook_id == mid and x.n == 2)
@@ -317,7 +318,7 @@ async def test_scripted_failures_end_delivered_or_dead_lettered(pipeline, tmp_pa
     gone = of("gone")
     assert gone, "at least the first message reached the 410 endpoint"
     for h in gone.values():
-        assert story(h) == ["queued", "sent", "dead_lettered"] and h[1]["status_code"] == 410
+        assert story(h) == ["sent", "dead_lettered"] and h[0]["status_code"] == 410
     disabled = [e for e in events if e["state"] == "endpoint_disabled"]
     assert [e["subscription_id"] for e in disabled] == ["sub-gone"], disabled
     assert [o["subscription_id"] for o in ops if o["type"] == "endpoint_disabled"] == ["sub-gone"]
@@ -326,16 +327,16 @@ async def test_scripted_failures_end_delivered_or_dead_lettered(pipeline, tmp_pa
     )
     # slow but within the timeout: delivered, and the event shows the duration
     for h in of("slow").values():
-        assert story(h) == ["queued", "delivered"] and h[-1]["duration_ms"] >= 650
+        assert story(h) == ["delivered"] and h[-1]["duration_ms"] >= 650
     # hangs past the timeout: four timed-out attempts, then the dead-letter topic with the reason
     for mid, h in of("hang").items():
-        assert story(h) == ["queued", *["failed", "retry_scheduled"] * 3, "failed", "dead_lettered"], (mid, h)
+        assert story(h) == [*["failed", "retry_scheduled"] * 3, "failed", "dead_lettered"], (mid, h)
         assert {e["failure"] for e in h if e["state"] == "failed"} == {"timeout"}
         assert "all 4 attempts failed" in h[-1]["error"]
     assert len(of("hang")) == n2
     # TLS: a certificate from the configured CA is accepted; an unknown CA never gets a request
     for h in of("tls").values():
-        assert story(h) == ["queued", "delivered"]
+        assert story(h) == ["delivered"]
     for h in of("tls-untrusted").values():
         assert story(h)[-1] == "dead_lettered"
         failed = [e for e in h if e["state"] == "failed"]

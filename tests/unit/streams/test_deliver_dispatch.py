@@ -106,11 +106,12 @@ async def run(stage: DeliverStage, stream: Stream) -> list[int]:
     return stream.acked
 
 
-async def test_each_receiving_subscription_is_queued_then_attempted_and_the_event_acked() -> None:
+async def test_each_receiving_subscription_is_attempted_at_once_and_the_event_acked() -> None:
     delivery = Delivery(subscription("a"), subscription("b"))
     assert sorted(await run(stage_for(delivery), Stream(inbound(7), inbound(8)))) == [7, 8]
-    assert sorted(delivery.queued_for) == [("a", "msg_7"), ("a", "msg_8"), ("b", "msg_7"), ("b", "msg_8")]
     assert sorted(delivery.attempts) == [(s, [f"msg_{n}"], 1) for s in "ab" for n in (7, 8)]
+    # attempted at once: the attempt's own event starts the history, no ``queued`` record (ADR 0006)
+    assert delivery.queued_for == []
 
 
 async def test_an_event_nobody_receives_is_acked() -> None:
@@ -138,6 +139,8 @@ async def test_a_batched_subscription_holds_the_ack_until_its_batch_is_sent() ->
         await asyncio.sleep(0)
     assert sorted(delivery.attempts) == [("now", ["msg_1"], 1), ("now", ["msg_2"], 1)]  # unbatched: at once
     assert stream.acked == []  # both wait in the open batch of "later"
+    # waiting for a batch is the one wait a history shows as ``queued``
+    assert delivery.queued_for == [("later", "msg_1"), ("later", "msg_2")]
     await stage.batches.drain(timeout=5)  # the batch is sent (here: at shutdown)
     await asyncio.wait_for(asyncio.gather(*list(stage.tasks)), 5)
     assert ("later", ["msg_1", "msg_2"], 1) in delivery.attempts
