@@ -37,6 +37,7 @@ from smsflow.compacted import CompactedFollower
 from smsflow.delivery.failover import ActiveList
 from smsflow.outbound.correlation import Matched, SegmentRef, SubmitIndex, resp_key
 from smsflow.outbound.encode import EncodeError, encode_message, segments_needed
+from smsflow.outbound.expiry import ExpiryIndex
 from smsflow.outbound.records import request_from_record
 from smsflow.outbound.references import DestinationRefs, ReferenceBook, RefExhausted
 from smsflow.outbound.submission import (
@@ -171,6 +172,7 @@ class OutboundStage:
         self.punctuation = punctuation
         self.punctuation_name = punctuation.get_topic_name()
         self.receipt_index = ReceiptIndex(ctx.bootstrap)
+        self.expiry = ExpiryIndex()
         self.index_ready = asyncio.Event()
         self._index_ready_at = 0.0
         self.id_forms = {c.id: c.receipts.id_form for c in ctx.config.carriers}
@@ -283,18 +285,42 @@ class OutboundStage:
                     continue
                 track, records = out
             await self._publish(records)
-            self.tracks[mid] = track.to_dict()
+            self._write_track(event.message.partition, mid, track)
+
+    def _write_track(self, partition: int, mid: str, track: Track) -> None:
+        # The ledger is keyed by message id, co-partitioned with the table: its partition is the track's.
+        self.tracks[mid] = track.to_dict()
+        self.expiry.note(partition, mid, track.status.expires_at_ms, track.final)
 
     async def _expire_partition(self, partition: int, now_ms: int) -> None:
-        for mid, raw in list(self.tracks.items()):
-            if raw is None or _partition_of(mid, self.ctx.partitions) != partition:
+        if not self.expiry.built(partition):
+            # Once per assignment of the partition (its table recovered): the only walk of every track.
+            self.expiry.rebuild(partition, self._tracks_of(partition))
+        for mid in self.expiry.due(partition, now_ms):
+            raw = self.tracks.get(mid)
+            if raw is None:
                 continue
             track = Track.from_dict(raw)
             if track.final or now_ms < track.status.expires_at_ms:
                 continue
             track, records = expire(track, now_ms)
             await self._publish(records)
-            self.tracks[mid] = track.to_dict()
+            self._write_track(partition, mid, track)
+
+    def _tracks_of(self, partition: int) -> list[tuple[str, int, bool]]:
+        out = []
+        for mid, raw in list(self.tracks.items()):
+            if raw is None or _partition_of(mid, self.ctx.partitions) != partition:
+                continue
+            track = Track.from_dict(raw)
+            out.append((mid, track.status.expires_at_ms, track.final))
+        return out
+
+    async def on_partitions_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        # Another worker may write the partition's tracks meanwhile: rebuilt from the table when it is back.
+        for tp in revoked:
+            if tp.topic in (LEDGER_TOPIC, self.punctuation_name):
+                self.expiry.forget(tp.partition)
 
     async def punctuate(self) -> None:
         """The timer: one punctuation record for each partition of the ledger this worker owns."""

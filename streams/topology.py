@@ -187,6 +187,7 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         # agents, timer, task, shutdown hook
         app.agent(requests, name="outbound-requests")(outbound.requests)
         app.agent(ledger_and_punctuation, name="outbound-status")(outbound.status)
+        app.on_partitions_revoked.connect(outbound.on_partitions_revoked)  # type: ignore[arg-type]
         app.agent(receipts, name="outbound-receipts")(outbound.receipts)
         app.timer(interval=max(1.0, cfg.pipeline.tick_interval_s), name="outbound-punctuate")(
             outbound.punctuate
