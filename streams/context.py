@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from smsflow.delivery.callbacks import CallbackSigner
     from smsflow.delivery.failover import ActiveList
     from smsflow.ingest.processor import IngestProcessor
+    from smsflow.routing.model import RoutingSection
     from smsflow.subscriptions.store import SubscriptionStore
     from streams.deliver import KafkaDelivery
     from streams.liveness import Liveness
@@ -44,6 +45,9 @@ class StreamContext:
     # choice; filled by the outbound stage (streams/outbound.py, FollowedRouteStates); a scope not in it is
     # on its primary list
     route_states: dict[str, ActiveList] = field(default_factory=dict)
+    # the routing section outbound chooses by: the config's policies with the API's (sms.routes.policies.v1)
+    # merged in, kept current by the outbound stage; None: the config's section as it is
+    routing: RoutingSection | None = None
     # Tasks that load state read whole from compacted topics (subscriptions, attempts ledger, circuits, route
     # decisions): started with the app, while it joins its group and recovers its tables, not after recovery
     # as Faust's ``app.task`` is. After a crash every message waits for both; run in series they added

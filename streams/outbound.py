@@ -54,7 +54,8 @@ from smsflow.outbound.submission import (
 )
 from smsflow.outbound.tracking import Track, begin, expire, fold
 from smsflow.records import DeliveryReceipt
-from smsflow.routing.model import RouteKind, ScopeKind
+from smsflow.routing.model import RouteKind, ScopeKind, with_api_policies
+from smsflow.routing.policy_book import PolicyBook
 from smsflow.schemas import OUTBOUND_STATUS_TOPIC, OUTBOUND_TOPIC, RECEIPTS_TOPIC, ROUTE_DECISIONS_TOPIC
 from streams.context import StreamContext
 from streams.punctuation import punctuate_owned
@@ -75,7 +76,7 @@ def carrier_candidates(ctx: StreamContext) -> tuple[Candidate, ...]:
 
 def choose_routes(ctx: StreamContext, destination: str) -> tuple[Candidate, ...] | str:
     """The routes to try, in order, or why there is none."""
-    routing = getattr(ctx.config, "routing", None)
+    routing = ctx.routing or getattr(ctx.config, "routing", None)
     if routing is not None:
         from smsflow.outbound.route_choice import NoRoute, route_candidates
 
@@ -181,6 +182,9 @@ class OutboundStage:
         # configured carriers in order
         carrier_routes = any(r.kind is RouteKind.CARRIER for r in ctx.config.routing.routes)
         self.route_states = FollowedRouteStates(ctx) if carrier_routes else None
+        # ... and the policies by the API's (sms.routes.policies.v1) merged into the config's, as the routes
+        # stage decides by them: a scope whose policy exists only through the API is routed by it
+        self.policies = PolicyBook(ctx.bootstrap, "outbound-route-policies") if carrier_routes else None
         self.route_states_ready = asyncio.Event()
         if self.route_states is None:
             self.route_states_ready.set()
@@ -204,11 +208,22 @@ class OutboundStage:
 
     async def load_route_states(self) -> None:
         """A loading task: the decisions topic read whole (before the first request is planned)."""
-        assert self.route_states is not None
-        await self.route_states.follower.start(120.0)
+        assert self.route_states is not None and self.policies is not None
+        self.policies.listeners.append(self._policy_changed)
+        await asyncio.gather(self.route_states.follower.start(120.0), self.policies.start(120.0))
+        self.use_policies()
         self.route_states_ready.set()
         if self.ctx.liveness is not None:
             self.ctx.liveness.startup.mark("outbound route decisions loaded")
+
+    def use_policies(self) -> None:
+        """Route by the config's policies with the API's merged in (an API policy for a scope replaces the
+        config's)."""
+        if self.policies is not None:
+            self.ctx.routing = with_api_policies(self.ctx.config.routing, self.policies.api.policies())
+
+    async def _policy_changed(self, change: Any) -> None:
+        self.use_policies()
 
     async def _plan_and_submit(self, req: Any, now: int) -> None:
         await self.route_states_ready.wait()
@@ -337,6 +352,8 @@ class OutboundStage:
         await self.receipt_index.follower.stop()
         if self.route_states is not None:
             await self.route_states.follower.stop()
+        if self.policies is not None:
+            await self.policies.stop()
 
     async def receipts(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():

@@ -109,3 +109,34 @@ def test_route_candidates_read_an_active_list_like_a_scope_state() -> None:
     follower._on_record(Record(SCOPE, decision("primary", {"hk-a": "down"})))
     [only] = route_candidates(ctx.config.routing, ctx.route_states, "+85260001234", None)  # type: ignore[misc]
     assert (only.route_id, only.carrier, only.list_name.value) == ("hk-b", "carrier-1", "secondary")
+
+
+def test_a_scope_with_only_an_api_policy_is_routed_by_it_and_by_its_decisions() -> None:
+    """A policy made through the API/CLI (sms.routes.policies.v1, no config policy for its scope): outbound
+    follows it as the routes stage decides by it - its primary first, then its decisions."""
+    from types import SimpleNamespace
+
+    from smsflow.routing.policy_book import PolicyBook
+    from smsflow.routing.policy_changes import PolicyChange
+    from streams.outbound import OutboundStage
+
+    ctx, follower = worker()
+    macau = "+85365550000"  # no config policy covers +853: the configured carriers in order
+    assert choose_routes(ctx, macau) == (Candidate("route-0", "carrier-0"), Candidate("route-1", "carrier-1"))
+    book = PolicyBook("127.0.0.1:9")
+    stage = SimpleNamespace(ctx=ctx, policies=book)
+    policy = {"scope": "prefix:+853", "primary": ["hk-b"], "secondary": ["hk-a"]}
+    record = {"scope": "prefix:+853", "policy": policy, "version": 1, "actor": "ops", "at": 1, "reason": "MO"}
+    assert book.api.apply(PolicyChange.from_record(record))
+    OutboundStage.use_policies(stage)  # type: ignore[arg-type]
+    assert choose_routes(ctx, macau) == (Candidate("hk-b", "carrier-1"), Candidate("hk-a", "carrier-0"))
+    follower._on_record(Record("prefix:+853", decision("secondary", scope="prefix:+853")))
+    assert choose_routes(ctx, macau) == (Candidate("hk-a", "carrier-0"), Candidate("hk-b", "carrier-1"))
+    # the config's scope is unchanged by it
+    assert choose_routes(ctx, "+85260001234") == PRIMARY
+    # deleted through the API: back to the configured carriers
+    gone = dict(record, policy=None, version=2, previous=policy)
+    assert book.api.apply(PolicyChange.from_record(gone))
+    OutboundStage.use_policies(stage)  # type: ignore[arg-type]
+    follower._on_record(Record("prefix:+853", None))
+    assert choose_routes(ctx, macau) == (Candidate("route-0", "carrier-0"), Candidate("route-1", "carrier-1"))
