@@ -94,10 +94,14 @@ def stalled(view: PartitionView) -> bool:
 
 
 def stalled_tail(view: PartitionView) -> bool:
-    """The records from the committed offset up to the fetcher's position were handed to Faust, yet none of
-    them is with an agent or acked: a dropped run at the tail of the partition, with nothing after it to
-    show the hole (:func:`stalled` needs a later acked record)."""
-    if view.committed is None or view.position is None or view.acked or view.taken:
+    """The record at the committed offset was handed to Faust (the fetcher's position is past it), yet it is
+    neither with an agent nor acked, and nothing after it is acked: a dropped run with no acked record after
+    it to show the hole (:func:`stalled` needs one). Records after it may be with an agent: the ingest stage
+    refuses those until the hole is re-read (``InOrderGate``), and records reach an agent in log order, so
+    a later one taken while the committed one is not means the committed one was dropped."""
+    if view.committed is None or view.position is None or view.acked:
+        return False
+    if view.committed in view.taken or any(o < view.committed for o in view.taken):
         return False
     return view.position > view.committed
 
@@ -170,13 +174,16 @@ def partition_views(consumer: Any, acking: Any = None) -> dict[Any, PartitionVie
             )
     if acking is not None:
         for tp in consumer.assignment():
-            if tp in views or tp in taken or not acking(tp.topic):
+            if tp in views or not acking(tp.topic):
                 continue
             committed = consumer._committed_offset.get(tp)
             if committed is None:
                 continue
             views[tp] = PartitionView(
-                committed=committed, acked=(), taken=frozenset(), position=fetch_position(consumer, tp)
+                committed=committed,
+                acked=(),
+                taken=frozenset(taken.get(tp, ())),
+                position=fetch_position(consumer, tp),
             )
     return views
 

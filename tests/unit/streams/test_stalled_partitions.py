@@ -35,6 +35,10 @@ def test_a_dropped_tail_is_a_stall_and_records_with_an_agent_or_acked_are_not() 
     assert not stalled_tail(PartitionView(committed=105, acked=(), taken=frozenset(), position=105))
     # on their way: taken by an agent, or acked and not yet committed
     assert not stalled_tail(PartitionView(committed=100, acked=(), taken=frozenset({100}), position=105))
+    assert not stalled_tail(PartitionView(committed=100, acked=(), taken=frozenset({99, 103}), position=105))
+    # later records with the agent (the ingest gate holds them back until the hole is re-read) while the
+    # committed one is not: records reach an agent in log order, so it was dropped
+    assert stalled_tail(PartitionView(committed=100, acked=(), taken=frozenset({103, 104}), position=105))
     assert not stalled_tail(PartitionView(committed=100, acked=(100,), taken=frozenset(), position=105))
     # position unknown, or nothing committed yet
     assert not stalled_tail(PartitionView(committed=100, acked=(), taken=frozenset(), position=None))
@@ -213,7 +217,7 @@ def test_a_partition_whose_tail_never_reached_the_agent_is_re_read_changelogs_an
         _acked={},
         # a changelog is read by table recovery/standbys and never committed: its position is always ahead
         _committed_offset={tail: 12, idle: 40, log: 0, busy: 7},
-        _unacked_messages=[Message(busy, 7)],
+        _unacked_messages=[Message(busy, 7), Message(tail, 14)],
         positions={tail: 15, idle: 40, log: 900, busy: 30},
     )
     app = App(consumer)
