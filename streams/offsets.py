@@ -84,13 +84,20 @@ class PartitionView:
     position: int | None = None
 
 
+def _head_with_agent(view: PartitionView) -> bool:
+    """The record at the committed offset, or one before it, is with an agent (a webhook in flight, a retry
+    waiting until due): the partition is busy, not stalled."""
+    assert view.committed is not None
+    return view.committed in view.taken or any(o < view.committed for o in view.taken)
+
+
 def stalled(view: PartitionView) -> bool:
     """The record at the committed offset never reached an agent, while records after it were acked."""
     if view.committed is None or not view.acked:
         return False
     if min(view.acked) <= view.committed:
         return False  # the head is acked: the next commit moves on
-    return view.committed not in view.taken and not any(o < view.committed for o in view.taken)
+    return not _head_with_agent(view)
 
 
 def stalled_tail(view: PartitionView) -> bool:
@@ -101,9 +108,7 @@ def stalled_tail(view: PartitionView) -> bool:
     a later one taken while the committed one is not means the committed one was dropped."""
     if view.committed is None or view.position is None or view.acked:
         return False
-    if view.committed in view.taken or any(o < view.committed for o in view.taken):
-        return False
-    return view.position > view.committed
+    return view.position > view.committed and not _head_with_agent(view)
 
 
 class StalledPartitionGuard:
