@@ -49,7 +49,7 @@ def test_a_tail_stall_is_re_read_again_from_the_same_offset_only_after_the_retry
     # if the re-read brings nothing (the records are gone: retention), the fetcher resets past them again:
     # a slow retry, not a re-read loop every two checks
     now = [0.0]
-    guard = StalledPartitionGuard(checks=2, tail_retry_s=30.0, clock=lambda: now[0])
+    guard = StalledPartitionGuard(checks=2, retry_s=30.0, clock=lambda: now[0])
     view = {"tp": PartitionView(committed=100, acked=(), taken=frozenset(), position=105)}
     assert guard.observe(view) == {}
     assert guard.observe(view) == {"tp": 100}
@@ -65,13 +65,19 @@ def test_a_tail_stall_is_re_read_again_from_the_same_offset_only_after_the_retry
 
 
 def test_the_guard_waits_for_consecutive_checks_on_the_same_offset() -> None:
-    guard = StalledPartitionGuard(checks=3)
+    now = [0.0]
+    guard = StalledPartitionGuard(checks=3, retry_s=10.0, clock=lambda: now[0])
     view = {"tp": PartitionView(committed=100, acked=(103,), taken=frozenset())}
     assert guard.observe(view) == {}
     assert guard.observe(view) == {}
     assert guard.observe(view) == {"tp": 100}
-    # counting starts over after a re-read
-    assert guard.observe(view) == {}
+    # counting starts over after a re-read, and the same offset is re-read again only after retry_s: each
+    # re-read stops the whole fetch loop, so a head that is only slow must not cause one every few checks
+    for _ in range(8):
+        now[0] += 1.0
+        assert guard.observe(view) == {}
+    now[0] += 2.0
+    assert [guard.observe(view) for _ in range(3)] == [{}, {}, {"tp": 100}]
 
 
 def test_a_stall_that_clears_or_moves_starts_the_count_over() -> None:
@@ -118,6 +124,7 @@ class FakeConsumer:
     _committed_offset: dict[TP, int | None]
     _unacked_messages: list[Message] = field(default_factory=list)
     _gap: dict[TP, Any] = field(default_factory=dict)
+    _read_offset: dict[TP, int] = field(default_factory=dict)
     flow_active: bool = True
     calls: list[Any] = field(default_factory=list)
     positions: dict[TP, int] = field(default_factory=dict)
@@ -148,9 +155,15 @@ class FakeConsumer:
         self.flow_active = True
         self.calls.append("resume_flow")
 
-    async def seek(self, tp: TP, offset: int) -> None:
+    fail_seek: bool = False
+
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        """Faust's seek in the consumer thread (a seek from the event loop's thread races the fetcher)."""
         assert not self.flow_active, "the seek happens while the flow is stopped"
-        self.calls.append(("seek", tp, offset))
+        if self.fail_seek:
+            raise KeyError(next(iter(partitions)))
+        for tp, offset in partitions.items():
+            self.calls.append(("seek", tp, offset))
 
 
 @dataclass
@@ -162,8 +175,30 @@ class FlowControl:
 
 
 @dataclass
+class Queue:
+    """asyncio.Queue's deque of Faust events (each with its message)."""
+
+    _queue: list[Any] = field(default_factory=list)
+
+    def qsize(self) -> int:
+        return len(self._queue)
+
+
+def queued(*messages: Message) -> Queue:
+    return Queue([type("Event", (), {"message": m})() for m in messages])
+
+
+@dataclass(eq=False)
+class Channel:
+    _queue: Queue | None = None
+
+
+@dataclass
 class Topics:
-    """Faust's conductor: which topics agents ack (tables' changelogs are not acked)."""
+    """Faust's conductor: which topics agents ack (tables' changelogs are not acked), and the channels
+    (agents' queues) subscribed to each topic."""
+
+    _topic_name_index: dict[str, set[Any]] = field(default_factory=dict)
 
     def acks_enabled_for(self, topic: str) -> bool:
         return not topic.endswith("-changelog")
@@ -225,3 +260,39 @@ def test_a_partition_whose_tail_never_reached_the_agent_is_re_read_changelogs_an
     assert asyncio.run(reread_stalled(app, guard)) == {}
     assert asyncio.run(reread_stalled(app, guard)) == {tail: 12}
     assert consumer.calls == ["stop_flow", ("seek", tail, 12), "resume_flow"]
+
+
+def test_a_tail_head_still_queued_for_its_agent_is_not_a_stall() -> None:
+    # after a stall the ingest agent's channel holds a backlog of sms.raw.v1 records with the ticks' records
+    # behind them: the head of a ticks partition waits there, neither taken nor acked, for seconds
+    ticks, raw = TP("app-ingest-ticks", 4), TP("sms.raw.v1", 0)
+    consumer = FakeConsumer(
+        assigned={ticks, raw}, _acked={}, _committed_offset={ticks: 7, raw: 50}, positions={ticks: 9, raw: 80}
+    )
+    shared = Channel(queued(*(Message(raw, o) for o in range(50, 80)), Message(ticks, 7), Message(ticks, 8)))
+    app = App(consumer, topics=Topics({ticks.topic: {shared}, raw.topic: {shared}}))
+    guard = StalledPartitionGuard(checks=2)
+    assert [asyncio.run(reread_stalled(app, guard)) for _ in range(4)] == [{}] * 4
+    assert consumer.calls == []
+    # the queue moved on, and the heads never reached the agent: dropped
+    shared._queue = queued(*(Message(raw, o) for o in range(60, 80)), Message(ticks, 8))
+    assert asyncio.run(reread_stalled(app, guard)) == {}
+    assert asyncio.run(reread_stalled(app, guard)) == {ticks: 7, raw: 50}
+
+
+def test_a_failed_re_read_is_logged_the_flow_resumes_and_the_timer_does_not_raise(caplog: Any) -> None:
+    stuck = TP("sms.raw.v1", 0)
+    consumer = FakeConsumer(
+        assigned={stuck}, _acked={stuck: [5]}, _committed_offset={stuck: 3}, fail_seek=True
+    )
+    app = App(consumer)
+    guard = StalledPartitionGuard(checks=1)
+    assert asyncio.run(reread_stalled(app, guard)) == {}
+    assert consumer.flow_active and consumer.calls == ["stop_flow", "resume_flow"]
+    assert "failed" in caplog.text
+
+
+def test_a_failing_check_does_not_raise(caplog: Any) -> None:
+    consumer = FakeConsumer(assigned=set(), _acked=None, _committed_offset={})  # type: ignore[arg-type]
+    assert asyncio.run(reread_stalled(App(consumer), StalledPartitionGuard(checks=1))) == {}
+    assert consumer.calls == [] and "check failed" in caplog.text
