@@ -34,7 +34,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, MutableMapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -520,6 +520,10 @@ def loadavg() -> list[str]:
     return Path("/proc/loadavg").read_text().split()[:3]
 
 
+class ProcessExited(RuntimeError):
+    """The process under test ended during a run."""
+
+
 @dataclass
 class Measured:
     """One process under test: the role's process and how to tell it has handled everything."""
@@ -528,7 +532,7 @@ class Measured:
     proc: subprocess.Popen[bytes]
     group: str
     webhook: bool
-    extra_pids: dict[str, int] = field(default_factory=dict)
+    log: Path
 
 
 class HotloopBench:
@@ -539,6 +543,7 @@ class HotloopBench:
         self.results: list[Result] = []
         self.loadavg: list[tuple[str, str]] = []
         self.profiles: dict[str, list[tuple[str, float]]] = {}
+        self.exits: list[str] = []  # processes under test that exited during a run (made again)
 
     def mix(self, multipart: float) -> Any:
         from devkit.simulator.traffic import TrafficMix
@@ -567,24 +572,44 @@ class HotloopBench:
         try:
             for rep in range(args.repeat):
                 for system in args.systems:
-                    await self.run_system(system, rep, smsc, rx, bootstrap, registry_url)
+                    mixes = list(args.mixes)  # run_system takes each off once measured
+                    for attempt in range(1, 4):
+                        try:
+                            await self.run_system(
+                                system, rep, mixes, smsc, rx, bootstrap, registry_url, attempt
+                            )
+                            break
+                        except ProcessExited as exc:
+                            # said in the output and counted; the run is made again in a fresh process
+                            self.exits.append(f"{time.strftime('%H:%M:%S', time.gmtime())} {exc}")
+                            log(f"{exc}; starting it again ({attempt} of 3)")
+                    else:
+                        raise RuntimeError(f"{system}: exited three times; see {self.workdir}")
         finally:
             await broker.stop()
             await smsc.stop()
             await rx.stop()
 
     async def run_system(
-        self, system: str, rep: int, smsc: Any, rx: Any, bootstrap: str, registry_url: str
+        self,
+        system: str,
+        rep: int,
+        mixes: list[str],
+        smsc: Any,
+        rx: Any,
+        bootstrap: str,
+        registry_url: str,
+        attempt: int = 1,
     ) -> None:
         from smsflow.config import load_config
 
         args = self.args
-        app_id = f"hotloop-{system}-{rep}-{int(time.time()) % 10**6}"
+        app_id = f"hotloop-{system}-{rep}-{attempt}-{int(time.time()) % 10**6}"
         # The e2e bench's smsflow config and processes; the connector is not needed (the topic is preloaded)
         # and is stopped at once. The session timeout is raised so that a worker stopped (SIGSTOP) during a
         # preload keeps its group membership; it does not touch the hot path.
         sf = SmsflowSystem(
-            self.workdir / f"{system}-{rep}",
+            self.workdir / f"{system}-{rep}-{attempt}",
             partitions=args.partitions,
             bootstrap=bootstrap,
             registry_url=registry_url,
@@ -613,16 +638,19 @@ class HotloopBench:
             if system == "hotloop-nohttp":
                 cmd.append("--no-webhook")
             proc = start_process(cmd, env, sf.workdir / "hotloop.log")
-        m = Measured(system, proc, app_id, webhook=system != "hotloop-nohttp")
+        log_path = sf.workdir / ("logs/worker.log" if system == "worker" else "hotloop.log")
+        m = Measured(system, proc, app_id, webhook=system != "hotloop-nohttp", log=log_path)
         try:
             os.environ.setdefault("BENCH_SMPP_PASSWORD", SIM_PASSWORD)
             log(f"{system} (run {rep + 1}): warm-up")
             await self.measure(m, cfg, bootstrap, registry_url, rx, "warm-up", 0.2, args.warmup, warmup=True)
-            if args.idle and rep == 0:
+            if args.idle and rep == 0 and attempt == 1:
                 await self.idle(m, args.idle)
-            for mix in args.mixes:
+            while mixes:
+                mix = mixes[0]
                 log(f"{system} (run {rep + 1}): {mix}, {args.count} SMS")
                 await self.measure(m, cfg, bootstrap, registry_url, rx, mix, MIXES[mix], args.count)
+                mixes.pop(0)
         finally:
             if system == "worker":
                 await sf.stop()
@@ -720,8 +748,8 @@ class HotloopBench:
         done_at = None
         while time.monotonic() < deadline:
             if m.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{m.name} exited with {m.proc.returncode} (see its log in {self.workdir})"
+                raise ProcessExited(
+                    f"{m.name} exited with {m.proc.returncode} during {scenario} (its log: {m.log})"
                 )
             if m.webhook:
                 if len(tr.arrived) >= count:
@@ -779,6 +807,7 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"command: {' '.join(sys.argv)}")
     print(f"started {started}, ended {time.strftime('%H:%M:%S UTC', time.gmtime())}; machine: {machine()}")
     print(f"loadavg after each run (UTC, 1/5/15 min): {bench.loadavg}")
+    print(f"processes under test that exited during a run (the run was made again): {bench.exits or 'none'}")
     print(table(results))
     print("\nmin / median / max over the repeated runs (CPU ms per SMS: process, kafka, sum):")
     print(spread(results))
@@ -788,6 +817,7 @@ def run_bench(args: argparse.Namespace) -> int:
             "command": " ".join(sys.argv),
             "machine": machine(),
             "loadavg": bench.loadavg,
+            "exits": bench.exits,
             "results": [asdict(r) | {"cpu_ms_per_msg": r.cpu_ms_per_msg} for r in results],
             "profiles": bench.profiles,
         }
