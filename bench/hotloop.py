@@ -18,7 +18,9 @@ then are the batch's offsets committed, synchronously: outputs durable before th
 (``TrafficMix``), stored in ``sms.raw.v1`` the way the connector stores it (``SmppConnector.store``) while the
 measured process is stopped (SIGSTOP), so only the consumer side is timed: CPU seconds of the process and of
 the broker from /proc between SIGCONT and the webhook receiver (in this process, not counted) having every
-SMS, each once and intact (bench/e2e.py's ``Tracker``).
+SMS, each once and intact (bench/e2e.py's ``Tracker``). ``--no-pause``: the process consumes while the topic
+fills instead (timed from the first record stored). Results and their reading: docs/BENCHMARKS.md, "Issue 13,
+the cap of a direct hot loop (prototype)".
 """
 
 from __future__ import annotations
