@@ -280,7 +280,7 @@ class HotLoop:
                     with tr.start_as_current_span(
                         f"send {topic}", context=parent, kind=trace.SpanKind.PRODUCER
                     ) as span:
-                        headers = headers_from_context()
+                        headers: list[tuple[str, str | bytes | None]] = [*headers_from_context()]
                         produce(topic, value, item.key.encode(), headers=headers)
                         if item.kind == "inbound":
                             deliveries.append((dict(item.record), trace.set_span_in_context(span)))
