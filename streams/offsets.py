@@ -259,7 +259,10 @@ async def reread_stalled(app: Any, guard: StalledPartitionGuard) -> dict[Any, in
         log.exception("re-reading %s failed; trying again at a later check", list(due))
         return {}
     finally:
-        consumer.resume_flow()
+        # A rebalance that began while the seek was awaited stopped the flow for itself (and suspended the
+        # app's flow control): it resumes both when its recovery is done, not this timer.
+        if app.flow_control.is_active():
+            consumer.resume_flow()
     return due
 
 

@@ -156,10 +156,13 @@ class FakeConsumer:
         self.calls.append("resume_flow")
 
     fail_seek: bool = False
+    on_seek: Any = None  # what happens while the seek is awaited (a rebalance begins)
 
     async def seek_wait(self, partitions: dict[TP, int]) -> None:
         """Faust's seek in the consumer thread (a seek from the event loop's thread races the fetcher)."""
         assert not self.flow_active, "the seek happens while the flow is stopped"
+        if self.on_seek is not None:
+            self.on_seek()
         if self.fail_seek:
             raise KeyError(next(iter(partitions)))
         for tp, offset in partitions.items():
@@ -296,3 +299,16 @@ def test_a_failing_check_does_not_raise(caplog: Any) -> None:
     consumer = FakeConsumer(assigned=set(), _acked=None, _committed_offset={})  # type: ignore[arg-type]
     assert asyncio.run(reread_stalled(App(consumer), StalledPartitionGuard(checks=1))) == {}
     assert consumer.calls == [] and "check failed" in caplog.text
+
+
+def test_a_rebalance_that_begins_during_the_seek_keeps_the_flow_stopped_for_its_recovery() -> None:
+    stuck = TP("sms.raw.v1", 0)
+    consumer = FakeConsumer(assigned={stuck}, _acked={stuck: [5]}, _committed_offset={stuck: 3})
+    app = App(consumer)
+
+    def rebalance_begins() -> None:  # Faust's on_partitions_revoked: stop_flow + flow_control.suspend()
+        app.flow_control.active = False
+
+    consumer.on_seek = rebalance_begins
+    assert asyncio.run(reread_stalled(app, StalledPartitionGuard(checks=1))) == {stuck: 3}
+    assert not consumer.flow_active and consumer.calls == ["stop_flow", ("seek", stuck, 3)]
