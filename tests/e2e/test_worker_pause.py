@@ -28,10 +28,11 @@ async def _feed(p, mix: TrafficMix, count: int, per_s: float) -> None:
         await asyncio.sleep(1 / per_s)
 
 
-async def _pause(p, seconds: float) -> None:
+async def _pause(p, seconds: float, meanwhile=lambda: None) -> None:
     worker = p.procs["worker"].proc
     worker.send_signal(signal.SIGSTOP)
     try:
+        meanwhile()
         await asyncio.sleep(seconds)
     finally:
         worker.send_signal(signal.SIGCONT)
@@ -47,14 +48,7 @@ async def test_worker_paused_under_traffic_stays_up_and_loses_nothing(pipeline) 
     await _pause(p, 4)  # shorter than the session timeout (10 s): no rebalance
     await p.wait_delivered(len(p.receiver.log.messages) + 100, 120)
     # longer: the group evicts the worker, which rejoins on SIGCONT and finds a backlog
-    worker = p.procs["worker"].proc
-    worker.send_signal(signal.SIGSTOP)
-    try:
-        for _ in range(BURST):
-            p.smsc.enqueue(mix.next())
-        await asyncio.sleep(14)
-    finally:
-        worker.send_signal(signal.SIGCONT)
+    await _pause(p, 14, meanwhile=lambda: [p.smsc.enqueue(mix.next()) for _ in range(BURST)])
     await feed
     assert await p.smsc.drain(240), p.logs()
     await p.wait_delivered(N + BURST, 240)
