@@ -19,7 +19,7 @@ from faust.types.tuples import FutureMessage
 
 from smsflow.config import Config
 from smsflow.serde import Serde, registry_client
-from streams import offsets
+from streams import handoff, offsets
 from streams.context import StreamContext
 from streams.topology import Topology, build_topology
 
@@ -101,6 +101,7 @@ def build_app(
     it. The topology itself is in streams/topology.py."""
     # Every stage relies on Faust committing only the contiguous acked prefix (streams/offsets.py).
     offsets.install()
+    handoff.install()
     partitions = partitions or config.kafka.partitions
     datadir = Path(data_dir or config.data_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)

@@ -146,6 +146,7 @@ class IngestStage:
         if self.batch_max <= 1:
             async for event in stream.events():
                 await self.handle(event)
+                await asyncio.sleep(0)  # let the other stages run (see handle_batch)
             return
         # the records Faust has fetched for this agent and not yet handed out
         waiting = stream.channel.queue  # type: ignore[attr-defined]
@@ -187,6 +188,12 @@ class IngestStage:
             finally:
                 _current_event.reset(token)
             await stream.ack(event)
+            # Yield to the event loop after every record. None of the awaits above needs to suspend (table
+            # writes and sends go to buffers; Faust hands out queued records without waiting), so without
+            # this a backlog on this agent (a 255-part SMS is 255 records) ran back to back and starved the
+            # rest of the worker: the delivery agent, the producer's sender and the fetcher waited ~0.5 s
+            # (tests/e2e/test_hostile_input.py, volume phase). One yield costs a few microseconds.
+            await asyncio.sleep(0)
 
     async def handle(self, event: Any) -> None:
         if event.message.topic == self.punctuation_name:
