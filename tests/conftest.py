@@ -36,7 +36,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaUnderTest]:
     if external:
         yield KafkaUnderTest(external, None)
         return
-    broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"), quick_jit=True)
     try:
         broker.fetch()
         broker.format()

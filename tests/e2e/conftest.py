@@ -38,7 +38,8 @@ class Stack:
 def stack(tmp_path: Path) -> Any:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         pytest.fail("e2e tests start their own broker per test; unset KAFKA_BOOTSTRAP_SERVERS")
-    broker = LocalKafka(tmp_path / "kafka")
+    # C1-only: a broker that lives for one test must not spend the test compiling (devkit/local/kafka.py)
+    broker = LocalKafka(tmp_path / "kafka", quick_jit=True)
     broker.fetch()
     broker.format()
     broker.start()
