@@ -1,12 +1,13 @@
 """Faust's fetcher hands records to the agents without a detour through the event loop (faust 0.15.3).
 
 Faust's fetch loop (``Consumer._drain_messages``) passes every fetched record to the agents' channels as
-``await self.wait_first(callback(message), self.suspend_flow.wait())``: two new tasks and an
-``asyncio.wait`` per record, so each record costs at least two turns of the event loop before the next one is
-handed over, and the next ``getmany`` waits until the whole batch has been handed over. Meanwhile aiokafka
-fetches nothing for partitions whose records are still waiting in its buffer. On a worker that is busy (a
-255-part SMS is 255 records; a loaded machine) every turn of the loop also runs a record of each busy agent,
-so a batch of a hundred records took a second to hand over, and a record the worker had itself just written
+``await self.wait_first(callback(message), self.suspend_flow.wait())``: four new tasks (the callback, the
+suspend wait, and mode's waits for the consumer stopping or crashing) and an ``asyncio.wait`` per record, so
+each record costs at least two turns of the event loop before the next one is handed over, and the next
+``getmany`` waits until the whole batch has been handed over. Meanwhile aiokafka fetches nothing for
+partitions whose records are still waiting in its buffer. On a worker that is busy (a 255-part SMS is 255
+records; a loaded machine) every turn of the loop also runs a record of each busy agent, so a batch of a
+hundred records took a second to hand over, and a record the worker had itself just written
 (``sms.inbound.v1``, on its way to the delivery agent) waited that long before it was even fetched: the
 inbound hop measured 314 ms p99 from broker ack to fetch, 94 ms p99 from fetch to channel, with steady
 traffic beside one burst (tests/e2e/test_hostile_input.py, docs/BENCHMARKS.md).
@@ -14,7 +15,7 @@ traffic beside one burst (tests/e2e/test_hostile_input.py, docs/BENCHMARKS.md).
 The ``wait_first`` is there so that a rebalance (``suspend_flow``) can abandon a hand-over that blocks. A
 hand-over blocks only when flow control is suspended, the producer buffer is over its limit, or a channel's
 queue is full. When none holds, this patch awaits the callback directly: it completes without suspending, the
-record reaches its channel at once, and nothing is different from Faust's path except the two tasks. When
+record reaches its channel at once, and nothing is different from Faust's path except the four tasks. When
 any holds, Faust's own ``wait_first`` runs unchanged.
 """
 
