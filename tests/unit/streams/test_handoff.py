@@ -34,7 +34,6 @@ class FakeConsumer:
     flow_active: bool = True
     suspend_flow: asyncio.Event = field(default_factory=asyncio.Event)
     queue: FakeQueue = field(default_factory=FakeQueue)
-    buffered: int = 0
     app: Any = None
 
     def __post_init__(self) -> None:
