@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +41,7 @@ from devkit.simulator.faults import Fault, FaultKind, parse_fault
 from devkit.simulator.traffic import LogicalSms
 from smsflow.api.apikeys import ApiKeyStore
 from smsflow.outbound.submission import UNMATCHED_RECEIPTS_TOPIC
-from smsflow.schemas import WEBHOOK_DLQ_TOPIC
+from smsflow.schemas import DELIVERY_TOPIC, WEBHOOK_DLQ_TOPIC
 from smsflow.smpp.constants import TlvTag
 from smsflow.smpp.pdu import make_tlv
 from smsflow.sms.text import decode_text
@@ -49,7 +49,7 @@ from smsflow.sms.udh import concat_info, parse_udh
 from tests.e2e.test_crash_consistency import _wait_ready as wait_ready
 from tests.e2e.test_double_list import TEST_NUMBER, Topics, healthy_with_probes, routing
 from tests.e2e.test_webhook_api import wait_api_up
-from tests.e2e.test_webhook_failures import free_port, json_records, wait_until
+from tests.e2e.test_webhook_failures import delivery_events, free_port, json_records, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -372,12 +372,15 @@ async def test_kill_9_of_connector_and_worker_submits_nothing_twice(pipeline, tm
 
 class CallbackSite:
     """The customers' callback endpoints: /acme and /globex answer 204 to anything, /dead never answers (the
-    sender's timeout ends each attempt). Every request is kept, in arrival order, to be verified later."""
+    sender's timeout ends each attempt); the first request to ``slow_once`` is answered ``slow_s`` late.
+    Every request is kept, in arrival order, to be verified later."""
 
-    def __init__(self) -> None:
+    def __init__(self, slow_once: str = "", slow_s: float = 0.0) -> None:
         self.requests: list[tuple[str, dict[str, str], bytes, float]] = []
         self._runner: web.AppRunner | None = None
         self.base = ""
+        self.slow_once, self.slow_s = slow_once, slow_s
+        self.slowed: str | None = None  # the webhook-id of the request answered late
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -385,6 +388,9 @@ class CallbackSite:
         self.requests.append((request.path, headers, body, time.monotonic()))
         if request.path == "/dead":
             await asyncio.sleep(3600)
+        if request.path == self.slow_once and self.slowed is None:
+            self.slowed = headers["webhook-id"]
+            await asyncio.sleep(self.slow_s)
         return web.Response(status=204)
 
     async def start(self) -> None:
@@ -415,7 +421,9 @@ async def test_callbacks_are_signed_one_per_transition_in_order_and_a_dead_url_i
         webhooks={"retry_delays_s": [0, 2, 2], "retry_jitter": 0},
         tokens=tokens,
     )
-    site = CallbackSite()
+    # globex's endpoint answers its first callback after the sender's 2 s: received, yet failed for the
+    # sender, so it is sent again under the same webhook-id, after the transitions behind it
+    site = CallbackSite(slow_once="/globex", slow_s=3)
     await site.start()
     try:
         async with aiohttp.ClientSession() as http:
@@ -454,10 +462,51 @@ async def test_callbacks_are_signed_one_per_transition_in_order_and_a_dead_url_i
                     got[orjson.loads(body)["message_id"]].append(headers["webhook-id"])
                 return got
 
-            def all_arrived() -> bool:
-                return all(arrived(o).get(m) == expected[m] for o in sent for m in sent[o])
+            live = {m for o in sent for m in sent[o]}
 
-            await wait_until(all_arrived, 60, "a callback per transition of every live message", p.logs)
+            def callback_attempts() -> list[dict[str, Any]]:
+                return [
+                    e
+                    for e in delivery_events(p.stack.bootstrap, p.stack.registry_url)
+                    if e["message_id"] in live
+                ]
+
+            def problems(attempts: list[dict[str, Any]] | None) -> dict[str, str]:
+                got = {o: arrived(o) for o in sent}
+                out = {}
+                for o in sent:
+                    for m in sent[o]:
+                        if got[o].get(m) == expected[m]:
+                            continue  # the common case: each once, in order, nothing to look up
+                        if attempts is None:
+                            out[m] = "not yet"
+                            continue
+                        why = arrival_problem(got[o].get(m, []), expected[m], resent(attempts))
+                        if why:
+                            out[m] = why
+                return out
+
+            def all_arrived() -> bool:
+                if not problems(None):
+                    return True
+                got = {o: arrived(o) for o in sent}
+                if any(not set(expected[m]) <= set(got[o].get(m, ())) for o in sent for m in sent[o]):
+                    return False  # some transition has not arrived at all yet
+                return not problems(callback_attempts())  # a re-sent one: the sender must have seen it fail
+
+            try:
+                await wait_until(all_arrived, 60, "a callback per transition of every live message", p.logs)
+            except AssertionError as exc:
+                attempts = callback_attempts()
+                sender_saw = [  # what the sender saw of each POST: when, which transition, how it ended
+                    f"{e['ts']:%H:%M:%S.%f} {e['webhook_id']} #{e['attempt']} {e['state']} "
+                    f"{e['duration_ms'] or 0:.0f}ms {e['error'] or ''}"
+                    for e in attempts
+                ]
+                raise AssertionError(
+                    f"callbacks not as promised: {problems(attempts)}\n"
+                    f"attempts on {DELIVERY_TOPIC}: {sender_saw}\n{exc}"
+                ) from None
 
             # every transition of the dead URL's message: attempted 3 times (2 s timeout each), then DLQ
             def dead_lettered() -> list[dict[str, Any]]:
@@ -474,6 +523,9 @@ async def test_callbacks_are_signed_one_per_transition_in_order_and_a_dead_url_i
                 p.logs,
             )
             dlq = dead_lettered()
+            # read after the dead URL's attempts (seconds after the live ones): a live transition re-sent
+            # after a failed POST can arrive after the check above saw each once, in order
+            attempts = callback_attempts()
     finally:
         await site.stop()
 
@@ -494,7 +546,11 @@ async def test_callbacks_are_signed_one_per_transition_in_order_and_a_dead_url_i
                 entry["new_state"],
                 entry["segment"],
             )
-        assert arrived(owner) == {m: expected[m] for m in sent[owner]}  # each once, in order
+    # each once, in order (a transition whose POST failed on the sender's side: see arrival_problem); the one
+    # answered late was re-sent, twice received in all
+    assert not problems(attempts), problems(attempts)
+    assert site.slowed is not None and resent(attempts).get(site.slowed) == 2, (site.slowed, resent(attempts))
+    assert [h["webhook-id"] for h, _b, _t in site.at("/globex")].count(site.slowed) == 2
     for mid in sent["acme"] + sent["globex"]:
         assert views[mid]["status"] == "delivered" and arrived_status(site, mid) == "delivered"
     assert {path for path, *_ in site.requests} == {"/acme", "/globex", "/dead"}
@@ -513,8 +569,38 @@ async def test_callbacks_are_signed_one_per_transition_in_order_and_a_dead_url_i
     assert last_live < max(t for _h, _b, t in dead_calls)
     print(
         f"\ncallbacks: {sum(len(site.at(f'/{o}')) for o in sent)} delivered signed to 2 owners, "
-        f"{len(dlq)} dead-lettered after {len(dead_calls)} attempts at the dead URL"
+        f"{len(dlq)} dead-lettered after {len(dead_calls)} attempts at the dead URL; "
+        f"{len(resent(attempts))} live ones re-sent after a failed POST"
     )
+
+
+def resent(attempts: list[dict[str, Any]]) -> dict[str, int]:
+    """Webhook ids whose POST failed on the sender's side at least once (sms.delivery.v1), with the number
+    of requests made for each."""
+    failed = {e["webhook_id"] for e in attempts if e["state"] == "failed" and e["failure"] != "deferred"}
+    made = Counter(
+        e["webhook_id"]
+        for e in attempts
+        if e["webhook_id"] in failed and e["state"] in ("delivered", "failed") and e["failure"] != "deferred"
+    )
+    return dict(made)
+
+
+def arrival_problem(arrived: list[str], expected: list[str], resent: dict[str, int]) -> str | None:
+    """Why the callbacks of one message (webhook ids in arrival order) are not what the sender promises, or
+    None. The promise: each transition once, in the message's order. The exception is a transition whose POST
+    failed on the sender's side (a timeout, a broken connection; ``resent``: its requests): the receiver may
+    have got it anyway, and its retry comes later, after the transitions behind it, under the same
+    webhook-id (the payload's ``sequence`` orders it)."""
+    if set(arrived) != set(expected):
+        return f"arrived {arrived}, expected {expected}"
+    for webhook_id, n in Counter(arrived).items():
+        if n > resent.get(webhook_id, 1):
+            return f"{webhook_id} arrived {n} times, sent {resent.get(webhook_id, 1)}: {arrived}"
+    firsts = [w for w in dict.fromkeys(arrived) if w not in resent]
+    if firsts != [w for w in expected if w not in resent]:
+        return f"out of order: arrived {arrived}, expected {expected}"
+    return None
 
 
 def arrived_status(site: CallbackSite, message_id: str) -> str:
