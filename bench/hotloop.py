@@ -35,7 +35,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, MutableMapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,65 +56,10 @@ from bench.e2e import (
     table,
 )
 from bench.procstat import cpu_delta, snapshot
+from smsflow.ingest.tables import INGEST_TABLES, ChangelogTable, changelog_topic
 
-INGEST_TABLES = ("ingest-partials", "ingest-seen")  # the worker's Faust tables (streams/topology.py)
 MIXES = {"single": 0.0, "default": 0.2, "mp80": 0.8}  # multipart share; "default" = bench/e2e.py's mix
 SYSTEMS = ("hotloop", "hotloop-nohttp", "worker")
-
-
-def changelog_topic(app_id: str, table: str) -> str:
-    """Faust's changelog topic of a table: ``<app id>-<table>-changelog``."""
-    return f"{app_id}-{table}-changelog"
-
-
-def changelog_key(key: str) -> bytes:
-    """A table key as Faust's ``json`` codec writes it (Table key/value serializer default ``json``)."""
-    return orjson.dumps(key)
-
-
-def changelog_value(value: Any) -> bytes | None:
-    """A table value as JSON; a deleted key is a tombstone (None), as Faust writes it."""
-    return None if value is None else orjson.dumps(value)
-
-
-class ChangelogTable(MutableMapping[str, Any]):
-    """A plain dict that remembers which keys changed, per partition, until ``drain``.
-
-    The prototype's stand-in for a Faust table: ``IngestProcessor`` reads and writes it as a mapping; the
-    key of a write goes to the changelog partition of the record being processed (``partition``, set before
-    each record, as Faust takes it from the current event). ``drain`` returns each changed key of the batch
-    once, with its last value (None = deleted): one changelog write per key per batch."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-        self.partition = 0
-        self.dirty: dict[str, int] = {}  # key -> changelog partition, in first-change order
-
-    def __getitem__(self, key: str) -> Any:
-        return self.data[key]
-
-    def get(self, key: str, default: Any = None) -> Any:  # the hot path's read; skips Mapping's try/except
-        return self.data.get(key, default)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.data[key] = value
-        self.dirty[key] = self.partition
-
-    def __delitem__(self, key: str) -> None:
-        del self.data[key]
-        self.dirty[key] = self.partition
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.data)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def drain(self) -> list[tuple[int, str, Any]]:
-        """(partition, key, value or None) of every key changed since the last drain."""
-        out = [(p, k, self.data.get(k)) for k, p in self.dirty.items()]
-        self.dirty = {}
-        return out
 
 
 def batch_offsets(positions: list[tuple[str, int, int]]) -> dict[tuple[str, int], int]:
@@ -291,8 +235,8 @@ class HotLoop:
         # the changelog writes of the batch: one per changed key, last value, on the record's partition
         for name, t in self.tables.items():
             topic = self.changelogs[name]
-            for partition, key, value in t.drain():
-                produce(topic, changelog_value(value), changelog_key(key), partition=partition)
+            for partition, ckey, cvalue in t.drain_records():
+                produce(topic, cvalue, ckey, partition=partition)
                 self.stats["changelog_writes"] += 1
         self.stats["messages"] += len(deliveries)
         if deliveries:

@@ -1,6 +1,6 @@
-"""The hot-loop prototype's pieces that need no broker: its table stand-in and changelog records, the offsets
-it commits, and its workload (TrafficMix stored through the connector's own store path) read back by the
-ingest processor on those tables."""
+"""The hot-loop prototype's pieces that need no broker: the offsets it commits, and its workload (TrafficMix
+stored through the connector's own store path) read back by the ingest processor on its tables (the tables
+themselves: tests/unit/ingest/test_tables.py)."""
 
 from __future__ import annotations
 
@@ -8,52 +8,16 @@ import asyncio
 from typing import Any
 
 from confluent_kafka.schema_registry._sync.mock_schema_registry_client import MockSchemaRegistryClient
-from faust.serializers import codecs
 
-from bench.hotloop import (
-    CarrierPdus,
-    ChangelogTable,
-    batch_offsets,
-    changelog_key,
-    changelog_topic,
-    changelog_value,
-)
+from bench.hotloop import CarrierPdus, batch_offsets
 from devkit.simulator.traffic import LogicalSms
 from smsflow.config import parse_config
 from smsflow.ingest.origin import RecordOrigin
 from smsflow.ingest.processor import IngestProcessor
+from smsflow.ingest.tables import ChangelogTable
 from smsflow.schemas import RAW_TOPIC
 from smsflow.serde import Serde
 from streams.ingest import ingest_settings
-
-
-def test_a_batch_writes_each_changed_key_once_with_its_last_value_on_its_records_partition() -> None:
-    t = ChangelogTable()
-    t.partition = 2
-    t["a"] = {"v": 1}
-    t["a"] = {"v": 2}
-    t["b"] = {"v": 3}
-    t.partition = 5
-    t["c"] = {"v": 4}
-    del t["b"]
-    assert t.drain() == [(2, "a", {"v": 2}), (5, "b", None), (5, "c", {"v": 4})]
-    assert t.drain() == []  # the next batch starts clean
-    assert dict(t) == {"a": {"v": 2}, "c": {"v": 4}} and t.get("b") is None and len(t) == 2
-
-
-def test_changelog_records_read_back_with_fausts_json_codec() -> None:
-    value = {
-        "o": "sms.raw.v1:3:17",
-        "at": 1_700_000_000_000,
-        "p": 3,
-        "meta": {"src": "8613"},
-        "ies": [[0, "AA=="]],
-    }
-    assert codecs.loads("json", changelog_value(value)) == value
-    assert codecs.loads("json", changelog_key("s|abc|2")) == "s|abc|2"
-    assert changelog_key("h|x") == codecs.dumps("json", "h|x")
-    assert changelog_value(None) is None  # a deleted key is a tombstone, as Faust writes it
-    assert changelog_topic("smsflow", "ingest-seen") == "smsflow-ingest-seen-changelog"
 
 
 def test_the_batch_commits_the_next_offset_of_each_partition() -> None:
