@@ -90,7 +90,8 @@ def unique() -> str:
 # --- the test process's own pauses ------------------------------------------------------------------------
 # e2e tests run the carrier simulator, the customers' webhook and callback endpoints in this process: a long
 # garbage collection here looks, from the worker, like a slow endpoint (a callback POST timing out). The
-# longest pauses are reported at the end of the run, so a timing failure can be told from a product one.
+# longest pauses are reported at the end of the run, so a timing failure can be told from a product one
+# (wall time: on a loaded machine it includes time the process waited for a CPU).
 
 _gc_started: list[float] = []
 _gc_ours = [False]  # an explicit collection of the fixture below: not a pause in the middle of a test
@@ -113,8 +114,9 @@ gc.callbacks.append(_gc_timer)
 def _short_gc_pauses(request: pytest.FixtureRequest) -> None:
     """Before each test that plays a peer of the pipeline (all but tests/unit): collect what earlier tests
     left, then freeze the survivors (imports, session fixtures, the reports pytest keeps), so this test's
-    collections walk only its own objects. After the unit tests alone a full collection took ~0.35 s on a
-    quiet machine, and the heap only grows from there; the e2e tests give webhooks 2 s."""
+    collections walk only its own objects, whatever ran before it (e2e tests come first in a full run, but
+    not in every selection). After the unit tests a full collection took ~0.35 s on a quiet machine and up
+    to 1.2 s of wall time on a loaded one; some e2e tests give webhooks 2 s."""
     if "unit" not in request.node.path.parts:
         _gc_ours[0] = True
         try:
