@@ -570,28 +570,31 @@ async def test_callbacks_are_signed_one_per_transition_in_order_and_a_dead_url_i
     print(
         f"\ncallbacks: {sum(len(site.at(f'/{o}')) for o in sent)} delivered signed to 2 owners, "
         f"{len(dlq)} dead-lettered after {len(dead_calls)} attempts at the dead URL; "
-        f"{len(resent(attempts))} live ones re-sent after a failed POST"
+        f"{len(resent(attempts))} live ones tried again (a failed POST or no free slot)"
     )
 
 
 def resent(attempts: list[dict[str, Any]]) -> dict[str, int]:
-    """Webhook ids whose POST failed on the sender's side at least once (sms.delivery.v1), with the number
-    of requests made for each."""
-    failed = {e["webhook_id"] for e in attempts if e["state"] == "failed" and e["failure"] != "deferred"}
-    made = Counter(
-        e["webhook_id"]
+    """Webhook ids the sender had to try again, per sms.delivery.v1 (a POST that failed on its side, or a
+    deferral: no free slot, nothing sent), with the number of requests it made for each."""
+    late = {e["webhook_id"] for e in attempts if e["state"] in ("failed", "retry_scheduled")}
+    sent = {
+        (e["webhook_id"], e["attempt"])
         for e in attempts
-        if e["webhook_id"] in failed and e["state"] in ("delivered", "failed") and e["failure"] != "deferred"
-    )
-    return dict(made)
+        if e["webhook_id"] in late
+        and e["state"] in ("delivered", "sent", "failed")
+        and e["failure"] != "deferred"
+    }
+    return {w: max(1, sum(1 for x, _a in sent if x == w)) for w in late}
 
 
 def arrival_problem(arrived: list[str], expected: list[str], resent: dict[str, int]) -> str | None:
     """Why the callbacks of one message (webhook ids in arrival order) are not what the sender promises, or
-    None. The promise: each transition once, in the message's order. The exception is a transition whose POST
-    failed on the sender's side (a timeout, a broken connection; ``resent``: its requests): the receiver may
-    have got it anyway, and its retry comes later, after the transitions behind it, under the same
-    webhook-id (the payload's ``sequence`` orders it)."""
+    None. The promise: each transition once, in the message's order. The exception is a transition the
+    sender had to try again (``resent``: its requests): after a POST that failed on its side (a timeout, a
+    broken connection) the receiver may have got it anyway, and the retry, like that of a deferred one,
+    comes later, after the transitions behind it, under the same webhook-id (the payload's ``sequence``
+    orders it)."""
     if set(arrived) != set(expected):
         return f"arrived {arrived}, expected {expected}"
     for webhook_id, n in Counter(arrived).items():
