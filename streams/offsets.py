@@ -50,11 +50,54 @@ def contiguous_new_offset(self: Any, tp: Any) -> int | None:
     return int(batch[-1]) + 1
 
 
+FAUST_ACK = Consumer.__dict__["ack"]
+_skipped_logged: set[tuple[Any, int | None]] = set()  # (tp, generation) whose skips were logged once
+
+
+def ack_unless_never_taken(self: Any, message: Any) -> bool:
+    """``Consumer.ack`` of faust-streaming 0.15.3, except for a record no agent ever took.
+
+    Faust's stream loop skips a record fetched before a rebalance that reaches it after (its generation is
+    stale) or while the flow is stopped, and then ACKS it (``value is skipped_value`` -> ``event.ack()``), so
+    its offset joins the acked ones and is committed although no agent saw it: an SMS lost for good (found
+    by tests/e2e/test_crash_consistency.py's two-worker kill test under load: two records of a partition the
+    worker kept across the rebalance were fetched just before it, skipped, acked and committed; nothing in
+    sms.inbound.v1, nothing in the dedup table). A record an agent takes is *tracked* first (the loop tracks
+    it after the generation check), so an untracked record of an acked topic was never taken: it is left
+    unacked, the commit stops at it, and it is read again (the seek after the rebalance, or the guard below:
+    later records acked while the one at the committed offset never reached an agent).
+    """
+    app = self.app
+    if (
+        not message.tracked
+        and not message.acked
+        # the stream's skip conditions, still true at the ack that follows the skip (a record Faust acks for
+        # a decode error is untracked too, but current: Faust's ack stands)
+        and (message.generation_id != app.consumer_generation_id or not app.flow_control.is_active())
+        and app.topics.acks_enabled_for(message.topic)
+    ):
+        key = (message.tp, message.generation_id)
+        if key not in _skipped_logged:
+            if len(_skipped_logged) > 10_000:
+                _skipped_logged.clear()
+            _skipped_logged.add(key)
+            log.info(
+                "%s: record %d fetched before the rebalance (generation %s) was skipped by Faust; "
+                "it stays unacked and is read again",
+                message.tp,
+                message.offset,
+                key[1],
+            )
+        return False
+    return bool(FAUST_ACK(self, message))
+
+
 def install() -> None:
     """Patch Faust's consumer once per process (idempotent)."""
     global _installed
     if not _installed:
         Consumer._new_offset = contiguous_new_offset  # type: ignore[method-assign]
+        Consumer.ack = ack_unless_never_taken  # type: ignore[method-assign]
         _installed = True
 
 
