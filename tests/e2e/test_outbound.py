@@ -547,10 +547,12 @@ async def test_callbacks_are_signed_one_per_transition_in_order_and_a_dead_url_i
                 entry["segment"],
             )
     # each once, in order (a transition whose POST failed on the sender's side: see arrival_problem); the one
-    # answered late was re-sent, twice received in all
+    # answered late was sent again and received again
     assert not problems(attempts), problems(attempts)
-    assert site.slowed is not None and resent(attempts).get(site.slowed) == 2, (site.slowed, resent(attempts))
-    assert [h["webhook-id"] for h, _b, _t in site.at("/globex")].count(site.slowed) == 2
+    # (at least twice: its retry too may meet a stall on a loaded machine)
+    assert site.slowed is not None, "the globex endpoint got no callback"
+    assert resent(attempts).get(site.slowed, 0) >= 2, (site.slowed, resent(attempts))
+    assert [h["webhook-id"] for h, _b, _t in site.at("/globex")].count(site.slowed) >= 2
     for mid in sent["acme"] + sent["globex"]:
         assert views[mid]["status"] == "delivered" and arrived_status(site, mid) == "delivered"
     assert {path for path, *_ in site.requests} == {"/acme", "/globex", "/dead"}
