@@ -44,7 +44,7 @@ from smsflow.telemetry import (
 )
 from streams.context import StreamContext
 from streams.liveness import WorkerCannotProcess
-from streams.offsets import InOrderGate, forget_message
+from streams.offsets import InOrderGate, admit_in_order
 from streams.punctuation import punctuate_owned
 
 log = logging.getLogger(__name__)
@@ -203,9 +203,7 @@ class IngestStage:
                 log.exception("ingest punctuation for partition %d failed", event.message.partition)
         else:
             msg = event.message
-            committed = self.app.consumer._committed_offset.get(msg.tp)  # type: ignore[attr-defined]
-            if not self.in_order.admit(msg.partition, msg.offset, committed):
-                forget_message(self.app.consumer, msg)
+            if not admit_in_order(self.in_order, self.app.consumer, msg, msg.partition):
                 return
             await self.handle_raw(event)
 

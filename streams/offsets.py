@@ -328,6 +328,16 @@ def forget_message(consumer: Any, message: Any) -> None:
     consumer._unacked_messages.discard(message)
 
 
+def admit_in_order(gate: InOrderGate, consumer: Any, message: Any, key: Any) -> bool:
+    """Whether ``message`` is the next record of its partition (``key`` in ``gate``); if not (records before
+    it were dropped on the way to the agent), it is let go unacked and comes again after the guard's
+    re-read."""
+    if gate.admit(key, message.offset, consumer._committed_offset.get(message.tp)):
+        return True
+    forget_message(consumer, message)
+    return False
+
+
 class InOrderGate:
     """Per partition, the next offset the agent may process. ``admit`` answers whether a delivered record is
     that one (or an earlier one: a replay after a seek back, processed again as a restart would).

@@ -70,7 +70,7 @@ from smsflow.subscriptions.model import Subscription
 from smsflow.telemetry import headers_from_context, tracer
 from smsflow.topics import TopicSpec
 from streams.context import StreamContext
-from streams.offsets import InOrderGate, forget_message
+from streams.offsets import InOrderGate, admit_in_order
 
 log = logging.getLogger(__name__)
 _tracer = tracer("smsflow.streams.routes")
@@ -158,13 +158,7 @@ class RoutesStage:
             self.in_order.forget(tp)  # its next owner (this worker too) starts from the committed offset
 
     def admitted(self, message: Any) -> bool:
-        """Whether ``message`` is the next record of its partition; if not (records before it were dropped
-        on the way to the agent), it is let go unacked and comes again after the guard's re-read."""
-        committed = self.app.consumer._committed_offset.get(message.tp)  # type: ignore[attr-defined]
-        if self.in_order.admit(message.tp, message.offset, committed):
-            return True
-        forget_message(self.app.consumer, message)
-        return False
+        return admit_in_order(self.in_order, self.app.consumer, message, message.tp)
 
     def merged(self) -> RoutingSection:
         """The config's policies, replaced or added to by the API's, then the subscriptions' lists."""
