@@ -167,6 +167,7 @@ class DirectIngest:
                 bootstrap,
                 **{
                     "delivery.report.only.error": True,
+                    "linger.ms": cfg.worker.producer_linger_ms,
                     "on_delivery": self._on_delivery,
                     "message.timeout.ms": 30000,
                     "request.timeout.ms": 10000,

@@ -24,6 +24,7 @@ class FakeConsumer:
         self.queued = list(queued or [])
         self.arriving = arriving
         self.calls: list[tuple[str, Any]] = []
+        self.after_first: list[Any] = []  # what arrives with the first record poll() waited for
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
         assert asynchronous is False
@@ -43,8 +44,6 @@ class FakeConsumer:
         if first is not None:
             self.queued = [*self.queued, *self.after_first]
         return first
-
-    after_first: list[Any] = []
 
 
 @pytest.fixture
@@ -114,3 +113,16 @@ def test_a_batch_is_what_is_fetched_never_a_wait_for_more(loop: DirectIngest) ->
 
 def test_the_loop_has_its_own_group() -> None:
     assert ingest_group("smsflow") == "smsflow-ingest" != "smsflow"
+
+
+@pytest.mark.parametrize(
+    ("worker", "field"),
+    [({"standby_replicas": 1}, "worker.standby_replicas"), ({"store": "rocksdb"}, "worker.store")],
+)
+def test_settings_the_loop_does_not_do_are_refused_by_name(worker: dict[str, Any], field: str) -> None:
+    from smsflow.config import ConfigError
+    from smsflow.roles import refuse_unsupported_loop_settings
+
+    with pytest.raises(ConfigError, match=field):
+        refuse_unsupported_loop_settings(Config(worker=worker))
+    refuse_unsupported_loop_settings(Config())  # the defaults are fine
