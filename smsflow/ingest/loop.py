@@ -11,7 +11,7 @@ more):
 1. each record, in log order, through the one guarded boundary: decoded, processed, encoded; anything it does
    wrong quarantines that record with its reason and the loop goes on;
 2. its outputs produced (one PRODUCER span each, its context in the record's headers), then the batch's
-   changelog writes, one per changed key (``ChangelogTable.drain_records``);
+   changelog writes, in the order they were made (``ChangelogTable.drain_records``);
 3. ``flush()``: every output is stored (acks=all, idempotent producer);
 4. only then the batch's offsets committed, synchronously (Invariant A of docs/consistency.md, in its plainest
    form). A produce that fails ends the process without a commit: its restart replays from the committed
@@ -396,7 +396,7 @@ class DirectIngest:
         self.stats.produced += 1
 
     def _write_changelogs(self) -> None:
-        """The batch's table changes: one changelog record per changed key, its last value (None deletes)."""
+        """The batch's table writes, in the order they were made (None deletes): see ChangelogTable."""
         for name, table in self.tables.items():
             topic = self.changelogs[name]
             for partition, key, value in table.drain_records():
