@@ -644,20 +644,33 @@ def changelog_specs(cfg: Config, partitions: int) -> list[Any]:
     ]
 
 
-def members_reading_raw(bootstrap: str, group: str, timeout: float = 15.0) -> list[str]:
+def members_reading_raw(bootstrap: str, group: str, timeout: float = 10.0) -> list[str]:
     """The members of ``group`` assigned partitions of sms.raw.v1 right now (client ids and hosts), so the two
     kinds of ingest never run at once: the Faust worker's ingest stage (group ``app_id``) and this loop (group
-    ``<app_id>-ingest``) would each process every raw record."""
+    ``<app_id>-ingest``) would each process every raw record.
+
+    A cluster that cannot answer within ``timeout`` (a coordinator still loading on a fresh broker) is not a
+    reason to keep a process from starting: said in a warning, and treated as no members."""
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    try:
-        described = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(timeout)
-    except KafkaException as exc:
-        err = exc.args[0] if exc.args else None
-        if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            left = max(1.0, deadline - time.monotonic())
+            described = admin.describe_consumer_groups([group], request_timeout=left)[group].result(left)
+            break
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return []
+            failure: Exception = exc
+        except Exception as exc:  # a timeout of the future
+            failure = exc
+        if time.monotonic() >= deadline:
+            log.warning("could not tell who reads sms.raw.v1 in group %s (%s); going on", group, failure)
             return []
-        raise
+        time.sleep(0.5)
     out = []
     for member in described.members or []:
         tps = member.assignment.topic_partitions if member.assignment else []
