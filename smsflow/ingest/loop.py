@@ -45,23 +45,19 @@ from opentelemetry import trace
 
 from smsflow.config import Config
 from smsflow.ingest.origin import RecordOrigin
-from smsflow.ingest.processor import IngestProcessor, Outputs, Publish, Stats
+from smsflow.ingest.processor import IngestProcessor, Outputs, Publish
+from smsflow.ingest.spans import KIND_TOPIC, assembly, encode_tick_outputs, outcome, send_attributes
 from smsflow.ingest.tables import INGEST_TABLES, ChangelogTable, changelog_topic
-from smsflow.schemas import INBOUND_TOPIC, QUARANTINE_TOPIC, RAW_TOPIC, RECEIPTS_TOPIC
+from smsflow.schemas import RAW_TOPIC
 from smsflow.telemetry import (
-    LINKED_TRACES_ATTR,
     context_from_headers,
-    context_from_traceparent,
     current_traceparent,
     headers_from_context,
-    links_from,
-    trace_id_hex,
     tracer,
 )
 
 log = logging.getLogger(__name__)
 _tracer = tracer("smsflow.ingest.loop")
-KIND_TOPIC = {"inbound": INBOUND_TOPIC, "receipt": RECEIPTS_TOPIC, "quarantine": QUARANTINE_TOPIC}
 RESTORE_TIMEOUT_S = 120.0
 
 
@@ -73,32 +69,6 @@ class IngestLoopFailed(RuntimeError):
 def ingest_group(app_id: str) -> str:
     """The direct loop's consumer group (Faust's group is ``app_id``)."""
     return f"{app_id}-ingest"
-
-
-def outcome(before: Stats, after: Stats, items: list[Publish]) -> str:
-    """What became of one raw record, for its ingest span (the one place a dropped duplicate shows)."""
-    kinds = {item.kind for item in items}
-    for kind, name in (("inbound", "message"), ("receipt", "receipt"), ("quarantine", "quarantined")):
-        if kind in kinds:
-            return name
-    if after.duplicates > before.duplicates:
-        return "duplicate"
-    if after.duplicate_parts > before.duplicate_parts:
-        return "duplicate part"
-    if after.replays > before.replays:
-        return "replay"
-    return "held for reassembly"
-
-
-def send_attributes(topic: str, item: Publish) -> dict[str, Any]:
-    attrs: dict[str, Any] = {
-        "messaging.system": "kafka",
-        "messaging.operation.type": "send",
-        "messaging.destination.name": topic,
-    }
-    if item.record.get("message_id"):
-        attrs["smsflow.message_id"] = str(item.record["message_id"])
-    return attrs
 
 
 @dataclass
@@ -347,32 +317,13 @@ class DirectIngest:
 
     def _publish_with_links(self, items: list[Publish]) -> None:
         here = current_traceparent()
-        current = trace.get_current_span()
         for item in items:
-            tps = item.traceparents
-            if item.record.get("message_id"):
-                current.set_attribute("smsflow.message_id", str(item.record["message_id"]))
-            if not tps or tps == [here]:
+            plan = assembly(item, here)
+            if plan is None:
                 self._publish([item], None)  # a single PDU: the message continues this very span
                 continue
-            # one SMS = one trace: a message of several segments continues the trace of the segment that
-            # arrived first and links the others' (each segment's own trace ends at its ingest span)
-            first = context_from_traceparent(tps[0])
-            others = [context_from_traceparent(t) for t in tps[1:]]
-            linked = [t for t in map(trace_id_hex, others) if t]
-            first_trace = trace_id_hex(first)
-            if first_trace and first_trace != trace_id_hex(otel_context.get_current()):
-                current.set_attribute("smsflow.assembled_in_trace", first_trace)
-            attributes: dict[str, Any] = {
-                "smsflow.message_id": str(item.record.get("message_id", "")),
-                "smsflow.segment_count": int(item.record.get("segment_count") or len(tps)),
-                "smsflow.segments_received": len(tps),
-                "smsflow.incomplete": bool(item.record.get("incomplete", False)),
-            }
-            if linked:
-                attributes[LINKED_TRACES_ATTR] = linked
             with _tracer.start_as_current_span(
-                "assemble", context=first, links=links_from(others), attributes=attributes
+                "assemble", context=plan.first, links=plan.links, attributes=plan.attributes
             ):
                 self._publish([item], None)
 
@@ -484,19 +435,7 @@ class DirectIngest:
             t.partition = partition
         try:
             items = self.processor.on_tick(partition, caught_up=caught_up, settled=settled)
-            for i, item in enumerate(items):
-                try:
-                    item.encoded = self.serde.encode(KIND_TOPIC[item.kind], item.record)
-                except Exception as exc:  # one message the schema cannot carry: quarantined, the others go on
-                    log.exception(
-                        "ingest tick %d: an expired message does not encode; quarantined", partition
-                    )
-                    reason = f"does not encode: {type(exc).__name__}: {exc}"[:1000]
-                    raw = {
-                        "carrier_id": item.record.get("carrier_id", ""),
-                        "route_id": item.record.get("route_id", ""),
-                    }
-                    items[i] = self.processor.quarantine(raw, reason, f"tick|{partition}", partition)
+            encode_tick_outputs(self.processor, self.serde, items, partition)
         except Exception:  # expiry is idempotent: the next tick does what this one could not
             log.exception("ingest tick for partition %d failed", partition)
             return Outputs()

@@ -29,7 +29,7 @@ from smsflow.ingest.tables import (
     encode_value,
 )
 from tests.factories import segment_records
-from tests.unit.ingest.test_processor import crash_run, inbound
+from tests.unit.ingest.test_processor import assert_each_sms_whole_under_one_id, crash_run, inbound
 
 T0 = 1_700_000_000_000
 PARTITIONS = 6
@@ -330,9 +330,4 @@ def test_property_a_crash_inside_a_batchs_changelog_writes_rederives_the_same_id
         )
         outs.apply_deferred()
         delivered += inbound(outs)
-    ids_by_body: dict[str, set[str]] = {}
-    for m in delivered:
-        assert not m["incomplete"], m
-        ids_by_body.setdefault(m["body"], set()).add(m["message_id"])
-    assert sorted(ids_by_body) == sorted(t for t, *_ in items)
-    assert all(len(ids) == 1 for ids in ids_by_body.values()), ids_by_body
+    assert_each_sms_whole_under_one_id(delivered, items)
