@@ -128,13 +128,17 @@ class SmsflowSystem:
         pipeline: dict[str, Any] | None = None,
         overrides: list[str] | None = None,
         workers: int = 1,
+        ingest_loop: bool = False,
     ) -> None:
         """With ``bootstrap`` and ``registry_url`` given, use that broker and registry (tests' fixtures).
         ``overrides``: ``dotted.path=yaml-value`` settings applied to the generated config (A/B runs).
         ``workers``: worker processes, and as many connector processes (each its own bind), for the
-        scale-out figure (issue 13): CPU per SMS summed over all of them."""
+        scale-out figure (issue 13): CPU per SMS summed over all of them. ``ingest_loop``: beside each
+        worker (started without its ingest stage) a direct ingest loop process, ``smsflow ingest`` (ADR 0007
+        step 2)."""
         self.workdir = workdir / "smsflow"
         self.workers = workers
+        self.ingest_loop = ingest_loop
         self.partitions = partitions
         self.sessions = sessions
         self.bootstrap = bootstrap
@@ -188,10 +192,14 @@ class SmsflowSystem:
             path = self.workdir / f"config{suffix}.yaml"
             cfg_i = cfg | {"data_dir": str(self.workdir / f"data{suffix}")}
             path.write_text(yaml.safe_dump(cfg_i), encoding="utf-8")
-            for role in ("worker", "connector"):
+            roles = ("worker", "ingest", "connector") if self.ingest_loop else ("worker", "connector")
+            for role in roles:
                 name = f"{role}{suffix}"
                 log_path = self.workdir / "logs" / f"{name}.log"
-                p = RoleProcess(name, [role, "--config", str(path)], env, log_path)
+                argv = [role, "--config", str(path)]
+                if role == "worker" and self.ingest_loop:
+                    argv += ["--stage", "deliver", "--stage", "routes", "--stage", "outbound"]
+                p = RoleProcess(name, argv, env, log_path)
                 p.start()
                 self.procs[name] = p
         log(f"smsflow: {self.workers} worker(s) and connector(s) started; waiting for the bind")
@@ -699,7 +707,11 @@ async def run(
         if name == "smsflow":
             systems.append(
                 SmsflowSystem(
-                    workdir, partitions=args.partitions, overrides=args.config_set, workers=args.workers
+                    workdir,
+                    partitions=args.partitions,
+                    overrides=args.config_set,
+                    workers=args.workers,
+                    ingest_loop=args.ingest_loop,
                 )
             )
         elif name == "kannel":
@@ -737,7 +749,7 @@ async def run(
                     spies = []
                     if args.profile and key.startswith("sat"):
                         for role, pid in system.pids().items():
-                            if role.startswith(("worker", "connector")):
+                            if role.startswith(("worker", "connector", "ingest")):
                                 spies.append(
                                     (
                                         f"{system.name}-{role}-{key}",
@@ -821,6 +833,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kannel-no-store", action="store_true", help="run Kannel without its spool store")
     ap.add_argument("--repeat", type=int, default=1, help="run the measured scenarios this many times")
     ap.add_argument("--workers", type=int, default=1, help="smsflow worker (and connector) processes")
+    ap.add_argument(
+        "--ingest-loop",
+        action="store_true",
+        help="smsflow: ingest by the direct loop (smsflow ingest) beside workers without the ingest stage",
+    )
     ap.add_argument("--profile", action="store_true", help="py-spy the smsflow worker/connector (saturation)")
     ap.add_argument(
         "--config-set",

@@ -232,7 +232,7 @@ class HotLoop:
                 if items.after_durable:  # an incomplete close: its state change waits for durable outputs
                     self.producer.flush()
                     items.apply_deferred()
-        # the changelog writes of the batch: one per changed key, last value, on the record's partition
+        # the changelog writes of the batch, in write order, on each record's partition
         for name, t in self.tables.items():
             topic = self.changelogs[name]
             for partition, ckey, cvalue in t.drain_records():

@@ -120,6 +120,25 @@ def worker(
 
 
 @app.command()
+def ingest(
+    config: ConfigOpt,
+    batch_max: Annotated[
+        int, typer.Option(min=1, max=10_000, help="most raw records taken per batch (never a wait for more)")
+    ] = 500,
+    loglevel: str = "warning",
+) -> None:
+    """The direct ingest loop (docs/adr/0007-direct-kafka-hot-loop.md): sms.raw.v1 -> sms.inbound.v1,
+    receipts, quarantine on one confluent-kafka consumer and producer, without Faust. Run the workers beside
+    it without their ingest stage: smsflow worker --stage deliver --stage routes --stage outbound."""
+    from smsflow.roles import run_ingest_loop
+
+    cfg = _load(config)
+    with _config_errors_exit():
+        code = run_ingest_loop(cfg, batch_max, loglevel)
+    raise typer.Exit(code)
+
+
+@app.command()
 def connector(config: ConfigOpt, loglevel: str = "info") -> None:
     """Carrier connector: SMPP sessions storing every deliver_sm in sms.raw.v1 before acknowledging it."""
     from smsflow.roles import configure_logging, run_connector

@@ -408,6 +408,7 @@ class MetricsConfig(_Strict):
     host: str = "127.0.0.1"
     connector_port: Port | None = None
     worker_port: Port | None = None
+    ingest_port: Port | None = Field(default=None, description="the direct ingest loop (smsflow ingest)")
 
 
 class Config(_Strict):

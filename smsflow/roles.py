@@ -35,6 +35,21 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     startup.mark("imports done")
     event_loop.install(cfg.event_loop)  # before Faust makes its loop
     bootstrap, registry = cfg.require_endpoints()
+    if "ingest" in roles:
+        from smsflow.ingest.loop import ingest_group, wait_for_other_ingest
+        from streams.liveness import EXIT_CANNOT_PROCESS
+
+        wait_s = cfg.worker.session_timeout_s + 5
+        loops = wait_for_other_ingest(bootstrap, ingest_group(cfg.app_id), wait_s, "direct ingest loops")
+        if loops:
+            log.error(
+                "worker: direct ingest loops (smsflow ingest) are reading sms.raw.v1 of app %s (%s); run "
+                "this worker without the ingest stage (--stage deliver --stage routes --stage outbound), or "
+                "stop them first",
+                cfg.app_id,
+                ", ".join(loops),
+            )
+            sys.exit(EXIT_CANNOT_PROCESS)
     setup_tracing(cfg.tracing, "worker")
     app, ctx = _build_app_with_topics(cfg, roles, bootstrap, registry)
     startup.mark("topics checked, app built")
@@ -222,6 +237,69 @@ async def run_api(cfg: Config) -> None:
     from smsflow.api.server import serve_api
 
     await serve_api(cfg)
+
+
+def refuse_unsupported_loop_settings(cfg: Config) -> None:
+    """Settings of the Faust ingest stage the loop does not do yet: refused with the field named, rather than
+    accepted and ignored (its tables live in memory, restored from the changelog on each assignment)."""
+    from smsflow.config import ConfigError
+
+    if cfg.worker.standby_replicas:
+        raise ConfigError(
+            "worker.standby_replicas: the direct ingest loop keeps no standby copies of its tables yet "
+            "(ADR 0007 step 4); give `smsflow ingest` a config with 0, or use the Faust ingest stage"
+        )
+    if cfg.worker.store != "memory":
+        raise ConfigError(
+            f"worker.store: {cfg.worker.store!r} is not supported by the direct ingest loop (its tables are "
+            "in memory, restored from the changelog on assignment); give `smsflow ingest` a config with "
+            "'memory', or use the Faust ingest stage"
+        )
+
+
+def run_ingest_loop(cfg: Config, batch_max: int = 500, loglevel: str = "warning") -> int:
+    """The direct ingest loop (smsflow/ingest/loop.py) until SIGTERM/SIGINT. Returns the exit code: 0, or
+    ``EXIT_CANNOT_PROCESS`` when the platform failed (nothing committed past what is stored)."""
+    from smsflow.ingest.loop import DirectIngest, IngestLoopFailed, changelog_specs, wait_for_other_ingest
+    from smsflow.schemas import RAW_TOPIC
+    from smsflow.serde import Serde, registry_client
+    from smsflow.telemetry import setup_tracing, shutdown_tracing
+    from smsflow.topics import ensure_topics, partition_count
+    from streams.ingest import ingest_settings
+    from streams.liveness import EXIT_CANNOT_PROCESS
+
+    configure_logging(loglevel)
+    refuse_unsupported_loop_settings(cfg)
+    bootstrap, registry = cfg.require_endpoints()
+    setup_tracing(cfg.tracing, "ingest")
+    wait_s = cfg.worker.session_timeout_s + 5
+    faust_ingest = wait_for_other_ingest(bootstrap, cfg.app_id, wait_s, "Faust workers with the ingest stage")
+    if faust_ingest:
+        log.error(
+            "ingest loop: Faust workers with the ingest stage are reading sms.raw.v1 of app %s (%s); stop "
+            "them, or restart them with --stage deliver --stage routes --stage outbound, first",
+            cfg.app_id,
+            ", ".join(faust_ingest),
+        )
+        return EXIT_CANNOT_PROCESS
+    # the tables' changelogs are co-partitioned with sms.raw.v1 as it really is on the cluster
+    ensure_topics(bootstrap, changelog_specs(cfg, partition_count(bootstrap, RAW_TOPIC)))
+    serde = Serde(registry_client(registry, cfg.registry_credentials()))
+    serde.warm_up()
+    loop = DirectIngest(cfg, bootstrap, serde, ingest_settings(cfg), batch_max=batch_max)
+    metrics.set_health(lambda: (loop.ready, "ok" if loop.ready else "no partitions assigned yet"))
+    metrics.register_stats("smsflow_ingest", "ingest stage", lambda: loop.processor.stats)
+    metrics.register_stats("smsflow_ingest_loop", "direct ingest loop", lambda: loop.stats)
+    metrics.serve(cfg.metrics.ingest_port, cfg.metrics.host)
+    loop.install_signal_handlers()
+    try:
+        loop.run()
+    except IngestLoopFailed as exc:
+        log.error("ingest loop: %s; exiting to restart from the committed offsets", exc)
+        return EXIT_CANNOT_PROCESS
+    finally:
+        shutdown_tracing()
+    return 0
 
 
 def configure_logging(level: str) -> None:

@@ -24,22 +24,18 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import FaustError
 from faust.streams import _current_event
 from faust.types import TP
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from smsflow.carriers import alphabet_overrides
 from smsflow.config import Config
 from smsflow.ingest.origin import RecordOrigin
-from smsflow.ingest.processor import IngestProcessor, IngestSettings, Outputs, Publish, Stats
-from smsflow.schemas import INBOUND_TOPIC, QUARANTINE_TOPIC, RAW_TOPIC, RECEIPTS_TOPIC
+from smsflow.ingest.processor import IngestProcessor, IngestSettings, Outputs, Publish
+from smsflow.ingest.spans import KIND_TOPIC, assembly, encode_tick_outputs, outcome, send_attributes
+from smsflow.schemas import RAW_TOPIC
 from smsflow.telemetry import (
-    LINKED_TRACES_ATTR,
     context_from_headers,
-    context_from_traceparent,
     current_traceparent,
     headers_from_context,
-    links_from,
-    trace_id_hex,
     tracer,
 )
 from streams.context import StreamContext
@@ -52,39 +48,12 @@ log = logging.getLogger(__name__)
 INFRA_ERRORS: tuple[type[BaseException], ...] = (FaustError, KafkaError)
 INFRA_ATTEMPTS = 5
 _tracer = tracer("smsflow.streams.ingest")
-_KIND_TOPIC = {"inbound": INBOUND_TOPIC, "receipt": RECEIPTS_TOPIC, "quarantine": QUARANTINE_TOPIC}
 
 
 def _headers(event_headers: Any) -> list[tuple[str, Any]]:
     if isinstance(event_headers, dict):
         return list(event_headers.items())
     return list(event_headers or [])
-
-
-def _outcome(before: Stats, after: Stats, items: list[Publish]) -> str:
-    """What became of one raw record, for its ingest span (the one place a dropped duplicate shows)."""
-    kinds = {item.kind for item in items}
-    for kind, outcome in (("inbound", "message"), ("receipt", "receipt"), ("quarantine", "quarantined")):
-        if kind in kinds:
-            return outcome
-    if after.duplicates > before.duplicates:
-        return "duplicate"
-    if after.duplicate_parts > before.duplicate_parts:
-        return "duplicate part"
-    if after.replays > before.replays:
-        return "replay"
-    return "held for reassembly"
-
-
-def _send_attributes(topic: str, item: Publish) -> dict[str, Any]:
-    attrs: dict[str, Any] = {
-        "messaging.system": "kafka",
-        "messaging.operation.type": "send",
-        "messaging.destination.name": topic,
-    }
-    if item.record.get("message_id"):
-        attrs["smsflow.message_id"] = str(item.record["message_id"])
-    return attrs
 
 
 def ingest_settings(cfg: Config) -> IngestSettings:
@@ -219,14 +188,14 @@ class IngestStage:
 
     async def publish(self, items: list[Publish], parent: Any) -> None:
         for item in items:
-            topic = _KIND_TOPIC[item.kind]
+            topic = KIND_TOPIC[item.kind]
             value = item.encoded if item.encoded is not None else self.ctx.serde.encode(topic, item.record)
             # One PRODUCER span per record; its context rides in the record's headers to the next stage.
             with _tracer.start_as_current_span(
                 f"send {topic}",
                 context=parent,
                 kind=trace.SpanKind.PRODUCER,
-                attributes=_send_attributes(topic, item),
+                attributes=send_attributes(topic, item),
             ):
                 headers = headers_from_context()
                 await self.outputs[item.kind].send(key=item.key.encode(), value=value, headers=headers)
@@ -253,19 +222,7 @@ class IngestStage:
         caught_up = highwater is not None and position is not None and position >= highwater
         settled = caught_up and committed is not None and position is not None and committed >= position
         items = self.processor.on_tick(partition, caught_up=caught_up, settled=settled)
-        for i, item in enumerate(items):
-            try:
-                item.encoded = self.ctx.serde.encode(_KIND_TOPIC[item.kind], item.record)
-            except Exception as exc:  # one message the schema cannot carry: quarantined, the others go on
-                log.exception(
-                    "ingest punctuation %d: an expired message does not encode; quarantined", partition
-                )
-                reason = f"does not encode: {type(exc).__name__}: {exc}"[:1000]
-                raw = {
-                    "carrier_id": item.record.get("carrier_id", ""),
-                    "route_id": item.record.get("route_id", ""),
-                }
-                items[i] = self.processor.quarantine(raw, reason, f"tick|{partition}", partition)
+        encode_tick_outputs(self.processor, self.ctx.serde, items, partition)
         if items:
             with _tracer.start_as_current_span("reassembly timeout") as span:
                 span.set_attribute("smsflow.emitted", len(items))
@@ -310,10 +267,10 @@ class IngestStage:
                     lambda: self.processor.on_raw(raw, origin, current_traceparent()), str(origin)
                 )
                 span.set_attribute("smsflow.outputs", len(items))
-                span.set_attribute("smsflow.outcome", _outcome(before, self.processor.stats, items))
+                span.set_attribute("smsflow.outcome", outcome(before, self.processor.stats, items))
                 # encode before sending anything: a value the schema cannot carry fails this record only
                 for item in items:
-                    item.encoded = self.ctx.serde.encode(_KIND_TOPIC[item.kind], item.record)
+                    item.encoded = self.ctx.serde.encode(KIND_TOPIC[item.kind], item.record)
             except WorkerCannotProcess:
                 raise
             except Exception as exc:
@@ -350,31 +307,12 @@ class IngestStage:
 
     async def _publish_with_links(self, pub: Any, items: list[Publish]) -> None:
         here = current_traceparent()
-        current = trace.get_current_span()
         for item in items:
-            tps = item.traceparents
-            if item.record.get("message_id"):
-                current.set_attribute("smsflow.message_id", str(item.record["message_id"]))
-            if not tps or tps == [here]:
+            plan = assembly(item, here)
+            if plan is None:
                 await pub([item], None)  # a single PDU: the message continues this very span
                 continue
-            # One SMS = one trace: a message of several segments continues the trace of the segment that
-            # arrived first and links the others' (each segment's own trace ends at its ingest span).
-            first = context_from_traceparent(tps[0])
-            others = [context_from_traceparent(t) for t in tps[1:]]
-            linked = [t for t in map(trace_id_hex, others) if t]
-            first_trace = trace_id_hex(first)
-            if first_trace and first_trace != trace_id_hex(otel_context.get_current()):
-                current.set_attribute("smsflow.assembled_in_trace", first_trace)
-            attributes: dict[str, Any] = {
-                "smsflow.message_id": str(item.record.get("message_id", "")),
-                "smsflow.segment_count": int(item.record.get("segment_count") or len(tps)),
-                "smsflow.segments_received": len(tps),
-                "smsflow.incomplete": bool(item.record.get("incomplete", False)),
-            }
-            if linked:
-                attributes[LINKED_TRACES_ATTR] = linked
             with _tracer.start_as_current_span(
-                "assemble", context=first, links=links_from(others), attributes=attributes
+                "assemble", context=plan.first, links=plan.links, attributes=plan.attributes
             ):
                 await pub([item], None)

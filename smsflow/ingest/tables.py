@@ -7,9 +7,9 @@ moves the hot path to one confluent-kafka loop per worker; its tables must read 
 topics, so a worker of either kind can take over the other's partitions (the migration, and a rollback,
 are a rolling restart):
 
-- :class:`ChangelogTable` is the mapping ``IngestProcessor`` reads and writes. It remembers which keys a
-  batch changed; :meth:`ChangelogTable.drain` gives each once, with its last value (``None``: deleted, a
-  tombstone), so a batch writes one changelog record per changed key instead of Faust's one per write.
+- :class:`ChangelogTable` is the mapping ``IngestProcessor`` reads and writes. It logs every write in order;
+  :meth:`ChangelogTable.drain` gives them (``None``: deleted, a tombstone), so the loop produces them after
+  the batch's records, in the order Faust would have written them (not one per key per batch: see the class).
 - :meth:`ChangelogTable.restore` applies a changelog partition read from its low to its high watermark, as
   Faust's recovery does: the last record of a key wins, a tombstone deletes it.
 - Keys and values are encoded as Faust's ``json`` codec writes them (a table's default key and value
@@ -74,17 +74,27 @@ def decode_value(raw: bytes | None) -> Any:
 
 
 class ChangelogTable(MutableMapping[str, Any]):
-    """A dict that remembers, until :meth:`drain`, which keys changed and in which changelog partition.
+    """A dict that logs its writes, in order, until :meth:`drain`, with the changelog partition of each.
 
     ``partition`` is the partition of the record being processed (set by the loop before each record, as
     Faust takes it from the current event): a key's writes go to that partition of the changelog, which is
     co-partitioned with ``sms.raw.v1``. Reads are plain dict reads (the hot path's ``get`` skips
-    ``Mapping.get``'s try/except)."""
+    ``Mapping.get``'s try/except).
+
+    Every write is kept, in the order it was made, as Faust's table writes it (a value is encoded when it
+    is written, so a later change to the same object does not rewrite history). The recovery argument of
+    docs/consistency.md (Invariant B) needs exactly that: after a crash a changelog partition holds *any
+    prefix of the writes*, and the processor's write order makes every prefix a state it can read. Keeping
+    only the last value of each key per batch breaks it: a cut inside a batch's writes could hold a message's
+    finished header without its parts, and an SMS was lost
+    (``test_property_a_crash_inside_a_batchs_changelog_writes_rederives_the_same_ids``). Only consecutive
+    writes of one key are merged: no cut can fall between them and show anything but the state before or
+    after both."""
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
         self.partition = 0
-        self._dirty: dict[str, int] = {}  # key -> changelog partition of its last change
+        self._log: list[tuple[int, str, bytes | None]] = []  # (changelog partition, key, encoded value)
         self._partition_of: dict[str, int] = {}  # key -> the partition that owns it
 
     # --- the mapping IngestProcessor uses
@@ -97,13 +107,22 @@ class ChangelogTable(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         if value is None:  # None is the tombstone: a stored None could not be told from a deletion
             raise ValueError(f"{key!r}: a table value cannot be None (delete the key instead)")
+        encoded = encode_value(value)
         self.data[key] = value
-        self._dirty[key] = self._partition_of[key] = self.partition
+        self._partition_of[key] = self.partition
+        self._append(key, encoded)
 
     def __delitem__(self, key: str) -> None:
         del self.data[key]
-        self._dirty[key] = self.partition
         self._partition_of.pop(key, None)
+        self._append(key, None)
+
+    def _append(self, key: str, encoded: bytes | None) -> None:
+        log = self._log
+        if log and log[-1][1] == key and log[-1][0] == self.partition:
+            log[-1] = (self.partition, key, encoded)  # the same key again at once: one write
+        else:
+            log.append((self.partition, key, encoded))
 
     def __contains__(self, key: object) -> bool:
         return key in self.data
@@ -117,20 +136,21 @@ class ChangelogTable(MutableMapping[str, Any]):
     # --- the changelog
     @property
     def pending(self) -> int:
-        """Keys changed since the last :meth:`drain`."""
-        return len(self._dirty)
+        """Writes made since the last :meth:`drain`."""
+        return len(self._log)
 
     def drain(self) -> list[tuple[int, str, Any]]:
-        """(partition, key, last value or None for deleted) of every key changed since the last drain, in
-        the order the keys first changed: one changelog write per key per batch."""
-        data = self.data
-        out = [(p, k, data.get(k)) for k, p in self._dirty.items()]
-        self._dirty = {}
+        """(partition, key, value as written or None for a deletion) of every write since the last drain, in
+        the order they were made."""
+        return [(p, k, decode_value(v)) for p, k, v in self.drain_records_raw()]
+
+    def drain_records_raw(self) -> list[tuple[int, str, bytes | None]]:
+        out, self._log = self._log, []
         return out
 
     def drain_records(self) -> list[tuple[int, bytes, bytes | None]]:
-        """:meth:`drain` encoded for the changelog topic: (partition, key, value or None)."""
-        return [(p, encode_key(k), encode_value(v)) for p, k, v in self.drain()]
+        """:meth:`drain` encoded for the changelog topic: (partition, key, value or None), in write order."""
+        return [(p, encode_key(k), v) for p, k, v in self.drain_records_raw()]
 
     def restore(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
         """Apply a changelog partition's records (key, value), oldest first, as Faust's recovery does: the
@@ -158,5 +178,5 @@ class ChangelogTable(MutableMapping[str, Any]):
         for k in gone:
             del self._partition_of[k]
             self.data.pop(k, None)
-        self._dirty = {k: p for k, p in self._dirty.items() if p != partition}
+        self._log = [w for w in self._log if w[0] != partition]
         return len(gone)

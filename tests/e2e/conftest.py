@@ -4,6 +4,7 @@ the embedded registry, and the real processes (`python -m smsflow worker|connect
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -87,6 +88,24 @@ class Pipeline:
         for f in sorted((self.workdir / "logs").glob("*.log")):
             out.append(f"--- {f.name}\n{f.read_text(errors='replace')[-4000:]}")
         return "\n".join(out)
+
+    async def drain_and_check_each_sms_once(self) -> int:
+        """After the traffic: the carrier has every PDU answered, the receiver every SMS; then none under two
+        webhook-ids, none incomplete, the texts exactly the carrier's, every signature good. Returns how many
+        SMS the carrier sent."""
+        assert await self.smsc.drain(180), self.logs()
+        expected = len(self.smsc.accepted)
+        await self.wait_delivered(expected, 180)
+        await asyncio.sleep(3)  # any late extra delivery (a second id) shows up before counting
+        msgs = self.receiver.log.messages
+        bodies = collections.Counter(m["body"] for m in msgs.values())
+        doubled = {b: c for b, c in bodies.items() if c > 1}
+        incomplete = [m for m in msgs.values() if m.get("incomplete")]
+        assert not doubled, f"{len(doubled)} SMS delivered under two webhook-ids: {list(doubled)[:3]}"
+        assert not incomplete, f"{len(incomplete)} delivered not intact: {incomplete[:2]}"
+        assert sorted(bodies) == sorted(s.text for s in self.smsc.accepted)
+        assert self.receiver.log.bad_signatures == 0
+        return expected
 
     async def wait_delivered(self, count: int, timeout: float) -> None:
         if not await self.receiver.wait_for(count, timeout):

@@ -478,6 +478,11 @@ def test_property_a_replay_from_any_commit_with_tables_ahead_rederives_the_same_
         )
         outs.apply_deferred()
         delivered += inbound(outs)
+    assert_each_sms_whole_under_one_id(delivered, items)
+
+
+def assert_each_sms_whole_under_one_id(delivered: list[dict], items: list) -> None:
+    """Every SMS of ``items`` delivered, none incomplete, each under one message id (however often)."""
     ids_by_body: dict[str, set[str]] = {}
     for m in delivered:
         assert not m["incomplete"], m

@@ -14,6 +14,8 @@ from typing import Any
 
 import faust
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from smsflow.ingest.origin import RecordOrigin
 from smsflow.ingest.processor import IngestProcessor, IngestSettings
@@ -27,6 +29,7 @@ from smsflow.ingest.tables import (
     encode_value,
 )
 from tests.factories import segment_records
+from tests.unit.ingest.test_processor import assert_each_sms_whole_under_one_id, crash_run, inbound
 
 T0 = 1_700_000_000_000
 PARTITIONS = 6
@@ -174,7 +177,7 @@ def test_a_changelog_faust_wrote_restores_the_same_tables() -> None:
         assert restored.pending == 0  # restored state is already in the changelog
 
 
-def test_a_batch_writes_each_changed_key_once_with_its_last_value() -> None:
+def test_a_batch_writes_every_change_in_order_and_merges_only_a_keys_consecutive_writes() -> None:
     t = ChangelogTable()
     t.partition = 2
     t["a"] = {"v": 1}
@@ -182,10 +185,19 @@ def test_a_batch_writes_each_changed_key_once_with_its_last_value() -> None:
     t["a"] = {"v": 2}
     del t["b"]
     t["c"] = {"v": 3}
-    assert t.drain() == [(2, "a", {"v": 2}), (2, "b", None), (2, "c", {"v": 3})]
+    t["c"] = {"v": 4}  # at once after the last: one write
+    assert t.drain() == [
+        (2, "a", {"v": 1}),
+        (2, "b", {"v": 1}),
+        (2, "a", {"v": 2}),
+        (2, "b", None),
+        (2, "c", {"v": 4}),
+    ]
     assert t.drain() == []  # drained: the next batch starts empty
-    t["a"] = {"v": 4}
-    assert t.drain_records() == [(2, b'"a"', b'{"v":4}')]
+    v = {"v": 5}
+    t["a"] = v
+    v["v"] = 6  # a later change to the object is not a write: the changelog has what was written
+    assert t.drain_records() == [(2, b'"a"', b'{"v":5}')]
 
 
 def test_restoring_its_own_drained_writes_gives_a_processor_that_carries_on_identically() -> None:
@@ -265,3 +277,57 @@ def test_keys_are_strings_and_none_is_not_a_value() -> None:
         t["k"] = None
     assert encode_value(None) is None
     assert decode_key(encode_key("h|中文|1")) == "h|中文|1"
+
+
+# ---- the loop's crash cut: anywhere inside a batch's changelog writes ------------------------------------
+
+
+@given(crash_run(), st.integers(1, 8))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_property_a_crash_inside_a_batchs_changelog_writes_rederives_the_same_ids(
+    run: Any, batch: int
+) -> None:
+    """The direct loop (ADR 0007) writes a batch's table changes after its records and commits only after the
+    flush; a crash can leave, per changelog partition, any prefix of what the batch wrote (idempotent
+    production keeps a partition's order and leaves no gaps). Whatever that prefix and whatever subset of the
+    batch's outputs landed, replaying from the committed offset delivers every SMS, whole, under one id: the
+    same property the Faust agent has (tests/unit/ingest/test_processor.py), for the loop's drained writes."""
+    items, rnd = run
+    records: list[dict[str, Any]] = []
+    for i, (text, dc, method, ref) in enumerate(items):
+        records += segment_records(text, dc, method, ref, source=f"8526100{i:04d}")
+    for _ in range(rnd.randint(0, 4)):  # carrier retransmissions, parts of multipart SMS included
+        j = rnd.randrange(len(records))
+        records.insert(rnd.randint(j + 1, len(records)), records[j])
+    settings_ = IngestSettings(reassembly_timeout_ms=60_000, dedup_window_ms=600_000)
+    partials, seen = ChangelogTable(), ChangelogTable()
+    proc = IngestProcessor(partials, seen, settings_, clock=Clock())
+    logs: dict[str, list[tuple[bytes, bytes | None]]] = {"p": [], "s": []}
+    committed_at: list[tuple[int, int, int]] = [(0, 0, 0)]  # (next offset, log lengths) at each commit
+    outputs: list[list[dict[str, Any]]] = []
+    for start in range(0, len(records), batch):
+        for off in range(start, min(start + batch, len(records))):
+            outs = proc.on_raw(
+                {**records[off], "received_at": T0 + off}, RecordOrigin("sms.raw.v1", 0, off), None
+            )
+            outs.apply_deferred()
+            outputs.append(inbound(outs))
+        logs["p"] += [(k, v) for _, k, v in partials.drain_records()]
+        logs["s"] += [(k, v) for _, k, v in seen.drain_records()]
+        committed_at.append((min(start + batch, len(records)), len(logs["p"]), len(logs["s"])))
+    commit, floor_p, floor_s = committed_at[rnd.randrange(len(committed_at))]
+    cut_p = rnd.randint(floor_p, len(logs["p"]))
+    cut_s = rnd.randint(floor_s, len(logs["s"]))
+    delivered = [m for outs in outputs[:commit] for m in outs]
+    delivered += [m for outs in outputs[commit:] for m in outs if rnd.random() < 0.5]
+    p2, s2 = ChangelogTable(), ChangelogTable()
+    p2.restore(0, logs["p"][:cut_p])
+    s2.restore(0, logs["s"][:cut_s])
+    proc2 = IngestProcessor(p2, s2, settings_, clock=Clock())
+    for off in range(commit, len(records)):
+        outs = proc2.on_raw(
+            {**records[off], "received_at": T0 + off}, RecordOrigin("sms.raw.v1", 0, off), None
+        )
+        outs.apply_deferred()
+        delivered += inbound(outs)
+    assert_each_sms_whole_under_one_id(delivered, items)

@@ -1,0 +1,638 @@
+"""The direct ingest loop (ADR 0007 step 2): sms.raw.v1 -> sms.inbound.v1 | receipts | quarantine on one
+confluent-kafka consumer and producer, without Faust.
+
+``smsflow ingest`` runs it as its own process, beside workers started without the ingest stage
+(``smsflow worker --stage deliver --stage routes --stage outbound``). It does what the Faust ingest agent
+does (streams/ingest.py), with the same ``IngestProcessor``, the same tables (their changelog topics are
+Faust's, so either kind of process can read what the other wrote), the same outputs, ids and trace context,
+and the same order of durability. Per batch (``consume`` of up to ``batch_max`` records, never a wait for
+more):
+
+1. each record, in log order, through the one guarded boundary: decoded, processed, encoded; anything it does
+   wrong quarantines that record with its reason and the loop goes on;
+2. its outputs produced (one PRODUCER span each, its context in the record's headers), then the batch's
+   changelog writes, in the order they were made (``ChangelogTable.drain_records``);
+3. ``flush()``: every output is stored (acks=all, idempotent producer);
+4. only then the batch's offsets committed, synchronously (Invariant A of docs/consistency.md, in its plainest
+   form). A produce that fails ends the process without a commit: its restart replays from the committed
+   offsets with tables restored from the changelog, a prefix of what was written (Invariant B).
+
+Punctuation (ADR 0003) needs no topic here: between batches, every ``tick_interval_s``, each owned partition
+is ticked with the offset this loop has just committed (reassembly timeouts, dedup expiry), and its outputs go
+through the same produce, flush, apply order.
+
+Rebalances: its own consumer group ``<app_id>-ingest`` (Faust's group speaks Faust's assignor; one group
+cannot mix the two), cooperative-sticky, static membership when the worker has an instance id. On assignment
+the partitions' tables are restored from the changelog before the first record is read (inside the
+callback, so nothing is fetched for them first), and a partition this group has never committed starts where
+the Faust worker's group committed it (a switch from the Faust ingest agent re-reads nothing). Revocation
+finds no batch in flight (callbacks run inside ``consume``, after the previous batch's commit): the
+partition's tables and clocks are dropped. A lost partition likewise.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from smsflow.config import Config
+from smsflow.ingest.origin import RecordOrigin
+from smsflow.ingest.processor import IngestProcessor, Outputs, Publish
+from smsflow.ingest.spans import KIND_TOPIC, assembly, encode_tick_outputs, outcome, send_attributes
+from smsflow.ingest.tables import INGEST_TABLES, ChangelogTable, changelog_topic
+from smsflow.schemas import RAW_TOPIC
+from smsflow.telemetry import (
+    context_from_headers,
+    current_traceparent,
+    headers_from_context,
+    tracer,
+)
+
+log = logging.getLogger(__name__)
+_tracer = tracer("smsflow.ingest.loop")
+RESTORE_TIMEOUT_S = 120.0
+
+
+class IngestLoopFailed(RuntimeError):
+    """The platform failed (a produce not stored, the changelog unreadable): nothing more can be processed
+    safely; the process exits non-zero and its restart replays from the committed offsets."""
+
+
+def ingest_group(app_id: str) -> str:
+    """The direct loop's consumer group (Faust's group is ``app_id``)."""
+    return f"{app_id}-ingest"
+
+
+@dataclass
+class PartitionState:
+    """What the loop knows of one owned partition of sms.raw.v1."""
+
+    committed: int | None  # the next offset to read, as committed (None: nothing committed yet)
+    position: int | None = None  # the next offset expected (log order), None until the first record
+    seen_gap: bool = False
+
+
+@dataclass
+class LoopStats:
+    batches: int = 0
+    records: int = 0
+    out_of_order: int = 0
+    produced: int = 0
+    changelog_writes: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    restored: dict[str, int] = field(default_factory=dict)
+    assignments: int = 0
+    revocations: int = 0
+
+
+class DirectIngest:
+    """The loop. ``consumer_conf`` / ``producer_conf`` are merged over the defaults (tests, tuning);
+    ``serde``: the Avro codec (its registry's schemas warmed up by the caller)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        bootstrap: str,
+        serde: Any,
+        settings: Any,
+        batch_max: int = 500,
+        tick_interval_s: float | None = None,
+        consumer_conf: dict[str, Any] | None = None,
+        producer_conf: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from confluent_kafka import Producer
+
+        from smsflow.producer import producer_conf as product_producer_conf
+
+        self.cfg = cfg
+        self.bootstrap = bootstrap
+        self.serde = serde
+        self.batch_max = batch_max
+        self.tick_interval_s = cfg.pipeline.tick_interval_s if tick_interval_s is None else tick_interval_s
+        self.clock = clock
+        self.running = True
+        self.ready = False
+        self.stats = LoopStats()
+        self.tables = {name: ChangelogTable() for name in INGEST_TABLES}
+        self.changelogs = {name: changelog_topic(cfg.app_id, name) for name in INGEST_TABLES}
+        self.processor = IngestProcessor(self.tables["ingest-partials"], self.tables["ingest-seen"], settings)
+        self.partitions: dict[int, PartitionState] = {}
+        self._delivery_errors: list[str] = []
+        self._uncommitted: dict[int, int] = {}  # partition -> handled offset + 1 not committed yet
+        # one idempotent producer (acks=all, lz4, murmur2) for every output; only failures call back (the
+        # flush before each commit waits for all of them). Longer than the connector's 5 s: a broker hiccup
+        # should delay a batch, not restart the process.
+        self.producer = Producer(
+            product_producer_conf(
+                bootstrap,
+                **{
+                    "delivery.report.only.error": True,
+                    "linger.ms": cfg.worker.producer_linger_ms,
+                    "on_delivery": self._on_delivery,
+                    "message.timeout.ms": 30000,
+                    "request.timeout.ms": 10000,
+                    **(producer_conf or {}),
+                },
+            )
+        )
+        worker = cfg.worker
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "group.id": ingest_group(cfg.app_id),
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": int(worker.session_timeout_s * 1000),
+            "heartbeat.interval.ms": int(worker.heartbeat_interval_s * 1000),
+            "fetch.wait.max.ms": 100,
+        }
+        instance = worker.effective_instance_id()
+        if instance:
+            conf["group.instance.id"] = f"{instance}-ingest"
+        conf.update(consumer_conf or {})
+        self.consumer = Consumer(conf)
+        self._last_tick = self.clock()
+
+    # ---- the loop ------------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Until ``stop()`` (or SIGTERM/SIGINT via ``install_signal_handlers``): consume, process, produce,
+        flush, commit; tick between batches. Raises ``IngestLoopFailed`` when the platform fails."""
+        self.consumer.subscribe(
+            [RAW_TOPIC], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        try:
+            while self.running:
+                records = self.next_batch()
+                if records:
+                    self.handle_batch(records)
+                if self.clock() - self._last_tick >= self.tick_interval_s:
+                    self._last_tick = self.clock()
+                    self.tick_all()
+        finally:
+            self.close()
+
+    def next_batch(self) -> list[Any]:
+        """What the consumer has fetched already, up to ``batch_max`` records; when nothing is there, a wait
+        for the first record (until the next tick is due), then what came with it. ``consume(n, timeout)``
+        alone would wait for n records or the whole timeout: a lone SMS would wait the timeout out."""
+        records = self.consumer.consume(self.batch_max, timeout=0)
+        if records:
+            return records
+        first = self.consumer.poll(self._wait_s())
+        if first is None:
+            return []
+        if self.batch_max == 1:
+            return [first]
+        return [first, *self.consumer.consume(self.batch_max - 1, timeout=0)]
+
+    def stop(self) -> None:
+        self.running = False
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def close(self) -> None:
+        left = self.producer.flush(10)
+        if left:
+            log.error("ingest loop: %d records not stored at close (their batch was not committed)", left)
+        try:
+            self.consumer.close()
+        except KafkaException as exc:  # closing twice, or the broker gone: nothing left to do
+            log.warning("ingest loop: consumer close: %s", exc)
+
+    def _wait_s(self) -> float:
+        left = self.tick_interval_s - (self.clock() - self._last_tick)
+        return max(0.0, min(0.2, left))
+
+    # ---- one batch -----------------------------------------------------------------------------------
+    def handle_batch(self, records: Iterable[Any]) -> None:
+        """Process every record in log order, produce the outputs and changelog writes, flush, commit."""
+        self.stats.batches += 1
+        done: dict[int, int] = {}  # partition -> next offset, of the records handled in this batch
+        for rec in records:
+            err = rec.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("ingest loop: consumer error: %s", err)
+                    if err.fatal():
+                        raise IngestLoopFailed(f"consumer: {err}")
+                continue
+            partition, offset = rec.partition(), rec.offset()
+            state = self.partitions.get(partition)
+            if state is None:  # a record of a partition revoked inside this consume: not ours any more
+                continue
+            if state.position is not None and offset < state.position:
+                self.stats.out_of_order += 1  # read again (a seek): handled already in this assignment
+                continue
+            if state.position is not None and offset > state.position and not state.seen_gap:
+                state.seen_gap = True  # retention or compaction moved the log's start: normal, said once
+                log.info(
+                    "ingest loop: partition %d skips offsets %d..%d", partition, state.position, offset - 1
+                )
+            state.position = offset + 1
+            self.stats.records += 1
+            for t in self.tables.values():
+                t.partition = partition  # table writes go to this record's changelog partition
+            self.handle_record(rec, partition, offset)
+            done[partition] = offset + 1
+        self._write_changelogs()
+        self._flush()
+        self._commit(done)
+
+    def handle_record(self, rec: Any, partition: int, offset: int) -> None:
+        origin = RecordOrigin(RAW_TOPIC, partition, offset)
+        with _tracer.start_as_current_span(
+            "ingest",
+            context=context_from_headers(rec.headers()),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.source.name": RAW_TOPIC,
+                "messaging.kafka.partition": partition,
+                "messaging.kafka.offset": offset,
+            },
+        ) as span:
+            value = rec.value()
+            try:
+                raw = self.serde.decode(RAW_TOPIC, value)
+            except Exception as exc:  # undecodable record: keep it, say why, move on
+                log.error("sms.raw.v1 %d:%d does not decode: %s", partition, offset, exc)
+                raw = {"carrier_id": "", "route_id": "", "pdu": value or b"", "received_at": 0}
+                self._quarantine(raw, f"record does not decode: {exc}", origin, partition)
+                return
+            span.set_attribute("smsflow.carrier", str(raw.get("carrier_id", "")))
+            span.set_attribute("smsflow.route", str(raw.get("route_id", "")))
+            before = replace(self.processor.stats)
+            try:
+                # a segment is remembered with this span's context: the assembled message hangs under the
+                # ingest span of the segment that arrived first and links the others'
+                items = self.processor.on_raw(raw, origin, current_traceparent())
+                span.set_attribute("smsflow.outputs", len(items))
+                span.set_attribute("smsflow.outcome", outcome(before, self.processor.stats, items))
+                for item in items:  # encode before producing anything: a value the schema refuses fails here
+                    item.encoded = self.serde.encode(KIND_TOPIC[item.kind], item.record)
+            except Exception as exc:
+                log.exception("sms.raw.v1 %d:%d: processing failed; quarantined", partition, offset)
+                reason = f"processing failed: {type(exc).__name__}: {exc}"[:1000]
+                self._quarantine(raw, reason, origin, partition)
+                return
+            self._publish_durably(items)
+
+    def _quarantine(self, raw: dict[str, Any], reason: str, origin: Any, partition: int) -> None:
+        self._publish([self.processor.quarantine(raw, reason, origin, partition)], None)
+
+    # ---- outputs -------------------------------------------------------------------------------------
+    def _publish_durably(self, items: Outputs) -> None:
+        """Produce, then apply the state changes that may only follow once those records are stored."""
+        self._publish_with_links(items)
+        if items.after_durable:
+            self._write_changelogs()
+            self._flush()
+            items.apply_deferred()
+
+    def _publish(self, items: list[Publish], parent: otel_context.Context | None) -> None:
+        for item in items:
+            topic = KIND_TOPIC[item.kind]
+            value = item.encoded if item.encoded is not None else self.serde.encode(topic, item.record)
+            # one PRODUCER span per record; its context rides in the record's headers to the next stage
+            with _tracer.start_as_current_span(
+                f"send {topic}",
+                context=parent,
+                kind=trace.SpanKind.PRODUCER,
+                attributes=send_attributes(topic, item),
+            ):
+                self._produce(topic, value, item.key.encode(), headers=headers_from_context())
+
+    def _publish_with_links(self, items: list[Publish]) -> None:
+        here = current_traceparent()
+        for item in items:
+            plan = assembly(item, here)
+            if plan is None:
+                self._publish([item], None)  # a single PDU: the message continues this very span
+                continue
+            with _tracer.start_as_current_span(
+                "assemble", context=plan.first, links=plan.links, attributes=plan.attributes
+            ):
+                self._publish([item], None)
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"headers": headers} if headers else {}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self.producer.produce(topic, value, key, **kwargs)
+                break
+            except BufferError:  # the producer's queue is full: let it send, then try again
+                self.producer.poll(0.05)
+        self.stats.produced += 1
+
+    def _write_changelogs(self) -> None:
+        """The batch's table writes, in the order they were made (None deletes): see ChangelogTable."""
+        for name, table in self.tables.items():
+            topic = self.changelogs[name]
+            for partition, key, value in table.drain_records():
+                self._produce(topic, value, key, partition=partition)
+                self.stats.changelog_writes += 1
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._delivery_errors.append(f"{msg.topic()}: {err}")
+
+    def _flush(self) -> None:
+        left = self.producer.flush(60)
+        if left or self._delivery_errors:
+            errors, self._delivery_errors = self._delivery_errors, []
+            raise IngestLoopFailed(
+                f"{left} records not stored in 60 s, {len(errors)} refused ({'; '.join(errors[:3])}): "
+                "the batch is not committed; a restart replays it"
+            )
+
+    def _commit(self, done: dict[int, int]) -> bool:
+        """Commit the batch's offsets, with any an earlier commit could not (a commit refused during a
+        rebalance, ILLEGAL_GENERATION, is carried to the next one rather than left behind: a partition that
+        gets no more records would otherwise be replayed by its next owner). Returns whether it succeeded."""
+        for p, o in done.items():
+            if p in self.partitions:
+                self._uncommitted[p] = max(o, self._uncommitted.get(p, o))
+        if not self._uncommitted:
+            return True
+        pending = dict(self._uncommitted)
+        offsets = [TopicPartition(RAW_TOPIC, p, o) for p, o in pending.items()]
+        for attempt in range(1, 4):
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+                break
+            except KafkaException as exc:
+                self.stats.commit_failures += 1
+                err = exc.args[0] if exc.args else None
+                retriable = isinstance(err, KafkaError) and err.retriable()
+                if not retriable or attempt == 3:
+                    # the outputs are stored; the offsets are tried again with the next commit, and should
+                    # the partition move first, its new owner replays the records and derives the same
+                    # records under the same ids (ADR 0001): nothing is lost
+                    log.warning("ingest loop: commit of %s failed (tried again next batch): %s", pending, exc)
+                    return False
+                time.sleep(0.1 * attempt)
+        self.stats.commits += 1
+        for p, o in pending.items():
+            if self._uncommitted.get(p) == o:
+                del self._uncommitted[p]
+            state = self.partitions.get(p)
+            if state is not None:
+                state.committed = o
+                self.processor.on_commit(p, o)
+        return True
+
+    # ---- punctuation ---------------------------------------------------------------------------------
+    def tick_all(self) -> None:
+        """Tick every owned partition, then one flush for all their outputs and changelog writes, then the
+        state changes that had to wait for them."""
+        ticked = [self.tick(partition) for partition in sorted(self.partitions)]
+        self._write_changelogs()
+        if len(self.producer):
+            self._flush()
+        for items in ticked:
+            items.apply_deferred()
+
+    def tick(self, partition: int) -> Outputs:
+        """Reassembly timeouts and dedup expiry of one partition, by its stream time (ADR 0003), never ahead
+        of what this loop has committed. Returns the outputs produced (their deferred steps not yet run)."""
+        state = self.partitions[partition]
+        self.processor.on_commit(partition, state.committed)
+        try:
+            _, highwater = self.consumer.get_watermark_offsets(
+                TopicPartition(RAW_TOPIC, partition), cached=True
+            )
+        except KafkaException:
+            highwater = OFFSET_INVALID
+        last = self.processor.last_offset(partition)
+        position = last + 1 if last is not None else state.committed
+        caught_up = highwater >= 0 and position is not None and position >= highwater
+        settled = (
+            caught_up and state.committed is not None and position is not None and state.committed >= position
+        )
+        for t in self.tables.values():
+            t.partition = partition
+        try:
+            items = self.processor.on_tick(partition, caught_up=caught_up, settled=settled)
+            encode_tick_outputs(self.processor, self.serde, items, partition)
+        except Exception:  # expiry is idempotent: the next tick does what this one could not
+            log.exception("ingest tick for partition %d failed", partition)
+            return Outputs()
+        if items:
+            with _tracer.start_as_current_span("reassembly timeout") as span:
+                span.set_attribute("smsflow.emitted", len(items))
+                span.set_attribute("messaging.kafka.partition", partition)
+                self._publish_with_links(items)
+        return items
+
+    # ---- rebalances ----------------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        ps = sorted(tp.partition for tp in partitions if tp.topic == RAW_TOPIC)
+        self.stats.assignments += 1
+        started = time.monotonic()
+        committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=30)}
+        never = [p for p in ps if committed.get(p, OFFSET_INVALID) < 0]
+        if never:
+            for p, o in self._faust_committed(never).items():
+                if o >= 0:
+                    committed[p] = o
+        restored = self.restore(ps)
+        for p in ps:
+            o = committed.get(p, OFFSET_INVALID)
+            self.partitions[p] = PartitionState(committed=o if o >= 0 else None)
+            self.processor.on_commit(p, o if o >= 0 else None)
+        consumer.incremental_assign(
+            [TopicPartition(RAW_TOPIC, p, committed.get(p, OFFSET_INVALID)) for p in ps]
+        )
+        self.ready = True
+        if not ps:
+            return
+        log.warning(
+            "ingest loop: assigned partitions %s (start offsets %s), %d table records restored in %.2f s",
+            ps,
+            {p: committed.get(p) for p in ps},
+            restored,
+            time.monotonic() - started,
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # No batch is in flight: callbacks run inside consume(), after the previous batch's flush. What an
+        # earlier commit could not store is committed now, while the partitions are still ours.
+        self.stats.revocations += 1
+        ps = [tp.partition for tp in partitions if tp.topic == RAW_TOPIC]
+        if any(p in self._uncommitted for p in ps):
+            self._commit({})
+        self._forget(ps, "revoked")
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._forget([tp.partition for tp in partitions if tp.topic == RAW_TOPIC], "lost")
+
+    def _forget(self, ps: list[int], why: str) -> None:
+        for p in ps:
+            self.partitions.pop(p, None)
+            self._uncommitted.pop(p, None)
+            self.processor.forget_partition(p)
+            for t in self.tables.values():
+                t.forget_partition(p)
+        if ps:
+            log.warning("ingest loop: partitions %s %s", sorted(ps), why)
+
+    def _faust_committed(self, ps: list[int]) -> dict[int, int]:
+        """Where the Faust worker's group (``app_id``) committed these partitions of sms.raw.v1: a switch from
+        the Faust ingest agent to this loop starts where the agent stopped. Only read, never committed to."""
+        peer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": self.cfg.app_id,
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            got = peer.committed([TopicPartition(RAW_TOPIC, p) for p in ps], timeout=30)
+            return {tp.partition: tp.offset for tp in got}
+        finally:
+            peer.close()
+
+    def restore(self, ps: list[int]) -> int:
+        """Read these partitions of both changelogs from their low to their high watermark into the tables
+        (the last value of a key wins, a tombstone deletes), as Faust's recovery does."""
+        if not ps:
+            return 0
+        reader = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"{ingest_group(self.cfg.app_id)}-restore",
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        applied = 0
+        try:
+            table_of: dict[str, ChangelogTable] = {}
+            ends: dict[tuple[str, int], int] = {}
+            starts = []
+            for name, topic in self.changelogs.items():
+                table_of[topic] = self.tables[name]
+                for p in ps:
+                    low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+                    if high > low:
+                        ends[(topic, p)] = high
+                        starts.append(TopicPartition(topic, p, low))
+            if not starts:
+                return 0
+            reader.assign(starts)
+            deadline = time.monotonic() + RESTORE_TIMEOUT_S
+            while ends:
+                if time.monotonic() > deadline:
+                    raise IngestLoopFailed(f"changelog restore did not reach the end of {sorted(ends)}")
+                for msg in reader.consume(1000, timeout=0.5):
+                    err = msg.error()
+                    if err is not None:
+                        if err.fatal():
+                            raise IngestLoopFailed(f"changelog restore: {err}")
+                        continue
+                    topic, partition, offset = str(msg.topic()), int(msg.partition() or 0), msg.offset() or 0
+                    end = ends.get((topic, partition))
+                    if end is None:
+                        continue
+                    applied += table_of[topic].restore(partition, [(msg.key(), msg.value())])
+                    if offset + 1 >= end:
+                        del ends[(topic, partition)]
+        finally:
+            reader.close()
+        for name, table in self.tables.items():
+            self.stats.restored[name] = len(table)
+        return applied
+
+
+def changelog_specs(cfg: Config, partitions: int) -> list[Any]:
+    """The ingest tables' changelog topics, as the worker creates them (compacted, co-partitioned with
+    sms.raw.v1)."""
+    from smsflow.topics import TopicSpec
+
+    return [
+        TopicSpec(
+            changelog_topic(cfg.app_id, name),
+            partitions,
+            cleanup_policy="compact",
+            replication_factor=cfg.kafka.replication_factor,
+        )
+        for name in INGEST_TABLES
+    ]
+
+
+def members_reading_raw(bootstrap: str, group: str, timeout: float = 10.0) -> list[str]:
+    """The members of ``group`` assigned partitions of sms.raw.v1 right now (client ids and hosts), so the two
+    kinds of ingest never run at once: the Faust worker's ingest stage (group ``app_id``) and this loop (group
+    ``<app_id>-ingest``) would each process every raw record.
+
+    A cluster that cannot answer within ``timeout`` (a coordinator still loading on a fresh broker) is not a
+    reason to keep a process from starting: said in a warning, and treated as no members."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            left = max(1.0, deadline - time.monotonic())
+            described = admin.describe_consumer_groups([group], request_timeout=left)[group].result(left)
+            break
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return []
+            failure: Exception = exc
+        except Exception as exc:  # a timeout of the future
+            failure = exc
+        if time.monotonic() >= deadline:
+            log.warning("could not tell who reads sms.raw.v1 in group %s (%s); going on", group, failure)
+            return []
+        time.sleep(0.5)
+    out = []
+    for member in described.members or []:
+        tps = member.assignment.topic_partitions if member.assignment else []
+        if any(tp.topic == RAW_TOPIC for tp in tps):
+            out.append(f"{member.client_id}@{member.host}")
+    return out
+
+
+def wait_for_other_ingest(bootstrap: str, group: str, wait_s: float, what: str) -> list[str]:
+    """``members_reading_raw`` until it is empty or ``wait_s`` passed; what is left. A member that just
+    stopped stays in its group until its session times out when it has a static-membership id
+    (``worker.instance_id``), so a switch from one kind of ingest to the other waits that long before it
+    refuses."""
+    deadline = time.monotonic() + wait_s
+    members = members_reading_raw(bootstrap, group)
+    if members:
+        log.warning(
+            "%s are reading sms.raw.v1 (%s): waiting up to %.0f s for them to go",
+            what,
+            members,
+            wait_s,
+        )
+    while members and time.monotonic() < deadline:
+        time.sleep(1.0)
+        members = members_reading_raw(bootstrap, group)
+    return members
