@@ -90,12 +90,11 @@ class HotLoop:
         from smsflow.delivery.engine import DeliveryEngine
         from smsflow.delivery.policy import RetryPolicy, RetrySchedule
         from smsflow.delivery.sender import SenderConfig, WebhookSender
-        from smsflow.ingest.processor import IngestProcessor
+        from smsflow.ingest.processor import IngestProcessor, ingest_settings
         from smsflow.producer import producer_conf
         from smsflow.schemas import DELIVERY_TOPIC, INBOUND_TOPIC, QUARANTINE_TOPIC, RAW_TOPIC, RECEIPTS_TOPIC
         from smsflow.serde import Serde, registry_client
         from smsflow.subscriptions.store import InMemorySubscriptionStore
-        from streams.ingest import ingest_settings  # the worker's rules from the same config
 
         bootstrap, registry = cfg.require_endpoints()
         self.cfg = cfg
@@ -112,6 +111,7 @@ class HotLoop:
         self.delivery_topic = DELIVERY_TOPIC
         self.tables = {name: ChangelogTable() for name in INGEST_TABLES}
         self.changelogs = {name: changelog_topic(app_id, name) for name in INGEST_TABLES}
+        # the worker's rules, from the same config
         self.processor = IngestProcessor(
             self.tables["ingest-partials"], self.tables["ingest-seen"], ingest_settings(cfg)
         )

@@ -261,11 +261,11 @@ def run_ingest_loop(cfg: Config, batch_max: int = 500, loglevel: str = "warning"
     """The direct ingest loop (smsflow/ingest/loop.py) until SIGTERM/SIGINT. Returns the exit code: 0, or
     ``EXIT_CANNOT_PROCESS`` when the platform failed (nothing committed past what is stored)."""
     from smsflow.ingest.loop import DirectIngest, IngestLoopFailed, changelog_specs, wait_for_other_ingest
+    from smsflow.ingest.processor import ingest_settings
     from smsflow.schemas import RAW_TOPIC
     from smsflow.serde import Serde, registry_client
     from smsflow.telemetry import setup_tracing, shutdown_tracing
     from smsflow.topics import ensure_topics, partition_count
-    from streams.ingest import ingest_settings
     from streams.liveness import EXIT_CANNOT_PROCESS
 
     configure_logging(loglevel)

@@ -26,10 +26,8 @@ from faust.streams import _current_event
 from faust.types import TP
 from opentelemetry import trace
 
-from smsflow.carriers import alphabet_overrides
-from smsflow.config import Config
 from smsflow.ingest.origin import RecordOrigin
-from smsflow.ingest.processor import IngestProcessor, IngestSettings, Outputs, Publish
+from smsflow.ingest.processor import IngestProcessor, Outputs, Publish
 from smsflow.ingest.spans import KIND_TOPIC, assembly, encode_tick_outputs, outcome, send_attributes
 from smsflow.schemas import RAW_TOPIC
 from smsflow.telemetry import (
@@ -54,24 +52,6 @@ def _headers(event_headers: Any) -> list[tuple[str, Any]]:
     if isinstance(event_headers, dict):
         return list(event_headers.items())
     return list(event_headers or [])
-
-
-def ingest_settings(cfg: Config) -> IngestSettings:
-    """The processor's rules, from the pipeline and carrier sections of the config."""
-    return IngestSettings(
-        reassembly_timeout_ms=int(cfg.pipeline.reassembly_timeout_s * 1000),
-        incomplete_policy=cfg.pipeline.incomplete_policy,
-        dedup_window_ms=int(cfg.pipeline.dedup_window_s * 1000),
-        default_regions={c.id: c.default_region for c in cfg.carriers},
-        gsm_default_alphabets={c.id: c.gsm_default_alphabet for c in cfg.carriers},
-        alphabet_overrides={
-            c.id: alphabet_overrides(c.data_coding, c.gsm_default_alphabet) for c in cfg.carriers
-        },
-        receipt_id_forms={c.id: c.receipts.id_form for c in cfg.carriers},
-        receipts_in_text=frozenset(c.id for c in cfg.carriers if c.receipts.in_text),
-        max_segments=cfg.pipeline.max_segments,
-        max_message_bytes=cfg.pipeline.max_message_bytes,
-    )
 
 
 class IngestStage:

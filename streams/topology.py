@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import faust
 
-from smsflow.ingest.processor import IngestProcessor
+from smsflow.ingest.processor import IngestProcessor, ingest_settings
 from smsflow.outbound.submission import LEDGER_TOPIC
 from smsflow.schemas import (
     DELIVERY_TOPIC,
@@ -60,7 +60,7 @@ from streams import offsets
 from streams.callbacks import CallbackStage
 from streams.context import StreamContext
 from streams.deliver import DELIVER_OUTPUTS, DeliverStage
-from streams.ingest import IngestStage, ingest_settings
+from streams.ingest import IngestStage
 from streams.outbound import OUTPUTS as OUTBOUND_OUTPUTS
 from streams.outbound import OutboundStage
 from streams.routes import RoutesStage, RoutesTopics, scoped_topic_name, ticks_topic_name

@@ -25,9 +25,9 @@ import heapq
 import time
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from smsflow.carriers import ReceiptIdForm, looks_like_receipt_text, receipt_id_decimal
+from smsflow.carriers import ReceiptIdForm, alphabet_overrides, looks_like_receipt_text, receipt_id_decimal
 from smsflow.enrich import enrich
 from smsflow.ingest.dedup import DedupWindow, SeenEntry, message_fingerprint, message_id
 from smsflow.ingest.origin import RecordOrigin
@@ -50,6 +50,9 @@ from smsflow.smpp.pdu import PduError, decode_pdu
 from smsflow.sms.text import DefaultAlphabet, TextDecodeError, decode_text
 from smsflow.sms.udh import UdhError, concat_from_sar, concat_info, parse_udh
 
+if TYPE_CHECKING:
+    from smsflow.config import Config
+
 # The longest legal SMS is 255 segments; message_payload carries at most 65,535 octets per PDU.
 MAX_SEGMENTS = 255
 
@@ -70,6 +73,25 @@ class IngestSettings:
     # Carrier clocks (received_at is stamped by each connector) may disagree a little; expiry waits this much
     # longer than the window so a record stamped slightly in the past still meets its state.
     clock_skew_ms: int = 5_000
+
+
+def ingest_settings(cfg: Config) -> IngestSettings:
+    """The processor's rules, from the pipeline and carrier sections of the config (both ingest stages: the
+    Faust agent and the direct loop, which must not import Faust to get them)."""
+    return IngestSettings(
+        reassembly_timeout_ms=int(cfg.pipeline.reassembly_timeout_s * 1000),
+        incomplete_policy=cfg.pipeline.incomplete_policy,
+        dedup_window_ms=int(cfg.pipeline.dedup_window_s * 1000),
+        default_regions={c.id: c.default_region for c in cfg.carriers},
+        gsm_default_alphabets={c.id: c.gsm_default_alphabet for c in cfg.carriers},
+        alphabet_overrides={
+            c.id: alphabet_overrides(c.data_coding, c.gsm_default_alphabet) for c in cfg.carriers
+        },
+        receipt_id_forms={c.id: c.receipts.id_form for c in cfg.carriers},
+        receipts_in_text=frozenset(c.id for c in cfg.carriers if c.receipts.in_text),
+        max_segments=cfg.pipeline.max_segments,
+        max_message_bytes=cfg.pipeline.max_message_bytes,
+    )
 
 
 @dataclass

@@ -13,11 +13,10 @@ from bench.hotloop import CarrierPdus, batch_offsets
 from devkit.simulator.traffic import LogicalSms
 from smsflow.config import parse_config
 from smsflow.ingest.origin import RecordOrigin
-from smsflow.ingest.processor import IngestProcessor
+from smsflow.ingest.processor import IngestProcessor, ingest_settings
 from smsflow.ingest.tables import ChangelogTable
 from smsflow.schemas import RAW_TOPIC
 from smsflow.serde import Serde
-from streams.ingest import ingest_settings
 
 
 def test_the_batch_commits_the_next_offset_of_each_partition() -> None:

@@ -11,8 +11,8 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from smsflow.config import Config
 from smsflow.ingest.loop import DirectIngest, PartitionState, ingest_group
+from smsflow.ingest.processor import ingest_settings
 from smsflow.schemas import RAW_TOPIC
-from streams.ingest import ingest_settings
 
 
 class FakeConsumer:
