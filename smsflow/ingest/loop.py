@@ -36,7 +36,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
@@ -89,7 +89,6 @@ class LoopStats:
     changelog_writes: int = 0
     commits: int = 0
     commit_failures: int = 0
-    restored: dict[str, int] = field(default_factory=dict)
     assignments: int = 0
     revocations: int = 0
 
@@ -562,8 +561,6 @@ class DirectIngest:
                         del ends[(topic, partition)]
         finally:
             reader.close()
-        for name, table in self.tables.items():
-            self.stats.restored[name] = len(table)
         return applied
 
 
@@ -583,16 +580,17 @@ def changelog_specs(cfg: Config, partitions: int) -> list[Any]:
     ]
 
 
-def members_reading_raw(bootstrap: str, group: str, timeout: float = 10.0) -> list[str]:
+def members_reading_raw(bootstrap: str, group: str, timeout: float = 10.0, admin: Any = None) -> list[str]:
     """The members of ``group`` assigned partitions of sms.raw.v1 right now (client ids and hosts), so the two
     kinds of ingest never run at once: the Faust worker's ingest stage (group ``app_id``) and this loop (group
     ``<app_id>-ingest``) would each process every raw record.
 
     A cluster that cannot answer within ``timeout`` (a coordinator still loading on a fresh broker) is not a
-    reason to keep a process from starting: said in a warning, and treated as no members."""
+    reason to keep a process from starting: said in a warning, and treated as no members. ``admin``: a client
+    to ask with (one is made if not given)."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = admin or AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -623,8 +621,11 @@ def wait_for_other_ingest(bootstrap: str, group: str, wait_s: float, what: str) 
     stopped stays in its group until its session times out when it has a static-membership id
     (``worker.instance_id``), so a switch from one kind of ingest to the other waits that long before it
     refuses."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.monotonic() + wait_s
-    members = members_reading_raw(bootstrap, group)
+    members = members_reading_raw(bootstrap, group, admin=admin)
     if members:
         log.warning(
             "%s are reading sms.raw.v1 (%s): waiting up to %.0f s for them to go",
@@ -634,5 +635,5 @@ def wait_for_other_ingest(bootstrap: str, group: str, wait_s: float, what: str) 
         )
     while members and time.monotonic() < deadline:
         time.sleep(1.0)
-        members = members_reading_raw(bootstrap, group)
+        members = members_reading_raw(bootstrap, group, admin=admin)
     return members

@@ -142,15 +142,15 @@ class ChangelogTable(MutableMapping[str, Any]):
     def drain(self) -> list[tuple[int, str, Any]]:
         """(partition, key, value as written or None for a deletion) of every write since the last drain, in
         the order they were made."""
-        return [(p, k, decode_value(v)) for p, k, v in self.drain_records_raw()]
+        return [(p, k, decode_value(v)) for p, k, v in self._take()]
 
-    def drain_records_raw(self) -> list[tuple[int, str, bytes | None]]:
+    def _take(self) -> list[tuple[int, str, bytes | None]]:
         out, self._log = self._log, []
         return out
 
     def drain_records(self) -> list[tuple[int, bytes, bytes | None]]:
         """:meth:`drain` encoded for the changelog topic: (partition, key, value or None), in write order."""
-        return [(p, encode_key(k), v) for p, k, v in self.drain_records_raw()]
+        return [(p, encode_key(k), v) for p, k, v in self._take()]
 
     def restore(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
         """Apply a changelog partition's records (key, value), oldest first, as Faust's recovery does: the
