@@ -23,11 +23,10 @@ import yaml
 
 from devkit.demo.pipeline import RoleProcess
 from devkit.simulator.traffic import TrafficMix
-from tests.e2e.test_crash_consistency import _free_port, _wait_ready
+from tests.e2e.test_crash_consistency import RATE, _feed, _free_port, _wait_ready
 
 pytestmark = pytest.mark.e2e
 
-RATE = 30  # logical SMS per second
 KILLS = 2
 AFTER_RESTART_DELIVERED = 40
 
@@ -83,14 +82,6 @@ async def _refused(p: Any, args: list[str], reason: str) -> None:
     code = await asyncio.to_thread(proc.proc.wait, 60)
     text = log.read_text(errors="replace")
     assert code == 3 and reason in text, (code, text[-2000:])
-
-
-async def _feed(p: Any, mix: TrafficMix, count: int, sent: list[float]) -> None:
-    t0 = time.monotonic()
-    for i in range(count):
-        p.smsc.enqueue(mix.next())
-        sent.append(time.monotonic())
-        await asyncio.sleep(max(0.0, t0 + (i + 1) / RATE - time.monotonic()))
 
 
 async def test_ingest_loop_takes_over_from_faust_and_survives_kill_9(pipeline: Any) -> None:

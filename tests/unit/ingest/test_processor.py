@@ -448,23 +448,15 @@ def test_property_a_replay_from_any_commit_with_tables_ahead_rederives_the_same_
     topic holds every output before the commit and any subset of the later ones. Whatever the cut, replaying
     from the commit delivers every SMS, whole, under one id."""
     items, rnd = run
-    records = []
-    for i, (text, dc, method, ref) in enumerate(items):
-        records += segment_records(text, dc, method, ref, source=f"8526100{i:04d}")
-    # carrier retransmissions of single PDUs, parts of multipart SMS included, after their originals
-    for _ in range(rnd.randint(0, 4)):
-        j = rnd.randrange(len(records))
-        records.insert(rnd.randint(j + 1, len(records)), records[j])
+    records = crash_records(items, rnd)
     settings_ = IngestSettings(reassembly_timeout_ms=60_000, dedup_window_ms=600_000)
     partials, seen = LoggedTable(), LoggedTable()
     proc = IngestProcessor(partials, seen, settings_, clock=Clock())
     writes_before: list[tuple[int, int]] = []  # per record: table log lengths before it
     outputs: list[list] = []
-    for off, rec in enumerate(records):
+    for off in range(len(records)):
         writes_before.append((len(partials.log), len(seen.log)))
-        outs = proc.on_raw({**rec, "received_at": T0 + off}, RecordOrigin("sms.raw.v1", 0, off), None)
-        outs.apply_deferred()
-        outputs.append(inbound(outs))
+        outputs.append(handle_at(proc, records, off))
     commit = rnd.randint(0, len(records))
     floor = writes_before[commit] if commit < len(records) else (len(partials.log), len(seen.log))
     cut_p = rnd.randint(floor[0], len(partials.log))
@@ -472,13 +464,27 @@ def test_property_a_replay_from_any_commit_with_tables_ahead_rederives_the_same_
     delivered = [m for outs in outputs[:commit] for m in outs]
     delivered += [m for outs in outputs[commit:] for m in outs if rnd.random() < 0.5]
     proc2 = IngestProcessor(restore(partials.log, cut_p), restore(seen.log, cut_s), settings_, clock=Clock())
-    for off in range(commit, len(records)):
-        outs = proc2.on_raw(
-            {**records[off], "received_at": T0 + off}, RecordOrigin("sms.raw.v1", 0, off), None
-        )
-        outs.apply_deferred()
-        delivered += inbound(outs)
+    delivered += [m for off in range(commit, len(records)) for m in handle_at(proc2, records, off)]
     assert_each_sms_whole_under_one_id(delivered, items)
+
+
+def crash_records(items: list, rnd: random.Random) -> list[dict]:
+    """The raw records of ``items`` (a crash_run), with carrier retransmissions of single PDUs, parts of
+    multipart SMS included, after their originals."""
+    records: list[dict] = []
+    for i, (text, dc, method, ref) in enumerate(items):
+        records += segment_records(text, dc, method, ref, source=f"8526100{i:04d}")
+    for _ in range(rnd.randint(0, 4)):
+        j = rnd.randrange(len(records))
+        records.insert(rnd.randint(j + 1, len(records)), records[j])
+    return records
+
+
+def handle_at(proc: IngestProcessor, records: list[dict], off: int) -> list[dict]:
+    """Record ``off`` of partition 0 through the processor (its deferred steps run): the messages out."""
+    outs = proc.on_raw({**records[off], "received_at": T0 + off}, RecordOrigin("sms.raw.v1", 0, off), None)
+    outs.apply_deferred()
+    return inbound(outs)
 
 
 def assert_each_sms_whole_under_one_id(delivered: list[dict], items: list) -> None:

@@ -29,7 +29,12 @@ from smsflow.ingest.tables import (
     encode_value,
 )
 from tests.factories import segment_records
-from tests.unit.ingest.test_processor import assert_each_sms_whole_under_one_id, crash_run, inbound
+from tests.unit.ingest.test_processor import (
+    assert_each_sms_whole_under_one_id,
+    crash_records,
+    crash_run,
+    handle_at,
+)
 
 T0 = 1_700_000_000_000
 PARTITIONS = 6
@@ -293,12 +298,7 @@ def test_property_a_crash_inside_a_batchs_changelog_writes_rederives_the_same_id
     batch's outputs landed, replaying from the committed offset delivers every SMS, whole, under one id: the
     same property the Faust agent has (tests/unit/ingest/test_processor.py), for the loop's drained writes."""
     items, rnd = run
-    records: list[dict[str, Any]] = []
-    for i, (text, dc, method, ref) in enumerate(items):
-        records += segment_records(text, dc, method, ref, source=f"8526100{i:04d}")
-    for _ in range(rnd.randint(0, 4)):  # carrier retransmissions, parts of multipart SMS included
-        j = rnd.randrange(len(records))
-        records.insert(rnd.randint(j + 1, len(records)), records[j])
+    records = crash_records(items, rnd)
     settings_ = IngestSettings(reassembly_timeout_ms=60_000, dedup_window_ms=600_000)
     partials, seen = ChangelogTable(), ChangelogTable()
     proc = IngestProcessor(partials, seen, settings_, clock=Clock())
@@ -306,12 +306,7 @@ def test_property_a_crash_inside_a_batchs_changelog_writes_rederives_the_same_id
     committed_at: list[tuple[int, int, int]] = [(0, 0, 0)]  # (next offset, log lengths) at each commit
     outputs: list[list[dict[str, Any]]] = []
     for start in range(0, len(records), batch):
-        for off in range(start, min(start + batch, len(records))):
-            outs = proc.on_raw(
-                {**records[off], "received_at": T0 + off}, RecordOrigin("sms.raw.v1", 0, off), None
-            )
-            outs.apply_deferred()
-            outputs.append(inbound(outs))
+        outputs += [handle_at(proc, records, off) for off in range(start, min(start + batch, len(records)))]
         logs["p"] += [(k, v) for _, k, v in partials.drain_records()]
         logs["s"] += [(k, v) for _, k, v in seen.drain_records()]
         committed_at.append((min(start + batch, len(records)), len(logs["p"]), len(logs["s"])))
@@ -324,10 +319,5 @@ def test_property_a_crash_inside_a_batchs_changelog_writes_rederives_the_same_id
     p2.restore(0, logs["p"][:cut_p])
     s2.restore(0, logs["s"][:cut_s])
     proc2 = IngestProcessor(p2, s2, settings_, clock=Clock())
-    for off in range(commit, len(records)):
-        outs = proc2.on_raw(
-            {**records[off], "received_at": T0 + off}, RecordOrigin("sms.raw.v1", 0, off), None
-        )
-        outs.apply_deferred()
-        delivered += inbound(outs)
+    delivered += [m for off in range(commit, len(records)) for m in handle_at(proc2, records, off)]
     assert_each_sms_whole_under_one_id(delivered, items)
