@@ -173,6 +173,7 @@ class HotLoop:
         from opentelemetry import trace
 
         from smsflow.ingest.origin import RecordOrigin
+        from smsflow.ingest.spans import ingest_attributes
         from smsflow.telemetry import context_from_headers, current_traceparent, headers_from_context, tracer
 
         tr = tracer("smsflow.bench.hotloop")
@@ -193,12 +194,7 @@ class HotLoop:
                 "ingest",
                 context=context_from_headers(rec.headers()),
                 kind=trace.SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "kafka",
-                    "messaging.source.name": self.raw_topic,
-                    "messaging.kafka.partition": partition,
-                    "messaging.kafka.offset": offset,
-                },
+                attributes=ingest_attributes(self.raw_topic, partition, offset),
             ):
                 origin = RecordOrigin(self.raw_topic, partition, offset)
                 try:

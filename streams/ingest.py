@@ -28,7 +28,14 @@ from opentelemetry import trace
 
 from smsflow.ingest.origin import RecordOrigin
 from smsflow.ingest.processor import IngestProcessor, Outputs, Publish
-from smsflow.ingest.spans import KIND_TOPIC, assembly, encode_tick_outputs, outcome, send_attributes
+from smsflow.ingest.spans import (
+    KIND_TOPIC,
+    assembly,
+    encode_tick_outputs,
+    ingest_attributes,
+    outcome,
+    send_attributes,
+)
 from smsflow.schemas import RAW_TOPIC
 from smsflow.telemetry import (
     context_from_headers,
@@ -220,12 +227,7 @@ class IngestStage:
             "ingest",
             context=parent,
             kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.source.name": msg.topic,
-                "messaging.kafka.partition": msg.partition,
-                "messaging.kafka.offset": msg.offset,
-            },
+            attributes=ingest_attributes(msg.topic, msg.partition, msg.offset),
         ) as span:
             try:
                 raw = self.ctx.serde.decode(RAW_TOPIC, event.value)

@@ -46,7 +46,14 @@ from opentelemetry import trace
 from smsflow.config import Config
 from smsflow.ingest.origin import RecordOrigin
 from smsflow.ingest.processor import IngestProcessor, Outputs, Publish
-from smsflow.ingest.spans import KIND_TOPIC, assembly, encode_tick_outputs, outcome, send_attributes
+from smsflow.ingest.spans import (
+    KIND_TOPIC,
+    assembly,
+    encode_tick_outputs,
+    ingest_attributes,
+    outcome,
+    send_attributes,
+)
 from smsflow.ingest.tables import INGEST_TABLES, ChangelogTable, changelog_topic
 from smsflow.schemas import RAW_TOPIC
 from smsflow.telemetry import (
@@ -256,12 +263,7 @@ class DirectIngest:
             "ingest",
             context=context_from_headers(rec.headers()),
             kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.source.name": RAW_TOPIC,
-                "messaging.kafka.partition": partition,
-                "messaging.kafka.offset": offset,
-            },
+            attributes=ingest_attributes(RAW_TOPIC, partition, offset),
         ) as span:
             value = rec.value()
             try:

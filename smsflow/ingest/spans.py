@@ -37,6 +37,16 @@ def outcome(before: Stats, after: Stats, items: list[Publish]) -> str:
     return "held for reassembly"
 
 
+def ingest_attributes(topic: str, partition: int, offset: int) -> dict[str, Any]:
+    """The CONSUMER span of one raw record (``ingest``)."""
+    return {
+        "messaging.system": "kafka",
+        "messaging.source.name": topic,
+        "messaging.kafka.partition": partition,
+        "messaging.kafka.offset": offset,
+    }
+
+
 def send_attributes(topic: str, item: Publish) -> dict[str, Any]:
     """The PRODUCER span of one output record."""
     attrs: dict[str, Any] = {
