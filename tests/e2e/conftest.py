@@ -25,6 +25,27 @@ from smsflow.subscriptions.secretbox import ENV_KEYS, SecretBox
 from smsflow.topics import ensure_topics, load_manifest
 
 PASSWORD = "sim-pass"
+# Which ingest a "worker" is. "loop", the default deployment (README): the direct ingest loop (`smsflow
+# ingest`, ADR 0007) beside a worker without the ingest stage, started, stopped, paused and killed as a pair
+# under the worker's name (the loop's process is "<name>-ingest"). "faust": `smsflow worker` with every stage,
+# the Faust ingest agent. SMSFLOW_E2E_INGEST=faust runs the whole suite that way; a test may ask for one
+# (pipeline(ingest=...)).
+INGEST_MODE = os.environ.get("SMSFLOW_E2E_INGEST", "loop")
+INGEST_MODES = ("loop", "faust")
+if INGEST_MODE not in INGEST_MODES:
+    raise ValueError(f"SMSFLOW_E2E_INGEST must be 'loop' or 'faust', not {INGEST_MODE!r}")
+NON_INGEST_STAGES = ["--stage", "deliver", "--stage", "routes", "--stage", "outbound"]
+
+
+def worker_processes(key: str, config: Path, mode: str) -> list[tuple[str, str, list[str]]]:
+    """(process key, role, argv) of what runs as the worker ``key`` with ingest ``mode``."""
+    base = ["--config", str(config), "--loglevel", "info"]
+    if mode == "loop":
+        return [
+            (f"{key}-ingest", "ingest", ["ingest", *base]),
+            (key, "worker", ["worker", *base, *NON_INGEST_STAGES]),
+        ]
+    return [(key, "worker", ["worker", *base])]
 
 
 @dataclass
@@ -67,21 +88,38 @@ class Pipeline:
     env: dict[str, str]
     procs: dict[str, RoleProcess] = field(default_factory=dict)
     env_app_id: str = ""
+    ingest_mode: str = INGEST_MODE
 
     def start(self, *names: str) -> None:
         for name in names or ("worker", "connector"):
-            args = [name, "--config", str(self.config_path)]
             if name == "worker":
-                args += ["--loglevel", "info"]
-            p = RoleProcess(name, args, self.env, self.workdir / "logs" / f"{name}-{len(self.procs)}.log")
-            p.start()
-            self.procs[name] = p
+                self.start_worker(name, self.config_path)
+                continue
+            self._spawn(name, name, [name, "--config", str(self.config_path)])
+
+    def start_worker(self, key: str, config: Path) -> None:
+        """The worker ``key`` with ``config``: one process, or a loop and a worker (``ingest_mode``)."""
+        for proc_key, role, args in worker_processes(key, config, self.ingest_mode):
+            self._spawn(proc_key, role, args)
+
+    def _spawn(self, key: str, role: str, args: list[str]) -> None:
+        log = self.workdir / "logs" / f"{key}-{len(self.procs)}-{time.monotonic_ns()}.log"
+        p = RoleProcess(role, args, self.env, log)
+        p.start()
+        self.procs[key] = p
+
+    def processes_of(self, name: str) -> list[RoleProcess]:
+        """The processes started under ``name``: a worker in loop mode is two."""
+        return [self.procs[k] for k in (f"{name}-ingest", name) if k in self.procs]
 
     def stop(self, name: str) -> None:
-        self.procs[name].stop()
+        for proc in self.processes_of(name):
+            proc.stop()
 
     def kill(self, name: str) -> None:
-        self.procs[name].kill()
+        """kill -9; a worker in loop mode loses both its processes at once."""
+        for proc in self.processes_of(name):
+            proc.kill()
 
     def logs(self) -> str:
         out = []
@@ -137,11 +175,14 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
         carrier_extra: dict[str, Any] | None = None,
         routing: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
+        ingest: str = INGEST_MODE,
         **smsc_kw: Any,
     ) -> Pipeline:
         """``carriers`` accounts on the simulated SMSC (one route each), ``sessions`` binds per carrier.
         ``carrier_port`` points the carriers at another SMSC (a third-party peer) instead; ``carrier_extra``
-        adds or replaces carrier settings (a profile, reconnect timing)."""
+        adds or replaces carrier settings (a profile, reconnect timing). ``ingest``: "loop" or "faust"
+        (INGEST_MODE)."""
+        assert ingest in INGEST_MODES, ingest
         secret = generate_secret()
         accounts = {f"acct{i}": PASSWORD for i in range(carriers)}
         smsc = SimulatedSmsc(accounts, dup_ratio=dup_ratio, retry_delay_s=0.5, port=smsc_port or 0, **smsc_kw)
@@ -196,7 +237,7 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
                 **(extra_env or {}),
             },
         )
-        p = Pipeline(stack, tmp_path, smsc, rx, path, env, env_app_id=cfg["app_id"])
+        p = Pipeline(stack, tmp_path, smsc, rx, path, env, env_app_id=cfg["app_id"], ingest_mode=ingest)
         made.append(p)
         return p
 

@@ -7,6 +7,8 @@ with two workers sharing the partitions (one of them killed and restarted each t
 sees it: every SMS is delivered, none under two webhook-ids, none incomplete, and the carrier→webhook latency
 added by the kills stays within a generous bound (figures printed; docs/consistency.md has measured ones).
 Each worker has its own state folder and static-membership id (``worker.instance_id``), as in production.
+A "worker" is the default deployment's pair, the ingest loop and a worker without the ingest stage, killed
+together (tests/e2e/conftest.py); the single-worker run is repeated with the Faust ingest agent.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from devkit.demo.pipeline import RoleProcess
 from devkit.simulator.traffic import TrafficMix
+from tests.e2e.conftest import INGEST_MODES
 
 pytestmark = pytest.mark.e2e
 
@@ -41,28 +43,30 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker_config(p: Any, name: str, health_port: int) -> Path:
-    """Same app, its own state folder and static-membership id (several workers on one machine)."""
+def _worker_config(p: Any, name: str, health_ports: list[int]) -> Path:
+    """Same app, its own state folder and static-membership id (several workers on one machine); the worker's
+    /health on ``health_ports[0]``, the ingest loop's (in loop mode) on ``health_ports[1]``."""
     cfg = yaml.safe_load(p.config_path.read_text(encoding="utf-8"))
     cfg["data_dir"] = str(p.workdir / f"data-{name}")
-    cfg["metrics"] = {"host": "127.0.0.1", "worker_port": health_port}
+    cfg["metrics"] = {"host": "127.0.0.1", "worker_port": health_ports[0]}
+    if p.ingest_mode == "loop":
+        cfg["metrics"]["ingest_port"] = health_ports[1]
     cfg.setdefault("worker", {})["instance_id"] = name
-    # SMSFLOW_E2E_STORE=rocksdb runs the same kills against the on-disk table store
+    # SMSFLOW_E2E_STORE=rocksdb runs the same kills against the on-disk table store (of Faust workers: with
+    # SMSFLOW_E2E_INGEST=faust, as the ingest loop refuses it, ADR 0007 step 4)
     cfg["worker"]["store"] = os.environ.get("SMSFLOW_E2E_STORE", "memory")
     path = p.workdir / f"config-{name}.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
 
 
-def _start_worker(p: Any, key: str, config: Path) -> None:
-    proc = RoleProcess(
-        "worker",
-        ["worker", "--config", str(config), "--loglevel", "info"],
-        p.env,
-        p.workdir / "logs" / f"{key}-{len(p.procs)}-{time.monotonic_ns()}.log",
-    )
-    proc.start()
-    p.procs[key] = proc
+def _health_ports(mode: str) -> list[int]:
+    return [_free_port() for _ in range(2 if mode == "loop" else 1)]
+
+
+async def _wait_all_ready(ports: list[int], timeout: float) -> float:
+    """The worker's processes (one, or the loop and the worker) all answer /health; the slowest's seconds."""
+    return max([await _wait_ready(port, timeout) for port in ports])
 
 
 async def _wait_ready(port: int, timeout: float) -> float:
@@ -89,7 +93,7 @@ async def _feed(p: Any, mix: TrafficMix, count: int, sent: list[float]) -> None:
         await asyncio.sleep(max(0.0, t0 + (i + 1) / RATE - time.monotonic()))
 
 
-async def _run(pipeline: Any, workers: int, seed: int, count: int) -> dict[str, Any]:
+async def _run(pipeline: Any, workers: int, seed: int, count: int, **kw: Any) -> dict[str, Any]:
     p = await pipeline(
         carriers=2,
         sessions=2,
@@ -97,12 +101,13 @@ async def _run(pipeline: Any, workers: int, seed: int, count: int) -> dict[str, 
         cross_route_ratio=0.03,
         window=32,
         pipeline_cfg={"reassembly_timeout_s": 60},
+        **kw,
     )
     names = ["worker-a", "worker-b"][:workers]
-    ports = {n: _free_port() for n in names}
+    ports = {n: _health_ports(p.ingest_mode) for n in names}
     configs = {n: _worker_config(p, n, ports[n]) for n in names}
     for n in names:
-        _start_worker(p, n, configs[n])
+        p.start_worker(n, configs[n])
     p.start("connector")
     await p.smsc.wait_bound(60)
     mix = TrafficMix(seed=seed, multipart_ratio=0.4)
@@ -121,8 +126,8 @@ async def _run(pipeline: Any, workers: int, seed: int, count: int) -> dict[str, 
         p.kill(victim)
         kills.append((victim, time.time() * 1000))
         await asyncio.sleep(1.0)
-        _start_worker(p, victim, configs[victim])
-        ready_after.append(await _wait_ready(ports[victim], 90))
+        p.start_worker(victim, configs[victim])
+        ready_after.append(await _wait_all_ready(ports[victim], 90))
         target = len(p.receiver.log.messages) + AFTER_RESTART_DELIVERED
         await p.wait_delivered(target, 120)
     await feeder
@@ -182,8 +187,9 @@ def latency_tagging(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(receiver.WebhookReceiver, "handle", handle)
 
 
-async def test_kill_single_worker_repeatedly(pipeline: Any, latency_tagging: None) -> None:
-    figures = await _run(pipeline, workers=1, seed=101, count=RATE * 60)
+@pytest.mark.parametrize("ingest", INGEST_MODES)  # the Faust ingest agent stays a supported deployment
+async def test_kill_single_worker_repeatedly(pipeline: Any, latency_tagging: None, ingest: str) -> None:
+    figures = await _run(pipeline, workers=1, seed=101, count=RATE * 60, ingest=ingest)
     # a restart includes the Python process start on a loaded machine: a generous bound that catches a stall
     # on a dead member's session (60 s by Faust's default) or a wall-clock reassembly timeout
     assert figures["added_latency_ms"] < 30_000, figures

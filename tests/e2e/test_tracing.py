@@ -18,10 +18,13 @@ import pytest
 
 from devkit.simulator.traffic import LONG_CN, LONG_EN, LogicalSms
 from smsflow.sms.segmentation import split_for_smpp
+from tests.e2e.conftest import INGEST_MODE
 
 pytestmark = pytest.mark.e2e
 
 CONNECTOR, WORKER = "smsflow-connector", "smsflow-worker"
+# the service of the ingest spans: the direct loop is a process of its own (`smsflow ingest`)
+INGEST = "smsflow-ingest" if INGEST_MODE == "loop" else WORKER
 
 
 @dataclass
@@ -106,7 +109,7 @@ def _check_edge(t: Trace, root_kind_name: str) -> tuple[Span, Span, Span]:
     assert (send_raw.parent, send_raw.kind, send_raw.service) == (root.id, "PRODUCER", CONNECTOR)
     assert "messaging.kafka.offset" in send_raw.tags
     [ingest] = [s for s in t.named("ingest") if s.parent == send_raw.id]
-    assert ingest.kind == "CONSUMER" and ingest.service == WORKER, t.describe()
+    assert ingest.kind == "CONSUMER" and ingest.service == INGEST, t.describe()
     assert ingest.tags["messaging.source.name"] == "sms.raw.v1"
     assert {"messaging.kafka.partition", "messaging.kafka.offset"} <= ingest.tags.keys()
     assert ingest.tags["smsflow.carrier"] == "carrier-0"
@@ -184,7 +187,7 @@ async def test_each_sms_is_one_trace_in_zipkin(pipeline, zipkin: str) -> None:
         # the trace is the first-arrived segment's: its PDU, its Kafka write, its ingest, then the assembly
         _, _, ingest = _check_edge(t, "smpp deliver_sm")
         assemble = t.one("assemble")
-        assert assemble.parent == ingest.id and assemble.service == WORKER, t.describe()
+        assert assemble.parent == ingest.id and assemble.service == INGEST, t.describe()
         assert assemble.tags["smsflow.message_id"] == msg["message_id"]
         assert assemble.tags["smsflow.segment_count"] == str(n)
         assert assemble.tags["smsflow.segments_received"] == str(n)

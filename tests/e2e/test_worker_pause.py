@@ -29,13 +29,15 @@ async def _feed(p, mix: TrafficMix, count: int, per_s: float) -> None:
 
 
 async def _pause(p, seconds: float, meanwhile=lambda: None) -> None:
-    worker = p.procs["worker"].proc
-    worker.send_signal(signal.SIGSTOP)
+    procs = [r.proc for r in p.processes_of("worker")]  # in loop mode the ingest loop is paused with it
+    for proc in procs:
+        proc.send_signal(signal.SIGSTOP)
     try:
         meanwhile()
         await asyncio.sleep(seconds)
     finally:
-        worker.send_signal(signal.SIGCONT)
+        for proc in procs:
+            proc.send_signal(signal.SIGCONT)
 
 
 async def test_worker_paused_under_traffic_stays_up_and_loses_nothing(pipeline) -> None:
@@ -53,7 +55,7 @@ async def test_worker_paused_under_traffic_stays_up_and_loses_nothing(pipeline) 
     assert await p.smsc.drain(240), p.logs()
     await p.wait_delivered(N + BURST, 240)
     await asyncio.sleep(3)  # a late extra delivery would show up here
-    assert p.procs["worker"].alive, f"the worker exited after the pauses\n{p.logs()}"
+    assert all(r.alive for r in p.processes_of("worker")), f"the worker exited after the pauses\n{p.logs()}"
     msgs = p.receiver.log.messages
     bodies = collections.Counter(m["body"] for m in msgs.values())
     doubled = {b: c for b, c in bodies.items() if c > 1}
