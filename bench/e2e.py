@@ -250,6 +250,7 @@ class SmsflowSystem:
         from devkit.local.kafka import KAFKA_VERSION
 
         return {
+            "smsflow ingest": "direct loop (smsflow ingest)" if self.ingest_loop else "Faust agent",
             "kafka": KAFKA_VERSION,
             "faust-streaming": version("faust-streaming"),
             "aiokafka": version("aiokafka"),
@@ -711,7 +712,7 @@ async def run(
                     partitions=args.partitions,
                     overrides=args.config_set,
                     workers=args.workers,
-                    ingest_loop=args.ingest_loop,
+                    ingest_loop=args.ingest == "loop",
                 )
             )
         elif name == "kannel":
@@ -834,9 +835,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="run the measured scenarios this many times")
     ap.add_argument("--workers", type=int, default=1, help="smsflow worker (and connector) processes")
     ap.add_argument(
+        "--ingest",
+        choices=["loop", "faust"],
+        default="loop",
+        help="smsflow's ingest: 'loop' (the default deployment: smsflow ingest beside workers without the "
+        "ingest stage) or 'faust' (the Faust ingest agent in the worker)",
+    )
+    ap.add_argument(
         "--ingest-loop",
-        action="store_true",
-        help="smsflow: ingest by the direct loop (smsflow ingest) beside workers without the ingest stage",
+        dest="ingest",
+        action="store_const",
+        const="loop",
+        help="same as --ingest loop (kept for the commands in docs/BENCHMARKS.md)",
     )
     ap.add_argument("--profile", action="store_true", help="py-spy the smsflow worker/connector (saturation)")
     ap.add_argument(

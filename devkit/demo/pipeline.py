@@ -284,8 +284,14 @@ async def run_demo(cfg: Config, config_path: Path, opts: DemoOptions) -> int:
             config_path, workdir / "config.yaml", smsc.port, url, services.zipkin_url
         )
         env = child_env(services.bootstrap, services.registry_url)
+        # the default deployment (README, docker-compose.yml): the direct ingest loop beside a worker running
+        # the other stages (ADR 0007)
+        stages = ["--stage", "deliver", "--stage", "routes", "--stage", "outbound"]
         procs = [
-            RoleProcess("worker", ["worker", "--config", str(runtime)], env, workdir / "logs" / "worker.log"),
+            RoleProcess("ingest", ["ingest", "--config", str(runtime)], env, workdir / "logs" / "ingest.log"),
+            RoleProcess(
+                "worker", ["worker", "--config", str(runtime), *stages], env, workdir / "logs" / "worker.log"
+            ),
             RoleProcess(
                 "connector", ["connector", "--config", str(runtime)], env, workdir / "logs" / "connector.log"
             ),
