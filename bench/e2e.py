@@ -375,18 +375,31 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+def destination_numbers(count: int) -> list[str] | None:
+    """``count`` Hong Kong numbers of ours, or None (the traffic mix's own three) for 0."""
+    if count < 0 or count > 10_000:
+        raise SystemExit("--numbers: between 0 and 10000")
+    return [f"+8523000{i:04d}" for i in range(count)] or None
+
+
 class Bench:
-    def __init__(self, smsc: SimulatedSmsc, rx: WebhookReceiver, seed: int) -> None:
+    def __init__(
+        self, smsc: SimulatedSmsc, rx: WebhookReceiver, seed: int, numbers: list[str] | None = None
+    ) -> None:
         self.smsc = smsc
         self.rx = rx
         self.seed = seed
+        self.numbers = numbers  # the destinations; the traffic mix's three by default
         self._serial = 0
 
     def _mix(self, multipart: float) -> TrafficMix:
         # the serial in each text must be unique across scenarios (the tag joins send and arrival)
         self._serial += 1
         return TrafficMix(
-            seed=self.seed + self._serial, multipart_ratio=multipart, seq_start=self._serial * 10**6
+            seed=self.seed + self._serial,
+            multipart_ratio=multipart,
+            seq_start=self._serial * 10**6,
+            numbers=self.numbers,
         )
 
     async def _run(
@@ -699,7 +712,7 @@ async def run(
     rx = WebhookReceiver(secret)
     rx.bench_secret = secret  # type: ignore[attr-defined]
     await rx.start()
-    bench = Bench(smsc, rx, args.seed)
+    bench = Bench(smsc, rx, args.seed, destination_numbers(args.numbers))
     results: list[Result] = []
     profiles: dict[str, list[tuple[str, float]]] = {}
     versions: dict[str, str] = {}
@@ -857,6 +870,13 @@ def main(argv: list[str] | None = None) -> int:
         help="smsflow config setting for this run, e.g. event_loop=asyncio (repeatable)",
     )
     ap.add_argument("--seed", type=int, default=1000)
+    ap.add_argument(
+        "--numbers",
+        type=int,
+        default=0,
+        help="spread the traffic over this many destination numbers (+8523000xxxx) instead of the mix's "
+        "three: sms.inbound.v1 is keyed by destination, so three numbers use at most three partitions",
+    )
     ap.add_argument("--workdir", default=str(REPO / ".work" / "bench"))
     ap.add_argument("--json", default="", help="also write results here")
     args = ap.parse_args(argv)

@@ -86,10 +86,18 @@ def _gsm_ok(text: str) -> bool:
 class TrafficMix:
     """Deterministic (seeded) stream of logical SMS."""
 
-    def __init__(self, seed: int = 1, multipart_ratio: float = 0.2, seq_start: int = 0) -> None:
+    def __init__(
+        self,
+        seed: int = 1,
+        multipart_ratio: float = 0.2,
+        seq_start: int = 0,
+        numbers: list[str] | None = None,
+    ) -> None:
+        """``numbers``: the destinations (our numbers) to pick from; OUR_NUMBERS by default."""
         self.rng = random.Random(seed)
         self.multipart_ratio = multipart_ratio
         self.n = seq_start
+        self.numbers = numbers or OUR_NUMBERS
 
     def _code(self) -> str:
         return "".join(self.rng.choice("0123456789") for _ in range(self.rng.choice([4, 6, 6, 6])))
@@ -103,7 +111,7 @@ class TrafficMix:
             src = f"86{r.choice(['138', '139', '186', '189', '177', '150'])}{r.randrange(10**8):08d}"
         else:
             src = f"852{r.choice(['6', '9', '5'])}{r.randrange(10**7):07d}"
-        dest = r.choice(OUR_NUMBERS)
+        dest = r.choice(self.numbers)
         long = r.random() < self.multipart_ratio
         kind = r.random()
         if long:
