@@ -48,6 +48,7 @@ from bench.procstat import cpu_delta, snapshot
 from devkit.demo.receiver import PlainRequest, WebhookReceiver
 from devkit.simulator.smsc import SimulatedSmsc
 from devkit.simulator.traffic import LogicalSms, TrafficMix
+from smsflow.roles import stage_args_beside_ingest_loop
 
 REPO = Path(__file__).resolve().parent.parent
 TAG = re.compile(r"#(\d+)\s*$")
@@ -198,7 +199,7 @@ class SmsflowSystem:
                 log_path = self.workdir / "logs" / f"{name}.log"
                 argv = [role, "--config", str(path)]
                 if role == "worker" and self.ingest_loop:
-                    argv += ["--stage", "deliver", "--stage", "routes", "--stage", "outbound"]
+                    argv += stage_args_beside_ingest_loop()
                 p = RoleProcess(name, argv, env, log_path)
                 p.start()
                 self.procs[name] = p

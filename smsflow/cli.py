@@ -106,11 +106,11 @@ def worker(
     """Faust worker running the stream stages (ingest: raw -> inbound; deliver: inbound -> webhooks; routes:
     route health -> double-list decisions; outbound: requests -> submissions, ledger -> statuses, receipts ->
     segments)."""
-    from smsflow.roles import run_worker
+    from smsflow.roles import WORKER_STAGES, run_worker
 
     cfg = _load(config)
-    roles = set(stage or ["ingest", "deliver", "routes", "outbound"])
-    bad = roles - {"ingest", "deliver", "routes", "outbound"}
+    roles = set(stage or WORKER_STAGES)
+    bad = roles - set(WORKER_STAGES)
     if bad:
         raise typer.BadParameter(f"unknown stage(s): {', '.join(sorted(bad))}", param_hint="--stage")
     # Faust's Worker parses sys.argv; give it none of ours.

@@ -16,6 +16,15 @@ from smsflow.config import Config
 
 log = logging.getLogger(__name__)
 
+# The Faust worker's stages (`smsflow worker --stage ...`; all of them without --stage).
+WORKER_STAGES = ("ingest", "deliver", "routes", "outbound")
+
+
+def stage_args_beside_ingest_loop() -> list[str]:
+    """The ``--stage`` arguments of a worker run beside ``smsflow ingest`` (the default deployment, ADR 0007):
+    every stage but ingest."""
+    return [arg for stage in WORKER_STAGES if stage != "ingest" for arg in ("--stage", stage)]
+
 
 def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     """A Faust worker running the given stages. Blocks; stops cleanly on SIGINT/SIGTERM."""

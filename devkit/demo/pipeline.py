@@ -34,6 +34,7 @@ from devkit.demo.route_view import RouteView
 from devkit.simulator.smsc import SimulatedSmsc
 from devkit.simulator.traffic import TrafficMix
 from smsflow.config import Config
+from smsflow.roles import stage_args_beside_ingest_loop
 
 REPO = Path(__file__).resolve().parent.parent.parent
 console = Console(stderr=True)
@@ -286,7 +287,7 @@ async def run_demo(cfg: Config, config_path: Path, opts: DemoOptions) -> int:
         env = child_env(services.bootstrap, services.registry_url)
         # the default deployment (README, docker-compose.yml): the direct ingest loop beside a worker running
         # the other stages (ADR 0007)
-        stages = ["--stage", "deliver", "--stage", "routes", "--stage", "outbound"]
+        stages = stage_args_beside_ingest_loop()
         procs = [
             RoleProcess("ingest", ["ingest", "--config", str(runtime)], env, workdir / "logs" / "ingest.log"),
             RoleProcess(

@@ -21,6 +21,7 @@ from devkit.local.kafka import LocalKafka
 from devkit.registry import RegistryThread
 from devkit.simulator.smsc import SimulatedSmsc
 from smsflow.delivery.signing import generate_secret
+from smsflow.roles import stage_args_beside_ingest_loop
 from smsflow.subscriptions.secretbox import ENV_KEYS, SecretBox
 from smsflow.topics import ensure_topics, load_manifest
 
@@ -34,7 +35,6 @@ INGEST_MODE = os.environ.get("SMSFLOW_E2E_INGEST", "loop")
 INGEST_MODES = ("loop", "faust")
 if INGEST_MODE not in INGEST_MODES:
     raise ValueError(f"SMSFLOW_E2E_INGEST must be 'loop' or 'faust', not {INGEST_MODE!r}")
-NON_INGEST_STAGES = ["--stage", "deliver", "--stage", "routes", "--stage", "outbound"]
 
 
 def worker_processes(key: str, config: Path, mode: str) -> list[tuple[str, str, list[str]]]:
@@ -43,7 +43,7 @@ def worker_processes(key: str, config: Path, mode: str) -> list[tuple[str, str, 
     if mode == "loop":
         return [
             (f"{key}-ingest", "ingest", ["ingest", *base]),
-            (key, "worker", ["worker", *base, *NON_INGEST_STAGES]),
+            (key, "worker", ["worker", *base, *stage_args_beside_ingest_loop()]),
         ]
     return [(key, "worker", ["worker", *base])]
 

@@ -23,6 +23,7 @@ import yaml
 
 from devkit.demo.pipeline import RoleProcess
 from devkit.simulator.traffic import TrafficMix
+from smsflow.roles import stage_args_beside_ingest_loop
 from tests.e2e.test_crash_consistency import RATE, _feed, _free_port, _wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -114,7 +115,7 @@ async def test_ingest_loop_takes_over_from_faust_and_survives_kill_9(pipeline: A
     before_switch = len(p.receiver.log.messages)
     worker_port = _free_port()
     worker_cfg = _config(p, "worker-b", {"worker_port": worker_port})
-    stages = ["--stage", "deliver", "--stage", "routes", "--stage", "outbound"]
+    stages = stage_args_beside_ingest_loop()
     _start(p, "worker-deliver", ["worker", "--config", str(worker_cfg), "--loglevel", "info", *stages])
     loops = {name: _free_port() for name in ("ingest-a", "ingest-b")}
     configs = {name: _config(p, name, {"ingest_port": port}) for name, port in loops.items()}
