@@ -57,7 +57,7 @@ from bench.e2e import (
 )
 from bench.kannel import KannelGateway, KannelOptions, kannel_installed
 from bench.kannel import _free_port as free_port
-from bench.procstat import cpu_delta, snapshot
+from bench.procstat import cpu_delta, snapshot, steady_cpu
 from devkit.demo.receiver import WebhookReceiver
 from devkit.simulator.smsc import SimulatedSmsc
 from devkit.simulator.submits import SubmitRecord, digits
@@ -312,7 +312,7 @@ class PhaseResult:
 
     @property
     def cpu_ms_per_mt(self) -> float:
-        return 1000 * sum(self.cpu_s.values()) / max(1, self.messages)
+        return 1000 * steady_cpu(self.cpu_s) / max(1, self.messages)
 
 
 async def _offer(
