@@ -324,6 +324,12 @@ class WorkerConfig(_Strict):
         le=10_000,
         description="most raw records the ingest agent takes at once of those fetched (1: one at a time)",
     )
+    inbound_reader: Literal["faust", "direct"] = Field(
+        default="faust",
+        description="who reads sms.inbound.v1 for the deliver stage: Faust's consumer (the 'deliver' "
+        "agent), or 'direct', a confluent-kafka consumer of its own in the worker "
+        "(streams/inbound_reader.py, group <app_id>-deliver); never both in one deployment",
+    )
 
     def effective_instance_id(self) -> str | None:
         return os.environ.get("SMSFLOW_WORKER_INSTANCE_ID") or self.instance_id

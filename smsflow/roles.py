@@ -59,6 +59,8 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
                 ", ".join(loops),
             )
             sys.exit(EXIT_CANNOT_PROCESS)
+    if "deliver" in roles:
+        refuse_two_inbound_readers(cfg, bootstrap)
     setup_tracing(cfg.tracing, "worker")
     app, ctx = _build_app_with_topics(cfg, roles, bootstrap, registry)
     startup.mark("topics checked, app built")
@@ -71,6 +73,11 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     if "deliver" in roles:
         metrics.register_stats(
             "smsflow_delivery", "delivery stage", lambda: getattr(ctx.delivery, "stats", None)
+        )
+        metrics.register_stats(
+            "smsflow_inbound_reader",
+            "direct reader of sms.inbound.v1",
+            lambda: getattr(ctx.inbound_reader, "stats", None),
         )
     ctx.serde.warm_up()
     startup.mark("schemas fetched")
@@ -246,6 +253,32 @@ async def run_api(cfg: Config) -> None:
     from smsflow.api.server import serve_api
 
     await serve_api(cfg)
+
+
+def refuse_two_inbound_readers(cfg: Config, bootstrap: str) -> None:
+    """Exit (code 3, with the reason) when the other kind of sms.inbound.v1 reader runs in this deployment:
+    Faust deliver agents (group ``app_id``) and direct readers (``<app_id>-deliver``) would each deliver every
+    message (streams/inbound_reader.py). Waits one session timeout + 5 s for members that just stopped."""
+    from smsflow.ingest.loop import wait_for_other_ingest
+    from smsflow.schemas import INBOUND_TOPIC
+    from streams.inbound_reader import deliver_group
+    from streams.liveness import EXIT_CANNOT_PROCESS
+
+    direct = cfg.worker.inbound_reader == "direct"
+    other_group = cfg.app_id if direct else deliver_group(cfg.app_id)
+    what = "workers with Faust's deliver agent" if direct else "workers with the direct inbound reader"
+    wait_s = cfg.worker.session_timeout_s + 5
+    others = wait_for_other_ingest(bootstrap, other_group, wait_s, what, topic=INBOUND_TOPIC)
+    if others:
+        log.error(
+            "worker: %s are reading sms.inbound.v1 of app %s (%s); give every worker the same "
+            "worker.inbound_reader (this one: %r), stopping the others first",
+            what,
+            cfg.app_id,
+            ", ".join(others),
+            cfg.worker.inbound_reader,
+        )
+        sys.exit(EXIT_CANNOT_PROCESS)
 
 
 def refuse_unsupported_loop_settings(cfg: Config) -> None:

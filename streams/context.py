@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from smsflow.routing.model import RoutingSection
     from smsflow.subscriptions.store import SubscriptionStore
     from streams.deliver import KafkaDelivery
+    from streams.inbound_reader import InboundReader
     from streams.liveness import Liveness
 
 
@@ -39,6 +40,8 @@ class StreamContext:
     ingest: IngestProcessor | None = None
     # the delivery stage's Kafka side, set by the worker once its sender, store and policy exist
     delivery: KafkaDelivery | None = None
+    # reads sms.inbound.v1 for the deliver stage when worker.inbound_reader is 'direct' (set by the topology)
+    inbound_reader: InboundReader | None = None
     # signs outbound status callbacks with their owner's secret, set by the worker with the delivery stage
     callbacks: CallbackSigner | None = None
     # the double list's latest decision per carrier scope (sms.routes.decisions.v1), for outbound route

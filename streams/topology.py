@@ -7,6 +7,7 @@ wires them, the way Faust's own examples put app, topics, tables and agents at t
     punctuation ─┴─▶ ingest [ingest-partials, ingest-seen] ─▶ sms.inbound.v1 | receipts.v1 | quarantine.v1
         ▲ timer ingest-punctuate: one record per owned partition (drives reassembly timeouts, dedup expiry)
     sms.inbound.v1 ───────▶ deliver       ─▶ webhook POST; sms.delivery.v1 | sms.webhook.retry.v1 | ...dlq.v1
+        (worker.inbound_reader: direct — read by streams/inbound_reader.py instead of an agent, same handler)
     sms.webhook.retry.v1 ─▶ deliver-retry ─▶ webhook POST; the same, and sms.webhook.attempts.v1 (ledger)
     sms.outbound.status.v1 ▶ deliver-callbacks ─▶ signed POST to the message's callback_url; the same topics
         tasks: batch timer; endpoint pings; drain; from app start (ctx.loading_tasks): read the attempts
@@ -60,6 +61,7 @@ from streams import offsets
 from streams.callbacks import CallbackStage
 from streams.context import StreamContext
 from streams.deliver import DELIVER_OUTPUTS, DeliverStage
+from streams.inbound_reader import InboundReader
 from streams.ingest import IngestStage
 from streams.outbound import OUTPUTS as OUTBOUND_OUTPUTS
 from streams.outbound import OutboundStage
@@ -134,7 +136,25 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         retry = _bytes_topic(app, WEBHOOK_RETRY_TOPIC)
         deliver = DeliverStage(ctx, {name: _bytes_topic(app, name) for name in DELIVER_OUTPUTS})
         # agents, tasks, shutdown hook (the attempts ledger and circuits are compacted topics it follows)
-        app.agent(inbound, name="deliver")(deliver.deliver)
+        if cfg.worker.inbound_reader == "direct":
+            # sms.inbound.v1 read by a consumer of its own (streams/inbound_reader.py), the same handler
+            reader = InboundReader(
+                ctx.bootstrap,
+                cfg.app_id,
+                deliver._deliver_one,
+                deliver.gate,
+                deliver.spawn,
+                app.producer.flush,
+                session_timeout_s=cfg.worker.session_timeout_s,
+                heartbeat_interval_s=cfg.worker.heartbeat_interval_s,
+                instance_id=cfg.worker.effective_instance_id(),
+                on_failure=lambda reason: ctx.liveness.fail(reason) if ctx.liveness else None,
+            )
+            ctx.inbound_reader = reader
+            app.task(reader.run)
+            app.on_before_shutdown.connect(reader.stop_on_shutdown)  # type: ignore[arg-type]
+        else:
+            app.agent(inbound, name="deliver")(deliver.deliver)
         app.agent(retry, name="deliver-retry")(deliver.deliver_retry)
         # outbound status callbacks go through the same engine (streams/callbacks.py)
         callbacks = CallbackStage(ctx, deliver)

@@ -501,19 +501,8 @@ class DirectIngest:
 
     def _faust_committed(self, ps: list[int]) -> dict[int, int]:
         """Where the Faust worker's group (``app_id``) committed these partitions of sms.raw.v1: a switch from
-        the Faust ingest agent to this loop starts where the agent stopped. Only read, never committed to."""
-        peer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": self.cfg.app_id,
-                "enable.auto.commit": False,
-            }
-        )
-        try:
-            got = peer.committed([TopicPartition(RAW_TOPIC, p) for p in ps], timeout=30)
-            return {tp.partition: tp.offset for tp in got}
-        finally:
-            peer.close()
+        the Faust ingest agent to this loop starts where the agent stopped."""
+        return group_committed(self.bootstrap, self.cfg.app_id, RAW_TOPIC, ps)
 
     def restore(self, ps: list[int]) -> int:
         """Read these partitions of both changelogs from their low to their high watermark into the tables
@@ -566,6 +555,17 @@ class DirectIngest:
         return applied
 
 
+def group_committed(bootstrap: str, group: str, topic: str, ps: list[int]) -> dict[int, int]:
+    """Where ``group`` committed these partitions of ``topic`` (negative: never). Only read, never committed
+    to: a direct loop or reader taking over from Faust's group starts where Faust's agent stopped."""
+    peer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        got = peer.committed([TopicPartition(topic, p) for p in ps], timeout=30)
+        return {tp.partition: tp.offset for tp in got}
+    finally:
+        peer.close()
+
+
 def changelog_specs(cfg: Config, partitions: int) -> list[Any]:
     """The ingest tables' changelog topics, as the worker creates them (compacted, co-partitioned with
     sms.raw.v1)."""
@@ -582,10 +582,13 @@ def changelog_specs(cfg: Config, partitions: int) -> list[Any]:
     ]
 
 
-def members_reading_raw(bootstrap: str, group: str, timeout: float = 10.0, admin: Any = None) -> list[str]:
-    """The members of ``group`` assigned partitions of sms.raw.v1 right now (client ids and hosts), so the two
-    kinds of ingest never run at once: the Faust worker's ingest stage (group ``app_id``) and this loop (group
-    ``<app_id>-ingest``) would each process every raw record.
+def members_reading_raw(
+    bootstrap: str, group: str, timeout: float = 10.0, admin: Any = None, topic: str = RAW_TOPIC
+) -> list[str]:
+    """The members of ``group`` assigned partitions of ``topic`` (sms.raw.v1) right now (client ids, hosts),
+    so the two kinds of ingest never run at once: the Faust worker's ingest stage (group ``app_id``) and this
+    loop (group ``<app_id>-ingest``) would each process every raw record. Likewise the two readers of
+    sms.inbound.v1 (streams/inbound_reader.py).
 
     A cluster that cannot answer within ``timeout`` (a coordinator still loading on a fresh broker) is not a
     reason to keep a process from starting: said in a warning, and treated as no members. ``admin``: a client
@@ -607,18 +610,20 @@ def members_reading_raw(bootstrap: str, group: str, timeout: float = 10.0, admin
         except Exception as exc:  # a timeout of the future
             failure = exc
         if time.monotonic() >= deadline:
-            log.warning("could not tell who reads sms.raw.v1 in group %s (%s); going on", group, failure)
+            log.warning("could not tell who reads %s in group %s (%s); going on", topic, group, failure)
             return []
         time.sleep(0.5)
     out = []
     for member in described.members or []:
         tps = member.assignment.topic_partitions if member.assignment else []
-        if any(tp.topic == RAW_TOPIC for tp in tps):
+        if any(tp.topic == topic for tp in tps):
             out.append(f"{member.client_id}@{member.host}")
     return out
 
 
-def wait_for_other_ingest(bootstrap: str, group: str, wait_s: float, what: str) -> list[str]:
+def wait_for_other_ingest(
+    bootstrap: str, group: str, wait_s: float, what: str, topic: str = RAW_TOPIC
+) -> list[str]:
     """``members_reading_raw`` until it is empty or ``wait_s`` passed; what is left. A member that just
     stopped stays in its group until its session times out when it has a static-membership id
     (``worker.instance_id``), so a switch from one kind of ingest to the other waits that long before it
@@ -627,15 +632,16 @@ def wait_for_other_ingest(bootstrap: str, group: str, wait_s: float, what: str) 
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.monotonic() + wait_s
-    members = members_reading_raw(bootstrap, group, admin=admin)
+    members = members_reading_raw(bootstrap, group, admin=admin, topic=topic)
     if members:
         log.warning(
-            "%s are reading sms.raw.v1 (%s): waiting up to %.0f s for them to go",
+            "%s are reading %s (%s): waiting up to %.0f s for them to go",
             what,
+            topic,
             members,
             wait_s,
         )
     while members and time.monotonic() < deadline:
         time.sleep(1.0)
-        members = members_reading_raw(bootstrap, group, admin=admin)
+        members = members_reading_raw(bootstrap, group, admin=admin, topic=topic)
     return members

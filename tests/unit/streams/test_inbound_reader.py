@@ -1,0 +1,101 @@
+"""The direct reader's commit rule (streams/inbound_reader.py): only the contiguous acked prefix of each
+partition may be committed, whatever order the records' deliveries finish in."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.inbound_reader import AckedPrefix, deliver_group
+
+
+def test_nothing_is_committable_until_the_first_record_is_acked() -> None:
+    a = AckedPrefix()
+    for o in (10, 11, 12):
+        assert a.read(0, o)
+    a.ack(0, 12)
+    a.ack(0, 11)
+    assert a.committable() == {}
+    a.ack(0, 10)
+    assert a.committable() == {0: 13}
+    assert a.in_flight(0) == 0
+
+
+def test_a_gap_in_the_offsets_is_not_waited_for() -> None:
+    # offsets need not be consecutive (compaction, retention, transaction markers): what was read counts
+    a = AckedPrefix()
+    for o in (5, 9, 20):
+        a.read(3, o)
+    a.ack(3, 5)
+    a.ack(3, 9)
+    assert a.committable() == {3: 10}
+    assert a.in_flight(3) == 1
+
+
+def test_partitions_are_independent_and_a_commit_is_not_repeated() -> None:
+    a = AckedPrefix()
+    a.read(0, 1)
+    a.read(1, 7)
+    a.ack(1, 7)
+    assert a.committable() == {1: 8}
+    a.committed({1: 8})
+    assert a.committable() == {}
+    a.ack(0, 1)
+    assert a.committable([0, 1]) == {0: 2}
+    assert a.committable([1]) == {}
+
+
+def test_a_commit_of_an_older_prefix_keeps_the_newer_one() -> None:
+    # the prefix moved on while the producer was flushed for the commit of the older one
+    a = AckedPrefix()
+    a.read(0, 1)
+    a.read(0, 2)
+    a.ack(0, 1)
+    older = a.committable()
+    a.ack(0, 2)
+    a.committed(older)
+    assert a.committable() == {0: 3}
+
+
+def test_a_record_read_again_is_refused_and_an_ack_after_forget_is_ignored() -> None:
+    a = AckedPrefix()
+    assert a.read(0, 4)
+    assert not a.read(0, 4)
+    assert not a.read(0, 2)
+    a.forget([0])
+    a.ack(0, 4)  # a delivery of a revoked partition finishing late
+    assert a.committable() == {}
+    assert a.read(0, 2)  # assigned again: read from the committed offset on
+
+
+@given(st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=60), st.randoms())
+def test_property_the_committable_offset_never_passes_an_unacked_record(
+    partitions: list[int], rnd: random.Random
+) -> None:
+    a = AckedPrefix()
+    records: list[tuple[int, int]] = []
+    next_offset: dict[int, int] = {}
+    for p in partitions:
+        o = next_offset.get(p, 0) + rnd.randint(1, 3)
+        next_offset[p] = o
+        assert a.read(p, o)
+        records.append((p, o))
+    order = records[:]
+    rnd.shuffle(order)
+    acked: set[tuple[int, int]] = set()
+    for rec in order:
+        a.ack(*rec)
+        acked.add(rec)
+        for p, upto in a.committable().items():
+            # every record of p below the committable offset is acked
+            assert all((p, o) in acked for q, o in records if q == p and o < upto)
+            # and the first unacked record of p, if any, is not below it
+            unacked = [o for q, o in records if q == p and (q, o) not in acked]
+            assert not unacked or min(unacked) >= upto
+    assert a.committable() == {p: o + 1 for p, o in next_offset.items()}
+
+
+def test_the_group_name() -> None:
+    assert deliver_group("smsflow") == "smsflow-deliver"
