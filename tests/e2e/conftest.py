@@ -36,6 +36,15 @@ INGEST_MODES = ("loop", "faust")
 if INGEST_MODE not in INGEST_MODES:
     raise ValueError(f"SMSFLOW_E2E_INGEST must be 'loop' or 'faust', not {INGEST_MODE!r}")
 
+# Who reads sms.inbound.v1 in a worker (worker.inbound_reader): "direct", the worker's own confluent-kafka
+# consumer (streams/inbound_reader.py), as the default deployment (config/demo.yaml) does, or "faust", the
+# deliver agent. SMSFLOW_E2E_INBOUND_READER runs the whole suite one way; a test may ask for one
+# (pipeline(inbound_reader=...)).
+INBOUND_READER = os.environ.get("SMSFLOW_E2E_INBOUND_READER", "direct")
+INBOUND_READERS = ("faust", "direct")
+if INBOUND_READER not in INBOUND_READERS:
+    raise ValueError(f"SMSFLOW_E2E_INBOUND_READER must be 'faust' or 'direct', not {INBOUND_READER!r}")
+
 
 def worker_processes(key: str, config: Path, mode: str) -> list[tuple[str, str, list[str]]]:
     """(process key, role, argv) of what runs as the worker ``key`` with ingest ``mode``."""
@@ -177,13 +186,15 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
         routing: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
         ingest: str = INGEST_MODE,
+        inbound_reader: str = INBOUND_READER,
         **smsc_kw: Any,
     ) -> Pipeline:
         """``carriers`` accounts on the simulated SMSC (one route each), ``sessions`` binds per carrier.
         ``carrier_port`` points the carriers at another SMSC (a third-party peer) instead; ``carrier_extra``
         adds or replaces carrier settings (a profile, reconnect timing). ``ingest``: "loop" or "faust"
-        (INGEST_MODE)."""
+        (INGEST_MODE); ``inbound_reader``: "faust" or "direct" (INBOUND_READER)."""
         assert ingest in INGEST_MODES, ingest
+        assert inbound_reader in INBOUND_READERS, inbound_reader
         secret = generate_secret()
         accounts = {f"acct{i}": PASSWORD for i in range(carriers)}
         smsc = SimulatedSmsc(accounts, dup_ratio=dup_ratio, retry_delay_s=0.5, port=smsc_port or 0, **smsc_kw)
@@ -215,6 +226,7 @@ async def pipeline(stack: Stack, tmp_path: Path) -> AsyncIterator[PipelineFactor
             "pipeline": {"tick_interval_s": 0.5, **(pipeline_cfg or {})},
             "webhooks": {"block_private_addresses": False},
             "data_dir": str(tmp_path / "data"),
+            "worker": {"inbound_reader": inbound_reader},
         }
         if tracing is not None:
             cfg["tracing"] = tracing

@@ -27,7 +27,6 @@ import pytest
 import yaml
 
 from devkit.simulator.traffic import TrafficMix
-from tests.e2e.conftest import INGEST_MODES
 
 pytestmark = pytest.mark.e2e
 
@@ -187,9 +186,23 @@ def latency_tagging(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(receiver.WebhookReceiver, "handle", handle)
 
 
-@pytest.mark.parametrize("ingest", INGEST_MODES)  # the Faust ingest agent stays a supported deployment
-async def test_kill_single_worker_repeatedly(pipeline: Any, latency_tagging: None, ingest: str) -> None:
-    figures = await _run(pipeline, workers=1, seed=101, count=RATE * 60, ingest=ingest)
+# Who reads sms.raw.v1 and sms.inbound.v1 (ingest, worker.inbound_reader): the direct loop and the direct
+# reader (the default deployment), Faust for both (the deployment before ADR 0007), and the loop beside
+# Faust's deliver agent (the config model's default reader; `make test-long`, to keep `make test` near 30 min)
+KINDS = [
+    ("loop", "direct"),
+    ("faust", "faust"),
+    pytest.param("loop", "faust", marks=pytest.mark.long),
+]
+
+
+@pytest.mark.parametrize(("ingest", "inbound_reader"), KINDS)
+async def test_kill_single_worker_repeatedly(
+    pipeline: Any, latency_tagging: None, ingest: str, inbound_reader: str
+) -> None:
+    figures = await _run(
+        pipeline, workers=1, seed=101, count=RATE * 60, ingest=ingest, inbound_reader=inbound_reader
+    )
     # a restart includes the Python process start on a loaded machine: a generous bound that catches a stall
     # on a dead member's session (60 s by Faust's default) or a wall-clock reassembly timeout
     assert figures["added_latency_ms"] < 30_000, figures
