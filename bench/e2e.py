@@ -132,16 +132,18 @@ class SmsflowSystem:
         overrides: list[str] | None = None,
         workers: int = 1,
         ingest_loop: bool = False,
+        inbound_reader: str = "faust",
     ) -> None:
         """With ``bootstrap`` and ``registry_url`` given, use that broker and registry (tests' fixtures).
         ``overrides``: ``dotted.path=yaml-value`` settings applied to the generated config (A/B runs).
         ``workers``: worker processes, and as many connector processes (each its own bind), for the
         scale-out figure (issue 13): CPU per SMS summed over all of them. ``ingest_loop``: beside each
         worker (started without its ingest stage) a direct ingest loop process, ``smsflow ingest`` (ADR 0007
-        step 2)."""
+        step 2). ``inbound_reader``: ``worker.inbound_reader`` (who reads sms.inbound.v1 in the worker)."""
         self.workdir = workdir / "smsflow"
         self.workers = workers
         self.ingest_loop = ingest_loop
+        self.inbound_reader = inbound_reader
         self.partitions = partitions
         self.sessions = sessions
         self.bootstrap = bootstrap
@@ -177,6 +179,7 @@ class SmsflowSystem:
             "webhooks": {"block_private_addresses": False},
             "pipeline": self.pipeline,
             "data_dir": str(self.workdir / "data"),
+            "worker": {"inbound_reader": self.inbound_reader},
         }
         for setting in self.overrides:
             apply_override(cfg, setting)
@@ -254,6 +257,7 @@ class SmsflowSystem:
 
         return {
             "smsflow ingest": "direct loop (smsflow ingest)" if self.ingest_loop else "Faust agent",
+            "smsflow inbound reader": self.inbound_reader,
             "kafka": KAFKA_VERSION,
             "faust-streaming": version("faust-streaming"),
             "aiokafka": version("aiokafka"),
@@ -729,6 +733,7 @@ async def run(
                     overrides=args.config_set,
                     workers=args.workers,
                     ingest_loop=args.ingest == "loop",
+                    inbound_reader=args.inbound_reader,
                 )
             )
         elif name == "kannel":
@@ -863,6 +868,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_const",
         const="loop",
         help="same as --ingest loop (kept for the commands in docs/BENCHMARKS.md)",
+    )
+    ap.add_argument(
+        "--inbound-reader",
+        choices=["direct", "faust"],
+        default="direct",
+        help="who reads sms.inbound.v1 in the worker (worker.inbound_reader): 'direct' (the default "
+        "deployment, config/demo.yaml) or 'faust' (the deliver agent)",
     )
     ap.add_argument("--profile", action="store_true", help="py-spy the smsflow worker/connector (saturation)")
     ap.add_argument(
