@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
@@ -134,11 +134,6 @@ class _Event:
     message: _Msg
 
 
-@dataclass
-class _Pending:
-    offsets: dict[int, int] = field(default_factory=dict)
-
-
 class InboundReader:
     """Reads sms.inbound.v1 and hands each record to ``handle(stream, event)`` (the stage's
     ``_deliver_one``) with a slot of ``gate`` taken; ``flush`` makes every output handed to the producer
@@ -179,7 +174,6 @@ class InboundReader:
         self.assigned: set[int] = set()
         self.ready = False
         self._running = False
-        self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._to_commit: dict[int, int] = {}  # flushed and ready, committed by the poll thread
@@ -235,7 +229,6 @@ class InboundReader:
         """Stop reading; what is acked by now is flushed and committed; the consumer leaves its group."""
         if self._thread is None:
             return
-        self._stopping = True
         await self.prepare_commit()
         self._running = False
         await asyncio.to_thread(self._thread.join, 30)
