@@ -3,12 +3,13 @@ partition may be committed, whatever order the records' deliveries finish in."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.inbound_reader import AckedPrefix, deliver_group
+from streams.inbound_reader import AckedPrefix, InboundReader, deliver_group
 
 
 def test_nothing_is_committable_until_the_first_record_is_acked() -> None:
@@ -99,3 +100,100 @@ def test_property_the_committable_offset_never_passes_an_unacked_record(
 
 def test_the_group_name() -> None:
     assert deliver_group("smsflow") == "smsflow-deliver"
+
+
+class _Load:
+    interval_s = 0.05
+
+    def __init__(self) -> None:
+        self.busy = False
+
+    def saturated(self) -> bool:
+        return self.busy
+
+
+class _Rec:
+    def __init__(self, partition: int, offset: int) -> None:
+        self._p, self._o = partition, offset
+
+    def error(self) -> None:
+        return None
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def value(self) -> bytes:
+        return b"x"
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return []
+
+
+def _reader(load: _Load, limit: int) -> tuple[InboundReader, list[int], asyncio.Event]:
+    started: list[int] = []
+    release = asyncio.Event()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(stream, event) -> None:
+        started.append(event.message.offset)
+        try:
+            await release.wait()
+            await stream.ack(event)
+        finally:
+            gate.release()
+
+    def spawn(coro) -> None:
+        t = asyncio.ensure_future(coro)
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
+
+    async def flush() -> None:
+        return None
+
+    gate = asyncio.Semaphore(4096)
+    r = InboundReader(
+        "127.0.0.1:1",
+        "app",
+        handle,
+        gate,
+        spawn,
+        flush,
+        load=load,
+        saturated_in_flight=limit,  # type: ignore[arg-type]
+    )
+    r.assigned.add(0)
+    return r, started, release
+
+
+async def test_a_saturated_loop_takes_no_more_than_the_limit_and_resumes_as_records_finish() -> None:
+    load = _Load()
+    load.busy = True
+    reader, started, release = _reader(load, limit=3)
+    accept = asyncio.ensure_future(reader._accept([_Rec(0, o) for o in range(5)]))
+    await asyncio.sleep(0.2)
+    assert started == [0, 1, 2] and not accept.done()  # the rest stays in Kafka's order, not in memory
+    assert reader.stats.in_flight == 3 and reader.stats.saturated_waits == 1
+    release.set()  # records finish: room under the limit although the loop is still busy
+    await asyncio.wait_for(accept, 2)
+    await asyncio.sleep(0.05)
+    assert started == [0, 1, 2, 3, 4] and reader.stats.in_flight == 0
+    assert reader.acks.committable() == {0: 5}
+
+
+async def test_a_loop_with_room_takes_records_past_the_limit() -> None:
+    # records waiting on slow endpoints leave the loop idle: the limit does not apply, only the gate does
+    load = _Load()
+    reader, started, release = _reader(load, limit=3)
+    await asyncio.wait_for(reader._accept([_Rec(0, o) for o in range(10)]), 2)
+    await asyncio.sleep(0.05)
+    assert started == list(range(10)) and reader.stats.saturated_waits == 0
+    load.busy = True  # becomes saturated: holds new records until the loop has room again
+    accept = asyncio.ensure_future(reader._accept([_Rec(0, 10)]))
+    await asyncio.sleep(0.2)
+    assert not accept.done()
+    load.busy = False
+    await asyncio.wait_for(accept, 2)
+    release.set()
