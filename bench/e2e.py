@@ -872,9 +872,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--inbound-reader",
         choices=["direct", "faust"],
-        default="faust",
-        help="who reads sms.inbound.v1 in the worker (worker.inbound_reader): 'faust' (the deliver agent, "
-        "the default) or 'direct' (streams/inbound_reader.py, opt-in)",
+        default="direct",
+        help="who reads sms.inbound.v1 in the worker (worker.inbound_reader): 'direct' (the default "
+        "deployment, config/demo.yaml) or 'faust' (the deliver agent)",
     )
     ap.add_argument("--profile", action="store_true", help="py-spy the smsflow worker/connector (saturation)")
     ap.add_argument(

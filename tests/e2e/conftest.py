@@ -36,11 +36,11 @@ INGEST_MODES = ("loop", "faust")
 if INGEST_MODE not in INGEST_MODES:
     raise ValueError(f"SMSFLOW_E2E_INGEST must be 'loop' or 'faust', not {INGEST_MODE!r}")
 
-# Who reads sms.inbound.v1 in a worker (worker.inbound_reader): "faust", the deliver agent (the default), or
-# "direct", the worker's own confluent-kafka consumer (streams/inbound_reader.py, opt-in: ADR 0007).
-# SMSFLOW_E2E_INBOUND_READER runs the whole suite one way; a test may ask for one
+# Who reads sms.inbound.v1 in a worker (worker.inbound_reader): "direct", the worker's own confluent-kafka
+# consumer (streams/inbound_reader.py), as the default deployment (config/demo.yaml) does, or "faust", the
+# deliver agent. SMSFLOW_E2E_INBOUND_READER runs the whole suite one way; a test may ask for one
 # (pipeline(inbound_reader=...)).
-INBOUND_READER = os.environ.get("SMSFLOW_E2E_INBOUND_READER", "faust")
+INBOUND_READER = os.environ.get("SMSFLOW_E2E_INBOUND_READER", "direct")
 INBOUND_READERS = ("faust", "direct")
 if INBOUND_READER not in INBOUND_READERS:
     raise ValueError(f"SMSFLOW_E2E_INBOUND_READER must be 'faust' or 'direct', not {INBOUND_READER!r}")
