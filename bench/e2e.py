@@ -153,6 +153,8 @@ class SmsflowSystem:
         self.kafka: Any = None
         self.registry: Any = None
         self.procs: dict[str, Any] = {}
+        self._deferral_reader: tuple[Any, Any] | None = None
+        self._deferred = 0
 
     async def start(self, smsc: SimulatedSmsc, rx: WebhookReceiver) -> None:
         from devkit.demo.pipeline import RoleProcess, child_env
@@ -242,7 +244,36 @@ class SmsflowSystem:
     def attach(self, rx: WebhookReceiver, on_text: Callable[[str, float], None]) -> None:
         rx.on_message = lambda msg, t: on_text(str(msg.get("body", "")), t)
 
+    def deferrals(self) -> int:
+        """Delivery events on sms.delivery.v1 so far whose failure is ``deferred`` (read by a consumer of the
+        harness's own, from the start of the topic)."""
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        from smsflow.schemas import DELIVERY_TOPIC
+        from smsflow.serde import Serde, registry_client
+
+        assert self.bootstrap is not None and self.registry_url is not None
+        if self._deferral_reader is None:
+            c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "bench-deferrals"})
+            parts = c.list_topics(DELIVERY_TOPIC, timeout=10).topics[DELIVERY_TOPIC].partitions
+            c.assign([TopicPartition(DELIVERY_TOPIC, p, OFFSET_BEGINNING) for p in parts])
+            self._deferral_reader = (c, Serde(registry_client(self.registry_url)))
+        c, serde = self._deferral_reader
+        idle = 0
+        while idle < 2:
+            msgs = c.consume(10000, timeout=0.3)
+            if not msgs:
+                idle += 1
+                continue
+            for m in msgs:
+                if m.error() is None and serde.decode(DELIVERY_TOPIC, m.value()).get("failure") == "deferred":
+                    self._deferred += 1
+        return self._deferred
+
     async def stop(self) -> None:
+        if self._deferral_reader is not None:
+            self._deferral_reader[0].close()
+            self._deferral_reader = None
         for name in sorted(self.procs, key=lambda n: not n.startswith("connector")):  # connectors first
             await asyncio.to_thread(self.procs[name].stop)
         if self.registry is not None:
@@ -358,6 +389,9 @@ class Result:
     cpu_s: dict[str, float]
     harness_cpu_s: float
     rss_mb: dict[str, float]
+    # webhooks smsflow's worker deferred in the scenario (no endpoint slot within the wait: sent again later
+    # from the retry topic, more work per SMS); None for systems that have none
+    deferred: int | None = None
 
     @property
     def cpu_ms_per_msg(self) -> float:
@@ -398,6 +432,7 @@ class Bench:
         self.seed = seed
         self.numbers = numbers  # the destinations; the traffic mix's three by default
         self._serial = 0
+        self._deferred: dict[int, int] = {}  # id(system) -> its deferrals counted so far
 
     def _mix(self, multipart: float) -> TrafficMix:
         # the serial in each text must be unique across scenarios (the tag joins send and arrival)
@@ -469,6 +504,13 @@ class Bench:
             rss_mb={k: v.rss_mb for k, v in after.items()},
         )
         self.smsc.on_first_send = None
+        deferrals = getattr(system, "deferrals", None)
+        if deferrals is not None:
+            total = await asyncio.to_thread(deferrals)
+            res.deferred = total - self._deferred.get(id(system), 0)
+            self._deferred[id(system)] = total
+            if res.deferred:
+                log(f"{system.name}/{scenario}: {res.deferred} webhooks deferred to the retry topic")
         if res.delivered < n:
             log(f"{system.name}/{scenario}: only {res.delivered} of {n} delivered in {timeout:.0f}s")
         return res
@@ -640,7 +682,7 @@ def _package(frame: str) -> str:
 # ---- output -------------------------------------------------------------------------------------------
 def table(results: list[Result]) -> str:
     head = (
-        "| system | scenario | offered | delivered | dup/wrong | span s | delivered/s | acked/s "
+        "| system | scenario | offered | delivered | dup/wrong/deferred | span s | delivered/s | acked/s "
         "| p50 ms | p99 ms | max ms | CPU s (per process) | CPU ms/msg | harness CPU s |"
     )
     lines = [head, "|" + "---|" * 14]
@@ -650,7 +692,7 @@ def table(results: list[Result]) -> str:
         per_msg = f"{r.cpu_ms_per_msg:.2f}" if r.offered else "-"
         lines.append(
             f"| {r.system} | {r.scenario} | {r.offered} | {r.delivered} "
-            f"| {r.extra_deliveries}/{r.wrong_text} "
+            f"| {r.extra_deliveries}/{r.wrong_text}/{'-' if r.deferred is None else r.deferred} "
             f"| {r.seconds:.1f} | {r.delivered_per_s:.0f} | {r.acked_per_s:.0f} "
             f"| {lat.get('p50', float('nan')):.1f} | {lat.get('p99', float('nan')):.1f} "
             f"| {lat.get('max', float('nan')):.1f} | {cpu} | {per_msg} | {r.harness_cpu_s:.1f} |"
