@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
@@ -32,46 +31,75 @@ def run(main: Coroutine[Any, Any, T], choice: EventLoopChoice) -> T:
     return asyncio.run(main)
 
 
-class LoopLoad:
-    """Is this event loop the bottleneck? Sampled on the loop itself every ``interval_s``: the share of the
-    wall time its thread spent on a CPU, and how late the sample ran (a loaded machine shows as lateness
-    even when the thread gets little CPU).
+def thread_demand_s() -> float:
+    """Seconds the calling thread has run on a CPU plus waited in a run queue for one (Linux
+    ``/proc/thread-self/schedstat``); its CPU time alone where that is not available. The wait counts: on a
+    machine shared with other processes a loop that always has work is held back by the scheduler, not
+    idle, and its CPU time alone would make it look half idle."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            on_cpu, waiting = f.read().split()[:2]
+        return (int(on_cpu) + int(waiting)) / 1e9
+    except (OSError, ValueError):
+        return time.thread_time()
 
-    A reader that could take more work asks :meth:`saturated` before it does: while the loop is saturated,
-    more records in memory only wait longer (and a message waiting past its endpoint-slot timeout is deferred
-    to the retry topic, which is more work); they are better left in Kafka. A loop that is idle while
-    records wait (a slow or hanging endpoint) is not saturated, so slow endpoints never throttle the rest.
+
+class LoopLoad:
+    """How much work may wait in memory on this event loop: ``limit``, a bound that halves (down to
+    ``floor``) on every sample in which the loop was saturated and grows by ``step`` (up to ``ceiling``) on
+    every sample in which it was not: additive increase, multiplicative decrease, as TCP does with loss.
+
+    Sampled on the loop itself every ``interval_s``: the share of the wall time its thread wanted a CPU
+    (ran, or waited in the run queue for one; ``thread_demand_s``) and how late the sample ran. Saturated:
+    a share of at least ``busy_share`` or a sample at least ``late_s`` late.
+
+    A reader asks for ``limit`` before it takes more work: while the loop is saturated, more records in
+    memory only wait longer (and a message waiting past its endpoint-slot timeout is deferred to the retry
+    topic, which is more work); they are better left in Kafka. A loop that is idle while records wait (a
+    slow or hanging endpoint) is not saturated: the bound climbs to ``ceiling`` within a second or two, so
+    slow endpoints never throttle the rest. It starts at ``floor`` and grows by at most ``step`` per sample,
+    so a burst cannot fill memory in the instant before the first sample shows the loop busy.
     """
 
     def __init__(
         self,
+        floor: int = 512,
+        ceiling: int = 4096,
+        step: int = 256,
         interval_s: float = 0.1,
-        window: int = 5,
         busy_share: float = 0.85,
         late_s: float = 0.05,
         *,
         clock: Callable[[], float] = time.monotonic,
-        cpu_clock: Callable[[], float] = time.thread_time,
+        cpu_clock: Callable[[], float] = thread_demand_s,
     ) -> None:
+        self.floor, self.ceiling, self.step = floor, ceiling, step
+        self.limit = floor
         self.interval_s = interval_s
         self.busy_share = busy_share
         self.late_s = late_s
         self._clock = clock
         self._cpu_clock = cpu_clock
-        self._samples: deque[tuple[float, float]] = deque(maxlen=window)  # (busy share, lateness s)
+        self.last: tuple[float, float] | None = None  # (busy share, lateness s) of the latest sample
+        self.saturated_samples = 0
 
     def sample(self, wall_s: float, cpu_s: float) -> None:
-        """One interval's figures: ``wall_s`` elapsed on the clock, ``cpu_s`` on the loop thread."""
-        if wall_s > 0:
-            self._samples.append((min(1.0, cpu_s / wall_s), max(0.0, wall_s - self.interval_s)))
+        """One interval's figures: ``wall_s`` elapsed on the clock, ``cpu_s`` of the loop thread's demand."""
+        if wall_s <= 0:
+            return
+        self.last = (min(1.0, cpu_s / wall_s), max(0.0, wall_s - self.interval_s))
+        if self.saturated():
+            self.saturated_samples += 1
+            self.limit = max(self.floor, self.limit // 2)
+        else:
+            self.limit = min(self.ceiling, self.limit + self.step)
 
     def saturated(self) -> bool:
-        """The mean busy share of the window is at least ``busy_share``, or its latest sample ran at least
-        ``late_s`` late."""
-        if not self._samples:
+        """Whether the latest sample found the loop saturated."""
+        if self.last is None:
             return False
-        busy = sum(b for b, _ in self._samples) / len(self._samples)
-        return busy >= self.busy_share or self._samples[-1][1] >= self.late_s
+        busy, late = self.last
+        return busy >= self.busy_share or late >= self.late_s
 
     async def run(self) -> None:
         """Sample until cancelled (a task on the loop it measures)."""

@@ -17,12 +17,13 @@ How it keeps the deliver agent's guarantees:
 - **Bounded work in flight**: a record is taken only with a slot of the stage's gate
   (``MAX_EVENTS_IN_FLIGHT``); the poll thread waits for it, so a slow endpoint backs the reader up no further
   than the gate (and the sender defers a message that waits longer than its timeout for an endpoint slot).
-- **Overload stays in Kafka**: beyond ``SATURATED_IN_FLIGHT`` records in flight, a record is taken only
-  while the event loop is not saturated (``smsflow.event_loop.LoopLoad``). Offered more than the worker's
-  CPU can deliver, the gate would otherwise fill with seconds of queue, messages would wait past their
-  endpoint-slot timeout and be deferred to the retry topic, and each deferral is more work (measured:
-  1,000 SMS/s offered, 29,000 deferrals, 177 instead of 261 SMS/s delivered). A loop idle while records
-  wait (slow or hanging endpoints) is not saturated: slow endpoints still only hold gate slots.
+- **Overload stays in Kafka**: a record is taken only while fewer than ``LoopLoad.limit`` are in flight, a
+  bound between 512 and the gate's size that halves whenever the event loop is saturated and grows while it
+  is not (``smsflow.event_loop.LoopLoad``). Offered more than the worker's CPU can deliver, the gate would
+  otherwise fill with seconds of queue, messages would wait past their endpoint-slot timeout and be
+  deferred to the retry topic, and each deferral is more work (measured: 1,000 SMS/s offered, 29,000
+  deferrals, 177 instead of 261 SMS/s delivered). A loop idle while records wait (slow or hanging
+  endpoints) is not saturated: the bound climbs to the gate's size and slow endpoints only hold gate slots.
 - **Rebalances**: its own group ``<app_id>-deliver`` (cooperative-sticky, static membership with the worker's
   instance id + ``-deliver``). A revoked partition's records in flight get up to ``REVOKE_WAIT_S`` to finish;
   then its acked prefix is committed (after a flush) and it is forgotten; what was still in flight is read
@@ -56,7 +57,7 @@ from smsflow.schemas import INBOUND_TOPIC
 log = logging.getLogger(__name__)
 
 REVOKE_WAIT_S = 10.0  # records in flight of a revoked partition: how long they may take to finish
-# records in flight beyond which a saturated loop takes no more (~1-2 s of a saturated worker's delivery)
+# records in flight a saturated loop still takes (~1-2 s of a saturated worker's delivery)
 SATURATED_IN_FLIGHT = 512
 COMMIT_INTERVAL_S = 1.0
 
@@ -127,7 +128,8 @@ class ReaderStats:
     revocations: int = 0
     revoked_in_flight: int = 0
     in_flight: int = 0  # records taken whose handling has not finished
-    saturated_waits: int = 0  # times a record waited for the loop to be less busy (SATURATED_IN_FLIGHT)
+    in_flight_limit: int = 0  # LoopLoad.limit, as last seen
+    saturated_waits: int = 0  # times a record waited for the in-flight bound (the loop was saturated)
     saturated_wait_s: float = 0.0
 
 
@@ -170,10 +172,10 @@ class InboundReader:
         topic: str = INBOUND_TOPIC,
         revoke_wait_s: float = REVOKE_WAIT_S,
         load: LoopLoad | None = None,
-        saturated_in_flight: int = SATURATED_IN_FLIGHT,
+        max_in_flight: int = 4096,
     ) -> None:
-        self.load = load if load is not None else LoopLoad()
-        self.saturated_in_flight = saturated_in_flight
+        """``max_in_flight``: the slots of ``gate`` (the bound's ceiling)."""
+        self.load = load if load is not None else LoopLoad(SATURATED_IN_FLIGHT, max_in_flight)
         self.revoke_wait_s = revoke_wait_s
         self.topic = topic
         self.bootstrap = bootstrap
@@ -211,6 +213,16 @@ class InboundReader:
         conf.update(consumer_conf or {})
         self._conf = conf
         self.consumer: Consumer | None = None
+
+    def not_ready(self) -> str | None:
+        """Why this reader cannot deliver yet (the worker's readiness, streams/liveness.py), or None. A worker
+        whose reader never joins its group (broker ACLs, a group coordinator that never answers) stays not
+        ready and, after ``worker.max_not_ready_s``, exits so that its partitions move on."""
+        if self.failed is not None:
+            return f"the inbound reader failed: {self.failed!r}"
+        if not self.ready:
+            return f"the inbound reader has not joined group {deliver_group(self.app_id)} yet"
+        return None
 
     # ---- the event loop's side ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -271,7 +283,7 @@ class InboundReader:
                 self.stats.read_again += 1
                 continue
             self.stats.records += 1
-            if self.stats.in_flight >= self.saturated_in_flight and self.load.saturated():
+            if self.stats.in_flight >= self.load.limit:
                 await self._wait_while_saturated()
             await self.gate.acquire()
             event = _Event(rec.value(), rec.headers() or [], _Msg(partition, offset))
@@ -285,11 +297,13 @@ class InboundReader:
             self.stats.in_flight -= 1
 
     async def _wait_while_saturated(self) -> None:
-        """Until fewer than ``saturated_in_flight`` records are in flight or the loop has room again."""
+        """Until fewer than ``LoopLoad.limit`` records are in flight (they finish, or the loop has room)."""
         t0 = time.monotonic()
         self.stats.saturated_waits += 1
-        while self.stats.in_flight >= self.saturated_in_flight and self.load.saturated():
+        while self.stats.in_flight >= self.load.limit:
+            self.stats.in_flight_limit = self.load.limit
             await asyncio.sleep(self.load.interval_s / 5)
+        self.stats.in_flight_limit = self.load.limit
         self.stats.saturated_wait_s += time.monotonic() - t0
 
     def _call(self, coro: Any, timeout: float | None = None) -> Any:

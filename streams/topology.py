@@ -60,7 +60,7 @@ from smsflow.schemas import (
 from streams import offsets
 from streams.callbacks import CallbackStage
 from streams.context import StreamContext
-from streams.deliver import DELIVER_OUTPUTS, DeliverStage
+from streams.deliver import DELIVER_OUTPUTS, MAX_EVENTS_IN_FLIGHT, DeliverStage
 from streams.inbound_reader import InboundReader
 from streams.ingest import IngestStage
 from streams.outbound import OUTPUTS as OUTBOUND_OUTPUTS
@@ -149,6 +149,7 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
                 heartbeat_interval_s=cfg.worker.heartbeat_interval_s,
                 instance_id=cfg.worker.effective_instance_id(),
                 on_failure=lambda reason: ctx.liveness.fail(reason) if ctx.liveness else None,
+                max_in_flight=MAX_EVENTS_IN_FLIGHT,
             )
             ctx.inbound_reader = reader
             app.task(reader.run)

@@ -31,22 +31,24 @@ def test_uvloop_is_the_default_and_a_bad_choice_names_the_field(tmp_path) -> Non
         load_config(path)
 
 
-def test_load_is_saturated_by_a_busy_window_or_a_late_sample() -> None:
-    load = event_loop.LoopLoad(interval_s=0.1, window=3, busy_share=0.85, late_s=0.05)
-    assert not load.saturated()  # nothing sampled yet: nothing known, nothing held back
-    for _ in range(3):
-        load.sample(0.1, 0.05)
-    assert not load.saturated()
-    for _ in range(3):
-        load.sample(0.1, 0.095)
-    assert load.saturated()
+def test_the_bound_halves_on_a_saturated_sample_and_climbs_on_an_idle_one() -> None:
+    load = event_loop.LoopLoad(
+        floor=512, ceiling=4096, step=256, interval_s=0.1, busy_share=0.85, late_s=0.05
+    )
+    assert load.limit == 512 and not load.saturated()  # a burst before the first sample: only the floor
+    for _ in range(20):
+        load.sample(0.1, 0.02)  # a loop waiting on its endpoints: mostly idle
+    assert load.limit == 4096  # the ceiling within 1.4 s
+    load.sample(0.1, 0.09)  # busy
+    assert load.saturated() and load.limit == 2048
     load.sample(0.1, 0.0)
-    load.sample(0.1, 0.0)
-    assert not load.saturated()  # the window's mean share fell to a third
-    load.sample(0.2, 0.0)  # a thread that got no CPU but ran 100 ms late: a loaded machine
-    assert load.saturated()
-    load.sample(0.1, 0.0)
-    assert not load.saturated()
+    assert not load.saturated() and load.limit == 2304
+    load.sample(0.2, 0.0)  # no CPU for the thread but 100 ms late: a loop the machine holds back
+    assert load.saturated() and load.limit == 1152
+    for _ in range(5):
+        load.sample(0.1, 0.1)
+    assert load.limit == 512  # never below the floor
+    assert load.saturated_samples == 7
 
 
 async def _spin(seconds: float) -> None:
@@ -59,14 +61,22 @@ async def _spin(seconds: float) -> None:
 
 
 async def test_a_loop_kept_busy_is_saturated_and_an_idle_one_is_not() -> None:
-    load = event_loop.LoopLoad(interval_s=0.05, window=4)
+    load = event_loop.LoopLoad(floor=8, ceiling=64, step=8, interval_s=0.05)
     sampler = asyncio.ensure_future(load.run())
     try:
-        await asyncio.sleep(0.4)
-        # idle: its thread spent almost nothing on a CPU (lateness is not asserted: a loaded machine may
-        # schedule the thread late, which is what it is for)
-        assert sum(b for b, _ in load._samples) / len(load._samples) < 0.5
+        await asyncio.sleep(0.5)
+        # idle: the bound climbed (lateness is not asserted: a loaded machine may schedule the thread late,
+        # which is what it is for)
+        assert load.limit > 8 and load.last is not None and load.last[0] < 0.5
         await _spin(0.5)
-        assert load.saturated()
+        assert load.saturated() and load.limit == 8
     finally:
         sampler.cancel()
+
+
+def test_thread_demand_counts_the_time_on_a_cpu() -> None:
+    d0, c0 = event_loop.thread_demand_s(), time.thread_time()
+    t = time.monotonic()
+    while time.monotonic() - t < 0.1:
+        pass
+    assert event_loop.thread_demand_s() - d0 >= 0.9 * (time.thread_time() - c0)

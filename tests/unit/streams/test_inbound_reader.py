@@ -105,11 +105,8 @@ def test_the_group_name() -> None:
 class _Load:
     interval_s = 0.05
 
-    def __init__(self) -> None:
-        self.busy = False
-
-    def saturated(self) -> bool:
-        return self.busy
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
 
 
 class _Rec:
@@ -132,7 +129,7 @@ class _Rec:
         return []
 
 
-def _reader(load: _Load, limit: int) -> tuple[InboundReader, list[int], asyncio.Event]:
+def _reader(load: _Load) -> tuple[InboundReader, list[int], asyncio.Event]:
     started: list[int] = []
     release = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
@@ -161,39 +158,35 @@ def _reader(load: _Load, limit: int) -> tuple[InboundReader, list[int], asyncio.
         gate,
         spawn,
         flush,
-        load=load,
-        saturated_in_flight=limit,  # type: ignore[arg-type]
+        load=load,  # type: ignore[arg-type]
     )
     r.assigned.add(0)
     return r, started, release
 
 
 async def test_a_saturated_loop_takes_no_more_than_the_limit_and_resumes_as_records_finish() -> None:
-    load = _Load()
-    load.busy = True
-    reader, started, release = _reader(load, limit=3)
+    load = _Load(3)
+    reader, started, release = _reader(load)
     accept = asyncio.ensure_future(reader._accept([_Rec(0, o) for o in range(5)]))
     await asyncio.sleep(0.2)
     assert started == [0, 1, 2] and not accept.done()  # the rest stays in Kafka's order, not in memory
     assert reader.stats.in_flight == 3 and reader.stats.saturated_waits == 1
-    release.set()  # records finish: room under the limit although the loop is still busy
+    release.set()  # records finish: room under the bound although it did not grow
     await asyncio.wait_for(accept, 2)
     await asyncio.sleep(0.05)
     assert started == [0, 1, 2, 3, 4] and reader.stats.in_flight == 0
     assert reader.acks.committable() == {0: 5}
 
 
-async def test_a_loop_with_room_takes_records_past_the_limit() -> None:
-    # records waiting on slow endpoints leave the loop idle: the limit does not apply, only the gate does
-    load = _Load()
-    reader, started, release = _reader(load, limit=3)
-    await asyncio.wait_for(reader._accept([_Rec(0, o) for o in range(10)]), 2)
-    await asyncio.sleep(0.05)
-    assert started == list(range(10)) and reader.stats.saturated_waits == 0
-    load.busy = True  # becomes saturated: holds new records until the loop has room again
-    accept = asyncio.ensure_future(reader._accept([_Rec(0, 10)]))
+async def test_the_bound_growing_lets_records_in_while_the_others_still_wait() -> None:
+    # records waiting on slow endpoints leave the loop idle: the bound grows and more are taken
+    load = _Load(3)
+    reader, started, release = _reader(load)
+    accept = asyncio.ensure_future(reader._accept([_Rec(0, o) for o in range(10)]))
     await asyncio.sleep(0.2)
-    assert not accept.done()
-    load.busy = False
+    assert started == [0, 1, 2]
+    load.limit = 64
     await asyncio.wait_for(accept, 2)
+    await asyncio.sleep(0.05)
+    assert started == list(range(10)) and reader.stats.in_flight == 10
     release.set()
