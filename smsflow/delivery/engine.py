@@ -113,8 +113,7 @@ class DeliveryEngine:
         result = await self.sender.deliver(sub, messages, attempt, trace_headers, endpoint)
         now = self._clock()
         decision = self.policy.decide(result, first_attempt_at, now)
-        alone = _others_enabled(sub, result.endpoint_id)
-        if decision.disable_endpoint and alone:
+        if decision.disable_endpoint and _others_enabled(sub, result.endpoint_id):
             # a 410 from one endpoint: that endpoint goes, the message and the other endpoints stay
             decision = self.policy.retry_elsewhere(result, first_attempt_at, now, decision.reason)
             decision = replace(decision, disable_endpoint=True)
@@ -150,7 +149,7 @@ class DeliveryEngine:
             disabled_reason = trip.reason
         disabled_endpoint = None
         if disabled_reason is not None:
-            which = result.endpoint_id if alone else None
+            which = result.endpoint_id if _others_enabled(sub, result.endpoint_id) else None
             switched = await self._disable(sub.id, disabled_reason, now, which)
             if switched is None:
                 disabled_reason = None  # another attempt (e.g. a concurrent 410) switched it off already
