@@ -66,6 +66,8 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     startup.mark("topics checked, app built")
     liveness = Liveness(app, startup=startup, max_not_ready_s=cfg.worker.max_not_ready_s)
     ctx.liveness = liveness
+    if ctx.inbound_reader is not None:
+        liveness.require(ctx.inbound_reader.not_ready)
     metrics.set_health(liveness.ready)
     metrics.serve(cfg.metrics.worker_port, cfg.metrics.host)
     if "ingest" in roles:

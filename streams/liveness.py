@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,12 @@ class Liveness:
         self.last_beat = time.monotonic()
         self.fatal: str | None = None
         self._problem_since: float | None = None
+        # more conditions for "ready": each returns why the worker is not ready yet, or None
+        self.checks: list[Callable[[], str | None]] = []
+
+    def require(self, check: Callable[[], str | None]) -> None:
+        """``check`` must return None for the worker to be ready (e.g. a reader of its own has partitions)."""
+        self.checks.append(check)
 
     def problem(self) -> str | None:
         """Something that stops processing, or None."""
@@ -73,6 +80,10 @@ class Liveness:
             return False, "recovering table state from changelogs"
         if getattr(self.app, "rebalancing", False):
             return False, "consumer group rebalance in progress"
+        for check in self.checks:
+            why = check()
+            if why:
+                return False, why
         if not self._was_ready:
             self._was_ready = True
             self.startup.mark("ready (partitions assigned, tables recovered)")

@@ -157,3 +157,26 @@ async def test_a_second_reader_takes_partitions_over_without_losing_a_record(
         ta.cancel()
         if tb is not None:
             tb.cancel()
+
+
+async def test_a_reader_given_no_partition_is_ready_all_the_same(kafka: KafkaUnderTest, unique: str) -> None:
+    # a worker beyond the topic's partition count gets an empty assignment: it is ready (it holds nothing),
+    # where one that never joined stays not ready and the watchdog ends it (streams/liveness.py)
+    topic, app_id = f"t{unique}.sms.inbound.v1", f"app{unique}"
+    ensure_topics(kafka.bootstrap, [TopicSpec(topic, 1)])
+    a, b = Stage(), Stage()
+    ra, rb = a.reader(kafka, app_id, topic), b.reader(kafka, app_id, topic)
+    assert ra.not_ready() is not None
+    ta = asyncio.create_task(ra.run())
+    tb: asyncio.Task[None] | None = None
+    try:
+        await wait_for(lambda: ra.not_ready() is None)
+        tb = asyncio.create_task(rb.run())
+        await wait_for(lambda: rb.not_ready() is None)
+        assert ra.assigned == {0} and rb.assigned == set()
+    finally:
+        await ra.stop()
+        await rb.stop()
+        ta.cancel()
+        if tb is not None:
+            tb.cancel()

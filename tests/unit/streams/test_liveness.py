@@ -127,3 +127,33 @@ def test_heartbeat_must_fit_the_session_timeout() -> None:
 
     with pytest.raises(ConfigError, match=r"worker\.heartbeat_interval_s: must be at most a third"):
         parse_config({"worker": {"session_timeout_s": 6, "heartbeat_interval_s": 3}})
+
+
+def test_a_worker_whose_inbound_reader_has_not_joined_is_not_ready_and_then_exits(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from streams.inbound_reader import InboundReader
+
+    async def flush() -> None:
+        return None
+
+    reader = InboundReader("127.0.0.1:1", "app", print, asyncio.Semaphore(1), print, flush)
+    live = Liveness(_app(), max_not_ready_s=0.05)
+    live.require(reader.not_ready)
+    assert live.ready() == (False, "the inbound reader has not joined group app-deliver yet")
+    reader.ready = True  # its first assignment (possibly empty: a worker beyond the partition count)
+    assert live.ready() == (True, "processing")
+    reader.failed = RuntimeError("poll thread died")
+    ready, why = live.ready()
+    assert not ready and "poll thread died" in why
+
+    def fake_exit(code: int) -> None:
+        raise SystemExit(code)
+
+    monkeypatch.setattr("streams.liveness.os._exit", fake_exit)
+    reader.failed, reader.ready = None, False  # one that never joins holds nothing: it exits
+    with pytest.raises(SystemExit):
+        live._watch(0.01)
+    assert "has not joined group app-deliver" in capsys.readouterr().err
