@@ -27,6 +27,13 @@ MAIN_ENDPOINT = "main"  # the endpoint id of a subscription's own url: always fi
 MAX_ROUTE_ID = 64  # a webhook route id (`<subscription id>.<endpoint id>`) is a routing RouteId
 
 
+# Subscription.main_endpoint, built once per (url, secrets list): every attempt asks for it several times.
+# Not a field or private attribute (pydantic compares those); the entry holds the list, so its id is not
+# reused while it is in here.
+_MAIN_ENDPOINTS: dict[tuple[str, int], tuple[list[SigningSecret], WebhookEndpoint]] = {}
+_MAIN_ENDPOINTS_MAX = 8192
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -269,10 +276,18 @@ class Subscription(BaseModel):
 
     @property
     def main_endpoint(self) -> WebhookEndpoint:
+        key = (self.url, id(self.secrets))
+        cached = _MAIN_ENDPOINTS.get(key)
+        if cached is not None and cached[0] is self.secrets:
+            return cached[1]
         # built without validation: the fields were validated as the subscription's own
-        return WebhookEndpoint.model_construct(
+        ep = WebhookEndpoint.model_construct(
             id=MAIN_ENDPOINT, role=ListName.PRIMARY, url=self.url, secrets=self.secrets
         )
+        if len(_MAIN_ENDPOINTS) >= _MAIN_ENDPOINTS_MAX:
+            _MAIN_ENDPOINTS.clear()
+        _MAIN_ENDPOINTS[key] = (self.secrets, ep)
+        return ep
 
     def endpoint_list(self, role: ListName) -> list[WebhookEndpoint]:
         """The endpoints on one list, in order; with no other endpoints, the primary list is ``[main]``."""
