@@ -101,3 +101,65 @@ def _set_result(fut: asyncio.Future[Message], msg: Message) -> None:
 def _set_exc(fut: asyncio.Future[Message], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
+
+
+class BufferedProducer:
+    """Records handed to librdkafka without waiting for each one's ack; :meth:`flush` waits until every
+    record handed over so far is stored (acks=all) and raises ``KafkaUnavailable`` when any could not be.
+
+    For outputs whose durability is settled by a flush before an offset commit (Invariant A,
+    docs/consistency.md) rather than per record: the worker's delivery events, retry records and dead
+    letters. Only failures call back (``delivery.report.only.error``), so a stored record costs the event
+    loop one ``produce`` call (a few microseconds) and nothing later.
+    """
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+        self._producer = Producer({**conf, "delivery.report.only.error": True, "on_delivery": self._on_error})
+
+    def _on_error(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            with self._lock:
+                self._errors.append(f"{msg.topic()}: {err.str()}")
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Hand a record over (not stored yet: see :meth:`flush`)."""
+        while True:
+            try:
+                if headers:
+                    extra: dict[str, Any] = {"headers": headers}
+                    self._producer.produce(topic, value, key, **extra)
+                else:
+                    self._producer.produce(topic, value, key)
+                return
+            except BufferError:
+                self._producer.poll(0)
+                await asyncio.sleep(0.01)  # local queue full: back-pressure, do not drop
+            except Exception as exc:  # KafkaException for an unknown topic etc.
+                raise KafkaUnavailable(f"{topic}: {exc}") from exc
+
+    def __len__(self) -> int:
+        """Records handed over and not stored yet."""
+        return len(self._producer)
+
+    async def flush(self) -> None:
+        """Return once every record handed over so far is stored; ``KafkaUnavailable`` if one could not be
+        (the caller must not commit the offsets of what those records came from). A record is given up on
+        after the producer's ``message.timeout.ms``, so this waits at most about that long."""
+        while len(self._producer) and not self._errors:
+            await asyncio.to_thread(self._producer.flush, 1.0)
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if errors:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise KafkaUnavailable(f"not stored: {errors[0]}{more}")
+
+    def close(self, timeout: float = 10.0) -> int:
+        return self._producer.flush(timeout)

@@ -35,6 +35,7 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
     from smsflow.delivery.engine import DeliveryEngine
     from smsflow.delivery.policy import RetryPolicy, RetrySchedule
     from smsflow.delivery.sender import SenderConfig, WebhookSender
+    from smsflow.producer import BufferedProducer, producer_conf
     from smsflow.subscriptions.secretbox import SecretBox
     from smsflow.telemetry import setup_tracing
     from streams.deliver import KafkaDelivery
@@ -124,7 +125,22 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
         engine = DeliveryEngine(sender, store=store, policy=policy)
         # outbound status callbacks are signed with a secret per owner derived from the secrets key ring
         ctx.callbacks = CallbackSigner(SecretBox.from_env(), cfg.outbound.callback_timeout_s)
-        ctx.delivery = KafkaDelivery(ctx, engine, store)
+        # the delivery stage's outputs by a confluent-kafka producer (acks=all, idempotent): a record costs
+        # the loop one produce call instead of Faust's and aiokafka's send path (~19% of the deliver stage's
+        # CPU, docs/BENCHMARKS.md); Faust's producer flush, before every commit, flushes it too
+        outputs = BufferedProducer(
+            producer_conf(
+                bootstrap,
+                **{
+                    "linger.ms": cfg.worker.producer_linger_ms,
+                    # a broker outage this long delays commits (each waits for its flush), not the process
+                    "message.timeout.ms": 120000,
+                    "request.timeout.ms": 10000,
+                },
+            )
+        )
+        app.flush_with_producer(outputs.flush)
+        ctx.delivery = KafkaDelivery(ctx, engine, store, producer=outputs)
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def _close(app: Any, **kwargs: Any) -> None:

@@ -73,6 +73,13 @@ class SmsflowApp(faust.App):
 
     loading_tasks: Sequence[Callable[[], Awaitable[None]]] = ()
     _loading_started = False
+    _extra_flushes: tuple[Callable[[], Awaitable[None]], ...] = ()
+
+    def flush_with_producer(self, flush: Callable[[], Awaitable[None]]) -> None:
+        """Run ``flush`` (a producer of the worker's own: streams/deliver.py's outputs) after each flush of
+        Faust's producer, so that every flush before an offset commit covers its records too (Invariant A,
+        docs/consistency.md); a flush that raises stops that commit."""
+        self._extra_flushes = (*self._extra_flushes, flush)
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -86,6 +93,14 @@ class SmsflowApp(faust.App):
         buffer = DrainingProducerBuffer(loop=producer.loop, beacon=producer.beacon)
         buffer.app = self
         producer.buffer = buffer  # type: ignore[attr-defined]
+        faust_flush = producer.flush
+
+        async def flush() -> None:
+            await faust_flush()
+            for extra in self._extra_flushes:
+                await extra()
+
+        producer.flush = flush  # type: ignore[method-assign]
         return producer
 
 

@@ -65,6 +65,7 @@ from smsflow.delivery.records import (
 )
 from smsflow.ingest.quarantine import Source, quarantine_record
 from smsflow.payload import webhook_payload
+from smsflow.producer import BufferedProducer
 from smsflow.routing.observations import WebhookAttempt, observation_record
 from smsflow.schemas import (
     DELIVERY_TOPIC,
@@ -98,10 +99,21 @@ MAX_RETRIES_WAITING = 100_000
 class KafkaDelivery:
     """Runs the delivery engine's decisions against Kafka: events, retry records, dead letters, ops events."""
 
-    def __init__(self, ctx: StreamContext, engine: DeliveryEngine, store: SubscriptionStore) -> None:
+    def __init__(
+        self,
+        ctx: StreamContext,
+        engine: DeliveryEngine,
+        store: SubscriptionStore,
+        producer: BufferedProducer | None = None,
+    ) -> None:
+        """``producer``: writes every output (events, retry records, dead letters, quarantine) instead of
+        Faust's producer; the worker's producer flush, which precedes every offset commit, flushes it too
+        (``SmsflowApp.extra_flushes``)."""
         self.ctx = ctx
         self.engine = engine
         self.store = store
+        self.producer = producer
+        self._names: dict[str, str] = {}  # output -> its Kafka topic's name
         self.topics: dict[str, Any] = {}
         self.stats = {"delivered": 0, "retry_scheduled": 0, "dead_lettered": 0, "attempts": 0, "failovers": 0}
         # which list each subscription uses now (sms.routes.decisions.v1); empty = every primary list
@@ -110,7 +122,13 @@ class KafkaDelivery:
     async def _send(
         self, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]] | None = None
     ) -> None:
-        await self.topics[topic].send(key=key.encode(), value=value, headers=headers)
+        if self.producer is None:
+            await self.topics[topic].send(key=key.encode(), value=value, headers=headers)
+            return
+        name = self._names.get(topic)
+        if name is None:
+            name = self._names[topic] = self.topics[topic].get_topic_name()
+        await self.producer.send(name, value, key.encode(), headers)
 
     async def event(self, ev: DeliveryEvent) -> None:
         await self._send(

@@ -1,0 +1,60 @@
+"""The worker's producer of delivery outputs (smsflow.producer.BufferedProducer) on a real broker: records
+handed over are stored by the time ``flush`` returns, and a record that cannot be stored makes ``flush``
+raise, so the offsets of what it came from are never committed (Invariant A, docs/consistency.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from confluent_kafka import Consumer
+
+from smsflow.producer import BufferedProducer, KafkaUnavailable, producer_conf
+from smsflow.topics import TopicSpec, ensure_topics
+
+if TYPE_CHECKING:
+    from tests.conftest import KafkaUnderTest
+
+pytestmark = pytest.mark.integration
+
+
+def read_all(bootstrap: str, topic: str, n: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{topic}", "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    got: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
+    try:
+        for _ in range(60):
+            for m in c.consume(1000, timeout=0.5):
+                if m.error() is None:
+                    got.append((m.key(), m.value(), m.headers() or []))
+            if len(got) >= n:
+                break
+    finally:
+        c.close()
+    return got
+
+
+async def test_what_is_handed_over_is_stored_when_flush_returns(kafka: KafkaUnderTest, unique: str) -> None:
+    topic = f"t{unique}.sms.delivery.v1"
+    ensure_topics(kafka.bootstrap, [TopicSpec(topic, 3)])
+    p = BufferedProducer(producer_conf(kafka.bootstrap, **{"linger.ms": 50}))
+    for i in range(500):
+        headers = [("traceparent", b"00-x")] if i % 2 else None
+        await p.send(topic, f"v{i}".encode(), f"k{i % 7}".encode(), headers)
+    assert len(p) > 0  # nothing waited for an ack so far
+    await p.flush()
+    assert len(p) == 0
+    got = read_all(kafka.bootstrap, topic, 500)
+    assert sorted(v for _, v, _ in got) == sorted(f"v{i}".encode() for i in range(500))
+    assert sum(1 for _, _, h in got if h == [("traceparent", b"00-x")]) == 250
+    await p.flush()  # nothing pending: returns at once
+
+
+async def test_a_record_that_cannot_be_stored_makes_flush_raise(kafka: KafkaUnderTest, unique: str) -> None:
+    # a topic that does not exist (and is not auto-created): given up on after message.timeout.ms
+    conf = producer_conf(kafka.bootstrap, **{"message.timeout.ms": 1500, "allow.auto.create.topics": False})
+    p = BufferedProducer(conf)
+    await p.send(f"t{unique}.missing", b"v", b"k")
+    with pytest.raises(KafkaUnavailable, match=f"t{unique}.missing"):
+        await p.flush()
+    await p.flush()  # the failure was reported once; nothing is pending now
