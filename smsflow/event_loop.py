@@ -47,7 +47,10 @@ def thread_demand_s() -> float:
 class LoopLoad:
     """How much work may wait in memory on this event loop: ``limit``, a bound that halves (down to
     ``floor``) on every sample in which the loop was saturated and grows by ``step`` (up to ``ceiling``) on
-    every sample in which it was not: additive increase, multiplicative decrease, as TCP does with loss.
+    every sample in which it was not and the bound was reached: additive increase, multiplicative decrease,
+    as TCP does with loss. A bound not reached in a sample shrinks to what was used plus ``step`` (as TCP
+    validates an unused window, RFC 7661): an idle loop must not keep a high bound that the next burst would
+    fill at once, before the first busy sample halves it.
 
     Sampled on the loop itself every ``interval_s``: the share of the wall time its thread wanted a CPU
     (ran, or waited in the run queue for one; ``thread_demand_s``) and how late the sample ran. Saturated:
@@ -82,6 +85,12 @@ class LoopLoad:
         self._cpu_clock = cpu_clock
         self.last: tuple[float, float] | None = None  # (busy share, lateness s) of the latest sample
         self.saturated_samples = 0
+        self.used = 0  # the most work in memory since the latest sample (``observe``)
+
+    def observe(self, in_memory: int) -> None:
+        """The reader's work in memory, each time it takes some."""
+        if in_memory > self.used:
+            self.used = in_memory
 
     def sample(self, wall_s: float, cpu_s: float) -> None:
         """One interval's figures: ``wall_s`` elapsed on the clock, ``cpu_s`` of the loop thread's demand."""
@@ -91,8 +100,11 @@ class LoopLoad:
         if self.saturated():
             self.saturated_samples += 1
             self.limit = max(self.floor, self.limit // 2)
-        else:
+        elif self.used >= self.limit:
             self.limit = min(self.ceiling, self.limit + self.step)
+        else:
+            self.limit = max(self.floor, min(self.limit, self.used + self.step))
+        self.used = 0
 
     def saturated(self) -> bool:
         """Whether the latest sample found the loop saturated."""

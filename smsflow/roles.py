@@ -15,6 +15,7 @@ from smsflow import event_loop, metrics
 from smsflow.config import Config
 
 log = logging.getLogger(__name__)
+OUTPUTS_LINGER_MS = 20  # the deliver stage's outputs producer (run_worker)
 
 # The Faust worker's stages (`smsflow worker --stage ...`; all of them without --stage).
 WORKER_STAGES = ("ingest", "deliver", "routes", "outbound")
@@ -132,7 +133,9 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
             producer_conf(
                 bootstrap,
                 **{
-                    "linger.ms": cfg.worker.producer_linger_ms,
+                    # nobody waits for these records one by one (the flush before a commit sends what is
+                    # lingering at once): batching them costs no latency and saves broker requests
+                    "linger.ms": max(cfg.worker.producer_linger_ms, OUTPUTS_LINGER_MS),
                     # a broker outage this long delays commits (each waits for its flush), not the process
                     "message.timeout.ms": 120000,
                     "request.timeout.ms": 10000,

@@ -288,6 +288,7 @@ class InboundReader:
             await self.gate.acquire()
             event = _Event(rec.value(), rec.headers() or [], _Msg(partition, offset))
             self.stats.in_flight += 1
+            self.load.observe(self.stats.in_flight)
             self.spawn(self._handled(stream, event))
 
     async def _handled(self, stream: _AckingStream, event: _Event) -> None:

@@ -31,24 +31,40 @@ def test_uvloop_is_the_default_and_a_bad_choice_names_the_field(tmp_path) -> Non
         load_config(path)
 
 
-def test_the_bound_halves_on_a_saturated_sample_and_climbs_on_an_idle_one() -> None:
-    load = event_loop.LoopLoad(
-        floor=512, ceiling=4096, step=256, interval_s=0.1, busy_share=0.85, late_s=0.05
-    )
+def test_the_bound_halves_on_a_saturated_sample_and_climbs_while_reached_on_an_idle_one() -> None:
+    load = event_loop.LoopLoad(512, 4096, 256, interval_s=0.1, busy_share=0.85, late_s=0.05)
     assert load.limit == 512 and not load.saturated()  # a burst before the first sample: only the floor
-    for _ in range(20):
-        load.sample(0.1, 0.02)  # a loop waiting on its endpoints: mostly idle
+    for _ in range(20):  # records waiting on slow endpoints: the bound is reached, the loop mostly idle
+        load.observe(load.limit)
+        load.sample(0.1, 0.02)
     assert load.limit == 4096  # the ceiling within 1.4 s
+    load.observe(4096)
     load.sample(0.1, 0.09)  # busy
     assert load.saturated() and load.limit == 2048
+    load.observe(2048)
     load.sample(0.1, 0.0)
     assert not load.saturated() and load.limit == 2304
+    load.observe(2304)
     load.sample(0.2, 0.0)  # no CPU for the thread but 100 ms late: a loop the machine holds back
     assert load.saturated() and load.limit == 1152
     for _ in range(5):
         load.sample(0.1, 0.1)
     assert load.limit == 512  # never below the floor
     assert load.saturated_samples == 7
+
+
+def test_a_bound_not_reached_shrinks_to_what_was_used() -> None:
+    # an idle loop after a busy spell: the next burst must not find a bound of 4,096 that it fills at once
+    load = event_loop.LoopLoad(512, 4096, 256)
+    for _ in range(20):
+        load.observe(load.limit)
+        load.sample(0.1, 0.0)
+    assert load.limit == 4096
+    load.observe(1000)
+    load.sample(0.1, 0.0)
+    assert load.limit == 1256  # what was used, plus a step
+    load.sample(0.1, 0.0)  # nothing taken at all
+    assert load.limit == 512
 
 
 async def _spin(seconds: float) -> None:
@@ -65,9 +81,9 @@ async def test_a_loop_kept_busy_is_saturated_and_an_idle_one_is_not() -> None:
     sampler = asyncio.ensure_future(load.run())
     try:
         await asyncio.sleep(0.5)
-        # idle: the bound climbed (lateness is not asserted: a loaded machine may schedule the thread late,
-        # which is what it is for)
-        assert load.limit > 8 and load.last is not None and load.last[0] < 0.5
+        # idle: its thread wanted little CPU (lateness is not asserted: a loaded machine may schedule the
+        # thread late, which is what it is for), and nothing was taken: the bound stays at the floor
+        assert load.limit == 8 and load.last is not None and load.last[0] < 0.5
         await _spin(0.5)
         assert load.saturated() and load.limit == 8
     finally:

@@ -108,6 +108,9 @@ class _Load:
     def __init__(self, limit: int) -> None:
         self.limit = limit
 
+    def observe(self, in_memory: int) -> None:
+        pass
+
 
 class _Rec:
     def __init__(self, partition: int, offset: int) -> None:
