@@ -10,7 +10,7 @@ test:           ## everything: lint, types, unit, integration (real local Kafka)
 	.venv/bin/ruff check connectors streams smsflow devkit tests bench
 	.venv/bin/ruff format --check connectors streams smsflow devkit tests bench
 	.venv/bin/mypy connectors streams smsflow devkit
-	.venv/bin/pytest -q -p no:cacheprovider -m "not long" $(PYTEST_ARGS)
+	.venv/bin/pytest -q -p no:cacheprovider -m "not long" --durations=20 $(PYTEST_ARGS)
 
 test-long:      ## the scenarios that need minutes (long outages, flapping, soak): marked `long`
 	@bash infra/bootstrap.sh

@@ -54,6 +54,17 @@ def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
         c.close()
 
 
+async def stop(
+    ra: InboundReader, rb: InboundReader, ta: asyncio.Task[None], tb: asyncio.Task[None] | None
+) -> None:
+    """Both readers stopped (commits made, groups left), then their run tasks."""
+    await ra.stop()
+    await rb.stop()
+    ta.cancel()
+    if tb is not None:
+        tb.cancel()
+
+
 class Stage:
     """What the deliver stage gives the reader: a handler that acks (unless told to hold a record), its gate
     and spawner, and the producer's flush (counted)."""
@@ -152,11 +163,7 @@ async def test_a_second_reader_takes_partitions_over_without_losing_a_record(
         assert moved and moved <= set(b.handled)
         assert rb.stats.assignments >= 1 and ra.stats.revocations >= 1
     finally:
-        await ra.stop()
-        await rb.stop()
-        ta.cancel()
-        if tb is not None:
-            tb.cancel()
+        await stop(ra, rb, ta, tb)
 
 
 async def test_a_reader_given_no_partition_is_ready_all_the_same(kafka: KafkaUnderTest, unique: str) -> None:
@@ -175,8 +182,4 @@ async def test_a_reader_given_no_partition_is_ready_all_the_same(kafka: KafkaUnd
         await wait_for(lambda: rb.not_ready() is None)
         assert ra.assigned == {0} and rb.assigned == set()
     finally:
-        await ra.stop()
-        await rb.stop()
-        ta.cancel()
-        if tb is not None:
-            tb.cancel()
+        await stop(ra, rb, ta, tb)
