@@ -108,7 +108,7 @@ class KafkaDelivery:
     ) -> None:
         """``producer``: writes every output (events, retry records, dead letters, quarantine) instead of
         Faust's producer; the worker's producer flush, which precedes every offset commit, flushes it too
-        (``SmsflowApp.extra_flushes``)."""
+        (``SmsflowApp.flush_with_producer``)."""
         self.ctx = ctx
         self.engine = engine
         self.store = store
