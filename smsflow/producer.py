@@ -74,14 +74,7 @@ class AsyncProducer:
             kwargs["headers"] = headers
         if partition is not None:
             kwargs["partition"] = partition
-        while True:
-            try:
-                self._producer.produce(topic, **kwargs)
-                break
-            except BufferError:
-                await asyncio.sleep(0.01)  # local queue full: back-pressure, do not drop
-            except Exception as exc:  # KafkaException for unknown topic etc.
-                raise KafkaUnavailable(f"{topic}: {exc}") from exc
+        await _produce(self._producer, topic, kwargs)
         return await fut
 
     async def flush(self, timeout: float = 10.0) -> int:
@@ -91,6 +84,24 @@ class AsyncProducer:
         await self.flush(timeout)
         self._closed.set()
         await asyncio.to_thread(self._poller.join, 2.0)
+
+
+async def _produce(
+    producer: Producer, topic: str, kwargs: dict[str, Any], serve_reports: bool = False
+) -> None:
+    """``producer.produce``, waiting while librdkafka's local queue is full (back-pressure: nothing is
+    dropped); ``serve_reports``: poll the delivery reports meanwhile (a producer without a poll thread of
+    its own). Any other refusal (an unknown topic, ...) is ``KafkaUnavailable``."""
+    while True:
+        try:
+            producer.produce(topic, **kwargs)
+            return
+        except BufferError:
+            if serve_reports:
+                producer.poll(0)
+            await asyncio.sleep(0.01)
+        except Exception as exc:  # KafkaException for an unknown topic etc.
+            raise KafkaUnavailable(f"{topic}: {exc}") from exc
 
 
 def _set_result(fut: asyncio.Future[Message], msg: Message) -> None:
@@ -131,19 +142,10 @@ class BufferedProducer:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Hand a record over (not stored yet: see :meth:`flush`)."""
-        while True:
-            try:
-                if headers:
-                    extra: dict[str, Any] = {"headers": headers}
-                    self._producer.produce(topic, value, key, **extra)
-                else:
-                    self._producer.produce(topic, value, key)
-                return
-            except BufferError:
-                self._producer.poll(0)
-                await asyncio.sleep(0.01)  # local queue full: back-pressure, do not drop
-            except Exception as exc:  # KafkaException for an unknown topic etc.
-                raise KafkaUnavailable(f"{topic}: {exc}") from exc
+        kwargs: dict[str, Any] = {"value": value, "key": key}
+        if headers:
+            kwargs["headers"] = headers
+        await _produce(self._producer, topic, kwargs, serve_reports=True)
 
     def __len__(self) -> int:
         """Records handed over and not stored yet."""
@@ -160,6 +162,3 @@ class BufferedProducer:
         if errors:
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             raise KafkaUnavailable(f"not stored: {errors[0]}{more}")
-
-    def close(self, timeout: float = 10.0) -> int:
-        return self._producer.flush(timeout)
