@@ -13,12 +13,17 @@ more):
 2. its outputs produced (one PRODUCER span each, its context in the record's headers), then the batch's
    changelog writes, in the order they were made (``ChangelogTable.drain_records``);
 3. ``flush()``: every output is stored (acks=all, idempotent producer);
-4. only then the batch's offsets committed, synchronously (Invariant A of docs/consistency.md, in its plainest
-   form). A produce that fails ends the process without a commit: its restart replays from the committed
-   offsets with tables restored from the changelog, a prefix of what was written (Invariant B).
+4. only then the batch's offsets committed (Invariant A of docs/consistency.md, in its plainest form), without
+   waiting for the answer: one commit is in flight at a time, at most one per ``COMMIT_INTERVAL_S``, and the
+   offsets of batches flushed meanwhile go together in the next (at a low rate every SMS is a batch: a
+   synchronous commit each cost a round trip of the loop and an OffsetCommit of the broker per SMS). A
+   commit is only ever sent after the flush of every batch it covers; what it covers counts as committed
+   when the broker has said so (ticks and expiry never run ahead of that). A produce that fails ends the
+   process without a commit: its restart replays from the committed offsets with tables restored from the
+   changelog, a prefix of what was written (Invariant B).
 
 Punctuation (ADR 0003) needs no topic here: between batches, every ``tick_interval_s``, each owned partition
-is ticked with the offset this loop has just committed (reassembly timeouts, dedup expiry), and its outputs go
+is ticked with the offset this loop has committed (reassembly timeouts, dedup expiry), and its outputs go
 through the same produce, flush, apply order.
 
 Rebalances: its own consumer group ``<app_id>-ingest`` (Faust's group speaks Faust's assignor; one group
@@ -66,6 +71,10 @@ from smsflow.telemetry import (
 log = logging.getLogger(__name__)
 _tracer = tracer("smsflow.ingest.loop")
 RESTORE_TIMEOUT_S = 120.0
+COMMIT_ANSWER_S = 30.0  # a commit unanswered this long is taken as failed (sent again with the next one)
+# at most one commit per this interval: at a low rate every SMS is a batch of its own, and each commit is an
+# OffsetCommit (a write to __consumer_offsets) for the broker; what waits is at most this much replay
+COMMIT_INTERVAL_S = 0.1
 
 
 class IngestLoopFailed(RuntimeError):
@@ -135,6 +144,10 @@ class DirectIngest:
         self.partitions: dict[int, PartitionState] = {}
         self._delivery_errors: list[str] = []
         self._uncommitted: dict[int, int] = {}  # partition -> handled offset + 1 not committed yet
+        self._committing: dict[int, int] | None = None  # the commit in flight (sent, not answered)
+        self._commit_sent_at = 0.0
+        self._commit_retry_at = 0.0  # after a refused commit, the next one waits until then
+        self._refusals = 0  # commits refused in a row
         # one idempotent producer (acks=all, lz4, murmur2) for every output; only failures call back (the
         # flush before each commit waits for all of them). Longer than the connector's 5 s: a broker hiccup
         # should delay a batch, not restart the process.
@@ -162,6 +175,7 @@ class DirectIngest:
             "session.timeout.ms": int(worker.session_timeout_s * 1000),
             "heartbeat.interval.ms": int(worker.heartbeat_interval_s * 1000),
             "fetch.wait.max.ms": 100,
+            "on_commit": self._on_commit,  # answers to the asynchronous commits, served inside consume/poll
         }
         instance = worker.effective_instance_id()
         if instance:
@@ -182,6 +196,8 @@ class DirectIngest:
                 records = self.next_batch()
                 if records:
                     self.handle_batch(records)
+                elif self._uncommitted:
+                    self._commit({})  # what waited for the answer to the commit before, or was refused
                 if self.clock() - self._last_tick >= self.tick_interval_s:
                     self._last_tick = self.clock()
                     self.tick_all()
@@ -213,6 +229,9 @@ class DirectIngest:
         left = self.producer.flush(10)
         if left:
             log.error("ingest loop: %d records not stored at close (their batch was not committed)", left)
+        # what waited for the answer to the commit in flight, or was refused: only offsets of flushed
+        # batches are ever in _uncommitted, so this holds after a failure too
+        self._commit_now(list(self.partitions))
         try:
             self.consumer.close()
         except KafkaException as exc:  # closing twice, or the broker gone: nothing left to do
@@ -369,40 +388,92 @@ class DirectIngest:
             )
 
     def _commit(self, done: dict[int, int]) -> bool:
-        """Commit the batch's offsets, with any an earlier commit could not (a commit refused during a
-        rebalance, ILLEGAL_GENERATION, is carried to the next one rather than left behind: a partition that
-        gets no more records would otherwise be replayed by its next owner). Returns whether it succeeded."""
+        """Send the commit of the batch's offsets (every output of the batch is stored: ``_flush`` came
+        first), with any earlier offsets not committed yet: those that waited for the commit in flight, and
+        those a commit could not store (one refused during a rebalance, ILLEGAL_GENERATION, is carried to the
+        next rather than left behind: a partition that gets no more records would otherwise be replayed by
+        its next owner). Asynchronous: ``_on_commit`` takes the answer. Returns whether a commit was sent or
+        nothing needed one."""
         for p, o in done.items():
             if p in self.partitions:
                 self._uncommitted[p] = max(o, self._uncommitted.get(p, o))
         if not self._uncommitted:
             return True
+        now = self.clock()
+        if self._committing is not None:
+            if now - self._commit_sent_at < COMMIT_ANSWER_S:
+                return False  # these go with the next one, sent once this one is answered
+            log.warning("ingest loop: no answer to the commit of %s; sending it again", self._committing)
+            self._committing = None
+        if now < self._commit_retry_at or now - self._commit_sent_at < COMMIT_INTERVAL_S:
+            return False
         pending = dict(self._uncommitted)
         offsets = [TopicPartition(RAW_TOPIC, p, o) for p, o in pending.items()]
-        for attempt in range(1, 4):
-            try:
-                self.consumer.commit(offsets=offsets, asynchronous=False)
-                break
-            except KafkaException as exc:
-                self.stats.commit_failures += 1
-                err = exc.args[0] if exc.args else None
-                retriable = isinstance(err, KafkaError) and err.retriable()
-                if not retriable or attempt == 3:
-                    # the outputs are stored; the offsets are tried again with the next commit, and should
-                    # the partition move first, its new owner replays the records and derives the same
-                    # records under the same ids (ADR 0001): nothing is lost
-                    log.warning("ingest loop: commit of %s failed (tried again next batch): %s", pending, exc)
-                    return False
-                time.sleep(0.1 * attempt)
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:  # not sent (no coordinator known yet, ...): tried with the next batch
+            self._refused(pending, exc)
+            return False
+        self._committing, self._commit_sent_at = pending, now
+        return True
+
+    def _on_commit(self, err: Any, partitions: list[TopicPartition]) -> None:
+        """The broker's answer to an asynchronous commit (librdkafka calls it inside ``consume``/``poll``):
+        what it stored is what it names, without an error."""
+        pending, self._committing = self._committing, None
+        stored = (
+            {tp.partition: tp.offset for tp in partitions if tp.topic == RAW_TOPIC and tp.error is None}
+            if err is None
+            else {}
+        )
+        self._mark_committed(stored)
+        failed = err if err is not None else next((tp.error for tp in partitions if tp.error), None)
+        if failed is not None:
+            self._refused(pending or {}, failed)
+            return
         self.stats.commits += 1
+        self._refusals = 0
+        self._commit_retry_at = 0.0
+
+    def _refused(self, pending: dict[int, int], err: Any) -> None:
+        # The outputs are stored; the offsets stay in _uncommitted and go with the next commit, and should
+        # the partition move first, its new owner replays the records and derives the same records under
+        # the same ids (ADR 0001): nothing is lost.
+        self.stats.commit_failures += 1
+        self._refusals += 1
+        self._commit_retry_at = self.clock() + 0.1 * min(10, self._refusals)
+        log.warning("ingest loop: commit of %s failed (sent again with the next one): %s", pending, err)
+
+    def _mark_committed(self, pending: dict[int, int]) -> None:
         for p, o in pending.items():
             if self._uncommitted.get(p) == o:
                 del self._uncommitted[p]
             state = self.partitions.get(p)
-            if state is not None:
+            if state is not None and (state.committed is None or o > state.committed):
                 state.committed = o
                 self.processor.on_commit(p, o)
-        return True
+
+    def _commit_now(self, ps: list[int]) -> None:
+        """A synchronous commit of these partitions' offsets not committed yet (a revocation: they must be
+        stored before the partitions go to their next owner). Best effort: what fails is replayed by him."""
+        pending = {p: self._uncommitted[p] for p in ps if p in self._uncommitted}
+        if not pending:
+            return
+        offsets = [TopicPartition(RAW_TOPIC, p, o) for p, o in pending.items()]
+        for attempt in range(1, 4):
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                self.stats.commit_failures += 1
+                err = exc.args[0] if exc.args else None
+                if not (isinstance(err, KafkaError) and err.retriable()) or attempt == 3:
+                    log.warning("ingest loop: commit of %s before revocation failed: %s", pending, exc)
+                    return
+                time.sleep(0.1 * attempt)
+                continue
+            self.stats.commits += 1
+            self._mark_committed(pending)
+            return
 
     # ---- punctuation ---------------------------------------------------------------------------------
     def tick_all(self) -> None:
@@ -478,12 +549,11 @@ class DirectIngest:
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # No batch is in flight: callbacks run inside consume(), after the previous batch's flush. What an
-        # earlier commit could not store is committed now, while the partitions are still ours.
+        # No batch is in flight: callbacks run inside consume(), after the previous batch's flush. What is
+        # not committed yet (the commit in flight, or one refused) is committed now, while they are ours.
         self.stats.revocations += 1
         ps = [tp.partition for tp in partitions if tp.topic == RAW_TOPIC]
-        if any(p in self._uncommitted for p in ps):
-            self._commit({})
+        self._commit_now(ps)
         self._forget(ps, "revoked")
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

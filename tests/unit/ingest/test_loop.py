@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from smsflow.config import Config
-from smsflow.ingest.loop import DirectIngest, PartitionState, ingest_group
+from smsflow.ingest.loop import COMMIT_INTERVAL_S, DirectIngest, PartitionState, ingest_group
 from smsflow.ingest.processor import ingest_settings
 from smsflow.schemas import RAW_TOPIC
 
@@ -25,20 +25,41 @@ class FakeConsumer:
         self.arriving = arriving
         self.calls: list[tuple[str, Any]] = []
         self.after_first: list[Any] = []  # what arrives with the first record poll() waited for
+        self.sent: list[dict[int, int]] = []  # asynchronous commits, as sent
+        self.answers: list[tuple[bool, list[TopicPartition]]] = []
+        self.on_commit: Any = None
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
-        assert asynchronous is False
-        if self.refuse:
-            self.refuse -= 1
+        """A synchronous commit raises when refused; an asynchronous one is answered (to the loop's
+        ``on_commit``) inside the next ``consume``/``poll``, as librdkafka does."""
+        refused = self.refuse > 0
+        self.refuse -= refused
+        if asynchronous:
+            self.sent.append({tp.partition: tp.offset for tp in offsets})
+            self.answers.append((refused, offsets))
+            return
+        if refused:
             raise KafkaException(KafkaError(KafkaError.ILLEGAL_GENERATION))
         self.commits.append({tp.partition: tp.offset for tp in offsets})
 
+    def answer(self) -> None:
+        """Serve the answers to the asynchronous commits sent so far."""
+        answers, self.answers = self.answers, []
+        for refused, offsets in answers:
+            if refused:
+                self.on_commit(KafkaError(KafkaError.ILLEGAL_GENERATION), offsets)
+            else:
+                self.commits.append({tp.partition: tp.offset for tp in offsets})
+                self.on_commit(None, offsets)
+
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        self.answer()
         self.calls.append(("consume", (num_messages, timeout)))
         out, self.queued = self.queued[:num_messages], self.queued[num_messages:]
         return out
 
     def poll(self, timeout: float) -> Any:
+        self.answer()
         self.calls.append(("poll", timeout))
         first, self.arriving = self.arriving, None
         if first is not None:
@@ -46,53 +67,137 @@ class FakeConsumer:
         return first
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def later(loop: DirectIngest, seconds: float = COMMIT_INTERVAL_S) -> None:
+    loop.clock.now += seconds  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def loop() -> DirectIngest:
     cfg = Config()
     # no broker: librdkafka clients connect lazily, and nothing here produces or consumes for real
-    d = DirectIngest(cfg, "127.0.0.1:9", serde=None, settings=ingest_settings(cfg), batch_max=4)
+    settings = ingest_settings(cfg)
+    d = DirectIngest(cfg, "127.0.0.1:9", serde=None, settings=settings, batch_max=4, clock=Clock())
     d.consumer.close()
     for p in (3, 4):
         d.partitions[p] = PartitionState(committed=0)
     return d
 
 
-def test_a_refused_commit_is_carried_to_the_next_one(loop: DirectIngest) -> None:
-    loop.consumer = FakeConsumer(refuse=1)  # type: ignore[assignment]
-    assert loop._commit({3: 10}) is False
-    assert loop.partitions[3].committed == 0  # not stored: the loop does not pretend it is
-    # the next batch only touched partition 4; partition 3's offset goes with it
-    assert loop._commit({4: 5}) is True
-    assert loop.consumer.commits == [{3: 10, 4: 5}]  # type: ignore[attr-defined]
-    assert loop.partitions[3].committed == 10 and loop.partitions[4].committed == 5
-    assert loop._commit({}) is True and loop.consumer.commits == [{3: 10, 4: 5}]  # type: ignore[attr-defined]
-
-
-def test_a_revoked_partition_commits_what_was_refused_before_it_goes(loop: DirectIngest) -> None:
-    fake = FakeConsumer(refuse=1)
+def _fake(loop: DirectIngest, **kw: Any) -> FakeConsumer:
+    fake = FakeConsumer(**kw)
+    fake.on_commit = loop._on_commit
     loop.consumer = fake  # type: ignore[assignment]
+    return fake
+
+
+def test_a_commit_is_sent_without_waiting_and_counts_once_answered(loop: DirectIngest) -> None:
+    fake = _fake(loop)
+    assert loop._commit({3: 10}) is True
+    assert fake.sent == [{3: 10}] and fake.commits == []
+    assert loop.partitions[3].committed == 0  # sent is not stored: ticks and expiry wait for the answer
+    fake.answer()
+    assert fake.commits == [{3: 10}] and loop.partitions[3].committed == 10
+    assert loop.stats.commits == 1 and not loop._uncommitted
+
+
+def test_batches_flushed_while_a_commit_is_in_flight_go_together_in_the_next(loop: DirectIngest) -> None:
+    fake = _fake(loop)
+    loop._commit({3: 10})
+    assert loop._commit({3: 12}) is False and loop._commit({4: 5}) is False  # one commit in flight at a time
+    assert fake.sent == [{3: 10}]
+    fake.answer()
+    assert loop.partitions[3].committed == 10 and loop._uncommitted == {3: 12, 4: 5}
+    assert loop._commit({}) is False  # answered, but the last one left less than COMMIT_INTERVAL_S ago
+    later(loop)
+    assert loop._commit({}) is True
+    assert fake.sent == [{3: 10}, {3: 12, 4: 5}]
+    fake.answer()
+    assert (loop.partitions[3].committed, loop.partitions[4].committed) == (12, 5)
+
+
+def test_a_refused_commit_is_carried_to_the_next_one(loop: DirectIngest) -> None:
+    clock = loop.clock
+    fake = _fake(loop, refuse=1)
+    loop._commit({3: 10})
+    fake.answer()  # refused (a rebalance): not stored, and the loop does not pretend it is
+    assert loop.partitions[3].committed == 0 and loop.stats.commit_failures == 1
+    # the next batch only touched partition 4; partition 3's offset goes with it, after a short pause
+    assert loop._commit({4: 5}) is False and fake.sent == [{3: 10}]
+    clock.now += 1
+    assert loop._commit({}) is True
+    assert fake.sent[-1] == {3: 10, 4: 5}
+    fake.answer()
+    assert fake.commits == [{3: 10, 4: 5}]
+    assert loop.partitions[3].committed == 10 and loop.partitions[4].committed == 5
+    assert loop._commit({}) is True and len(fake.sent) == 2  # nothing left to commit
+
+
+def test_an_unanswered_commit_is_sent_again(loop: DirectIngest) -> None:
+    clock = loop.clock
+    fake = _fake(loop)
+    loop._commit({3: 10})
+    fake.answers.clear()  # the answer never comes
+    clock.now += 5
+    assert loop._commit({3: 11}) is False
+    clock.now += 60
+    assert loop._commit({}) is True and fake.sent == [{3: 10}, {3: 11}]
+    fake.answer()
+    assert loop.partitions[3].committed == 11
+
+
+def test_a_revoked_partition_commits_what_is_not_committed_yet_before_it_goes(loop: DirectIngest) -> None:
+    fake = _fake(loop, refuse=1)
     loop._commit({3: 10, 4: 7})
+    fake.answer()  # refused
+    loop._commit({3: 11})  # waits out the pause after a refusal
     loop._on_revoke(fake, [TopicPartition(RAW_TOPIC, 3)])  # type: ignore[arg-type]
-    assert fake.commits == [{3: 10, 4: 7}]
-    assert 3 not in loop.partitions and 4 in loop.partitions
+    assert fake.commits == [{3: 11}]  # synchronously, inside the callback: stored before he goes
+    assert 3 not in loop.partitions and 4 in loop.partitions and loop._uncommitted == {4: 7}
+
+
+def test_close_commits_what_waited_for_the_commit_in_flight(loop: DirectIngest) -> None:
+    fake = _fake(loop)
+    loop._commit({3: 10})
+    loop._commit({4: 5})
+    loop.producer = type("P", (), {"flush": lambda self, t: 0})()  # type: ignore[assignment]
+    fake.close = lambda: None  # type: ignore[attr-defined]
+    loop.close()
+    assert fake.commits == [{3: 10, 4: 5}]
 
 
 def test_a_lost_partition_drops_its_uncommitted_offsets(loop: DirectIngest) -> None:
-    fake = FakeConsumer(refuse=1)
-    loop.consumer = fake  # type: ignore[assignment]
+    clock = loop.clock
+    fake = _fake(loop, refuse=1)
     loop._commit({3: 10})
+    fake.answer()
     loop._on_lost(fake, [TopicPartition(RAW_TOPIC, 3)])  # type: ignore[arg-type]
+    clock.now += 1
     # not ours any more: committing it would overwrite its new owner's progress
     assert loop._commit({4: 2}) is True
-    assert fake.commits == [{4: 2}]
+    assert fake.sent[-1] == {4: 2}
+
+
+def test_an_answer_for_a_partition_gone_meanwhile_changes_nothing(loop: DirectIngest) -> None:
+    fake = _fake(loop)
+    loop._commit({3: 10, 4: 1})
+    loop._on_lost(fake, [TopicPartition(RAW_TOPIC, 3)])  # type: ignore[arg-type]
+    fake.answer()
+    assert 3 not in loop.partitions and loop.partitions[4].committed == 1 and not loop._uncommitted
 
 
 def test_offsets_of_a_partition_revoked_mid_batch_are_not_committed(loop: DirectIngest) -> None:
-    fake = FakeConsumer()
-    loop.consumer = fake  # type: ignore[assignment]
+    fake = _fake(loop)
     del loop.partitions[3]
     loop._commit({3: 10, 4: 1})
-    assert fake.commits == [{4: 1}]
+    assert fake.sent == [{4: 1}]
 
 
 def test_a_batch_is_what_is_fetched_never_a_wait_for_more(loop: DirectIngest) -> None:
