@@ -128,7 +128,7 @@ class ReaderStats:
     revocations: int = 0
     revoked_in_flight: int = 0
     in_flight: int = 0  # records taken whose handling has not finished
-    in_flight_limit: int = 0  # LoopLoad.limit, as last seen
+    in_flight_limit: int = 0  # LoopLoad.limit, as last seen (at each record taken, and while waiting)
     saturated_waits: int = 0  # times a record waited for the in-flight bound (the loop was saturated)
     saturated_wait_s: float = 0.0
 
@@ -289,6 +289,7 @@ class InboundReader:
             event = _Event(rec.value(), rec.headers() or [], _Msg(partition, offset))
             self.stats.in_flight += 1
             self.load.observe(self.stats.in_flight)
+            self.stats.in_flight_limit = self.load.limit
             self.spawn(self._handled(stream, event))
 
     async def _handled(self, stream: _AckingStream, event: _Event) -> None:

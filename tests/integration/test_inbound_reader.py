@@ -45,10 +45,11 @@ def produce(bootstrap: str, topic: str, n: int) -> list[tuple[int, int]]:
     return placed
 
 
-def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+def committed(bootstrap: str, group: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
+    """What ``group`` committed of ``topic`` (negative: never)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        got = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=30)
+        got = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=30)
         return {tp.partition: tp.offset for tp in got}
     finally:
         c.close()
