@@ -75,6 +75,7 @@ COMMIT_ANSWER_S = 30.0  # a commit unanswered this long is taken as failed (sent
 # at most one commit per this interval: at a low rate every SMS is a batch of its own, and each commit is an
 # OffsetCommit (a write to __consumer_offsets) for the broker; what waits is at most this much replay
 COMMIT_INTERVAL_S = 0.1
+CLOSE_COMMIT_WAIT_S = 5.0
 
 
 class IngestLoopFailed(RuntimeError):
@@ -148,6 +149,7 @@ class DirectIngest:
         self._commit_sent_at = 0.0
         self._commit_retry_at = 0.0  # after a refused commit, the next one waits until then
         self._refusals = 0  # commits refused in a row
+        self._closing = False
         # one idempotent producer (acks=all, lz4, murmur2) for every output; only failures call back (the
         # flush before each commit waits for all of them). Longer than the connector's 5 s: a broker hiccup
         # should delay a batch, not restart the process.
@@ -191,6 +193,7 @@ class DirectIngest:
         self.consumer.subscribe(
             [RAW_TOPIC], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+        failed = False
         try:
             while self.running:
                 records = self.next_batch()
@@ -201,8 +204,11 @@ class DirectIngest:
                 if self.clock() - self._last_tick >= self.tick_interval_s:
                     self._last_tick = self.clock()
                     self.tick_all()
+        except BaseException:
+            failed = True  # the platform failed: exit at once, the restart replays what is not committed
+            raise
         finally:
-            self.close()
+            self.close(commit=not failed)
 
     def next_batch(self) -> list[Any]:
         """What the consumer has fetched already, up to ``batch_max`` records; when nothing is there, a wait
@@ -225,17 +231,35 @@ class DirectIngest:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stop())
 
-    def close(self) -> None:
+    def close(self, commit: bool = True) -> None:
+        """Flush, commit what is not committed yet (``commit``; waiting at most ``CLOSE_COMMIT_WAIT_S`` for
+        the answer: a broker that is gone must not keep a failed process from exiting), leave the group."""
         left = self.producer.flush(10)
         if left:
             log.error("ingest loop: %d records not stored at close (their batch was not committed)", left)
-        # what waited for the answer to the commit in flight, or was refused: only offsets of flushed
-        # batches are ever in _uncommitted, so this holds after a failure too
-        self._commit_now(list(self.partitions))
+        self._closing = True  # the revocation inside consumer.close() commits nothing more (no sync wait)
+        if commit:
+            # only offsets of flushed batches are ever in _uncommitted: this holds after a failure too
+            self._commit_before_close()
         try:
             self.consumer.close()
         except KafkaException as exc:  # closing twice, or the broker gone: nothing left to do
             log.warning("ingest loop: consumer close: %s", exc)
+
+    def _commit_before_close(self) -> None:
+        deadline = self.clock() + CLOSE_COMMIT_WAIT_S
+        while self._uncommitted and self.clock() < deadline:
+            if self._committing is None:
+                # neither the interval nor the pause after a refusal holds the last commit back
+                self._commit_retry_at, self._commit_sent_at = 0.0, -COMMIT_ANSWER_S
+                self._commit({})
+            self.consumer.poll(
+                0.05
+            )  # serves the answer; a record it returns is neither handled nor committed
+        if self._uncommitted:
+            log.warning(
+                "ingest loop: offsets %s not committed at close; a restart replays them", self._uncommitted
+            )
 
     def _wait_s(self) -> float:
         left = self.tick_interval_s - (self.clock() - self._last_tick)
@@ -419,17 +443,17 @@ class DirectIngest:
 
     def _on_commit(self, err: Any, partitions: list[TopicPartition]) -> None:
         """The broker's answer to an asynchronous commit (librdkafka calls it inside ``consume``/``poll``):
-        what it stored is what it names, without an error."""
-        pending, self._committing = self._committing, None
-        stored = (
-            {tp.partition: tp.offset for tp in partitions if tp.topic == RAW_TOPIC and tp.error is None}
-            if err is None
-            else {}
-        )
-        self._mark_committed(stored)
+        what it stored is what it names, without an error. An answer to an earlier commit than the one in
+        flight (one given up on and sent again) leaves that one in flight."""
+        answered = {tp.partition: tp.offset for tp in partitions if tp.topic == RAW_TOPIC}
+        pending = self._committing
+        if pending is not None and (not answered or answered == pending):
+            self._committing = None
+        stored = {tp.partition: tp.offset for tp in partitions if tp.topic == RAW_TOPIC and tp.error is None}
+        self._mark_committed(stored if err is None else {})
         failed = err if err is not None else next((tp.error for tp in partitions if tp.error), None)
         if failed is not None:
-            self._refused(pending or {}, failed)
+            self._refused(answered or pending or {}, failed)
             return
         self.stats.commits += 1
         self._refusals = 0
@@ -553,7 +577,8 @@ class DirectIngest:
         # not committed yet (the commit in flight, or one refused) is committed now, while they are ours.
         self.stats.revocations += 1
         ps = [tp.partition for tp in partitions if tp.topic == RAW_TOPIC]
-        self._commit_now(ps)
+        if not self._closing:
+            self._commit_now(ps)
         self._forget(ps, "revoked")
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -10,7 +10,13 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from smsflow.config import Config
-from smsflow.ingest.loop import COMMIT_INTERVAL_S, DirectIngest, PartitionState, ingest_group
+from smsflow.ingest.loop import (
+    CLOSE_COMMIT_WAIT_S,
+    COMMIT_INTERVAL_S,
+    DirectIngest,
+    PartitionState,
+    ingest_group,
+)
 from smsflow.ingest.processor import ingest_settings
 from smsflow.schemas import RAW_TOPIC
 
@@ -163,14 +169,55 @@ def test_a_revoked_partition_commits_what_is_not_committed_yet_before_it_goes(lo
     assert 3 not in loop.partitions and 4 in loop.partitions and loop._uncommitted == {4: 7}
 
 
+def _closable(loop: DirectIngest, fake: FakeConsumer) -> None:
+    loop.producer = type("P", (), {"flush": lambda self, t: 0})()  # type: ignore[assignment]
+    fake.close = lambda: loop._on_revoke(fake, [TopicPartition(RAW_TOPIC, p) for p in (3, 4)])  # type: ignore[arg-type,attr-defined]
+
+
 def test_close_commits_what_waited_for_the_commit_in_flight(loop: DirectIngest) -> None:
     fake = _fake(loop)
+    _closable(loop, fake)
+    loop._commit({3: 10})
+    loop._commit({4: 5})  # waits for the one in flight
+    loop.close()
+    # the answer to the first, then one more for what waited: nothing is left for the next owner to replay
+    assert fake.sent == [{3: 10}, {4: 5}] and fake.commits == fake.sent
+    assert (loop.stats.commits, loop.stats.commit_failures) == (2, 0)
+
+
+def test_close_after_a_failure_commits_nothing_more(loop: DirectIngest) -> None:
+    fake = _fake(loop)
+    _closable(loop, fake)
     loop._commit({3: 10})
     loop._commit({4: 5})
-    loop.producer = type("P", (), {"flush": lambda self, t: 0})()  # type: ignore[assignment]
-    fake.close = lambda: None  # type: ignore[attr-defined]
-    loop.close()
-    assert fake.commits == [{3: 10, 4: 5}]
+    loop.close(commit=False)  # the broker may be gone: no commit, no wait; the restart replays them
+    assert fake.sent == [{3: 10}] and fake.commits == []
+
+
+def test_close_waits_a_bounded_time_for_an_answer(loop: DirectIngest) -> None:
+    fake = _fake(loop)
+    _closable(loop, fake)
+    loop._commit({3: 10})
+    fake.answers.clear()
+    fake.answer = lambda: setattr(loop.clock, "now", loop.clock.now + 1)  # type: ignore[attr-defined,method-assign]
+    loop.close()  # never answered: gives up after CLOSE_COMMIT_WAIT_S
+    assert loop.clock.now <= 1000 + CLOSE_COMMIT_WAIT_S + 2  # type: ignore[attr-defined]
+    assert fake.sent == [{3: 10}] and fake.commits == []  # and no synchronous commit in the revocation
+
+
+def test_an_answer_to_an_earlier_commit_leaves_the_one_in_flight(loop: DirectIngest) -> None:
+    fake = _fake(loop)
+    loop._commit({3: 10})
+    first = fake.answers.pop()
+    later(loop, 60)  # unanswered: sent again, with what came since
+    loop._commit({3: 12})
+    fake.answers.insert(0, first)  # the first answer arrives late, before the second's
+    fake.answers, second = fake.answers[:1], fake.answers[1:]
+    fake.answer()
+    assert loop.partitions[3].committed == 10 and loop._committing == {3: 12}
+    fake.answers = second
+    fake.answer()
+    assert loop.partitions[3].committed == 12 and loop._committing is None and not loop._uncommitted
 
 
 def test_a_lost_partition_drops_its_uncommitted_offsets(loop: DirectIngest) -> None:
