@@ -247,15 +247,14 @@ class DirectIngest:
             log.warning("ingest loop: consumer close: %s", exc)
 
     def _commit_before_close(self) -> None:
+        self._commit_retry_at = 0.0  # a refusal's pause does not hold the first try back; it does the next
         deadline = self.clock() + CLOSE_COMMIT_WAIT_S
         while self._uncommitted and self.clock() < deadline:
             if self._committing is None:
-                # neither the interval nor the pause after a refusal holds the last commit back
-                self._commit_retry_at, self._commit_sent_at = 0.0, -COMMIT_ANSWER_S
+                self._commit_sent_at = -COMMIT_ANSWER_S  # nor does the interval
                 self._commit({})
-            self.consumer.poll(
-                0.05
-            )  # serves the answer; a record it returns is neither handled nor committed
+            # serves the answer; a record this returns is neither handled nor committed
+            self.consumer.poll(0.05)
         if self._uncommitted:
             log.warning(
                 "ingest loop: offsets %s not committed at close; a restart replays them", self._uncommitted

@@ -205,6 +205,23 @@ def test_close_waits_a_bounded_time_for_an_answer(loop: DirectIngest) -> None:
     assert fake.sent == [{3: 10}] and fake.commits == []  # and no synchronous commit in the revocation
 
 
+def test_close_against_a_refusing_group_backs_off_then_gives_up(loop: DirectIngest) -> None:
+    fake = _fake(loop, refuse=1000)
+    _closable(loop, fake)
+    loop._commit({3: 10})
+    served = fake.answer
+
+    def answer_and_wait() -> None:  # each poll serves the answers and takes 50 ms
+        served()
+        loop.clock.now += 0.05  # type: ignore[attr-defined]
+
+    fake.answer = answer_and_wait  # type: ignore[method-assign]
+    loop.close()
+    # tried again only after each refusal's pause (0.1 s, 0.2 s, ...), not at every poll; then gone
+    assert 3 <= len(fake.sent) <= 12 and fake.commits == []
+    assert loop.clock.now <= 1000 + CLOSE_COMMIT_WAIT_S + 1  # type: ignore[attr-defined]
+
+
 def test_an_answer_to_an_earlier_commit_leaves_the_one_in_flight(loop: DirectIngest) -> None:
     fake = _fake(loop)
     loop._commit({3: 10})
