@@ -251,7 +251,7 @@ class DirectIngest:
         deadline = self.clock() + CLOSE_COMMIT_WAIT_S
         while self._uncommitted and self.clock() < deadline:
             if self._committing is None:
-                self._commit_sent_at = -COMMIT_ANSWER_S  # nor does the interval
+                self._commit_sent_at = float("-inf")  # nor does the interval
                 self._commit({})
             # serves the answer; a record this returns is neither handled nor committed
             self.consumer.poll(0.05)
