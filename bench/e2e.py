@@ -133,13 +133,15 @@ class SmsflowSystem:
         workers: int = 1,
         ingest_loop: bool = False,
         inbound_reader: str = "faust",
+        request_log: bool = False,
     ) -> None:
         """With ``bootstrap`` and ``registry_url`` given, use that broker and registry (tests' fixtures).
         ``overrides``: ``dotted.path=yaml-value`` settings applied to the generated config (A/B runs).
         ``workers``: worker processes, and as many connector processes (each its own bind), for the
         scale-out figure (issue 13): CPU per SMS summed over all of them. ``ingest_loop``: beside each
         worker (started without its ingest stage) a direct ingest loop process, ``smsflow ingest`` (ADR 0007
-        step 2). ``inbound_reader``: ``worker.inbound_reader`` (who reads sms.inbound.v1 in the worker)."""
+        step 2). ``inbound_reader``: ``worker.inbound_reader`` (who reads sms.inbound.v1 in the worker).
+        ``request_log``: the local broker logs every request (``request_counts``)."""
         self.workdir = workdir / "smsflow"
         self.workers = workers
         self.ingest_loop = ingest_loop
@@ -155,6 +157,9 @@ class SmsflowSystem:
         self.procs: dict[str, Any] = {}
         self._deferral_reader: tuple[Any, Any] | None = None
         self._deferred = 0
+        self.request_log = request_log
+        self._topic_names: dict[str, str] = {}
+        self._names_read_to = 0  # the request log is read for topic names up to here
 
     async def start(self, smsc: SimulatedSmsc, rx: WebhookReceiver) -> None:
         from devkit.demo.pipeline import RoleProcess, child_env
@@ -222,7 +227,7 @@ class SmsflowSystem:
         await asyncio.to_thread(_fresh_dir, self.workdir)
         if self.bootstrap is None:
             log(f"{self.name}: starting the local Kafka broker")
-            self.kafka = LocalKafka(self.workdir / "kafka")
+            self.kafka = LocalKafka(self.workdir / "kafka", request_log=self.request_log)
             await asyncio.to_thread(self.kafka.fetch)
             await asyncio.to_thread(self.kafka.format)
             await asyncio.to_thread(self.kafka.start)
@@ -244,6 +249,24 @@ class SmsflowSystem:
     def attach(self, rx: WebhookReceiver, on_text: Callable[[str, float], None]) -> None:
         rx.on_message = lambda msg, t: on_text(str(msg.get("body", "")), t)
 
+    def request_log_offset(self) -> int | None:
+        """Where the broker's request log ends now (``--request-log``), or None."""
+        if not self.request_log or self.kafka is None:
+            return None
+        path = self.kafka.request_log_path
+        return path.stat().st_size if path.exists() else 0
+
+    def request_counts(self, since: int) -> dict[str, int]:
+        """Requests the broker completed since ``since`` (a ``request_log_offset``), by API and topic."""
+        assert self.kafka is not None
+        with open(self.kafka.request_log_path, "rb") as f:
+            f.seek(min(self._names_read_to, since))
+            before = f.read(max(0, since - self._names_read_to)).decode("utf-8", "replace").splitlines()
+            lines = f.read().decode("utf-8", "replace").splitlines()
+            self._names_read_to = f.tell()
+        count_requests(before, self._topic_names)  # fetches name topics by the ids metadata gave earlier
+        return count_requests(lines, self._topic_names)
+
     def deferrals(self) -> int:
         """Delivery events on sms.delivery.v1 so far whose failure is ``deferred`` (read by a consumer of the
         harness's own, from the start of the topic)."""
@@ -259,6 +282,9 @@ class SmsflowSystem:
             c.assign([TopicPartition(DELIVERY_TOPIC, p, OFFSET_BEGINNING) for p in parts])
             self._deferral_reader = (c, Serde(registry_client(self.registry_url)))
         c, serde = self._deferral_reader
+        # paused between readings: a consumer of the harness must not keep the broker busy with fetches
+        # (one per append to sms.delivery.v1) while smsflow is measured
+        c.resume(c.assignment())
         idle = 0
         while idle < 2:
             msgs = c.consume(10000, timeout=0.3)
@@ -266,8 +292,12 @@ class SmsflowSystem:
                 idle += 1
                 continue
             for m in msgs:
-                if m.error() is None and serde.decode(DELIVERY_TOPIC, m.value()).get("failure") == "deferred":
+                if (
+                    m.error() is None
+                    and serde.decode(DELIVERY_TOPIC, m.value() or b"").get("failure") == "deferred"
+                ):
                     self._deferred += 1
+        c.pause(c.assignment())
         return self._deferred
 
     async def stop(self) -> None:
@@ -373,6 +403,48 @@ class KannelSystem:
 
 
 # ---- scenarios ----------------------------------------------------------------------------------------
+def count_requests(lines: list[str], topic_names: dict[str, str]) -> dict[str, int]:
+    """Requests by "API topic[,topic...]" from the broker's request log lines ("Completed request:{json}");
+    fetch requests name topics by id: ``topic_names`` (id -> name) is filled from the metadata responses
+    seen. A request of the harness itself (its deferral reader) is counted like any other."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        i = line.find("{")
+        if i < 0:
+            continue
+        try:
+            d = json.loads(line[i:])
+            api = d["requestHeader"]["requestApiKeyName"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        req, resp = d.get("request") or {}, d.get("response") or {}
+        if api == "METADATA":
+            for tp in resp.get("topics") or []:
+                if tp.get("topicId") and tp.get("name"):
+                    topic_names[tp["topicId"]] = tp["name"]
+        if api == "PRODUCE":
+            topics = [tp.get("name") or "?" for tp in req.get("topicData") or []]
+        elif api == "FETCH":
+            topics = [
+                topic_names.get(str(tp.get("topicId")), str(tp.get("topic") or tp.get("topicId")))
+                for tp in req.get("topics") or []
+            ]
+        else:
+            topics = []
+        key = f"{api} {','.join(sorted(topics))}".strip()
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def requests_line(counts: dict[str, int], delivered: int, top: int = 8) -> str:
+    total = sum(counts.values())
+    rows = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+    if not delivered:
+        return f"  broker requests: {total} in all; " + ", ".join(f"{k} {v}" for k, v in rows)
+    shown = ", ".join(f"{k} {v / delivered:.2f}" for k, v in rows)
+    return f"  broker requests per delivered SMS: {total / delivered:.2f} in all ({total}); {shown}"
+
+
 @dataclass
 class Result:
     system: str
@@ -392,6 +464,8 @@ class Result:
     # webhooks smsflow's worker deferred in the scenario (no endpoint slot within the wait: sent again later
     # from the retry topic, more work per SMS); None for systems that have none
     deferred: int | None = None
+    # broker requests in the scenario by "API topic" (--request-log), None without
+    requests: dict[str, int] | None = None
 
     @property
     def cpu_ms_per_msg(self) -> float:
@@ -776,6 +850,7 @@ async def run(
                     workers=args.workers,
                     ingest_loop=args.ingest == "loop",
                     inbound_reader=args.inbound_reader,
+                    request_log=args.request_log,
                 )
             )
         elif name == "kannel":
@@ -824,12 +899,18 @@ async def run(
                             sp.start()
                         await asyncio.sleep(1)
                     log(f"{system.name}: {key}")
+                    req_from = system.request_log_offset() if hasattr(system, "request_log_offset") else None
                     r = await make()
+                    if req_from is not None:
+                        await asyncio.sleep(0.5)  # the log's last lines
+                        r.requests = system.request_counts(req_from)
                     for label, sp in spies:
                         sp.stop()
                         profiles[label] = summarize_profile(sp.out)
                     results.append(r)
                     print(table([r]).splitlines()[-1], flush=True)
+                    if r.requests is not None:
+                        print(requests_line(r.requests, r.delivered), flush=True)
             except Exception:
                 log(f"{system.name} failed; logs follow\n{system.logs()}")
                 raise
@@ -917,6 +998,12 @@ def main(argv: list[str] | None = None) -> int:
         default="direct",
         help="who reads sms.inbound.v1 in the worker (worker.inbound_reader): 'direct' (the default "
         "deployment, config/demo.yaml) or 'faust' (the deliver agent)",
+    )
+    ap.add_argument(
+        "--request-log",
+        action="store_true",
+        help="the local broker logs every request; prints requests per SMS by API and topic for each "
+        "scenario (the logging costs the broker CPU: not a run for CPU figures)",
     )
     ap.add_argument("--profile", action="store_true", help="py-spy the smsflow worker/connector (saturation)")
     ap.add_argument(

@@ -80,14 +80,20 @@ class LocalKafka(LocalService):
         jars_dir: Path | None = None,
         die_with_parent: bool = True,
         quick_jit: bool = False,
+        request_log: bool = False,
     ) -> None:
         """``quick_jit``: compile with the JVM's C1 compiler only (``-XX:TieredStopAtLevel=1``). For brokers
         that live for one test: a fresh JVM's C2 compiler otherwise spends ~0.4 of a core for the first
         minute or two compiling the broker's hot paths, on a 2-core machine the CPU the pipeline under test
         needed (it was 41% of a core over a 20 s window of the hostile-input test; p50 latency of normal
         traffic 45-70 ms against 25-35 ms with C1 only). A long-lived broker (the demo, benchmarks, a real
-        cluster) wants the default: C2 code is faster once compiled."""
+        cluster) wants the default: C2 code is faster once compiled.
+
+        ``request_log``: the broker logs every request it completes (client, API, topics, sizes) to
+        ``<logs>/request.log`` (``request_log_path``), for counting them (bench/e2e.py ``--request-log``);
+        the logging costs the broker CPU of its own, so a run with it is not one for CPU figures."""
         super().__init__(home, die_with_parent=die_with_parent)
+        self.request_log = request_log
         self.jars_dir = jars_dir or kafka_jars_dir()
         self.heap = heap
         self.quick_jit = quick_jit
@@ -239,10 +245,18 @@ class LocalKafka(LocalService):
             f"--- {self.logs_dir / 'server.log'} ---\n{tail(self.logs_dir / 'server.log', 30)}"
         )
 
+    @property
+    def request_log_path(self) -> Path:
+        return self.logs_dir / "request.log"
+
     def _log_opts(self) -> list[str]:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        config = KAFKA_INFRA / "log4j2.yaml"
+        if self.request_log:
+            config = self.home / "log4j2-requests.yaml"
+            config.write_text(_with_request_log((KAFKA_INFRA / "log4j2.yaml").read_text()))
         return [
-            f"-Dlog4j2.configurationFile={KAFKA_INFRA / 'log4j2.yaml'}",
+            f"-Dlog4j2.configurationFile={config}",
             f"-Dkafka.logs.dir={self.logs_dir}",
         ]
 
@@ -304,3 +318,33 @@ def _main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(_main())
+
+
+_MUTED_REQUEST_LOGGER = """      - name: kafka.request.logger
+        level: WARN
+        additivity: false
+        AppenderRef:
+          ref: ServerAppender
+"""
+_REQUEST_LOGGER = """      - name: kafka.request.logger
+        level: DEBUG
+        additivity: false
+        AppenderRef:
+          ref: RequestAppender
+"""
+_REQUEST_APPENDER = """    File:
+      name: RequestAppender
+      fileName: "${logs.dir}/request.log"
+      PatternLayout:
+        pattern: "%m%n"
+  Loggers:
+"""
+
+
+def _with_request_log(config: str) -> str:
+    """infra/kafka/log4j2.yaml with the per-request logger on, to its own file: one line per completed request
+    ("Completed request:{...json...}")."""
+    if _MUTED_REQUEST_LOGGER not in config or "  Loggers:\n" not in config:
+        raise LocalServiceError("infra/kafka/log4j2.yaml changed: cannot switch its request logger on")
+    config = config.replace(_MUTED_REQUEST_LOGGER, _REQUEST_LOGGER, 1)
+    return config.replace("  Loggers:\n", _REQUEST_APPENDER, 1)

@@ -1,0 +1,92 @@
+"""What one produce request costs the broker, against what one record in it costs (issue 13).
+
+    flock /tmp/smsflow-broker.lock .venv/bin/python -m bench.broker_requests [--records 6000] [--repeat 2]
+
+Starts the project's local broker (devkit, as bench/e2e.py does), warms its JIT, then for each shape writes
+``--records`` records of 300 bytes with one idempotent acks=all lz4 producer (smsflow's settings) and
+``flush()`` after every ``k`` records, and reads the broker's CPU (``/proc``, its JIT compiler threads apart):
+
+- ``k`` records to ONE partition per flush: one ProduceRequest per flush;
+- ``k`` records spread over ``--partitions`` partitions per flush (keys as sms.inbound.v1's, many numbers):
+  librdkafka sends one ProduceRequest per partition (confluentinc/librdkafka#1700), so ``min(k,
+  partitions)`` requests per flush.
+
+Prints the broker's CPU µs per record and per request for each. What it shows: at a few hundred SMS/s,
+every record a stage writes is a request of its own, and the broker's cost is per request, not per record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from bench.procstat import sample
+
+
+def run(records: int, repeat: int, partitions: int, shapes: list[int]) -> None:
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from devkit.local.kafka import LocalKafka
+    from smsflow.producer import producer_conf
+
+    with tempfile.TemporaryDirectory(prefix="smsflow-broker-requests-") as tmp:
+        kafka = LocalKafka(Path(tmp) / "kafka")
+        kafka.start()
+        try:
+            admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+            admin.create_topics([NewTopic("bench.requests", partitions, 1)])["bench.requests"].result()
+            producer = Producer(producer_conf(kafka.bootstrap, **{"linger.ms": 0}))
+            value = b"x" * 300
+
+            def write(n: int, per_flush: int, spread: bool) -> None:
+                for i in range(0, n, per_flush):
+                    for j in range(per_flush):
+                        part = (i + j) % partitions if spread else 0
+                        producer.produce("bench.requests", value, partition=part)
+                    producer.flush(30)
+
+            write(20_000, 10, True)  # the JIT and the log segments; not measured
+            time.sleep(3)
+            head = f"{'records/flush':>13} {'requests/flush':>14} {'requests':>9} {'µs/record':>10}"
+            print(f"{head} {'µs/request':>11}  records/s")
+            for k in shapes:
+                for spread in (False, True):
+                    if spread and k == 1:
+                        continue
+                    for _ in range(repeat):
+                        n = records - records % k
+                        assert kafka.pid is not None
+                        before = sample(kafka.pid)
+                        t0 = time.perf_counter()
+                        write(n, k, spread)
+                        t1 = time.perf_counter()
+                        after = sample(kafka.pid)
+                        time.sleep(1)
+                        assert before is not None and after is not None
+                        cpu = after.seconds - before.seconds
+                        per_flush = min(k, partitions) if spread else 1
+                        requests = n // k * per_flush
+                        print(
+                            f"{k:>13} {per_flush:>14} {requests:>9} {cpu / n * 1e6:>10.1f} "
+                            f"{cpu / requests * 1e6:>11.1f}  {n / (t1 - t0):>9.0f}",
+                            flush=True,
+                        )
+        finally:
+            kafka.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--records", type=int, default=6000, help="records per measured shape")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--partitions", type=int, default=6, help="of the topic (sms.*.v1 have 6)")
+    ap.add_argument("--shapes", default="1,3,10,50", help="records per flush")
+    args = ap.parse_args()
+    run(args.records, args.repeat, args.partitions, [int(s) for s in args.shapes.split(",")])
+
+
+if __name__ == "__main__":
+    main()
