@@ -7,25 +7,50 @@ Starts the project's local broker (devkit, as bench/e2e.py does), warms its JIT,
 ``flush()`` after every ``k`` records, and reads the broker's CPU (``/proc``, its JIT compiler threads apart):
 
 - ``k`` records to ONE partition per flush: one ProduceRequest per flush;
-- ``k`` records spread over ``--partitions`` partitions per flush (keys as sms.inbound.v1's, many numbers):
-  librdkafka sends one ProduceRequest per partition (confluentinc/librdkafka#1700), so ``min(k,
-  partitions)`` requests per flush.
+- ``k`` records spread over ``--partitions`` partitions per flush (round robin, as records keyed by many
+  numbers spread): librdkafka sends one ProduceRequest per partition (confluentinc/librdkafka#1700), so
+  ``min(k, partitions)`` requests per flush.
 
 Prints the broker's CPU µs per record and per request for each. What it shows: at a few hundred SMS/s,
 every record a stage writes is a request of its own, and the broker's cost is per request, not per record.
+
+``--reader``: every shape again with a consumer of the topic running (as the next stage reads it: from the
+end, ``fetch.wait.max.ms`` 500, answered at the first appended record, so about one fetch per produce
+request); the difference in the broker's CPU is what the fetches cost it (the "requests" column counts the
+produce requests only, with or without the reader).
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from bench.procstat import sample
 
 
-def run(records: int, repeat: int, partitions: int, shapes: list[int]) -> None:
+def _read_until(stop: threading.Event, bootstrap: str, topic: str, partitions: int) -> None:
+    from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-requests-reader",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 500,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in range(partitions)])
+    try:
+        while not stop.is_set():
+            consumer.consume(1000, timeout=0.1)
+    finally:
+        consumer.close()
+
+
+def run(records: int, repeat: int, partitions: int, shapes: list[int], reader: bool = False) -> None:
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -50,30 +75,43 @@ def run(records: int, repeat: int, partitions: int, shapes: list[int]) -> None:
 
             write(20_000, 10, True)  # the JIT and the log segments; not measured
             time.sleep(3)
-            head = f"{'records/flush':>13} {'requests/flush':>14} {'requests':>9} {'µs/record':>10}"
-            print(f"{head} {'µs/request':>11}  records/s")
-            for k in shapes:
-                for spread in (False, True):
-                    if spread and k == 1:
-                        continue
-                    for _ in range(repeat):
-                        n = records - records % k
-                        assert kafka.pid is not None
-                        before = sample(kafka.pid)
-                        t0 = time.perf_counter()
-                        write(n, k, spread)
-                        t1 = time.perf_counter()
-                        after = sample(kafka.pid)
-                        time.sleep(1)
-                        assert before is not None and after is not None
-                        cpu = after.seconds - before.seconds
-                        per_flush = min(k, partitions) if spread else 1
-                        requests = n // k * per_flush
-                        print(
-                            f"{k:>13} {per_flush:>14} {requests:>9} {cpu / n * 1e6:>10.1f} "
-                            f"{cpu / requests * 1e6:>11.1f}  {n / (t1 - t0):>9.0f}",
-                            flush=True,
-                        )
+            head = f"{'reader':>6} {'records/flush':>13} {'requests/flush':>14} {'requests':>9}"
+            print(f"{head} {'µs/record':>10} {'µs/request':>11}  records/s")
+            runs = [
+                (r, k, spread)
+                for r in ((False, True) if reader else (False,))
+                for k in shapes
+                for spread in (False, True)
+                if not (spread and k == 1)
+            ]
+            stop: threading.Event | None = None
+            for with_reader, k, spread in runs:
+                if with_reader and stop is None:
+                    stop = threading.Event()
+                    args = (stop, kafka.bootstrap, "bench.requests", partitions)
+                    threading.Thread(target=_read_until, args=args, daemon=True).start()
+                    time.sleep(3)  # assigned, its first fetches out
+                for _ in range(repeat):
+                    n = records - records % k
+                    assert kafka.pid is not None
+                    before = sample(kafka.pid)
+                    t0 = time.perf_counter()
+                    write(n, k, spread)
+                    t1 = time.perf_counter()
+                    after = sample(kafka.pid)
+                    time.sleep(1)
+                    assert before is not None and after is not None
+                    cpu = after.seconds - before.seconds
+                    per_flush = min(k, partitions) if spread else 1
+                    requests = n // k * per_flush
+                    print(
+                        f"{'yes' if with_reader else 'no':>6} {k:>13} {per_flush:>14} {requests:>9} "
+                        f"{cpu / n * 1e6:>10.1f} "
+                        f"{cpu / requests * 1e6:>11.1f}  {n / (t1 - t0):>9.0f}",
+                        flush=True,
+                    )
+            if stop is not None:
+                stop.set()
         finally:
             kafka.stop()
 
@@ -84,8 +122,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--partitions", type=int, default=6, help="of the topic (sms.*.v1 have 6)")
     ap.add_argument("--shapes", default="1,3,10,50", help="records per flush")
+    ap.add_argument("--reader", action="store_true", help="every shape again with a consumer of the topic")
     args = ap.parse_args()
-    run(args.records, args.repeat, args.partitions, [int(s) for s in args.shapes.split(",")])
+    run(args.records, args.repeat, args.partitions, [int(s) for s in args.shapes.split(",")], args.reader)
 
 
 if __name__ == "__main__":
