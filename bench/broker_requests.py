@@ -60,6 +60,8 @@ def run(records: int, repeat: int, partitions: int, shapes: list[int], reader: b
     with tempfile.TemporaryDirectory(prefix="smsflow-broker-requests-") as tmp:
         kafka = LocalKafka(Path(tmp) / "kafka")
         kafka.start()
+        stop = threading.Event()
+        reading: threading.Thread | None = None
         try:
             admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
             admin.create_topics([NewTopic("bench.requests", partitions, 1)])["bench.requests"].result()
@@ -84,12 +86,11 @@ def run(records: int, repeat: int, partitions: int, shapes: list[int], reader: b
                 for spread in (False, True)
                 if not (spread and k == 1)
             ]
-            stop: threading.Event | None = None
             for with_reader, k, spread in runs:
-                if with_reader and stop is None:
-                    stop = threading.Event()
+                if with_reader and reading is None:
                     args = (stop, kafka.bootstrap, "bench.requests", partitions)
-                    threading.Thread(target=_read_until, args=args, daemon=True).start()
+                    reading = threading.Thread(target=_read_until, args=args, daemon=True)
+                    reading.start()
                     time.sleep(3)  # assigned, its first fetches out
                 for _ in range(repeat):
                     n = records - records % k
@@ -110,9 +111,10 @@ def run(records: int, repeat: int, partitions: int, shapes: list[int], reader: b
                         f"{cpu / requests * 1e6:>11.1f}  {n / (t1 - t0):>9.0f}",
                         flush=True,
                     )
-            if stop is not None:
-                stop.set()
         finally:
+            stop.set()  # the reader leaves before its broker goes
+            if reading is not None:
+                reading.join(10)
             kafka.stop()
 
 
