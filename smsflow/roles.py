@@ -143,7 +143,7 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
             )
         )
         app.flush_with_producer(outputs.flush)
-        ctx.delivery = KafkaDelivery(ctx, engine, store, producer=outputs)
+        ctx.delivery = KafkaDelivery(ctx, engine, store, producer=outputs, routing=cfg.routing)
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def _close(app: Any, **kwargs: Any) -> None:

@@ -52,6 +52,7 @@ from smsflow.delivery.failover import (
     next_endpoint,
     route_of_endpoint,
     webhook_route_urls,
+    with_subscription_lists,
 )
 from smsflow.delivery.pings import EndpointPinger
 from smsflow.delivery.policy import EndpointCircuit
@@ -66,6 +67,8 @@ from smsflow.delivery.records import (
 from smsflow.ingest.quarantine import Source, quarantine_record
 from smsflow.payload import webhook_payload
 from smsflow.producer import BufferedProducer
+from smsflow.routing.attempts import AttemptReader
+from smsflow.routing.model import RoutingSection
 from smsflow.routing.observations import WebhookAttempt, observation_record
 from smsflow.schemas import (
     DELIVERY_TOPIC,
@@ -105,10 +108,12 @@ class KafkaDelivery:
         engine: DeliveryEngine,
         store: SubscriptionStore,
         producer: BufferedProducer | None = None,
+        routing: RoutingSection | None = None,
     ) -> None:
         """``producer``: writes every output (events, retry records, dead letters, quarantine) instead of
         Faust's producer; the worker's producer flush, which precedes every offset commit, flushes it too
-        (``SmsflowApp.flush_with_producer``)."""
+        (``SmsflowApp.flush_with_producer``). ``routing``: the config's section; when it runs the double-list
+        stage, every attempt made on one of its webhook routes is written as an observation for it."""
         self.ctx = ctx
         self.engine = engine
         self.store = store
@@ -118,6 +123,17 @@ class KafkaDelivery:
         self.stats = {"delivered": 0, "retry_scheduled": 0, "dead_lettered": 0, "attempts": 0, "failovers": 0}
         # which list each subscription uses now (sms.routes.decisions.v1); empty = every primary list
         self.active_lists: ActiveLists = ActiveLists()
+        # With a double-list stage configured, the attempts it judges webhook routes by are written here as
+        # they are made (sms.routes.observations.v1), not read back from sms.delivery.v1 by the stage: that
+        # re-read cost every SMS a Faust record and a decode in the worker, though few events are on a route
+        # (docs/double-list.md, "Webhook attempts").
+        self.routing = routing
+        self.attempt_reader: AttemptReader | None = None
+        if routing is not None and routing.stage_runs:
+            self.attempt_reader = AttemptReader(routing)
+        self._attempt_routes_stale = True  # subscriptions' lists add routes (with_subscription_lists)
+        if self.attempt_reader is not None:
+            store.add_listener(self._subscriptions_changed)
 
     async def _send(
         self, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]] | None = None
@@ -131,9 +147,28 @@ class KafkaDelivery:
         await self.producer.send(name, value, key.encode(), headers)
 
     async def event(self, ev: DeliveryEvent) -> None:
-        await self._send(
-            DELIVERY_TOPIC, ev.message_id, self.ctx.serde.encode(DELIVERY_TOPIC, event_record(ev))
-        )
+        record = event_record(ev)
+        await self._send(DELIVERY_TOPIC, ev.message_id, self.ctx.serde.encode(DELIVERY_TOPIC, record))
+        if self.attempt_reader is not None:
+            await self._observe(record)
+
+    async def _observe(self, record: dict[str, Any]) -> None:
+        """The webhook attempt ``record`` (a delivery event) is, for the double-list stage, if it was made on
+        one of its webhook routes: by the same producer, so it is stored before the offsets it came from are
+        committed (Invariant A), as the event is."""
+        reader, routing = self.attempt_reader, self.routing
+        assert reader is not None and routing is not None
+        if self._attempt_routes_stale:
+            self._attempt_routes_stale = False
+            reader.use(with_subscription_lists(routing, await self.store.list()))
+        attempt = reader.attempt(record)
+        if attempt is None:
+            return
+        value = self.ctx.serde.encode(ROUTE_OBSERVATIONS_TOPIC, observation_record(attempt, source="worker"))
+        await self._send(ROUTE_OBSERVATIONS_TOPIC, attempt.route_id, value)
+
+    async def _subscriptions_changed(self, subscription_id: str, sub: Subscription | None) -> None:
+        self._attempt_routes_stale = True
 
     async def quarantine(self, value: bytes, partition: int, offset: int, reason: str) -> None:
         """An inbound record that cannot be read: keep it with the reason, do not block the partition."""

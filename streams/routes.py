@@ -1,8 +1,9 @@
 """The double-list stage (issue 11, docs/double-list.md): route observations -> health -> per-scope decisions.
 
-Four agents (declared in streams/topology.py), each a thin shell around a pure class of ``smsflow.routing``:
+Three agents (declared in streams/topology.py), each a thin shell around a pure class of ``smsflow.routing``
+(the webhook attempts among the observations are written by the deliver stage as it makes them,
+``KafkaDelivery._observe``; the carriers' by the connectors):
 
-- ``routes-attempts``: sms.delivery.v1 -> webhook attempt observations (``AttemptReader``);
 - ``routes-health``: sms.routes.observations.v1 + clock ticks -> ``HealthFeed`` -> sms.routes.health.v1. One
   partition: one aggregator closes every route's window together. Its state (the feed's snapshot, with the
   offset of the last observation applied) is in the ``routes-health`` table, so a restart neither loses nor
@@ -44,7 +45,6 @@ from smsflow.metrics import (
     ROUTE_HEALTH_STATE,
     ROUTE_PINNED,
 )
-from smsflow.routing.attempts import AttemptReader
 from smsflow.routing.decisions import Decision, ScopeState, ops_alert
 from smsflow.routing.feed import HealthFeed
 from smsflow.routing.health import HealthRecord, HealthState
@@ -55,13 +55,11 @@ from smsflow.routing.model import (
     parse_override,
     with_api_policies,
 )
-from smsflow.routing.observations import observation_record
 from smsflow.routing.ops_webhook import ops_webhook_sender
 from smsflow.routing.policy_book import PolicyBook
 from smsflow.routing.policy_changes import POLICY_CHANGE, PolicyChange
 from smsflow.routing.scopes import ScopeDesk, scopes_of
 from smsflow.schemas import (
-    DELIVERY_TOPIC,
     ROUTE_DECISIONS_TOPIC,
     ROUTE_HEALTH_TOPIC,
     ROUTE_OBSERVATIONS_TOPIC,
@@ -114,15 +112,14 @@ class RoutesTopics:
 
     ticks: faust.TopicT
     scoped: faust.TopicT
-    observations: faust.TopicT
     health: faust.TopicT
     decisions: faust.TopicT
     ops: faust.TopicT  # sms.ops.events.v1: the "both degraded" alert, raised and cleared
 
 
 class RoutesStage:
-    """The four agents' handlers and the tick timer; state in the ``routes-health`` table (one key, the feed's
-    snapshot) and the ``routes-scopes`` table (``ScopeState`` per scope)."""
+    """The three agents' handlers and the tick timer; state in the ``routes-health`` table (one key, the
+    feed's snapshot) and the ``routes-scopes`` table (``ScopeState`` per scope)."""
 
     def __init__(
         self, app: faust.App, ctx: StreamContext, topics: RoutesTopics, feed_table: Any, scope_table: Any
@@ -136,7 +133,6 @@ class RoutesStage:
         self.feed_table = feed_table
         self.scope_table = scope_table
         self.desks: dict[str, ScopeDesk] = {}
-        self.reader = AttemptReader(self.section)
         self._feed: HealthFeed | None = None
         self.subscriptions: dict[str, Subscription] = {}
         self.lists_ready = asyncio.Event()  # set once the API's policies and subscriptions' lists are used
@@ -193,7 +189,6 @@ class RoutesStage:
             desk = self.desks.get(p.scope.key)
             desks[p.scope.key] = desk if desk is not None and desk.policy == p else ScopeDesk(section, p)
         self.desks = desks
-        self.reader.use(section)
         if self._feed is not None:
             self._feed.set_section(section)
 
@@ -250,19 +245,6 @@ class RoutesStage:
             # acked before the table says they were made: a crash in between re-makes them (same windows),
             # never loses them
             await self.app.producer.flush()
-
-    async def attempts(self, stream: faust.StreamT[bytes]) -> None:
-        """sms.delivery.v1 -> one webhook attempt observation per POST to a configured webhook route."""
-        async for event in stream.events():
-            try:
-                attempt = self.reader.attempt(self.ctx.serde.decode(DELIVERY_TOPIC, event.value))
-            except Exception:  # health is a by-product of delivery: a bad event must not stop it
-                log.exception("routes: a delivery event does not decode; not counted")
-                continue
-            if attempt is not None:
-                record = observation_record(attempt, "worker")
-                value = self.ctx.serde.encode(ROUTE_OBSERVATIONS_TOPIC, record)
-                await self.topics.observations.send(key=attempt.route_id.encode(), value=value)
 
     async def health(self, stream: faust.StreamT[bytes]) -> None:
         """Observations and ticks -> health records, one per route per step."""

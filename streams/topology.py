@@ -7,12 +7,12 @@ wires them, the way Faust's own examples put app, topics, tables and agents at t
     punctuation ─┴─▶ ingest [ingest-partials, ingest-seen] ─▶ sms.inbound.v1 | receipts.v1 | quarantine.v1
         ▲ timer ingest-punctuate: one record per owned partition (drives reassembly timeouts, dedup expiry)
     sms.inbound.v1 ───────▶ deliver       ─▶ webhook POST; sms.delivery.v1 | sms.webhook.retry.v1 | ...dlq.v1
+                                                 | sms.routes.observations.v1 (an attempt on a webhook route)
         (worker.inbound_reader: direct — read by streams/inbound_reader.py instead of an agent, same handler)
     sms.webhook.retry.v1 ─▶ deliver-retry ─▶ webhook POST; the same, and sms.webhook.attempts.v1 (ledger)
     sms.outbound.status.v1 ▶ deliver-callbacks ─▶ signed POST to the message's callback_url; the same topics
         tasks: batch timer; endpoint pings; drain; from app start (ctx.loading_tasks): read the attempts
         ledger, circuits, route decisions
-    sms.delivery.v1 ──────────────▶ routes-attempts ─▶ sms.routes.observations.v1 (webhook attempts)
     sms.routes.observations.v1 ─┐
     <app>-routes-ticks ─────────┴─▶ routes-health [routes-health] ─▶ sms.routes.health.v1
         ▲ timer routes-tick (the wall clock, to close windows with)
@@ -43,7 +43,6 @@ import faust
 from smsflow.ingest.processor import IngestProcessor, ingest_settings
 from smsflow.outbound.submission import LEDGER_TOPIC
 from smsflow.schemas import (
-    DELIVERY_TOPIC,
     INBOUND_TOPIC,
     OPS_TOPIC,
     OUTBOUND_STATUS_TOPIC,
@@ -172,7 +171,6 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         topics = RoutesTopics(
             ticks=_bytes_topic(app, ticks_name, partitions=1, internal=True),
             scoped=_bytes_topic(app, scoped_name, partitions=1, internal=True),
-            observations=_bytes_topic(app, ROUTE_OBSERVATIONS_TOPIC),
             health=_bytes_topic(app, ROUTE_HEALTH_TOPIC),
             decisions=_bytes_topic(app, ROUTE_DECISIONS_TOPIC),
             ops=_bytes_topic(app, OPS_TOPIC),
@@ -182,7 +180,6 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         scope_table = app.Table("routes-scopes", default=None, partitions=1)
         routes = RoutesStage(app, ctx, topics, feed_table, scope_table)
         # agents, timer
-        app.agent(_bytes_topic(app, DELIVERY_TOPIC), name="routes-attempts")(routes.attempts)
         observed = _bytes_topic(app, ROUTE_OBSERVATIONS_TOPIC, ticks_name, partitions=1)
         app.agent(observed, name="routes-health")(routes.health)
         app.agent(_bytes_topic(app, ROUTE_HEALTH_TOPIC), name="routes-scoping")(routes.scoping)

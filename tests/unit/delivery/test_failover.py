@@ -583,3 +583,103 @@ def test_endpoints_switched_off_alone_are_skipped(
     )
     hop = next_endpoint(sub, lists, failed)
     assert hop is not None and hop.route_id == after_chosen_fails
+
+
+# ---- what the deliver stage tells the double-list stage: one observation per POST on a webhook route ----
+
+OBSERVATIONS = "sms.routes.observations.v1"
+
+
+def observing_delivery(
+    engine: DeliveryEngine, routing: Any, store: InMemorySubscriptionStore
+) -> tuple[KafkaDelivery, list[tuple[str, bytes, bytes]]]:
+    sent: list[tuple[str, bytes, bytes]] = []
+    ctx = SimpleNamespace(serde=SimpleNamespace(encode=lambda topic, rec: orjson.dumps(rec)))
+    kd = KafkaDelivery(ctx, engine, store=store, routing=routing)  # type: ignore[arg-type]
+    kd.topics = {
+        t: _Topic(t, sent)
+        for t in (
+            "sms.delivery.v1",
+            "sms.webhook.retry.v1",
+            "sms.webhook.dlq.v1",
+            "sms.ops.events.v1",
+            OBSERVATIONS,
+        )
+    }
+    return kd, sent
+
+
+def observed(sent: list[tuple[str, bytes, bytes]]) -> list[tuple[str, str]]:
+    """(route id, outcome) of each observation written, in order."""
+    out = []
+    for topic, key, value in sent:
+        if topic == OBSERVATIONS:
+            rec = orjson.loads(value)
+            assert (
+                key.decode() == rec["route_id"]
+                and rec["kind"] == "webhook_attempt"
+                and rec["source"] == "worker"
+            )
+            out.append((rec["route_id"], rec["outcome"]))
+    return out
+
+
+async def test_a_batch_post_on_config_webhook_routes_is_one_observation_per_route_attempted(receivers):
+    """Routes named by URL in the config: the primary's 503 and the secondary's 2xx are one observation each,
+    however many messages the POST carried; the delivery events are written as before."""
+    from smsflow.routing.model import parse_policies
+
+    primary, secondary = await receivers(unavailable), await receivers()
+    sub = with_dr(primary, secondary)
+    routing = parse_policies(
+        {
+            "routes": [
+                {"id": "hook-p", "kind": "webhook", "url": primary.url},
+                {"id": "hook-s", "kind": "webhook", "url": secondary.url},
+            ],
+            "policies": [{"scope": "subscription:sub_1", "primary": ["hook-p"], "secondary": ["hook-s"]}],
+        }
+    )
+    store = InMemorySubscriptionStore()
+    await store.put(sub)
+    async with WebhookSender(SenderConfig(address_policy=LOCAL)) as sender:
+        kd, sent = observing_delivery(DeliveryEngine(sender), routing, store)
+        await kd.attempt(sub, [msg(1), msg(2)], 1, datetime.now(UTC), None)
+    assert observed(sent) == [("hook-p", "throttled"), ("hook-s", "success")]
+    assert sum(1 for topic, _, _ in sent if topic == "sms.delivery.v1") >= 4  # two messages, two POSTs
+
+
+async def test_no_double_list_stage_no_observations(receivers):
+    primary, secondary = await receivers(unavailable), await receivers()
+    sub = with_dr(primary, secondary)
+    store = InMemorySubscriptionStore()
+    await store.put(sub)
+    async with WebhookSender(SenderConfig(address_policy=LOCAL)) as sender:
+        from smsflow.routing.model import RoutingSection
+
+        kd, sent = observing_delivery(DeliveryEngine(sender), RoutingSection(), store)
+        assert kd.attempt_reader is None
+        await kd.attempt(sub, [msg(1)], 1, datetime.now(UTC), None)
+    assert observed(sent) == [] and any(topic == "sms.delivery.v1" for topic, _, _ in sent)
+
+
+async def test_subscription_lists_follow_the_store(receivers):
+    """``routing.subscription_lists``: a subscription's endpoints are routes while it has a secondary list;
+    a change in the store is seen by the next attempt."""
+    from smsflow.routing.model import parse_policies
+
+    primary, secondary = await receivers(unavailable), await receivers()
+    sub = with_dr(primary, secondary)
+    store = InMemorySubscriptionStore()
+    await store.put(sub)
+    async with WebhookSender(SenderConfig(address_policy=LOCAL)) as sender:
+        kd, sent = observing_delivery(
+            DeliveryEngine(sender), parse_policies({"subscription_lists": True}), store
+        )
+        await kd.attempt(sub, [msg(1)], 1, datetime.now(UTC), None)
+        assert observed(sent) == [("sub_1.main", "throttled"), ("sub_1.dr", "success")]
+        single = sub.model_copy(update={"endpoints": []})  # the secondary list removed: no policy, no routes
+        await store.put(single)
+        sent.clear()
+        await kd.attempt(single, [msg(2)], 1, datetime.now(UTC), None)
+    assert observed(sent) == [] and any(topic == "sms.delivery.v1" for topic, _, _ in sent)
