@@ -50,7 +50,14 @@ def _read_until(stop: threading.Event, bootstrap: str, topic: str, partitions: i
         consumer.close()
 
 
-def run(records: int, repeat: int, partitions: int, shapes: list[int], reader: bool = False) -> None:
+def run(
+    records: int,
+    repeat: int,
+    partitions: int,
+    shapes: list[int],
+    reader: bool = False,
+    overrides: dict[str, str] | None = None,
+) -> None:
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -65,7 +72,7 @@ def run(records: int, repeat: int, partitions: int, shapes: list[int], reader: b
         try:
             admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
             admin.create_topics([NewTopic("bench.requests", partitions, 1)])["bench.requests"].result()
-            producer = Producer(producer_conf(kafka.bootstrap, **{"linger.ms": 0}))
+            producer = Producer(producer_conf(kafka.bootstrap, **{"linger.ms": 0, **(overrides or {})}))
             value = b"x" * 300
 
             def write(n: int, per_flush: int, spread: bool) -> None:
@@ -125,8 +132,17 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=6, help="of the topic (sms.*.v1 have 6)")
     ap.add_argument("--shapes", default="1,3,10,50", help="records per flush")
     ap.add_argument("--reader", action="store_true", help="every shape again with a consumer of the topic")
+    ap.add_argument(
+        "--producer-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="librdkafka producer setting over the product's (e.g. compression.type=none); repeatable",
+    )
     args = ap.parse_args()
-    run(args.records, args.repeat, args.partitions, [int(s) for s in args.shapes.split(",")], args.reader)
+    overrides = dict(kv.split("=", 1) for kv in args.producer_set)
+    shapes = [int(s) for s in args.shapes.split(",")]
+    run(args.records, args.repeat, args.partitions, shapes, args.reader, overrides)
 
 
 if __name__ == "__main__":

@@ -134,6 +134,7 @@ class SmsflowSystem:
         ingest_loop: bool = False,
         inbound_reader: str = "faust",
         request_log: bool = False,
+        routing: str = "none",
     ) -> None:
         """With ``bootstrap`` and ``registry_url`` given, use that broker and registry (tests' fixtures).
         ``overrides``: ``dotted.path=yaml-value`` settings applied to the generated config (A/B runs).
@@ -141,11 +142,14 @@ class SmsflowSystem:
         scale-out figure (issue 13): CPU per SMS summed over all of them. ``ingest_loop``: beside each
         worker (started without its ingest stage) a direct ingest loop process, ``smsflow ingest`` (ADR 0007
         step 2). ``inbound_reader``: ``worker.inbound_reader`` (who reads sms.inbound.v1 in the worker).
-        ``request_log``: the local broker logs every request (``request_counts``)."""
+        ``request_log``: the local broker logs every request (``request_counts``). ``routing``: ``carrier``
+        makes the simulator's carrier a route of the double list, so the worker runs the double-list stage
+        (as config/demo.yaml does); ``none``: no routing section."""
         self.workdir = workdir / "smsflow"
         self.workers = workers
         self.ingest_loop = ingest_loop
         self.inbound_reader = inbound_reader
+        self.routing = routing
         self.partitions = partitions
         self.sessions = sessions
         self.bootstrap = bootstrap
@@ -188,6 +192,8 @@ class SmsflowSystem:
             "data_dir": str(self.workdir / "data"),
             "worker": {"inbound_reader": self.inbound_reader},
         }
+        if self.routing == "carrier":
+            cfg["routing"] = {"routes": [{"id": "sim-route", "kind": "carrier", "carrier": "sim"}]}
         for setting in self.overrides:
             apply_override(cfg, setting)
         env = child_env(
@@ -319,6 +325,7 @@ class SmsflowSystem:
         return {
             "smsflow ingest": "direct loop (smsflow ingest)" if self.ingest_loop else "Faust agent",
             "smsflow inbound reader": self.inbound_reader,
+            "smsflow routing": self.routing,
             "kafka": KAFKA_VERSION,
             "faust-streaming": version("faust-streaming"),
             "aiokafka": version("aiokafka"),
@@ -851,6 +858,7 @@ async def run(
                     ingest_loop=args.ingest == "loop",
                     inbound_reader=args.inbound_reader,
                     request_log=args.request_log,
+                    routing=args.routing,
                 )
             )
         elif name == "kannel":
@@ -1004,6 +1012,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the local broker logs every request; prints requests per SMS by API and topic for each "
         "scenario (the logging costs the broker CPU: not a run for CPU figures)",
+    )
+    ap.add_argument(
+        "--routing",
+        choices=["carrier", "none"],
+        default="carrier",
+        help="'carrier' (default since 2026-12-02 evening): the simulator's carrier is a route of the double "
+        "list, so the worker runs the double-list stage as a deployment with a routing section does "
+        "(config/demo.yaml); 'none': no routing section (the setup of the figures before that)",
     )
     ap.add_argument("--profile", action="store_true", help="py-spy the smsflow worker/connector (saturation)")
     ap.add_argument(
