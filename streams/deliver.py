@@ -150,7 +150,10 @@ class KafkaDelivery:
         record = event_record(ev)
         await self._send(DELIVERY_TOPIC, ev.message_id, self.ctx.serde.encode(DELIVERY_TOPIC, record))
         if self.attempt_reader is not None:
-            await self._observe(record)
+            try:
+                await self._observe(record)
+            except Exception:  # health is a by-product of delivery: its failure must not fail the delivery
+                log.exception("deliver: an attempt of %s not written for the double list", ev.message_id)
 
     async def _observe(self, record: dict[str, Any]) -> None:
         """The webhook attempt ``record`` (a delivery event) is, for the double-list stage, if it was made on

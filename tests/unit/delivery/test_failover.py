@@ -683,3 +683,19 @@ async def test_subscription_lists_follow_the_store(receivers):
         sent.clear()
         await kd.attempt(single, [msg(2)], 1, datetime.now(UTC), None)
     assert observed(sent) == [] and any(topic == "sms.delivery.v1" for topic, _, _ in sent)
+
+
+async def test_an_observation_that_cannot_be_made_does_not_fail_the_delivery_event(caplog):
+    """Health is a by-product: the delivery event is written, the failure is logged."""
+    from smsflow.delivery.records import queued_event
+    from smsflow.routing.model import parse_policies
+
+    class BrokenStore(InMemorySubscriptionStore):
+        async def list(self, owner: str | None = None) -> list[Subscription]:
+            raise RuntimeError("store unreadable")
+
+    sub = Subscription(id="sub_1", owner="acme", url="http://127.0.0.1:1/hook")
+    kd, sent = observing_delivery(None, parse_policies({"subscription_lists": True}), BrokenStore())  # type: ignore[arg-type]
+    await kd.event(queued_event(sub, "msg_1"))
+    assert [topic for topic, _, _ in sent] == ["sms.delivery.v1"]
+    assert "not written for the double list" in caplog.text
