@@ -140,6 +140,9 @@ def main() -> None:
         help="librdkafka producer setting over the product's (e.g. compression.type=none); repeatable",
     )
     args = ap.parse_args()
+    bad = [kv for kv in args.producer_set if "=" not in kv]
+    if bad:
+        ap.error(f"--producer-set {bad[0]!r}: expected KEY=VALUE")
     overrides = dict(kv.split("=", 1) for kv in args.producer_set)
     shapes = [int(s) for s in args.shapes.split(",")]
     run(args.records, args.repeat, args.partitions, shapes, args.reader, overrides)

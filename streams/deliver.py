@@ -162,8 +162,13 @@ class KafkaDelivery:
         reader, routing = self.attempt_reader, self.routing
         assert reader is not None and routing is not None
         if self._attempt_routes_stale:
-            self._attempt_routes_stale = False
-            reader.use(with_subscription_lists(routing, await self.store.list()))
+            self._attempt_routes_stale = False  # before the await: a change while it reads marks it again
+            try:
+                subs = await self.store.list()
+            except Exception:
+                self._attempt_routes_stale = True  # read again with the next attempt
+                raise
+            reader.use(with_subscription_lists(routing, subs))
         attempt = reader.attempt(record)
         if attempt is None:
             return

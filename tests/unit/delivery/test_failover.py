@@ -686,16 +686,23 @@ async def test_subscription_lists_follow_the_store(receivers):
 
 
 async def test_an_observation_that_cannot_be_made_does_not_fail_the_delivery_event(caplog):
-    """Health is a by-product: the delivery event is written, the failure is logged."""
+    """Health is a by-product: the delivery event is written, the failure is logged, and the subscriptions
+    are read again with the next event."""
     from smsflow.delivery.records import queued_event
     from smsflow.routing.model import parse_policies
 
     class BrokenStore(InMemorySubscriptionStore):
+        reads = 0
+
         async def list(self, owner: str | None = None) -> list[Subscription]:
+            self.reads += 1
             raise RuntimeError("store unreadable")
 
     sub = Subscription(id="sub_1", owner="acme", url="http://127.0.0.1:1/hook")
-    kd, sent = observing_delivery(None, parse_policies({"subscription_lists": True}), BrokenStore())  # type: ignore[arg-type]
+    store = BrokenStore()
+    kd, sent = observing_delivery(None, parse_policies({"subscription_lists": True}), store)  # type: ignore[arg-type]
     await kd.event(queued_event(sub, "msg_1"))
     assert [topic for topic, _, _ in sent] == ["sms.delivery.v1"]
     assert "not written for the double list" in caplog.text
+    await kd.event(queued_event(sub, "msg_2"))
+    assert store.reads == 2
