@@ -697,6 +697,9 @@ class PySpy:
                 "--output",
                 str(self.out),
                 "--nonblocking",
+                # only the thread holding the GIL: Python's own work; a thread waiting in C (librdkafka's
+                # poll, the event loop's epoll) is not sampled as busy, as it was without it
+                "--gil",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

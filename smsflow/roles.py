@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from smsflow import event_loop, metrics
+from smsflow import event_loop, gc_tuning, metrics
 from smsflow.config import Config
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
 
     startup = StartupTimeline()
     startup.mark("imports done")
+    gc_tuning.configure(cfg.gc.threshold0, cfg.gc.freeze_after_s, "worker")
     event_loop.install(cfg.event_loop)  # before Faust makes its loop
     bootstrap, registry = cfg.require_endpoints()
     if "ingest" in roles:
@@ -245,6 +246,7 @@ async def run_connector(cfg: Config) -> None:
     from smsflow.telemetry import setup_tracing, shutdown_tracing
 
     bootstrap, registry = cfg.require_endpoints()
+    gc_tuning.configure(cfg.gc.threshold0, cfg.gc.freeze_after_s, "connector")
     setup_tracing(cfg.tracing, "connector")
     metrics.serve(cfg.metrics.connector_port, cfg.metrics.host)
     serde = Serde(registry_client(registry, cfg.registry_credentials()))
@@ -334,6 +336,7 @@ def run_ingest_loop(cfg: Config, batch_max: int = 500, loglevel: str = "warning"
     configure_logging(loglevel)
     refuse_unsupported_loop_settings(cfg)
     bootstrap, registry = cfg.require_endpoints()
+    gc_tuning.configure(cfg.gc.threshold0, cfg.gc.freeze_after_s, "ingest loop")
     setup_tracing(cfg.tracing, "ingest")
     wait_s = cfg.worker.session_timeout_s + 5
     faust_ingest = wait_for_other_ingest(bootstrap, cfg.app_id, wait_s, "Faust workers with the ingest stage")
