@@ -670,8 +670,8 @@ class Bench:
 class PySpy:
     """py-spy (if installed) sampling a process during one scenario; raw collapsed stacks to a file."""
 
-    def __init__(self, pid: int, out: Path, rate: int = 100) -> None:
-        self.pid, self.out, self.rate = pid, out, rate
+    def __init__(self, pid: int, out: Path, rate: int = 100, blocking: bool = False) -> None:
+        self.pid, self.out, self.rate, self.blocking = pid, out, rate, blocking
         self.proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -696,7 +696,9 @@ class PySpy:
                 "raw",
                 "--output",
                 str(self.out),
-                "--nonblocking",
+                # stopping the process for each sample costs it time, but reading its stack while it runs
+                # tears some stacks on Python 3.11 (a frame under a caller it never called)
+                *([] if self.blocking else ["--nonblocking"]),
                 # only the thread holding the GIL: Python's own work; a thread waiting in C (librdkafka's
                 # poll, the event loop's epoll) is not sampled as busy, as it was without it
                 "--gil",
@@ -935,7 +937,11 @@ async def run(
                                 spies.append(
                                     (
                                         f"{system.name}-{role}-{key}",
-                                        PySpy(pid, workdir / f"{system.name}-{role}-{key}.txt"),
+                                        PySpy(
+                                            pid,
+                                            workdir / f"{system.name}-{role}-{key}.txt",
+                                            blocking=args.profile_blocking,
+                                        ),
                                     )
                                 )
                         for _, sp in spies:
@@ -1067,6 +1073,12 @@ def main(argv: list[str] | None = None) -> int:
         "before that)",
     )
     ap.add_argument("--profile", action="store_true", help="py-spy the smsflow worker/connector (saturation)")
+    ap.add_argument(
+        "--profile-blocking",
+        action="store_true",
+        help="with --profile: py-spy stops the process for each sample (whole stacks; slows it: not a run "
+        "for throughput or CPU figures)",
+    )
     ap.add_argument(
         "--config-set",
         action="append",
