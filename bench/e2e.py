@@ -722,8 +722,10 @@ def summarize_profile(path: Path, top: int = 12) -> list[tuple[str, float]]:
 
     Two views, as shares of all samples: ``incl:`` rows count a sample when any frame of its stack is in
     that part of the code (rows overlap: encoding a record inside a traced span counts for both), and
-    ``self:`` rows group the leaf frame (where the CPU really was) by package. Samples whose leaf is a
-    blocking wait inside a C call (``_IDLE_LEAVES``) are left out: py-spy cannot tell those from work."""
+    ``self:`` rows group the leaf frame (where the CPU really was) by package. Only the thread holding the GIL
+    is sampled (``PySpy`` runs py-spy with ``--gil``): a thread waiting in C (librdkafka's poll, the loop's
+    epoll) releases it and is not in the samples; a leaf such as the uvloop run loop's caller is the loop's
+    own C work."""
     if not path.exists():
         return []
     incl: dict[str, int] = {}
@@ -735,8 +737,6 @@ def summarize_profile(path: Path, top: int = 12) -> list[tuple[str, float]]:
             continue
         count = int(count_s)
         frames = stack.split(";")
-        if frames and any(frames[-1].startswith(idle) for idle in _IDLE_LEAVES):
-            continue
         total += count
         for name, needles in _INCLUSIVE:
             if any(n in f for f in frames for n in needles):
@@ -750,17 +750,6 @@ def summarize_profile(path: Path, top: int = 12) -> list[tuple[str, float]]:
     self_rows = sorted(((f"self: {k}", 100 * v / total) for k, v in leaf.items()), key=lambda kv: -kv[1])
     return [("samples", float(total)), *rows, *self_rows[:top]]
 
-
-# Frames that wait in C (librdkafka's poll, a uvloop/asyncio loop's epoll) and that py-spy, unable to see the
-# wait, samples as busy: the idle delivery-report poll threads of the worker's confluent-kafka producers were
-# 6-10% of its samples, and uvloop's run loop shows as its caller's frame.
-_IDLE_LEAVES = (
-    "AsyncProducer._poll_loop ",
-    "CompactedFollower._follow ",
-    "Worker.execute_from_commandline ",
-    "Runner.run ",
-    "ServiceThread._start_thread ",
-)
 
 _INCLUSIVE = [
     ("SMPP PDU codec (smsflow.smpp)", ("smsflow/smpp/",)),

@@ -106,8 +106,6 @@ Alphabet = Literal[
     "gsm7", "ascii", "latin1", "ucs2", "binary", "shift_jis", "iso8859_5", "iso8859_8", "iso2022_jp", "euc_kr"
 ]
 # SMPP 3.4 §5.2.5/§5.2.6: TON 0-6, NPI 0,1,3,4,6,8,9,10,14,18 are the defined values.
-GC_THRESHOLD0 = 10_000  # gc_tuning.py: measured in docs/BENCHMARKS.md (2026-12-03)
-GC_FREEZE_AFTER_S = 20.0
 _NPI_VALUES = (0, 1, 3, 4, 6, 8, 9, 10, 14, 18)
 
 
@@ -419,6 +417,10 @@ class MetricsConfig(_Strict):
     ingest_port: Port | None = Field(default=None, description="the direct ingest loop (smsflow ingest)")
 
 
+GC_THRESHOLD0 = 10_000  # gc_tuning.py: measured in docs/BENCHMARKS.md (2026-12-03)
+GC_FREEZE_AFTER_S = 20.0
+
+
 class GcConfig(_Strict):
     """CPython's cyclic garbage collector in the long-running processes (smsflow/gc_tuning.py, issue 13)."""
 
@@ -454,7 +456,7 @@ class Config(_Strict):
         default_factory=RoutingSection, description="routes, double-list policies (docs/double-list.md)"
     )
     gc: GcConfig = Field(
-        default_factory=lambda: GcConfig(),
+        default_factory=GcConfig,
         description="the garbage collector of the worker, ingest loop and connector (smsflow/gc_tuning.py)",
     )
     data_dir: str = Field(default=".work/data", description="Faust table state and local services")

@@ -39,8 +39,6 @@ GC_SECONDS = Counter(
     "smsflow_gc_seconds", "Time spent in CPython's cyclic garbage collector, by generation", ["generation"]
 )
 
-_lock = threading.Lock()
-_installed = False
 _started_at = 0.0
 
 
@@ -57,13 +55,10 @@ def configure(threshold0: int, freeze_after_s: float | None, process: str) -> th
 
     Call once a process has its configuration, before its start-up work: the freeze then takes what start-up
     made. Returns the timer of the freeze (a daemon thread; ``cancel()`` it in tests), if any."""
-    global _installed
     _, threshold1, threshold2 = gc.get_threshold()
     gc.set_threshold(threshold0, threshold1, threshold2)
-    with _lock:
-        if not _installed:
-            gc.callbacks.append(_on_gc)
-            _installed = True
+    if _on_gc not in gc.callbacks:
+        gc.callbacks.append(_on_gc)
     if freeze_after_s is None:
         return None
     timer = threading.Timer(freeze_after_s, freeze, args=(process,))
