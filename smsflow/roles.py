@@ -143,8 +143,14 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
                 },
             )
         )
-        app.flush_with_producer(outputs.flush)
-        ctx.delivery = KafkaDelivery(ctx, engine, store, producer=outputs, routing=cfg.routing)
+        delivery = KafkaDelivery(ctx, engine, store, producer=outputs, routing=cfg.routing)
+
+        async def flush_outputs() -> None:
+            await delivery.flush_observations()  # the tallied webhook attempts go with this flush
+            await outputs.flush()
+
+        app.flush_with_producer(flush_outputs)
+        ctx.delivery = delivery
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def _close(app: Any, **kwargs: Any) -> None:

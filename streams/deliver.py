@@ -69,7 +69,7 @@ from smsflow.payload import webhook_payload
 from smsflow.producer import BufferedProducer
 from smsflow.routing.attempts import AttemptReader
 from smsflow.routing.model import RoutingSection
-from smsflow.routing.observations import WebhookAttempt, observation_record
+from smsflow.routing.observations import AttemptTally, WebhookAttempt, observation_record
 from smsflow.schemas import (
     DELIVERY_TOPIC,
     INBOUND_TOPIC,
@@ -97,6 +97,9 @@ _tracer = tracer("smsflow.streams.deliver")
 
 MAX_EVENTS_IN_FLIGHT = 4096
 MAX_RETRIES_WAITING = 100_000
+# How often the webhook attempts tallied for the double-list stage are written: well inside its 1 s grace
+# for late records (smsflow.routing.feed.GRACE_MS), and each route costs a record per interval, not per POST.
+OBSERVATIONS_INTERVAL_S = 0.25
 
 
 class KafkaDelivery:
@@ -129,8 +132,11 @@ class KafkaDelivery:
         # (docs/double-list.md, "Webhook attempts").
         self.routing = routing
         self.attempt_reader: AttemptReader | None = None
+        # the attempts not written yet, per route and health step: one record each (flush_observations)
+        self.attempt_tally: AttemptTally | None = None
         if routing is not None and routing.stage_runs:
             self.attempt_reader = AttemptReader(routing)
+            self.attempt_tally = AttemptTally(routing.window.step_ms)
         self._attempt_routes_stale = True  # subscriptions' lists add routes (with_subscription_lists)
         if self.attempt_reader is not None:
             store.add_listener(self._subscriptions_changed)
@@ -157,10 +163,10 @@ class KafkaDelivery:
 
     async def _observe(self, record: dict[str, Any]) -> None:
         """The webhook attempt ``record`` (a delivery event) is, for the double-list stage, if it was made on
-        one of its webhook routes: by the same producer, so it is stored before the offsets it came from are
-        committed (Invariant A), as the event is."""
-        reader, routing = self.attempt_reader, self.routing
-        assert reader is not None and routing is not None
+        one of its webhook routes: tallied per route and step and written by ``flush_observations`` (by the
+        same producer, before the offsets it came from are committed: Invariant A, as for the event)."""
+        reader, routing, tally = self.attempt_reader, self.routing, self.attempt_tally
+        assert reader is not None and routing is not None and tally is not None
         if self._attempt_routes_stale:
             self._attempt_routes_stale = False  # before the await: a change while it reads marks it again
             try:
@@ -170,10 +176,30 @@ class KafkaDelivery:
                 raise
             reader.use(with_subscription_lists(routing, subs))
         attempt = reader.attempt(record)
-        if attempt is None:
+        if attempt is not None:
+            tally.add(attempt)
+
+    def observe(self, attempt: WebhookAttempt) -> None:
+        """An attempt made outside delivery (an endpoint ping) for the double-list stage, with the others."""
+        if self.attempt_tally is not None:
+            self.attempt_tally.add(attempt)
+
+    async def flush_observations(self) -> None:
+        """Write the tallied attempts (a record per route and health step) to sms.routes.observations.v1.
+
+        Called every ``OBSERVATIONS_INTERVAL_S`` (inside the health stage's grace for late records) and before
+        each flush that precedes an offset commit. A record that cannot be written is logged and dropped:
+        health is a by-product of delivery, and a failed write must not fail the commit of what was
+        delivered."""
+        tally = self.attempt_tally
+        if tally is None or not len(tally):
             return
-        value = self.ctx.serde.encode(ROUTE_OBSERVATIONS_TOPIC, observation_record(attempt, source="worker"))
-        await self._send(ROUTE_OBSERVATIONS_TOPIC, attempt.route_id, value)
+        for rec in tally.take(source="worker"):
+            try:
+                value = self.ctx.serde.encode(ROUTE_OBSERVATIONS_TOPIC, rec)
+                await self._send(ROUTE_OBSERVATIONS_TOPIC, str(rec["route_id"]), value)
+            except Exception:
+                log.exception("deliver: the attempts on %s not written for the double list", rec["route_id"])
 
     async def _subscriptions_changed(self, subscription_id: str, sub: Subscription | None) -> None:
         self._attempt_routes_stale = True
@@ -393,6 +419,16 @@ class DeliverStage:
         """A task: sends batches when full or due."""
         await self.batches.run()
 
+    async def observations_timer(self) -> None:
+        """A task: with a double-list stage configured, writes the webhook attempts tallied since the last
+        time, every ``OBSERVATIONS_INTERVAL_S`` (the stage counts a record up to 1 s late in its window)."""
+        if not self.ctx.config.routing.stage_runs:
+            return
+        while True:
+            await asyncio.sleep(OBSERVATIONS_INTERVAL_S)
+            if self.ctx.delivery is not None:
+                await self.ctx.delivery.flush_observations()
+
     async def load_state(self) -> None:
         """A task: reads the attempts ledger and the endpoint circuits whole before anything is delivered."""
         try:
@@ -436,6 +472,9 @@ class DeliverStage:
         serde = self.ctx.serde
 
         async def publish(obs: WebhookAttempt) -> None:
+            if kd.attempt_tally is not None:
+                kd.observe(obs)  # written with the delivery attempts of its route and step
+                return
             value = serde.encode(ROUTE_OBSERVATIONS_TOPIC, observation_record(obs, source="worker"))
             await self.outputs[ROUTE_OBSERVATIONS_TOPIC].send(key=obs.route_id.encode(), value=value)
 
@@ -616,6 +655,8 @@ class DeliverStage:
         self.readings.cancel_waiting()
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=10)
+        if self.ctx.delivery is not None:
+            await self.ctx.delivery.flush_observations()  # the last commit's flush stores them
         await self.ledger.stop()
         for store in self.circuits:
             await store.stop()

@@ -7,12 +7,12 @@ wires them, the way Faust's own examples put app, topics, tables and agents at t
     punctuation ─┴─▶ ingest [ingest-partials, ingest-seen] ─▶ sms.inbound.v1 | receipts.v1 | quarantine.v1
         ▲ timer ingest-punctuate: one record per owned partition (drives reassembly timeouts, dedup expiry)
     sms.inbound.v1 ───────▶ deliver       ─▶ webhook POST; sms.delivery.v1 | sms.webhook.retry.v1 | ...dlq.v1
-                                                 | sms.routes.observations.v1 (an attempt on a webhook route)
+                                                 | sms.routes.observations.v1 (attempts on a webhook route)
         (worker.inbound_reader: direct — read by streams/inbound_reader.py instead of an agent, same handler)
     sms.webhook.retry.v1 ─▶ deliver-retry ─▶ webhook POST; the same, and sms.webhook.attempts.v1 (ledger)
     sms.outbound.status.v1 ▶ deliver-callbacks ─▶ signed POST to the message's callback_url; the same topics
-        tasks: batch timer; endpoint pings; drain; from app start (ctx.loading_tasks): read the attempts
-        ledger, circuits, route decisions
+        tasks: batch timer; endpoint pings; the webhook attempts tallied per route written every 0.25 s;
+        drain; from app start (ctx.loading_tasks): read the attempts ledger, circuits, route decisions
     sms.routes.observations.v1 ─┐
     <app>-routes-ticks ─────────┴─▶ routes-health [routes-health] ─▶ sms.routes.health.v1
         ▲ timer routes-tick (the wall clock, to close windows with)
@@ -160,6 +160,7 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         callbacks = CallbackStage(ctx, deliver)
         app.agent(_bytes_topic(app, OUTBOUND_STATUS_TOPIC), name="deliver-callbacks")(callbacks.callbacks)
         app.task(deliver.batch_timer)
+        app.task(deliver.observations_timer)
         ctx.loading_tasks.append(deliver.load_state)
         app.task(deliver.pings)
         app.on_before_shutdown.connect(deliver.drain)  # type: ignore[arg-type]

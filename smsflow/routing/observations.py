@@ -1,12 +1,14 @@
 """The facts the health aggregator is fed, each stamped with the time it happened (epoch ms).
 
-The health stage derives them from connector ops events, probe submissions and returns, and delivery events
-(sms.delivery.v1 already carries each webhook attempt's outcome and duration).
+Connectors write bind events, enquire_link round trips, probes and a traffic report per route per interval;
+workers write the webhook attempts made on webhook routes, gathered per route per short interval
+(``AttemptTally``: one record carries every attempt of the interval, never one record per POST).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -137,6 +139,7 @@ def _blank(route_id: str, at: int, kind: str, source: str) -> dict[str, object]:
         "bound_sessions": [],
         "probe_id": "",
         "outcome": "",
+        "attempts": [],
     }
 
 
@@ -165,6 +168,65 @@ def observation_record(obs: Observation, source: str = "") -> dict[str, object]:
             rec.update(kind="probe_returned", probe_id=obs.probe_id)
         case WebhookAttempt():
             rec.update(kind="webhook_attempt", outcome=obs.outcome.value, latency_ms=obs.latency_ms)
+    return rec
+
+
+@dataclass
+class _AttemptGroup:
+    at: int  # the latest attempt's time
+    latencies: dict[AttemptOutcome, list[float]] = field(default_factory=dict)
+
+
+class AttemptTally:
+    """Webhook attempts gathered per route and per health step, written as one ``webhook_attempts`` record
+    each (``take``) instead of one record per POST.
+
+    A record per POST cost every SMS on a webhook route a Kafka record in the worker and a record, a decode
+    and a state write in the health stage, whose state write grows with the window's attempts: quadratic in
+    the rate (docs/BENCHMARKS.md, "webhook routes"). Attempts of different health steps (``step_ms``, the
+    window's step) never share a record, so each is counted in its own step, exactly as before; the record is
+    stamped with its latest attempt's time. The caller takes the records often (well inside the stage's
+    grace for late records) and before every offset commit (Invariant A, as for the attempt's own event).
+    """
+
+    def __init__(self, step_ms: int) -> None:
+        if step_ms <= 0:
+            raise ValueError(f"step_ms must be positive, got {step_ms}")
+        self.step_ms = step_ms
+        self._groups: dict[tuple[str, int], _AttemptGroup] = {}
+        self.attempts = 0  # attempts waiting to be taken
+
+    def __len__(self) -> int:
+        return self.attempts
+
+    def add(self, attempt: WebhookAttempt) -> None:
+        key = (attempt.route_id, attempt.at // self.step_ms)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _AttemptGroup(attempt.at)
+        group.at = max(group.at, attempt.at)
+        group.latencies.setdefault(attempt.outcome, []).append(float(attempt.latency_ms))
+        self.attempts += 1
+
+    def take(self, source: str = "") -> list[dict[str, object]]:
+        """The records of everything added since the last call (their Avro values), oldest step first."""
+        groups, self._groups, self.attempts = self._groups, {}, 0
+        return [
+            webhook_attempts_record(route_id, group.at, group.latencies, source)
+            for (route_id, _), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+        ]
+
+
+def webhook_attempts_record(
+    route_id: str, at: int, latencies: dict[AttemptOutcome, list[float]], source: str = ""
+) -> dict[str, object]:
+    """Many webhook attempts on one route in one record: per outcome, the duration of each attempt."""
+    rec = _blank(route_id, at, "webhook_attempts", source)
+    rec["attempts"] = [
+        {"outcome": outcome.value, "latencies_ms": list(values)}
+        for outcome, values in sorted(latencies.items())
+        if values
+    ]
     return rec
 
 
@@ -207,4 +269,19 @@ def observations_of(rec: dict[str, object]) -> list[Observation]:
         case "webhook_attempt":
             attempt = AttemptOutcome(str(rec["outcome"]))
             return [WebhookAttempt(route_id, at, attempt, float(rec["latency_ms"]))]  # type: ignore[arg-type]
+        case "webhook_attempts":
+            return _attempts_of(route_id, at, rec.get("attempts") or ())  # type: ignore[arg-type]
     return []  # a kind from a newer writer: ignored, not fatal
+
+
+_OUTCOMES = {o.value: o for o in AttemptOutcome}
+
+
+def _attempts_of(route_id: str, at: int, groups: Sequence[dict[str, object]]) -> list[Observation]:
+    out: list[Observation] = []
+    for group in groups:
+        outcome = _OUTCOMES.get(str(group.get("outcome", "")))
+        if outcome is None:
+            continue  # an outcome from a newer writer: not counted, not fatal
+        out += [WebhookAttempt(route_id, at, outcome, float(v)) for v in group.get("latencies_ms") or ()]  # type: ignore[attr-defined]
+    return out

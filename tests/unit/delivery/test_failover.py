@@ -609,19 +609,25 @@ def observing_delivery(
     return kd, sent
 
 
-def observed(sent: list[tuple[str, bytes, bytes]]) -> list[tuple[str, str]]:
-    """(route id, outcome) of each observation written, in order."""
+async def observed(kd: KafkaDelivery, sent: list[tuple[str, bytes, bytes]]) -> list[tuple[str, str]]:
+    """(route id, outcome) of each attempt observed so far, once the tally is written: a record per route
+    (and health step) with every attempt in it, never a record per POST."""
+    await kd.flush_observations()
     out = []
+    routes = []
     for topic, key, value in sent:
         if topic == OBSERVATIONS:
             rec = orjson.loads(value)
             assert (
                 key.decode() == rec["route_id"]
-                and rec["kind"] == "webhook_attempt"
+                and rec["kind"] == "webhook_attempts"
                 and rec["source"] == "worker"
             )
-            out.append((rec["route_id"], rec["outcome"]))
-    return out
+            routes.append(rec["route_id"])
+            for group in rec["attempts"]:
+                out += [(rec["route_id"], group["outcome"])] * len(group["latencies_ms"])
+    assert len(routes) == len(set(routes)), "one record per route and step"
+    return sorted(out)
 
 
 async def test_a_batch_post_on_config_webhook_routes_is_one_observation_per_route_attempted(receivers):
@@ -645,7 +651,7 @@ async def test_a_batch_post_on_config_webhook_routes_is_one_observation_per_rout
     async with WebhookSender(SenderConfig(address_policy=LOCAL)) as sender:
         kd, sent = observing_delivery(DeliveryEngine(sender), routing, store)
         await kd.attempt(sub, [msg(1), msg(2)], 1, datetime.now(UTC), None)
-    assert observed(sent) == [("hook-p", "throttled"), ("hook-s", "success")]
+        assert await observed(kd, sent) == [("hook-p", "throttled"), ("hook-s", "success")]
     assert sum(1 for topic, _, _ in sent if topic == "sms.delivery.v1") >= 4  # two messages, two POSTs
 
 
@@ -660,7 +666,7 @@ async def test_no_double_list_stage_no_observations(receivers):
         kd, sent = observing_delivery(DeliveryEngine(sender), RoutingSection(), store)
         assert kd.attempt_reader is None
         await kd.attempt(sub, [msg(1)], 1, datetime.now(UTC), None)
-    assert observed(sent) == [] and any(topic == "sms.delivery.v1" for topic, _, _ in sent)
+        assert await observed(kd, sent) == [] and any(topic == "sms.delivery.v1" for topic, _, _ in sent)
 
 
 async def test_subscription_lists_follow_the_store(receivers):
@@ -677,12 +683,12 @@ async def test_subscription_lists_follow_the_store(receivers):
             DeliveryEngine(sender), parse_policies({"subscription_lists": True}), store
         )
         await kd.attempt(sub, [msg(1)], 1, datetime.now(UTC), None)
-        assert observed(sent) == [("sub_1.main", "throttled"), ("sub_1.dr", "success")]
+        assert await observed(kd, sent) == [("sub_1.dr", "success"), ("sub_1.main", "throttled")]
         single = sub.model_copy(update={"endpoints": []})  # the secondary list removed: no policy, no routes
         await store.put(single)
         sent.clear()
         await kd.attempt(single, [msg(2)], 1, datetime.now(UTC), None)
-    assert observed(sent) == [] and any(topic == "sms.delivery.v1" for topic, _, _ in sent)
+        assert await observed(kd, sent) == [] and any(topic == "sms.delivery.v1" for topic, _, _ in sent)
 
 
 async def test_an_observation_that_cannot_be_made_does_not_fail_the_delivery_event(caplog):
