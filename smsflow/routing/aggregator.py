@@ -4,6 +4,12 @@ Time only moves through the observations' own timestamps and explicit ``advance(
 inputs give the same records whatever the wall clock, and however often ``advance`` is called in between.
 A window of ``size`` ending at a multiple of ``step`` closes when time reaches its end; it is kept as
 ``size/step`` step buckets, so each observation is counted once and each window merges a few buckets.
+
+The state is bounded whatever the traffic: webhook attempt durations, one per POST, are counted per value
+rounded to three significant digits (``latency_key``), so a bucket holds at most a few thousand distinct
+values however many attempts it counts, and the p95 is the true nearest-rank p95 rounded the same way
+(rounding is monotonic). Probe latencies and enquire_link round trips come a few per minute and are kept as
+they are.
 """
 
 from __future__ import annotations
@@ -36,6 +42,29 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+_MAX_LATENCY_MS = 1e9  # ~11 days: anything longer (or not a number) is not a duration we measured
+
+
+def latency_key(ms: float) -> str:
+    """A duration rounded to three significant digits, as a JSON-safe key: ``9876.5`` -> ``"9.88e+03"``."""
+    value = float(ms)
+    if not value > 0:  # zero, negative, NaN
+        value = 0.0
+    return format(min(value, _MAX_LATENCY_MS), ".3g")
+
+
+def counted_percentile(counts: Mapping[str, int], q: float) -> float:
+    """``percentile`` of the values ``counts`` holds (``latency_key`` -> how many), without expanding them."""
+    ordered = sorted((float(k), n) for k, n in counts.items() if n > 0)
+    rank = max(1, math.ceil(q * sum(n for _, n in ordered)))
+    seen = 0
+    for value, n in ordered:
+        seen += n
+        if seen >= rank:
+            return value
+    raise ValueError("no values")
+
+
 @dataclass
 class _Bucket:
     bind_failures: int = 0
@@ -44,7 +73,7 @@ class _Bucket:
     probe_latencies: list[float] = field(default_factory=list)
     probes_lost: int = 0
     attempts: dict[AttemptOutcome, int] = field(default_factory=dict)
-    attempt_latencies: list[float] = field(default_factory=list)
+    attempt_latencies: dict[str, int] = field(default_factory=dict)  # latency_key -> attempts
 
 
 @dataclass
@@ -93,7 +122,7 @@ def _bucket_dict(b: _Bucket) -> dict[str, Any]:
         "probe_latencies": b.probe_latencies,
         "probes_lost": b.probes_lost,
         "attempts": {o.value: n for o, n in b.attempts.items()},
-        "attempt_latencies": b.attempt_latencies,
+        "attempt_latencies": dict(b.attempt_latencies),
     }
 
 
@@ -105,8 +134,20 @@ def _bucket_from(d: Mapping[str, Any]) -> _Bucket:
         probe_latencies=[float(v) for v in d["probe_latencies"]],
         probes_lost=int(d["probes_lost"]),
         attempts={AttemptOutcome(o): int(n) for o, n in d["attempts"].items()},
-        attempt_latencies=[float(v) for v in d["attempt_latencies"]],
+        attempt_latencies=_latency_counts(d["attempt_latencies"]),
     )
+
+
+def _latency_counts(saved: Any) -> dict[str, int]:
+    """A snapshot's attempt durations: counted per ``latency_key``, or (a snapshot written before they were)
+    the list of every duration."""
+    if isinstance(saved, Mapping):
+        return {latency_key(float(k)): int(n) for k, n in saved.items()}
+    counts: dict[str, int] = {}
+    for v in saved:
+        key = latency_key(float(v))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 class HealthAggregator:
@@ -220,7 +261,8 @@ class HealthAggregator:
                     b.probe_latencies.append(float(obs.at - sent))
             case WebhookAttempt():
                 b.attempts[obs.outcome] = b.attempts.get(obs.outcome, 0) + 1
-                b.attempt_latencies.append(obs.latency_ms)
+                key = latency_key(obs.latency_ms)
+                b.attempt_latencies[key] = b.attempt_latencies.get(key, 0) + 1
 
     def _expire_probes(self, track: _RouteTrack, end: int) -> None:
         timeout = self.window.probe_timeout_s * 1000
@@ -288,7 +330,11 @@ class HealthAggregator:
             # it keeps its last judged figures until attempts (traffic or pings) show otherwise.
             at, held = track.last_busy
             return {**held, "idle_ms": float(end - at)}
-        f["latency_p95_ms"] = percentile([v for b in buckets for v in b.attempt_latencies], 0.95)
+        latencies: dict[str, int] = {}
+        for b in buckets:
+            for key, n in b.attempt_latencies.items():
+                latencies[key] = latencies.get(key, 0) + n
+        f["latency_p95_ms"] = counted_percentile(latencies, 0.95)
         f["success_rate"] = counts[AttemptOutcome.SUCCESS] / attempts
         f["timeout_rate"] = counts[AttemptOutcome.TIMEOUT] / attempts
         f["throttled_rate"] = counts[AttemptOutcome.THROTTLED] / attempts

@@ -4,11 +4,14 @@ instead of one per POST, and the health stage counts them exactly as it counted 
 from __future__ import annotations
 
 import dataclasses
+import json
+import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smsflow.routing.aggregator import HealthAggregator, counted_percentile, latency_key, percentile
 from smsflow.routing.feed import HealthFeed
 from smsflow.routing.model import Route, RouteKind, RoutingSection
 from smsflow.routing.observations import (
@@ -115,3 +118,63 @@ def test_the_health_records_are_those_of_one_record_per_attempt(
     tallied += tally.take(source="worker")
     assert sum(len(observations_of(r)) for r in tallied) == len(attempts)
     assert run(tallied) == run(singles)
+
+
+# ---- the stage's state is bounded however many attempts a window counts ----
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 600_000, allow_nan=False), min_size=1, max_size=300))
+def test_the_p95_is_the_true_one_to_three_significant_digits(latencies: list[float]) -> None:
+    counts: dict[str, int] = {}
+    for v in latencies:
+        counts[latency_key(v)] = counts.get(latency_key(v), 0) + 1
+    assert counted_percentile(counts, 0.95) == float(latency_key(percentile(latencies, 0.95)))
+
+
+def test_durations_that_are_no_duration_are_counted_as_zero_or_capped() -> None:
+    assert [latency_key(v) for v in (-5.0, float("nan"), 0.0, float("inf"), 1e12)] == [
+        "0",
+        "0",
+        "0",
+        "1e+09",
+        "1e+09",
+    ]
+    assert latency_key(9876.5) == "9.88e+03" and latency_key(10_000) == "1e+04" and latency_key(12.0) == "12"
+
+
+def test_a_windows_state_does_not_grow_with_its_attempts() -> None:
+    """A busy endpoint's attempts (long-tailed durations, 1 ms to minutes) take room in the snapshot by the
+    distinct durations to three digits (at most 900 per decade), not by their number: the stage writes the
+    snapshot after every record it reads."""
+    rng = random.Random(7)
+
+    def snapshot_size(attempts: int) -> int:
+        a = HealthAggregator(HOOKS, start=T0)
+        for i in range(attempts):
+            ms = min(rng.lognormvariate(3, 1.5), 300_000.0)
+            a.observe(WebhookAttempt("hook-1", T0 + i % STEP, AttemptOutcome.SUCCESS, ms))
+        return len(json.dumps(a.snapshot()))
+
+    sizes = [snapshot_size(n) for n in (20_000, 200_000)]
+    assert sizes[1] < 64 * 1024 and sizes[1] < 2 * sizes[0], sizes
+    # what one entry per attempt took: ~20 bytes each
+    assert sizes[1] < 200_000 * 20 / 50
+
+
+def test_a_snapshot_with_every_duration_listed_restores_to_the_counts() -> None:
+    """Snapshots written before the durations were counted (a list each) are read after an upgrade."""
+    a = HealthAggregator(HOOKS, start=T0)
+    for i, v in enumerate((12.0, 12.04, 950.0, 10_000.0)):
+        a.observe(WebhookAttempt("hook-1", T0 + i, AttemptOutcome.SUCCESS, v))
+    snap = a.snapshot()
+    old = json.loads(json.dumps(snap))
+    old["routes"]["hook-1"]["buckets"][str(T0 // STEP)]["attempt_latencies"] = [12.0, 12.04, 950.0, 10_000.0]
+    b = HealthAggregator(HOOKS, start=T0)
+    b.restore(old)
+    assert b.snapshot() == snap
+    assert snap["routes"]["hook-1"]["buckets"][str(T0 // STEP)]["attempt_latencies"] == {
+        "12": 2,
+        "950": 1,
+        "1e+04": 1,
+    }
