@@ -73,6 +73,9 @@ from streams.offsets import InOrderGate, admit_in_order
 log = logging.getLogger(__name__)
 _tracer = tracer("smsflow.streams.routes")
 FEED_KEY = "feed"
+# How often the health feed's snapshot is written at most, and after how many records: see health().
+SNAPSHOT_INTERVAL_S = 0.1
+SNAPSHOT_MAX_PENDING = 1000
 
 
 def ticks_topic_name(app_id: str) -> str:
@@ -247,25 +250,44 @@ class RoutesStage:
             await self.app.producer.flush()
 
     async def health(self, stream: faust.StreamT[bytes]) -> None:
-        """Observations and ticks -> health records, one per route per step."""
-        async for event in stream.events():
+        """Observations and ticks -> health records, one per route per step.
+
+        The feed's snapshot (the ``routes-health`` table) is written after the records it covers, and only
+        then are they acked: at most every ``SNAPSHOT_INTERVAL_S`` or ``SNAPSHOT_MAX_PENDING`` records, not
+        after each one. The snapshot holds every route's windows, so writing it per record cost the stage
+        O(routes) per record, O(routes²) per second once every route reports: with 100 busy double-listed
+        endpoints more than a core (docs/BENCHMARKS.md, "webhook routes"). A record held for the next
+        snapshot waits at most until the next tick (``pipeline.tick_interval_s``); a crash before its
+        snapshot leaves it unacked, read again after the restart and applied to the restored feed, whose
+        offset skips what the snapshot already holds: still counted once."""
+        pending: list[Any] = []
+        written = float("-inf")
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
             f = await self.feed()
             msg = event.message
             if msg.topic != self.ticks_name and not self.admitted(msg):
-                continue
+                continue  # let go unacked: read again after the guard's re-read
+            pending.append(event)
             try:
                 if msg.topic == self.ticks_name:
                     if not self.observations_read(f):
-                        continue  # a backlog after a restart: its own times move the clock, not ours
-                    records = f.on_tick(int(orjson.loads(event.value)["now"]))
+                        records = []  # a backlog after a restart: its own times move the clock, not ours
+                    else:
+                        records = f.on_tick(int(orjson.loads(event.value)["now"]))
                 else:
                     rec = self.ctx.serde.decode(ROUTE_OBSERVATIONS_TOPIC, event.value)
                     records = f.on_record(rec, msg.offset)
             except Exception:
                 log.exception("routes: %s %d:%d not applied", msg.topic, msg.partition, msg.offset)
-                continue
+                records = []
             await self.publish_health(records)
+            if len(pending) < SNAPSHOT_MAX_PENDING and time.monotonic() - written < SNAPSHOT_INTERVAL_S:
+                continue  # acked with the next snapshot
             self.feed_table[FEED_KEY] = f.snapshot()
+            written = time.monotonic()
+            acked, pending = pending, []
+            for e in acked:
+                await stream.ack(e)
 
     async def scoping(self, stream: faust.StreamT[bytes]) -> None:
         """Health records -> a copy for each scope whose lists include the route, keyed by scope."""
