@@ -76,6 +76,7 @@ FEED_KEY = "feed"
 # How often the health feed's snapshot is written at most, and after how many records: see health().
 SNAPSHOT_INTERVAL_S = 0.1
 SNAPSHOT_MAX_PENDING = 1000
+SNAPSHOT_SHARE = 0.1  # and further apart when one takes longer than a tenth of that
 
 
 def ticks_topic_name(app_id: str) -> str:
@@ -252,16 +253,18 @@ class RoutesStage:
     async def health(self, stream: faust.StreamT[bytes]) -> None:
         """Observations and ticks -> health records, one per route per step.
 
-        The feed's snapshot (the ``routes-health`` table) is written after the records it covers, and only
-        then are they acked: at most every ``SNAPSHOT_INTERVAL_S`` or ``SNAPSHOT_MAX_PENDING`` records, not
-        after each one. The snapshot holds every route's windows, so writing it per record cost the stage
-        O(routes) per record, O(routes²) per second once every route reports: with 100 busy double-listed
-        endpoints more than a core (docs/BENCHMARKS.md, "webhook routes"). A record held for the next
-        snapshot waits at most until the next tick (``pipeline.tick_interval_s``); a crash before its
-        snapshot leaves it unacked, read again after the restart and applied to the restored feed, whose
-        offset skips what the snapshot already holds: still counted once."""
+        Each record is applied and its health records published at once; the feed's snapshot (the
+        ``routes-health`` table) is written after a batch of them, and only then are they acked: at most every
+        ``SNAPSHOT_INTERVAL_S`` (or ten times the last snapshot's time, when longer) or after
+        ``SNAPSHOT_MAX_PENDING`` records. The snapshot holds every route's windows; written after each record
+        it cost O(routes) per record, O(routes²) per second once every route reports (with 100 busy
+        double-listed endpoints, more than a core: docs/BENCHMARKS.md, "webhook routes"). A record held for
+        the next snapshot waits for the next event after the gap (a tick comes every
+        ``pipeline.tick_interval_s``); a crash before its snapshot leaves it unacked, so it is read again
+        after the restart and applied to the restored feed, whose offset skips what the snapshot already
+        held: counted once either way."""
         pending: list[Any] = []
-        written = float("-inf")
+        written, gap = float("-inf"), SNAPSHOT_INTERVAL_S
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             f = await self.feed()
             msg = event.message
@@ -281,10 +284,13 @@ class RoutesStage:
                 log.exception("routes: %s %d:%d not applied", msg.topic, msg.partition, msg.offset)
                 records = []
             await self.publish_health(records)
-            if len(pending) < SNAPSHOT_MAX_PENDING and time.monotonic() - written < SNAPSHOT_INTERVAL_S:
+            if len(pending) < SNAPSHOT_MAX_PENDING and time.monotonic() - written < gap:
                 continue  # acked with the next snapshot
+            began = time.monotonic()
             self.feed_table[FEED_KEY] = f.snapshot()
             written = time.monotonic()
+            # a snapshot of many routes costs more: space them so they take at most SNAPSHOT_SHARE of the time
+            gap = max(SNAPSHOT_INTERVAL_S, (written - began) / SNAPSHOT_SHARE)
             acked, pending = pending, []
             for e in acked:
                 await stream.ack(e)
