@@ -134,6 +134,7 @@ class KafkaDelivery:
         self.attempt_reader: AttemptReader | None = None
         # the attempts not written yet, per route and health step: one record each (flush_observations)
         self.attempt_tally: AttemptTally | None = None
+        self._observations_written = asyncio.Lock()  # a commit's flush waits for the timer's writes
         if routing is not None and routing.stage_runs:
             self.attempt_reader = AttemptReader(routing)
             self.attempt_tally = AttemptTally(routing.window.step_ms)
@@ -192,14 +193,18 @@ class KafkaDelivery:
         health is a by-product of delivery, and a failed write must not fail the commit of what was
         delivered."""
         tally = self.attempt_tally
-        if tally is None or not len(tally):
+        if tally is None:
             return
-        for rec in tally.take(source="worker"):
-            try:
-                value = self.ctx.serde.encode(ROUTE_OBSERVATIONS_TOPIC, rec)
-                await self._send(ROUTE_OBSERVATIONS_TOPIC, str(rec["route_id"]), value)
-            except Exception:
-                log.exception("deliver: the attempts on %s not written for the double list", rec["route_id"])
+        # One writer at a time: a commit's flush that came while the timer's records were still being handed
+        # to the producer (a full local queue makes that wait) must not flush the producer before them.
+        async with self._observations_written:
+            for rec in tally.take(source="worker"):
+                try:
+                    value = self.ctx.serde.encode(ROUTE_OBSERVATIONS_TOPIC, rec)
+                    await self._send(ROUTE_OBSERVATIONS_TOPIC, str(rec["route_id"]), value)
+                except Exception:
+                    route = rec["route_id"]
+                    log.exception("deliver: the attempts on %s not written for the double list", route)
 
     async def _subscriptions_changed(self, subscription_id: str, sub: Subscription | None) -> None:
         self._attempt_routes_stale = True

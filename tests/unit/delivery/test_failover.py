@@ -712,3 +712,32 @@ async def test_an_observation_that_cannot_be_made_does_not_fail_the_delivery_eve
     assert "not written for the double list" in caplog.text
     await kd.event(queued_event(sub, "msg_2"))
     assert store.reads == 2
+
+
+async def test_a_commits_flush_waits_for_the_attempts_the_timer_is_still_writing() -> None:
+    """Invariant A for the tallied attempts: the timer took them and its write is held (a full producer
+    queue); the flush that precedes a commit must not return before they are handed over."""
+    from smsflow.routing.model import parse_policies
+    from smsflow.routing.observations import AttemptOutcome, WebhookAttempt
+
+    kd, sent = observing_delivery(
+        None, parse_policies({"subscription_lists": True}), InMemorySubscriptionStore()
+    )  # type: ignore[arg-type]
+    release = asyncio.Event()
+    topic = kd.topics[OBSERVATIONS]
+    plain_send = topic.send
+
+    async def held_send(key: bytes, value: bytes, headers: Any = None) -> None:
+        await release.wait()
+        await plain_send(key, value, headers)
+
+    topic.send = held_send  # type: ignore[method-assign]
+    kd.observe(WebhookAttempt("sub_1.main", 1_700_000_000_000, AttemptOutcome.SUCCESS, 12.0))
+    timer = asyncio.ensure_future(kd.flush_observations())
+    await asyncio.sleep(0)  # the timer took the tally and waits in its write
+    commit = asyncio.ensure_future(kd.flush_observations())
+    await asyncio.sleep(0.05)
+    assert not commit.done() and sent == []
+    release.set()
+    await asyncio.gather(timer, commit)
+    assert [t for t, _, _ in sent] == [OBSERVATIONS]
