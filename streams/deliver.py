@@ -69,7 +69,7 @@ from smsflow.payload import webhook_payload
 from smsflow.producer import BufferedProducer
 from smsflow.routing.attempts import AttemptReader
 from smsflow.routing.model import RoutingSection
-from smsflow.routing.observations import AttemptTally, WebhookAttempt, observation_record
+from smsflow.routing.observations import AttemptTally, WebhookAttempt
 from smsflow.schemas import (
     DELIVERY_TOPIC,
     INBOUND_TOPIC,
@@ -474,14 +474,9 @@ class DeliverStage:
             return  # no stage to tell
         await self.state_ready.wait()
         kd = self.engine()
-        serde = self.ctx.serde
 
         async def publish(obs: WebhookAttempt) -> None:
-            if kd.attempt_tally is not None:
-                kd.observe(obs)  # written with the delivery attempts of its route and step
-                return
-            value = serde.encode(ROUTE_OBSERVATIONS_TOPIC, observation_record(obs, source="worker"))
-            await self.outputs[ROUTE_OBSERVATIONS_TOPIC].send(key=obs.route_id.encode(), value=value)
+            kd.observe(obs)  # written with the delivery attempts of its route and step
 
         pinger = EndpointPinger(
             kd.engine.sender,

@@ -194,10 +194,10 @@ class AttemptTally:
             raise ValueError(f"step_ms must be positive, got {step_ms}")
         self.step_ms = step_ms
         self._groups: dict[tuple[str, int], _AttemptGroup] = {}
-        self.attempts = 0  # attempts waiting to be taken
 
     def __len__(self) -> int:
-        return self.attempts
+        """Attempts added and not taken yet."""
+        return sum(len(v) for group in self._groups.values() for v in group.latencies.values())
 
     def add(self, attempt: WebhookAttempt) -> None:
         key = (attempt.route_id, attempt.at // self.step_ms)
@@ -206,11 +206,10 @@ class AttemptTally:
             group = self._groups[key] = _AttemptGroup(attempt.at)
         group.at = max(group.at, attempt.at)
         group.latencies.setdefault(attempt.outcome, []).append(float(attempt.latency_ms))
-        self.attempts += 1
 
     def take(self, source: str = "") -> list[dict[str, object]]:
         """The records of everything added since the last call (their Avro values), oldest step first."""
-        groups, self._groups, self.attempts = self._groups, {}, 0
+        groups, self._groups = self._groups, {}
         return [
             webhook_attempts_record(route_id, group.at, group.latencies, source)
             for (route_id, _), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0]))
