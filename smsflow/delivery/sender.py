@@ -1,4 +1,5 @@
-"""The HTTP side of webhook delivery: one pooled aiohttp session, per-endpoint admission, signed POSTs.
+"""The HTTP side of webhook delivery: one pool of kept-alive connections (``http1.Http1Client``), per-endpoint
+admission, signed POSTs.
 
 ``deliver`` never raises for a delivery problem: every outcome, including "not sent", is an
 :class:`AttemptResult` with a failure kind and a human reason, for the policy to judge. What an endpoint
@@ -21,13 +22,25 @@ from email.message import Message
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
+from aiohttp.abc import AbstractResolver
 from prometheus_client import Counter, Gauge, Histogram
 
 from smsflow.delivery.egress import AddressPolicy, BlockedAddress, GuardedResolver, guarded_socket_factory
 from smsflow.delivery.events import AttemptResult, FailureKind
 from smsflow.delivery.gate import EndpointGate
+from smsflow.delivery.http1 import (
+    ConnectError,
+    Disconnected,
+    Http1Client,
+    HttpClientError,
+    InvalidRequest,
+    InvalidResponse,
+    InvalidUrl,
+    ResolveError,
+    TlsCertificateError,
+    TlsError,
+)
 from smsflow.delivery.policy import THROTTLE_STATUSES, AimdLimit, parse_retry_after
 from smsflow.delivery.signing import webhook_headers
 from smsflow.subscriptions.model import Subscription, WebhookEndpoint, redact_url, utcnow
@@ -87,8 +100,6 @@ def _chain(exc: BaseException) -> list[BaseException]:
     while cur is not None and cur not in seen:
         seen.append(cur)
         cur = cur.__cause__ or cur.__context__
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        seen.append(exc.os_error)
     return seen
 
 
@@ -108,28 +119,28 @@ def describe_failure(exc: BaseException, timeout_s: float) -> tuple[FailureKind,
     blocked = _blocked(exc)
     if blocked is not None:
         return FailureKind.BLOCKED_ADDRESS, str(blocked)
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        cert_err = exc.certificate_error
-        detail = getattr(cert_err, "verify_message", None) or str(cert_err)
-        return FailureKind.TLS, f"TLS certificate verification failed for {exc.host}: {detail}"
-    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError | ssl.SSLError):
-        return FailureKind.TLS, f"TLS handshake failed: {exc}"
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return FailureKind.DNS, f"could not resolve {exc.host}: {exc.os_error}"
-    if isinstance(exc, TimeoutError):  # includes aiohttp's ServerTimeoutError
+    if isinstance(exc, TlsCertificateError | TlsError):
+        return FailureKind.TLS, str(exc)
+    if isinstance(exc, ssl.SSLError):
+        return FailureKind.TLS, f"TLS failed: {exc}"
+    if isinstance(exc, ResolveError):
+        return FailureKind.DNS, str(exc)
+    if isinstance(exc, TimeoutError):
         return FailureKind.TIMEOUT, f"no complete response within {timeout_s:g}s"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return FailureKind.CONNECTION, f"could not connect to {exc.host}:{exc.port}: {exc.os_error}"
-    if isinstance(exc, aiohttp.InvalidURL):
+    if isinstance(exc, ConnectError | Disconnected):
+        return FailureKind.CONNECTION, str(exc)
+    if isinstance(exc, InvalidResponse):
+        return FailureKind.INVALID_RESPONSE, str(exc)
+    if isinstance(exc, InvalidUrl):
         return FailureKind.INVALID_REQUEST, f"invalid URL: {exc}"
-    if isinstance(exc, aiohttp.ClientError):
-        return FailureKind.CONNECTION, f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, InvalidRequest):
+        return FailureKind.INVALID_REQUEST, str(exc)
     return FailureKind.CONNECTION, f"{type(exc).__name__}: {exc}"
 
 
 def safe_text(value: object, limit: int) -> str:
     """``value`` as valid UTF-8 text of at most ``limit`` characters: lone surrogates (undecodable header
-    bytes, as aiohttp passes them on) are shown as escapes, because an event carrying one cannot be
+    bytes, as the client passes them on) are shown as escapes, because an event carrying one cannot be
     serialised (orjson and Avro refuse them) and would leave its message unacked."""
     text = value if isinstance(value, str) else str(value)
     if len(text) > limit:
@@ -213,18 +224,6 @@ def interpret_response(
         }
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
-    chunks: list[bytes] = []
-    size = 0
-    while size < cap:
-        chunk = await resp.content.read(cap - size)
-        if not chunk:
-            return b"".join(chunks), False
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks), bool(await resp.content.read(1))
-
-
 class WebhookSender:
     """Sends webhooks for every subscription through one shared connection pool.
 
@@ -237,13 +236,13 @@ class WebhookSender:
         self,
         config: SenderConfig | None = None,
         *,
-        resolver: aiohttp.abc.AbstractResolver | None = None,
+        resolver: AbstractResolver | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config or SenderConfig()
         self._inner_resolver = resolver
         self._wall_clock = wall_clock
-        self._session: aiohttp.ClientSession | None = None
+        self._client: Http1Client | None = None
         self._gates: dict[str, dict[str, EndpointGate]] = {}  # subscription id -> endpoint id -> gate
         self._ssl = ssl.create_default_context(cafile=self.config.ca_bundle)
 
@@ -254,30 +253,23 @@ class WebhookSender:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+    def _ensure_session(self) -> Http1Client:
+        if self._client is None or self._client.closed:
             policy = self.config.address_policy
-            connector = aiohttp.TCPConnector(
-                limit=self.config.pool_limit,
-                limit_per_host=0,  # per-endpoint limits are ours (EndpointGate), keyed by subscription
-                ssl=self._ssl,
-                keepalive_timeout=self.config.keepalive_timeout_s,
+            self._client = Http1Client(
+                ssl_context=self._ssl,
                 resolver=GuardedResolver(policy, self._inner_resolver) if policy else self._inner_resolver,
                 socket_factory=guarded_socket_factory(policy) if policy else None,
-                ttl_dns_cache=10,
+                limit=self.config.pool_limit,
+                keepalive_timeout_s=self.config.keepalive_timeout_s,
+                user_agent=self.config.user_agent,
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),  # receivers must not be able to make requests stateful
-                trust_env=False,  # no proxy from the environment: it would bypass the address checks
-                auto_decompress=True,
-            )
-        return self._session
+        return self._client
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     def gate(self, sub: Subscription, endpoint: WebhookEndpoint | None = None) -> EndpointGate:
         key = (endpoint or sub.main_endpoint).id
@@ -356,31 +348,24 @@ class WebhookSender:
         t_send = time.monotonic()
         IN_FLIGHT.inc()
         try:  # from here on the slot is ours: every path must give it back
-            session = self._ensure_session()
-            headers = {
-                "content-type": "application/json",
-                "user-agent": self.config.user_agent,
-                **webhook_headers(ep.signing_secrets(), webhook_id, body, int(self._wall_clock())),
-            }
+            client = self._ensure_session()
+            headers = webhook_headers(ep.signing_secrets(), webhook_id, body, int(self._wall_clock()))
             for name in TRACE_HEADERS:
                 value = _header(trace_headers, name)
                 if value:
                     headers[name] = value
-            timeout = aiohttp.ClientTimeout(total=sub.timeout_seconds)
-            async with session.post(
-                ep.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-            ) as resp:
-                status = resp.status
-                response_headers = resp.headers
-                read_error = None
-                try:
-                    raw, truncated = await _read_capped(resp, self.config.max_response_body_bytes)
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    raw, truncated = b"", False
-                    read_error = describe_failure(exc, sub.timeout_seconds)[1]
+            resp = await client.post(
+                ep.url,
+                body,
+                headers,
+                max_body=self.config.max_response_body_bytes,
+                timeout_s=sub.timeout_seconds,
+            )
+            status, response_headers, raw, truncated = resp.status, resp.headers, resp.body, resp.truncated
+            read_error = resp.read_error
             fields = interpret_response(status, response_headers, raw, truncated, read_error)
             out = result(**fields, duration_ms=(time.monotonic() - t_send) * 1000)
-        except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError, ValueError) as exc:
+        except (HttpClientError, TimeoutError, OSError, ssl.SSLError, ValueError) as exc:
             kind, reason = describe_failure(exc, sub.timeout_seconds)
             out = result(failure=kind, error=reason, duration_ms=(time.monotonic() - t_send) * 1000)
         except Exception as exc:  # anything else the client raises on a hostile peer: still a failed attempt

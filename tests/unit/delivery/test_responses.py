@@ -101,7 +101,7 @@ HOSTILE = {
     ),
     "huge header": (
         http(b"HTTP/1.1 500 Oops", b"X-Padding: " + b"a" * 200_000),
-        "Got more than",
+        "response header section over 65536 bytes",
     ),
     "undecodable body": (
         http(b"HTTP/1.1 500 Oops", b"Content-Type: text/plain; charset=utf-16", body=b"\xff\xfeA"),

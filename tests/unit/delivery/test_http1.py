@@ -1,0 +1,325 @@
+"""The webhook client (smsflow/delivery/http1.py) against real sockets answering like hostile or sloppy peers.
+
+Each server here is a local asyncio server that reads whole requests and answers with exactly the bytes a test
+scripts, so what is checked is what goes over the wire: the request as written, kept-alive connections reused
+only when that is safe, every bound (header section, body, decompression, time) and every failure kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from smsflow.delivery.http1 import (
+    Disconnected,
+    Http1Client,
+    InvalidRequest,
+    InvalidResponse,
+    InvalidUrl,
+    ResolveError,
+    target,
+)
+
+OK = b"HTTP/1.1 204 No Content\r\n\r\n"
+
+
+def answer(status: bytes, *headers: bytes, body: bytes = b"", length: bool = True) -> bytes:
+    lines = [status, *headers]
+    if length:
+        lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+class Peer:
+    """A server on 127.0.0.1: ``script(request_index)`` gives the bytes to answer (None: answer nothing and
+    keep the connection open; ``close`` after them when it returns a tuple (bytes, "close"))."""
+
+    def __init__(self, script: Callable[[int], Any]) -> None:
+        self.script = script
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hook?x=1"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await reader.readexactly(length)
+                self.requests.append(head + body)
+                out = self.script(len(self.requests) - 1)
+                if out is None:
+                    await asyncio.sleep(3600)
+                close = isinstance(out, tuple)
+                data = out[0] if close else out
+                if callable(data):
+                    await data(writer)
+                else:
+                    writer.write(data)
+                    await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[Callable[[Callable[[int], Any]], Any]]:
+    peers: list[Peer] = []
+
+    async def make(script: Callable[[int], Any]) -> tuple[Peer, str]:
+        p = Peer(script)
+        peers.append(p)
+        return p, await p.start()
+
+    yield make
+    for p in peers:
+        p.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Http1Client]:
+    c = Http1Client(ssl_context=ssl.create_default_context(), user_agent="smsflow/test")
+    yield c
+    await c.close()
+
+
+async def post(client: Http1Client, url: str, *, max_body: int = 65536, timeout_s: float = 5, **headers: str):
+    return await client.post(url, b'{"a":1}', headers, max_body=max_body, timeout_s=timeout_s)
+
+
+async def test_the_request_on_the_wire(peer, client) -> None:
+    p, url = await peer(lambda i: OK)
+    resp = await post(
+        client, url, **{"webhook-id": "msg_1", "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
+    )
+    assert resp.status == 204 and resp.body == b"" and not resp.truncated and resp.read_error is None
+    head, _, body = p.requests[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /hook?x=1 HTTP/1.1"
+    fields = {k.lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines[1:])}
+    assert fields[b"host"] == url.split("/")[2].encode()
+    assert fields[b"content-type"] == b"application/json" and fields[b"content-length"] == b"7"
+    assert fields[b"user-agent"] == b"smsflow/test" and fields[b"webhook-id"] == b"msg_1"
+    assert fields[b"traceparent"].startswith(b"00-aaaa")
+    assert body == b'{"a":1}'
+
+
+def test_urls_are_read_as_a_browser_would() -> None:
+    t = target("https://user:p%40ss@例子.测试:8443/a b?q=1#frag")
+    assert (t.tls, t.host, t.port) == (True, "xn--fsqu00a.xn--0zwm56d", 8443)
+    head = t.head.decode()
+    assert head.startswith("POST /a%20b?q=1 HTTP/1.1\r\nHost: xn--fsqu00a.xn--0zwm56d:8443\r\n")
+    assert "Authorization: Basic " + base64.b64encode(b"user:p@ss").decode() in head
+    assert target("http://example.com/").head.startswith(b"POST / HTTP/1.1\r\nHost: example.com\r\n")
+    assert target("http://[::1]:8080").head.startswith(b"POST / HTTP/1.1\r\nHost: [::1]:8080\r\n")
+    for bad in ("ftp://example.com/", "http:///nohost", "not a url", "http://example.com:99999/"):
+        with pytest.raises(InvalidUrl):
+            target(bad)
+
+
+async def test_a_line_break_in_a_header_value_is_refused_not_sent(peer, client) -> None:
+    p, url = await peer(lambda i: OK)
+    with pytest.raises(InvalidRequest):
+        await post(client, url, **{"tracestate": "a=b\r\nX-Injected: 1"})
+    assert p.requests == []
+
+
+async def test_kept_alive_connection_is_reused_and_a_closing_answer_is_not(peer, client) -> None:
+    p, url = await peer(
+        lambda i: OK if i != 3 else (answer(b"HTTP/1.1 200 OK", b"Connection: close"), "close")
+    )
+    for _ in range(3):
+        assert (await post(client, url)).status == 204
+    assert p.connections == 1 and client.connections_made == 1
+    assert (await post(client, url)).status == 200  # answered with Connection: close
+    assert (await post(client, url)).status == 204
+    assert p.connections == 2 and client.connections_made == 2
+
+
+async def test_a_peer_that_closed_the_idle_connection_costs_no_attempt(peer, client) -> None:
+    _, url = await peer(lambda i: (OK, "close"))  # answers, then closes without saying so
+    assert (await post(client, url)).status == 204
+    await asyncio.sleep(0.05)  # the close arrives while the connection is idle
+    assert (await post(client, url)).status == 204
+    assert client.connections_made == 2
+
+
+async def test_informational_answers_are_skipped(peer, client) -> None:
+    _, url = await peer(lambda i: b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n" + OK)
+    assert (await post(client, url)).status == 204
+
+
+async def test_chunked_and_close_delimited_bodies(peer, client) -> None:
+    chunked = b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    _, url = await peer(lambda i: chunked)
+    resp = await post(client, url)
+    assert (resp.status, resp.body, resp.read_error) == (500, b"hello world", None)
+    eof = (answer(b"HTTP/1.0 200 OK", body=b"until the end", length=False), "close")
+    _, url = await peer(lambda i: eof)
+    resp = await post(client, url)
+    assert (resp.status, resp.body, resp.read_error) == (200, b"until the end", None)
+
+
+async def test_a_body_cut_short_keeps_the_status_with_a_read_error(peer, client) -> None:
+    _, url = await peer(lambda i: (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", "close"))
+    resp = await post(client, url)
+    assert resp.status == 200 and resp.body == b"short"
+    assert resp.read_error is not None and "closed before the end of the body" in resp.read_error
+
+
+async def test_a_stalled_body_keeps_the_status_when_time_is_up(peer, client) -> None:
+    async def stall(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart")
+        await writer.drain()
+        await asyncio.sleep(3600)
+
+    _, url = await peer(lambda i: stall)
+    resp = await post(client, url, timeout_s=0.3)
+    assert resp.status == 200 and resp.body == b"part"
+    assert resp.read_error == "no complete response within 0.3s"
+    assert client._idle_count == 0  # not kept: the rest of that body would be read as the next answer
+
+
+async def test_no_answer_is_a_timeout(peer, client) -> None:
+    _, url = await peer(lambda i: None)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(TimeoutError):
+        await post(client, url, timeout_s=0.3)
+    assert loop.time() - t0 < 2
+
+
+async def test_the_body_kept_is_capped_and_the_connection_dropped(peer, client) -> None:
+    _, url = await peer(lambda i: answer(b"HTTP/1.1 400 Bad", body=b"x" * 300_000))
+    resp = await post(client, url, max_body=1000)
+    assert resp.status == 400 and resp.body == b"x" * 1000 and resp.truncated
+    assert (await post(client, url, max_body=1000)).truncated
+    assert client.connections_made == 2
+
+
+async def test_gzip_and_deflate_bodies_are_decoded(peer, client) -> None:
+    text = b"accepted, thank you " * 10
+    raw_deflate = zlib.compressobj(wbits=-15)
+    encodings = [
+        (b"gzip", gzip.compress(text)),
+        (b"deflate", zlib.compress(text)),
+        (b"deflate", raw_deflate.compress(text) + raw_deflate.flush()),
+    ]
+    _, url = await peer(
+        lambda i: answer(b"HTTP/1.1 200 OK", b"Content-Encoding: " + encodings[i][0], body=encodings[i][1])
+    )
+    for _ in encodings:
+        resp = await post(client, url)
+        assert (resp.body, resp.read_error) == (text, None)
+
+
+async def test_a_compression_bomb_inflates_no_further_than_the_cap(peer, client) -> None:
+    bomb = gzip.compress(b"\0" * 50_000_000)  # ~50 KB on the wire
+    _, url = await peer(lambda i: answer(b"HTTP/1.1 200 OK", b"Content-Encoding: gzip", body=bomb))
+    resp = await post(client, url, max_body=4096)
+    assert resp.status == 200 and len(resp.body) == 4096 and resp.truncated
+
+
+async def test_an_undecodable_encoded_body_is_shown_as_sent_with_a_note(peer, client) -> None:
+    _, url = await peer(lambda i: answer(b"HTTP/1.1 200 OK", b"Content-Encoding: gzip", body=b"not gzip"))
+    resp = await post(client, url)
+    assert resp.status == 200 and resp.body == b"not gzip"
+    assert resp.read_error is not None and "could not be decoded" in resp.read_error
+
+
+async def test_an_endless_header_section_is_cut_off(peer) -> None:
+    async def endless(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(1000):
+            writer.write(b"X-Pad: " + b"a" * 1000 + b"\r\n")
+            await writer.drain()
+
+    client = Http1Client(ssl_context=ssl.create_default_context(), max_header_bytes=16384)
+    try:
+        _, url = await peer(lambda i: endless)
+        with pytest.raises(InvalidResponse, match="header section over 16384 bytes"):
+            await post(client, url)
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HTTP/1.1 2000 Way Off\r\n\r\n",
+        b"SMTP ready\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
+async def test_malformed_answers_are_invalid_responses(peer, client, data: bytes) -> None:
+    _, url = await peer(lambda i: (data, "close"))
+    with pytest.raises(InvalidResponse):
+        await post(client, url)
+
+
+async def test_a_peer_that_closes_without_answering(peer, client) -> None:
+    _, url = await peer(lambda i: (b"", "close"))
+    with pytest.raises(Disconnected):
+        await post(client, url)
+
+
+async def test_extra_bytes_after_an_answer_close_the_connection(peer, client) -> None:
+    # an answer nobody asked for, whole or begun, in the same read as the real one or after it
+    extras = [b"HTTP/1.1 200 OK\r\n\r\n", b"HTTP/1.1 200 OK\r\nConte"]
+    _, url = await peer(lambda i: OK + extras[i] if i < len(extras) else OK)
+    for made in range(1, len(extras) + 2):
+        assert (await post(client, url)).status == 204
+        assert client.connections_made == made
+        await asyncio.sleep(0.05)
+
+
+async def test_the_pool_limits_connections_in_use(peer) -> None:
+    in_flight = 0
+    most = 0
+
+    async def slow(writer: asyncio.StreamWriter) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        writer.write(OK)
+        await writer.drain()
+
+    client = Http1Client(ssl_context=ssl.create_default_context(), limit=2)
+    try:
+        p, url = await peer(lambda i: slow)
+        results = await asyncio.gather(*(post(client, url) for _ in range(8)))
+        assert [r.status for r in results] == [204] * 8
+        assert most == 2 and p.connections == 2
+    finally:
+        await client.close()
+
+
+async def test_an_unresolvable_host_is_a_resolve_error(client) -> None:
+    with pytest.raises(ResolveError, match=r"could not resolve no-such-host\.invalid"):
+        await post(client, "http://no-such-host.invalid/hook")
