@@ -238,6 +238,7 @@ class _Connection(asyncio.Protocol):
         self._body: _Body | None = None
         self._reusable = False
         self._complete = False  # the final answer is read
+        self._got_bytes = False  # anything came from the peer in this exchange
         self._extra = False  # and more came after it
 
     # asyncio.Protocol
@@ -262,6 +263,7 @@ class _Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
+        self._got_bytes = True
         try:
             self._parser.feed_data(data)
             if not self._headers_done:
@@ -271,14 +273,15 @@ class _Connection(asyncio.Protocol):
                     self._fail(InvalidResponse(f"response header section over {self.max_header_bytes} bytes"))
         except httptools.HttpParserUpgrade:
             self._finish()  # 101 Switching Protocols: an answer (not 2xx), and the connection is not reused
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__ or exc
+        except httptools.HttpParserError as exc:  # HttpParserCallbackError too: a callback refused
+            cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else None
             if isinstance(cause, InvalidResponse):
                 self._fail(cause)
+            elif self._headers_done:  # the status was read: it stands, the body is what came (as a note)
+                self._finish(read_error=f"malformed body: {cause or exc}")
+                self.close()
             else:
-                self._fail(InvalidResponse(f"response could not be read: {cause}"))
-        except httptools.HttpParserError as exc:
-            self._fail(InvalidResponse(f"malformed HTTP response: {exc}"))
+                self._fail(InvalidResponse(f"malformed HTTP response: {cause or exc}"))
 
     def eof_received(self) -> bool:
         return False  # close; connection_lost completes or fails the exchange
@@ -350,6 +353,10 @@ class _Connection(asyncio.Protocol):
     def reusable(self) -> bool:
         transport = self.transport
         return self._reusable and not self.lost and transport is not None and not transport.is_closing()
+
+    @property
+    def got_bytes(self) -> bool:
+        return self._got_bytes
 
     @property
     def headers_done(self) -> bool:
@@ -441,7 +448,20 @@ class Http1Client:
         conn: _Connection | None = None
         try:
             async with asyncio.timeout(timeout_s), self._in_use:
-                conn = self._take_idle(t.key) or await self._connect(t)
+                conn = self._take_idle(t.key)
+                if conn is not None:
+                    self._busy.add(conn)
+                    try:
+                        return self._after(conn, await conn.exchange(request, max_body))
+                    except Disconnected:
+                        # The peer closed the kept-alive connection as we reused it (its idle timeout ran
+                        # out): nothing of an answer came, so once more, at once, on a new connection.
+                        # It may have read the request: a receiver dedups by webhook-id (as for any retry).
+                        if conn.got_bytes:
+                            raise
+                        conn.close()
+                        self._busy.discard(conn)
+                conn = await self._connect(t)
                 self._busy.add(conn)
                 response = await conn.exchange(request, max_body)
         except TimeoutError:
@@ -455,6 +475,10 @@ class Http1Client:
         finally:
             if conn is not None:
                 self._busy.discard(conn)
+        return self._after(conn, response)
+
+    def _after(self, conn: _Connection, response: Response) -> Response:
+        self._busy.discard(conn)
         if conn.reusable and not self.closed:
             self._put_idle(conn)
         else:

@@ -272,13 +272,36 @@ async def test_an_endless_header_section_is_cut_off(peer) -> None:
         b"SMTP ready\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     ],
 )
 async def test_malformed_answers_are_invalid_responses(peer, client, data: bytes) -> None:
     _, url = await peer(lambda i: (data, "close"))
     with pytest.raises(InvalidResponse):
         await post(client, url)
+
+
+async def test_a_malformed_body_keeps_the_status_with_a_note(peer, client) -> None:
+    _, url = await peer(lambda i: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n")
+    resp = await post(client, url)
+    assert resp.status == 200 and resp.body == b"ok"
+    assert resp.read_error is not None and resp.read_error.startswith("malformed body:")
+    assert client._idle_count == 0
+
+
+async def test_a_kept_alive_connection_closed_as_it_is_reused_is_replaced_at_once(peer, client) -> None:
+    p, url = await peer(
+        lambda i: OK if i != 1 else (b"", "close")
+    )  # the 2nd request: read, closed, no answer
+    assert (await post(client, url)).status == 204
+    assert (await post(client, url)).status == 204  # sent again on a new connection, within the same call
+    assert p.connections == 2 and len(p.requests) == 3
+
+
+async def test_a_new_connection_closed_without_an_answer_is_not_retried(peer, client) -> None:
+    p, url = await peer(lambda i: (b"", "close"))
+    with pytest.raises(Disconnected):
+        await post(client, url)
+    assert len(p.requests) == 1
 
 
 async def test_a_peer_that_closes_without_answering(peer, client) -> None:
