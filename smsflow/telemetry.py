@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.propagate import extract, inject
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagate import extract, get_global_textmap, inject
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, Sampler
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util import types
-from opentelemetry.util._decorator import _agnosticcontextmanager
 
 from smsflow.config import TracingConfig
 
@@ -99,8 +101,7 @@ class PropagatingTracer(trace.Tracer):
         )
         return trace.NonRecordingSpan(span_context)
 
-    @_agnosticcontextmanager
-    def start_as_current_span(
+    def start_as_current_span(  # type: ignore[override]
         self,
         name: str,
         context: otel_context.Context | None = None,
@@ -111,14 +112,25 @@ class PropagatingTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
-    ) -> Iterator[trace.Span]:
-        span = self.start_span(name, context, kind)
-        # what trace.use_span does, less what a span that records nothing needs (status, exception, end)
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            yield span
-        finally:
-            otel_context.detach(token)
+    ) -> _CurrentSpan:
+        return _CurrentSpan(self.start_span(name, context, kind))
+
+
+class _CurrentSpan:
+    """What ``trace.use_span`` does, less what a span that records nothing needs (status, exception, end): a
+    plain context manager, not a generator one (half its cost, on every span of every SMS)."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: trace.Span) -> None:
+        self._span = span
+
+    def __enter__(self) -> trace.Span:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)
 
 
 class PropagatingTracerProvider(trace.TracerProvider):
@@ -174,24 +186,80 @@ def shutdown_tracing(timeout_ms: int = 5000) -> None:
     provider.shutdown()
 
 
+class _LazyTracer(trace.Tracer):
+    """The tracer a module takes at import, before the process installs its provider: it asks the provider
+    installed by then. (OpenTelemetry's ``ProxyTracer`` does the same, but wraps every
+    ``start_as_current_span`` in one more generator context manager.)"""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._real: trace.Tracer | None = None
+
+    def _tracer(self) -> trace.Tracer:
+        real = self._real
+        if real is None:
+            provider = trace.get_tracer_provider()
+            real = provider.get_tracer(self._name)
+            if isinstance(provider, trace.ProxyTracerProvider):
+                return real  # none installed yet: ask again next time
+            self._real = real
+        return real
+
+    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
+        return self._tracer().start_span(*args, **kwargs)
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return self._tracer().start_as_current_span(*args, **kwargs)
+
+
 def tracer(name: str) -> trace.Tracer:
-    return trace.get_tracer(name)
+    return _LazyTracer(name)
 
 
-def headers_from_context(ctx: otel_context.Context | None = None) -> list[tuple[str, bytes]]:
+_W3C = TraceContextTextMapPropagator()
+
+
+_checked: tuple[object, bool] = (None, False)
+
+
+def _w3c_only() -> bool:
+    """Whether the process's propagators (``OTEL_PROPAGATORS``) are the default ``tracecontext,baggage`` or
+    ``tracecontext`` alone: then W3C trace context is read and written directly (the baggage propagator is
+    skipped only when the context holds no baggage; a record's baggage header is never read)."""
+    global _checked
+    textmap = get_global_textmap()
+    if _checked[0] is not textmap:
+        parts = (
+            getattr(textmap, "_propagators", None) if isinstance(textmap, CompositePropagator) else [textmap]
+        )
+        kinds = {type(p) for p in parts or ()}
+        simple = TraceContextTextMapPropagator in kinds and kinds <= {
+            TraceContextTextMapPropagator,
+            W3CBaggagePropagator,
+        }
+        _checked = (textmap, simple)
+    return _checked[1]
+
+
+def _carrier(ctx: otel_context.Context | None) -> dict[str, str]:
     carrier: dict[str, str] = {}
-    inject(carrier, context=ctx)
-    return [(k, v.encode()) for k, v in carrier.items()]
-
-
-def http_headers_from_context(ctx: otel_context.Context | None = None) -> dict[str, str]:
-    carrier: dict[str, str] = {}
-    inject(carrier, context=ctx)
+    if _w3c_only() and not baggage.get_all(ctx):
+        _W3C.inject(carrier, context=ctx)  # what the composite would write, without its loop and the baggage
+    else:
+        inject(carrier, context=ctx)
     return carrier
 
 
+def headers_from_context(ctx: otel_context.Context | None = None) -> list[tuple[str, bytes]]:
+    return [(k, v.encode()) for k, v in _carrier(ctx).items()]
+
+
+def http_headers_from_context(ctx: otel_context.Context | None = None) -> dict[str, str]:
+    return _carrier(ctx)
+
+
 def current_traceparent() -> str | None:
-    return http_headers_from_context().get("traceparent")
+    return _carrier(None).get("traceparent")
 
 
 def context_from_headers(headers: Iterable[tuple[str, Any]] | dict[str, Any] | None) -> otel_context.Context:
@@ -199,7 +267,10 @@ def context_from_headers(headers: Iterable[tuple[str, Any]] | dict[str, Any] | N
     items: Iterable[tuple[str, Any]] = headers.items() if isinstance(headers, dict) else (headers or [])
     for k, v in items:
         if k in ("traceparent", "tracestate"):
-            carrier[k] = v.decode() if isinstance(v, bytes | bytearray) else str(v)
+            # a header that is not UTF-8 is no trace context (and must not stop the record)
+            carrier[k] = v.decode("utf-8", "replace") if isinstance(v, bytes | bytearray) else str(v)
+    if _w3c_only():  # only trace context is read from a record: the baggage propagator would find nothing
+        return _W3C.extract(carrier)
     return extract(carrier)
 
 
