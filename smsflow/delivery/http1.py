@@ -43,6 +43,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+MAX_INFORMATIONAL = 8  # 1xx answers skipped before the real one; a peer sending more is refused
 DNS_CACHE_S = 10.0
 HAPPY_EYEBALLS_DELAY_S = 0.25
 
@@ -239,6 +240,7 @@ class _Connection(asyncio.Protocol):
         self._reusable = False
         self._complete = False  # the final answer is read
         self._got_bytes = False  # anything came from the peer in this exchange
+        self._informational = 0  # 1xx answers skipped so far
         self._extra = False  # and more came after it
 
     # asyncio.Protocol
@@ -325,6 +327,9 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if not self._headers_done:  # the end of a 1xx: start over for the real answer
+            self._informational += 1
+            if self._informational > MAX_INFORMATIONAL:  # a peer streaming 1xx answers at line rate
+                raise InvalidResponse(f"more than {MAX_INFORMATIONAL} informational (1xx) answers")
             self._raw_headers = []
             self._header_bytes = 0
             self._fed = 0

@@ -171,6 +171,12 @@ async def test_informational_answers_are_skipped(peer, client) -> None:
     assert (await post(client, url)).status == 204
 
 
+async def test_endless_informational_answers_are_refused(peer, client) -> None:
+    _, url = await peer(lambda i: b"HTTP/1.1 100 Continue\r\n\r\n" * 10_000)
+    with pytest.raises(InvalidResponse, match="informational"):
+        await post(client, url)
+
+
 async def test_chunked_and_close_delimited_bodies(peer, client) -> None:
     chunked = b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     _, url = await peer(lambda i: chunked)
