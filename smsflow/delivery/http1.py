@@ -26,6 +26,8 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
+import math
+import re
 import socket
 import ssl
 import time
@@ -156,6 +158,19 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+_KEEP_ALIVE_TIMEOUT = re.compile(r"(?:^|[,;\s])timeout\s*=\s*(\d{1,9})", re.IGNORECASE)
+
+
+def _keep_alive_limit(value: str, current: float) -> float:
+    """The idle time after which a connection is no longer reused, from the peer's ``Keep-Alive: timeout=N``
+    (seconds; RFC 2068 §19.7.1, sent by Node, Apache, nginx with ``keepalive_timeout`` set): a second short of
+    it, so that a reuse does not race the peer's own close. Node says ``timeout=5`` by default."""
+    match = _KEEP_ALIVE_TIMEOUT.search(value)
+    if match is None:
+        return current
+    return min(current, max(0.0, int(match.group(1)) - 1.0))
+
+
 def _addr_info(address: str, port: int, proto: int) -> tuple[Any, ...]:
     """What ``aiohappyeyeballs`` connects to; the family is the address's own (some resolvers echo the
     AF_UNSPEC they were asked with)."""
@@ -224,6 +239,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.idle_since = 0.0
+        self.idle_limit_s = math.inf  # how long it may stay idle and still be reused (the peer's Keep-Alive)
         self._waiter: asyncio.Future[Response] | None = None
         self._parser: Any = None
         self._reset(0)
@@ -313,8 +329,11 @@ class _Connection(asyncio.Protocol):
         self._headers_done = True
         encoding = None
         for k, v in self._raw_headers:
-            if k.lower() == "content-encoding":
+            lowered = k.lower()
+            if lowered == "content-encoding":
                 encoding = v.strip().lower()
+            elif lowered == "keep-alive":
+                self.idle_limit_s = _keep_alive_limit(v, self.idle_limit_s)
         self._body = _Body(self._max_body, encoding)
 
     def on_body(self, data: bytes) -> None:
@@ -507,7 +526,7 @@ class Http1Client:
         while idle:
             conn = idle.pop()  # the most recently used: the least likely to have been closed by the peer
             self._idle_count -= 1
-            if conn.reusable and now - conn.idle_since < self._keepalive_s:
+            if conn.reusable and now - conn.idle_since < min(self._keepalive_s, conn.idle_limit_s):
                 return conn
             conn.close()
         return None
@@ -530,7 +549,9 @@ class Http1Client:
         self._cleanup = None
         now = self._clock()
         for key, idle in list(self._idle.items()):
-            keep = [c for c in idle if c.reusable and now - c.idle_since < self._keepalive_s]
+            keep = [
+                c for c in idle if c.reusable and now - c.idle_since < min(self._keepalive_s, c.idle_limit_s)
+            ]
             for c in idle:
                 if c not in keep:
                     c.close()

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 import pytest
 import uvloop
 
-BOTH_LOOPS = {"test_http1.py", "test_tls.py"}
+BOTH_LOOPS = {"test_http1.py", "test_http1_peers.py", "test_tls.py"}
 
 
 def pytest_asyncio_loop_factories(

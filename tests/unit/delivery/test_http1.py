@@ -352,3 +352,19 @@ async def test_the_pool_limits_connections_in_use(peer) -> None:
 async def test_an_unresolvable_host_is_a_resolve_error(client) -> None:
     with pytest.raises(ResolveError, match=r"could not resolve no-such-host\.invalid"):
         await post(client, "http://no-such-host.invalid/hook")
+
+
+async def test_a_peers_keep_alive_timeout_is_honoured_a_second_short(peer) -> None:
+    now = [0.0]
+    client = Http1Client(ssl_context=ssl.create_default_context(), clock=lambda: now[0])
+    try:
+        _, url = await peer(lambda i: answer(b"HTTP/1.1 204 No Content", b"Keep-Alive: timeout=5, max=100"))
+        await post(client, url)
+        now[0] += 3.9  # within 5 - 1 s: reused
+        await post(client, url)
+        assert client.connections_made == 1
+        now[0] += 4.1  # past it: the peer may be closing it right now
+        await post(client, url)
+        assert client.connections_made == 2
+    finally:
+        await client.close()
