@@ -361,10 +361,10 @@ class _Connection(asyncio.Protocol):
 
     # the exchange
     async def exchange(self, request: bytes, max_body: int) -> Response:
+        self._reset(max_body)
         if self.lost or self.transport is None or self.transport.is_closing():
             raise Disconnected("the server closed the kept-alive connection")
         loop = asyncio.get_running_loop()
-        self._reset(max_body)
         self._parser = httptools.HttpResponseParser(self)
         waiter = self._waiter = loop.create_future()
         self.transport.write(request)
