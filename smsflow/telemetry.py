@@ -118,7 +118,8 @@ class PropagatingTracer(trace.Tracer):
 
 class _CurrentSpan:
     """What ``trace.use_span`` does, less what a span that records nothing needs (status, exception, end): a
-    plain context manager, not a generator one (half its cost, on every span of every SMS)."""
+    plain context manager, not a generator one (half its cost, on every span of every SMS). Use it in a
+    ``with`` statement only: unlike the SDK's, it is not a decorator."""
 
     __slots__ = ("_span", "_token")
 
