@@ -28,14 +28,33 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
+_REFUSED = "blocked by the egress policy"
+
+
 class BlockedAddress(OSError):
     """Connecting to this address is refused by the egress policy."""
 
     def __init__(self, host: str, address: str, reason: str) -> None:
-        super().__init__(f"{host} -> {address} is blocked by the egress policy ({reason})")
+        super().__init__(f"{host} -> {address} is {_REFUSED} ({reason})")
         self.host = host
         self.address = address
         self.reason = reason
+
+
+def blocked_address(exc: BaseException) -> BlockedAddress | None:
+    """The policy refusal ``exc`` is or was caused by, if any: the exception itself, one in its cause chain,
+    or — several blocked addresses folded into one ``OSError`` by happy-eyeballs — one named in its text."""
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen:
+        if isinstance(cur, BlockedAddress):
+            return cur
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    text = str(exc)
+    if _REFUSED in text:
+        return BlockedAddress("?", "?", text)
+    return None
 
 
 def _networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:

@@ -15,9 +15,9 @@ endpoints, idle connections kept ``keepalive_timeout_s``; redirects never follow
 no cookies, no proxy from the environment; ``Accept-Encoding: gzip, deflate`` and a bounded decompression of
 the answer; credentials in the URL sent as Basic auth; informational (1xx) answers skipped. What it bounds:
 the response's header section (``max_header_bytes``; a peer streaming headers forever is cut off), the body
-kept (``max_body`` bytes, after decompression: a compression bomb inflates no further), and — by the caller's
-timeout around :meth:`Http1Client.post` — the time of the whole exchange. A connection is reused only after a
-complete answer that allows it; a timeout, a cut-off or a parse error closes it.
+kept (``max_body`` bytes, after decompression: a compression bomb inflates no further), the informational
+answers skipped, and (``timeout_s`` of :meth:`Http1Client.post`) the time of the whole exchange. A connection
+is reused only after a complete answer that allows it; a timeout, a cut-off or a parse error closes it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
+
+from smsflow.delivery.egress import blocked_address
 
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 MAX_INFORMATIONAL = 8  # 1xx answers skipped before the real one; a peer sending more is refused
@@ -255,9 +257,9 @@ class _Connection(asyncio.Protocol):
         self._body: _Body | None = None
         self._reusable = False
         self._complete = False  # the final answer is read
+        self._extra = False  # and more came after it
         self._got_bytes = False  # anything came from the peer in this exchange
         self._informational = 0  # 1xx answers skipped so far
-        self._extra = False  # and more came after it
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -455,7 +457,7 @@ class Http1Client:
         self._dns: dict[tuple[str, int], tuple[float, list[Any]]] = {}
         self._cleanup: asyncio.TimerHandle | None = None
         self.closed = False
-        self.connections_made = 0  # for tests and metrics: how many connections were opened
+        self.connections_made = 0  # how many connections were opened (tests read it)
 
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], *, max_body: int, timeout_s: float
@@ -502,7 +504,6 @@ class Http1Client:
         return self._after(conn, response)
 
     def _after(self, conn: _Connection, response: Response) -> Response:
-        self._busy.discard(conn)
         if conn.reusable and not self.closed:
             self._put_idle(conn)
         else:
@@ -520,13 +521,17 @@ class Http1Client:
         parts.append(body)
         return b"".join(parts)
 
+    def _fresh(self, conn: _Connection, now: float) -> bool:
+        """Still reusable: open, and idle less than our keep-alive and the peer's (``idle_limit_s``)."""
+        return conn.reusable and now - conn.idle_since < min(self._keepalive_s, conn.idle_limit_s)
+
     def _take_idle(self, key: tuple[bool, str, int]) -> _Connection | None:
         idle = self._idle.get(key)
         now = self._clock()
         while idle:
             conn = idle.pop()  # the most recently used: the least likely to have been closed by the peer
             self._idle_count -= 1
-            if conn.reusable and now - conn.idle_since < min(self._keepalive_s, conn.idle_limit_s):
+            if self._fresh(conn, now):
                 return conn
             conn.close()
         return None
@@ -549,9 +554,7 @@ class Http1Client:
         self._cleanup = None
         now = self._clock()
         for key, idle in list(self._idle.items()):
-            keep = [
-                c for c in idle if c.reusable and now - c.idle_since < min(self._keepalive_s, c.idle_limit_s)
-            ]
+            keep = [c for c in idle if self._fresh(c, now)]
             for c in idle:
                 if c not in keep:
                     c.close()
@@ -575,7 +578,7 @@ class Http1Client:
         try:
             results = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
         except OSError as exc:
-            if "blocked by the egress policy" in str(exc):
+            if blocked_address(exc) is not None:  # the SSRF guard's refusal stays itself
                 raise
             raise ResolveError(host, exc) from exc
         infos: list[Any] = []
@@ -599,7 +602,7 @@ class Http1Client:
                 socket_factory=self._socket_factory,
             )
         except OSError as exc:
-            if "blocked by the egress policy" in str(exc):
+            if blocked_address(exc) is not None:  # the SSRF guard's refusal stays itself
                 raise
             raise ConnectError(t.host, t.port, exc) from exc
         key, limit = t.key, self._max_header_bytes

@@ -26,7 +26,7 @@ import orjson
 from aiohttp.abc import AbstractResolver
 from prometheus_client import Counter, Gauge, Histogram
 
-from smsflow.delivery.egress import AddressPolicy, BlockedAddress, GuardedResolver, guarded_socket_factory
+from smsflow.delivery.egress import AddressPolicy, GuardedResolver, blocked_address, guarded_socket_factory
 from smsflow.delivery.events import AttemptResult, FailureKind
 from smsflow.delivery.gate import EndpointGate
 from smsflow.delivery.http1 import (
@@ -94,29 +94,9 @@ def webhook_body(sub: Subscription, messages: Sequence[Mapping[str, Any]]) -> by
     return orjson.dumps(list(messages))
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    cur: BaseException | None = exc
-    while cur is not None and cur not in seen:
-        seen.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    return seen
-
-
-def _blocked(exc: BaseException) -> BlockedAddress | None:
-    for e in _chain(exc):
-        if isinstance(e, BlockedAddress):
-            return e
-    # Several blocked addresses reach us folded into one OSError by happy-eyeballs.
-    text = str(exc)
-    if "blocked by the egress policy" in text:
-        return BlockedAddress("?", "?", text)
-    return None
-
-
 def describe_failure(exc: BaseException, timeout_s: float) -> tuple[FailureKind, str]:
     """Map a client exception to a failure kind and a sentence a customer can act on."""
-    blocked = _blocked(exc)
+    blocked = blocked_address(exc)
     if blocked is not None:
         return FailureKind.BLOCKED_ADDRESS, str(blocked)
     if isinstance(exc, TlsCertificateError | TlsError):
@@ -247,13 +227,13 @@ class WebhookSender:
         self._ssl = ssl.create_default_context(cafile=self.config.ca_bundle)
 
     async def __aenter__(self) -> WebhookSender:
-        self._ensure_session()
+        self._ensure_client()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _ensure_session(self) -> Http1Client:
+    def _ensure_client(self) -> Http1Client:
         if self._client is None or self._client.closed:
             policy = self.config.address_policy
             self._client = Http1Client(
@@ -348,7 +328,7 @@ class WebhookSender:
         t_send = time.monotonic()
         IN_FLIGHT.inc()
         try:  # from here on the slot is ours: every path must give it back
-            client = self._ensure_session()
+            client = self._ensure_client()
             headers = webhook_headers(ep.signing_secrets(), webhook_id, body, int(self._wall_clock()))
             for name in TRACE_HEADERS:
                 value = _header(trace_headers, name)
@@ -361,9 +341,7 @@ class WebhookSender:
                 max_body=self.config.max_response_body_bytes,
                 timeout_s=sub.timeout_seconds,
             )
-            status, response_headers, raw, truncated = resp.status, resp.headers, resp.body, resp.truncated
-            read_error = resp.read_error
-            fields = interpret_response(status, response_headers, raw, truncated, read_error)
+            fields = interpret_response(resp.status, resp.headers, resp.body, resp.truncated, resp.read_error)
             out = result(**fields, duration_ms=(time.monotonic() - t_send) * 1000)
         except (HttpClientError, TimeoutError, OSError, ssl.SSLError, ValueError) as exc:
             kind, reason = describe_failure(exc, sub.timeout_seconds)
