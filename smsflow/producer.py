@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -43,6 +44,10 @@ class AsyncProducer:
     def __init__(self, conf: dict[str, Any]) -> None:
         self._producer = Producer(conf)
         self._closed = threading.Event()
+        # Delivery reports, handed to the event loop in batches: one wake-up of the loop (and one loop
+        # iteration in which every waiting sender resumes) per batch of acknowledgements, not one each.
+        self._reports: deque[tuple[asyncio.Future[Message], BaseException | None, Message]] = deque()
+        self._wake_pending = False  # set by the reporting thread, cleared by the loop as it drains
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
         self._poller.start()
 
@@ -64,10 +69,16 @@ class AsyncProducer:
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             if fut.cancelled():
                 return
-            if err is not None:
-                loop.call_soon_threadsafe(_set_exc, fut, KafkaUnavailable(f"{topic}: {err.str()}"))
-            else:
-                loop.call_soon_threadsafe(_set_result, fut, msg)
+            exc = None if err is None else KafkaUnavailable(f"{topic}: {err.str()}")
+            self._reports.append((fut, exc, msg))
+            # A drain already due takes this report too: it clears the flag before it pops, so a report
+            # appended while the flag still reads True is popped by that drain.
+            if not self._wake_pending:
+                self._wake_pending = True
+                try:
+                    loop.call_soon_threadsafe(self._drain_reports)
+                except RuntimeError:  # that loop is closed: nobody awaits there, let the next one wake
+                    self._wake_pending = False
 
         kwargs: dict[str, Any] = {"value": value, "key": key, "on_delivery": on_delivery}
         if headers:
@@ -84,6 +95,17 @@ class AsyncProducer:
         await self.flush(timeout)
         self._closed.set()
         await asyncio.to_thread(self._poller.join, 2.0)
+
+    def _drain_reports(self) -> None:
+        self._wake_pending = False
+        reports = self._reports
+        loop = asyncio.get_running_loop()
+        while reports:
+            fut, exc, msg = reports.popleft()
+            if fut.get_loop() is not loop:  # a producer shared by two loops: settle it on its own
+                fut.get_loop().call_soon_threadsafe(_settle, fut, exc, msg)
+            else:
+                _settle(fut, exc, msg)
 
 
 async def _produce(
@@ -104,13 +126,12 @@ async def _produce(
             raise KafkaUnavailable(f"{topic}: {exc}") from exc
 
 
-def _set_result(fut: asyncio.Future[Message], msg: Message) -> None:
-    if not fut.done():
+def _settle(fut: asyncio.Future[Message], exc: BaseException | None, msg: Message) -> None:
+    if fut.done():
+        return
+    if exc is None:
         fut.set_result(msg)
-
-
-def _set_exc(fut: asyncio.Future[Message], exc: BaseException) -> None:
-    if not fut.done():
+    else:
         fut.set_exception(exc)
 
 

@@ -136,7 +136,7 @@ class EsmeSession:
         self._seq = 0
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
         self._writer: asyncio.StreamWriter | None = None
-        self._write_lock = asyncio.Lock()
+        self._out: list[bytes] = []  # PDUs encoded in this loop iteration, written together (_queue)
         self._window = asyncio.Semaphore(settings.window)
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -232,15 +232,34 @@ class EsmeSession:
         writer = self._writer
         if writer is None:
             raise ConnectionError("not connected")
-        async with self._write_lock:
+        self._queue(writer, data)
+        await writer.drain()
+
+    def _queue(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        """Write ``data`` at the end of this loop iteration, with every other PDU encoded in it: one
+        socket write for the responses that one batch of Kafka acknowledgements released (they resume
+        together), instead of one each. Order is the order of the calls; ``drain`` still applies the
+        transport's back-pressure (the window bounds what can be queued before it)."""
+        out = self._out
+        out.append(data)
+        if len(out) == 1:
+            asyncio.get_running_loop().call_soon(self._flush, writer, out)
+
+    @staticmethod
+    def _flush(writer: asyncio.StreamWriter, out: list[bytes]) -> None:
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        if not writer.is_closing():
             writer.write(data)
-            await writer.drain()
 
     async def _close(self) -> None:
         writer, self._writer = self._writer, None
         self._bound.clear()
         self._fail_pending("session closed")
         if writer is not None:
+            self._flush(writer, self._out)  # what was answered goes out before the close
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
@@ -263,6 +282,7 @@ class EsmeSession:
             asyncio.open_connection(self.s.host, self.s.port), self.s.response_timeout_s
         )
         self._writer = writer
+        self._out = []  # this connection's own queue (a flush still due for the last one writes to that one)
         peer = writer.get_extra_info("peername")
         self.remote_addr = f"{peer[0]}:{peer[1]}" if peer else self.remote_addr
         sock = writer.get_extra_info("sockname")

@@ -402,3 +402,39 @@ async def test_a_bind_that_cannot_be_encoded_is_logged_and_retried_not_a_dead_ta
         await asyncio.sleep(0.05)
     assert not task.done(), "the session task must stay alive"
     assert s.stats.reconnects >= 2 and "password" in s.stats.last_error
+
+
+async def test_answers_released_together_go_out_in_one_write_in_their_order() -> None:
+    """The handlers of one batch of Kafka acknowledgements resume in one loop iteration: their responses
+    are one socket write (not one each), in the order the handlers finished."""
+    release = asyncio.Event()
+    order: list[int] = []
+
+    async def handler(item: InboundPdu) -> int:
+        await release.wait()
+        order.append(item.pdu.sequence_number)
+        return 0
+
+    async with session_with(handler, window=20) as (s, smsc, _rej):
+        writer = s._writer
+        assert writer is not None
+        writes: list[bytes] = []
+        plain_write = writer.write
+
+        def counting_write(data: bytes) -> None:
+            writes.append(bytes(data))
+            plain_write(data)
+
+        writer.write = counting_write  # type: ignore[method-assign]
+        for seq in range(1, 11):
+            smsc.send(deliver_sm(seq))
+        while len(s._inflight) < 10:
+            await asyncio.sleep(0.01)
+        release.set()
+        answered = [(await smsc.expect(CommandId.deliver_sm_resp)).sequence_number for _ in range(10)]
+        assert answered == order and sorted(order) == list(range(1, 11))
+        assert len(writes) == 1, f"{len(writes)} writes for 10 answers released together"
+        # later answers, one at a time, are written at once (nothing waits for a fuller batch)
+        smsc.send(deliver_sm(11))
+        assert (await smsc.expect(CommandId.deliver_sm_resp, timeout=1.0)).sequence_number == 11
+        assert len(writes) == 2
