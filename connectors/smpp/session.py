@@ -137,6 +137,7 @@ class EsmeSession:
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._out: list[bytes] = []  # PDUs encoded in this loop iteration, written together (_queue)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the connection's loop, set with its writer
         self._window = asyncio.Semaphore(settings.window)
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -240,10 +241,12 @@ class EsmeSession:
         socket write for the responses that one batch of Kafka acknowledgements released (they resume
         together), instead of one each. Order is the order of the calls; ``drain`` still applies the
         transport's back-pressure (the window bounds what can be queued before it)."""
-        out = self._out
+        out, loop = self._out, self._loop
+        if loop is None:
+            raise ConnectionError("not connected")
         out.append(data)
         if len(out) == 1:
-            asyncio.get_running_loop().call_soon(self._flush, writer, out)
+            loop.call_soon(self._flush, writer, out)
 
     @staticmethod
     def _flush(writer: asyncio.StreamWriter, out: list[bytes]) -> None:
@@ -282,6 +285,7 @@ class EsmeSession:
             asyncio.open_connection(self.s.host, self.s.port), self.s.response_timeout_s
         )
         self._writer = writer
+        self._loop = asyncio.get_running_loop()
         self._out = []  # this connection's own queue (a flush still due for the last one writes to that one)
         peer = writer.get_extra_info("peername")
         self.remote_addr = f"{peer[0]}:{peer[1]}" if peer else self.remote_addr

@@ -76,6 +76,12 @@ COMMIT_ANSWER_S = 30.0  # a commit unanswered this long is taken as failed (sent
 # OffsetCommit (a write to __consumer_offsets) for the broker; what waits is at most this much replay
 COMMIT_INTERVAL_S = 0.1
 CLOSE_COMMIT_WAIT_S = 5.0
+# The loop's producer lingers this long: an output waits for the rest of its batch, whose flush (at the end of
+# the batch, or where an output must be stored before a state change) sends everything at once — librdkafka's
+# flush overrides the linger. Sent as produced (the worker's 1 ms), the outputs of a batch went out as one
+# produce request each and woke the next stage's fetch for each (docs/BENCHMARKS.md, "Issue 13, the ingest
+# loop's outputs in one request per batch"). A batch of one, at low rates, is flushed at once as before.
+OUTPUTS_LINGER_MS = 100
 
 
 class IngestLoopFailed(RuntimeError):
@@ -152,13 +158,14 @@ class DirectIngest:
         self._closing = False
         # one idempotent producer (acks=all, lz4, murmur2) for every output; only failures call back (the
         # flush before each commit waits for all of them). Longer than the connector's 5 s: a broker hiccup
-        # should delay a batch, not restart the process.
+        # should delay a batch, not restart the process. Outputs wait for their batch's flush
+        # (OUTPUTS_LINGER_MS).
         self.producer = Producer(
             product_producer_conf(
                 bootstrap,
                 **{
                     "delivery.report.only.error": True,
-                    "linger.ms": cfg.worker.producer_linger_ms,
+                    "linger.ms": OUTPUTS_LINGER_MS,
                     "on_delivery": self._on_delivery,
                     "message.timeout.ms": 30000,
                     "request.timeout.ms": 10000,
