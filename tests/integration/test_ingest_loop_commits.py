@@ -47,27 +47,45 @@ def _wait(cond, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
         time.sleep(0.05)
 
 
+def loop_topics(bootstrap: str, registry_url: str, cfg: Config) -> tuple[int, Serde]:
+    """The loop's topics and its changelogs on the test broker; the partitions of ``sms.raw.v1`` and a warm
+    serde."""
+    ensure_topics(
+        bootstrap, [TopicSpec(t, 3) for t in (RAW_TOPIC, INBOUND_TOPIC, QUARANTINE_TOPIC, RECEIPTS_TOPIC)]
+    )
+    partitions = partition_count(bootstrap, RAW_TOPIC)
+    ensure_topics(bootstrap, changelog_specs(cfg, partitions))
+    serde = Serde(registry_client(registry_url))
+    serde.warm_up()
+    return partitions, serde
+
+
+def start_caught_up(loop: DirectIngest, bootstrap: str, partitions: int) -> threading.Thread:
+    """Run ``loop`` in a thread of its own until it has read and committed whatever other tests left in
+    ``sms.raw.v1``; stopped again if it does not get there."""
+    runner = threading.Thread(target=loop.run, name="ingest-loop")
+    runner.start()
+    try:
+        _wait(lambda: loop.ready)
+        _wait(lambda: sum(_ends(bootstrap, partitions).values()) <= loop.stats.records)
+        _wait(lambda: not loop._uncommitted)
+    except BaseException:
+        loop.stop()
+        runner.join(30)
+        raise
+    return runner
+
+
 def test_a_trickle_is_committed_coalesced_and_whole_at_stop(
     kafka: KafkaUnderTest, registry_url: str, unique: str
 ) -> None:
     cfg = Config(app_id=f"commits{unique}")
-    ensure_topics(
-        kafka.bootstrap,
-        [TopicSpec(t, 3) for t in (RAW_TOPIC, INBOUND_TOPIC, QUARANTINE_TOPIC, RECEIPTS_TOPIC)],
-    )
-    partitions = partition_count(kafka.bootstrap, RAW_TOPIC)
-    ensure_topics(kafka.bootstrap, changelog_specs(cfg, partitions))
-    serde = Serde(registry_client(registry_url))
-    serde.warm_up()
+    partitions, serde = loop_topics(kafka.bootstrap, registry_url, cfg)
     loop = DirectIngest(cfg, kafka.bootstrap, serde, ingest_settings(cfg), batch_max=50)
-    runner = threading.Thread(target=loop.run, name="ingest-loop")
-    runner.start()
+    runner = start_caught_up(loop, kafka.bootstrap, partitions)
     producer = Producer({"bootstrap.servers": kafka.bootstrap, "acks": "all", "enable.idempotence": True})
     try:
-        _wait(lambda: loop.ready)
-        # whatever other tests left in the topic is read first; then one SMS at a time, ~25 ms apart
-        _wait(lambda: sum(_ends(kafka.bootstrap, partitions).values()) <= loop.stats.records)
-        _wait(lambda: not loop._uncommitted)
+        # then one SMS at a time, ~25 ms apart
         commits_before, batches_before, started = loop.stats.commits, loop.stats.batches, time.monotonic()
         for i in range(SMS):
             (rec,) = segment_records(f"Your code is {100000 + i}", 0, "single", 0, source=f"8526100{i:04d}")

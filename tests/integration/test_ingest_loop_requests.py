@@ -6,7 +6,6 @@ request per batch"). Counted by librdkafka's own statistics of the loop's produc
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,13 +13,11 @@ import pytest
 from confluent_kafka import Producer
 
 from smsflow.config import Config
-from smsflow.ingest.loop import DirectIngest, changelog_specs
+from smsflow.ingest.loop import DirectIngest
 from smsflow.ingest.processor import ingest_settings
-from smsflow.schemas import INBOUND_TOPIC, QUARANTINE_TOPIC, RAW_TOPIC, RECEIPTS_TOPIC
-from smsflow.serde import Serde, registry_client
-from smsflow.topics import TopicSpec, ensure_topics, partition_count
+from smsflow.schemas import RAW_TOPIC
 from tests.factories import segment_records
-from tests.integration.test_ingest_loop_commits import _ends, _wait
+from tests.integration.test_ingest_loop_commits import _ends, _wait, loop_topics, start_caught_up
 
 if TYPE_CHECKING:
     from tests.conftest import KafkaUnderTest
@@ -34,14 +31,7 @@ def test_a_batchs_outputs_go_in_one_produce_request_per_partition(
     kafka: KafkaUnderTest, registry_url: str, unique: str
 ) -> None:
     cfg = Config(app_id=f"requests{unique}")
-    ensure_topics(
-        kafka.bootstrap,
-        [TopicSpec(t, 3) for t in (RAW_TOPIC, INBOUND_TOPIC, QUARANTINE_TOPIC, RECEIPTS_TOPIC)],
-    )
-    partitions = partition_count(kafka.bootstrap, RAW_TOPIC)
-    ensure_topics(kafka.bootstrap, changelog_specs(cfg, partitions))
-    serde = Serde(registry_client(registry_url))
-    serde.warm_up()
+    partitions, serde = loop_topics(kafka.bootstrap, registry_url, cfg)
     produce_requests: list[int] = []
 
     def on_stats(raw: str) -> None:
@@ -65,14 +55,9 @@ def test_a_batchs_outputs_go_in_one_produce_request_per_partition(
         loop.producer.poll(0)
         return produce_requests[-1]
 
-    runner = threading.Thread(target=loop.run, name="ingest-loop")
-    runner.start()
+    runner = start_caught_up(loop, kafka.bootstrap, partitions)
     producer = Producer({"bootstrap.servers": kafka.bootstrap, "acks": "all", "enable.idempotence": True})
     try:
-        _wait(lambda: loop.ready)
-        # whatever other tests left in the topic is read first
-        _wait(lambda: sum(_ends(kafka.bootstrap, partitions).values()) <= loop.stats.records)
-        _wait(lambda: not loop._uncommitted)
         before, batches_before, messages_before = requests_so_far(), loop.stats.batches, loop.stats.produced
         # one conversation (one raw partition, one destination: one inbound partition), appended at once
         for i in range(BURST):
