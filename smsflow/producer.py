@@ -172,6 +172,13 @@ class BufferedProducer:
         """Records handed over and not stored yet."""
         return len(self._producer)
 
+    async def push(self, timeout_s: float = 1.0) -> None:
+        """Send what lingers now and wait up to ``timeout_s`` for it to be stored (librdkafka's flush
+        overrides the linger). For records someone waits for sooner than the linger; a record that could not
+        be stored is left for :meth:`flush` to report, so the next commit's flush still sees it."""
+        if len(self._producer):
+            await asyncio.to_thread(self._producer.flush, timeout_s)
+
     async def flush(self) -> None:
         """Return once every record handed over so far is stored; ``KafkaUnavailable`` if one could not be
         (the caller must not commit the offsets of what those records came from). A record is given up on

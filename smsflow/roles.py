@@ -15,7 +15,13 @@ from smsflow import event_loop, gc_tuning, metrics
 from smsflow.config import Config
 
 log = logging.getLogger(__name__)
-OUTPUTS_LINGER_MS = 20  # the deliver stage's outputs producer (run_worker)
+# The deliver stage's outputs producer (run_worker): delivery events, retry records, dead letters, route
+# observations. Nobody waits for them one by one: the flush before each offset commit (the direct reader's,
+# every streams.inbound_reader.COMMIT_INTERVAL_S = 1 s) sends what lingers, one request per partition, and
+# this linger bounds the wait where no commit comes. A shorter one sent a request per partition every few
+# events (0.6-0.9 produce requests per SMS at 50-200 SMS/s, docs/BENCHMARKS.md); the observations the
+# double-list stage needs sooner are pushed by their own timer (KafkaDelivery.flush_observations).
+DELIVERY_OUTPUTS_LINGER_MS = 1000
 
 # The Faust worker's stages (`smsflow worker --stage ...`; all of them without --stage).
 WORKER_STAGES = ("ingest", "deliver", "routes", "outbound")
@@ -135,8 +141,8 @@ def run_worker(cfg: Config, roles: set[str], loglevel: str = "warning") -> None:
                 bootstrap,
                 **{
                     # nobody waits for these records one by one (the flush before a commit sends what is
-                    # lingering at once): batching them costs no latency and saves broker requests
-                    "linger.ms": max(cfg.worker.producer_linger_ms, OUTPUTS_LINGER_MS),
+                    # lingering at once): batching them costs no SMS latency and saves broker requests
+                    "linger.ms": max(cfg.worker.producer_linger_ms, DELIVERY_OUTPUTS_LINGER_MS),
                     # a broker outage this long delays commits (each waits for its flush), not the process
                     "message.timeout.ms": 120000,
                     "request.timeout.ms": 10000,

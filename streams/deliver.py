@@ -185,16 +185,18 @@ class KafkaDelivery:
         if self.attempt_tally is not None:
             self.attempt_tally.add(attempt)
 
-    async def flush_observations(self) -> None:
+    async def flush_observations(self, push: bool = False) -> None:
         """Write the tallied attempts (a record per route and health step) to sms.routes.observations.v1.
 
-        Called every ``OBSERVATIONS_INTERVAL_S`` (inside the health stage's grace for late records) and before
-        each flush that precedes an offset commit. A record that cannot be written is logged and dropped:
-        health is a by-product of delivery, and a failed write must not fail the commit of what was
-        delivered."""
+        Called every ``OBSERVATIONS_INTERVAL_S`` with ``push`` (inside the health stage's grace for late
+        records: the records are sent at once, not after the outputs producer's linger, which waits for the
+        next commit) and before each flush that precedes an offset commit. A record that cannot be written
+        is logged and dropped: health is a by-product of delivery, and a failed write must not fail the
+        commit of what was delivered."""
         tally = self.attempt_tally
         if tally is None:
             return
+        written = 0
         # One writer at a time: a commit's flush that came while the timer's records were still being handed
         # to the producer (a full local queue makes that wait) must not flush the producer before them.
         async with self._observations_written:
@@ -202,9 +204,13 @@ class KafkaDelivery:
                 try:
                     value = self.ctx.serde.encode(ROUTE_OBSERVATIONS_TOPIC, rec)
                     await self._send(ROUTE_OBSERVATIONS_TOPIC, str(rec["route_id"]), value)
+                    written += 1
                 except Exception:
                     route = rec["route_id"]
                     log.exception("deliver: the attempts on %s not written for the double list", route)
+        if push and written and isinstance(self.producer, BufferedProducer):
+            # sends the delivery events lingering with them too; a failure stays for the commit's flush
+            await self.producer.push()
 
     async def _subscriptions_changed(self, subscription_id: str, sub: Subscription | None) -> None:
         self._attempt_routes_stale = True
@@ -432,7 +438,7 @@ class DeliverStage:
         while True:
             await asyncio.sleep(OBSERVATIONS_INTERVAL_S)
             if self.ctx.delivery is not None:
-                await self.ctx.delivery.flush_observations()
+                await self.ctx.delivery.flush_observations(push=True)
 
     async def load_state(self) -> None:
         """A task: reads the attempts ledger and the endpoint circuits whole before anything is delivered."""

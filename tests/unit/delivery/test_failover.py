@@ -27,6 +27,7 @@ from smsflow.delivery.failover import (
 )
 from smsflow.delivery.policy import CircuitConfig, EndpointCircuit, circuit_key
 from smsflow.delivery.sender import SenderConfig, WebhookSender
+from smsflow.producer import BufferedProducer
 from smsflow.routing.health import HealthState
 from smsflow.routing.model import ListName, RoutingPolicy, Thresholds
 from smsflow.routing.observations import AttemptOutcome
@@ -741,3 +742,39 @@ async def test_a_commits_flush_waits_for_the_attempts_the_timer_is_still_writing
     release.set()
     await asyncio.gather(timer, commit)
     assert [t for t, _, _ in sent] == [OBSERVATIONS]
+
+
+class _PushCounting(BufferedProducer):
+    """The outputs producer's interface, recording instead of producing."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.pushes = 0
+
+    async def send(self, topic: str, value: bytes | None, key: Any = None, headers: Any = None) -> None:
+        self.sent.append(topic)
+
+    async def push(self, timeout_s: float = 1.0) -> None:
+        self.pushes += 1
+
+
+async def test_the_timer_pushes_the_observations_it_wrote_past_the_outputs_linger() -> None:
+    """The outputs producer lingers until the commit's flush (up to 1 s, smsflow.roles); the double-list
+    stage counts an observation only up to 1 s late, so the timer sends what it wrote at once — and only
+    when it wrote something (a push with nothing tallied would send the delivery events early for nothing)."""
+    from smsflow.routing.model import parse_policies
+    from smsflow.routing.observations import AttemptOutcome, WebhookAttempt
+
+    producer = _PushCounting()
+    ctx = SimpleNamespace(serde=SimpleNamespace(encode=lambda topic, rec: orjson.dumps(rec)))
+    routing = parse_policies({"subscription_lists": True})
+    kd = KafkaDelivery(ctx, None, store=InMemorySubscriptionStore(), producer=producer, routing=routing)  # type: ignore[arg-type]
+    kd.topics = {OBSERVATIONS: SimpleNamespace(get_topic_name=lambda: OBSERVATIONS)}
+    await kd.flush_observations(push=True)
+    assert producer.sent == [] and producer.pushes == 0
+    kd.observe(WebhookAttempt("sub_1.main", 1_700_000_000_000, AttemptOutcome.SUCCESS, 12.0))
+    await kd.flush_observations(push=True)
+    assert producer.sent == [OBSERVATIONS] and producer.pushes == 1
+    kd.observe(WebhookAttempt("sub_1.main", 1_700_000_001_000, AttemptOutcome.SUCCESS, 12.0))
+    await kd.flush_observations()  # a commit's: its own flush follows
+    assert producer.sent == [OBSERVATIONS, OBSERVATIONS] and producer.pushes == 1
