@@ -106,7 +106,7 @@ def _chinese_script(han: list[str]) -> str:
 
 def _statistical(body: str) -> str | None:
     letters = " ".join(_NOISE.sub(" ", body).split())
-    if sum(c.isalpha() for c in letters) < _MIN_LETTERS:
+    if sum(map(str.isalpha, letters)) < _MIN_LETTERS:  # map: no Python frame per character
         return None
     if not (_LATIN_WORD.search(letters) or _OTHER_LETTERS.search(letters)):
         return None
