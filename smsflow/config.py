@@ -270,6 +270,14 @@ class PipelineConfig(_Strict):
     max_message_bytes: int = Field(
         default=65_536, ge=140, le=1_000_000, description="reassembled user data beyond this is quarantined"
     )
+    connector_linger_ms: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="how long the connector gathers raw PDUs into one produce request; every SMS waits it "
+        "before its carrier hears the resp and ingest reads it (latency at low rates vs broker requests "
+        "at saturation, docs/BENCHMARKS.md)",
+    )
 
 
 class CircuitSettings(_Strict):

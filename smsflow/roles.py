@@ -27,6 +27,14 @@ DELIVERY_OUTPUTS_LINGER_MS = 1000
 WORKER_STAGES = ("ingest", "deliver", "routes", "outbound")
 
 
+def connector_producer_conf(cfg: Config, bootstrap: str) -> dict[str, Any]:
+    """The connector's producer: acks=all, idempotent (``producer_conf``), lingering
+    ``pipeline.connector_linger_ms`` (every SMS waits it before its carrier hears the resp)."""
+    from smsflow.producer import producer_conf
+
+    return producer_conf(bootstrap, **{"linger.ms": cfg.pipeline.connector_linger_ms})
+
+
 def stage_args_beside_ingest_loop() -> list[str]:
     """The ``--stage`` arguments of a worker run beside ``smsflow ingest`` (the default deployment, ADR 0007):
     every stage but ingest."""
@@ -253,7 +261,7 @@ def _build_app_with_topics(cfg: Config, roles: set[str], bootstrap: str, registr
 async def run_connector(cfg: Config) -> None:
     from connectors.smpp.connector import SmppConnector
     from connectors.smpp.submit import SubmitPath
-    from smsflow.producer import AsyncProducer, producer_conf
+    from smsflow.producer import AsyncProducer
     from smsflow.serde import Serde, registry_client
     from smsflow.telemetry import setup_tracing, shutdown_tracing
 
@@ -263,7 +271,7 @@ async def run_connector(cfg: Config) -> None:
     metrics.serve(cfg.metrics.connector_port, cfg.metrics.host)
     serde = Serde(registry_client(registry, cfg.registry_credentials()))
     await asyncio.to_thread(serde.warm_up)
-    producer = AsyncProducer(producer_conf(bootstrap))
+    producer = AsyncProducer(connector_producer_conf(cfg, bootstrap))
     connector = SmppConnector(cfg.carriers, producer, serde, cfg.routing)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -47,3 +47,17 @@ def test_registry_basic_auth_comes_from_the_named_environment_variables() -> Non
 
 def test_no_credentials_without_the_fields() -> None:
     assert parse_config({}).registry_credentials({"REG_USER": "x"}) is None
+
+
+def test_the_connector_linger_reaches_the_connectors_producer() -> None:
+    """pipeline.connector_linger_ms is the linger of the producer every raw PDU is written with (the carrier
+    hears its resp only after that write); the rest of the producer's guarantees stay."""
+    from smsflow.roles import connector_producer_conf
+
+    default = connector_producer_conf(parse_config({}), "127.0.0.1:9092")
+    assert default["linger.ms"] == 0
+    assert default["acks"] == "all" and default["enable.idempotence"] is True
+    tuned = connector_producer_conf(parse_config({"pipeline": {"connector_linger_ms": 5}}), "127.0.0.1:9092")
+    assert tuned["linger.ms"] == 5
+    with pytest.raises(ConfigError, match=r"pipeline\.connector_linger_ms"):
+        parse_config({"pipeline": {"connector_linger_ms": 1000}})  # at most 100 ms
