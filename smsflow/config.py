@@ -271,7 +271,7 @@ class PipelineConfig(_Strict):
         default=65_536, ge=140, le=1_000_000, description="reassembled user data beyond this is quarantined"
     )
     connector_linger_ms: int = Field(
-        default=0,
+        default=2,
         ge=0,
         le=100,
         description="how long the connector gathers raw PDUs into one produce request; every SMS waits it "

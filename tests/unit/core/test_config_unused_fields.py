@@ -55,9 +55,9 @@ def test_the_connector_linger_reaches_the_connectors_producer() -> None:
     from smsflow.roles import connector_producer_conf
 
     default = connector_producer_conf(parse_config({}), "127.0.0.1:9092")
-    assert default["linger.ms"] == 0
+    assert default["linger.ms"] == 2
     assert default["acks"] == "all" and default["enable.idempotence"] is True
-    tuned = connector_producer_conf(parse_config({"pipeline": {"connector_linger_ms": 5}}), "127.0.0.1:9092")
-    assert tuned["linger.ms"] == 5
+    tuned = connector_producer_conf(parse_config({"pipeline": {"connector_linger_ms": 0}}), "127.0.0.1:9092")
+    assert tuned["linger.ms"] == 0
     with pytest.raises(ConfigError, match=r"pipeline\.connector_linger_ms"):
         parse_config({"pipeline": {"connector_linger_ms": 1000}})  # at most 100 ms
