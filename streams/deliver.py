@@ -100,6 +100,9 @@ MAX_RETRIES_WAITING = 100_000
 # How often the webhook attempts tallied for the double-list stage are written: well inside its 1 s grace
 # for late records (smsflow.routing.feed.GRACE_MS), and each route costs a record per interval, not per POST.
 OBSERVATIONS_INTERVAL_S = 0.25
+# Outputs sent at once instead of with the commit's flush (the outputs producer lingers until it, up to 1 s,
+# smsflow.roles): records that are rare and that an operator or a test reads as they happen.
+_SENT_AT_ONCE = frozenset({QUARANTINE_TOPIC, WEBHOOK_DLQ_TOPIC})
 
 
 class KafkaDelivery:
@@ -152,6 +155,8 @@ class KafkaDelivery:
         if name is None:
             name = self._names[topic] = self.topics[topic].get_topic_name()
         await self.producer.send(name, value, key.encode(), headers)
+        if topic in _SENT_AT_ONCE:
+            await self.producer.push()  # rare, and an operator reads them: not after the commit's linger
 
     async def event(self, ev: DeliveryEvent) -> None:
         record = event_record(ev)

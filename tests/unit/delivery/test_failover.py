@@ -778,3 +778,18 @@ async def test_the_timer_pushes_the_observations_it_wrote_past_the_outputs_linge
     kd.observe(WebhookAttempt("sub_1.main", 1_700_000_001_000, AttemptOutcome.SUCCESS, 12.0))
     await kd.flush_observations()  # a commit's: its own flush follows
     assert producer.sent == [OBSERVATIONS, OBSERVATIONS] and producer.pushes == 1
+
+
+async def test_a_quarantined_record_is_sent_at_once_a_delivery_event_waits_for_the_commit() -> None:
+    """The outputs producer lingers until the commit's flush; a quarantined inbound record (rare, read by an
+    operator) is pushed as it is written, a delivery event is not."""
+    producer = _PushCounting()
+    ctx = SimpleNamespace(serde=SimpleNamespace(encode=lambda topic, rec: orjson.dumps(rec, default=str)))
+    kd = KafkaDelivery(ctx, None, store=InMemorySubscriptionStore(), producer=producer)  # type: ignore[arg-type]
+    kd.topics = {
+        t: SimpleNamespace(get_topic_name=lambda t=t: t) for t in ("sms.quarantine.v1", "sms.delivery.v1")
+    }
+    await kd.quarantine(b"\x00not avro", 0, 7, "does not decode")
+    assert producer.sent == ["sms.quarantine.v1"] and producer.pushes == 1
+    await kd.event(DeliveryEvent(state=DeliveryState.DELIVERED, message_id="msg_1", subscription_id="sub_1"))
+    assert producer.sent == ["sms.quarantine.v1", "sms.delivery.v1"] and producer.pushes == 1
