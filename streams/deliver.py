@@ -213,7 +213,7 @@ class KafkaDelivery:
                 except Exception:
                     route = rec["route_id"]
                     log.exception("deliver: the attempts on %s not written for the double list", route)
-        if push and written and isinstance(self.producer, BufferedProducer):
+        if push and written and self.producer is not None:
             # sends the delivery events lingering with them too; a failure stays for the commit's flush
             await self.producer.push()
 
