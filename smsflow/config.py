@@ -386,6 +386,14 @@ class ApiConfig(_Strict):
         gt=0,
         description="resend: read sms.inbound.v1 from this long before the first delivery event",
     )
+    recover_settle_s: float = Field(
+        default=30,
+        ge=0,
+        le=600,
+        description="recover: how long to wait for the deliver stage to finish the inbound messages stored "
+        "so far (its committed offsets) before reading their delivery history; what it has not finished by "
+        "then is left to it (the answer's not_examined)",
+    )
 
 
 class OutboundConfig(_Strict):

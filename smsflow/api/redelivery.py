@@ -13,13 +13,15 @@ from pydantic import AwareDatetime, BaseModel, Field
 from smsflow.api.apikeys import Scope
 from smsflow.api.subscriptions import owned_subscription
 from smsflow.api.wire import ApiError, Body, json_response, parse_body, principal
+from smsflow.delivery.redelivery import RecoverOutcome
 from smsflow.subscriptions.model import Subscription, utcnow
 from smsflow.subscriptions.store import SubscriptionStore
 
 ResendCallback = Callable[[str, Subscription], Awaitable[bool]]
 """``resend(message_id, subscription)``: queue the message for this subscription; False if it is unknown."""
-RecoverCallback = Callable[[Subscription, datetime], Awaitable[int | None]]
-"""``recover(subscription, since)``: re-queue its failed messages since then; the count, if known."""
+RecoverCallback = Callable[[Subscription, datetime], Awaitable[RecoverOutcome]]
+"""``recover(subscription, since)``: re-queue its failed messages since then; how many, and how many inbound
+records it left to the deliver stage (smsflow/delivery/redelivery.py)."""
 
 
 class RecoverRequest(Body):
@@ -29,7 +31,13 @@ class RecoverRequest(Body):
 class RecoverResponse(BaseModel):
     subscription_id: str
     since: datetime
-    queued: int | None = Field(description="messages queued again, when known")
+    queued: int = Field(description="messages queued again")
+    not_examined: int = Field(
+        default=0,
+        description="inbound records the deliver stage had not finished when recover stopped waiting for "
+        "it (api.recover_settle_s): not examined; the deliver stage sends each to the subscriptions that "
+        "receive it when it reads it. Nonzero: the worker is down or far behind; run recover again later",
+    )
 
 
 class ResendResponse(BaseModel):
@@ -75,8 +83,13 @@ class RedeliveryHandlers:
             raise ApiError(409, "endpoint_disabled", "the subscription is disabled; enable it first")
         if self.recover_cb is None:
             raise ApiError(501, "not_implemented", "recover is not available in this deployment")
-        queued = await self.recover_cb(sub, body.since)
-        return json_response(RecoverResponse(subscription_id=sub.id, since=body.since, queued=queued), 202)
+        done = await self.recover_cb(sub, body.since)
+        return json_response(
+            RecoverResponse(
+                subscription_id=sub.id, since=body.since, queued=done.queued, not_examined=done.not_examined
+            ),
+            202,
+        )
 
 
 def add_redelivery_routes(

@@ -22,6 +22,17 @@ subscription receives (filter and holding), except those whose latest delivery s
 shows it delivered or still in progress (queued, being sent, retry scheduled). So it picks up what was
 dead-lettered or expired, and what never reached this subscription (it was disabled, or created later, or
 its filter changed).
+
+Recover and the deliver stage. A message the deliver stage has read but not finished has no complete
+history yet: its events wait in the worker's outputs producer until the flush that precedes the stage's next
+offset commit (up to ~1 s, roles.DELIVERY_OUTPUTS_LINGER_MS), and one it has not read has none at all. Read
+then, the history would make recover queue a message the subscription is being sent anyway: a second
+delivery. So recover first notes where each inbound partition ends, waits (``settle_s``) until the deliver
+stage's group has committed up to there — every message before a committed offset has its events in
+``sms.delivery.v1``, Invariant A — and only then reads the history. Where the wait ends first (no worker, or
+one far behind) it scans only to the committed offset and reports how many records it left
+(``RecoverOutcome.not_examined``): the deliver stage sends those itself when it reads them, to every
+subscription that receives them then.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -57,6 +69,41 @@ CHUNK = 500
 Ranges = dict[int, tuple[int, int]]  # partition -> [start, end) offsets
 
 
+@dataclass(frozen=True)
+class RecoverOutcome:
+    queued: int  # messages queued again
+    not_examined: int = 0  # inbound records past the deliver stage's committed offsets, left to it
+
+
+def settled_ends(
+    starts: dict[int, int],
+    ends: dict[int, int],
+    committed: Callable[[list[int]], dict[int, int]],
+    timeout_s: float,
+    *,
+    interval_s: float = 0.2,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[int, int]:
+    """Per inbound partition, where recover's scan may end: ``ends`` once the deliver stage's group has
+    committed that far (``committed(partitions)``: its offsets, negative where it never committed), asked
+    every ``interval_s``; after ``timeout_s``, the committed offset (not below ``starts``) where it has not.
+    Partitions with nothing to scan (start >= end) are not waited for."""
+    waiting = [p for p in ends if starts.get(p, 0) < ends[p]]
+    deadline = clock() + timeout_s
+    got: dict[int, int] = {}
+    while waiting:
+        got = committed(waiting)
+        waiting = [p for p in waiting if got.get(p, -1) < ends[p]]
+        if not waiting or clock() >= deadline:
+            break
+        sleep(interval_s)
+    out = dict(ends)
+    for p in waiting:
+        out[p] = min(ends[p], max(starts.get(p, 0), got.get(p, -1)))
+    return out
+
+
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition a keyed record lands on (Java client / aiokafka / librdkafka murmur2 partitioner)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
@@ -72,6 +119,8 @@ class Redelivery:
         history_lookback_s: float = 7 * 86400.0,
         search_window_s: float = 3600.0,
         poll_timeout_s: float = 1.0,
+        deliver_group: str | None = None,
+        settle_s: float = 30.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.serde = serde
@@ -79,6 +128,9 @@ class Redelivery:
         self.history_lookback_s = history_lookback_s
         self.search_window_s = search_window_s
         self.poll_timeout_s = poll_timeout_s
+        # the consumer group of the deliver stage's inbound reader (None: recover does not wait for it)
+        self.deliver_group = deliver_group
+        self.settle_s = settle_s
         self._producer: AsyncProducer | None = None
         self._scans = asyncio.Semaphore(2)  # scans read whole partitions: keep a few at a time
 
@@ -101,7 +153,7 @@ class Redelivery:
         log.info("resend: %s queued for %s", message_id, sub.id)
         return True
 
-    async def recover(self, sub: Subscription, since: dt.datetime) -> int:
+    async def recover(self, sub: Subscription, since: dt.datetime) -> RecoverOutcome:
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue(maxsize=4)
 
@@ -109,9 +161,9 @@ class Redelivery:
             # blocks the scanning thread while the queue is full: back-pressure, bounded memory
             asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
 
-        def scan() -> None:
+        def scan() -> int:
             try:
-                self.recover_scan(sub, since, hand_over)
+                return self.recover_scan(sub, since, hand_over)
             finally:
                 hand_over(None)
 
@@ -122,9 +174,9 @@ class Redelivery:
             while (chunk := await chunks.get()) is not None:
                 await self._requeue(sub, chunk, reason)
                 count += len(chunk)
-            await scanner  # re-raises a scan failure
+            left = await scanner  # re-raises a scan failure
         log.info("recover: %d messages since %s queued for %s", count, since.isoformat(), sub.id)
-        return count
+        return RecoverOutcome(queued=count, not_examined=left)
 
     def _receives(self, sub: Subscription, msg: dict[str, Any]) -> bool:
         return receives(sub, self.holding_of(sub.owner), msg)
@@ -264,12 +316,45 @@ class Redelivery:
 
     def recover_scan(
         self, sub: Subscription, since: dt.datetime, emit: Callable[[list[dict[str, Any]] | None], None]
-    ) -> None:
-        """Hand ``emit`` chunks of webhook payloads of the messages to queue again for ``sub``."""
+    ) -> int:
+        """Hand ``emit`` chunks of webhook payloads of the messages to queue again for ``sub``; the number of
+        inbound records left to the deliver stage (past its committed offsets when the wait ended)."""
         since_ms = int(since.timestamp() * 1000)
         consumer = self._consumer()
         try:
-            # 1. this subscription's delivery history since then: the latest state of each message
+            # 1. where the inbound messages since then lie, and the deliver stage past them (module docstring)
+            in_parts = self._partitions(consumer, INBOUND_TOPIC)
+            in_start = self._offsets_at(consumer, INBOUND_TOPIC, in_parts, since_ms)
+            in_end = self._ends(consumer, INBOUND_TOPIC, in_parts)
+            scan_end = in_end
+            if self.deliver_group is not None:
+                # asks for the group's committed offsets only: never joins it, never commits
+                peer = Consumer(
+                    {
+                        "bootstrap.servers": self.bootstrap,
+                        "group.id": self.deliver_group,
+                        "enable.auto.commit": False,
+                    }
+                )
+                try:
+
+                    def committed(ps: list[int]) -> dict[int, int]:
+                        got = peer.committed([TopicPartition(INBOUND_TOPIC, p) for p in ps], timeout=10)
+                        return {tp.partition: tp.offset for tp in got}
+
+                    scan_end = settled_ends(in_start, in_end, committed, self.settle_s)
+                finally:
+                    peer.close()
+            left = sum(in_end[p] - scan_end[p] for p in in_parts)
+            if left:
+                log.warning(
+                    "recover: the deliver stage (group %s) has not finished %d inbound records after %.0f s; "
+                    "left to it",
+                    self.deliver_group,
+                    left,
+                    self.settle_s,
+                )
+            # 2. this subscription's delivery history since then: the latest state of each message
             parts = self._partitions(consumer, DELIVERY_TOPIC)
             start = self._offsets_at(consumer, DELIVERY_TOPIC, parts, since_ms)
             end = self._ends(consumer, DELIVERY_TOPIC, parts)
@@ -283,12 +368,9 @@ class Redelivery:
                 if ev["subscription_id"] == sub.id and ev["state"] not in OPERATIONAL_STATES:
                     latest[ev["message_id"]] = ev["state"]  # one message's events share a partition, in order
             skip = {mid for mid, state in latest.items() if state not in REQUEUE_AFTER}
-            # 2. inbound messages since then that match the filter now
-            parts = self._partitions(consumer, INBOUND_TOPIC)
-            start = self._offsets_at(consumer, INBOUND_TOPIC, parts, since_ms)
-            end = self._ends(consumer, INBOUND_TOPIC, parts)
+            # 3. inbound messages since then, up to where the deliver stage finished, that match the filter
             chunk: list[dict[str, Any]] = []
-            for m in self._scan(consumer, INBOUND_TOPIC, {p: (start[p], end[p]) for p in parts}):
+            for m in self._scan(consumer, INBOUND_TOPIC, {p: (in_start[p], scan_end[p]) for p in in_parts}):
                 value = m.value()
                 if value is None:
                     continue
@@ -301,5 +383,6 @@ class Redelivery:
                     chunk = []
             if chunk:
                 emit(chunk)
+            return left
         finally:
             consumer.close()

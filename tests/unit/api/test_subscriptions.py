@@ -11,6 +11,7 @@ from smsflow.api.apikeys import ApiKey, ApiKeyStore, Scope
 from smsflow.api.app import create_api_app
 from smsflow.api.subscriptions import ApiSettings
 from smsflow.delivery.egress import AddressPolicy
+from smsflow.delivery.redelivery import RecoverOutcome
 from smsflow.delivery.signing import generate_secret, webhook_headers
 from smsflow.subscriptions.holdings import Holding
 from smsflow.subscriptions.store import InMemorySubscriptionStore
@@ -40,7 +41,7 @@ async def api():
 
     async def recover(sub, since):
         calls.append(("recover", sub.id, since))
-        return 7
+        return RecoverOutcome(queued=7, not_examined=2)
 
     app = create_api_app(
         store, keys, resend=resend, recover=recover, settings=ApiSettings(rotation_overlap_s=3600)
@@ -296,6 +297,7 @@ async def test_resend_and_recover_call_the_callbacks(api, acme):
         f"/v1/subscriptions/{sub_id}/recover", json={"since": since}, headers=api.auth(acme)
     )
     assert resp.status == 202 and (await resp.json())["queued"] == 7
+    assert (await resp.json())["not_examined"] == 2
     assert api.calls == [
         ("resend", "msg_9", sub_id),
         ("resend", "msg_unknown", sub_id),
