@@ -48,7 +48,7 @@ from typing import Any
 
 import orjson
 from aiokafka.partitioner import murmur2
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from smsflow.delivery.records import event_record, queued_event, requeue_record
 from smsflow.payload import webhook_payload
@@ -339,7 +339,11 @@ class Redelivery:
                 try:
 
                     def committed(ps: list[int]) -> dict[int, int]:
-                        got = peer.committed([TopicPartition(INBOUND_TOPIC, p) for p in ps], timeout=10)
+                        try:
+                            got = peer.committed([TopicPartition(INBOUND_TOPIC, p) for p in ps], timeout=5)
+                        except KafkaException as exc:  # a coordinator moving or loading: ask again
+                            log.info("recover: offsets of group %s not read (%s)", self.deliver_group, exc)
+                            return {}  # nothing known committed: waited for, and left to the stage at the end
                         return {tp.partition: tp.offset for tp in got}
 
                     scan_end = settled_ends(in_start, in_end, committed, self.settle_s)

@@ -64,3 +64,14 @@ def test_no_wait_configured_takes_what_is_committed_now():
     clock = Clock()
     out = settled_ends({0: 0}, {0: 10}, lambda ps: {0: 4}, 0, clock=clock, sleep=clock.sleep)
     assert out == {0: 4} and clock.now == 0
+
+
+def test_a_group_that_cannot_be_asked_counts_as_not_committed():
+    # the committed offsets cannot be read (a coordinator moving): waited for, then left to the stage
+    clock = Clock()
+    answers = iter([{}, {}, {0: 10}])
+    out = settled_ends({0: 2}, {0: 10}, lambda ps: next(answers), 30, clock=clock, sleep=clock.sleep)
+    assert out == {0: 10}
+    clock = Clock()
+    out = settled_ends({0: 2}, {0: 10}, lambda ps: {}, 1, clock=clock, sleep=clock.sleep)
+    assert out == {0: 2}  # nothing scanned, all 8 left
