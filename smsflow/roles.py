@@ -304,11 +304,11 @@ def refuse_two_inbound_readers(cfg: Config, bootstrap: str) -> None:
     message (streams/inbound_reader.py). Waits one session timeout + 5 s for members that just stopped."""
     from smsflow.ingest.loop import wait_for_other_ingest
     from smsflow.schemas import INBOUND_TOPIC
-    from streams.inbound_reader import deliver_group
+    from streams.inbound_reader import inbound_reader_group
     from streams.liveness import EXIT_CANNOT_PROCESS
 
     direct = cfg.worker.inbound_reader == "direct"
-    other_group = cfg.app_id if direct else deliver_group(cfg.app_id)
+    other_group = inbound_reader_group(cfg.app_id, "faust" if direct else "direct")
     what = "workers with Faust's deliver agent" if direct else "workers with the direct inbound reader"
     wait_s = cfg.worker.session_timeout_s + 5
     others = wait_for_other_ingest(bootstrap, other_group, wait_s, what, topic=INBOUND_TOPIC)

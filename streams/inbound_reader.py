@@ -67,6 +67,12 @@ def deliver_group(app_id: str) -> str:
     return f"{app_id}-deliver"
 
 
+def inbound_reader_group(app_id: str, reader: str) -> str:
+    """The consumer group that reads sms.inbound.v1 for the deliver stage with ``worker.inbound_reader`` =
+    ``reader``: the direct reader's, or Faust's (``app_id``)."""
+    return deliver_group(app_id) if reader == "direct" else app_id
+
+
 class AckedPrefix:
     """Per partition: the offsets read, in order, and which of them are acked; what may be committed is the
     next offset after the contiguous acked prefix (as Faust's ``Consumer._new_offset`` does)."""

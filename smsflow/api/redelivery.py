@@ -33,7 +33,6 @@ class RecoverResponse(BaseModel):
     since: datetime
     queued: int = Field(description="messages queued again")
     not_examined: int = Field(
-        default=0,
         description="inbound records the deliver stage had not finished when recover stopped waiting for "
         "it (api.recover_settle_s): not examined; the deliver stage sends each to the subscriptions that "
         "receive it when it reads it. Nonzero: the worker is down or far behind; run recover again later",

@@ -85,7 +85,7 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
     from smsflow.serde import Serde, registry_client
     from smsflow.subscriptions.secretbox import SecretBox, SecretBoxError
     from smsflow.subscriptions.topic_store import TopicSubscriptionStore
-    from streams.inbound_reader import deliver_group
+    from streams.inbound_reader import inbound_reader_group
 
     bootstrap, registry = cfg.require_endpoints()
     api_keys = load_api_keys(cfg.api)
@@ -110,7 +110,7 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
         holding_of=store.holding_of,
         history_lookback_s=cfg.api.resend_history_lookback_s,
         search_window_s=cfg.api.resend_search_window_s,
-        deliver_group=deliver_group(cfg.app_id) if cfg.worker.inbound_reader == "direct" else cfg.app_id,
+        deliver_group=inbound_reader_group(cfg.app_id, cfg.worker.inbound_reader),
         settle_s=cfg.api.recover_settle_s,
     )
     await redelivery.start()

@@ -51,6 +51,7 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from smsflow.delivery.records import event_record, queued_event, requeue_record
+from smsflow.ingest.loop import committed_offsets, group_peer
 from smsflow.payload import webhook_payload
 from smsflow.producer import AsyncProducer, producer_conf
 from smsflow.schemas import DELIVERY_TOPIC, INBOUND_TOPIC, WEBHOOK_RETRY_TOPIC
@@ -72,7 +73,7 @@ Ranges = dict[int, tuple[int, int]]  # partition -> [start, end) offsets
 @dataclass(frozen=True)
 class RecoverOutcome:
     queued: int  # messages queued again
-    not_examined: int = 0  # inbound records past the deliver stage's committed offsets, left to it
+    not_examined: int  # inbound records past the deliver stage's committed offsets, left to it
 
 
 def settled_ends(
@@ -328,23 +329,15 @@ class Redelivery:
             in_end = self._ends(consumer, INBOUND_TOPIC, in_parts)
             scan_end = in_end
             if self.deliver_group is not None:
-                # asks for the group's committed offsets only: never joins it, never commits
-                peer = Consumer(
-                    {
-                        "bootstrap.servers": self.bootstrap,
-                        "group.id": self.deliver_group,
-                        "enable.auto.commit": False,
-                    }
-                )
+                peer = group_peer(self.bootstrap, self.deliver_group)
                 try:
 
                     def committed(ps: list[int]) -> dict[int, int]:
                         try:
-                            got = peer.committed([TopicPartition(INBOUND_TOPIC, p) for p in ps], timeout=5)
+                            return committed_offsets(peer, INBOUND_TOPIC, ps, timeout=5)
                         except KafkaException as exc:  # a coordinator moving or loading: ask again
                             log.info("recover: offsets of group %s not read (%s)", self.deliver_group, exc)
                             return {}  # nothing known committed: waited for, and left to the stage at the end
-                        return {tp.partition: tp.offset for tp in got}
 
                     scan_end = settled_ends(in_start, in_end, committed, self.settle_s)
                 finally:

@@ -656,13 +656,25 @@ class DirectIngest:
         return applied
 
 
+def group_peer(bootstrap: str, group: str) -> Consumer:
+    """A consumer that names ``group`` only to read its committed offsets (``committed_offsets``): it never
+    subscribes, so it never joins the group, and never commits."""
+    return Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+
+
+def committed_offsets(peer: Consumer, topic: str, ps: list[int], timeout: float = 30) -> dict[int, int]:
+    """Where the group ``peer`` names (``group_peer``) committed these partitions of ``topic`` (negative:
+    never)."""
+    got = peer.committed([TopicPartition(topic, p) for p in ps], timeout=timeout)
+    return {tp.partition: tp.offset for tp in got}
+
+
 def group_committed(bootstrap: str, group: str, topic: str, ps: list[int]) -> dict[int, int]:
     """Where ``group`` committed these partitions of ``topic`` (negative: never). Only read, never committed
     to: a direct loop or reader taking over from Faust's group starts where Faust's agent stopped."""
-    peer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    peer = group_peer(bootstrap, group)
     try:
-        got = peer.committed([TopicPartition(topic, p) for p in ps], timeout=30)
-        return {tp.partition: tp.offset for tp in got}
+        return committed_offsets(peer, topic, ps)
     finally:
         peer.close()
 
