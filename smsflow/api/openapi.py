@@ -10,6 +10,7 @@ from pydantic.json_schema import models_json_schema
 
 from smsflow.api import holdings, messages, redelivery, subscriptions, wire
 from smsflow.api import routes as route_api
+from smsflow.delivery.scan_slots import PENDING_PER_OWNER
 
 _REF = "#/components/schemas/{model}"
 _MODELS: tuple[type[BaseModel], ...] = (
@@ -59,6 +60,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         409: "The subscription is disabled",
         422: "A field is invalid; `error.field` names it (`idempotency_conflict`: the key was used for "
         "another request)",
+        429: f"The owner has {PENDING_PER_OWNER} resend/recover requests in progress already; retry after "
+        "`Retry-After` seconds",
         501: "Not available in this deployment",
         503: "Not stored (Kafka unavailable); retry with the same Idempotency-Key",
     }
@@ -185,7 +188,7 @@ def build_openapi(routes: bool = True, messages_api: bool = True) -> dict[str, A
                 "requestBody": _json_body(redelivery.RecoverRequest),
                 "responses": {
                     "202": _ok(redelivery.RecoverResponse, "Queued"),
-                    **_errors(400, *auth, 404, 409, 422, 501),
+                    **_errors(400, *auth, 404, 409, 422, 429, 501),
                 },
             },
         },
@@ -199,7 +202,7 @@ def build_openapi(routes: bool = True, messages_api: bool = True) -> dict[str, A
                 "operationId": "resendMessage",
                 "responses": {
                     "202": _ok(redelivery.ResendResponse, "Queued"),
-                    **_errors(*auth, 404, 409, 422, 501),
+                    **_errors(*auth, 404, 409, 422, 429, 501),
                 },
             },
         },

@@ -4,7 +4,8 @@ topic through callbacks (``smsflow/delivery/redelivery.py`` in the API process).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from smsflow.api.apikeys import Scope
 from smsflow.api.subscriptions import owned_subscription
 from smsflow.api.wire import ApiError, Body, json_response, parse_body, principal
 from smsflow.delivery.redelivery import RecoverOutcome
+from smsflow.delivery.scan_slots import Busy
 from smsflow.subscriptions.model import Subscription, utcnow
 from smsflow.subscriptions.store import SubscriptionStore
 
@@ -68,7 +70,9 @@ class RedeliveryHandlers:
             raise ApiError(409, "endpoint_disabled", "the subscription is disabled; enable it first")
         if self.resend_cb is None:
             raise ApiError(501, "not_implemented", "resend is not available in this deployment")
-        if not await self.resend_cb(message_id, sub):
+        with _busy_is_429():
+            found = await self.resend_cb(message_id, sub)
+        if not found:
             raise ApiError(404, "not_found", f"message {message_id} not found")
         return json_response(ResendResponse(message_id=message_id, subscription_id=sub.id), 202)
 
@@ -82,13 +86,25 @@ class RedeliveryHandlers:
             raise ApiError(409, "endpoint_disabled", "the subscription is disabled; enable it first")
         if self.recover_cb is None:
             raise ApiError(501, "not_implemented", "recover is not available in this deployment")
-        done = await self.recover_cb(sub, body.since)
+        with _busy_is_429():
+            done = await self.recover_cb(sub, body.since)
         return json_response(
             RecoverResponse(
                 subscription_id=sub.id, since=body.since, queued=done.queued, not_examined=done.not_examined
             ),
             202,
         )
+
+
+@contextmanager
+def _busy_is_429() -> Iterator[None]:
+    """The owner has as many resend/recover requests in progress as it may (scan_slots.py): a 429."""
+    try:
+        yield
+    except Busy as exc:
+        raise ApiError(
+            429, "too_many_requests", f"{exc}; retry when one has finished", headers={"Retry-After": "1"}
+        ) from None
 
 
 def add_redelivery_routes(

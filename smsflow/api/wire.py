@@ -40,6 +40,8 @@ class ApiError(Exception):
         message: str,
         field: str | None = None,
         details: list[ErrorDetail] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field, self.details = (
@@ -49,6 +51,7 @@ class ApiError(Exception):
             field,
             details or [],
         )
+        self.headers = headers or {}
 
 
 def json_response(model: BaseModel | dict[str, Any], status: int = 200) -> web.Response:
@@ -61,6 +64,7 @@ def error_response(err: ApiError) -> web.Response:
         error=ErrorDetail(code=err.code, message=err.message, field=err.field), details=err.details
     )
     resp = json_response(body, err.status)
+    resp.headers.update(err.headers)
     if err.status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="smsflow"'
     return resp

@@ -42,7 +42,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,7 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from smsflow.delivery.records import event_record, queued_event, requeue_record
+from smsflow.delivery.scan_slots import ScanSlots
 from smsflow.ingest.loop import committed_offsets, group_peer
 from smsflow.payload import webhook_payload
 from smsflow.producer import AsyncProducer, producer_conf
@@ -76,29 +77,30 @@ class RecoverOutcome:
     not_examined: int  # inbound records past the deliver stage's committed offsets, left to it
 
 
-def settled_ends(
+async def settled_ends(
     starts: dict[int, int],
     ends: dict[int, int],
-    committed: Callable[[list[int]], dict[int, int]],
+    committed: Callable[[list[int]], Awaitable[dict[int, int]]],
     timeout_s: float,
     *,
     interval_s: float = 0.2,
     clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> dict[int, int]:
     """Per inbound partition, where recover's scan may end: ``ends`` once the deliver stage's group has
     committed that far (``committed(partitions)``: its offsets, negative where it never committed), asked
     every ``interval_s``; after ``timeout_s``, the committed offset (not below ``starts``) where it has not.
-    Partitions with nothing to scan (start >= end) are not waited for."""
+    Partitions with nothing to scan (start >= end) are not waited for. Waits without holding a thread or a
+    scan slot: a recover that waits for a lagging worker keeps nobody else waiting."""
     waiting = [p for p in ends if starts.get(p, 0) < ends[p]]
     deadline = clock() + timeout_s
     got: dict[int, int] = {}
     while waiting:
-        got = committed(waiting)
+        got = await committed(waiting)
         waiting = [p for p in waiting if got.get(p, -1) < ends[p]]
         if not waiting or clock() >= deadline:
             break
-        sleep(interval_s)
+        await sleep(interval_s)
     out = dict(ends)
     for p in waiting:
         out[p] = min(ends[p], max(starts.get(p, 0), got.get(p, -1)))
@@ -133,7 +135,8 @@ class Redelivery:
         self.deliver_group = deliver_group
         self.settle_s = settle_s
         self._producer: AsyncProducer | None = None
-        self._scans = asyncio.Semaphore(2)  # scans read whole partitions: keep a few at a time
+        # scans read whole partitions: a few at a time, shared fairly between owners (scan_slots.py)
+        self.slots = ScanSlots()
 
     async def start(self) -> None:
         # murmur2 like Faust's producer, so a queued event joins the message's history partition
@@ -146,38 +149,80 @@ class Redelivery:
     # ---- the API callbacks ----
 
     async def resend(self, message_id: str, sub: Subscription) -> bool:
-        async with self._scans:
-            msg = await asyncio.to_thread(self.find_message, message_id)
-        if msg is None or not self._receives(sub, msg):
-            return False
-        await self._requeue(sub, [webhook_payload(msg)], "queued again by resend")
+        """Queue one message for ``sub``; False if it is unknown to it. ``scan_slots.Busy`` when the owner has
+        too many requests in progress."""
+        async with self.slots.admit(sub.owner):
+            async with self.slots.hold(sub.owner):
+                msg = await asyncio.to_thread(self.find_message, message_id)
+            if msg is None or not self._receives(sub, msg):
+                return False
+            await self._requeue(sub, [webhook_payload(msg)], "queued again by resend")
         log.info("resend: %s queued for %s", message_id, sub.id)
         return True
 
     async def recover(self, sub: Subscription, since: dt.datetime) -> RecoverOutcome:
-        loop = asyncio.get_running_loop()
-        chunks: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue(maxsize=4)
+        """Queue again what ``sub`` should have and has not had since ``since`` (module docstring).
+        ``scan_slots.Busy`` when the owner has too many requests in progress."""
+        since_ms = int(since.timestamp() * 1000)
+        async with self.slots.admit(sub.owner):
+            # 1. where the inbound messages since then lie, and the deliver stage past them (no slot held)
+            in_start, in_end = await asyncio.to_thread(self.inbound_range, since_ms)
+            scan_end = await self._settled(in_start, in_end)
+            left = sum(in_end[p] - scan_end[p] for p in in_end)
+            if left:
+                log.warning(
+                    "recover: the deliver stage (group %s) has not finished %d inbound records after %.0f s; "
+                    "left to it",
+                    self.deliver_group,
+                    left,
+                    self.settle_s,
+                )
+            # 2. and 3., in the owner's turn for a scan slot
+            loop = asyncio.get_running_loop()
+            chunks: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue(maxsize=4)
 
-        def hand_over(chunk: list[dict[str, Any]] | None) -> None:
-            # blocks the scanning thread while the queue is full: back-pressure, bounded memory
-            asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
+            def hand_over(chunk: list[dict[str, Any]] | None) -> None:
+                # blocks the scanning thread while the queue is full: back-pressure, bounded memory
+                asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
 
-        def scan() -> int:
-            try:
-                return self.recover_scan(sub, since, hand_over)
-            finally:
-                hand_over(None)
+            def scan() -> None:
+                try:
+                    ranges = {p: (in_start[p], scan_end[p]) for p in in_end}
+                    self.recover_scan(sub, since_ms, ranges, hand_over)
+                finally:
+                    hand_over(None)
 
-        reason = f"queued again by recover since {since.isoformat()}"
-        count = 0
-        async with self._scans:
-            scanner = asyncio.ensure_future(asyncio.to_thread(scan))
-            while (chunk := await chunks.get()) is not None:
-                await self._requeue(sub, chunk, reason)
-                count += len(chunk)
-            left = await scanner  # re-raises a scan failure
+            reason = f"queued again by recover since {since.isoformat()}"
+            count = 0
+            async with self.slots.hold(sub.owner):
+                scanner = asyncio.ensure_future(asyncio.to_thread(scan))
+                while (chunk := await chunks.get()) is not None:
+                    await self._requeue(sub, chunk, reason)
+                    count += len(chunk)
+                await scanner  # re-raises a scan failure
         log.info("recover: %d messages since %s queued for %s", count, since.isoformat(), sub.id)
         return RecoverOutcome(queued=count, not_examined=left)
+
+    async def _settled(self, starts: dict[int, int], ends: dict[int, int]) -> dict[int, int]:
+        """``settled_ends`` against the deliver stage's group (``ends`` unchanged when there is none)."""
+        if self.deliver_group is None:
+            return dict(ends)
+        group = self.deliver_group
+        peer = await asyncio.to_thread(group_peer, self.bootstrap, group)
+
+        def committed(ps: list[int]) -> dict[int, int]:
+            try:
+                return committed_offsets(peer, INBOUND_TOPIC, ps, timeout=5)
+            except KafkaException as exc:  # a coordinator moving or loading: ask again
+                log.info("recover: offsets of group %s not read (%s)", group, exc)
+                return {}  # nothing known committed: waited for, and left to the stage at the end
+
+        try:
+            return await settled_ends(
+                starts, ends, lambda ps: asyncio.to_thread(committed, ps), self.settle_s
+            )
+        finally:
+            await asyncio.to_thread(peer.close)
 
     def _receives(self, sub: Subscription, msg: dict[str, Any]) -> bool:
         return receives(sub, self.holding_of(sub.owner), msg)
@@ -315,42 +360,28 @@ class Redelivery:
         finally:
             consumer.close()
 
-    def recover_scan(
-        self, sub: Subscription, since: dt.datetime, emit: Callable[[list[dict[str, Any]] | None], None]
-    ) -> int:
-        """Hand ``emit`` chunks of webhook payloads of the messages to queue again for ``sub``; the number of
-        inbound records left to the deliver stage (past its committed offsets when the wait ended)."""
-        since_ms = int(since.timestamp() * 1000)
+    def inbound_range(self, since_ms: int) -> tuple[dict[int, int], dict[int, int]]:
+        """Per ``sms.inbound.v1`` partition: the first offset at or after ``since_ms``, and its end now."""
         consumer = self._consumer()
         try:
-            # 1. where the inbound messages since then lie, and the deliver stage past them (module docstring)
-            in_parts = self._partitions(consumer, INBOUND_TOPIC)
-            in_start = self._offsets_at(consumer, INBOUND_TOPIC, in_parts, since_ms)
-            in_end = self._ends(consumer, INBOUND_TOPIC, in_parts)
-            scan_end = in_end
-            if self.deliver_group is not None:
-                peer = group_peer(self.bootstrap, self.deliver_group)
-                try:
+            parts = self._partitions(consumer, INBOUND_TOPIC)
+            return self._offsets_at(consumer, INBOUND_TOPIC, parts, since_ms), self._ends(
+                consumer, INBOUND_TOPIC, parts
+            )
+        finally:
+            consumer.close()
 
-                    def committed(ps: list[int]) -> dict[int, int]:
-                        try:
-                            return committed_offsets(peer, INBOUND_TOPIC, ps, timeout=5)
-                        except KafkaException as exc:  # a coordinator moving or loading: ask again
-                            log.info("recover: offsets of group %s not read (%s)", self.deliver_group, exc)
-                            return {}  # nothing known committed: waited for, and left to the stage at the end
-
-                    scan_end = settled_ends(in_start, in_end, committed, self.settle_s)
-                finally:
-                    peer.close()
-            left = sum(in_end[p] - scan_end[p] for p in in_parts)
-            if left:
-                log.warning(
-                    "recover: the deliver stage (group %s) has not finished %d inbound records after %.0f s; "
-                    "left to it",
-                    self.deliver_group,
-                    left,
-                    self.settle_s,
-                )
+    def recover_scan(
+        self,
+        sub: Subscription,
+        since_ms: int,
+        inbound: Ranges,
+        emit: Callable[[list[dict[str, Any]] | None], None],
+    ) -> None:
+        """Hand ``emit`` chunks of webhook payloads of the messages in the ``inbound`` ranges (the settled
+        part of what was stored since ``since_ms``) to queue again for ``sub``."""
+        consumer = self._consumer()
+        try:
             # 2. this subscription's delivery history since then: the latest state of each message
             parts = self._partitions(consumer, DELIVERY_TOPIC)
             start = self._offsets_at(consumer, DELIVERY_TOPIC, parts, since_ms)
@@ -367,7 +398,7 @@ class Redelivery:
             skip = {mid for mid, state in latest.items() if state not in REQUEUE_AFTER}
             # 3. inbound messages since then, up to where the deliver stage finished, that match the filter
             chunk: list[dict[str, Any]] = []
-            for m in self._scan(consumer, INBOUND_TOPIC, {p: (in_start[p], scan_end[p]) for p in in_parts}):
+            for m in self._scan(consumer, INBOUND_TOPIC, inbound):
                 value = m.value()
                 if value is None:
                     continue
@@ -380,6 +411,5 @@ class Redelivery:
                     chunk = []
             if chunk:
                 emit(chunk)
-            return left
         finally:
             consumer.close()

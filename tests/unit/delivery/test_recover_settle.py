@@ -17,11 +17,20 @@ class Clock:
     def __call__(self) -> float:
         return self.now
 
-    def sleep(self, s: float) -> None:
+    async def sleep(self, s: float) -> None:
         self.now += s
 
 
-def test_waits_until_the_group_committed_to_the_ends():
+def asked(fn):  # type: ignore[no-untyped-def]
+    """``committed`` as recover asks it: a coroutine."""
+
+    async def ask(ps: list[int]) -> dict[int, int]:
+        return fn(ps)  # type: ignore[no-any-return]
+
+    return ask
+
+
+async def test_waits_until_the_group_committed_to_the_ends():
     clock = Clock()
     seen: list[list[int]] = []
 
@@ -30,48 +39,54 @@ def test_waits_until_the_group_committed_to_the_ends():
         seen.append(list(ps))
         return {0: 10 if clock.now >= 0.4 else 7, 1: 5 if clock.now >= 1.0 else 3}
 
-    out = settled_ends({0: 2, 1: 0}, {0: 10, 1: 5}, committed, 30, clock=clock, sleep=clock.sleep)
+    out = await settled_ends(
+        {0: 2, 1: 0}, {0: 10, 1: 5}, asked(committed), 30, clock=clock, sleep=clock.sleep
+    )
     assert out == {0: 10, 1: 5}
     assert 1.0 <= clock.now < 1.3  # no longer than needed
     assert seen[-1] == [1]  # a partition that is done is not asked for again
 
 
-def test_partitions_with_nothing_since_then_are_not_waited_for():
+async def test_partitions_with_nothing_since_then_are_not_waited_for():
     clock = Clock()
 
     def committed(ps: list[int]) -> dict[int, int]:
         raise AssertionError(f"asked for {ps}")
 
     # partition 0: nothing since `since` (start == end); partition 1: empty
-    out = settled_ends({0: 4, 1: 0}, {0: 4, 1: 0}, committed, 30, clock=clock, sleep=clock.sleep)
+    out = await settled_ends({0: 4, 1: 0}, {0: 4, 1: 0}, asked(committed), 30, clock=clock, sleep=clock.sleep)
     assert out == {0: 4, 1: 0} and clock.now == 0
 
 
-def test_a_stage_that_never_catches_up_leaves_the_rest_to_it():
+async def test_a_stage_that_never_catches_up_leaves_the_rest_to_it():
     clock = Clock()
 
     def committed(ps: list[int]) -> dict[int, int]:
         # partition 0 behind; 1 never committed (a worker that never ran); 2 caught up
         return {0: 6, 1: -1001, 2: 9}
 
-    out = settled_ends({0: 2, 1: 3, 2: 0}, {0: 10, 1: 8, 2: 9}, committed, 5, clock=clock, sleep=clock.sleep)
+    out = await settled_ends(
+        {0: 2, 1: 3, 2: 0}, {0: 10, 1: 8, 2: 9}, asked(committed), 5, clock=clock, sleep=clock.sleep
+    )
     # scan only what the stage finished; where it committed before `since`, nothing
     assert out == {0: 6, 1: 3, 2: 9}
     assert 5.0 <= clock.now < 5.3
 
 
-def test_no_wait_configured_takes_what_is_committed_now():
+async def test_no_wait_configured_takes_what_is_committed_now():
     clock = Clock()
-    out = settled_ends({0: 0}, {0: 10}, lambda ps: {0: 4}, 0, clock=clock, sleep=clock.sleep)
+    out = await settled_ends({0: 0}, {0: 10}, asked(lambda ps: {0: 4}), 0, clock=clock, sleep=clock.sleep)
     assert out == {0: 4} and clock.now == 0
 
 
-def test_a_group_that_cannot_be_asked_counts_as_not_committed():
+async def test_a_group_that_cannot_be_asked_counts_as_not_committed():
     # the committed offsets cannot be read (a coordinator moving): waited for, then left to the stage
     clock = Clock()
     answers = iter([{}, {}, {0: 10}])
-    out = settled_ends({0: 2}, {0: 10}, lambda ps: next(answers), 30, clock=clock, sleep=clock.sleep)
+    out = await settled_ends(
+        {0: 2}, {0: 10}, asked(lambda ps: next(answers)), 30, clock=clock, sleep=clock.sleep
+    )
     assert out == {0: 10}
     clock = Clock()
-    out = settled_ends({0: 2}, {0: 10}, lambda ps: {}, 1, clock=clock, sleep=clock.sleep)
+    out = await settled_ends({0: 2}, {0: 10}, asked(lambda ps: {}), 1, clock=clock, sleep=clock.sleep)
     assert out == {0: 2}  # nothing scanned, all 8 left
