@@ -58,13 +58,33 @@ class Tenant:
             return r.status, (await r.json() if r.status != 204 else None)
 
 
-async def test_two_tenants_never_see_each_others_sms(pipeline, tmp_path: Path) -> None:
+def tenant_keys(tmp_path: Path) -> tuple[str, str, str, Path]:
+    """An admin key's token, tenant a's and tenant b's, and the keys file that gives the API the two tenants'
+    keys (the admin key comes from ``E2E_ADMIN_KEY``: ``tenant_api``)."""
     keys = ApiKeyStore()
     _, admin_token = keys.issue(None, label="e2e admin")
     key_a, a_token = keys.issue("a", label="tenant a")
     key_b, b_token = keys.issue("b", label="tenant b")
     keys_file = tmp_path / "keys.jsonl"
     keys_file.write_bytes(b"\n".join(orjson.dumps(k.to_record()) for k in (key_a, key_b)) + b"\n")
+    return admin_token, a_token, b_token, keys_file
+
+
+def tenant_api(port: int, keys_file: Path, admin_token: str) -> dict[str, Any]:
+    """The pipeline's ``api`` section and environment for serving the keys of ``tenant_keys``."""
+    return {
+        "api": {
+            "host": "127.0.0.1",
+            "port": port,
+            "admin_key_env": "E2E_ADMIN_KEY",
+            "keys_file": str(keys_file),
+        },
+        "extra_env": {"E2E_ADMIN_KEY": admin_token},
+    }
+
+
+async def test_two_tenants_never_see_each_others_sms(pipeline, tmp_path: Path) -> None:
+    admin_token, a_token, b_token, keys_file = tenant_keys(tmp_path)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     ep_a, ep_b = ScriptedEndpoint("tenant-a", answer(204)), ScriptedEndpoint("tenant-b", answer(204))
@@ -73,13 +93,7 @@ async def test_two_tenants_never_see_each_others_sms(pipeline, tmp_path: Path) -
     try:
         p = await pipeline(
             carriers=1,
-            api={
-                "host": "127.0.0.1",
-                "port": port,
-                "admin_key_env": "E2E_ADMIN_KEY",
-                "keys_file": str(keys_file),
-            },
-            extra_env={"E2E_ADMIN_KEY": admin_token},
+            **tenant_api(port, keys_file, admin_token),
             webhooks={"retry_delays_s": [0, 0.5, 1, 2]},
         )
         cli_env = {**p.env, "SMSFLOW_API_KEY": admin_token, "SMSFLOW_API_URL": base}
@@ -107,11 +121,7 @@ async def test_two_tenants_never_see_each_others_sms(pipeline, tmp_path: Path) -
 
         async with aiohttp.ClientSession() as http:
             await wait_api_up(http, base, p)
-            admin, a, b = (
-                Tenant(http, base, admin_token),
-                Tenant(http, base, a_token),
-                Tenant(http, base, b_token),
-            )
+            admin, a, b = (Tenant(http, base, token) for token in (admin_token, a_token, b_token))
 
             # -- phase 0: B holds nothing yet and asks for "everything" with an empty filter
             status0, created0 = await b.call("POST", "/v1/subscriptions", {"url": ep_b.url})
