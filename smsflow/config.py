@@ -394,6 +394,13 @@ class ApiConfig(_Strict):
         "so far (its committed offsets) before reading their delivery history; what it has not finished by "
         "then is left to it (the answer's not_examined)",
     )
+    max_subscriptions_per_owner: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="subscriptions one owner may have; creating one more answers 409. Every inbound message "
+        "is matched against every subscription, so one owner's count must not slow everyone's traffic",
+    )
 
 
 class OutboundConfig(_Strict):

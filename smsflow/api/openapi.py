@@ -57,7 +57,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: "The API key lacks the scope or acts for another owner, or a filter reaches beyond the owner's "
         "holding (`error.code` = `not_held`, `error.field` names the value)",
         404: "No such subscription, holding or message for this key (another tenant's message is a 404)",
-        409: "The subscription is disabled",
+        409: "The subscription is disabled; on create, the owner has `api.max_subscriptions_per_owner` "
+        "subscriptions already (`error.code` = `subscription_limit`)",
         422: "A field is invalid; `error.field` names it (`idempotency_conflict`: the key was used for "
         "another request)",
         429: f"The owner has {PENDING_PER_OWNER} resend/recover requests in progress already; retry after "
@@ -116,7 +117,7 @@ def build_openapi(routes: bool = True, messages_api: bool = True) -> dict[str, A
                 "requestBody": _json_body(subscriptions.SubscriptionCreate),
                 "responses": {
                     "201": _ok(subscriptions.SubscriptionCreated, "Created"),
-                    **_errors(400, *auth, 422),
+                    **_errors(400, *auth, 409, 422),
                 },
             },
         },

@@ -51,6 +51,7 @@ from smsflow.subscriptions.store import SubscriptionStore
 class ApiSettings:
     rotation_overlap_s: float = 24 * 3600.0  # how long the previous secret keeps signing after a rotation
     max_rotation_overlap_s: float = 7 * 24 * 3600.0
+    max_subscriptions_per_owner: int = 100  # api.max_subscriptions_per_owner
     https_only: bool = False  # default for subscriptions that do not say
     # Refuse URLs whose host is a literal blocked IP or a localhost name at creation time (the sender checks
     # resolved addresses on every connection anyway). None accepts any host (local demo).
@@ -273,7 +274,16 @@ class SubscriptionHandlers:
         given = {ep.id: ep.secret.get_secret_value() for ep in body.endpoints if ep.secret is not None}
         data = body.model_dump(exclude={"secret", "owner", "endpoints"})
         sub = self._build({**data, "owner": owner, "secrets": [secret], "endpoints": endpoints})
-        await self.store.put(sub)
+        async with self._locks[f"owner:{owner}"]:  # two creates at once cannot both take the last place
+            have, most = len(await self.store.list(owner)), self.settings.max_subscriptions_per_owner
+            if have >= most:
+                raise ApiError(
+                    409,
+                    "subscription_limit",
+                    f"owner {owner!r} has {have} subscriptions, the most this deployment allows "
+                    f"(api.max_subscriptions_per_owner: {most}); delete one first",
+                )
+            await self.store.put(sub)
         view = SubscriptionView.of(sub).model_dump()
         created = SubscriptionCreated(
             **view, secret=secret.value.get_secret_value(), endpoint_secrets={**shown, **given}

@@ -1,0 +1,145 @@
+"""One customer's subscriptions cannot slow everyone's traffic.
+
+Every inbound message is matched against every subscription (``KafkaDelivery.targets``). Found by reading the
+API as a hostile tenant would: a filter was matched by walking its lists and re-normalising every number, so a
+tenant holding a prefix could list ~15,000 numbers per subscription (what fits in a 256 KB body) and make each
+such subscription cost every message 10-25 ms, and nothing bounded how many subscriptions it created. Now a
+filter's lists are sets built once (a match costs the same however long they are) and an owner has at most
+``api.max_subscriptions_per_owner`` subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smsflow.api.apikeys import ApiKeyStore
+from smsflow.api.app import create_api_app
+from smsflow.api.subscriptions import ApiSettings
+from smsflow.config import ApiConfig
+from smsflow.subscriptions import model
+from smsflow.subscriptions.holdings import Holding
+from smsflow.subscriptions.model import MessageFilter, number_digits
+from smsflow.subscriptions.store import InMemorySubscriptionStore
+
+
+def reference_match(f: MessageFilter, message: dict[str, Any]) -> bool:
+    """The filter's meaning, written out plainly (what ``matches`` did before it used sets)."""
+    if f.destination_numbers or f.destination_prefixes:
+        to = number_digits(str(message.get("to_number") or ""))
+        exact = any(to == number_digits(n) for n in f.destination_numbers)
+        if not exact and not any(to.startswith(number_digits(p)) for p in f.destination_prefixes):
+            return False
+    if f.countries and str(message.get("country_code") or "").upper() not in f.countries:
+        return False
+    if f.otp_only and not message.get("otp"):
+        return False
+    if f.sender_signatures:
+        signature = message.get("sender_signature")
+        if not signature or str(signature).strip().casefold() not in {
+            s.strip().casefold() for s in f.sender_signatures
+        }:
+            return False
+    return not (f.route_ids and message.get("route_id") not in f.route_ids)
+
+
+numbers = st.text(alphabet="+ -0123456789", min_size=0, max_size=8).filter(
+    lambda s: any(c.isdigit() for c in s)
+)
+words = st.sampled_from(["JD", "jd ", "京东", "HSBC", "ß", "SS", "", "Acme"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    dest=st.lists(numbers, max_size=4),
+    prefixes=st.lists(numbers, max_size=4),
+    countries=st.lists(st.sampled_from(["HK", "CN", "us"]), max_size=2),
+    otp_only=st.booleans(),
+    signatures=st.lists(words.filter(bool), max_size=3),
+    routes=st.lists(st.sampled_from(["r1", "r2"]), max_size=2),
+    to=st.one_of(numbers, st.just(""), st.none()),
+    country=st.sampled_from(["HK", "cn", "US", None]),
+    otp=st.sampled_from(["123456", None, ""]),
+    signature=st.one_of(words, st.none()),
+    route=st.sampled_from(["r1", "r2", None]),
+)
+def test_matching_with_sets_means_what_the_lists_meant(
+    dest, prefixes, countries, otp_only, signatures, routes, to, country, otp, signature, route
+) -> None:
+    f = MessageFilter(
+        destination_numbers=dest,
+        destination_prefixes=prefixes,
+        countries=countries,
+        otp_only=otp_only,
+        sender_signatures=signatures,
+        route_ids=routes,
+    )
+    message = {"to_number": to, "country_code": country, "otp": otp, "sender_signature": signature}
+    message["route_id"] = route
+    assert f.matches(message) == reference_match(f, message)
+
+
+def test_a_match_does_not_read_a_long_filter_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    listed = [f"+86106900{i:05d}" for i in range(15_000)]
+    f = MessageFilter(
+        destination_numbers=listed, destination_prefixes=[f"+8610691{i:04d}" for i in range(5_000)]
+    )
+    calls = 0
+    real = model.number_digits
+
+    def counting(number: str) -> str:
+        nonlocal calls
+        calls += 1
+        return real(number)
+
+    monkeypatch.setattr(model, "number_digits", counting)
+    assert f.matches({"to_number": "+8610690012345"})  # listed
+    assert f.matches({"to_number": "+86106910042999"})  # under a listed prefix
+    assert not f.matches({"to_number": "+85230001000"})
+    assert calls == 3  # the message's own number, once per match; never the 20,000 listed values
+
+
+async def test_an_owner_has_at_most_the_configured_number_of_subscriptions() -> None:
+    store = InMemorySubscriptionStore(
+        holdings=[Holding(owner="a", numbers=["+85230001000"]), Holding(owner="b", numbers=["+85230001001"])]
+    )
+    keys = ApiKeyStore()
+    a_token, b_token = keys.issue("a")[1], keys.issue("b")[1]
+    app = create_api_app(
+        store, keys, settings=ApiSettings(address_policy=None, max_subscriptions_per_owner=3)
+    )
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+
+        async def create(token: str) -> tuple[int, Any]:
+            r = await client.post(
+                "/v1/subscriptions",
+                json={"url": "https://hooks.example/x"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            return r.status, await r.json()
+
+        # a burst of creates at once: exactly the limit is created, the rest refused with the setting named
+        answers = await asyncio.gather(*(create(a_token) for _ in range(6)))
+        assert sorted(status for status, _ in answers) == [201] * 3 + [409] * 3
+        refused = next(body for status, body in answers if status == 409)
+        assert refused["error"]["code"] == "subscription_limit"
+        assert "api.max_subscriptions_per_owner" in refused["error"]["message"]
+        assert len(await store.list("a")) == 3
+        # another owner is not counted against a; a deleted subscription makes room
+        assert (await create(b_token))[0] == 201
+        first = (await store.list("a"))[0]
+        r = await client.delete(
+            f"/v1/subscriptions/{first.id}", headers={"Authorization": f"Bearer {a_token}"}
+        )
+        assert r.status == 204
+        assert (await create(a_token))[0] == 201
+
+
+def test_the_limit_is_a_bounded_setting() -> None:
+    assert ApiConfig().max_subscriptions_per_owner == 100
+    with pytest.raises(ValueError, match="max_subscriptions_per_owner"):
+        ApiConfig(max_subscriptions_per_owner=0)
