@@ -233,7 +233,7 @@ class KafkaDelivery:
 
     async def targets(self, msg: dict[str, Any]) -> list[Subscription]:
         """Enabled subscriptions whose filter matches AND whose owner holds the message (holdings.py)."""
-        return [s for s in await self.store.list() if s.enabled and self.receives(s, msg)]
+        return self.store.match_index().targets(msg)
 
     def receives(self, sub: Subscription, msg: dict[str, Any]) -> bool:
         return receives(sub, self.store.holding_of(sub.owner), msg)

@@ -28,7 +28,14 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from smsflow.subscriptions.model import MessageFilter, Subscription, number_digits, require_digits, utcnow
+from smsflow.subscriptions.model import (
+    MessageFilter,
+    Subscription,
+    number_digits,
+    private_of,
+    require_digits,
+    utcnow,
+)
 
 OPERATOR_OWNERS = frozenset({"operator", "config"})
 HOLDING_RECORD_FORMAT = "smsflow.holding/1"
@@ -76,13 +83,14 @@ class Holding(BaseModel):
 
     def holds_number(self, number: str) -> bool:
         digits = number_digits(number)
-        return bool(digits) and (digits in self._numbers or digits.startswith(self._prefixes))
+        private = private_of(self)  # not self._numbers: see private_of
+        return bool(digits) and (digits in private["_numbers"] or digits.startswith(private["_prefixes"]))
 
     def holds_prefix(self, prefix: str) -> bool:
         """Every number starting with ``prefix`` is held: the prefix lies within a held prefix. A prefix equal
         to a held *number* is not held: it also matches the longer numbers that start with it."""
         digits = number_digits(prefix)
-        return bool(digits) and digits.startswith(self._prefixes)
+        return bool(digits) and digits.startswith(private_of(self)["_prefixes"])
 
     def holds(self, message: Mapping[str, Any]) -> bool:
         if self.route_ids and message.get("route_id") in self.route_ids:

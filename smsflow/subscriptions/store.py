@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from smsflow.subscriptions.holdings import Holding
+from smsflow.subscriptions.index import MatchIndex
 from smsflow.subscriptions.model import Subscription
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,26 @@ ChangeListener = Callable[[str, Subscription | None], Awaitable[None]]
 class SubscriptionStore(abc.ABC):
     def __init__(self) -> None:
         self._listeners: list[ChangeListener] = []
+        self._version = 0  # bumped by every change of a subscription or a holding (``_changed``)
+        self._index: tuple[int, MatchIndex] | None = None
+
+    def _changed(self) -> None:
+        """Implementations call this after every change of a subscription or a holding, on any thread."""
+        self._version += 1
+
+    @abc.abstractmethod
+    def _snapshot(self) -> tuple[builtins.list[Subscription], builtins.list[Holding]]:
+        """Every subscription and every holding now, as lists of their own."""
+
+    def match_index(self) -> MatchIndex:
+        """Who receives a message (index.py), rebuilt after a change: read for every inbound message. A change
+        made while it is built (a topic-backed store applies records on another thread) bumps the version
+        again, so the next read rebuilds it."""
+        version, cached = self._version, self._index
+        if cached is None or cached[0] != version:
+            subs, holdings = self._snapshot()
+            cached = self._index = (version, MatchIndex(subs, holdings))
+        return cached[1]
 
     @abc.abstractmethod
     async def get(self, subscription_id: str) -> Subscription | None: ...
@@ -78,6 +99,9 @@ class InMemorySubscriptionStore(SubscriptionStore):
         self._subs: dict[str, Subscription] = {s.id: s for s in subs or []}
         self._holdings: dict[str, Holding] = {h.owner: h for h in holdings or []}
 
+    def _snapshot(self) -> tuple[builtins.list[Subscription], builtins.list[Holding]]:
+        return list(self._subs.values()), list(self._holdings.values())
+
     async def get(self, subscription_id: str) -> Subscription | None:
         return self._subs.get(subscription_id)
 
@@ -87,11 +111,13 @@ class InMemorySubscriptionStore(SubscriptionStore):
 
     async def put(self, sub: Subscription) -> None:
         self._subs[sub.id] = sub
+        self._changed()
         await self._notify(sub.id, sub)
 
     async def delete(self, subscription_id: str) -> bool:
         existed = self._subs.pop(subscription_id, None) is not None
         if existed:
+            self._changed()
             await self._notify(subscription_id, None)
         return existed
 
@@ -103,6 +129,9 @@ class InMemorySubscriptionStore(SubscriptionStore):
 
     async def put_holding(self, holding: Holding) -> None:
         self._holdings[holding.owner] = holding
+        self._changed()
 
     async def delete_holding(self, owner: str) -> bool:
-        return self._holdings.pop(owner, None) is not None
+        existed = self._holdings.pop(owner, None) is not None
+        self._changed()
+        return existed

@@ -77,12 +77,18 @@ class TopicSubscriptionStore(SubscriptionStore):
         else:
             self._apply(*subscription_from_kafka(msg.key() or b"", msg.value(), self.box))
 
+    def _snapshot(self) -> tuple[builtins.list[Subscription], builtins.list[Holding]]:
+        # list() of a dict's values is one C call: safe while the follower's thread applies records
+        return list(self._subs.values()), list(self._holdings.values())
+
     def _apply(self, sub_id: str, sub: Subscription | None) -> None:
         if sub is None:
             changed = self._subs.pop(sub_id, None) is not None
         else:
             changed = self._subs.get(sub_id) != sub
             self._subs[sub_id] = sub
+        if changed:
+            self._changed()
         if changed and self._loop is not None and self._follower is not None and self._follower.loaded:
             with contextlib.suppress(RuntimeError):
                 asyncio.run_coroutine_threadsafe(self._notify(sub_id, sub), self._loop)
@@ -92,6 +98,7 @@ class TopicSubscriptionStore(SubscriptionStore):
             self._holdings.pop(owner, None)
         else:
             self._holdings[owner] = holding
+        self._changed()
 
     async def get(self, subscription_id: str) -> Subscription | None:
         return self._subs.get(subscription_id)
@@ -107,12 +114,14 @@ class TopicSubscriptionStore(SubscriptionStore):
         key = holding.owner.encode("utf-8")
         await self._producer.send(self.holdings_topic, holding_to_record(holding), key=key)
         self._holdings[holding.owner] = holding
+        self._changed()
 
     async def delete_holding(self, owner: str) -> bool:
         assert self._producer is not None, "start() first"
         existed = owner in self._holdings
         await self._producer.send(self.holdings_topic, None, key=owner.encode("utf-8"))
         self._holdings.pop(owner, None)
+        self._changed()
         return existed
 
     async def list(self, owner: str | None = None) -> list[Subscription]:
@@ -125,6 +134,7 @@ class TopicSubscriptionStore(SubscriptionStore):
             self.topic, subscription_to_record(sub, self.box), key=subscription_record_key(sub.id)
         )
         self._subs[sub.id] = sub
+        self._changed()
         await self._notify(sub.id, sub)
 
     async def delete(self, subscription_id: str) -> bool:
@@ -132,6 +142,7 @@ class TopicSubscriptionStore(SubscriptionStore):
         existed = subscription_id in self._subs
         await self._producer.send(self.topic, None, key=subscription_record_key(subscription_id))
         self._subs.pop(subscription_id, None)
+        self._changed()
         if existed:
             await self._notify(subscription_id, None)
         return existed
