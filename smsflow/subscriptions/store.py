@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from smsflow.subscriptions.holdings import Holding
-from smsflow.subscriptions.index import MatchIndex
+from smsflow.subscriptions.index import HoldersIndex, MatchIndex, OwnerGroups
 from smsflow.subscriptions.model import Subscription
 
 log = logging.getLogger(__name__)
@@ -26,26 +26,38 @@ ChangeListener = Callable[[str, Subscription | None], Awaitable[None]]
 class SubscriptionStore(abc.ABC):
     def __init__(self) -> None:
         self._listeners: list[ChangeListener] = []
-        self._version = 0  # bumped by every change of a subscription or a holding (``_changed``)
-        self._index: tuple[int, MatchIndex] | None = None
+        # bumped by every change of a subscription, or of a holding (``_changed``): the match index's parts
+        self._subs_version = 0
+        self._holdings_version = 0
+        self._index: tuple[int, int, MatchIndex] | None = None
 
-    def _changed(self) -> None:
-        """Implementations call this after every change of a subscription or a holding, on any thread."""
-        self._version += 1
+    def _changed(self, *, holding: bool = False) -> None:
+        """Implementations call this after every change of a subscription (or, ``holding``, of a holding), on
+        any thread."""
+        if holding:
+            self._holdings_version += 1
+        else:
+            self._subs_version += 1
 
     @abc.abstractmethod
     def _snapshot(self) -> tuple[builtins.list[Subscription], builtins.list[Holding]]:
         """Every subscription and every holding now, as lists of their own."""
 
     def match_index(self) -> MatchIndex:
-        """Who receives a message (index.py), rebuilt after a change: read for every inbound message. A change
-        made while it is built (a topic-backed store applies records on another thread) bumps the version
+        """Who receives a message (index.py): read for every inbound message, so each part is rebuilt only
+        after a change of its own side (the holdings' part can be large: a million held numbers). A change
+        made while it is built (a topic-backed store applies records on another thread) bumps a version
         again, so the next read rebuilds it."""
-        version, cached = self._version, self._index
-        if cached is None or cached[0] != version:
-            subs, holdings = self._snapshot()
-            cached = self._index = (version, MatchIndex(subs, holdings))
-        return cached[1]
+        subs_v, holdings_v, cached = self._subs_version, self._holdings_version, self._index
+        if cached is not None and cached[0] == subs_v and cached[1] == holdings_v:
+            return cached[2]
+        subs, holdings = self._snapshot()
+        index = MatchIndex(
+            cached[2].groups if cached is not None and cached[0] == subs_v else OwnerGroups(subs),
+            cached[2].holders if cached is not None and cached[1] == holdings_v else HoldersIndex(holdings),
+        )
+        self._index = (subs_v, holdings_v, index)
+        return index
 
     @abc.abstractmethod
     async def get(self, subscription_id: str) -> Subscription | None: ...
@@ -129,9 +141,9 @@ class InMemorySubscriptionStore(SubscriptionStore):
 
     async def put_holding(self, holding: Holding) -> None:
         self._holdings[holding.owner] = holding
-        self._changed()
+        self._changed(holding=True)
 
     async def delete_holding(self, owner: str) -> bool:
         existed = self._holdings.pop(owner, None) is not None
-        self._changed()
+        self._changed(holding=True)
         return existed

@@ -98,7 +98,7 @@ class TopicSubscriptionStore(SubscriptionStore):
             self._holdings.pop(owner, None)
         else:
             self._holdings[owner] = holding
-        self._changed()
+        self._changed(holding=True)
 
     async def get(self, subscription_id: str) -> Subscription | None:
         return self._subs.get(subscription_id)
@@ -114,14 +114,14 @@ class TopicSubscriptionStore(SubscriptionStore):
         key = holding.owner.encode("utf-8")
         await self._producer.send(self.holdings_topic, holding_to_record(holding), key=key)
         self._holdings[holding.owner] = holding
-        self._changed()
+        self._changed(holding=True)
 
     async def delete_holding(self, owner: str) -> bool:
         assert self._producer is not None, "start() first"
         existed = owner in self._holdings
         await self._producer.send(self.holdings_topic, None, key=owner.encode("utf-8"))
         self._holdings.pop(owner, None)
-        self._changed()
+        self._changed(holding=True)
         return existed
 
     async def list(self, owner: str | None = None) -> list[Subscription]:

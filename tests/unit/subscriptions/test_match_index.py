@@ -80,7 +80,7 @@ def test_the_index_answers_exactly_what_every_subscription_read_plainly_answers(
         owner: Holding(owner=owner, numbers=numbers, prefixes=prefixes, route_ids=routes)
         for owner, (numbers, prefixes, routes) in held.items()
     }
-    index = MatchIndex(made, held_by.values())
+    index = MatchIndex.of(made, held_by.values())
     for msg in msgs:
         assert [s.id for s in index.targets(msg)] == naive_targets(made, held_by, msg)
 
@@ -132,3 +132,18 @@ async def test_a_change_is_seen_by_the_next_message(change: str) -> None:
         await store.delete_holding("a")
         want = []
     assert [s.id for s in await delivery.targets(msg)] == want
+
+
+async def test_each_part_of_the_index_is_rebuilt_only_when_its_own_side_changes() -> None:
+    """The holdings' part can be large (a million held numbers): a subscription change must not rebuild it,
+    nor a holding change the subscriptions' part."""
+    store = InMemorySubscriptionStore(holdings=[Holding(owner="a", numbers=["+85230001000"])])
+    await store.put(Subscription(owner="a", url="https://a.example/"))
+    first = store.match_index()
+    assert store.match_index() is first  # nothing changed: the same index
+    await store.put(Subscription(owner="a", url="https://a.example/2"))
+    second = store.match_index()
+    assert second.holders is first.holders and second.groups is not first.groups
+    await store.put_holding(Holding(owner="b", numbers=["+85230001001"]))
+    third = store.match_index()
+    assert third.groups is second.groups and third.holders is not second.holders
