@@ -8,17 +8,26 @@ the address alone plus the carrier's default region.
 
 from __future__ import annotations
 
-from smsflow.numbers import normalize_number
+from smsflow.numbers import NumberInfo, normalize_number
 from smsflow.smpp.address import Address
 
 
-def address_key(addr: Address, default_region: str | None) -> str:
-    info = normalize_number(addr.digits, addr.ton, addr.npi, default_region)
+def number_key(info: NumberInfo) -> str:
+    """One side of the key, from the address as read (``info.original`` is the carrier's text)."""
     if info.e164:
         return info.e164.lstrip("+")
-    return addr.digits.strip().upper()
+    return info.original.strip().upper()
+
+
+def address_key(addr: Address, default_region: str | None) -> str:
+    return number_key(normalize_number(addr.digits, addr.ton, addr.npi, default_region))
 
 
 def conversation_key(source: Address, dest: Address, default_region: str | None) -> str:
     """``destination|source``, each normalised: the key of every ``sms.raw.v1`` record."""
     return f"{address_key(dest, default_region)}|{address_key(source, default_region)}"
+
+
+def conversation_key_of(source: NumberInfo, dest: NumberInfo) -> str:
+    """The same key from addresses already read (the connector reads them once for key and record)."""
+    return f"{number_key(dest)}|{number_key(source)}"

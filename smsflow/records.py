@@ -3,7 +3,7 @@ mirror it field by field for the type checker, the wire format is the schema's).
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 
 class RawPdu(TypedDict):
@@ -26,6 +26,8 @@ class RawPdu(TypedDict):
     data_coding: int
     pdu: bytes
     remote_addr: str | None
+    # how the connector read the addresses (smsflow/numbers/handoff.py); absent or None from other writers
+    numbers: NotRequired[str | None]
 
 
 class QuarantinedPdu(TypedDict):

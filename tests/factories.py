@@ -61,6 +61,7 @@ def raw_record(
         "data_coding": data_coding,
         "pdu": pdu,
         "remote_addr": None,
+        "numbers": None,  # no hand-off (smsflow/numbers/handoff.py): the ingest stage reads the addresses
     }
 
 

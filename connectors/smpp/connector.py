@@ -20,8 +20,9 @@ from connectors.smpp.route_observer import RouteObserver, carrier_routes
 from connectors.smpp.session import EsmeSession, InboundPdu, RejectedPdu, SessionSettings
 from smsflow.config import CarrierConfig
 from smsflow.ingest.quarantine import quarantine_record
-from smsflow.keys import conversation_key
+from smsflow.keys import conversation_key_of
 from smsflow.metrics import CONNECTOR_PDUS, CONNECTOR_STORE_SECONDS
+from smsflow.numbers.handoff import read_pair
 from smsflow.producer import AsyncProducer, KafkaUnavailable
 from smsflow.records import RawPdu
 from smsflow.routing.model import RoutingSection
@@ -143,6 +144,10 @@ class SmppConnector:
                 "smpp.pdu_bytes": len(item.raw),
             },
         ) as span:
+            # Read once: for the key, and handed on to the ingest stage (smsflow/numbers/handoff.py).
+            src_info, dst_info, numbers = read_pair(
+                src.digits, src.ton, dst.digits, dst.ton, carrier.default_region
+            )
             record: RawPdu = {
                 "carrier_id": carrier.id,
                 "route_id": carrier.route_id,
@@ -161,8 +166,9 @@ class SmppConnector:
                 "data_coding": int(p.get("data_coding", 0)),
                 "pdu": item.raw,
                 "remote_addr": item.remote_addr,
+                "numbers": numbers,
             }
-            key = conversation_key(src, dst, carrier.default_region)
+            key = conversation_key_of(src_info, dst_info)
             try:
                 with _tracer.start_as_current_span(
                     f"send {RAW_TOPIC}",

@@ -47,12 +47,19 @@ def enrich(
     dest_ton: int,
     dest_npi: int,
     default_region: str | None = None,
+    numbers: tuple[NumberInfo, NumberInfo] | None = None,
 ) -> Enrichment:
     """Enrich one whole (reassembled, decoded) message. ``default_region`` is the ISO region of the
-    route the message came in on (from the carrier config): it reads national numbers."""
+    route the message came in on (from the carrier config): it reads national numbers. ``numbers``:
+    the two addresses already read that way (smsflow/numbers/handoff.py), if they were."""
+    if numbers is None:
+        numbers = (
+            normalize_number(source_addr, source_ton, source_npi, default_region),
+            normalize_number(dest_addr, dest_ton, dest_npi, default_region),
+        )
     return Enrichment(
-        source=normalize_number(source_addr, source_ton, source_npi, default_region),
-        destination=normalize_number(dest_addr, dest_ton, dest_npi, default_region),
+        source=numbers[0],
+        destination=numbers[1],
         otp=extract_otp(text),
         signature=sender_signature(text),
         language=detect_language(text),

@@ -44,6 +44,7 @@ from smsflow.ingest.reassembly import (
     single,
 )
 from smsflow.ingest.receipts import is_receipt, parse_receipt
+from smsflow.numbers.handoff import handed
 from smsflow.records import DeliveryReceipt, InboundMessage
 from smsflow.smpp.constants import CommandId, TlvTag
 from smsflow.smpp.pdu import PduError, decode_pdu
@@ -272,9 +273,13 @@ class IngestProcessor:
                 # committed offset. Re-derive what it did the first time.
                 if hdr.state == "done" and hdr.completed_by == origin:
                     parts = store.held(rkey, hdr.total)
-                    out += self._complete(assemble(hdr, parts), origin, seg.received_at, partition, rkey=rkey)
+                    whole = assemble(hdr, parts)
+                    whole.numbers = seg.numbers
+                    out += self._complete(whole, origin, seg.received_at, partition, rkey=rkey)
                 elif hdr.is_open:
-                    out += self._maybe_complete(rkey, hdr, origin, offset, seg.received_at, partition)
+                    out += self._maybe_complete(
+                        rkey, hdr, origin, offset, seg.received_at, partition, seg.numbers
+                    )
                 return out
             # a carrier retransmission of a part we hold (of a message in flight or already delivered)
             self.stats.duplicate_parts += 1
@@ -307,7 +312,7 @@ class IngestProcessor:
                 f"reassembled user data would exceed the cap of {self.settings.max_message_bytes} octets"
             )
         store.put_part(rkey, seg, offset, traceparent)
-        out += self._maybe_complete(rkey, hdr, origin, offset, seg.received_at, partition)
+        out += self._maybe_complete(rkey, hdr, origin, offset, seg.received_at, partition, seg.numbers)
         return out
 
     def _start(
@@ -321,7 +326,14 @@ class IngestProcessor:
         return hdr
 
     def _maybe_complete(
-        self, rkey: str, hdr: PartialHeader, origin: str, offset: int, t: int, partition: int
+        self,
+        rkey: str,
+        hdr: PartialHeader,
+        origin: str,
+        offset: int,
+        t: int,
+        partition: int,
+        numbers: str | None = None,
     ) -> list[Publish]:
         total = hdr.total
         parts = self.parts.held(rkey, total)
@@ -334,7 +346,10 @@ class IngestProcessor:
         idx = self._index.get(partition)
         if idx is not None:
             idx.open.pop(rkey, None)
-        return self._complete(assemble(closed, parts), origin, t, partition, rkey=rkey)
+        whole = assemble(closed, parts)
+        # every part has this message's address texts (the reassembly key); handed() checks the rest
+        whole.numbers = numbers
+        return self._complete(whole, origin, t, partition, rkey=rkey)
 
     def _close_incomplete(self, rkey: str, hdr: PartialHeader, partition: int, why: str) -> Outputs:
         """Emit what is held as incomplete now; delete it only once that output is durable."""
@@ -425,6 +440,7 @@ class IngestProcessor:
             seq=seq if ref is not None else 1,
             meta=meta,
             other_ies=ies,
+            numbers=raw.get("numbers"),
         )
 
     def _receipt_in_text(self, carrier: str, esm: int, ud: bytes, dc: int) -> bool:
@@ -499,6 +515,7 @@ class IngestProcessor:
         except TextDecodeError as exc:
             reason = f"text does not decode as data_coding 0x{a.data_coding:02X}: {exc}"
             return [self.quarantine(as_raw, reason, origin, partition)]
+        region = self.settings.default_regions.get(carrier)
         info = enrich(
             decoded.text if decoded.encoding != "binary" else "",
             meta["src"],
@@ -507,7 +524,8 @@ class IngestProcessor:
             meta["dst"],
             meta["dst_ton"],
             meta["dst_npi"],
-            self.settings.default_regions.get(carrier),
+            region,
+            numbers=handed(a.numbers, meta["src"], meta["src_ton"], meta["dst"], meta["dst_ton"], region),
         )
         src_id = info.source.e164 or info.source.display
         dst_id = info.destination.e164 or info.destination.display

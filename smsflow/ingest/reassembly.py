@@ -46,6 +46,8 @@ class Segment:
     seq: int = 1
     meta: dict[str, Any] = field(default_factory=dict)
     other_ies: list[tuple[int, bytes]] = field(default_factory=list)
+    # the raw record's ``numbers`` (the connector's reading of the addresses); never stored in a table
+    numbers: str | None = None
 
     @property
     def is_multipart(self) -> bool:
@@ -154,6 +156,8 @@ class Assembled:
     traceparents: list[str]
     missing: list[int]
     other_ies: list[tuple[int, bytes]]
+    # the ``numbers`` of the raw record that completed it (smsflow/numbers/handoff.py checks they fit)
+    numbers: str | None = None
 
 
 class PartStore:
@@ -278,6 +282,7 @@ def single(seg: Segment, traceparent: str | None) -> Assembled:
         traceparents=[traceparent] if traceparent else [],
         missing=[],
         other_ies=list(seg.other_ies),
+        numbers=seg.numbers,
     )
 
 

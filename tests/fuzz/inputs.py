@@ -286,6 +286,7 @@ def raw_record(pdu: bytes, carrier: str, received_at: int) -> dict[str, Any]:
         "data_coding": int(p.get("data_coding", 0)),
         "pdu": pdu,
         "remote_addr": None,
+        "numbers": None,
     }
 
 

@@ -18,6 +18,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from devkit.registry import RegistryThread
+from smsflow.numbers.handoff import read_pair
 from smsflow.topics import TopicSpec, ensure_topics
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ def _raw_pdu_record() -> dict[str, Any]:
         "data_coding": 8,
         "pdu": bytes(range(40)),
         "remote_addr": "127.0.0.1:2775",
+        "numbers": read_pair("85261234567", 1, "85230001000", 1, "HK")[2],
     }
 
 
