@@ -401,6 +401,14 @@ class ApiConfig(_Strict):
         description="subscriptions one owner may have; creating one more answers 409. Every inbound message "
         "is matched against every subscription, so one owner's count must not slow everyone's traffic",
     )
+    max_filter_entries: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="entries one list of a subscription's filters may hold (destination_numbers, "
+        "destination_prefixes, countries, sender_signatures, route_ids); more answers 422 naming the list. "
+        "Every worker and API process keeps every subscription's lists in memory",
+    )
 
 
 class OutboundConfig(_Strict):

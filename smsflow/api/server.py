@@ -117,6 +117,7 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
     settings = ApiSettings(
         rotation_overlap_s=cfg.api.rotation_overlap_s,
         max_subscriptions_per_owner=cfg.api.max_subscriptions_per_owner,
+        max_filter_entries=cfg.api.max_filter_entries,
         https_only=cfg.webhooks.https_only,
         address_policy=AddressPolicy() if cfg.webhooks.block_private_addresses else None,
     )

@@ -46,12 +46,18 @@ from smsflow.subscriptions.model import (
 )
 from smsflow.subscriptions.store import SubscriptionStore
 
+# The lists of MessageFilter, and how long one entry may be (a number, prefix, route id or sender signature;
+# E.164 numbers have at most 15 digits, signatures are a few words).
+FILTER_LISTS = ("destination_numbers", "destination_prefixes", "countries", "sender_signatures", "route_ids")
+MAX_FILTER_ENTRY_CHARS = 64
+
 
 @dataclass(frozen=True)
 class ApiSettings:
     rotation_overlap_s: float = 24 * 3600.0  # how long the previous secret keeps signing after a rotation
     max_rotation_overlap_s: float = 7 * 24 * 3600.0
     max_subscriptions_per_owner: int = 100  # api.max_subscriptions_per_owner
+    max_filter_entries: int = 1000  # api.max_filter_entries
     https_only: bool = False  # default for subscriptions that do not say
     # Refuse URLs whose host is a literal blocked IP or a localhost name at creation time (the sender checks
     # resolved addresses on every connection anyway). None accepts any host (local demo).
@@ -226,6 +232,36 @@ class SubscriptionHandlers:
                 raise validation_error(exc, f"endpoints.{i}.") from exc
         return out, shown
 
+    def _check_filter_size(self, filters: MessageFilter) -> None:
+        """Bound what one subscription's filters hold (every worker and API process keeps them in memory).
+        Checked here, not in MessageFilter: stored subscriptions keep loading if the limit is lowered."""
+        most = self.settings.max_filter_entries
+        details = []
+        for name in FILTER_LISTS:
+            values: list[str] = getattr(filters, name)
+            if len(values) > most:
+                details.append(
+                    ErrorDetail(
+                        code="too_many_entries",
+                        field=f"filters.{name}",
+                        message=f"{len(values)} entries, the most this deployment allows is {most} "
+                        "(api.max_filter_entries)",
+                    )
+                )
+            for i, value in enumerate(values):
+                if len(value) > MAX_FILTER_ENTRY_CHARS:
+                    details.append(
+                        ErrorDetail(
+                            code="invalid",
+                            field=f"filters.{name}.{i}",
+                            message=f"{len(value)} characters, the most is {MAX_FILTER_ENTRY_CHARS}",
+                        )
+                    )
+                    break
+        if details:
+            first = details[0]
+            raise ApiError(422, "validation_error", f"{first.field}: {first.message}", first.field, details)
+
     def _check_held(self, owner: str, filters: MessageFilter) -> None:
         """Refuse a filter reaching beyond what the owner holds (operator subscriptions hold everything)."""
         if is_operator_owner(owner):
@@ -265,6 +301,7 @@ class SubscriptionHandlers:
         else:
             raise ApiError(422, "validation_error", "owner: required with an operator key", "owner")
         self._check_url(body.url, body.https_only)
+        self._check_filter_size(body.filters)
         self._check_held(owner, body.filters)
         try:
             secret = SigningSecret.new(body.secret.get_secret_value() if body.secret else None)
@@ -309,6 +346,7 @@ class SubscriptionHandlers:
             if "url" in changes or "https_only" in changes:
                 self._check_url(changes.get("url", sub.url), https_only)
             if "filters" in changes:
+                self._check_filter_size(changes["filters"])
                 self._check_held(sub.owner, changes["filters"])
             given = changes.pop("endpoints", None)
             shown: dict[str, str] = {}

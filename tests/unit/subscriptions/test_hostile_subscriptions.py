@@ -143,3 +143,56 @@ def test_the_limit_is_a_bounded_setting() -> None:
     assert ApiConfig().max_subscriptions_per_owner == 100
     with pytest.raises(ValueError, match="max_subscriptions_per_owner"):
         ApiConfig(max_subscriptions_per_owner=0)
+
+
+async def test_a_filters_lists_are_bounded_and_the_answer_names_the_list() -> None:
+    """Matching no longer grows with the lists, but every worker and API process keeps them in memory: one
+    subscription's list holds at most ``api.max_filter_entries`` entries of at most 64 characters."""
+    store = InMemorySubscriptionStore(holdings=[Holding(owner="a", prefixes=["+852"])])
+    keys = ApiKeyStore()
+    token = keys.issue("a")[1]
+    auth = {"Authorization": f"Bearer {token}"}
+    app = create_api_app(store, keys, settings=ApiSettings(address_policy=None, max_filter_entries=50))
+    numbers = [f"+8523000{i:04d}" for i in range(51)]
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+
+        async def create(filters: dict[str, Any]) -> tuple[int, Any]:
+            r = await client.post(
+                "/v1/subscriptions", json={"url": "https://hooks.example/x", "filters": filters}, headers=auth
+            )
+            return r.status, await r.json()
+
+        status, body = await create({"destination_numbers": numbers})
+        assert status == 422 and body["error"]["field"] == "filters.destination_numbers"
+        assert (
+            "51 entries" in body["error"]["message"] and "api.max_filter_entries" in body["error"]["message"]
+        )
+        status, body = await create({"sender_signatures": ["x" * 65]})
+        assert status == 422 and body["error"]["field"] == "filters.sender_signatures.0"
+        status, body = await create({"route_ids": [str(i) for i in range(60)], "countries": ["HK"] * 60})
+        assert status == 422 and {d["field"] for d in body["details"]} == {
+            "filters.route_ids",
+            "filters.countries",
+        }
+        assert await store.list("a") == []
+        status, created = await create({"destination_numbers": numbers[:50], "sender_signatures": ["x" * 64]})
+        assert status == 201
+        # an update is held to the same bound, and leaves the subscription as it was
+        r = await client.patch(
+            f"/v1/subscriptions/{created['id']}",
+            json={"filters": {"destination_prefixes": ["+852"] * 51}},
+            headers=auth,
+        )
+        assert r.status == 422 and (await r.json())["error"]["field"] == "filters.destination_prefixes"
+        [kept] = await store.list("a")
+        assert kept.filters.destination_numbers == numbers[:50] and kept.filters.destination_prefixes == []
+
+
+def test_every_list_of_a_filter_is_bounded() -> None:
+    from smsflow.api.subscriptions import FILTER_LISTS
+
+    lists = {name for name, f in MessageFilter.model_fields.items() if f.annotation == list[str]}
+    assert lists == set(FILTER_LISTS)
+    assert ApiConfig().max_filter_entries == 1000
+    with pytest.raises(ValueError, match="max_filter_entries"):
+        ApiConfig(max_filter_entries=0)
