@@ -38,8 +38,11 @@ subscription that receives them then.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import datetime as dt
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -105,6 +108,18 @@ async def settled_ends(
     for p in waiting:
         out[p] = min(ends[p], max(starts.get(p, 0), got.get(p, -1)))
     return out
+
+
+class _ScanAbandoned(Exception):
+    """Raised in recover's scan thread when nobody will take what it finds any more."""
+
+
+_HAND_OVER_CHECK_S = 0.25  # how often a scan thread waiting to hand over a chunk checks it is still wanted
+
+
+def _log_scan_failure(scanner: asyncio.Future[None]) -> None:
+    if not scanner.cancelled() and scanner.exception() is not None:
+        log.warning("recover: the abandoned scan failed too: %s", scanner.exception())
 
 
 def key_partition(key: bytes, partitions: int) -> int:
@@ -180,25 +195,46 @@ class Redelivery:
             # 2. and 3., in the owner's turn for a scan slot
             loop = asyncio.get_running_loop()
             chunks: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue(maxsize=4)
+            abandoned = threading.Event()  # the queueing side failed or was cancelled: the scan stops
 
             def hand_over(chunk: list[dict[str, Any]] | None) -> None:
-                # blocks the scanning thread while the queue is full: back-pressure, bounded memory
-                asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
+                # blocks the scanning thread while the queue is full: back-pressure, bounded memory; but never
+                # after the queueing side is gone (Kafka refused a requeue, the client went away): the thread
+                # would wait for a reader that never comes, holding its consumer, for ever
+                put = asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop)
+                while True:
+                    if abandoned.is_set():
+                        put.cancel()
+                        raise _ScanAbandoned
+                    try:
+                        put.result(timeout=_HAND_OVER_CHECK_S)
+                        return
+                    except concurrent.futures.TimeoutError:
+                        continue
 
             def scan() -> None:
+                ranges = {p: (in_start[p], scan_end[p]) for p in in_end}
                 try:
-                    ranges = {p: (in_start[p], scan_end[p]) for p in in_end}
                     self.recover_scan(sub, since_ms, ranges, hand_over)
+                except _ScanAbandoned:
+                    return
                 finally:
-                    hand_over(None)
+                    if not abandoned.is_set():
+                        with contextlib.suppress(_ScanAbandoned):
+                            hand_over(None)
 
             reason = f"queued again by recover since {since.isoformat()}"
             count = 0
             async with self.slots.hold(sub.owner):
                 scanner = asyncio.ensure_future(asyncio.to_thread(scan))
-                while (chunk := await chunks.get()) is not None:
-                    await self._requeue(sub, chunk, reason)
-                    count += len(chunk)
+                try:
+                    while (chunk := await chunks.get()) is not None:
+                        await self._requeue(sub, chunk, reason)
+                        count += len(chunk)
+                except BaseException:
+                    abandoned.set()  # the scan thread ends at its next hand-over (and closes its consumer)
+                    scanner.add_done_callback(_log_scan_failure)
+                    raise
                 await scanner  # re-raises a scan failure
         log.info("recover: %d messages since %s queued for %s", count, since.isoformat(), sub.id)
         return RecoverOutcome(queued=count, not_examined=left)

@@ -264,3 +264,53 @@ async def test_a_ninth_request_of_one_tenant_is_a_429_with_retry_after() -> None
         answers = await asyncio.wait_for(asyncio.gather(*flood), 20)
         assert [r.status for r in answers] == [202] * PENDING_PER_OWNER
         assert (await recover(a_token, a_sub.id)).status == 202  # room again
+
+
+class FloodingRedelivery(StubbedRedelivery):
+    """A recover scan that finds far more than the queue between its thread and the API holds (4 chunks), and
+    a requeue that fails (Kafka refused it) or never ends (the client went away, the request is cancelled)."""
+
+    def __init__(self, requeue: str) -> None:
+        super().__init__()
+        self.caught_up.set()
+        self.requeue = requeue
+        self.scan_ended = threading.Event()
+        self.chunks_handed = 0
+
+    def recover_scan(self, sub: Subscription, since_ms: int, inbound: Any, emit: Any) -> None:
+        try:
+            for i in range(1000):
+                emit([{"message_id": f"m{i}"}])
+                self.chunks_handed += 1
+        finally:
+            self.scan_ended.set()
+
+    async def _requeue(self, sub: Subscription, payloads: list[dict[str, Any]], reason: str) -> None:
+        if self.requeue == "fails":
+            raise RuntimeError("Kafka refused the retry records")
+        await asyncio.Event().wait()
+
+
+async def test_a_failed_requeue_ends_the_scan_thread() -> None:
+    """Before, the scan thread blocked for ever handing over its next chunk, holding its Kafka consumer."""
+    red = FloodingRedelivery("fails")
+    with pytest.raises(RuntimeError, match="refused"):
+        await asyncio.wait_for(red.recover(sub("a"), SINCE), 5)
+    assert await asyncio.to_thread(red.scan_ended.wait, 3)
+    assert red.chunks_handed <= 6  # the queue's 4 and the one being handed over, not the 1,000
+    # the owner's request and slot are given back
+    assert (red.slots._pending, red.slots._running, red.slots._free) == ({}, set(), red.slots.slots)
+
+
+async def test_a_cancelled_recover_ends_the_scan_thread() -> None:
+    red = FloodingRedelivery("hangs")
+    task = asyncio.create_task(red.recover(sub("a"), SINCE))
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if red.chunks_handed >= 4:  # the queue is full: the thread now waits to hand over the next chunk
+            break
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(red.scan_ended.wait, 3)
+    assert red.chunks_handed <= 6
