@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from smsflow.enrich import detect_language
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from smsflow.enrich import detect_language, language
+from smsflow.enrich.corpus import load_corpus
+from smsflow.enrich.signature import signature_spans
+from smsflow.enrich.window import SCAN_CHARS
 
 
 @pytest.mark.parametrize(
@@ -38,3 +45,52 @@ def test_too_short_or_no_letters_is_none(text: str) -> None:
 
 def test_han_without_distinguishing_characters_is_plain_zh() -> None:
     assert detect_language("您的 123456") == "zh"
+
+
+# ---- digit runs: one answer per template -----------------------------------------------------------------
+# detect_language reads every ASCII digit run as one "0" and keeps the answers (an OTP template's texts differ
+# only in their digits). That is sound only if no rule reads a digit's value or a run's length.
+_plain = language._language_of_body.__wrapped__  # the body's reading, not cached and digits as they are
+CORPORA = sorted((Path(__file__).resolve().parents[2] / "data" / "enrich").glob("*.jsonl"))
+
+
+def _reference(text: str) -> str | None:
+    """detect_language as it was: the body's digits as sent, nothing kept."""
+    if not text:
+        return None
+    text = text[:SCAN_CHARS]
+    body = text
+    for start, end, _ in reversed(signature_spans(text)):
+        body = body[:start] + " " + body[end:]
+    return _plain(body)
+
+
+@pytest.mark.parametrize("corpus", CORPORA, ids=lambda p: p.name)
+def test_every_corpus_text_reads_as_it_did(corpus: Path) -> None:
+    rows = load_corpus(corpus)
+    assert rows
+    for row in rows:
+        assert language.detect_language(row["text"]) == _reference(row["text"]), row["text"]
+
+
+PIECES = st.sampled_from(
+    ["1", "22", "0", "123456", "9" * 40, "a", "ab", "Code", "ä", "é", " ", "-", "_", ".", "@", "://",
+     "http", "www.", "<#>", "验证码", "驗證", "コード", "인증", "รหัส", "код", "١٢٣", "【", "】", "[", "]",
+     "\n", "x1y", "Your code is", "您的验证码是"]
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(PIECES, max_size=30).map("".join))
+@example("a1b2c3d4e5f6g7h8i")  # digits between letters separate words: dropping them would make one word
+@example("Your1verification22code333is4444here")
+def test_digit_runs_never_change_the_answer(body: str) -> None:
+    assert _plain(body) == _plain(language._DIGIT_RUN.sub("0", body))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(PIECES, max_size=30).map("".join))
+@example("a1b2c3d4e5f6g7h8i")
+@example("【12306】Your1verification22code333is4444here")
+def test_the_kept_answer_is_the_answer(text: str) -> None:
+    assert language.detect_language(text) == _reference(text)
