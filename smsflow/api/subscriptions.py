@@ -46,10 +46,10 @@ from smsflow.subscriptions.model import (
 )
 from smsflow.subscriptions.store import SubscriptionStore
 
-# The lists of MessageFilter, and how long one entry may be (a number, prefix, route id or sender signature;
-# E.164 numbers have at most 15 digits, signatures are a few words).
+# The lists of MessageFilter, and how long one entry may be (numbers and signatures are short; a route id is
+# whatever the config names it: 255 leaves room for any sensible one and stops 100 KB entries).
 FILTER_LISTS = ("destination_numbers", "destination_prefixes", "countries", "sender_signatures", "route_ids")
-MAX_FILTER_ENTRY_CHARS = 64
+MAX_FILTER_ENTRY_CHARS = 255
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ def test_the_limit_is_a_bounded_setting() -> None:
 
 async def test_a_filters_lists_are_bounded_and_the_answer_names_the_list() -> None:
     """Matching no longer grows with the lists, but every worker and API process keeps them in memory: one
-    subscription's list holds at most ``api.max_filter_entries`` entries of at most 64 characters."""
+    subscription's list holds at most ``api.max_filter_entries`` entries of at most 255 characters."""
     store = InMemorySubscriptionStore(holdings=[Holding(owner="a", prefixes=["+852"])])
     keys = ApiKeyStore()
     token = keys.issue("a")[1]
@@ -167,7 +167,7 @@ async def test_a_filters_lists_are_bounded_and_the_answer_names_the_list() -> No
         assert (
             "51 entries" in body["error"]["message"] and "api.max_filter_entries" in body["error"]["message"]
         )
-        status, body = await create({"sender_signatures": ["x" * 65]})
+        status, body = await create({"sender_signatures": ["x" * 256]})
         assert status == 422 and body["error"]["field"] == "filters.sender_signatures.0"
         status, body = await create({"route_ids": [str(i) for i in range(60)], "countries": ["HK"] * 60})
         assert status == 422 and {d["field"] for d in body["details"]} == {
@@ -175,7 +175,9 @@ async def test_a_filters_lists_are_bounded_and_the_answer_names_the_list() -> No
             "filters.countries",
         }
         assert await store.list("a") == []
-        status, created = await create({"destination_numbers": numbers[:50], "sender_signatures": ["x" * 64]})
+        status, created = await create(
+            {"destination_numbers": numbers[:50], "sender_signatures": ["x" * 255]}
+        )
         assert status == 201
         # an update is held to the same bound, and leaves the subscription as it was
         r = await client.patch(
