@@ -60,7 +60,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         409: "The subscription is disabled; on create, the owner has `api.max_subscriptions_per_owner` "
         "subscriptions already (`error.code` = `subscription_limit`)",
         422: "A field is invalid; `error.field` names it (`idempotency_conflict`: the key was used for "
-        "another request)",
+        "another request; a filter list longer than `api.max_filter_entries`: `filters.<list>`)",
         429: f"The owner has {PENDING_PER_OWNER} resend/recover requests in progress already; retry after "
         "`Retry-After` seconds",
         501: "Not available in this deployment",
