@@ -25,7 +25,10 @@ def address_key(addr: Address, default_region: str | None) -> str:
 
 def conversation_key(source: Address, dest: Address, default_region: str | None) -> str:
     """``destination|source``, each normalised: the key of every ``sms.raw.v1`` record."""
-    return f"{address_key(dest, default_region)}|{address_key(source, default_region)}"
+    return conversation_key_of(
+        normalize_number(source.digits, source.ton, source.npi, default_region),
+        normalize_number(dest.digits, dest.ton, dest.npi, default_region),
+    )
 
 
 def conversation_key_of(source: NumberInfo, dest: NumberInfo) -> str:

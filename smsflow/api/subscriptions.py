@@ -48,7 +48,7 @@ from smsflow.subscriptions.store import SubscriptionStore
 
 # The lists of MessageFilter, and how long one entry may be (numbers and signatures are short; a route id is
 # whatever the config names it: 255 leaves room for any sensible one and stops 100 KB entries).
-FILTER_LISTS = ("destination_numbers", "destination_prefixes", "countries", "sender_signatures", "route_ids")
+FILTER_LISTS = tuple(name for name, f in MessageFilter.model_fields.items() if f.annotation == list[str])
 MAX_FILTER_ENTRY_CHARS = 255
 
 

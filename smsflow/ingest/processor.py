@@ -273,8 +273,7 @@ class IngestProcessor:
                 # committed offset. Re-derive what it did the first time.
                 if hdr.state == "done" and hdr.completed_by == origin:
                     parts = store.held(rkey, hdr.total)
-                    whole = assemble(hdr, parts)
-                    whole.numbers = seg.numbers
+                    whole = assemble(hdr, parts, seg.numbers)
                     out += self._complete(whole, origin, seg.received_at, partition, rkey=rkey)
                 elif hdr.is_open:
                     out += self._maybe_complete(
@@ -346,10 +345,7 @@ class IngestProcessor:
         idx = self._index.get(partition)
         if idx is not None:
             idx.open.pop(rkey, None)
-        whole = assemble(closed, parts)
-        # every part has this message's address texts (the reassembly key); handed() checks the rest
-        whole.numbers = numbers
-        return self._complete(whole, origin, t, partition, rkey=rkey)
+        return self._complete(assemble(closed, parts, numbers), origin, t, partition, rkey=rkey)
 
     def _close_incomplete(self, rkey: str, hdr: PartialHeader, partition: int, why: str) -> Outputs:
         """Emit what is held as incomplete now; delete it only once that output is durable."""

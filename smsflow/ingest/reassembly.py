@@ -248,8 +248,10 @@ class PartStore:
             del self.table[k]
 
 
-def assemble(hdr: PartialHeader, parts: dict[int, HeldPart]) -> Assembled:
-    """Join the held parts in sequence order (all of them, or what there is after a timeout)."""
+def assemble(hdr: PartialHeader, parts: dict[int, HeldPart], numbers: str | None = None) -> Assembled:
+    """Join the held parts in sequence order (all of them, or what there is after a timeout). ``numbers``: the
+    raw record's of the part that completed it (every part has the message's address texts: they are in the
+    reassembly key; smsflow/numbers/handoff.py checks the rest)."""
     total = hdr.total
     data = b"".join(base64.b64decode(parts[i].payload_b64) for i in range(1, total + 1) if i in parts)
     missing = [i for i in range(1, total + 1) if i not in parts]
@@ -269,6 +271,7 @@ def assemble(hdr: PartialHeader, parts: dict[int, HeldPart]) -> Assembled:
         traceparents=tps,
         missing=missing,
         other_ies=[(int(i), base64.b64decode(d)) for i, d in hdr.ies],
+        numbers=numbers,
     )
 
 
