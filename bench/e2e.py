@@ -920,7 +920,7 @@ async def run(
                 scen = scen[:1] + scen[1:] * args.repeat
                 for key, make in scen:
                     spies = []
-                    if args.profile and key.startswith("sat"):
+                    if args.profile and key.startswith(tuple(args.profile_scenarios.split(","))):
                         for role, pid in system.pids().items():
                             if role.startswith(("worker", "connector", "ingest")):
                                 spies.append(
@@ -1062,6 +1062,12 @@ def main(argv: list[str] | None = None) -> int:
         "before that)",
     )
     ap.add_argument("--profile", action="store_true", help="py-spy the smsflow worker/connector (saturation)")
+    ap.add_argument(
+        "--profile-scenarios",
+        default="sat",
+        help="with --profile: the scenarios profiled, comma list of key prefixes (sat, sat-single, sat-mp, "
+        "rate1000, ...; default: every saturation run)",
+    )
     ap.add_argument(
         "--profile-blocking",
         action="store_true",

@@ -123,7 +123,12 @@ def worker(
 def ingest(
     config: ConfigOpt,
     batch_max: Annotated[
-        int, typer.Option(min=1, max=10_000, help="most raw records taken per batch (never a wait for more)")
+        int,
+        typer.Option(
+            min=1,
+            max=10_000,
+            help="most raw records taken per batch (waits for more only while busy: worker.ingest_gather_ms)",
+        ),
     ] = 500,
     loglevel: str = "warning",
 ) -> None:

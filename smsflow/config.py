@@ -332,6 +332,20 @@ class WorkerConfig(_Strict):
         le=10_000,
         description="most raw records the ingest agent takes at once of those fetched (1: one at a time)",
     )
+    ingest_gather_ms: float = Field(
+        default=10.0,
+        ge=0,
+        le=100,
+        description="the direct ingest loop, while busy (ingest_gather_above_per_s), holds a batch open "
+        "this long for more records: one produce request per partition for more SMS (0: never; "
+        "docs/BENCHMARKS.md)",
+    )
+    ingest_gather_above_per_s: float = Field(
+        default=400.0,
+        gt=0,
+        description="records per second (over the last half second) above which the loop gathers; below it "
+        "every batch is what has arrived, and no SMS waits",
+    )
     inbound_reader: Literal["faust", "direct"] = Field(
         default="faust",
         description="who reads sms.inbound.v1 for the deliver stage: Faust's consumer (the 'deliver' "

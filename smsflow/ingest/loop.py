@@ -5,8 +5,8 @@ confluent-kafka consumer and producer, without Faust.
 (``smsflow worker --stage deliver --stage routes --stage outbound``). It does what the Faust ingest agent
 does (streams/ingest.py), with the same ``IngestProcessor``, the same tables (their changelog topics are
 Faust's, so either kind of process can read what the other wrote), the same outputs, ids and trace context,
-and the same order of durability. Per batch (``consume`` of up to ``batch_max`` records, never a wait for
-more):
+and the same order of durability. Per batch (``consume`` of up to ``batch_max`` records; a wait for more only
+while the loop is busy, ``worker.ingest_gather_ms`` at most: ``next_batch``):
 
 1. each record, in log order, through the one guarded boundary: decoded, processed, encoded; anything it does
    wrong quarantines that record with its reason and the loop goes on;
@@ -82,6 +82,42 @@ CLOSE_COMMIT_WAIT_S = 5.0
 # produce request each and woke the next stage's fetch for each (docs/BENCHMARKS.md, "Issue 13, the ingest
 # loop's outputs in one request per batch"). A batch of one, at low rates, is flushed at once as before.
 OUTPUTS_LINGER_MS = 100
+
+
+PACE_PERIOD_S = 0.5  # the arrival rate that decides gathering is counted over periods this long
+
+
+class Pace:
+    """Whether the loop is busy enough to gather: records handled per second, counted over the last whole
+    ``PACE_PERIOD_S``. Below ``above_per_s`` the gather window is 0 (a lone SMS never waits for company);
+    above it, ``window_s``. A burst after a quiet spell is counted within half a second."""
+
+    __slots__ = ("_count", "_start", "above_per_s", "clock", "rate", "window")
+
+    def __init__(self, window_s: float, above_per_s: float, clock: Callable[[], float]) -> None:
+        self.window = window_s
+        self.above_per_s = above_per_s
+        self.clock = clock
+        self._start = clock()
+        self._count = 0
+        self.rate = 0.0  # records per second in the last whole period
+
+    def count(self, n: int) -> None:
+        now = self.clock()
+        elapsed = now - self._start
+        if elapsed >= PACE_PERIOD_S:
+            # a period with no record at all ends at the next batch: its rate is what was counted over it
+            self.rate = self._count / elapsed
+            self._start, self._count = now, 0
+        self._count += n
+
+    def window_s(self) -> float:
+        if self.window <= 0:
+            return 0.0
+        # the period in progress counts too: a burst is seen before its first period ends
+        elapsed = self.clock() - self._start
+        current = self._count / elapsed if elapsed >= 0.05 else 0.0
+        return self.window if max(self.rate, current) >= self.above_per_s else 0.0
 
 
 class IngestLoopFailed(RuntimeError):
@@ -192,6 +228,7 @@ class DirectIngest:
         conf.update(consumer_conf or {})
         self.consumer = Consumer(conf)
         self._last_tick = self.clock()
+        self.pace = Pace(worker.ingest_gather_ms / 1000, worker.ingest_gather_above_per_s, clock)
 
     # ---- the loop ------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -220,16 +257,33 @@ class DirectIngest:
     def next_batch(self) -> list[Any]:
         """What the consumer has fetched already, up to ``batch_max`` records; when nothing is there, a wait
         for the first record (until the next tick is due), then what came with it. ``consume(n, timeout)``
-        alone would wait for n records or the whole timeout: a lone SMS would wait the timeout out."""
+        alone would wait for n records or the whole timeout: a lone SMS would wait the timeout out.
+
+        While busy (``Pace``: more than ``worker.ingest_gather_above_per_s`` records per second) the batch is
+        held open ``worker.ingest_gather_ms`` for more: its outputs go as one produce request per partition
+        either way, so at 1,000 SMS/s a batch of 3 records cost the broker ~0.7 requests per SMS for
+        sms.inbound.v1 and the changelogs, and one of ~15 far fewer (docs/BENCHMARKS.md). Below that rate
+        nothing waits."""
         records = self.consumer.consume(self.batch_max, timeout=0)
-        if records:
-            return records
-        first = self.consumer.poll(self._wait_s())
-        if first is None:
-            return []
-        if self.batch_max == 1:
-            return [first]
-        return [first, *self.consumer.consume(self.batch_max - 1, timeout=0)]
+        if not records:
+            first = self.consumer.poll(self._wait_s())
+            if first is None:
+                return []
+            if self.batch_max == 1:
+                return [first]
+            records = [first, *self.consumer.consume(self.batch_max - 1, timeout=0)]
+        window = self.pace.window_s()
+        if window > 0:
+            end = self.clock() + min(window, self._wait_s())
+            while len(records) < self.batch_max:
+                left = end - self.clock()
+                if left <= 0:
+                    break
+                more = self.consumer.consume(self.batch_max - len(records), timeout=left)
+                if not more:  # the window is over (a real consume returns nothing only at its timeout)
+                    break
+                records.extend(more)
+        return records
 
     def stop(self) -> None:
         self.running = False
@@ -275,6 +329,9 @@ class DirectIngest:
     def handle_batch(self, records: Iterable[Any]) -> None:
         """Process every record in log order, produce the outputs and changelog writes, flush, commit."""
         self.stats.batches += 1
+        if not isinstance(records, list):
+            records = list(records)
+        self.pace.count(len(records))
         done: dict[int, int] = {}  # partition -> next offset, of the records handled in this batch
         for rec in records:
             err = rec.error()

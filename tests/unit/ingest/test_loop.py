@@ -14,6 +14,7 @@ from smsflow.ingest.loop import (
     CLOSE_COMMIT_WAIT_S,
     COMMIT_INTERVAL_S,
     DirectIngest,
+    Pace,
     PartitionState,
     ingest_group,
 )
@@ -278,6 +279,132 @@ def test_a_batch_is_what_is_fetched_never_a_wait_for_more(loop: DirectIngest) ->
     assert [c[0] for c in fake.calls] == ["consume", "poll", "consume"]
     assert fake.calls[2] == ("consume", (3, 0))
     assert 0 < fake.calls[1][1] <= 0.2  # the wait is bounded (ticks and a stop are noticed)
+
+
+class TrickleConsumer(FakeConsumer):
+    """A consume that waits (timeout > 0) gets what ``trickle`` says arrives meanwhile, and the wait takes
+    the clock forward by its whole timeout unless it filled up first."""
+
+    def __init__(self, clock: Clock, trickle: list[Any], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.clock = clock
+        self.trickle = list(trickle)
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        out = super().consume(num_messages, timeout)
+        if timeout > 0 and len(out) < num_messages:
+            got, self.trickle = (
+                self.trickle[: num_messages - len(out)],
+                self.trickle[num_messages - len(out) :],
+            )
+            out = [*out, *got]
+            if len(out) < num_messages:
+                self.clock.now += timeout
+        return out
+
+
+def _feed(pace: Pace, per_s: float, seconds: float) -> None:
+    """Batches every 10 ms at ``per_s`` records per second for ``seconds``, as handle_batch counts them."""
+    for _ in range(round(seconds / 0.01)):
+        pace.clock.now += 0.01  # type: ignore[attr-defined]
+        pace.count(round(per_s * 0.01))
+
+
+def _busy(loop: DirectIngest, per_s: float) -> None:
+    """A second of traffic at ``per_s`` records per second (ticks kept up with meanwhile)."""
+    _feed(loop.pace, per_s, 1.0)
+    loop._last_tick = loop.clock()
+
+
+def test_a_quiet_loop_never_holds_a_batch_open(loop: DirectIngest) -> None:
+    # below ingest_gather_above_per_s (400/s by default): the batch is what has arrived, as before
+    _busy(loop, 300)
+    fake = TrickleConsumer(loop.clock, trickle=["late"], queued=["a", "b"])  # type: ignore[arg-type]
+    loop.consumer = fake  # type: ignore[assignment]
+    assert loop.next_batch() == ["a", "b"]
+    assert fake.calls == [("consume", (4, 0))]
+
+
+def test_a_busy_loop_holds_its_batch_open_for_the_gather_window(loop: DirectIngest) -> None:
+    _busy(loop, 1000)
+    fake = TrickleConsumer(loop.clock, trickle=["c"], queued=["a", "b"])  # type: ignore[arg-type]
+    loop.consumer = fake  # type: ignore[assignment]
+    t0 = loop.clock()
+    assert loop.next_batch() == ["a", "b", "c"]
+    # one wait for the rest of the batch, as long as worker.ingest_gather_ms (10 ms), and no longer
+    assert fake.calls == [("consume", (4, 0)), ("consume", (2, pytest.approx(0.010)))]
+    assert loop.clock() - t0 == pytest.approx(0.010)
+    # a batch that fills up ends the wait at once
+    fake = TrickleConsumer(loop.clock, trickle=["c", "d", "e"], queued=["a", "b"])  # type: ignore[arg-type]
+    loop.consumer = fake  # type: ignore[assignment]
+    t0 = loop.clock()
+    assert loop.next_batch() == ["a", "b", "c", "d"]
+    assert loop.clock() == t0
+    # and a full batch waits for nothing
+    fake = TrickleConsumer(loop.clock, trickle=["x"], queued=list("abcdef"))  # type: ignore[arg-type]
+    loop.consumer = fake  # type: ignore[assignment]
+    assert loop.next_batch() == list("abcd")
+    assert len(fake.calls) == 1
+
+
+def test_the_gather_never_delays_a_tick(loop: DirectIngest) -> None:
+    _busy(loop, 1000)
+    loop._last_tick = loop.clock() - loop.tick_interval_s + 0.004  # the next tick is due in 4 ms
+    fake = TrickleConsumer(loop.clock, trickle=[], queued=["a"])  # type: ignore[arg-type]
+    loop.consumer = fake  # type: ignore[assignment]
+    assert loop.next_batch() == ["a"]
+    assert fake.calls[1] == ("consume", (3, pytest.approx(0.004)))
+
+
+def test_gathering_off_waits_for_nothing() -> None:
+    cfg = Config(worker={"ingest_gather_ms": 0})
+    d = DirectIngest(
+        cfg, "127.0.0.1:9", serde=None, settings=ingest_settings(cfg), batch_max=4, clock=Clock()
+    )
+    d.consumer.close()
+    _busy(d, 100_000)
+    fake = TrickleConsumer(d.clock, trickle=["late"], queued=["a"])  # type: ignore[arg-type]
+    d.consumer = fake  # type: ignore[assignment]
+    assert d.next_batch() == ["a"]
+    assert len(fake.calls) == 1
+
+
+def test_pace_follows_the_rate_both_ways() -> None:
+    clock = Clock()
+    pace = Pace(0.01, 400, clock)
+    assert pace.window_s() == 0  # nothing counted yet
+    _feed(pace, 300, 2.0)  # steady below the threshold
+    assert pace.window_s() == 0
+    # a burst is seen within a tenth of a second, before its first whole period ends
+    _feed(pace, 1000, 0.1)
+    assert pace.window_s() == 0.01
+    _feed(pace, 1000, 2.0)
+    assert pace.rate == pytest.approx(1000, rel=0.05) and pace.window_s() == 0.01
+    # traffic falls to 50/s: off again within a period and a half
+    _feed(pace, 100, 0.75)
+    assert pace.window_s() == 0
+    # a long silence: the first batch after it is not a burst, however large
+    clock.now += 60
+    pace.count(100)
+    assert pace.window_s() == 0
+
+
+def test_pace_sees_a_lone_multipart_pair_as_quiet() -> None:
+    clock = Clock()
+    pace = Pace(0.01, 400, clock)
+    for _ in range(100):  # 50 SMS/s, 20% of them two segments arriving together
+        clock.now += 0.02
+        pace.count(2 if _ % 5 == 0 else 1)
+        assert pace.window_s() == 0
+
+
+def test_the_gather_settings_are_validated_by_name() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="ingest_gather_ms"):
+        Config(worker={"ingest_gather_ms": 500})
+    with pytest.raises(ValidationError, match="ingest_gather_above_per_s"):
+        Config(worker={"ingest_gather_above_per_s": 0})
 
 
 def test_the_loop_has_its_own_group() -> None:
