@@ -389,6 +389,17 @@ def test_pace_follows_the_rate_both_ways() -> None:
     assert pace.window_s() == 0
 
 
+def test_the_first_batch_after_a_busy_spell_and_a_pause_does_not_wait() -> None:
+    """The rate of the last whole period must not outlive the period: a lone SMS a second after a burst
+    ended is asked about before it is counted."""
+    clock = Clock()
+    pace = Pace(0.01, 400, clock)
+    _feed(pace, 2000, 1.0)
+    assert pace.window_s() == 0.01
+    clock.now += 1.0  # the burst is over; nothing counted since
+    assert pace.window_s() == 0
+
+
 def test_pace_sees_a_lone_multipart_pair_as_quiet() -> None:
     clock = Clock()
     pace = Pace(0.01, 400, clock)
