@@ -59,18 +59,44 @@ class HoldersIndex:
         return owners
 
 
-class OwnerGroups:
-    """The subscriptions grouped by owner, in the store's order: built from the subscriptions only (rebuilt
-    when one changes, not when a holding does)."""
+def store_order(sub: Subscription) -> tuple[Any, str]:
+    """The store's order of subscriptions: creation time, then id."""
+    return (sub.created_at, sub.id)
 
-    def __init__(self, subscriptions: Iterable[Subscription]) -> None:
-        ordered = sorted(subscriptions, key=lambda s: (s.created_at, s.id))
-        self.rank = {s.id: i for i, s in enumerate(ordered)}
+
+class OwnerGroups:
+    """The subscriptions grouped by owner, each group in the store's order: built from the subscriptions only
+    (not when a holding changes), and after a change of some owners' subscriptions only their groups are
+    built again (``with_owners``): one owner changing its subscriptions must not make every worker sort every
+    subscription (~100 ms at 100,000 of them) for each change."""
+
+    def __init__(self, subscriptions: Iterable[Subscription] = ()) -> None:
         by_owner: dict[str, list[Subscription]] = {}
-        for sub in ordered:
+        for sub in subscriptions:
             by_owner.setdefault(sub.owner, []).append(sub)
-        self.by_owner = {owner: tuple(subs) for owner, subs in by_owner.items()}
-        self.operators = tuple(owner for owner in self.by_owner if is_operator_owner(owner))
+        self.by_owner: dict[str, tuple[Subscription, ...]] = {
+            owner: tuple(sorted(subs, key=store_order)) for owner, subs in by_owner.items()
+        }
+        self.operators: tuple[str, ...] = tuple(owner for owner in self.by_owner if is_operator_owner(owner))
+
+    def with_owners(self, changed: Mapping[str, Iterable[Subscription]]) -> OwnerGroups:
+        """These groups with each owner in ``changed`` given its subscriptions now (none: gone); the other
+        owners' groups are shared, not rebuilt."""
+        out = OwnerGroups()
+        by_owner = dict(self.by_owner)
+        operators = set(self.operators)
+        for owner, subs in changed.items():
+            group = tuple(sorted(subs, key=store_order))
+            if group:
+                by_owner[owner] = group
+                if is_operator_owner(owner):
+                    operators.add(owner)
+            else:
+                by_owner.pop(owner, None)
+                operators.discard(owner)
+        out.by_owner = by_owner
+        out.operators = tuple(operators)
+        return out
 
 
 class MatchIndex:
@@ -95,7 +121,7 @@ class MatchIndex:
             if sub.enabled and sub.matches(message)
         ]
         if len(out) > 1:
-            out.sort(key=lambda s: groups.rank[s.id])
+            out.sort(key=store_order)
         return out
 
 

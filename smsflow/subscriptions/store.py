@@ -12,10 +12,11 @@ from __future__ import annotations
 import abc
 import builtins
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 
 from smsflow.subscriptions.holdings import Holding
-from smsflow.subscriptions.index import HoldersIndex, MatchIndex, OwnerGroups
+from smsflow.subscriptions.index import HoldersIndex, MatchIndex, OwnerGroups, store_order
 from smsflow.subscriptions.model import Subscription
 
 log = logging.getLogger(__name__)
@@ -26,36 +27,86 @@ ChangeListener = Callable[[str, Subscription | None], Awaitable[None]]
 class SubscriptionStore(abc.ABC):
     def __init__(self) -> None:
         self._listeners: list[ChangeListener] = []
+        # Every subscription by id, and by owner then id. Changed only through ``_set_subscription`` (on any
+        # thread: a topic-backed store applies records on its follower's), under ``_lock``.
+        self._subs: dict[str, Subscription] = {}
+        self._by_owner: dict[str, dict[str, Subscription]] = {}
+        self._lock = threading.Lock()
         # bumped by every change of a subscription, or of a holding (``_changed``): the match index's parts
         self._subs_version = 0
         self._holdings_version = 0
+        # owners whose subscriptions changed since the index was built (None: build it from all of them)
+        self._dirty_owners: set[str] | None = None
         self._index: tuple[int, int, MatchIndex] | None = None
 
-    def _changed(self, *, holding: bool = False) -> None:
-        """Implementations call this after every change of a subscription (or, ``holding``, of a holding), on
-        any thread."""
-        if holding:
-            self._holdings_version += 1
-        else:
+    def _set_subscription(self, sub_id: str, sub: Subscription | None) -> Subscription | None:
+        """Store ``sub`` under ``sub_id`` (None: remove it), on any thread; returns what was there before."""
+        with self._lock:
+            before = self._subs.pop(sub_id, None) if sub is None else self._subs.get(sub_id)
+            if sub is not None:
+                self._subs[sub_id] = sub
+            owners = set()
+            if before is not None:
+                owned = self._by_owner.get(before.owner)
+                if owned is not None:
+                    owned.pop(sub_id, None)
+                    if not owned:
+                        del self._by_owner[before.owner]
+                owners.add(before.owner)
+            if sub is not None:
+                self._by_owner.setdefault(sub.owner, {})[sub_id] = sub
+                owners.add(sub.owner)
             self._subs_version += 1
+            if self._dirty_owners is not None:
+                self._dirty_owners |= owners
+        return before
+
+    def _owned(self, owner: str) -> builtins.list[Subscription]:
+        """``owner``'s subscriptions, in no particular order."""
+        with self._lock:
+            return list(self._by_owner.get(owner, {}).values())
+
+    def _changed(self, *, holding: bool = False) -> None:
+        """Implementations call this after every change of a holding (``holding``; a subscription's change
+        is counted by ``_set_subscription``), on any thread."""
+        with self._lock:
+            if holding:
+                self._holdings_version += 1
+            else:
+                self._subs_version += 1
+                self._dirty_owners = None
 
     @abc.abstractmethod
-    def _snapshot(self) -> tuple[builtins.list[Subscription], builtins.list[Holding]]:
-        """Every subscription and every holding now, as lists of their own."""
+    def _holdings_now(self) -> builtins.list[Holding]:
+        """Every holding now, as a list of its own."""
 
     def match_index(self) -> MatchIndex:
         """Who receives a message (index.py): read for every inbound message, so each part is rebuilt only
-        after a change of its own side (the holdings' part can be large: a million held numbers). A change
-        made while it is built (a topic-backed store applies records on another thread) bumps a version
-        again, so the next read rebuilds it."""
+        after a change of its own side (the holdings' part can be large: a million held numbers), and of the
+        subscriptions' part only the groups of the owners whose subscriptions changed. A change made while
+        it is built (a topic-backed store applies records on another thread) bumps a version again, so the
+        next read rebuilds it."""
         subs_v, holdings_v, cached = self._subs_version, self._holdings_version, self._index
         if cached is not None and cached[0] == subs_v and cached[1] == holdings_v:
             return cached[2]
-        subs, holdings = self._snapshot()
-        index = MatchIndex(
-            cached[2].groups if cached is not None and cached[0] == subs_v else OwnerGroups(subs),
-            cached[2].holders if cached is not None and cached[1] == holdings_v else HoldersIndex(holdings),
+        groups = cached[2].groups if cached is not None else None
+        with self._lock:
+            subs_v = self._subs_version
+            dirty, self._dirty_owners = self._dirty_owners, set()
+            if cached is None or cached[0] != subs_v:
+                if groups is None or dirty is None:
+                    groups = OwnerGroups(list(self._subs.values()))
+                else:
+                    groups = groups.with_owners(
+                        {owner: list(self._by_owner.get(owner, {}).values()) for owner in dirty}
+                    )
+        holders = (
+            cached[2].holders
+            if cached is not None and cached[1] == holdings_v
+            else HoldersIndex(self._holdings_now())
         )
+        assert groups is not None
+        index = MatchIndex(groups, holders)
         self._index = (subs_v, holdings_v, index)
         return index
 
@@ -108,28 +159,27 @@ class SubscriptionStore(abc.ABC):
 class InMemorySubscriptionStore(SubscriptionStore):
     def __init__(self, subs: list[Subscription] | None = None, holdings: list[Holding] | None = None) -> None:
         super().__init__()
-        self._subs: dict[str, Subscription] = {s.id: s for s in subs or []}
+        for sub in subs or []:
+            self._set_subscription(sub.id, sub)
         self._holdings: dict[str, Holding] = {h.owner: h for h in holdings or []}
 
-    def _snapshot(self) -> tuple[builtins.list[Subscription], builtins.list[Holding]]:
-        return list(self._subs.values()), list(self._holdings.values())
+    def _holdings_now(self) -> builtins.list[Holding]:
+        return list(self._holdings.values())
 
     async def get(self, subscription_id: str) -> Subscription | None:
         return self._subs.get(subscription_id)
 
     async def list(self, owner: str | None = None) -> list[Subscription]:
-        subs = [s for s in self._subs.values() if owner is None or s.owner == owner]
-        return sorted(subs, key=lambda s: (s.created_at, s.id))
+        subs = list(self._subs.values()) if owner is None else self._owned(owner)
+        return sorted(subs, key=store_order)
 
     async def put(self, sub: Subscription) -> None:
-        self._subs[sub.id] = sub
-        self._changed()
+        self._set_subscription(sub.id, sub)
         await self._notify(sub.id, sub)
 
     async def delete(self, subscription_id: str) -> bool:
-        existed = self._subs.pop(subscription_id, None) is not None
+        existed = self._set_subscription(subscription_id, None) is not None
         if existed:
-            self._changed()
             await self._notify(subscription_id, None)
         return existed
 

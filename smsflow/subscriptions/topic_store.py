@@ -23,6 +23,7 @@ from smsflow.config import SubscriptionConfig
 from smsflow.producer import AsyncProducer, producer_conf
 from smsflow.schemas import HOLDINGS_TOPIC, SUBSCRIPTIONS_TOPIC
 from smsflow.subscriptions.holdings import Holding, holding_from_kafka, holding_to_record
+from smsflow.subscriptions.index import store_order
 from smsflow.subscriptions.model import (
     MessageFilter,
     SigningSecret,
@@ -50,7 +51,6 @@ class TopicSubscriptionStore(SubscriptionStore):
         self.topic = topic
         self.holdings_topic = holdings_topic
         self.box = box or SecretBox.from_env()
-        self._subs: dict[str, Subscription] = {}
         self._holdings: dict[str, Holding] = {}
         self._producer: AsyncProducer | None = None
         self._follower: CompactedFollower | None = None
@@ -77,18 +77,15 @@ class TopicSubscriptionStore(SubscriptionStore):
         else:
             self._apply(*subscription_from_kafka(msg.key() or b"", msg.value(), self.box))
 
-    def _snapshot(self) -> tuple[builtins.list[Subscription], builtins.list[Holding]]:
+    def _holdings_now(self) -> builtins.list[Holding]:
         # list() of a dict's values is one C call: safe while the follower's thread applies records
-        return list(self._subs.values()), list(self._holdings.values())
+        return list(self._holdings.values())
 
     def _apply(self, sub_id: str, sub: Subscription | None) -> None:
-        if sub is None:
-            changed = self._subs.pop(sub_id, None) is not None
-        else:
-            changed = self._subs.get(sub_id) != sub
-            self._subs[sub_id] = sub
+        have = self._subs.get(sub_id)
+        changed = have is not None if sub is None else have != sub
         if changed:
-            self._changed()
+            self._set_subscription(sub_id, sub)
         if changed and self._loop is not None and self._follower is not None and self._follower.loaded:
             with contextlib.suppress(RuntimeError):
                 asyncio.run_coroutine_threadsafe(self._notify(sub_id, sub), self._loop)
@@ -125,24 +122,22 @@ class TopicSubscriptionStore(SubscriptionStore):
         return existed
 
     async def list(self, owner: str | None = None) -> list[Subscription]:
-        subs = [s for s in self._subs.values() if owner is None or s.owner == owner]
-        return sorted(subs, key=lambda s: (s.created_at, s.id))
+        subs = list(self._subs.values()) if owner is None else self._owned(owner)
+        return sorted(subs, key=store_order)
 
     async def put(self, sub: Subscription) -> None:
         assert self._producer is not None, "start() first"
         await self._producer.send(
             self.topic, subscription_to_record(sub, self.box), key=subscription_record_key(sub.id)
         )
-        self._subs[sub.id] = sub
-        self._changed()
+        self._set_subscription(sub.id, sub)
         await self._notify(sub.id, sub)
 
     async def delete(self, subscription_id: str) -> bool:
         assert self._producer is not None, "start() first"
         existed = subscription_id in self._subs
         await self._producer.send(self.topic, None, key=subscription_record_key(subscription_id))
-        self._subs.pop(subscription_id, None)
-        self._changed()
+        self._set_subscription(subscription_id, None)
         if existed:
             await self._notify(subscription_id, None)
         return existed
