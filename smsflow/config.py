@@ -415,6 +415,14 @@ class ApiConfig(_Strict):
         description="subscriptions one owner may have; creating one more answers 409. Every inbound message "
         "is matched against every subscription, so one owner's count must not slow everyone's traffic",
     )
+    subscription_changes_per_minute: int = Field(
+        default=60,
+        ge=1,
+        le=100_000,
+        description="changes (create, update, delete, enable, disable, rotate) one owner's API keys may make "
+        "to its subscriptions per minute, per API process; more answers 429 with Retry-After. Every change "
+        "makes every worker and API process rebuild what it matches with (operators' keys are not counted)",
+    )
     max_filter_entries: int = Field(
         default=1000,
         ge=1,

@@ -61,8 +61,9 @@ def _errors(*codes: int) -> dict[str, Any]:
         "subscriptions already (`error.code` = `subscription_limit`)",
         422: "A field is invalid; `error.field` names it (`idempotency_conflict`: the key was used for "
         "another request; a filter list longer than `api.max_filter_entries`: `filters.<list>`)",
-        429: f"The owner has {PENDING_PER_OWNER} resend/recover requests in progress already; retry after "
-        "`Retry-After` seconds",
+        429: f"The owner has {PENDING_PER_OWNER} resend/recover requests in progress already, or (a change "
+        "of a subscription) has made `api.subscription_changes_per_minute` changes in the last minute; "
+        "retry after `Retry-After` seconds",
         501: "Not available in this deployment",
         503: "Not stored (Kafka unavailable); retry with the same Idempotency-Key",
     }
@@ -117,7 +118,7 @@ def build_openapi(routes: bool = True, messages_api: bool = True) -> dict[str, A
                 "requestBody": _json_body(subscriptions.SubscriptionCreate),
                 "responses": {
                     "201": _ok(subscriptions.SubscriptionCreated, "Created"),
-                    **_errors(400, *auth, 409, 422),
+                    **_errors(400, *auth, 409, 422, 429),
                 },
             },
         },
@@ -140,13 +141,13 @@ def build_openapi(routes: bool = True, messages_api: bool = True) -> dict[str, A
                         subscriptions.SubscriptionUpdated,
                         "Updated; secrets of endpoints it added, shown once",
                     ),
-                    **_errors(400, *auth, 404, 422),
+                    **_errors(400, *auth, 404, 422, 429),
                 },
             },
             "delete": {
                 "summary": "Delete a subscription",
                 "operationId": "deleteSubscription",
-                "responses": {"204": {"description": "Deleted"}, **_errors(*auth, 404)},
+                "responses": {"204": {"description": "Deleted"}, **_errors(*auth, 404, 429)},
             },
         },
         "/v1/subscriptions/{id}/rotate-secret": {
@@ -157,7 +158,7 @@ def build_openapi(routes: bool = True, messages_api: bool = True) -> dict[str, A
                 "requestBody": _json_body(subscriptions.RotateSecretRequest, required=False),
                 "responses": {
                     "200": _ok(subscriptions.RotateSecretResponse, "The new secret, shown only once"),
-                    **_errors(400, *auth, 404, 422),
+                    **_errors(400, *auth, 404, 422, 429),
                 },
             },
         },
@@ -166,7 +167,10 @@ def build_openapi(routes: bool = True, messages_api: bool = True) -> dict[str, A
             "post": {
                 "summary": "Enable (e.g. after automatic disabling)",
                 "operationId": "enableSubscription",
-                "responses": {"200": _ok(subscriptions.SubscriptionView, "Enabled"), **_errors(*auth, 404)},
+                "responses": {
+                    "200": _ok(subscriptions.SubscriptionView, "Enabled"),
+                    **_errors(*auth, 404, 429),
+                },
             },
         },
         "/v1/subscriptions/{id}/disable": {
@@ -177,7 +181,7 @@ def build_openapi(routes: bool = True, messages_api: bool = True) -> dict[str, A
                 "requestBody": _json_body(subscriptions.DisableRequest, required=False),
                 "responses": {
                     "200": _ok(subscriptions.SubscriptionView, "Disabled"),
-                    **_errors(400, *auth, 404, 422),
+                    **_errors(400, *auth, 404, 422, 429),
                 },
             },
         },

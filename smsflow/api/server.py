@@ -118,6 +118,7 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
         rotation_overlap_s=cfg.api.rotation_overlap_s,
         max_subscriptions_per_owner=cfg.api.max_subscriptions_per_owner,
         max_filter_entries=cfg.api.max_filter_entries,
+        subscription_changes_per_minute=cfg.api.subscription_changes_per_minute,
         https_only=cfg.webhooks.https_only,
         address_policy=AddressPolicy() if cfg.webhooks.block_private_addresses else None,
     )

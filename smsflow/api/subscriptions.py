@@ -15,7 +15,10 @@ list, docs/double-list.md). Each has its own signing secret and passes the same 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,6 +61,7 @@ class ApiSettings:
     max_rotation_overlap_s: float = 7 * 24 * 3600.0
     max_subscriptions_per_owner: int = 100  # api.max_subscriptions_per_owner
     max_filter_entries: int = 1000  # api.max_filter_entries
+    subscription_changes_per_minute: int = 60  # api.subscription_changes_per_minute
     https_only: bool = False  # default for subscriptions that do not say
     # Refuse URLs whose host is a literal blocked IP or a localhost name at creation time (the sender checks
     # resolved addresses on every connection anyway). None accepts any host (local demo).
@@ -192,11 +196,64 @@ async def owned_subscription(store: SubscriptionStore, request: web.Request, key
     return sub
 
 
+class ChangeBudget:
+    """How many subscription changes an owner may still make: a token bucket per owner of
+    ``per_minute`` tokens, refilled evenly over a minute (a burst of ``per_minute``, then one every
+    ``60 / per_minute`` s).
+
+    Every change of a subscription costs every worker and API process work for everyone's traffic: the
+    change is a record of ``sms.subscriptions.v1`` each of them applies, the match index's subscription
+    side is rebuilt, the double-list stages re-read their lists. An owner changing its subscriptions in a
+    loop would make every process do that continuously."""
+
+    PRUNE_AT = 10_000  # owners remembered before the full buckets are dropped
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(per_minute)
+        self.per_s = per_minute / 60.0
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # owner -> (tokens, when counted)
+
+    def take(self, owner: str) -> float:
+        """0 when ``owner`` may make a change now (it is counted), else the seconds until it may."""
+        now = self.clock()
+        tokens, at = self._buckets.get(owner, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - at) * self.per_s)
+        if tokens >= 1:
+            if len(self._buckets) >= self.PRUNE_AT and owner not in self._buckets:
+                self._prune(now)
+            self._buckets[owner] = (tokens - 1, now)
+            return 0.0
+        return (1 - tokens) / self.per_s
+
+    def _prune(self, now: float) -> None:
+        full = self.capacity / self.per_s  # a bucket untouched this long is full again: same as none
+        self._buckets = {o: (t, at) for o, (t, at) in self._buckets.items() if now - at < full}
+
+
 class SubscriptionHandlers:
     def __init__(self, store: SubscriptionStore, settings: ApiSettings) -> None:
         self.store = store
         self.settings = settings
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._budget = ChangeBudget(settings.subscription_changes_per_minute)
+
+    def _spend(self, key: ApiKey, owner: str) -> None:
+        """Count a change of ``owner``'s subscriptions made with a tenant's key, or refuse it (429) when the
+        owner has made ``api.subscription_changes_per_minute`` already. Operators' keys are not counted."""
+        if key.owner is None:
+            return
+        wait = self._budget.take(owner)
+        if wait > 0:
+            most = self.settings.subscription_changes_per_minute
+            raise ApiError(
+                429,
+                "too_many_requests",
+                f"owner {owner!r} has changed its subscriptions {most} times in the last minute, the most "
+                f"this deployment allows (api.subscription_changes_per_minute: {most}); retry after "
+                f"{math.ceil(wait)} s",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
 
     # -- shared checks --
 
@@ -320,6 +377,7 @@ class SubscriptionHandlers:
                     f"owner {owner!r} has {have} subscriptions, the most this deployment allows "
                     f"(api.max_subscriptions_per_owner: {most}); delete one first",
                 )
+            self._spend(key, owner)
             await self.store.put(sub)
         view = SubscriptionView.of(sub).model_dump()
         created = SubscriptionCreated(
@@ -363,6 +421,7 @@ class SubscriptionHandlers:
             data["endpoints"] = endpoints
             data["updated_at"] = utcnow()
             updated = self._build(data)
+            self._spend(key, sub.owner)
             await self.store.put(updated)
         view = SubscriptionView.of(updated).model_dump()
         return json_response(SubscriptionUpdated(**view, endpoint_secrets=shown))
@@ -370,6 +429,7 @@ class SubscriptionHandlers:
     async def delete_subscription(self, request: web.Request) -> web.Response:
         key = principal(request, Scope.WRITE)
         sub = await self._owned(request, key)
+        self._spend(key, sub.owner)
         await self.store.delete(sub.id)
         return web.Response(status=204)
 
@@ -405,6 +465,7 @@ class SubscriptionHandlers:
             else:
                 rotated = endpoint.model_copy(update={"secrets": [new, *kept]})
                 update = {"endpoints": [rotated if ep.id == endpoint.id else ep for ep in sub.endpoints]}
+            self._spend(key, sub.owner)
             await self.store.put(sub.model_copy(update={**update, "updated_at": now}))
         return json_response(
             RotateSecretResponse(
@@ -427,6 +488,7 @@ class SubscriptionHandlers:
                     "updated_at": utcnow(),
                 }
             )
+            self._spend(key, sub.owner)
             await self.store.put(updated)
         return json_response(SubscriptionView.of(updated))
 
@@ -438,6 +500,7 @@ class SubscriptionHandlers:
             updated = sub.model_copy(
                 update={"enabled": False, "disabled_reason": body.reason, "updated_at": utcnow()}
             )
+            self._spend(key, sub.owner)
             await self.store.put(updated)
         return json_response(SubscriptionView.of(updated))
 

@@ -5,7 +5,9 @@ API as a hostile tenant would: a filter was matched by walking its lists and re-
 tenant holding a prefix could list ~15,000 numbers per subscription (what fits in a 256 KB body) and make each
 such subscription cost every message 10-25 ms, and nothing bounded how many subscriptions it created. Now a
 filter's lists are sets built once (a match costs the same however long they are) and an owner has at most
-``api.max_subscriptions_per_owner`` subscriptions."""
+``api.max_subscriptions_per_owner`` subscriptions, and its keys may make
+``api.subscription_changes_per_minute`` changes a minute (each one makes every worker rebuild its match
+index)."""
 
 from __future__ import annotations
 
@@ -203,3 +205,86 @@ def test_every_list_of_a_filter_is_bounded() -> None:
     assert ApiConfig().max_filter_entries == 1000
     with pytest.raises(ValueError, match="max_filter_entries"):
         ApiConfig(max_filter_entries=0)
+
+
+async def test_an_owner_changing_its_subscriptions_in_a_loop_is_held_to_the_configured_rate() -> None:
+    """Every change of a subscription is a record every worker and API process applies, and each rebuilds
+    the subscription side of its match index (every subscription sorted: ~100 ms at 100,000 of them): an
+    owner's keys may make ``api.subscription_changes_per_minute`` changes a minute, every kind counted."""
+    store = InMemorySubscriptionStore(
+        holdings=[Holding(owner="a", numbers=["+85230001000"]), Holding(owner="b", numbers=["+85230001001"])]
+    )
+    keys = ApiKeyStore()
+    a = {"Authorization": f"Bearer {keys.issue('a')[1]}"}
+    b = {"Authorization": f"Bearer {keys.issue('b')[1]}"}
+    admin = {"Authorization": f"Bearer {keys.issue(None)[1]}"}
+    app = create_api_app(
+        store, keys, settings=ApiSettings(address_policy=None, subscription_changes_per_minute=6)
+    )
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        r = await client.post("/v1/subscriptions", json={"url": "https://hooks.example/a"}, headers=a)
+        assert r.status == 201
+        sub = (await r.json())["id"]
+        r = await client.post("/v1/subscriptions", json={"url": "https://hooks.example/a2"}, headers=a)
+        other = (await r.json())["id"]
+        # every kind of change counts: 2 creates, an update, a rotation, a disable, an enable = 6
+        calls: list[tuple[str, str, dict[str, Any] | None]] = [
+            ("patch", f"/v1/subscriptions/{sub}", {"description": "one"}),
+            ("post", f"/v1/subscriptions/{sub}/rotate-secret", None),
+            ("post", f"/v1/subscriptions/{sub}/disable", None),
+            ("post", f"/v1/subscriptions/{sub}/enable", None),
+        ]
+        for method, path, body in calls:
+            r = await getattr(client, method)(path, json=body, headers=a)
+            assert r.status == 200, (path, await r.text())
+        # the seventh within the minute: refused, with the setting named and when to come back
+        for method, path, body in [
+            ("patch", f"/v1/subscriptions/{sub}", {"description": "seven"}),
+            ("delete", f"/v1/subscriptions/{other}", None),
+            ("post", "/v1/subscriptions", {"url": "https://hooks.example/a3"}),
+        ]:
+            r = await getattr(client, method)(path, json=body, headers=a)
+            assert r.status == 429, (path, await r.text())
+            error = (await r.json())["error"]
+            assert error["code"] == "too_many_requests"
+            assert "api.subscription_changes_per_minute" in error["message"]
+            assert 1 <= int(r.headers["Retry-After"]) <= 10  # one change every 10 s at 6 a minute
+        # nothing refused was changed
+        kept = {s.id: s for s in await store.list("a")}
+        assert set(kept) == {sub, other} and kept[sub].description == "one"
+        # reads are not changes; another owner and an operator key are not held back by a's count
+        assert (await client.get(f"/v1/subscriptions/{sub}", headers=a)).status == 200
+        r = await client.post("/v1/subscriptions", json={"url": "https://hooks.example/b"}, headers=b)
+        assert r.status == 201
+        for i in range(10):
+            r = await client.patch(f"/v1/subscriptions/{sub}", json={"description": f"op{i}"}, headers=admin)
+            assert r.status == 200
+
+
+def test_the_change_budget_refills_evenly_and_forgets_idle_owners() -> None:
+    from smsflow.api.subscriptions import ChangeBudget
+
+    now = [0.0]
+    budget = ChangeBudget(60, clock=lambda: now[0])
+    assert all(budget.take("a") == 0 for _ in range(60))  # a burst of a minute's worth
+    assert budget.take("a") == pytest.approx(1.0)  # then one a second
+    now[0] += 0.5
+    assert budget.take("a") == pytest.approx(0.5)  # a refused attempt takes nothing
+    now[0] += 0.5
+    assert budget.take("a") == 0 and budget.take("a") > 0
+    assert budget.take("b") == 0  # owners are counted apart
+    now[0] += 3600  # an hour idle: full again, never more than the burst
+    assert sum(budget.take("a") == 0 for _ in range(100)) == 60
+    # many owners: the ones whose buckets are full again are forgotten, the ones still counting are kept
+    budget = ChangeBudget(60, clock=lambda: now[0])
+    budget.PRUNE_AT = 100
+    for i in range(100):
+        budget.take(f"idle{i}")
+    now[0] += 30
+    budget.take("busy")
+    now[0] += 31
+    assert budget.take("busy2") == 0
+    assert set(budget._buckets) == {"busy", "busy2"}
+    assert ApiConfig().subscription_changes_per_minute == 60
+    with pytest.raises(ValueError, match="subscription_changes_per_minute"):
+        ApiConfig(subscription_changes_per_minute=0)
