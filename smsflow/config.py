@@ -421,7 +421,7 @@ class ApiConfig(_Strict):
         le=100_000,
         description="changes (create, update, delete, enable, disable, rotate) one owner's API keys may make "
         "to its subscriptions per minute, per API process; more answers 429 with Retry-After. Every change "
-        "makes every worker and API process rebuild what it matches with (operators' keys are not counted)",
+        "is applied by every worker and API process (operators' keys are not counted)",
     )
     max_filter_entries: int = Field(
         default=1000,

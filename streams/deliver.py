@@ -49,6 +49,7 @@ from smsflow.delivery.failover import (
     ActiveList,
     EndpointChoice,
     choose_endpoint,
+    lists_routes,
     next_endpoint,
     route_of_endpoint,
     webhook_route_urls,
@@ -142,6 +143,9 @@ class KafkaDelivery:
             self.attempt_reader = AttemptReader(routing)
             self.attempt_tally = AttemptTally(routing.window.step_ms)
         self._attempt_routes_stale = True  # subscriptions' lists add routes (with_subscription_lists)
+        # the subscriptions with a secondary list (lists_routes), by id: read whole once, then kept by the
+        # store's change notices (None: not read yet)
+        self._listed: dict[str, Subscription] | None = None
         if self.attempt_reader is not None:
             store.add_listener(self._subscriptions_changed)
 
@@ -175,12 +179,14 @@ class KafkaDelivery:
         assert reader is not None and routing is not None and tally is not None
         if self._attempt_routes_stale:
             self._attempt_routes_stale = False  # before the await: a change while it reads marks it again
-            try:
-                subs = await self.store.list()
-            except Exception:
-                self._attempt_routes_stale = True  # read again with the next attempt
-                raise
-            reader.use(with_subscription_lists(routing, subs))
+            if self._listed is None:
+                try:
+                    subs = await self.store.list()
+                except Exception:
+                    self._attempt_routes_stale = True  # read again with the next attempt
+                    raise
+                self._listed = {sub.id: sub for sub in subs if lists_routes(sub)}
+            reader.use(with_subscription_lists(routing, self._listed.values()))
         attempt = reader.attempt(record)
         if attempt is not None:
             tally.add(attempt)
@@ -218,6 +224,15 @@ class KafkaDelivery:
             await self.producer.push()
 
     async def _subscriptions_changed(self, subscription_id: str, sub: Subscription | None) -> None:
+        listed = sub is not None and lists_routes(sub)
+        if self._listed is None:
+            return  # not read yet: the first attempt reads every subscription
+        if not listed and subscription_id not in self._listed:
+            return  # one list before and after: no route of the double list changed
+        if sub is not None and listed:
+            self._listed[subscription_id] = sub
+        else:
+            self._listed.pop(subscription_id, None)
         self._attempt_routes_stale = True
 
     async def quarantine(self, value: bytes, partition: int, offset: int, reason: str) -> None:

@@ -36,7 +36,7 @@ import orjson
 from faust.types import TP
 from opentelemetry import context as otel_context
 
-from smsflow.delivery.failover import with_subscription_lists
+from smsflow.delivery.failover import lists_routes, with_subscription_lists
 from smsflow.metrics import (
     ROUTE_ACTIVE,
     ROUTE_BOTH_DEGRADED,
@@ -203,16 +203,21 @@ class RoutesStage:
         store = self.ctx.subscriptions
         if store is not None:
             await self.ctx.subscriptions_ready.wait()
-            self.subscriptions = {sub.id: sub for sub in await store.list()}
+            # only those with a secondary list: the rest make no policy (lists_routes)
+            self.subscriptions = {sub.id: sub for sub in await store.list() if lists_routes(sub)}
             store.add_listener(self._subscription_changed)
         self.use(self.merged())
         self.lists_ready.set()
 
     async def _subscription_changed(self, subscription_id: str, sub: Subscription | None) -> None:
-        if sub is None:
-            self.subscriptions.pop(subscription_id, None)
-        else:
+        listed = sub is not None and lists_routes(sub)
+        if not listed and subscription_id not in self.subscriptions:
+            return  # a subscription with one list, before and after: no policy changed (every worker and
+            # API process hears every tenant's changes; rebuilding for each cost O(all subscriptions))
+        if sub is not None and listed:
             self.subscriptions[subscription_id] = sub
+        else:
+            self.subscriptions.pop(subscription_id, None)
         self.use(self.merged())
 
     async def feed(self) -> HealthFeed:

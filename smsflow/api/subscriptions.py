@@ -201,10 +201,10 @@ class ChangeBudget:
     ``per_minute`` tokens, refilled evenly over a minute (a burst of ``per_minute``, then one every
     ``60 / per_minute`` s).
 
-    Every change of a subscription costs every worker and API process work for everyone's traffic: the
-    change is a record of ``sms.subscriptions.v1`` each of them applies, the match index's subscription
-    side is rebuilt, the double-list stages re-read their lists. An owner changing its subscriptions in a
-    loop would make every process do that continuously."""
+    Every change of a subscription costs every worker and API process work beside everyone's traffic: it
+    is a record of ``sms.subscriptions.v1`` each of them applies, and each rebuilds its owner's part of the
+    match index (and, for a subscription with a secondary list, the double list's routes). An owner
+    changing its subscriptions in a loop would keep every process doing that."""
 
     PRUNE_AT = 10_000  # owners remembered before the full buckets are dropped
 

@@ -235,6 +235,14 @@ def subscription_policies(
     return out
 
 
+def lists_routes(sub: Subscription) -> bool:
+    """Whether ``with_subscription_lists`` reads anything of ``sub``: an enabled subscription with a
+    secondary list. A reader that keeps only these (and rebuilds only when one of them comes or goes or
+    changes) gets the same section as from every subscription, for a fraction of the work: most
+    subscriptions have one list, and a change of one of those changes nothing here."""
+    return sub.enabled and bool(sub.endpoint_list(ListName.SECONDARY))
+
+
 def with_subscription_lists(section: RoutingSection, subs: Iterable[Subscription]) -> RoutingSection:
     """``section`` plus a policy (and its webhook routes) for each enabled subscription with a secondary
     list, so that the health stage judges its endpoints and the decision stage decides its scope exactly as

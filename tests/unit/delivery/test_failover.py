@@ -793,3 +793,44 @@ async def test_a_quarantined_record_is_sent_at_once_a_delivery_event_waits_for_t
     assert producer.sent == ["sms.quarantine.v1"] and producer.pushes == 1
     await kd.event(DeliveryEvent(state=DeliveryState.DELIVERED, message_id="msg_1", subscription_id="sub_1"))
     assert producer.sent == ["sms.quarantine.v1", "sms.delivery.v1"] and producer.pushes == 1
+
+
+async def test_a_change_of_a_subscription_with_one_list_costs_the_double_list_nothing(receivers):
+    """Every worker hears every tenant's subscription changes. The subscriptions' routes were read again
+    (every subscription, sorted, then every one's lists: ~300 ms at 100,000) after any change; now only a
+    change of a subscription with a secondary list (before or after) makes them be read, and then from the
+    listed ones the stage keeps, not from the store."""
+    from smsflow.routing.model import parse_policies
+
+    class CountingStore(InMemorySubscriptionStore):
+        reads = 0
+
+        async def list(self, owner: str | None = None) -> list[Subscription]:
+            self.reads += 1
+            return await super().list(owner)
+
+    primary, secondary = await receivers(unavailable), await receivers()
+    sub = with_dr(primary, secondary)
+    store = CountingStore()
+    await store.put(sub)
+    async with WebhookSender(SenderConfig(address_policy=LOCAL)) as sender:
+        kd, sent = observing_delivery(
+            DeliveryEngine(sender), parse_policies({"subscription_lists": True}), store
+        )
+        await kd.attempt(sub, [msg(1)], 1, datetime.now(UTC), None)
+        assert [route for route, _ in await observed(kd, sent)] == ["sub_1.dr", "sub_1.main"]
+        assert store.reads == 1
+        for i in range(50):  # other tenants' one-list subscriptions come, change and go
+            other = Subscription(id=f"other_{i}", owner=f"t{i}", url="https://t.example/")
+            await store.put(other)
+            await store.put(other.model_copy(update={"description": "changed"}))
+            await store.delete(other.id)
+        assert not kd._attempt_routes_stale
+        # a subscription gains a secondary list: seen by the next attempt, without reading the store again
+        gained = with_dr(primary, secondary).model_copy(update={"id": "sub_2"})
+        await store.put(gained)
+        assert kd._attempt_routes_stale
+        sent.clear()
+        await kd.attempt(gained, [msg(2)], 1, datetime.now(UTC), None)
+        assert [route for route, _ in await observed(kd, sent)] == ["sub_2.dr", "sub_2.main"]
+        assert store.reads == 1

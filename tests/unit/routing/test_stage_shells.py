@@ -221,3 +221,39 @@ def test_the_config_keeps_its_own_policy_for_a_subscription_scope_and_disabled_o
     )
     wide = with_subscription_lists(sec, [api_subscription(), api_subscription(id="off", enabled=False)])
     assert wide.policies == sec.policies and wide.routes == sec.routes
+
+
+def test_the_subscriptions_without_a_secondary_list_add_nothing_to_the_section() -> None:
+    """The deliver and routes stages keep only the subscriptions ``lists_routes`` says the section reads:
+    the section must come out the same as from every subscription (config policies and routes, disabled
+    subscriptions, one-list subscriptions, route ids the config already uses, all mixed)."""
+    import random
+
+    from smsflow.delivery.failover import lists_routes, with_subscription_lists
+    from smsflow.routing.model import ListName as L
+    from smsflow.subscriptions.model import WebhookEndpoint
+
+    sec = parse_policies(
+        {
+            "routes": [
+                {"id": "hook-1", "kind": "webhook", "url": "https://main.example.com/sms"},
+                {"id": "hook-2", "kind": "webhook", "url": "https://dr.example.com/sms"},
+            ],
+            "policies": [{"scope": "subscription:s3", "primary": ["hook-1"], "secondary": ["hook-2"]}],
+        }
+    )
+    rng = random.Random(7)
+    for _ in range(200):
+        subs = []
+        for i in range(rng.randint(0, 8)):
+            endpoints = [
+                WebhookEndpoint(
+                    id=f"e{j}", role=rng.choice([L.PRIMARY, L.SECONDARY]), url=f"https://x{j}.example/"
+                )
+                for j in range(rng.randint(0, 2))
+            ]
+            subs.append(api_subscription(id=f"s{i}", enabled=rng.random() < 0.8, endpoints=endpoints))
+        rng.shuffle(subs)
+        assert with_subscription_lists(sec, [s for s in subs if lists_routes(s)]) == with_subscription_lists(
+            sec, subs
+        )
