@@ -208,10 +208,10 @@ class ChangeBudget:
 
     PRUNE_AT = 10_000  # owners remembered before the full buckets are dropped
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, per_minute: int, clock: Callable[[], float] | None = None) -> None:
         self.capacity = float(per_minute)
         self.per_s = per_minute / 60.0
-        self.clock = clock
+        self.clock = clock or (lambda: time.monotonic())
         self._buckets: dict[str, tuple[float, float]] = {}  # owner -> (tokens, when counted)
 
     def take(self, owner: str) -> float:
