@@ -291,11 +291,11 @@ async def test_a_tenants_routes_request_reads_only_its_own_subscriptions() -> No
     of any tenant: ~100 ms at 100,000 subscriptions on the API's event loop. A tenant's key reads its own."""
     from smsflow.subscriptions.model import Subscription
 
-    class Recording(InMemorySubscriptionStore):
-        asked: list[str | None] = []
+    asked: list[str | None] = []
 
+    class Recording(InMemorySubscriptionStore):
         async def list(self, owner: str | None = None) -> list[Subscription]:
-            self.asked.append(owner)
+            asked.append(owner)
             return await super().list(owner)
 
     store = Recording([Subscription(id=f"s{i}", owner=f"t{i}", url="https://t.example/") for i in range(50)])
@@ -306,6 +306,6 @@ async def test_a_tenants_routes_request_reads_only_its_own_subscriptions() -> No
         admin = {"Authorization": f"Bearer {keys.issue(None)[1]}"}
         assert (await client.get("/v1/routes", headers=tenant)).status == 200
         assert (await client.get("/v1/routes/prefix:+8526/active", headers=tenant)).status == 200
-        assert store.asked == ["acme", "acme"]
+        assert asked == ["acme", "acme"]
         assert (await client.get("/v1/routes", headers=admin)).status == 200
-        assert store.asked[-1] is None  # an operator sees every subscription's lists
+        assert asked[-1] is None  # an operator sees every subscription's lists
