@@ -13,15 +13,76 @@ itself, there is no window between "check" and "connect" for a second DNS answer
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
+
+LOOKUP_THREADS = 16  # system lookups (getaddrinfo) at once, in threads of the resolver's own
+
+
+class LookupResolver(AbstractResolver):
+    """The system's resolver (``getaddrinfo``: /etc/hosts, search domains, whatever nsswitch says), in
+    threads of its own.
+
+    aiohttp's threaded resolver runs ``getaddrinfo`` in the event loop's default executor (6 threads on 2
+    cores), which the worker also uses to flush Kafka producers before its commits. A customer's webhook
+    host whose name server never answers holds a thread for the system resolver's whole timeout (10-30 s),
+    so a few such hosts stalled everyone's commits and every other lookup. Here lookups wait for threads
+    of their own only; ``Http1Client`` adds one lookup per name at a time, remembers failures, and keeps
+    using a name's last addresses while it looks the name up again."""
+
+    def __init__(
+        self, threads: int = LOOKUP_THREADS, getaddrinfo: Callable[..., Any] = socket.getaddrinfo
+    ) -> None:
+        self._getaddrinfo = getaddrinfo
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dns")
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        loop = asyncio.get_running_loop()
+        lookup = functools.partial(
+            self._getaddrinfo, host, port, family=family, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG
+        )
+        infos = await loop.run_in_executor(self._pool, lookup)
+        out: list[ResolveResult] = []
+        for fam, _, proto, _, address in infos:
+            if fam == socket.AF_INET6:
+                if len(address) < 3:
+                    continue  # IPv6 not supported by this Python build
+                resolved, resolved_port = address[0], address[1]
+                if address[3]:  # a link-local address keeps its scope ("fe80::1%eth0")
+                    resolved, resolved_port_s = await loop.run_in_executor(
+                        self._pool, socket.getnameinfo, address, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
+                    )
+                    resolved_port = int(resolved_port_s)
+            elif fam == socket.AF_INET:
+                resolved, resolved_port = address[0], address[1]
+            else:
+                continue
+            out.append(
+                ResolveResult(
+                    hostname=host,
+                    host=resolved,
+                    port=resolved_port,
+                    family=fam,
+                    proto=proto,
+                    flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+                )
+            )
+        return out
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -127,7 +188,7 @@ class GuardedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         if self._inner is None:
-            self._inner = DefaultResolver()
+            self._inner = LookupResolver()
         results = await self._inner.resolve(host, port, family)
         for r in results:
             self._policy.check(host, r["host"])

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import ipaddress
 import math
 import re
@@ -40,15 +41,20 @@ from typing import Any
 import aiohappyeyeballs
 import httptools
 from aiohttp.abc import AbstractResolver
-from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from smsflow.delivery.egress import blocked_address
+from smsflow.delivery.egress import LookupResolver, blocked_address
 
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 MAX_INFORMATIONAL = 8  # 1xx answers skipped before the real one; a peer sending more is refused
 DNS_CACHE_S = 10.0
+# Past DNS_CACHE_S a name's last addresses are used this much longer while it is looked up again in the
+# background (serve-stale, RFC 8767): a name server slow to answer (or a lookup queue held up by another
+# customer's) does not hold an endpoint that resolved before. Every address is checked again by the socket
+# factory at connect time, as a fresh one is.
+DNS_STALE_S = 300.0
+DNS_FAILURE_CACHE_S = 10.0  # a lookup that failed is not tried again for this long: the failure is re-raised
 HAPPY_EYEBALLS_DELAY_S = 0.25
 
 SocketFactory = Callable[[tuple[Any, ...]], socket.socket]
@@ -455,6 +461,8 @@ class Http1Client:
         self._idle_count = 0
         self._busy: set[_Connection] = set()
         self._dns: dict[tuple[str, int], tuple[float, list[Any]]] = {}
+        self._dns_failed: dict[tuple[str, int], tuple[float, Exception]] = {}
+        self._lookups: dict[tuple[str, int], asyncio.Future[list[Any]]] = {}  # one per name at a time
         self._cleanup: asyncio.TimerHandle | None = None
         self.closed = False
         self.connections_made = 0  # how many connections were opened (tests read it)
@@ -567,14 +575,31 @@ class Http1Client:
             self._cleanup = asyncio.get_running_loop().call_later(self._keepalive_s, self._expire_idle)
 
     async def _addr_infos(self, host: str, port: int) -> list[Any]:
+        """The addresses to connect to: cached for ``DNS_CACHE_S``; then the cached ones while the name is
+        looked up again (up to ``DNS_STALE_S`` more); one lookup per name at a time, whoever asks; a failed
+        lookup answered from memory for ``DNS_FAILURE_CACHE_S``."""
         if _is_ip(host):  # a literal address is not resolved; the socket factory checks it
             return [_addr_info(host, port, 0)]
+        key = (host, port)
         now = self._clock()
-        cached = self._dns.get((host, port))
+        cached = self._dns.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
+        failed = self._dns_failed.get(key)
+        if failed is not None and failed[0] > now:
+            raise failed[1].with_traceback(None)
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = self._lookups[key] = asyncio.ensure_future(self._look_up(host, port))
+            lookup.add_done_callback(functools.partial(self._looked_up, key))
+        if cached is not None and now < cached[0] + DNS_STALE_S:
+            return cached[1]  # the last addresses, while the name is looked up again
+        # shielded: a request that gives up (its timeout) leaves the lookup to the others waiting for it
+        return await asyncio.shield(lookup)
+
+    async def _look_up(self, host: str, port: int) -> list[Any]:
         if self._resolver is None:
-            self._resolver = DefaultResolver()
+            self._resolver = LookupResolver()
         try:
             results = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
         except OSError as exc:
@@ -586,10 +611,23 @@ class Http1Client:
             infos.append(_addr_info(r["host"], r["port"], r["proto"]))
         if not infos:
             raise ResolveError(host, OSError(f"no address for {host}"))
-        if len(self._dns) > 4096:
-            self._dns.clear()
-        self._dns[(host, port)] = (now + DNS_CACHE_S, infos)
         return infos
+
+    def _looked_up(self, key: tuple[str, int], lookup: asyncio.Future[list[Any]]) -> None:
+        self._lookups.pop(key, None)
+        if lookup.cancelled():
+            return
+        exc = lookup.exception()  # retrieved here: a background refresh nobody awaits may fail
+        now = self._clock()
+        if exc is None:
+            if len(self._dns) > 4096:
+                self._dns.clear()
+            self._dns[key] = (now + DNS_CACHE_S, lookup.result())
+            self._dns_failed.pop(key, None)
+        elif isinstance(exc, Exception):
+            if len(self._dns_failed) > 4096:
+                self._dns_failed.clear()
+            self._dns_failed[key] = (now + DNS_FAILURE_CACHE_S, exc)
 
     async def _connect(self, t: Target) -> _Connection:
         infos = await self._addr_infos(t.host, t.port)
@@ -638,6 +676,8 @@ class Http1Client:
         self._idle_count = 0
         for conn in list(self._busy):
             conn.close()
+        for lookup in list(self._lookups.values()):
+            lookup.cancel()
         if self._resolver is not None:
             with contextlib.suppress(Exception):
                 await self._resolver.close()

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import socket
 import ssl
+import threading
 import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
+from smsflow.delivery.egress import LookupResolver
 from smsflow.delivery.http1 import (
     Disconnected,
     Http1Client,
@@ -366,5 +369,84 @@ async def test_a_peers_keep_alive_timeout_is_honoured_a_second_short(peer) -> No
         now[0] += 4.1  # past it: the peer may be closing it right now
         await post(client, url)
         assert client.connections_made == 2
+    finally:
+        await client.close()
+
+
+class Names:
+    """``getaddrinfo`` for the tests: a name in ``hang`` blocks until ``release`` (then fails), one in
+    ``fail`` fails at once, any other is 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.hang: set[str] = set()
+        self.fail: set[str] = set()
+        self.release = threading.Event()
+
+    def __call__(self, host: str, port: int, family: int = 0, type: int = 0, flags: int = 0) -> list[Any]:
+        self.calls[host] = self.calls.get(host, 0) + 1
+        if host in self.hang:
+            self.release.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        if host in self.fail:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+
+async def test_a_name_server_that_never_answers_holds_up_no_one_else(peer) -> None:
+    """A customer's webhook host whose name server never answers: its lookups held threads of the event
+    loop's default executor (6 on 2 cores) for the system resolver's whole timeout, one per attempt, and the
+    worker flushes its Kafka producers before every commit in that executor too. Now: one lookup per name
+    at a time, in the resolver's own threads; other names, the loop's executor and a name looked up before
+    all go on."""
+    names = Names()
+    now = [0.0]
+    client = Http1Client(
+        ssl_context=ssl.create_default_context(),
+        resolver=LookupResolver(threads=4, getaddrinfo=names),
+        clock=lambda: now[0],
+    )
+    try:
+        p, url = await peer(lambda i: OK)
+        port = url.split(":")[2].split("/")[0]
+        honest = f"http://honest.example:{port}/hook"
+        assert (await post(client, honest)).status == 204  # resolved once, before the trouble
+        names.hang = {f"slow{i}.example" for i in range(8)}
+        attempts = [post(client, f"http://slow{i % 8}.example:{port}/hook", timeout_s=0.3) for i in range(80)]
+        answers = await asyncio.gather(*attempts, return_exceptions=True)
+        assert all(isinstance(a, TimeoutError) for a in answers)
+        # 80 attempts, 8 names: 4 lookups hold the resolver's 4 threads, 4 wait for one; none twice
+        assert sum(names.calls.get(f"slow{i}.example", 0) for i in range(8)) <= 8
+        assert all(names.calls.get(f"slow{i}.example", 0) <= 1 for i in range(8))
+        # the loop's own executor is free (Kafka flushes, other lookups of the process)
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: 1), 1) == 1
+        # a name looked up before is used while it is looked up again behind the hanging ones
+        now[0] += 60  # past its 10 s: due for a lookup, which has to wait for a thread
+        assert (await post(client, honest, timeout_s=2)).status == 204
+        assert names.calls["honest.example"] == 1  # the new lookup is queued, not done
+        assert p.requests and len(p.requests) == 2
+    finally:
+        names.release.set()
+        await client.close()
+
+
+async def test_a_failed_lookup_is_remembered_for_a_while() -> None:
+    names = Names()
+    names.fail = {"gone.example"}
+    now = [0.0]
+    client = Http1Client(
+        ssl_context=ssl.create_default_context(),
+        resolver=LookupResolver(getaddrinfo=names),
+        clock=lambda: now[0],
+    )
+    try:
+        for _ in range(5):  # every attempt, and every retry, of every message to it
+            with pytest.raises(ResolveError, match=r"could not resolve gone\.example"):
+                await post(client, "http://gone.example:8080/hook")
+        assert names.calls["gone.example"] == 1
+        now[0] += 11
+        with pytest.raises(ResolveError):
+            await post(client, "http://gone.example:8080/hook")
+        assert names.calls["gone.example"] == 2
     finally:
         await client.close()
