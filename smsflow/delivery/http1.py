@@ -55,6 +55,9 @@ DNS_CACHE_S = 10.0
 # factory at connect time, as a fresh one is.
 DNS_STALE_S = 300.0
 DNS_FAILURE_CACHE_S = 10.0  # a lookup that failed is not tried again for this long: the failure is re-raised
+# Lookups one party (a customer: ``post(..., party=owner)``) may have running at once: a customer with many
+# host names whose name servers never answer holds at most this many of the resolver's threads.
+LOOKUPS_PER_PARTY = 4
 HAPPY_EYEBALLS_DELAY_S = 0.25
 
 SocketFactory = Callable[[tuple[Any, ...]], socket.socket]
@@ -463,18 +466,27 @@ class Http1Client:
         self._dns: dict[tuple[str, int], tuple[float, list[Any]]] = {}
         self._dns_failed: dict[tuple[str, int], tuple[float, Exception]] = {}
         self._lookups: dict[tuple[str, int], asyncio.Future[list[Any]]] = {}  # one per name at a time
+        self._party_lookups: dict[str | None, asyncio.Semaphore] = {}  # LOOKUPS_PER_PARTY each
         self._cleanup: asyncio.TimerHandle | None = None
         self.closed = False
         self.connections_made = 0  # how many connections were opened (tests read it)
 
     async def post(
-        self, url: str, body: bytes, headers: Mapping[str, str], *, max_body: int, timeout_s: float
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        max_body: int,
+        timeout_s: float,
+        party: str | None = None,
     ) -> Response:
         """POST ``body`` (JSON) with ``headers`` (besides Host, Content-Type, Content-Length, User-Agent,
         Accept-Encoding, which are the client's), all of it — waiting for a connection slot, resolving,
         connecting, the answer — within ``timeout_s``. Raises an :class:`HttpClientError`, or ``TimeoutError``
         when no answer's header section came in time; an answer whose body did not is returned with a
-        ``read_error``."""
+        ``read_error``. ``party``: whose request it is (the subscription's owner): a lookup of a name it
+        starts counts against its ``LOOKUPS_PER_PARTY``."""
         if self.closed:
             raise RuntimeError("the HTTP client is closed")
         t = target(url)
@@ -495,7 +507,7 @@ class Http1Client:
                             raise
                         conn.close()
                         self._busy.discard(conn)
-                conn = await self._connect(t)
+                conn = await self._connect(t, party)
                 self._busy.add(conn)
                 response = await conn.exchange(request, max_body)
         except TimeoutError:
@@ -574,7 +586,7 @@ class Http1Client:
         if self._idle_count and not self.closed:
             self._cleanup = asyncio.get_running_loop().call_later(self._keepalive_s, self._expire_idle)
 
-    async def _addr_infos(self, host: str, port: int) -> list[Any]:
+    async def _addr_infos(self, host: str, port: int, party: str | None = None) -> list[Any]:
         """The addresses to connect to: cached for ``DNS_CACHE_S``; then the cached ones while the name is
         looked up again (up to ``DNS_STALE_S`` more); one lookup per name at a time, whoever asks; a failed
         lookup answered from memory for ``DNS_FAILURE_CACHE_S``."""
@@ -590,18 +602,22 @@ class Http1Client:
             raise failed[1].with_traceback(None)
         lookup = self._lookups.get(key)
         if lookup is None:
-            lookup = self._lookups[key] = asyncio.ensure_future(self._look_up(host, port))
+            lookup = self._lookups[key] = asyncio.ensure_future(self._look_up(host, port, party))
             lookup.add_done_callback(functools.partial(self._looked_up, key))
         if cached is not None and now < cached[0] + DNS_STALE_S:
             return cached[1]  # the last addresses, while the name is looked up again
         # shielded: a request that gives up (its timeout) leaves the lookup to the others waiting for it
         return await asyncio.shield(lookup)
 
-    async def _look_up(self, host: str, port: int) -> list[Any]:
+    async def _look_up(self, host: str, port: int, party: str | None) -> list[Any]:
         if self._resolver is None:
             self._resolver = LookupResolver()
+        slots = self._party_lookups.get(party)
+        if slots is None:  # one per owner that has webhooks: owners are the deployment's customers
+            slots = self._party_lookups[party] = asyncio.Semaphore(LOOKUPS_PER_PARTY)
         try:
-            results = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
+            async with slots:
+                results = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
         except OSError as exc:
             if blocked_address(exc) is not None:  # the SSRF guard's refusal stays itself
                 raise
@@ -629,8 +645,8 @@ class Http1Client:
                 self._dns_failed.clear()
             self._dns_failed[key] = (now + DNS_FAILURE_CACHE_S, exc)
 
-    async def _connect(self, t: Target) -> _Connection:
-        infos = await self._addr_infos(t.host, t.port)
+    async def _connect(self, t: Target, party: str | None = None) -> _Connection:
+        infos = await self._addr_infos(t.host, t.port, party)
         loop = asyncio.get_running_loop()
         try:
             sock = await aiohappyeyeballs.start_connection(

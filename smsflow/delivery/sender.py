@@ -340,6 +340,7 @@ class WebhookSender:
                 headers,
                 max_body=self.config.max_response_body_bytes,
                 timeout_s=sub.timeout_seconds,
+                party=sub.owner,
             )
             fields = interpret_response(resp.status, resp.headers, resp.body, resp.truncated, resp.read_error)
             out = result(**fields, duration_ms=(time.monotonic() - t_send) * 1000)

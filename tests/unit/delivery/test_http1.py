@@ -430,6 +430,32 @@ async def test_a_name_server_that_never_answers_holds_up_no_one_else(peer) -> No
         await client.close()
 
 
+async def test_one_customers_hanging_names_hold_a_few_lookup_threads_only(peer) -> None:
+    """Eight names of one customer whose name servers never answer take at most LOOKUPS_PER_PARTY (4) of the
+    resolver's threads; another customer's new name is looked up at once on a thread left free."""
+    names = Names()
+    client = Http1Client(
+        ssl_context=ssl.create_default_context(), resolver=LookupResolver(threads=6, getaddrinfo=names)
+    )
+
+    async def send(url: str, party: str, timeout_s: float) -> Any:
+        return await client.post(url, b"{}", {}, max_body=1024, timeout_s=timeout_s, party=party)
+
+    try:
+        _, url = await peer(lambda i: OK)
+        port = url.split(":")[2].split("/")[0]
+        names.hang = {f"slow{i}.example" for i in range(8)}
+        hostile = [send(f"http://slow{i}.example:{port}/h", "mallory", 0.3) for i in range(8)]
+        assert all(
+            isinstance(a, TimeoutError) for a in await asyncio.gather(*hostile, return_exceptions=True)
+        )
+        assert sum(names.calls.values()) == 4  # the other four wait for mallory's own slots
+        assert (await send(f"http://new.example:{port}/h", "alice", 2)).status == 204
+    finally:
+        names.release.set()
+        await client.close()
+
+
 async def test_a_failed_lookup_is_remembered_for_a_while() -> None:
     names = Names()
     names.fail = {"gone.example"}
