@@ -85,7 +85,8 @@ class SubscriptionStore(abc.ABC):
         after a change of its own side (the holdings' part can be large: a million held numbers), and of the
         subscriptions' part only the groups of the owners whose subscriptions changed. A change made while
         it is built (a topic-backed store applies records on another thread) bumps a version again, so the
-        next read rebuilds it."""
+        next read rebuilds it. Read it on one thread (the deliver stage's event loop): two threads building
+        it at once could keep the older build."""
         subs_v, holdings_v, cached = self._subs_version, self._holdings_version, self._index
         if cached is not None and cached[0] == subs_v and cached[1] == holdings_v:
             return cached[2]
