@@ -481,7 +481,7 @@ async def test_a_failed_lookup_is_remembered_for_a_while() -> None:
 async def test_a_name_is_resolved_by_the_system_through_the_resolvers_own_threads(peer, client) -> None:
     """``LookupResolver`` against the real getaddrinfo (/etc/hosts): ``localhost`` may answer ::1 and
     127.0.0.1; the peer listens on the second, and the client connects to it."""
-    p, url = await peer(lambda i: OK)
+    _, url = await peer(lambda i: OK)
     port = url.split(":")[2].split("/")[0]
     assert (await post(client, f"http://localhost:{port}/hook")).status == 204
     resolver = LookupResolver()
