@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import hashlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -42,8 +43,37 @@ def cache_root() -> Path:
     return Path(env).expanduser().resolve() if env else REPO_ROOT / ".work"
 
 
+_PORT_CHOICE = random.Random()  # seeded from the OS per process: two test processes rarely pick alike
+LOWEST_CHOSEN_PORT = 10000
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The ports the OS hands out as the local end of outgoing connections (Linux's default if unreadable)."""
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that nothing listens on right now (the OS picks it; a tiny race remains, as everywhere)."""
+    """A port that nothing listens on right now, for a process started next to listen on.
+
+    Not one the OS would pick (``bind(0)``): those come from the ephemeral range, and until the process it
+    is meant for has bound it — seconds, for a Python process starting on a busy machine — any outgoing
+    connection on the machine (every Kafka client of a test makes several) may take it as its local port.
+    An e2e test's API then failed to start with EADDRINUSE in a loaded CI run. Below the ephemeral range
+    only another chooser like this one can collide with it."""
+    low, _high = ephemeral_port_range()
+    if low - LOWEST_CHOSEN_PORT >= 1000:
+        for _ in range(100):
+            port = _PORT_CHOICE.randrange(LOWEST_CHOSEN_PORT, low)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import statistics
 import time
 import urllib.error
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from devkit.local.jvm import free_port
 from devkit.simulator.traffic import TrafficMix
 
 pytestmark = pytest.mark.e2e
@@ -34,12 +34,6 @@ RATE = 30  # logical SMS per second: well inside one worker's capacity on a load
 KILLS = 3
 # Between kills the pipeline must be seen delivering again (so each kill hits a recovered worker).
 AFTER_RESTART_DELIVERED = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _worker_config(p: Any, name: str, health_ports: list[int]) -> Path:
@@ -60,7 +54,7 @@ def _worker_config(p: Any, name: str, health_ports: list[int]) -> Path:
 
 
 def _health_ports(mode: str) -> list[int]:
-    return [_free_port() for _ in range(2 if mode == "loop" else 1)]
+    return [free_port() for _ in range(2 if mode == "loop" else 1)]
 
 
 async def _wait_all_ready(ports: list[int], timeout: float) -> float:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from devkit.local.jvm import free_port
 from smsflow.sms.segmentation import split_for_smpp
 from smsflow.sms.text import encode_text
 from tests.e2e.conftest import PASSWORD
@@ -34,12 +34,6 @@ from tests.e2e.test_webhook_api import wait_api_up
 
 pytestmark = pytest.mark.e2e
 PEER = Path(__file__).resolve().parent.parent / "peers" / "netsmpp_smsc.pl"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _have_net_smpp() -> bool:
@@ -74,7 +68,7 @@ async def test_net_smpp_smsc_to_webhook(pipeline, tmp_path: Path) -> None:
         lines.append(f"85298765432\t85230001000\t8\t{seg.esm_class}\t{seg.short_message.hex()}")
     msgs = tmp_path / "messages.tsv"
     msgs.write_text("\n".join(lines) + "\n", encoding="ascii")
-    port = _free_port()
+    port = free_port()
     peer = await start_peer(PEER, str(port), "acct0", PASSWORD, str(msgs))
     assert peer.stdout is not None
     p = await pipeline(carriers=1, carrier_port=port)
@@ -135,7 +129,7 @@ async def test_net_smpp_smsc_takes_our_submits_and_its_receipts_end_them_deliver
     character) and multipart messages with 8-bit-reference UDH; the peer answers with hex message ids and
     sends DELIVRD receipts in the text form, the TLVs, or both; every message ends delivered through
     GET /v1/messages/{id}, and what the peer decoded is what the customer sent, each segment once."""
-    port = _free_port()
+    port = free_port()
     peer = await start_peer(MT_PEER, str(port), "acct0", PASSWORD)
     out: list[str] = []
 

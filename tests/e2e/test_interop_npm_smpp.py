@@ -15,7 +15,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from devkit.local.jvm import free_port
 from smsflow.sms.segmentation import split_for_smpp
 from smsflow.sms.text import encode_text
 from tests.e2e.conftest import PASSWORD
@@ -38,12 +38,6 @@ INITIAL_BACKOFF_S = 0.5
 TAG = {"sar_msg_ref_num": 0x020C, "sar_total_segments": 0x020E, "sar_segment_seqnum": 0x020F}
 TLV_NAMES = {0x0424: "message_payload", 0x020C: "sar_msg_ref_num", 0x020E: "sar_total_segments"}
 TLV_NAMES[0x020F] = "sar_segment_seqnum"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _install_npm_smpp() -> None:
@@ -187,7 +181,7 @@ async def test_npm_smpp_smsc_every_case_once_rebinds_fast_and_stops_clean(pipeli
     plan, bodies, receipts = build_plan(random.Random(14))
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan), encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     peer = await asyncio.create_subprocess_exec(
         "node",
         str(PEER),

@@ -10,7 +10,6 @@ back.
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import statistics
 import time
@@ -25,6 +24,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from devkit.local.jvm import free_port
 from devkit.simulator.traffic import TrafficMix
 from smsflow.delivery.signing import generate_secret
 from smsflow.schemas import DELIVERY_TOPIC, OPS_TOPIC, WEBHOOK_DLQ_TOPIC
@@ -365,12 +365,6 @@ async def test_scripted_failures_end_delivered_or_dead_lettered(pipeline, tmp_pa
         f"p50={statistics.median(during):.1f} p95={pct(during, 0.95):.1f} max={max(during):.1f}"
     )
     assert max(during) < 1000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

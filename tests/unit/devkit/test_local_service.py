@@ -113,3 +113,21 @@ def test_the_with_block_stops_the_service_on_the_way_out(tmp_path: Path) -> None
         pid = service.pid
         assert pid is not None
     assert not pid_alive(pid) and service.pid is None
+
+
+def test_a_chosen_port_is_never_one_an_outgoing_connection_could_take() -> None:
+    """An OS-chosen port (bind to 0) is in the ephemeral range, where any outgoing connection may take it
+    before the process it was chosen for has bound it (an e2e test's API failed with EADDRINUSE in a loaded
+    CI run). free_port chooses below that range, and the port can be bound."""
+    import socket
+
+    from devkit.local.jvm import LOWEST_CHOSEN_PORT, ephemeral_port_range, free_port
+
+    low, high = ephemeral_port_range()
+    assert LOWEST_CHOSEN_PORT < low <= high
+    ports = {free_port() for _ in range(50)}
+    assert all(LOWEST_CHOSEN_PORT <= p < low for p in ports)
+    assert len(ports) > 40  # chosen at random, not one after another
+    for port in list(ports)[:5]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
