@@ -22,9 +22,10 @@ import pytest
 import yaml
 
 from devkit.demo.pipeline import RoleProcess
+from devkit.local.jvm import free_port
 from devkit.simulator.traffic import TrafficMix
 from smsflow.roles import stage_args_beside_ingest_loop
-from tests.e2e.test_crash_consistency import RATE, _feed, _free_port, _wait_ready
+from tests.e2e.test_crash_consistency import RATE, _feed, _wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -93,7 +94,7 @@ async def test_ingest_loop_takes_over_from_faust_and_survives_kill_9(pipeline: A
         window=32,
         pipeline_cfg={"reassembly_timeout_s": 60},
     )
-    faust_port = _free_port()
+    faust_port = free_port()
     faust_cfg = _config(p, "worker-a", {"worker_port": faust_port})
     _start(p, "worker-faust", ["worker", "--config", str(faust_cfg), "--loglevel", "info"])
     p.start("connector")
@@ -113,11 +114,11 @@ async def test_ingest_loop_takes_over_from_faust_and_survives_kill_9(pipeline: A
     # the switch: the Faust worker stops (its group commits), a worker without ingest and two loops start
     p.stop("worker-faust")
     before_switch = len(p.receiver.log.messages)
-    worker_port = _free_port()
+    worker_port = free_port()
     worker_cfg = _config(p, "worker-b", {"worker_port": worker_port})
     stages = stage_args_beside_ingest_loop()
     _start(p, "worker-deliver", ["worker", "--config", str(worker_cfg), "--loglevel", "info", *stages])
-    loops = {name: _free_port() for name in ("ingest-a", "ingest-b")}
+    loops = {name: free_port() for name in ("ingest-a", "ingest-b")}
     configs = {name: _config(p, name, {"ingest_port": port}) for name, port in loops.items()}
     for name in loops:
         _start(p, name, ["ingest", "--config", str(configs[name]), "--loglevel", "info"])
