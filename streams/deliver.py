@@ -49,6 +49,7 @@ from smsflow.delivery.failover import (
     ActiveList,
     EndpointChoice,
     choose_endpoint,
+    keep_listed,
     lists_routes,
     next_endpoint,
     route_of_endpoint,
@@ -224,16 +225,10 @@ class KafkaDelivery:
             await self.producer.push()
 
     async def _subscriptions_changed(self, subscription_id: str, sub: Subscription | None) -> None:
-        listed = sub is not None and lists_routes(sub)
         if self._listed is None:
             return  # not read yet: the first attempt reads every subscription
-        if not listed and subscription_id not in self._listed:
-            return  # one list before and after: no route of the double list changed
-        if sub is not None and listed:
-            self._listed[subscription_id] = sub
-        else:
-            self._listed.pop(subscription_id, None)
-        self._attempt_routes_stale = True
+        if keep_listed(self._listed, subscription_id, sub):
+            self._attempt_routes_stale = True
 
     async def quarantine(self, value: bytes, partition: int, offset: int, reason: str) -> None:
         """An inbound record that cannot be read: keep it with the reason, do not block the partition."""

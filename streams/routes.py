@@ -36,7 +36,7 @@ import orjson
 from faust.types import TP
 from opentelemetry import context as otel_context
 
-from smsflow.delivery.failover import lists_routes, with_subscription_lists
+from smsflow.delivery.failover import keep_listed, lists_routes, with_subscription_lists
 from smsflow.metrics import (
     ROUTE_ACTIVE,
     ROUTE_BOTH_DEGRADED,
@@ -210,15 +210,10 @@ class RoutesStage:
         self.lists_ready.set()
 
     async def _subscription_changed(self, subscription_id: str, sub: Subscription | None) -> None:
-        listed = sub is not None and lists_routes(sub)
-        if not listed and subscription_id not in self.subscriptions:
-            return  # a subscription with one list, before and after: no policy changed (every worker and
-            # API process hears every tenant's changes; rebuilding for each cost O(all subscriptions))
-        if sub is not None and listed:
-            self.subscriptions[subscription_id] = sub
-        else:
-            self.subscriptions.pop(subscription_id, None)
-        self.use(self.merged())
+        # a subscription with one list, before and after, changes no policy: rebuilding for each of every
+        # tenant's changes cost O(all subscriptions)
+        if keep_listed(self.subscriptions, subscription_id, sub):
+            self.use(self.merged())
 
     async def feed(self) -> HealthFeed:
         if self._feed is None:

@@ -243,6 +243,16 @@ def lists_routes(sub: Subscription) -> bool:
     return sub.enabled and bool(sub.endpoint_list(ListName.SECONDARY))
 
 
+def keep_listed(listed: dict[str, Subscription], sub_id: str, sub: Subscription | None) -> bool:
+    """Apply a store's change notice (``sub`` None: deleted) to ``listed``, the subscriptions ``lists_routes``
+    keeps by id; whether ``with_subscription_lists`` over them may now answer differently. A subscription
+    with one list before and after changes nothing (every process hears every tenant's changes)."""
+    if sub is not None and lists_routes(sub):
+        listed[sub_id] = sub
+        return True
+    return listed.pop(sub_id, None) is not None
+
+
 def with_subscription_lists(section: RoutingSection, subs: Iterable[Subscription]) -> RoutingSection:
     """``section`` plus a policy (and its webhook routes) for each enabled subscription with a secondary
     list, so that the health stage judges its endpoints and the decision stage decides its scope exactly as

@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -337,11 +337,9 @@ class DirectIngest:
         return max(0.0, min(0.2, left))
 
     # ---- one batch -----------------------------------------------------------------------------------
-    def handle_batch(self, records: Iterable[Any]) -> None:
+    def handle_batch(self, records: list[Any]) -> None:
         """Process every record in log order, produce the outputs and changelog writes, flush, commit."""
         self.stats.batches += 1
-        if not isinstance(records, list):
-            records = list(records)
         self.pace.count(len(records))
         done: dict[int, int] = {}  # partition -> next offset, of the records handled in this batch
         for rec in records:

@@ -1,6 +1,8 @@
 """The double list on the webhook side: the endpoint an attempt goes to, and what delivery tells the stage."""
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -670,14 +672,18 @@ async def test_no_double_list_stage_no_observations(receivers):
         assert await observed(kd, sent) == [] and any(topic == "sms.delivery.v1" for topic, _, _ in sent)
 
 
-async def test_subscription_lists_follow_the_store(receivers):
-    """``routing.subscription_lists``: a subscription's endpoints are routes while it has a secondary list;
-    a change in the store is seen by the next attempt."""
+@contextlib.asynccontextmanager
+async def listed_delivery(
+    receivers: Any, store: InMemorySubscriptionStore
+) -> AsyncIterator[
+    tuple[KafkaDelivery, list[tuple[str, bytes, bytes]], Subscription, tuple[Endpoint, Endpoint]]
+]:
+    """``routing.subscription_lists`` on, ``sub_1`` in ``store`` with a primary answering 503 and a secondary
+    ``dr``; yielded once its first attempt has been observed on both routes (the store read once for it)."""
     from smsflow.routing.model import parse_policies
 
     primary, secondary = await receivers(unavailable), await receivers()
     sub = with_dr(primary, secondary)
-    store = InMemorySubscriptionStore()
     await store.put(sub)
     async with WebhookSender(SenderConfig(address_policy=LOCAL)) as sender:
         kd, sent = observing_delivery(
@@ -685,6 +691,14 @@ async def test_subscription_lists_follow_the_store(receivers):
         )
         await kd.attempt(sub, [msg(1)], 1, datetime.now(UTC), None)
         assert await observed(kd, sent) == [("sub_1.dr", "success"), ("sub_1.main", "throttled")]
+        yield kd, sent, sub, (primary, secondary)
+
+
+async def test_subscription_lists_follow_the_store(receivers):
+    """``routing.subscription_lists``: a subscription's endpoints are routes while it has a secondary list;
+    a change in the store is seen by the next attempt."""
+    store = InMemorySubscriptionStore()
+    async with listed_delivery(receivers, store) as (kd, sent, sub, _):
         single = sub.model_copy(update={"endpoints": []})  # the secondary list removed: no policy, no routes
         await store.put(single)
         sent.clear()
@@ -800,7 +814,6 @@ async def test_a_change_of_a_subscription_with_one_list_costs_the_double_list_no
     (every subscription, sorted, then every one's lists: ~300 ms at 100,000) after any change; now only a
     change of a subscription with a secondary list (before or after) makes them be read, and then from the
     listed ones the stage keeps, not from the store."""
-    from smsflow.routing.model import parse_policies
 
     class CountingStore(InMemorySubscriptionStore):
         reads = 0
@@ -809,16 +822,8 @@ async def test_a_change_of_a_subscription_with_one_list_costs_the_double_list_no
             self.reads += 1
             return await super().list(owner)
 
-    primary, secondary = await receivers(unavailable), await receivers()
-    sub = with_dr(primary, secondary)
     store = CountingStore()
-    await store.put(sub)
-    async with WebhookSender(SenderConfig(address_policy=LOCAL)) as sender:
-        kd, sent = observing_delivery(
-            DeliveryEngine(sender), parse_policies({"subscription_lists": True}), store
-        )
-        await kd.attempt(sub, [msg(1)], 1, datetime.now(UTC), None)
-        assert [route for route, _ in await observed(kd, sent)] == ["sub_1.dr", "sub_1.main"]
+    async with listed_delivery(receivers, store) as (kd, sent, _, (primary, secondary)):
         assert store.reads == 1
         for i in range(50):  # other tenants' one-list subscriptions come, change and go
             other = Subscription(id=f"other_{i}", owner=f"t{i}", url="https://t.example/")
