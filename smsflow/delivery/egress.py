@@ -25,7 +25,9 @@ from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-LOOKUP_THREADS = 16  # system lookups (getaddrinfo) at once, in threads of the resolver's own
+# System lookups (getaddrinfo) at once, in threads of the resolver's own. A thread waiting on a name server
+# costs little but its stack; half of them are kept for customers with no lookup running (LookupShares).
+LOOKUP_THREADS = 32
 
 
 class LookupResolver(AbstractResolver):
@@ -36,13 +38,15 @@ class LookupResolver(AbstractResolver):
     cores), which the worker also uses to flush Kafka producers before its commits. A customer's webhook
     host whose name server never answers holds a thread for the system resolver's whole timeout (10-30 s),
     so a few such hosts stalled everyone's commits and every other lookup. Here lookups wait for threads
-    of their own only; ``Http1Client`` adds one lookup per name at a time, remembers failures, and keeps
-    using a name's last addresses while it looks the name up again."""
+    of their own only; ``Http1Client`` adds one lookup per name at a time, shares the threads between
+    customers (``LookupShares``), remembers failures, and keeps using a name's last addresses while it looks
+    the name up again."""
 
     def __init__(
         self, threads: int = LOOKUP_THREADS, getaddrinfo: Callable[..., Any] = socket.getaddrinfo
     ) -> None:
         self._getaddrinfo = getaddrinfo
+        self.threads = threads
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dns")
 
     async def resolve(
@@ -183,6 +187,11 @@ class GuardedResolver(AbstractResolver):
     def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None) -> None:
         self._policy = policy
         self._inner = inner
+
+    @property
+    def threads(self) -> int:
+        """The inner resolver's lookups at once (``LookupResolver``'s threads)."""
+        return int(getattr(self._inner, "threads", LOOKUP_THREADS))
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET

@@ -33,6 +33,7 @@ import socket
 import ssl
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -44,7 +45,7 @@ from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from smsflow.delivery.egress import LookupResolver, blocked_address
+from smsflow.delivery.egress import LOOKUP_THREADS, LookupResolver, blocked_address
 
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 MAX_INFORMATIONAL = 8  # 1xx answers skipped before the real one; a peer sending more is refused
@@ -61,6 +62,87 @@ LOOKUPS_PER_PARTY = 4
 HAPPY_EYEBALLS_DELAY_S = 0.25
 
 SocketFactory = Callable[[tuple[Any, ...]], socket.socket]
+
+
+class LookupShares:
+    """Who may start a name lookup now, on the resolver's ``threads``: at most ``per_party`` lookups of one
+    party at once, and a party's second and later ones only while more than ``reserve`` threads are free.
+
+    A lookup whose name server never answers holds its thread for the system resolver's whole timeout. With a
+    per-party bound alone, ``threads / per_party`` customers with such names (4 with 16 threads) held every
+    thread, and every other customer's new name waited for the first of them to time out. The last
+    ``reserve`` threads go only to parties with no lookup running: hanging parties hold at most ``threads -
+    reserve`` threads between them, or one each when there are more of them, so another customer's lookup
+    starts at once until ``threads`` different parties hang at the same time. Waiting lookups start in the
+    order they asked, each as soon as it may."""
+
+    def __init__(self, threads: int, per_party: int, reserve: int | None = None) -> None:
+        self.threads = max(1, threads)
+        self.per_party = max(1, per_party)
+        self.reserve = min(self.threads - 1, self.threads // 2 if reserve is None else max(0, reserve))
+        self.running = 0
+        self._by_party: dict[str | None, int] = {}
+        self._waiting: deque[tuple[str | None, asyncio.Future[None]]] = deque()
+
+    def may_start(self, party: str | None) -> bool:
+        mine = self._by_party.get(party, 0)
+        if mine >= self.per_party or self.running >= self.threads:
+            return False
+        return mine == 0 or self.threads - self.running > self.reserve
+
+    @contextlib.asynccontextmanager
+    async def share(self, party: str | None) -> Any:
+        """Hold a share of the threads for ``party`` (waiting for one first if it may not start now)."""
+        # Every waiter may not start now (each change wakes the ones that may): one that may starts at once.
+        if self.may_start(party):
+            self._start(party)
+        else:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.append((party, fut))
+            try:
+                await fut
+            except BaseException:
+                if fut.done() and not fut.cancelled():
+                    self._finish(party)  # started just as the caller gave up
+                else:
+                    with contextlib.suppress(ValueError):
+                        self._waiting.remove((party, fut))
+                    self._wake()  # a waiter behind this one may start now
+                raise
+        try:
+            yield
+        finally:
+            self._finish(party)
+
+    def _start(self, party: str | None) -> None:
+        self.running += 1
+        self._by_party[party] = self._by_party.get(party, 0) + 1
+
+    def _finish(self, party: str | None) -> None:
+        self.running -= 1
+        left = self._by_party[party] - 1
+        if left:
+            self._by_party[party] = left
+        else:
+            del self._by_party[party]
+        self._wake()
+
+    def _wake(self) -> None:
+        """Start every waiter that may start now, oldest first (one that may not is passed over: a party at
+        its bound holds up only its own lookups)."""
+        if not self._waiting:
+            return
+        kept: deque[tuple[str | None, asyncio.Future[None]]] = deque()
+        while self._waiting:
+            party, fut = self._waiting.popleft()
+            if fut.done():
+                continue
+            if self.may_start(party):
+                self._start(party)
+                fut.set_result(None)
+            else:
+                kept.append((party, fut))
+        self._waiting = kept
 
 
 class HttpClientError(Exception):
@@ -466,7 +548,8 @@ class Http1Client:
         self._dns: dict[tuple[str, int], tuple[float, list[Any]]] = {}
         self._dns_failed: dict[tuple[str, int], tuple[float, Exception]] = {}
         self._lookups: dict[tuple[str, int], asyncio.Future[list[Any]]] = {}  # one per name at a time
-        self._party_lookups: dict[str | None, asyncio.Semaphore] = {}  # LOOKUPS_PER_PARTY each
+        # the resolver's threads shared between customers (LookupShares); sized by the resolver's own pool
+        self._shares = LookupShares(getattr(resolver, "threads", LOOKUP_THREADS), LOOKUPS_PER_PARTY)
         self._cleanup: asyncio.TimerHandle | None = None
         self.closed = False
         self.connections_made = 0  # how many connections were opened (tests read it)
@@ -612,11 +695,8 @@ class Http1Client:
     async def _look_up(self, host: str, port: int, party: str | None) -> list[Any]:
         if self._resolver is None:
             self._resolver = LookupResolver()
-        slots = self._party_lookups.get(party)
-        if slots is None:  # one per owner that has webhooks: owners are the deployment's customers
-            slots = self._party_lookups[party] = asyncio.Semaphore(LOOKUPS_PER_PARTY)
         try:
-            async with slots:
+            async with self._shares.share(party):
                 results = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
         except OSError as exc:
             if blocked_address(exc) is not None:  # the SSRF guard's refusal stays itself

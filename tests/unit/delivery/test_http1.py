@@ -26,6 +26,7 @@ from smsflow.delivery.http1 import (
     InvalidRequest,
     InvalidResponse,
     InvalidUrl,
+    LookupShares,
     ResolveError,
     target,
 )
@@ -430,35 +431,132 @@ async def test_a_name_server_that_never_answers_holds_up_no_one_else(peer) -> No
         await client.close()
 
 
-async def test_one_customers_hanging_names_hold_a_few_lookup_threads_only(peer) -> None:
-    """Eight names of one customer whose name servers never answer take at most LOOKUPS_PER_PARTY (4) of the
-    resolver's threads; another customer's new name is looked up at once on a thread left free."""
-    names = Names()
-    client = Http1Client(
-        ssl_context=ssl.create_default_context(), resolver=LookupResolver(threads=6, getaddrinfo=names)
-    )
+class HangingNames:
+    """A client on a resolver of ``threads`` whose names are ``Names``; ``hang(party, names)`` sends one
+    attempt per name (each gives up after 0.3 s; its lookup goes on) and waits until ``started`` lookups
+    are running (threads: on a busy machine they may start late)."""
 
-    async def send(url: str, party: str, timeout_s: float) -> Any:
-        return await client.post(url, b"{}", {}, max_body=1024, timeout_s=timeout_s, party=party)
-
-    try:
-        _, url = await peer(lambda i: OK)
-        port = url.split(":")[2].split("/")[0]
-        names.hang = {f"slow{i}.example" for i in range(8)}
-        hostile = [send(f"http://slow{i}.example:{port}/h", "mallory", 0.3) for i in range(8)]
-        assert all(
-            isinstance(a, TimeoutError) for a in await asyncio.gather(*hostile, return_exceptions=True)
+    def __init__(self, threads: int) -> None:
+        self.names = Names()
+        self.client = Http1Client(
+            ssl_context=ssl.create_default_context(),
+            resolver=LookupResolver(threads=threads, getaddrinfo=self.names),
         )
-        for _ in range(250):  # the four lookups run in threads: on a busy machine they may start late
-            if sum(names.calls.values()) >= 4:
+        self.port = ""
+
+    async def send(self, host: str, party: str, timeout_s: float = 2) -> Any:
+        url = f"http://{host}:{self.port}/h"
+        return await self.client.post(url, b"{}", {}, max_body=1024, timeout_s=timeout_s, party=party)
+
+    async def hang(self, by_party: dict[str, list[str]], started: int) -> None:
+        self.names.hang = {h for hosts in by_party.values() for h in hosts}
+        attempts = [self.send(h, p, 0.3) for p, hosts in by_party.items() for h in hosts]
+        answers = await asyncio.gather(*attempts, return_exceptions=True)
+        assert all(isinstance(a, TimeoutError) for a in answers)
+        for _ in range(250):
+            if sum(self.names.calls.values()) >= started:
                 break
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.1)
-        assert sum(names.calls.values()) == 4  # the other four wait for mallory's own slots
-        assert (await send(f"http://new.example:{port}/h", "alice", 2)).status == 204
+
+    async def close(self) -> None:
+        self.names.release.set()
+        await self.client.close()
+
+
+async def test_one_customers_hanging_names_hold_a_few_lookup_threads_only(peer) -> None:
+    """Eight names of one customer whose name servers never answer take at most half the resolver's threads
+    (6: 3; the other half is kept for customers with no lookup running); another customer's new name is
+    looked up at once on a thread left free."""
+    h = HangingNames(threads=6)
+    try:
+        _, url = await peer(lambda i: OK)
+        h.port = url.split(":")[2].split("/")[0]
+        await h.hang({"mallory": [f"slow{i}.example" for i in range(8)]}, started=3)
+        assert sum(h.names.calls.values()) == 3  # the other five wait for mallory's own turn
+        assert (await h.send("new.example", "alice")).status == 204
     finally:
-        names.release.set()
-        await client.close()
+        await h.close()
+
+
+async def test_several_customers_hanging_names_leave_threads_for_everyone_else(peer) -> None:
+    """Three customers with eight hanging names each, on a resolver of 8 threads: with a bound per customer
+    alone (4) the first two took all eight and every other customer's new name waited for their name
+    servers' timeouts. Now they hold 4 + 1 + 1 (a customer's second and later lookups only while more than
+    half the threads are free; a first one on any free thread), and another customer's new name is looked
+    up at once."""
+    h = HangingNames(threads=8)
+    try:
+        _, url = await peer(lambda i: OK)
+        h.port = url.split(":")[2].split("/")[0]
+        parties = ["mallory", "trudy", "eve"]
+        await h.hang({p: [f"slow{i}.{p}.example" for i in range(8)] for p in parties}, started=6)
+        calls = h.names.calls
+        by_party = {p: sum(n for host, n in calls.items() if host.endswith(f".{p}.example")) for p in parties}
+        assert by_party == {"mallory": 4, "trudy": 1, "eve": 1}
+        for i in range(2):  # two threads are left, and more customers' names still resolve at once
+            assert (await h.send(f"new{i}.example", f"alice{i}")).status == 204
+    finally:
+        await h.close()
+
+
+async def test_lookup_shares_bound_each_party_and_keep_a_reserve() -> None:
+    shares = LookupShares(threads=8, per_party=4)  # reserve: half
+    assert shares.reserve == 4
+    held: list[Any] = []
+
+    async def hold(party: str) -> None:
+        cm = shares.share(party)
+        await cm.__aenter__()
+        held.append(cm)
+
+    for _ in range(4):
+        await hold("m")
+    assert shares.running == 4 and not shares.may_start("m")  # its bound, and no more than 8 - 4 either
+    await hold("t")  # a first lookup takes a reserved thread
+    assert not shares.may_start("t")  # a second one does not: only 3 are free
+    await hold("e")
+    await hold("a")
+    await hold("b")
+    assert shares.running == 8 and not shares.may_start("c")  # full
+    waiting = asyncio.ensure_future(hold("t"))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await held.pop().__aexit__(None, None, None)  # "b" ends: 1 free, not more than the reserve
+    await asyncio.sleep(0)
+    assert not waiting.done() and shares.may_start("c")  # another party's first still may
+    for cm in (held.pop(), held.pop(), held.pop(3)):  # "a", "e" and one of "m"'s end too: 4 free
+        await cm.__aexit__(None, None, None)
+    await asyncio.sleep(0)
+    assert not waiting.done()  # 4 free is not more than the reserve, and "t" has one running
+    await held.pop(0).__aexit__(None, None, None)  # another of "m"'s: 5 free
+    await asyncio.sleep(0)
+    assert waiting.done() and shares.running == 4 and shares._by_party == {"m": 2, "t": 2}
+    for cm in held:
+        await cm.__aexit__(None, None, None)
+    assert shares.running == 0 and not shares._by_party and not shares._waiting
+
+
+async def test_lookup_shares_a_waiter_that_gives_up_leaves_nothing_behind() -> None:
+    shares = LookupShares(threads=2, per_party=1, reserve=0)
+
+    async def hold(party: str, gate: asyncio.Event) -> None:
+        async with shares.share(party):
+            await gate.wait()
+
+    gate = asyncio.Event()
+    first = asyncio.ensure_future(hold("m", gate))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(hold("m", gate))  # waits: "m" is at its bound
+    third = asyncio.ensure_future(hold("m", gate))
+    await asyncio.sleep(0)
+    assert shares.running == 1 and len(shares._waiting) == 2
+    second.cancel()
+    await asyncio.gather(second, return_exceptions=True)
+    assert len(shares._waiting) == 1
+    gate.set()
+    await asyncio.gather(first, third)
+    assert shares.running == 0 and not shares._by_party and not shares._waiting
 
 
 async def test_a_failed_lookup_is_remembered_for_a_while() -> None:
