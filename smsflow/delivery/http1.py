@@ -56,6 +56,14 @@ DNS_CACHE_S = 10.0
 # factory at connect time, as a fresh one is.
 DNS_STALE_S = 300.0
 DNS_FAILURE_CACHE_S = 10.0  # a lookup that failed is not tried again for this long: the failure is re-raised
+# getaddrinfo's failures to get an answer (a name server that timed out, failed or refused; the system's own
+# trouble), as against an answer that the name or its addresses do not exist: after one of these a name's last
+# addresses keep serving (RFC 8767 serves stale data on a failed refresh, not past an NXDOMAIN)
+_NO_ANSWER = frozenset(
+    getattr(socket, name)
+    for name in ("EAI_AGAIN", "EAI_FAIL", "EAI_SYSTEM", "EAI_MEMORY")
+    if hasattr(socket, name)
+)
 # Lookups one party (a customer: ``post(..., party=owner)``) may have running at once: a customer with many
 # host names whose name servers never answer holds at most this many of the resolver's threads.
 LOOKUPS_PER_PARTY = 4
@@ -93,7 +101,7 @@ class LookupShares:
     @contextlib.asynccontextmanager
     async def share(self, party: str | None) -> Any:
         """Hold a share of the threads for ``party`` (waiting for one first if it may not start now)."""
-        # Every waiter may not start now (each change wakes the ones that may): one that may starts at once.
+        # No waiter may start now (each change starts the ones that may), so one that may starts at once.
         if self.may_start(party):
             self._start(party)
         else:
@@ -162,6 +170,15 @@ class ResolveError(HttpClientError):
         super().__init__(f"could not resolve {host}: {os_error}")
         self.host = host
         self.os_error = os_error
+
+
+def no_answer(exc: BaseException) -> bool:
+    """Whether a failed lookup got no answer (the name server timed out or failed), rather than the answer
+    that the name has no address, or addresses the egress policy refuses."""
+    if not isinstance(exc, ResolveError) or blocked_address(exc) is not None:
+        return False
+    err = exc.os_error
+    return isinstance(err, TimeoutError) or (isinstance(err, socket.gaierror) and err.errno in _NO_ANSWER)
 
 
 class ConnectError(HttpClientError):
@@ -671,8 +688,9 @@ class Http1Client:
 
     async def _addr_infos(self, host: str, port: int, party: str | None = None) -> list[Any]:
         """The addresses to connect to: cached for ``DNS_CACHE_S``; then the cached ones while the name is
-        looked up again (up to ``DNS_STALE_S`` more); one lookup per name at a time, whoever asks; a failed
-        lookup answered from memory for ``DNS_FAILURE_CACHE_S``."""
+        looked up again, and after a lookup that got no answer (``no_answer``), up to ``DNS_STALE_S`` more;
+        one lookup per name at a time, whoever asks; a failed lookup answered from memory for
+        ``DNS_FAILURE_CACHE_S``, and one that says the name has no (allowed) address drops the cached ones."""
         if _is_ip(host):  # a literal address is not resolved; the socket factory checks it
             return [_addr_info(host, port, 0)]
         key = (host, port)
@@ -680,15 +698,18 @@ class Http1Client:
         cached = self._dns.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
+        stale = cached[1] if cached is not None and now < cached[0] + DNS_STALE_S else None
         failed = self._dns_failed.get(key)
         if failed is not None and failed[0] > now:
+            if stale is not None and no_answer(failed[1]):
+                return stale  # the name server failed, not the name: its last addresses still serve
             raise failed[1].with_traceback(None)
         lookup = self._lookups.get(key)
         if lookup is None:
             lookup = self._lookups[key] = asyncio.ensure_future(self._look_up(host, port, party))
             lookup.add_done_callback(functools.partial(self._looked_up, key))
-        if cached is not None and now < cached[0] + DNS_STALE_S:
-            return cached[1]  # the last addresses, while the name is looked up again
+        if stale is not None:
+            return stale  # the last addresses, while the name is looked up again
         # shielded: a request that gives up (its timeout) leaves the lookup to the others waiting for it
         return await asyncio.shield(lookup)
 
@@ -724,6 +745,8 @@ class Http1Client:
             if len(self._dns_failed) > 4096:
                 self._dns_failed.clear()
             self._dns_failed[key] = (now + DNS_FAILURE_CACHE_S, exc)
+            if not no_answer(exc):  # the name is gone (or refused by the egress policy): so are its addresses
+                self._dns.pop(key, None)
 
     async def _connect(self, t: Target, party: str | None = None) -> _Connection:
         infos = await self._addr_infos(t.host, t.port, party)

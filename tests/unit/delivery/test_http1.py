@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from smsflow.delivery.egress import LookupResolver
+from smsflow.delivery.egress import BlockedAddress, LookupResolver
 from smsflow.delivery.http1 import (
     Disconnected,
     Http1Client,
@@ -28,10 +28,12 @@ from smsflow.delivery.http1 import (
     InvalidUrl,
     LookupShares,
     ResolveError,
+    no_answer,
     target,
 )
 
 OK = b"HTTP/1.1 204 No Content\r\n\r\n"
+CLOSE = b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
 
 
 def answer(status: bytes, *headers: bytes, body: bytes = b"", length: bool = True) -> bytes:
@@ -376,12 +378,14 @@ async def test_a_peers_keep_alive_timeout_is_honoured_a_second_short(peer) -> No
 
 class Names:
     """``getaddrinfo`` for the tests: a name in ``hang`` blocks until ``release`` (then fails), one in
-    ``fail`` fails at once, any other is 127.0.0.1."""
+    ``fail`` fails at once (no such name), one in ``servfail`` too (its name server failed), any other is
+    127.0.0.1."""
 
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}
         self.hang: set[str] = set()
         self.fail: set[str] = set()
+        self.servfail: set[str] = set()
         self.release = threading.Event()
 
     def __call__(self, host: str, port: int, family: int = 0, type: int = 0, flags: int = 0) -> list[Any]:
@@ -391,7 +395,20 @@ class Names:
             raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
         if host in self.fail:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        if host in self.servfail:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+
+def clocked(names: Names) -> tuple[list[float], Http1Client]:
+    """A client resolving with ``names``, on a clock the test moves (``now[0]``)."""
+    now = [0.0]
+    client = Http1Client(
+        ssl_context=ssl.create_default_context(),
+        resolver=LookupResolver(getaddrinfo=names),
+        clock=lambda: now[0],
+    )
+    return now, client
 
 
 async def test_a_name_server_that_never_answers_holds_up_no_one_else(peer) -> None:
@@ -579,6 +596,83 @@ async def test_a_failed_lookup_is_remembered_for_a_while() -> None:
         assert names.calls["gone.example"] == 2
     finally:
         await client.close()
+
+
+async def _looked_up(client: Http1Client) -> None:
+    """Until no lookup is running (they run in threads: on a busy machine they may end late)."""
+    for _ in range(500):
+        if not client._lookups:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("a lookup did not end")
+
+
+async def resolved_once(peer: Any, client: Http1Client, name: str) -> tuple[Any, str]:
+    """A peer that closes each connection (so every attempt needs the name's addresses), and its url by
+    ``name``, delivered to once."""
+    p, url = await peer(lambda i: CLOSE)
+    hook = f"http://{name}:{url.split(':')[2]}"
+    assert (await post(client, hook)).status == 204
+    return p, hook
+
+
+async def test_a_name_server_that_fails_does_not_hold_an_endpoint_that_resolved_before(peer) -> None:
+    """Serve-stale (RFC 8767) on a failed refresh: a name that resolved before is due for a new lookup and its
+    name server fails (SERVFAIL, a timeout: EAI_AGAIN). Its last addresses keep serving for up to
+    DNS_STALE_S past their 10 s; before, the failure was answered from memory for 10 s after every failed
+    refresh, and every attempt to the endpoint in that time failed."""
+    names = Names()
+    now, client = clocked(names)
+    try:
+        p, hook = await resolved_once(peer, client, "flaky.example")
+        names.servfail = {"flaky.example"}
+        for _ in range(3):  # each refresh fails; every attempt between them is delivered all the same
+            now[0] += 11
+            for _ in range(3):
+                assert (await post(client, hook)).status == 204
+                await _looked_up(client)
+        assert len(p.requests) == 10 and names.calls["flaky.example"] == 4
+        now[0] += 300  # past DNS_STALE_S: nothing older is used
+        with pytest.raises(ResolveError, match="Temporary failure"):
+            await post(client, hook)
+        names.servfail = set()
+        now[0] += 11
+        assert (await post(client, hook)).status == 204
+    finally:
+        await client.close()
+
+
+async def test_a_name_that_is_gone_is_not_served_from_its_last_addresses(peer) -> None:
+    """An answer that the name does not exist (NXDOMAIN: EAI_NONAME) is not a failure to get one: the name's
+    cached addresses go with it, and attempts fail from then on, not every other 10 s."""
+    names = Names()
+    now, client = clocked(names)
+    try:
+        p, hook = await resolved_once(peer, client, "moved.example")
+        names.fail = {"moved.example"}
+        now[0] += 11
+        assert (await post(client, hook)).status == 204  # served while the name is looked up again
+        await _looked_up(client)
+        for step in (0, 5, 6, 10):  # within the failure's 10 s, and past it (a new lookup, failing again)
+            now[0] += step
+            with pytest.raises(ResolveError, match="Name or service not known"):
+                await post(client, hook)
+        assert len(p.requests) == 2
+    finally:
+        await client.close()
+
+
+def test_which_failed_lookups_got_no_answer() -> None:
+    def failed(err: OSError) -> ResolveError:
+        return ResolveError("x.example", err)
+
+    assert no_answer(failed(socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")))
+    assert no_answer(failed(socket.gaierror(socket.EAI_FAIL, "Non-recoverable failure in name resolution")))
+    assert no_answer(failed(TimeoutError()))
+    assert not no_answer(failed(socket.gaierror(socket.EAI_NONAME, "Name or service not known")))
+    assert not no_answer(failed(OSError("no address for x.example")))
+    assert not no_answer(BlockedAddress("x.example", "10.0.0.1", "private"))
+    assert not no_answer(failed(BlockedAddress("x.example", "10.0.0.1", "private")))
 
 
 async def test_a_name_is_resolved_by_the_system_through_the_resolvers_own_threads(peer, client) -> None:
