@@ -29,9 +29,10 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
@@ -58,6 +59,12 @@ from smsflow.smpp.pdu import Pdu
 log = logging.getLogger(__name__)
 
 TON_ALPHANUMERIC = 5
+# A carrier's segments started at once (submitting, or waiting for its window, rate or a retry's backoff):
+# this many times its window; the rest wait in memory (TakenOn), up to PARKED_MAX over all carriers.
+RUNNING_PER_WINDOW = 8
+PARKED_MAX = 20_000
+
+T = TypeVar("T")
 
 
 def _now_ms() -> int:
@@ -118,6 +125,57 @@ class CarrierLine:
             if time.monotonic() >= deadline:
                 return None
             await asyncio.sleep(0.05)
+
+
+class TakenOn(Generic[T]):
+    """Records of the submit topic read and not finished, per carrier (``lane``): at most ``running(lane)`` of
+    one carrier's are started (submitting, or waiting for its window, its rate or a retry's backoff); the
+    rest wait here, OTP first, then in the order they were read, until one of that carrier's finishes; at
+    most ``parked_max`` wait over all carriers, then the consumer reads no more until fewer do.
+
+    A carrier that submits slowly (its rate, an SMSC that throttles or is down, a bulk campaign's backlog)
+    holds only its own records. With one bound for every carrier's records together (2,000), a backlog of one
+    carrier's filled it, and the other carriers' segments behind it in the topic (OTPs included) were not
+    even read until that backlog drained; nor were the carrier's own OTPs behind its bulk."""
+
+    def __init__(self, running: Callable[[str], int], parked_max: int) -> None:
+        self._running_max = running
+        self.parked_max = parked_max
+        self.running: dict[str, int] = {}
+        self.parked = 0
+        self._waiting: dict[str, list[tuple[int, int, T]]] = {}
+        self._order = itertools.count()
+
+    @property
+    def full(self) -> bool:
+        return self.parked >= self.parked_max
+
+    def offer(self, lane: str, rank: int, item: T) -> bool:
+        """True: start ``item`` now (it counts as running); False: it waits for ``finished(lane)``."""
+        running = self.running.get(lane, 0)
+        if running < self._running_max(lane) and not self._waiting.get(lane):
+            self.running[lane] = running + 1
+            return True
+        heapq.heappush(self._waiting.setdefault(lane, []), (rank, next(self._order), item))
+        self.parked += 1
+        return False
+
+    def finished(self, lane: str) -> T | None:
+        """One of ``lane``'s has finished: the item to start in its place, if one waits (it runs in the
+        place of the finished one)."""
+        waiting = self._waiting.get(lane)
+        if waiting:
+            _, _, item = heapq.heappop(waiting)
+            self.parked -= 1
+            if not waiting:
+                del self._waiting[lane]
+            return item
+        left = self.running.get(lane, 1) - 1
+        if left > 0:
+            self.running[lane] = left
+        else:
+            self.running.pop(lane, None)
+        return None
 
 
 class _Progress:
@@ -260,41 +318,58 @@ class SubmitPath:
     # ---- consuming submissions ----
 
     async def _consume(self) -> None:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": self.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 10000,
-            }
-        )
+        consumer = self._new_consumer()
         progress: dict[tuple[str, int], _Progress] = defaultdict(_Progress)
-        room = asyncio.Semaphore(2000)  # records taken on and not finished
+        taken: TakenOn[tuple[Submission, tuple[str, int], int]] = TakenOn(
+            self._running_per_carrier, PARKED_MAX
+        )
+        room = asyncio.Event()  # set whenever fewer than PARKED_MAX records wait
+        room.set()
+
+        def start(lane: str, item: tuple[Submission, tuple[str, int], int]) -> None:
+            sub, tp, offset = item
+            task = asyncio.create_task(self._take_submission(sub))
+            self._inflight.add(task)
+
+            def finished(t: asyncio.Task[None]) -> None:
+                self._inflight.discard(t)
+                if not t.cancelled() and t.exception() is None:
+                    progress[tp].finish(offset)
+                if self._stopping.is_set():
+                    return  # nothing new is started; what waits is read again after a restart
+                nxt = taken.finished(lane)
+                if nxt is not None:
+                    start(lane, nxt)
+                if not taken.full:
+                    room.set()
+
+            task.add_done_callback(finished)
+
         consumer.subscribe([SUBMIT_TOPIC])
         try:
             while not self._stopping.is_set():
-                msgs = await asyncio.to_thread(consumer.consume, 200, 0.2)
+                if taken.full:
+                    room.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(room.wait(), 0.2)
+                    await self._commit(consumer, progress)
+                    continue
+                msgs = await asyncio.to_thread(self._consumer_read, consumer)
                 for msg in msgs:
                     if msg.error() is not None:
                         log.warning("submit topic: %s", msg.error())
                         continue
-                    await room.acquire()
                     tp = (msg.topic() or SUBMIT_TOPIC, msg.partition() or 0)
                     offset = msg.offset() or 0
                     progress[tp].take(offset)
-                    task = asyncio.create_task(self._take(msg))
-                    self._inflight.add(task)
-
-                    def finished(
-                        t: asyncio.Task[None], tp: tuple[str, int] = tp, offset: int = offset
-                    ) -> None:
-                        self._inflight.discard(t)
-                        room.release()
-                        if not t.cancelled() and t.exception() is None:
-                            progress[tp].finish(offset)
-
-                    task.add_done_callback(finished)
+                    sub = self._read(msg)
+                    if sub is None:  # unreadable: skipped (said in the log), and committed past
+                        progress[tp].finish(offset)
+                        continue
+                    lane = sub.route.carrier
+                    item = (sub, tp, offset)
+                    if taken.offer(lane, PRIORITY_RANK.get(sub.priority, 1), item):
+                        start(lane, item)
                 await self._commit(consumer, progress)
             if self._inflight:
                 await asyncio.wait(self._inflight, timeout=3.0)
@@ -303,6 +378,28 @@ class SubmitPath:
             for t in self._inflight:
                 t.cancel()
             await asyncio.to_thread(consumer.close)
+
+    def _new_consumer(self) -> Consumer:
+        return Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": self.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 10000,
+            }
+        )
+
+    @staticmethod
+    def _consumer_read(consumer: Consumer) -> list[Message]:
+        return consumer.consume(200, 0.2)
+
+    def _running_per_carrier(self, carrier: str) -> int:
+        """How many of a carrier's segments may be started at once: its window a few times over, so that its
+        window never waits for a record to be read (a carrier this connector does not serve: its segments
+        are handed over at once)."""
+        line = self.lines.get(carrier)
+        return RUNNING_PER_WINDOW * line.carrier.submit_window if line is not None else RUNNING_PER_WINDOW
 
     async def _commit(self, consumer: Consumer, progress: dict[tuple[str, int], _Progress]) -> None:
         offsets = []
@@ -316,14 +413,22 @@ class SubmitPath:
             except KafkaException as exc:  # a rebalance took the partition: its new owner replays
                 log.warning("submit topic: commit failed: %s", exc)
 
-    async def _take(self, msg: Message) -> None:
+    @staticmethod
+    def _read(msg: Message) -> Submission | None:
         try:
-            sub = Submission.from_json(msg.value() or b"")
+            return Submission.from_json(msg.value() or b"")
         except (ValueError, KeyError, TypeError) as exc:
             log.error(
                 "submit topic @%s/%s: unreadable record skipped: %s", msg.partition(), msg.offset(), exc
             )
-            return
+            return None
+
+    async def _take(self, msg: Message) -> None:
+        sub = self._read(msg)
+        if sub is not None:
+            await self._take_submission(sub)
+
+    async def _take_submission(self, sub: Submission) -> None:
         key = (sub.message_id, sub.seq)
         self._lock_users[key] += 1
         try:

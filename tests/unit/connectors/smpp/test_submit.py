@@ -147,3 +147,169 @@ async def test_ledger_entries_and_hand_overs_are_retried_until_the_broker_stores
     assert Submission.from_json(handed).route == Candidate("r1", "c1")
     assert waits == [0.2, 0.4, 0.2, 0.4]  # backing off, and the ledger holds the intent once stored
     assert path._ledger_of(("m", 1)).segments[("m", 1)][0].intent == intent
+
+
+def test_taken_on_bounds_each_carrier_and_lets_otp_past_parked_bulk():
+    from connectors.smpp.submit import TakenOn
+
+    taken: TakenOn[str] = TakenOn(lambda lane: 2, parked_max=3)
+    assert taken.offer("slow", 2, "b1") and taken.offer("slow", 2, "b2")
+    assert not taken.offer("slow", 2, "b3") and not taken.offer("slow", 2, "b4")  # parked
+    assert taken.offer("fast", 2, "f1")  # another carrier's: started at once
+    assert not taken.offer("slow", 0, "otp") and taken.full  # parked, ahead of b3 and b4
+    assert taken.finished("slow") == "otp"  # in the finished one's place: still 2 running
+    assert taken.finished("slow") == "b3" and taken.finished("slow") == "b4" and not taken.full
+    assert taken.running == {"slow": 2, "fast": 1}
+    assert taken.finished("slow") is None and taken.finished("slow") is None
+    assert taken.finished("fast") is None and taken.running == {} and taken.parked == 0
+    assert taken.offer("slow", 2, "b5")
+
+
+class _Record:
+    def __init__(self, value: bytes, offset: int, partition: int = 0) -> None:
+        self._value, self._offset, self._partition = value, offset, partition
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        from smsflow.outbound.submission import SUBMIT_TOPIC
+
+        return SUBMIT_TOPIC
+
+    def value(self) -> bytes:
+        return self._value
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class _Consumer:
+    """What the submit path reads: the records given, a batch of up to 200 at a time, then nothing."""
+
+    def __init__(self, records: list[_Record]) -> None:
+        self.records = records
+        self.commits: list[dict[int, int]] = []
+
+    def subscribe(self, topics: list[str]) -> None:
+        pass
+
+    def consume(self, n: int, timeout: float) -> list[_Record]:
+        import time
+
+        batch, self.records = self.records[:n], self.records[n:]
+        if not batch:
+            time.sleep(0.01)
+        return batch
+
+    def commit(self, offsets: list, asynchronous: bool) -> None:
+        self.commits.append({tp.partition: tp.offset for tp in offsets})
+
+    def close(self) -> None:
+        pass
+
+
+def _carrier(cid: str):  # a carrier with a window of 1: 8 of its segments started at once
+    from smsflow.config import CarrierConfig
+
+    return CarrierConfig.model_validate(
+        {"id": cid, "route_id": f"r-{cid}", "host": "127.0.0.1", "port": 9, "system_id": "s",
+         "password_env": "P", "submit_window": 1}
+    )  # fmt: skip
+
+
+def _segment(mid: str, carrier: str, priority: str = "bulk") -> bytes:
+    return Submission(
+        mid, 1, 1, "+85260000000", "ACME", "alphanumeric", 0, 0, b"hi", priority, 1, None,
+        (Candidate(f"r-{carrier}", carrier),),
+    ).to_json()  # fmt: skip
+
+
+async def test_a_slow_carriers_backlog_holds_up_no_other_carrier():
+    """A carrier whose submits do not finish (its rate, a throttling SMSC, a campaign's backlog): with one
+    bound of 2,000 records read and not finished for all carriers, 2,000 of its segments stopped the reading
+    of the topic, and another carrier's segments behind them (OTPs too) waited for that backlog. Now each
+    carrier starts at most 8 windows' worth; the rest wait in memory, OTP first, and the other carriers'
+    segments are read and started at once. Offsets are committed only past the finished prefix."""
+    from connectors.smpp import submit
+    from connectors.smpp.submit import SubmitPath
+    from smsflow.config import OutboundConfig
+
+    path = SubmitPath("t", "127.0.0.1:9", [_carrier("slow"), _carrier("fast")], {}, None, OutboundConfig())  # type: ignore[arg-type]
+    assert path._running_per_carrier("slow") == submit.RUNNING_PER_WINDOW == 8
+    records = [_Record(_segment(f"bulk{i}", "slow"), i) for i in range(2500)]
+    records.append(_Record(_segment("otp-slow", "slow", "otp"), 2500))
+    records.append(_Record(_segment("otp-fast", "fast", "otp"), 2501))
+    records.append(_Record(b"not a submission", 2502))
+    consumer = _Consumer(records)
+    started: list[str] = []
+    release = {"slow": asyncio.Event(), "fast": asyncio.Event()}
+    release["fast"].set()
+
+    async def take(sub: Submission) -> None:
+        started.append(sub.message_id)
+        await release[sub.route.carrier].wait()
+
+    path._new_consumer = lambda: consumer  # type: ignore[method-assign,assignment,return-value]
+    path._take_submission = take  # type: ignore[method-assign]
+    task = asyncio.create_task(path._consume())
+    try:
+        for _ in range(500):
+            if "otp-fast" in started:
+                break
+            await asyncio.sleep(0.01)
+        assert "otp-fast" in started  # read past 2,500 of the slow carrier's, and started
+        assert [m for m in started if m != "otp-fast"] == [f"bulk{i}" for i in range(8)]
+        release["slow"].set()  # the slow carrier's first 8 finish: its OTP goes before its waiting bulk
+        for _ in range(500):
+            if len(started) == 2502:
+                break
+            await asyncio.sleep(0.01)
+        assert started.index("otp-slow") == 9  # bulk0-7, otp-fast, then otp-slow
+        for _ in range(100):
+            if consumer.commits and consumer.commits[-1] == {0: 2503}:
+                break
+            await asyncio.sleep(0.02)
+        assert consumer.commits[-1] == {0: 2503}  # every one finished, the unreadable one skipped
+    finally:
+        path._stopping.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_the_submit_path_reads_no_more_while_too_many_wait(monkeypatch):
+    """At most PARKED_MAX records wait in memory over all carriers (then one batch more): the consumer is not
+    read again until some have started."""
+    from connectors.smpp import submit
+    from connectors.smpp.submit import SubmitPath
+    from smsflow.config import OutboundConfig
+
+    monkeypatch.setattr(submit, "PARKED_MAX", 300)
+    path = SubmitPath("t", "127.0.0.1:9", [_carrier("slow")], {}, None, OutboundConfig())  # type: ignore[arg-type]
+    consumer = _Consumer([_Record(_segment(f"bulk{i}", "slow"), i) for i in range(1000)])
+    release = asyncio.Event()
+
+    async def take(sub: Submission) -> None:
+        await release.wait()
+
+    path._new_consumer = lambda: consumer  # type: ignore[method-assign,assignment,return-value]
+    path._take_submission = take  # type: ignore[method-assign]
+    task = asyncio.create_task(path._consume())
+    try:
+        for _ in range(500):
+            if len(consumer.records) <= 600:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        assert len(consumer.records) == 600  # 2 batches of 200 read: 8 started, 392 waiting (> 300)
+        release.set()
+        for _ in range(500):
+            if not consumer.records:
+                break
+            await asyncio.sleep(0.01)
+        assert not consumer.records
+    finally:
+        path._stopping.set()
+        await asyncio.wait_for(task, 5)
