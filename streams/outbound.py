@@ -50,6 +50,7 @@ from smsflow.outbound.submission import (
     ReceiptMatch,
     Submission,
     ledger_value,
+    owner_headers,
     read_ledger,
 )
 from smsflow.outbound.tracking import Track, begin, expire, fold
@@ -191,8 +192,10 @@ class OutboundStage:
         else:
             ctx.loading_tasks.append(self.load_route_states)
 
-    async def _send(self, topic: str, key: str, value: bytes) -> None:
-        fut = await self.outputs[topic].send(key=key.encode(), value=value)
+    async def _send(
+        self, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        fut = await self.outputs[topic].send(key=key.encode(), value=value, headers=headers)
         await fut  # the broker's ack (acks=all): the input is acked only after its outputs are stored
 
     # ---- requests -> plan + submissions ----
@@ -265,7 +268,7 @@ class OutboundStage:
                 ref=encoded.ref,
                 candidates=routes,
             )
-            await self._send(SUBMIT_TOPIC, sub.route.carrier, sub.to_json())
+            await self._send(SUBMIT_TOPIC, sub.route.carrier, sub.to_json(), owner_headers(req.owner))
 
     # ---- ledger -> statuses ----
 

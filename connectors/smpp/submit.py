@@ -50,6 +50,8 @@ from smsflow.outbound.submission import (
     LedgerEntry,
     Submission,
     ledger_value,
+    owner_headers,
+    owner_of,
     read_ledger,
 )
 from smsflow.producer import AsyncProducer
@@ -130,33 +132,43 @@ class CarrierLine:
 class TakenOn(Generic[T]):
     """Records of the submit topic read and not finished, per carrier (``lane``): at most ``running(lane)`` of
     one carrier's are started (submitting, or waiting for its window, its rate or a retry's backoff); the
-    rest wait here, OTP first, then in the order they were read, until one of that carrier's finishes; at
-    most ``parked_max`` wait over all carriers, then the consumer reads no more until fewer do.
+    rest wait here until one of that carrier's finishes; at most ``parked_max`` wait over all carriers, then
+    the consumer reads no more until fewer do.
 
     A carrier that submits slowly (its rate, an SMSC that throttles or is down, a bulk campaign's backlog)
     holds only its own records. With one bound for every carrier's records together (2,000), a backlog of one
-    carrier's filled it, and the other carriers' segments behind it in the topic (OTPs included) were not
-    even read until that backlog drained; nor were the carrier's own OTPs behind its bulk."""
+    carrier's filled it, and the other carriers' segments behind them in the topic (OTPs included) were not
+    even read until that backlog drained; nor were the carrier's own OTPs behind its bulk.
+
+    Waiting records start by priority (OTP first), then shared fairly between customers (``party``): start-
+    time fair queuing, each customer's records taking turns with every other's that wait, so that one
+    customer's flood delays another's segment by one of its own per customer waiting, not by all of them;
+    then in the order read."""
 
     def __init__(self, running: Callable[[str], int], parked_max: int) -> None:
         self._running_max = running
         self.parked_max = parked_max
         self.running: dict[str, int] = {}
         self.parked = 0
-        self._waiting: dict[str, list[tuple[int, int, T]]] = {}
+        self._waiting: dict[str, list[tuple[int, int, int, T]]] = {}
+        self._turn: dict[str, int] = {}  # lane -> the turn of the last record started from its waiters
+        self._last: dict[str, dict[str | None, int]] = {}  # lane -> party -> its last waiting record's turn
         self._order = itertools.count()
 
     @property
     def full(self) -> bool:
         return self.parked >= self.parked_max
 
-    def offer(self, lane: str, rank: int, item: T) -> bool:
+    def offer(self, lane: str, rank: int, item: T, party: str | None = None) -> bool:
         """True: start ``item`` now (it counts as running); False: it waits for ``finished(lane)``."""
         running = self.running.get(lane, 0)
         if running < self._running_max(lane) and not self._waiting.get(lane):
             self.running[lane] = running + 1
             return True
-        heapq.heappush(self._waiting.setdefault(lane, []), (rank, next(self._order), item))
+        last = self._last.setdefault(lane, {})
+        turn = max(self._turn.get(lane, 0), last.get(party, 0)) + 1
+        last[party] = turn
+        heapq.heappush(self._waiting.setdefault(lane, []), (rank, turn, next(self._order), item))
         self.parked += 1
         return False
 
@@ -165,10 +177,13 @@ class TakenOn(Generic[T]):
         place of the finished one)."""
         waiting = self._waiting.get(lane)
         if waiting:
-            _, _, item = heapq.heappop(waiting)
+            _, turn, _, item = heapq.heappop(waiting)
             self.parked -= 1
-            if not waiting:
+            self._turn[lane] = turn
+            if not waiting:  # nobody waits: the turns start again
                 del self._waiting[lane]
+                self._turn.pop(lane, None)
+                self._last.pop(lane, None)
             return item
         left = self.running.get(lane, 1) - 1
         if left > 0:
@@ -283,13 +298,15 @@ class SubmitPath:
         with self._ledger_lock:
             return self._ledgers.get(key, Ledger())
 
-    async def _store(self, topic: str, value: bytes, key: str) -> None:
+    async def _store(
+        self, topic: str, value: bytes, key: str, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
         """Send a record and wait for the broker's ack, retried until it is stored: nothing that follows
         (a submit_sm after its intent, the commit of a handed-over submission) may go on without it."""
         delay = 0.2
         while True:
             try:
-                await self.producer.send(topic, value, key=key)
+                await self.producer.send(topic, value, key=key, headers=headers)
                 return
             except Exception as exc:
                 log.warning("%s: not stored (%s); retrying in %.1f s", topic, exc, delay)
@@ -320,15 +337,15 @@ class SubmitPath:
     async def _consume(self) -> None:
         consumer = self._new_consumer()
         progress: dict[tuple[str, int], _Progress] = defaultdict(_Progress)
-        taken: TakenOn[tuple[Submission, tuple[str, int], int]] = TakenOn(
+        taken: TakenOn[tuple[Submission, str | None, tuple[str, int], int]] = TakenOn(
             self._running_per_carrier, PARKED_MAX
         )
         room = asyncio.Event()  # set whenever fewer than PARKED_MAX records wait
         room.set()
 
-        def start(lane: str, item: tuple[Submission, tuple[str, int], int]) -> None:
-            sub, tp, offset = item
-            task = asyncio.create_task(self._take_submission(sub))
+        def start(lane: str, item: tuple[Submission, str | None, tuple[str, int], int]) -> None:
+            sub, owner, tp, offset = item
+            task = asyncio.create_task(self._take_submission(sub, owner))
             self._inflight.add(task)
 
             def finished(t: asyncio.Task[None]) -> None:
@@ -366,9 +383,9 @@ class SubmitPath:
                     if sub is None:  # unreadable: skipped (said in the log), and committed past
                         progress[tp].finish(offset)
                         continue
-                    lane = sub.route.carrier
-                    item = (sub, tp, offset)
-                    if taken.offer(lane, PRIORITY_RANK.get(sub.priority, 1), item):
+                    lane, owner = sub.route.carrier, owner_of(msg.headers())
+                    item = (sub, owner, tp, offset)
+                    if taken.offer(lane, PRIORITY_RANK.get(sub.priority, 1), item, owner):
                         start(lane, item)
                 await self._commit(consumer, progress)
             if self._inflight:
@@ -426,14 +443,14 @@ class SubmitPath:
     async def _take(self, msg: Message) -> None:
         sub = self._read(msg)
         if sub is not None:
-            await self._take_submission(sub)
+            await self._take_submission(sub, owner_of(msg.headers()))
 
-    async def _take_submission(self, sub: Submission) -> None:
+    async def _take_submission(self, sub: Submission, owner: str | None = None) -> None:
         key = (sub.message_id, sub.seq)
         self._lock_users[key] += 1
         try:
             async with self._segment_locks[key]:
-                await self._submit(sub)
+                await self._submit(sub, owner)
         finally:
             # dropped only when nobody waits on it: a copy arriving later must queue behind the same lock
             self._lock_users[key] -= 1
@@ -441,11 +458,13 @@ class SubmitPath:
                 del self._lock_users[key]
                 self._segment_locks.pop(key, None)
 
-    async def _submit(self, sub: Submission) -> None:
+    async def _submit(self, sub: Submission, owner: str | None = None) -> None:
         key = (sub.message_id, sub.seq)
         line = self.lines.get(sub.route.carrier)
         if line is None:
-            await self._hand_over(sub, 0, f"carrier {sub.route.carrier} is not served by this connector")
+            await self._hand_over(
+                sub, 0, f"carrier {sub.route.carrier} is not served by this connector", owner
+            )
             return
         while not self._stopping.is_set():
             ledger = self._ledger_of(key)
@@ -459,7 +478,7 @@ class SubmitPath:
                 last = here[-1].outcome
                 status = last.command_status or 0 if last is not None else 0
                 await self._hand_over(
-                    sub, status, f"refused for now {len(here)} times on {sub.route.route_id}"
+                    sub, status, f"refused for now {len(here)} times on {sub.route.route_id}", owner
                 )
                 return
             wait_s = (step.not_before_ms - _now_ms()) / 1000
@@ -470,7 +489,7 @@ class SubmitPath:
             session = await line.bound_session(self.settings.bind_wait_s)
             if session is None:  # nothing was written to the carrier: the next route may take it
                 await self._hand_over(
-                    sub, 0, f"no bind of {line.carrier.id} up within {self.settings.bind_wait_s:g} s"
+                    sub, 0, f"no bind of {line.carrier.id} up within {self.settings.bind_wait_s:g} s", owner
                 )
                 return
             outcome = await self._attempt(sub, line, session, step.attempt)
@@ -512,7 +531,7 @@ class SubmitPath:
         finally:
             line.window.release()
 
-    async def _hand_over(self, sub: Submission, status: int, why: str) -> None:
+    async def _hand_over(self, sub: Submission, status: int, why: str, owner: str | None = None) -> None:
         nxt = sub.handed_over()
         if nxt is None:
             reason = f"every route was tried; last: {why}"
@@ -521,4 +540,4 @@ class SubmitPath:
             return
         log.info("%s#%d: %s; handing it to %s", sub.message_id, sub.seq, why, nxt.route.route_id)
         self.handed_over += 1
-        await self._store(SUBMIT_TOPIC, nxt.to_json(), nxt.route.carrier)
+        await self._store(SUBMIT_TOPIC, nxt.to_json(), nxt.route.carrier, owner_headers(owner))

@@ -26,6 +26,9 @@ import orjson
 from smsflow.outbound.ledger import Intent, Outcome
 
 SUBMIT_TOPIC = "sms.outbound.submit.v1"
+# The customer a submission is for, as a header of its record on the submit topic (not in the record: a
+# connector that predates it reads the record unchanged): the connector shares a carrier fairly between them.
+OWNER_HEADER = "smsflow-owner"
 LEDGER_TOPIC = "sms.outbound.ledger.v1"
 UNMATCHED_RECEIPTS_TOPIC = "sms.outbound.receipts.unmatched.v1"
 SUBMISSION_FORMAT = "smsflow.submission/1"
@@ -160,3 +163,17 @@ def read_ledger(raw: bytes) -> LedgerEntry:
         raise ValueError(f"unknown ledger record kind {kind!r}")
     entry: LedgerEntry = _KINDS[kind](**doc)
     return entry
+
+
+def owner_headers(owner: str | None) -> list[tuple[str, bytes]] | None:
+    """The submit record's headers that name its customer (``OWNER_HEADER``), if known."""
+    return [(OWNER_HEADER, owner.encode())] if owner else None
+
+
+def owner_of(headers: Any) -> str | None:
+    """The customer a submit record's headers name (confluent-kafka's list of pairs, or a dict), or None (a
+    record from before the header)."""
+    for name, value in headers.items() if isinstance(headers, dict) else headers or ():
+        if name == OWNER_HEADER and value:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return None

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from devkit.simulator.faults import Fault, FaultKind, parse_fault
 from devkit.simulator.traffic import LogicalSms
 from smsflow.api.apikeys import ApiKeyStore
-from smsflow.outbound.submission import UNMATCHED_RECEIPTS_TOPIC
+from smsflow.outbound.submission import SUBMIT_TOPIC, UNMATCHED_RECEIPTS_TOPIC, owner_of
 from smsflow.schemas import DELIVERY_TOPIC, WEBHOOK_DLQ_TOPIC
 from smsflow.smpp.constants import TlvTag
 from smsflow.smpp.pdu import make_tlv
@@ -238,7 +238,10 @@ def esm0_receipt(message_id: str, *, text: bool, tlvs: bool) -> tuple[dict[str, 
     return params, extra
 
 
-def read_topic(bootstrap: str, topic: str, want: int, timeout: float) -> list[dict[str, Any]]:
+def read_topic(
+    bootstrap: str, topic: str, want: int, timeout: float, what: Callable[[Any], Any] | None = None
+) -> list[Any]:
+    """``want`` records of ``topic`` from its start (their values as JSON, or ``what(message)``)."""
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": f"e2e-{time.time_ns()}", "auto.offset.reset": "earliest"}
     )
@@ -249,7 +252,7 @@ def read_topic(bootstrap: str, topic: str, want: int, timeout: float) -> list[di
         while len(out) < want and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is not None and msg.error() is None and msg.value():
-                out.append(orjson.loads(msg.value()))
+                out.append(orjson.loads(msg.value()) if what is None else what(msg))
     finally:
         consumer.close()
     return out
@@ -278,6 +281,10 @@ async def test_messages_are_submitted_once_and_end_delivered(pipeline, tmp_path:
             sms = LogicalSms(params["source_addr"], params["destination_addr"], "", 0)
             p.smsc.enqueue_pdu(params, extra, sms, account="acct0")
         unmatched = await asyncio.to_thread(read_topic, p.stack.bootstrap, UNMATCHED_RECEIPTS_TOPIC, 2, 60)
+        segments = sum(v["history"][0]["segments_total"] for v in views.values())
+        owners = await asyncio.to_thread(
+            read_topic, p.stack.bootstrap, SUBMIT_TOPIC, segments, 60, lambda m: owner_of(m.headers())
+        )
 
     reasons = {u["message_id"]: u["reason"] for u in unmatched}
     assert set(reasons) == {"DEADBEEF", "CAFE0001"}, unmatched
@@ -296,6 +303,8 @@ async def test_messages_are_submitted_once_and_end_delivered(pipeline, tmp_path:
     assert p.smsc.submits.submitted_twice() == []
     assert submitted_texts(p) == {to: [text] for to, text in texts.items()}
     assert p.smsc.submits.summary("acct1")["submits"] == 0
+    # each submit record names its customer: the connector shares a carrier fairly between customers
+    assert owners == ["acme"] * segments
 
 
 async def test_primary_refusing_for_now_moves_submits_to_the_secondary(pipeline, tmp_path: Path) -> None:

@@ -75,6 +75,9 @@ class _Msg:
     def offset(self) -> int:
         return 0
 
+    def headers(self) -> None:
+        return None
+
 
 async def test_copies_of_one_segment_are_never_submitted_at_once():
     """A worker replay can put a segment on the submit topic twice; each copy must read the ledger only after
@@ -85,7 +88,7 @@ async def test_copies_of_one_segment_are_never_submitted_at_once():
     path = SubmitPath("t", "127.0.0.1:9", [], {}, None, OutboundConfig())  # type: ignore[arg-type]
     running = peak = 0
 
-    async def submit(sub):
+    async def submit(sub, owner=None):
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
@@ -111,19 +114,21 @@ async def test_ledger_entries_and_hand_overs_are_retried_until_the_broker_stores
     from connectors.smpp.submit import SubmitPath
     from smsflow.config import OutboundConfig
     from smsflow.outbound.ledger import Intent
-    from smsflow.outbound.submission import LEDGER_TOPIC, SUBMIT_TOPIC, Carried, read_ledger
+    from smsflow.outbound.submission import LEDGER_TOPIC, SUBMIT_TOPIC, Carried, owner_of, read_ledger
 
     class FlakyProducer:
         def __init__(self) -> None:
             self.refusals = 0
             self.stored: list[tuple[str, bytes, str]] = []
+            self.headers: list[object] = []
 
-        async def send(self, topic: str, value: bytes, key: str) -> None:
+        async def send(self, topic: str, value: bytes, key: str, headers: object = None) -> None:
             if self.refusals < 2:
                 self.refusals += 1
                 raise RuntimeError("broker unavailable")
             self.refusals = 0  # the next record is refused twice again
             self.stored.append((topic, value, key))
+            self.headers.append(headers)
 
     waits: list[float] = []
 
@@ -139,12 +144,13 @@ async def test_ledger_entries_and_hand_overs_are_retried_until_the_broker_stores
         "m", 1, 1, "+852", "ACME", "alphanumeric", 0, 0, b"hi", "otp", 1, None,
         (Candidate("r0", "c0"), Candidate("r1", "c1")),
     )  # fmt: skip
-    await path._hand_over(sub, 0x58, "refused for now")
+    await path._hand_over(sub, 0x58, "refused for now", "acme")
 
     (ledger_topic, value, key), (submit_topic, handed, carrier) = producer.stored
     assert (ledger_topic, key, read_ledger(value)) == (LEDGER_TOPIC, "m", Carried(intent, "c0"))
     assert (submit_topic, carrier) == (SUBMIT_TOPIC, "c1")
     assert Submission.from_json(handed).route == Candidate("r1", "c1")
+    assert owner_of(producer.headers[1]) == "acme"  # the next route's connector shares it fairly too
     assert waits == [0.2, 0.4, 0.2, 0.4]  # backing off, and the ledger holds the intent once stored
     assert path._ledger_of(("m", 1)).segments[("m", 1)][0].intent == intent
 
@@ -165,9 +171,34 @@ def test_taken_on_bounds_each_carrier_and_lets_otp_past_parked_bulk():
     assert taken.offer("slow", 2, "b5")
 
 
+def test_taken_on_shares_a_carrier_fairly_between_customers():
+    """Start-time fair queuing among a carrier's waiting records: a customer's flood delays another's segment
+    by one of its own per turn, not by all of them; priority comes first."""
+    from connectors.smpp.submit import TakenOn
+
+    taken: TakenOn[str] = TakenOn(lambda lane: 1, parked_max=100)
+    assert taken.offer("c", 2, "running")
+    for i in range(5):
+        assert not taken.offer("c", 2, f"m{i}", "mallory")
+    assert not taken.offer("c", 2, "a0", "alice")
+    assert not taken.offer("c", 2, "a1", "alice")
+    order = [taken.finished("c") for _ in range(3)]
+    assert order == ["m0", "a0", "m1"]
+    assert not taken.offer("c", 2, "b0", "bob")  # arrives late: its turn is the next one, not the last
+    assert not taken.offer("c", 0, "m-otp", "mallory")  # OTP first, whoever waits
+    order = [taken.finished("c") for _ in range(6)]
+    assert order == ["m-otp", "a1", "m2", "b0", "m3", "m4"]
+    assert taken.finished("c") is None and taken.parked == 0 and not taken._last and not taken._turn
+
+
 class _Record:
-    def __init__(self, value: bytes, offset: int, partition: int = 0) -> None:
-        self._value, self._offset, self._partition = value, offset, partition
+    def __init__(self, value: bytes, offset: int, owner: str | None = None) -> None:
+        from smsflow.outbound.submission import owner_headers
+
+        self._value, self._offset, self._headers = value, offset, owner_headers(owner)
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
 
     def error(self) -> None:
         return None
@@ -181,7 +212,7 @@ class _Record:
         return self._value
 
     def partition(self) -> int:
-        return self._partition
+        return 0
 
     def offset(self) -> int:
         return self._offset
@@ -249,7 +280,7 @@ async def test_a_slow_carriers_backlog_holds_up_no_other_carrier():
     release = {"slow": asyncio.Event(), "fast": asyncio.Event()}
     release["fast"].set()
 
-    async def take(sub: Submission) -> None:
+    async def take(sub: Submission, owner: str | None = None) -> None:
         started.append(sub.message_id)
         await release[sub.route.carrier].wait()
 
@@ -291,7 +322,7 @@ async def test_the_submit_path_reads_no_more_while_too_many_wait(monkeypatch):
     consumer = _Consumer([_Record(_segment(f"bulk{i}", "slow"), i) for i in range(1000)])
     release = asyncio.Event()
 
-    async def take(sub: Submission) -> None:
+    async def take(sub: Submission, owner: str | None = None) -> None:
         await release.wait()
 
     path._new_consumer = lambda: consumer  # type: ignore[method-assign,assignment,return-value]
@@ -312,4 +343,42 @@ async def test_the_submit_path_reads_no_more_while_too_many_wait(monkeypatch):
         assert not consumer.records
     finally:
         path._stopping.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_one_customers_flood_on_a_carrier_delays_anothers_segment_by_a_turn():
+    """Mallory's 500 segments on a carrier, then Alice's: Alice's starts after Mallory's first turn, not
+    after all 500 (the customer is the submit record's `smsflow-owner` header, set by the worker)."""
+    from connectors.smpp.submit import SubmitPath
+    from smsflow.config import OutboundConfig
+
+    path = SubmitPath("t", "127.0.0.1:9", [_carrier("slow")], {}, None, OutboundConfig())  # type: ignore[arg-type]
+    records = [_Record(_segment(f"m{i}", "slow"), i, "mallory") for i in range(500)]
+    records.append(_Record(_segment("alice", "slow"), 500, "alice"))
+    consumer = _Consumer(records)
+    started: list[tuple[str, str | None]] = []
+    gate = asyncio.Semaphore(0)
+
+    async def take(sub: Submission, owner: str | None = None) -> None:
+        started.append((sub.message_id, owner))
+        await gate.acquire()  # one finishes each time the test lets one
+
+    path._new_consumer = lambda: consumer  # type: ignore[method-assign,assignment,return-value]
+    path._take_submission = take  # type: ignore[method-assign]
+    task = asyncio.create_task(path._consume())
+    try:
+        for _ in range(500):
+            if not consumer.records:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert started == [(f"m{i}", "mallory") for i in range(8)]  # the carrier's 8 at once
+        for _ in range(2):
+            gate.release()
+            await asyncio.sleep(0.02)
+        assert started[8:] == [("m8", "mallory"), ("alice", "alice")]
+    finally:
+        path._stopping.set()
+        for _ in range(len(started)):
+            gate.release()
         await asyncio.wait_for(task, 5)
