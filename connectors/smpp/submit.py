@@ -172,6 +172,23 @@ class TakenOn(Generic[T]):
         self.parked += 1
         return False
 
+    def drop(self, gone: Callable[[T], bool]) -> int:
+        """Forget the waiting items ``gone`` says (those of partitions this consumer no longer owns: their
+        next owner reads them again); returns how many."""
+        dropped = 0
+        for lane, waiting in list(self._waiting.items()):
+            kept = [w for w in waiting if not gone(w[3])]
+            dropped += len(waiting) - len(kept)
+            if kept:
+                heapq.heapify(kept)
+                self._waiting[lane] = kept
+            else:
+                del self._waiting[lane]
+                self._turn.pop(lane, None)
+                self._last.pop(lane, None)
+        self.parked -= dropped
+        return dropped
+
     def finished(self, lane: str) -> T | None:
         """One of ``lane``'s has finished: the item to start in its place, if one waits (it runs in the
         place of the finished one)."""
@@ -347,11 +364,12 @@ class SubmitPath:
             sub, owner, tp, offset = item
             task = asyncio.create_task(self._take_submission(sub, owner))
             self._inflight.add(task)
+            of_partition = progress[tp]
 
             def finished(t: asyncio.Task[None]) -> None:
                 self._inflight.discard(t)
                 if not t.cancelled() and t.exception() is None:
-                    progress[tp].finish(offset)
+                    of_partition.finish(offset)  # not the partition's next owner's (a revocation)
                 if self._stopping.is_set():
                     return  # nothing new is started; what waits is read again after a restart
                 nxt = taken.finished(lane)
@@ -362,7 +380,29 @@ class SubmitPath:
 
             task.add_done_callback(finished)
 
-        consumer.subscribe([SUBMIT_TOPIC])
+        # Partitions taken from this consumer (a rebalance, inside consume(): in its thread). Their waiting
+        # records are forgotten, not started: the next owner reads them again from the committed offset, and
+        # two connectors must not both work on a segment (the ledger serialises one connector's copies only).
+        revoked: list[tuple[str, int]] = []
+
+        def on_revoke(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            revoked.extend((tp.topic, tp.partition) for tp in partitions)
+
+        def forget_revoked() -> None:
+            gone = set(revoked)
+            revoked.clear()
+            dropped = taken.drop(lambda item: item[2] in gone)
+            for tp in gone:
+                progress.pop(tp, None)  # its commits are the next owner's now
+            if dropped:
+                log.info(
+                    "submit topic: %d waiting segments of revoked partitions left to their next owner",
+                    dropped,
+                )
+            if not taken.full:
+                room.set()
+
+        consumer.subscribe([SUBMIT_TOPIC], on_revoke=on_revoke, on_lost=on_revoke)
         try:
             while not self._stopping.is_set():
                 if taken.full:
@@ -372,6 +412,8 @@ class SubmitPath:
                     await self._commit(consumer, progress)
                     continue
                 msgs = await asyncio.to_thread(self._consumer_read, consumer)
+                if revoked:
+                    forget_revoked()
                 for msg in msgs:
                     if msg.error() is not None:
                         log.warning("submit topic: %s", msg.error())

@@ -1,6 +1,7 @@
 """The connector submit path's pieces that need no SMSC: the OTP-first window, the commit point, the PDU."""
 
 import asyncio
+from typing import Any
 
 from connectors.smpp.submit import PriorityWindow, _Progress, submit_pdu
 from smsflow.outbound.submission import Candidate, Submission
@@ -219,19 +220,30 @@ class _Record:
 
 
 class _Consumer:
-    """What the submit path reads: the records given, a batch of up to 200 at a time, then nothing."""
+    """What the submit path reads: the records given, a batch of up to 200 at a time, then nothing; the
+    string "revoke" among them revokes partition 0 (the rebalance callback runs inside consume)."""
 
-    def __init__(self, records: list[_Record]) -> None:
+    def __init__(self, records: list[Any]) -> None:
         self.records = records
         self.commits: list[dict[int, int]] = []
+        self.on_revoke: Any = None
 
-    def subscribe(self, topics: list[str]) -> None:
-        pass
+    def subscribe(self, topics: list[str], on_revoke: Any = None, on_lost: Any = None) -> None:
+        self.on_revoke = on_revoke
 
     def consume(self, n: int, timeout: float) -> list[_Record]:
         import time
 
-        batch, self.records = self.records[:n], self.records[n:]
+        from confluent_kafka import TopicPartition
+
+        from smsflow.outbound.submission import SUBMIT_TOPIC
+
+        if self.records and self.records[0] == "revoke":
+            self.records.pop(0)
+            self.on_revoke(self, [TopicPartition(SUBMIT_TOPIC, 0)])
+        batch = []
+        while self.records and len(batch) < n and self.records[0] != "revoke":
+            batch.append(self.records.pop(0))
         if not batch:
             time.sleep(0.01)
         return batch
@@ -346,39 +358,65 @@ async def test_the_submit_path_reads_no_more_while_too_many_wait(monkeypatch):
         await asyncio.wait_for(task, 5)
 
 
-async def test_one_customers_flood_on_a_carrier_delays_anothers_segment_by_a_turn():
-    """Mallory's 500 segments on a carrier, then Alice's: Alice's starts after Mallory's first turn, not
-    after all 500 (the customer is the submit record's `smsflow-owner` header, set by the worker)."""
-    from connectors.smpp.submit import SubmitPath
-    from smsflow.config import OutboundConfig
+class _Gated:
+    """The submit path of one slow carrier (a window of 1: 8 started at once) reading ``records``; each
+    segment started (``started``: its id and customer) finishes when the test releases ``gate`` once."""
 
-    path = SubmitPath("t", "127.0.0.1:9", [_carrier("slow")], {}, None, OutboundConfig())  # type: ignore[arg-type]
-    records = [_Record(_segment(f"m{i}", "slow"), i, "mallory") for i in range(500)]
-    records.append(_Record(_segment("alice", "slow"), 500, "alice"))
-    consumer = _Consumer(records)
-    started: list[tuple[str, str | None]] = []
-    gate = asyncio.Semaphore(0)
+    def __init__(self, records: list[Any]) -> None:
+        from connectors.smpp.submit import SubmitPath
+        from smsflow.config import OutboundConfig
 
-    async def take(sub: Submission, owner: str | None = None) -> None:
-        started.append((sub.message_id, owner))
-        await gate.acquire()  # one finishes each time the test lets one
+        self.path = SubmitPath("t", "127.0.0.1:9", [_carrier("slow")], {}, None, OutboundConfig())  # type: ignore[arg-type]
+        self.consumer = _Consumer(records)
+        self.started: list[tuple[str, str | None]] = []
+        self.gate = asyncio.Semaphore(0)
+        self.path._new_consumer = lambda: self.consumer  # type: ignore[method-assign,assignment,return-value]
+        self.path._take_submission = self._take  # type: ignore[method-assign]
 
-    path._new_consumer = lambda: consumer  # type: ignore[method-assign,assignment,return-value]
-    path._take_submission = take  # type: ignore[method-assign]
-    task = asyncio.create_task(path._consume())
-    try:
-        for _ in range(500):
-            if not consumer.records:
+    async def _take(self, sub: Submission, owner: str | None = None) -> None:
+        self.started.append((sub.message_id, owner))
+        await self.gate.acquire()
+
+    async def __aenter__(self) -> "_Gated":
+        self.task = asyncio.create_task(self.path._consume())
+        for _ in range(500):  # until everything is read
+            if not self.consumer.records:
                 break
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)
-        assert started == [(f"m{i}", "mallory") for i in range(8)]  # the carrier's 8 at once
-        for _ in range(2):
-            gate.release()
+        return self
+
+    async def let_finish(self, n: int) -> None:
+        for _ in range(n):
+            self.gate.release()
             await asyncio.sleep(0.02)
-        assert started[8:] == [("m8", "mallory"), ("alice", "alice")]
-    finally:
-        path._stopping.set()
-        for _ in range(len(started)):
-            gate.release()
-        await asyncio.wait_for(task, 5)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.path._stopping.set()
+        for _ in range(len(self.started)):
+            self.gate.release()
+        await asyncio.wait_for(self.task, 5)
+
+
+async def test_one_customers_flood_on_a_carrier_delays_anothers_segment_by_a_turn():
+    """Mallory's 500 segments on a carrier, then Alice's: Alice's starts after Mallory's first turn, not
+    after all 500 (the customer is the submit record's `smsflow-owner` header, set by the worker)."""
+    records = [_Record(_segment(f"m{i}", "slow"), i, "mallory") for i in range(500)]
+    records.append(_Record(_segment("alice", "slow"), 500, "alice"))
+    async with _Gated(records) as run:
+        assert run.started == [(f"m{i}", "mallory") for i in range(8)]  # the carrier's 8 at once
+        await run.let_finish(2)
+        assert run.started[8:] == [("m8", "mallory"), ("alice", "alice")]
+
+
+async def test_waiting_segments_of_a_revoked_partition_are_left_to_its_next_owner():
+    """A rebalance takes the partition: its waiting segments are forgotten (its next owner reads them again
+    from the committed offset; two connectors must not both work on one segment), not started later."""
+    first = [_Record(_segment(f"m{i}", "slow"), i) for i in range(20)]
+    again = [_Record(_segment(f"m{i}", "slow"), i) for i in range(8, 20)]  # from the next owner's commit
+    async with _Gated([*first, "revoke", *again]) as run:
+        assert [m for m, _ in run.started] == [f"m{i}" for i in range(8)]
+        await run.let_finish(40)  # every one may finish: what is started now is all there is to start
+        await asyncio.sleep(0.1)
+        # each once: the 12 forgotten, read again once
+        assert [m for m, _ in run.started] == [f"m{i}" for i in range(20)]
