@@ -183,11 +183,15 @@ class TakenOn(Generic[T]):
                 heapq.heapify(kept)
                 self._waiting[lane] = kept
             else:
-                del self._waiting[lane]
-                self._turn.pop(lane, None)
-                self._last.pop(lane, None)
+                self._forget_turns(lane)
         self.parked -= dropped
         return dropped
+
+    def _forget_turns(self, lane: str) -> None:
+        """Nobody of ``lane`` waits any more: its turns start again."""
+        del self._waiting[lane]
+        self._turn.pop(lane, None)
+        self._last.pop(lane, None)
 
     def finished(self, lane: str) -> T | None:
         """One of ``lane``'s has finished: the item to start in its place, if one waits (it runs in the
@@ -197,10 +201,8 @@ class TakenOn(Generic[T]):
             _, turn, _, item = heapq.heappop(waiting)
             self.parked -= 1
             self._turn[lane] = turn
-            if not waiting:  # nobody waits: the turns start again
-                del self._waiting[lane]
-                self._turn.pop(lane, None)
-                self._last.pop(lane, None)
+            if not waiting:
+                self._forget_turns(lane)
             return item
         left = self.running.get(lane, 1) - 1
         if left > 0:
@@ -481,11 +483,6 @@ class SubmitPath:
                 "submit topic @%s/%s: unreadable record skipped: %s", msg.partition(), msg.offset(), exc
             )
             return None
-
-    async def _take(self, msg: Message) -> None:
-        sub = self._read(msg)
-        if sub is not None:
-            await self._take_submission(sub, owner_of(msg.headers()))
 
     async def _take_submission(self, sub: Submission, owner: str | None = None) -> None:
         key = (sub.message_id, sub.seq)

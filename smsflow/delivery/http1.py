@@ -112,10 +112,9 @@ class LookupShares:
             except BaseException:
                 if fut.done() and not fut.cancelled():
                     self._finish(party)  # started just as the caller gave up
-                else:
+                else:  # nobody else may start for its going: who may start depends on what runs
                     with contextlib.suppress(ValueError):
                         self._waiting.remove((party, fut))
-                    self._wake()  # a waiter behind this one may start now
                 raise
         try:
             yield

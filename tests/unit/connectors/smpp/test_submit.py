@@ -63,23 +63,6 @@ def test_submit_sm_carries_the_segment_as_encoded():
     assert p["validity_period"] == "261130005320000+"  # absolute, UTC (2026-11-30 00:53:20)
 
 
-class _Msg:
-    def __init__(self, value: bytes) -> None:
-        self._value = value
-
-    def value(self) -> bytes:
-        return self._value
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return 0
-
-    def headers(self) -> None:
-        return None
-
-
 async def test_copies_of_one_segment_are_never_submitted_at_once():
     """A worker replay can put a segment on the submit topic twice; each copy must read the ledger only after
     the previous one is done with it, also a copy that arrives while another copy is still waiting."""
@@ -100,11 +83,11 @@ async def test_copies_of_one_segment_are_never_submitted_at_once():
     sub = Submission(
         "m", 1, 1, "+852", "ACME", "alphanumeric", 0, 0, b"hi", "otp", 1, None, (Candidate("r", "c"),)
     )
-    first = asyncio.create_task(path._take(_Msg(sub.to_json())))
+    first = asyncio.create_task(path._take_submission(sub))
     await asyncio.sleep(0.01)
-    second = asyncio.create_task(path._take(_Msg(sub.to_json())))  # waits for the first
+    second = asyncio.create_task(path._take_submission(sub))  # waits for the first
     await asyncio.sleep(0.06)  # the first is done, the second is submitting
-    third = asyncio.create_task(path._take(_Msg(sub.to_json())))
+    third = asyncio.create_task(path._take_submission(sub))
     await asyncio.gather(first, second, third)
     assert peak == 1
 
