@@ -280,15 +280,24 @@ async def run_connector(cfg: Config) -> None:
     sessions: dict[str, list[Any]] = {}
     for link in connector.links:
         sessions.setdefault(link.carrier.id, []).append(link.session)
-    submits = SubmitPath(cfg.app_id, bootstrap, cfg.carriers, sessions, producer, cfg.outbound)
+    submits = SubmitPath(cfg.app_id, bootstrap, cfg.carriers, sessions, producer, cfg.outbound, serde)
     await connector.start()
     await submits.start()
     log.info("connector: %d sessions starting", len(connector.links))
-    await stop.wait()
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({stopped, submits.ended}, return_when=asyncio.FIRST_COMPLETED)
+    failure = submits.failure()
     await submits.stop()
     await connector.stop()
     await producer.close()
     shutdown_tracing()
+    if failure is not None:  # MTs would wait unread while receiving looked healthy: a restart reads them
+        from streams.liveness import EXIT_CANNOT_PROCESS
+
+        log.critical(
+            "connector: the submit path stopped (%s); exiting with status %d", failure, EXIT_CANNOT_PROCESS
+        )
+        sys.exit(EXIT_CANNOT_PROCESS)
 
 
 async def run_api(cfg: Config) -> None:

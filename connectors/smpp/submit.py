@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
@@ -40,6 +40,7 @@ from connectors.smpp.pacing import Pacer
 from connectors.smpp.session import EsmeSession
 from smsflow.compacted import CompactedFollower
 from smsflow.config import CarrierConfig, OutboundConfig
+from smsflow.ingest.quarantine import Source, quarantine_record
 from smsflow.outbound.ledger import Intent, Ledger, LedgerPolicy, Outcome, Refusal, Submit
 from smsflow.outbound.request import PRIORITY_RANK
 from smsflow.outbound.submission import (
@@ -53,10 +54,15 @@ from smsflow.outbound.submission import (
     owner_headers,
     owner_of,
     read_ledger,
+    submission_identity,
 )
 from smsflow.producer import AsyncProducer
+from smsflow.schemas import QUARANTINE_TOPIC
 from smsflow.smpp.constants import CommandId
-from smsflow.smpp.pdu import Pdu
+from smsflow.smpp.pdu import Pdu, PduError, encode_pdu
+
+if TYPE_CHECKING:
+    from smsflow.serde import Serde
 
 log = logging.getLogger(__name__)
 
@@ -270,8 +276,12 @@ class SubmitPath:
         sessions: dict[str, list[EsmeSession]],
         producer: AsyncProducer,
         settings: OutboundConfig,
+        serde: Serde | None = None,
     ) -> None:
+        """``serde``: writes the sms.quarantine.v1 records of submit-topic records that cannot be submitted
+        (without one they are only logged)."""
         self.bootstrap = bootstrap
+        self.serde = serde
         self.group_id = f"{app_id}-outbound-submit"
         # a receiver bind cannot submit: its carrier's segments go to the next route
         self.lines = {c.id: CarrierLine(c, sessions.get(c.id, [])) for c in carriers if c.bind != "receiver"}
@@ -293,6 +303,8 @@ class SubmitPath:
         self._inflight: set[asyncio.Task[None]] = set()
         self.submitted = 0
         self.handed_over = 0
+        self.refused = 0
+        """Submit-topic records given up without a submit_sm: unreadable, unencodable, or failed here."""
 
     # ---- the ledger ----
 
@@ -344,6 +356,22 @@ class SubmitPath:
         await self._follower.start(timeout)
         self._task = asyncio.create_task(self._consume(), name="outbound-submit")
 
+    @property
+    def ended(self) -> asyncio.Task[None]:
+        """The consuming task: it ends only when stopped, or when it failed (``failure``)."""
+        assert self._task is not None, "start() first"
+        return self._task
+
+    def failure(self) -> str | None:
+        """Why the consuming task ended on its own, or None (still running, or stopped as asked)."""
+        task = self._task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        exc = task.exception()
+        if exc is not None:
+            return f"{type(exc).__name__}: {exc}"
+        return None if self._stopping.is_set() else "it ended unasked"
+
     async def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
         if self._task is not None:
@@ -364,14 +392,17 @@ class SubmitPath:
 
         def start(lane: str, item: tuple[Submission, str | None, tuple[str, int], int]) -> None:
             sub, owner, tp, offset = item
-            task = asyncio.create_task(self._take_submission(sub, owner))
+            task = asyncio.create_task(self._take_guarded(sub, owner, tp, offset))
             self._inflight.add(task)
             of_partition = progress[tp]
 
             def finished(t: asyncio.Task[None]) -> None:
                 self._inflight.discard(t)
-                if not t.cancelled() and t.exception() is None:
-                    of_partition.finish(offset)  # not the partition's next owner's (a revocation)
+                if not t.cancelled():
+                    if t.exception() is None:
+                        of_partition.finish(offset)  # not the partition's next owner's (a revocation)
+                    else:  # not given up either (its ledger entry was not stored): replayed after a restart
+                        log.error("submit topic @%d/%d: %r", tp[1], offset, t.exception())
                 if self._stopping.is_set():
                     return  # nothing new is started; what waits is read again after a restart
                 nxt = taken.finished(lane)
@@ -424,8 +455,8 @@ class SubmitPath:
                     offset = msg.offset() or 0
                     progress[tp].take(offset)
                     sub = self._read(msg)
-                    if sub is None:  # unreadable: skipped (said in the log), and committed past
-                        progress[tp].finish(offset)
+                    if isinstance(sub, str):  # unreadable: quarantined, its segment given up, committed past
+                        self._refuse_record(msg.value() or b"", sub, tp, offset, progress[tp])
                         continue
                     lane, owner = sub.route.carrier, owner_of(msg.headers())
                     item = (sub, owner, tp, offset)
@@ -475,14 +506,65 @@ class SubmitPath:
                 log.warning("submit topic: commit failed: %s", exc)
 
     @staticmethod
-    def _read(msg: Message) -> Submission | None:
+    def _read(msg: Message) -> Submission | str:
+        """The record's submission, or why it is not one."""
         try:
             return Submission.from_json(msg.value() or b"")
         except (ValueError, KeyError, TypeError) as exc:
-            log.error(
-                "submit topic @%s/%s: unreadable record skipped: %s", msg.partition(), msg.offset(), exc
-            )
-            return None
+            return f"not a submission the connector can submit: {exc}"
+
+    def _refuse_record(
+        self, raw: bytes, reason: str, tp: tuple[str, int], offset: int, of_partition: _Progress
+    ) -> None:
+        """An unreadable submit-topic record: kept on sms.quarantine.v1 with the reason, its segment given up
+        when its message id and number read (the status stage tells the customer), then committed past."""
+        log.error("submit topic @%d/%d: %s", tp[1], offset, reason)
+        self.refused += 1
+        who = submission_identity(raw)
+
+        async def refuse() -> None:
+            await self._quarantine(raw, reason, tp, offset)
+            if who is not None:
+                await self._write(who[0], Abandoned(who[0], who[1], _now_ms(), 0, reason))
+
+        task = asyncio.create_task(refuse())
+        self._inflight.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._inflight.discard(t)
+            if not t.cancelled():
+                of_partition.finish(offset)
+
+        task.add_done_callback(done)
+
+    async def _quarantine(self, raw: bytes, reason: str, tp: tuple[str, int], offset: int) -> None:
+        if self.serde is None:
+            return
+        record = quarantine_record(
+            "submit", reason, received_at=_now_ms(), pdu=raw, source=Source(tp[0], tp[1], offset)
+        )
+        try:
+            value = self.serde.encode(QUARANTINE_TOPIC, record)
+        except Exception as exc:  # the registry is down: the log line above keeps the reason
+            log.error("submit topic @%d/%d: not quarantined (%s)", tp[1], offset, exc)
+            return
+        await self._store(QUARANTINE_TOPIC, value, "submit")
+
+    async def _take_guarded(
+        self, sub: Submission, owner: str | None, tp: tuple[str, int], offset: int
+    ) -> None:
+        """One segment, whatever happens to it: a failure of ours gives the segment up with the reason
+        (the customer's status says so) instead of holding its partition's commit point until a restart."""
+        try:
+            await self._take_submission(sub, owner)
+        except Exception as exc:
+            log.exception(
+                "%s#%d (submit topic @%d/%d): failed in the connector; given up", sub.message_id, sub.seq,
+                tp[1], offset,
+            )  # fmt: skip
+            self.refused += 1
+            reason = f"the connector failed on it: {type(exc).__name__}: {exc}"[:500]
+            await self._write(sub.message_id, Abandoned(sub.message_id, sub.seq, _now_ms(), 0, reason))
 
     async def _take_submission(self, sub: Submission, owner: str | None = None) -> None:
         key = (sub.message_id, sub.seq)
@@ -500,6 +582,16 @@ class SubmitPath:
     async def _submit(self, sub: Submission, owner: str | None = None) -> None:
         key = (sub.message_id, sub.seq)
         line = self.lines.get(sub.route.carrier)
+        try:  # before any intent: a segment that cannot be written must not look sent
+            encode_pdu(submit_pdu(sub, sub.expires_at_ms))
+        except PduError as exc:
+            self.refused += 1
+            why = f"does not encode as a submit_sm: {exc}"
+            log.error("%s#%d: %s; given up", sub.message_id, sub.seq, why)
+            await self._write(
+                sub.message_id, Abandoned(sub.message_id, sub.seq, _now_ms(), int(exc.status), why)
+            )
+            return
         if line is None:
             await self._hand_over(
                 sub, 0, f"carrier {sub.route.carrier} is not served by this connector", owner

@@ -1,6 +1,7 @@
 """The one builder of ``sms.quarantine.v1`` records (schemas/quarantine.avsc), for every stage that keeps an
 input it could not accept: the connector (a PDU refused per protocol), ingest (a record that does not decode,
-parse or encode) and delivery (an inbound record that does not decode)."""
+parse or encode), delivery (an inbound record that does not decode) and the connector's submit path (a
+record of sms.outbound.submit.v1 it cannot submit; ``pdu`` holds the record)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Literal
 
 from smsflow.records import QuarantinedPdu
 
-Stage = Literal["connector", "ingest", "deliver"]
+Stage = Literal["connector", "ingest", "deliver", "submit"]
 
 
 @dataclass(frozen=True, slots=True)

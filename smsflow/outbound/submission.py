@@ -18,6 +18,7 @@ customer-facing contracts (requests, statuses) are Avro.
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
@@ -77,12 +78,98 @@ class Submission:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Submission:
+        """The submission a record holds, or ValueError naming the first field that is missing, of the
+        wrong type or outside what a submit_sm can carry: the connector must never start on a record it
+        cannot finish (an exception there would hold its partition's commit point)."""
         doc = orjson.loads(raw)
-        if doc.pop("format", None) != SUBMISSION_FORMAT:
+        if not isinstance(doc, dict) or doc.pop("format", None) != SUBMISSION_FORMAT:
             raise ValueError(f"not a {SUBMISSION_FORMAT} record")
-        doc["short_message"] = base64.b64decode(doc["short_message"])
-        doc["candidates"] = tuple(Candidate(**c) for c in doc["candidates"])
-        return cls(**doc)
+        return cls(**_checked_submission(doc))
+
+
+_SUBMISSION_FIELDS = frozenset(
+    ("message_id", "seq", "parts", "destination", "sender", "sender_kind", "data_coding", "esm_class",
+     "short_message", "priority", "expires_at_ms", "ref", "candidates", "position")
+)  # fmt: skip
+_PRIORITIES = frozenset(("otp", "transactional", "bulk"))  # smsflow.outbound.request.PRIORITY_RANK
+_DIGITS = re.compile(r"\+?[0-9]{1,20}")
+_LATIN1 = re.compile(r"[\x20-\x7e\xa0-\xff]{1,20}")  # our PDU encoder writes C-Octet Strings as Latin-1
+# every carrier that may submit is a candidate (streams/outbound.py)
+MAX_CANDIDATES = 1024
+# datetime's last millisecond (9999-12-31T23:59:59.999Z): the validity_period is written from it
+_MAX_TIME_MS = 253_402_300_799_999
+
+
+def _int(doc: dict[str, Any], name: str, low: int, high: int) -> int:
+    value = doc.get(name)
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError(f"{name}: an integer from {low} to {high} required, got {value!r:.40}")
+    return value
+
+
+def _str(doc: dict[str, Any], name: str, pattern: re.Pattern[str] | None = None, most: int = 128) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str) or not 0 < len(value) <= most:
+        raise ValueError(f"{name}: a string of 1 to {most} characters required, got {value!r:.40}")
+    if pattern is not None and pattern.fullmatch(value) is None:
+        raise ValueError(f"{name}: {value!r:.40} is not what a submit_sm can carry")
+    return value
+
+
+def _checked_submission(doc: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a submit-topic record, typed and within SMPP 3.4's limits, or ValueError naming one."""
+    unknown = set(doc) - _SUBMISSION_FIELDS
+    if unknown:
+        raise ValueError(f"unknown fields: {', '.join(sorted(unknown))[:200]}")
+    out: dict[str, Any] = {"message_id": _str(doc, "message_id")}
+    out["parts"] = _int(doc, "parts", 1, 255)
+    out["seq"] = _int(doc, "seq", 1, out["parts"])
+    out["destination"] = _str(doc, "destination", _DIGITS, 21)
+    out["sender_kind"] = doc.get("sender_kind")
+    if out["sender_kind"] not in ("number", "alphanumeric"):
+        raise ValueError(f"sender_kind: number or alphanumeric required, got {out['sender_kind']!r:.40}")
+    pattern = _LATIN1 if out["sender_kind"] == "alphanumeric" else _DIGITS
+    out["sender"] = _str(doc, "sender", pattern, 21)
+    out["data_coding"] = _int(doc, "data_coding", 0, 255)
+    out["esm_class"] = _int(doc, "esm_class", 0, 255)
+    body = doc.get("short_message")
+    try:
+        out["short_message"] = base64.b64decode(body, validate=True)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError("short_message: base64 required") from None
+    if len(out["short_message"]) > 254:
+        raise ValueError(f"short_message: {len(out['short_message'])} octets; a submit_sm carries 254")
+    out["priority"] = doc.get("priority")
+    if out["priority"] not in _PRIORITIES:
+        raise ValueError(f"priority: one of otp, transactional, bulk required, got {out['priority']!r:.40}")
+    out["expires_at_ms"] = _int(doc, "expires_at_ms", 0, _MAX_TIME_MS)
+    out["ref"] = None if doc.get("ref") is None else _int(doc, "ref", 0, 65_535)
+    routes = doc.get("candidates")
+    if not isinstance(routes, list) or not 0 < len(routes) <= MAX_CANDIDATES:
+        raise ValueError(f"candidates: a list of 1 to {MAX_CANDIDATES} routes required")
+    candidates = []
+    for i, c in enumerate(routes):
+        if not isinstance(c, dict) or set(c) != {"route_id", "carrier"}:
+            raise ValueError(f"candidates[{i}]: route_id and carrier required")
+        candidates.append(Candidate(_str(c, "route_id"), _str(c, "carrier")))
+    out["candidates"] = tuple(candidates)
+    out["position"] = _int(doc, "position", 0, len(candidates) - 1) if "position" in doc else 0
+    return out
+
+
+def submission_identity(raw: bytes) -> tuple[str, int] | None:
+    """The message id and segment number of a submit-topic record that does not read as a submission, when
+    those two do: the segment can then be given up (its customer told) rather than only skipped."""
+    try:
+        doc = orjson.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    mid, seq = doc.get("message_id"), doc.get("seq")
+    if isinstance(mid, str) and 0 < len(mid) <= 128 and type(seq) is int and 1 <= seq <= 255:
+        return mid, seq
+    return None
 
 
 @dataclass(frozen=True)

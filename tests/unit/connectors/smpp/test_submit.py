@@ -403,3 +403,134 @@ async def test_waiting_segments_of_a_revoked_partition_are_left_to_its_next_owne
         await asyncio.sleep(0.1)
         # each once: the 12 forgotten, read again once
         assert [m for m, _ in run.started] == [f"m{i}" for i in range(20)]
+
+
+class _Stored:
+    """A producer and a serde that keep what they were given (the quarantine record as a dict)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, str]] = []
+        self.encoded: list[dict[str, Any]] = []
+
+    async def send(self, topic: str, value: bytes, key: str, headers: object = None) -> None:
+        self.sent.append((topic, value, key))
+
+    def encode(self, topic: str, record: dict[str, Any]) -> bytes:
+        self.encoded.append(record)
+        return b"avro"
+
+    def given_up(self) -> list[Any]:
+        from smsflow.outbound.submission import LEDGER_TOPIC, Abandoned, read_ledger
+
+        entries = [read_ledger(v) for t, v, _ in self.sent if t == LEDGER_TOPIC]
+        return [e for e in entries if isinstance(e, Abandoned)]
+
+
+async def _run_until_committed(path: Any, consumer: _Consumer, upto: int) -> None:
+    path._new_consumer = lambda: consumer
+    task = asyncio.create_task(path._consume())
+    try:
+        for _ in range(300):
+            if (consumer.commits and consumer.commits[-1] == {0: upto}) or task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert not task.done(), f"the submit path stopped: {task.exception()!r}"
+        assert consumer.commits[-1] == {0: upto}
+    finally:
+        path._stopping.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_record_that_cannot_be_submitted_is_quarantined_given_up_and_committed_past():
+    """A submit record with no route (valid JSON; `sub.route` raised IndexError in the read loop itself): the
+    whole submit path died, silently, while the connector kept receiving. Now it is kept on sms.quarantine.v1
+    with the reason and where it was read, its segment is given up (the customer's status says why) and the
+    records behind it are submitted."""
+    import orjson
+
+    from connectors.smpp.submit import SubmitPath
+    from smsflow.config import OutboundConfig
+    from smsflow.schemas import QUARANTINE_TOPIC
+
+    bad = orjson.loads(_segment("bad", "c"))
+    bad["candidates"] = []
+    records = [_Record(_segment("m0", "c"), 0), _Record(orjson.dumps(bad), 1), _Record(b"\x00junk", 2),
+               _Record(_segment("m3", "c"), 3)]  # fmt: skip
+    stored = _Stored()
+    path = SubmitPath("t", "127.0.0.1:9", [_carrier("c")], {}, stored, OutboundConfig(), stored)  # type: ignore[arg-type]
+    started: list[str] = []
+
+    async def take(sub: Submission, owner: str | None = None) -> None:
+        started.append(sub.message_id)
+
+    path._take_submission = take  # type: ignore[method-assign]
+    await _run_until_committed(path, _Consumer(records), 4)
+    assert started == ["m0", "m3"]
+    q = stored.encoded
+    assert [(r["stage"], r["source_offset"], r["pdu"]) for r in q] == [
+        ("submit", 1, orjson.dumps(bad)), ("submit", 2, b"\x00junk")
+    ]  # fmt: skip
+    assert "candidates" in q[0]["reason"] and [t for t, _, _ in stored.sent].count(QUARANTINE_TOPIC) == 2
+    (given_up,) = stored.given_up()  # the junk names no segment: quarantined only
+    assert (given_up.message_id, given_up.seq) == ("bad", 1) and "candidates" in given_up.reason
+    assert path.refused == 2
+
+
+async def test_a_segment_the_connector_fails_on_is_given_up_instead_of_holding_the_commit():
+    """An exception of ours while submitting one segment left its offset unfinished: the partition's commit
+    point stayed there until a restart (which replayed everything behind it, and failed the same way)."""
+    from connectors.smpp.submit import SubmitPath
+    from smsflow.config import OutboundConfig
+
+    stored = _Stored()
+    path = SubmitPath("t", "127.0.0.1:9", [_carrier("c")], {}, stored, OutboundConfig(), stored)  # type: ignore[arg-type]
+
+    async def take(sub: Submission, owner: str | None = None) -> None:
+        if sub.message_id == "m1":
+            raise RuntimeError("a bug of ours")
+
+    path._take_submission = take  # type: ignore[method-assign]
+    await _run_until_committed(path, _Consumer([_Record(_segment(f"m{i}", "c"), i) for i in range(3)]), 3)
+    (given_up,) = stored.given_up()
+    assert given_up.message_id == "m1" and "RuntimeError: a bug of ours" in given_up.reason
+    assert path.refused == 1
+
+
+async def test_a_segment_that_does_not_encode_is_given_up_before_any_intent():
+    """The encoder's refusal came from inside session.request, after the intent was stored: the segment
+    looked sent (and, under `hold`, was held as an unknown outcome) though no octet left."""
+    from connectors.smpp.submit import SubmitPath
+    from smsflow.config import OutboundConfig
+    from smsflow.outbound.submission import LEDGER_TOPIC, read_ledger
+    from smsflow.smpp.constants import CommandStatus
+
+    stored = _Stored()
+    path = SubmitPath("t", "127.0.0.1:9", [_carrier("c")], {}, stored, OutboundConfig(), stored)  # type: ignore[arg-type]
+    sub = Submission(
+        "m", 1, 1, "+85260000000", "ACME\u4e2d", "alphanumeric", 0, 0, b"hi", "otp", 1, None,
+        (Candidate("r-c", "c"),),
+    )  # fmt: skip
+    await asyncio.wait_for(path._submit(sub), 5)
+    (entry,) = [read_ledger(v) for t, v, _ in stored.sent if t == LEDGER_TOPIC]
+    assert (entry.message_id, entry.command_status) == ("m", CommandStatus.ESME_RINVSRCADR)
+    assert "does not encode" in entry.reason and "Latin-1" in entry.reason
+
+
+async def test_a_submit_path_that_stopped_on_its_own_says_why():
+    """The connector exits (and is restarted) when its submit path ends unasked: before, MTs waited unread
+    while the receiving side looked healthy."""
+    from connectors.smpp.submit import SubmitPath
+    from smsflow.config import OutboundConfig
+
+    path = SubmitPath("t", "127.0.0.1:9", [], {}, None, OutboundConfig())  # type: ignore[arg-type]
+
+    class Broken(_Consumer):
+        def consume(self, n: int, timeout: float) -> list[_Record]:
+            raise RuntimeError("consumer closed")
+
+    path._new_consumer = lambda: Broken([])  # type: ignore[method-assign,assignment,return-value]
+    path._task = asyncio.create_task(path._consume())
+    await asyncio.wait({path.ended}, timeout=5)
+    assert path.failure() == "RuntimeError: consumer closed"
+    path._stopping.set()
+    assert path.failure() == "RuntimeError: consumer closed"
