@@ -379,6 +379,13 @@ class WebhookDeliveryConfig(_Strict):
         return self
 
 
+class SendRate(_Strict):
+    """One owner's own send rate (``api.segment_rates``)."""
+
+    per_second: float = Field(gt=0, le=100_000, description="segments per second")
+    burst: int = Field(ge=10, le=10_000_000, description="segments at once (at least one whole message: 10)")
+
+
 class ApiConfig(_Strict):
     """The subscriptions management API (``smsflow api``)."""
 
@@ -430,6 +437,25 @@ class ApiConfig(_Strict):
         description="entries one list of a subscription's filters may hold (destination_numbers, "
         "destination_prefixes, countries, sender_signatures, route_ids); more answers 422 naming the list. "
         "Every worker and API process keeps every subscription's lists in memory",
+    )
+    segments_per_second_per_owner: float = Field(
+        default=100,
+        gt=0,
+        le=100_000,
+        description="SMS segments one owner may send through POST /v1/messages per second, per API process "
+        "(a message of n parts counts n); more answers 429 with Retry-After. One tenant's flood would "
+        "otherwise fill the carriers' windows and the connectors' waiting places ahead of everyone else",
+    )
+    segments_burst_per_owner: int = Field(
+        default=1000,
+        ge=10,
+        le=10_000_000,
+        description="segments one owner may send at once before segments_per_second_per_owner applies "
+        "(at least one whole message of 10 parts)",
+    )
+    segment_rates: dict[str, SendRate] = Field(
+        default_factory=dict,
+        description="owners with their own send rate instead of the two above: owner id -> per_second, burst",
     )
 
 

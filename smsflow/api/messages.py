@@ -13,6 +13,11 @@ message id and sends nothing; the same key with another request is a 422. The fi
 request. The book is rebuilt from `sms.outbound.v1` itself (every request record carries its owner and key),
 so a restarted API, or another replica, honours the keys it did not see itself.
 
+Each owner may send `api.segments_per_second_per_owner` segments per second (a message of n parts counts
+n), after a burst of `api.segments_burst_per_owner` (`api.segment_rates` gives some owners their own);
+more answers 429 with `Retry-After`, before anything is stored. A refused, invalid or replayed request
+costs nothing; one the broker did not store is given back.
+
 `GET /v1/messages/{id}` answers the history from `sms.outbound.status.v1`; another owner's id is a 404.
 
 `callback_url` passes the rules of subscription URLs (`smsflow.delivery.egress.url_refusal`: https when
@@ -24,6 +29,7 @@ secret, which the owner reads at `GET /v1/callback-secret` (`smsflow.delivery.ca
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 import uuid
@@ -38,8 +44,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from smsflow.api.apikeys import Scope
+from smsflow.api.buckets import OwnerBuckets
 from smsflow.api.wire import ApiError, ErrorDetail, principal
 from smsflow.delivery.egress import AddressPolicy, url_refusal
+from smsflow.outbound.encode import segments_needed
 from smsflow.outbound.idempotency import Conflict, IdempotencyBook, Replay
 from smsflow.outbound.records import request_from_record, request_record
 from smsflow.outbound.request import (
@@ -147,6 +155,18 @@ def canonical_body(req: OutboundRequest) -> dict[str, object]:
     }
 
 
+class SendThrottled(Exception):
+    """The owner has sent as many segments as its rate allows for now."""
+
+    def __init__(self, owner: str, cost: int, per_s: float, burst: int, wait_s: float) -> None:
+        self.wait_s = wait_s
+        super().__init__(
+            f"owner {owner!r} may send {per_s:g} segments per second after a burst of {burst} "
+            f"(api.segments_per_second_per_owner, api.segments_burst_per_owner, api.segment_rates); this "
+            f"message of {cost} segments can be sent in {math.ceil(wait_s)} s"
+        )
+
+
 class OutboundDesk:
     """Accepted requests, idempotency keys and status histories, fed by this API's own sends and by the
     topics (``smsflow.api.message_feed``; its records arrive on a consumer thread, hence the lock)."""
@@ -159,6 +179,7 @@ class OutboundDesk:
         *,
         url_rules: UrlRules | None = None,
         callback_secrets: Callable[[str], list[str]] | None = None,
+        rates: OwnerBuckets | None = None,
     ):
         self.sink = sink
         self.holding_of = holding_of
@@ -166,6 +187,8 @@ class OutboundDesk:
         self.url_rules = url_rules or UrlRules()
         # the owner's callback signing secrets; None: this API cannot tell them (no key ring)
         self.callback_secrets = callback_secrets
+        # segments per owner per second; None: unbounded (tests of other things)
+        self.rates = rates
         self._lock = threading.Lock()
         self._book = IdempotencyBook()
         self._messages: dict[str, SentMessage] = {}
@@ -208,7 +231,7 @@ class OutboundDesk:
             errors = [(e.path, e.reason) for e in checked] if isinstance(checked, list) else []
             return errors + ([("callback_url", refused)] if refused is not None else [])
         if idempotency_key is None:
-            await self._store(checked)
+            await self._store_counted(checked)
             return MessageAccepted(id=checked.message_id, replayed=False)
         async with self._key_locks[(owner, idempotency_key)]:
             with self._lock:
@@ -217,8 +240,26 @@ class OutboundDesk:
                 return MessageAccepted(id=seen.message_id, replayed=True)
             if isinstance(seen, Conflict):
                 return [("Idempotency-Key", seen.reason)]
-            await self._store(checked)
+            await self._store_counted(checked)
             return MessageAccepted(id=checked.message_id, replayed=False)
+
+    async def _store_counted(self, req: OutboundRequest) -> None:
+        """Store the request if its owner's send rate allows its segments now (else SendThrottled, nothing
+        stored); segments the broker did not store are given back."""
+        rates = self.rates
+        if rates is None:
+            await self._store(req)
+            return
+        cost = segments_needed(req.text)
+        wait = rates.take(req.owner, cost)
+        if wait > 0:
+            burst, per_s = rates.limit_of(req.owner)
+            raise SendThrottled(req.owner, cost, per_s, int(burst), min(wait, 3600.0))
+        try:
+            await self._store(req)
+        except BaseException:
+            rates.give_back(req.owner, cost)
+            raise
 
     def _callback_refusal(self, url: object) -> str | None:
         if not isinstance(url, str):
@@ -289,6 +330,10 @@ def add_message_routes(app: web.Application, desk: OutboundDesk) -> None:
             outcome = await desk.send(key.owner, body, request.headers.get("Idempotency-Key"))
         except SinkUnavailable as exc:
             raise ApiError(503, "unavailable", f"the message was not stored ({exc}); retry it") from exc
+        except SendThrottled as exc:
+            raise ApiError(
+                429, "too_many_requests", str(exc), headers={"Retry-After": str(math.ceil(exc.wait_s))}
+            ) from exc
         if isinstance(outcome, list):
             details = [ErrorDetail(code="invalid", field=f, message=m) for f, m in outcome]
             code = "idempotency_conflict" if outcome[0][0] == "Idempotency-Key" else "validation_error"

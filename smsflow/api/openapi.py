@@ -62,7 +62,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         422: "A field is invalid; `error.field` names it (`idempotency_conflict`: the key was used for "
         "another request; a filter list longer than `api.max_filter_entries`: `filters.<list>`)",
         429: f"The owner has {PENDING_PER_OWNER} resend/recover requests in progress already, or (a change "
-        "of a subscription) has made `api.subscription_changes_per_minute` changes in the last minute; "
+        "of a subscription) has made `api.subscription_changes_per_minute` changes in the last minute, or (a "
+        "message sent) has sent the segments its rate allows for now (`api.segments_per_second_per_owner`); "
         "retry after `Retry-After` seconds",
         501: "Not available in this deployment",
         503: "Not stored (Kafka unavailable); retry with the same Idempotency-Key",
@@ -227,7 +228,7 @@ def build_openapi(routes: bool = True, messages_api: bool = True) -> dict[str, A
                 "requestBody": _json_body(messages.MessageSend),
                 "responses": {
                     "202": _ok(messages.MessageAccepted, "Accepted and stored; statuses follow"),
-                    **_errors(400, *auth, 422, 503),
+                    **_errors(400, *auth, 422, 429, 503),
                 },
             },
         },

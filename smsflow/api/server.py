@@ -65,6 +65,7 @@ def load_api_keys(cfg: ApiConfig, environ: Mapping[str, str] | None = None) -> A
 async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
     """Run the API until ``stop`` is set (or SIGINT/SIGTERM)."""
     from smsflow.api.app import create_api_app
+    from smsflow.api.buckets import OwnerBuckets
     from smsflow.api.message_feed import OutboundFeed
     from smsflow.api.messages import OutboundDesk, UrlRules
     from smsflow.api.routes import RouteBoard, RouteHandlers
@@ -139,6 +140,11 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
         store.holding_of,
         url_rules=UrlRules(settings.https_only, settings.address_policy),
         callback_secrets=lambda owner: owner_callback_secrets(box, owner),
+        rates=OwnerBuckets(
+            cfg.api.segments_burst_per_owner,
+            cfg.api.segments_per_second_per_owner,
+            limits={o: (r.burst, r.per_second) for o, r in cfg.api.segment_rates.items()},
+        ),
     )
     feed = OutboundFeed(bootstrap, serde, desk)
     await feed.start()

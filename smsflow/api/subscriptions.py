@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from smsflow.api.apikeys import ApiKey, Scope
+from smsflow.api.buckets import OwnerBuckets
 from smsflow.api.wire import (
     ApiError,
     Body,
@@ -196,39 +196,17 @@ async def owned_subscription(store: SubscriptionStore, request: web.Request, key
     return sub
 
 
-class ChangeBudget:
-    """How many subscription changes an owner may still make: a token bucket per owner of
-    ``per_minute`` tokens, refilled evenly over a minute (a burst of ``per_minute``, then one every
-    ``60 / per_minute`` s).
+class ChangeBudget(OwnerBuckets):
+    """How many subscription changes an owner may still make: ``per_minute`` tokens per owner, refilled
+    evenly over a minute (a burst of ``per_minute``, then one every ``60 / per_minute`` s).
 
     Every change of a subscription costs every worker and API process work beside everyone's traffic: it
     is a record of ``sms.subscriptions.v1`` each of them applies, and each rebuilds its owner's part of the
     match index (and, for a subscription with a secondary list, the double list's routes). An owner
     changing its subscriptions in a loop would keep every process doing that."""
 
-    PRUNE_AT = 10_000  # owners remembered before the full buckets are dropped
-
     def __init__(self, per_minute: int, clock: Callable[[], float] | None = None) -> None:
-        self.capacity = float(per_minute)
-        self.per_s = per_minute / 60.0
-        self.clock = clock or (lambda: time.monotonic())
-        self._buckets: dict[str, tuple[float, float]] = {}  # owner -> (tokens, when counted)
-
-    def take(self, owner: str) -> float:
-        """0 when ``owner`` may make a change now (it is counted), else the seconds until it may."""
-        now = self.clock()
-        tokens, at = self._buckets.get(owner, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - at) * self.per_s)
-        if tokens >= 1:
-            if len(self._buckets) >= self.PRUNE_AT and owner not in self._buckets:
-                self._prune(now)
-            self._buckets[owner] = (tokens - 1, now)
-            return 0.0
-        return (1 - tokens) / self.per_s
-
-    def _prune(self, now: float) -> None:
-        full = self.capacity / self.per_s  # a bucket untouched this long is full again: same as none
-        self._buckets = {o: (t, at) for o, (t, at) in self._buckets.items() if now - at < full}
+        super().__init__(per_minute, per_minute / 60.0, clock)
 
 
 class SubscriptionHandlers:

@@ -229,3 +229,65 @@ async def test_the_callback_secret_is_the_owners_and_an_operator_has_none(api):
     assert (s1, s2, s3) == (200, 200, 403)
     assert a["secret"] == owner_callback_secrets(BOX, "acme")[0] and a["secrets"] == [a["secret"]]
     assert g["secret"] != a["secret"]
+
+
+async def test_one_owners_flood_is_429_before_anything_is_stored_and_others_send_on(api):
+    """Nothing bounded what one tenant sent: a flood filled sms.outbound.v1, the carriers' windows and
+    the connectors' 20,000 waiting places ahead of everyone else's OTPs. Each owner now has a rate in segments
+    (a two-part message counts two); refused, invalid, replayed and unstored requests cost nothing."""
+    from smsflow.api.buckets import OwnerBuckets
+
+    now = [0.0]
+    api.desk.rates = OwnerBuckets(10, 2.0, clock=lambda: now[0], limits={"globex": (20, 5.0)})
+    api.desk.holding_of = lambda owner: HOLDINGS[0]
+    acme, globex = api.keys.issue("acme")[1], api.keys.issue("globex")[1]
+    long = {**OTP, "text": "x" * 200}  # two segments
+    assert [(await api.post(acme, long))[0] for _ in range(5)] == [202] * 5  # the burst: 10 segments
+    assert (await api.post(acme, {**OTP, "to": "12"}))[0] == 422  # invalid: counted nowhere
+    r = await api.client.post("/v1/messages", json=OTP, headers={"Authorization": f"Bearer {acme}"})
+    body = await r.json()
+    assert (r.status, r.headers["Retry-After"], body["error"]["code"]) == (429, "1", "too_many_requests")
+    assert "2 segments per second after a burst of 10" in body["error"]["message"]
+    assert len(api.sent) == 5  # the refused one was not stored
+    statuses = [(await api.post(globex, OTP))[0] for _ in range(21)]
+    assert statuses == [202] * 20 + [429]  # another owner, its own bucket (and its own limit)
+    now[0] += 1.0  # two segments more for acme
+    assert (await api.post(acme, long))[0] == 202 and (await api.post(acme, OTP))[0] == 429
+    now[0] += 0.5
+    api.down["now"] = True  # not stored: its segment is given back
+    assert (await api.post(acme, OTP, key="k"))[0] == 503
+    api.down["now"] = False
+    assert (await api.post(acme, OTP, key="k"))[0] == 202
+    assert (await api.post(acme, OTP, key="k"))[1]["replayed"] is True  # a replay sends and costs nothing
+
+
+def test_buckets_refill_by_their_own_limit_and_forget_full_ones():
+    from smsflow.api.buckets import OwnerBuckets
+
+    now = [0.0]
+    b = OwnerBuckets(10, 1.0, clock=lambda: now[0], limits={"big": (100, 50.0)})
+    assert b.take("a", 10) == 0 and b.take("a", 3) == pytest.approx(3.0)
+    assert b.take("a", 11) == float("inf")  # more than it may ever hold
+    assert b.take("big", 100) == 0 and b.take("big", 50) == pytest.approx(1.0)
+    b.give_back("big", 25)
+    assert b.take("big", 50) == pytest.approx(0.5)
+    b.PRUNE_AT = 2
+    now[0] += 3.0  # big is full again after 2 s, a after 10 s
+    b.take("c")
+    assert set(b._buckets) == {"a", "c"}
+    with pytest.raises(ValueError):
+        OwnerBuckets(0, 1.0)
+
+
+def test_send_rate_settings_are_checked_by_name():
+    from smsflow.config import ApiConfig
+
+    cfg = ApiConfig()
+    defaults = (cfg.segments_per_second_per_owner, cfg.segments_burst_per_owner, cfg.segment_rates)
+    assert defaults == (100, 1000, {})
+    with pytest.raises(ValueError, match="segments_burst_per_owner"):
+        ApiConfig(segments_burst_per_owner=9)  # a 10-part message could never be sent
+    with pytest.raises(ValueError, match=r"segment_rates\.acme\.per_second"):
+        ApiConfig(segment_rates={"acme": {"per_second": 0, "burst": 100}})
+    own = ApiConfig(segment_rates={"acme": {"per_second": 500, "burst": 5000}}).segment_rates["acme"]
+    assert (own.per_second, own.burst) == (500, 5000)

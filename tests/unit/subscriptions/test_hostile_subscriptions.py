@@ -214,10 +214,10 @@ async def test_an_owner_changing_its_subscriptions_in_a_loop_is_held_to_the_conf
     an owner's keys may make ``api.subscription_changes_per_minute`` changes a minute, every kind counted."""
     import types
 
-    from smsflow.api import subscriptions as api_subscriptions
+    from smsflow.api import buckets
 
     # the clock stands still: however slowly a busy machine runs this test, no change is refilled
-    monkeypatch.setattr(api_subscriptions, "time", types.SimpleNamespace(monotonic=lambda: 1000.0))
+    monkeypatch.setattr(buckets, "time", types.SimpleNamespace(monotonic=lambda: 1000.0))
     store = InMemorySubscriptionStore(
         holdings=[Holding(owner="a", numbers=["+85230001000"]), Holding(owner="b", numbers=["+85230001001"])]
     )
