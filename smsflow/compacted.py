@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,10 @@ class CompactedFollower:
         self._stop = threading.Event()
         self._loaded = threading.Event()
         self._error: BaseException | None = None
+        self._parts: list[TopicPartition] = []
+        # the next offset to apply per partition, written by the thread (one dict store: atomic)
+        self._positions: dict[tuple[str, int], int] = {}
+        self._admin: AdminClient | None = None
 
     @property
     def loaded(self) -> bool:
@@ -46,6 +51,29 @@ class CompactedFollower:
             raise self._error
         if not ok:
             raise TimeoutError(f"{', '.join(self.topics)}: not loaded within {timeout:g}s")
+
+    async def current(self, timeout: float = 10.0) -> None:
+        """Return once every record stored in the followed topics before this call has been applied (their
+        end offsets now, asked of the broker in one request per topic). For a decision that must see what
+        another process wrote just before: the submit path taking over a partition from another connector."""
+        marks = await asyncio.to_thread(self._end_offsets, timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(self._positions.get(tp, 0) < end for tp, end in marks.items()):
+            if self._error is not None:
+                raise self._error
+            if asyncio.get_running_loop().time() > deadline:
+                behind = {f"{t}[{p}]": e for (t, p), e in marks.items() if self._positions.get((t, p), 0) < e}
+                raise TimeoutError(f"{self.name}: not caught up within {timeout:g}s (ends {behind})")
+            await asyncio.sleep(0.005)
+
+    def _end_offsets(self, timeout: float) -> dict[tuple[str, int], int]:
+        asked = {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in self._parts}
+        if not asked:
+            return {}
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        futures = self._admin.list_offsets(asked, request_timeout=timeout)
+        return {(tp.topic, tp.partition): f.result(timeout).offset for tp, f in futures.items()}
 
     async def stop(self) -> None:
         self._stop.set()
@@ -69,6 +97,7 @@ class CompactedFollower:
                 if tmeta is None or tmeta.error is not None:
                     raise RuntimeError(f"{topic}: topic not found (apply infra/topics.yaml)")
                 parts += [TopicPartition(topic, p, 0) for p in tmeta.partitions]
+            self._parts = parts
             consumer.assign(parts)
             # Loaded once every partition reported its end (librdkafka reports it for an empty one too). No
             # watermark queries first: they took ~0.4 s per partition on a loaded machine, one after the
@@ -83,6 +112,7 @@ class CompactedFollower:
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
+                        self._positions[(msg.topic() or "", msg.partition() or 0)] = msg.offset() or 0
                         remaining.discard((msg.topic(), msg.partition()))
                         if not remaining:
                             self._loaded.set()
@@ -91,6 +121,7 @@ class CompactedFollower:
                     self.on_record(msg)
                 except Exception as exc:  # one unreadable record must not stop the table
                     log.error("%s@%s: unreadable record skipped: %s", msg.topic(), msg.offset(), exc)
+                self._positions[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
         except BaseException as exc:
             self._error = exc
             self._loaded.set()

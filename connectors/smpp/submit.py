@@ -24,15 +24,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import inspect
 import itertools
 import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
@@ -73,6 +74,7 @@ RUNNING_PER_WINDOW = 8
 PARKED_MAX = 20_000
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _now_ms() -> int:
@@ -301,6 +303,13 @@ class SubmitPath:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        # Rebalances: the partition each running task's record came from, the tasks waiting where nothing of
+        # their segment is written yet (a revocation cancels them there), and the partitions being revoked.
+        self._task_tp: dict[asyncio.Task[None], tuple[str, int]] = {}
+        self._resting: set[asyncio.Task[Any]] = set()
+        self._revoking: set[tuple[str, int]] = set()
+        # how long a revocation waits for the revoked partitions' submits in progress: a resp, its outcome
+        self.revoke_wait_s = max((c.response_timeout_s for c in carriers), default=10.0) + 10.0
         self.submitted = 0
         self.handed_over = 0
         self.refused = 0
@@ -372,7 +381,10 @@ class SubmitPath:
             return f"{type(exc).__name__}: {exc}"
         return None if self._stopping.is_set() else "it ended unasked"
 
-    async def stop(self, timeout: float = 5.0) -> None:
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop taking segments; wait (up to ``timeout``, by default long enough for a submit_sm's resp)
+        for those in the middle of a submit to reach their outcome."""
+        timeout = self.revoke_wait_s + 5.0 if timeout is None else timeout
         self._stopping.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.TimeoutError, Exception):
@@ -394,10 +406,12 @@ class SubmitPath:
             sub, owner, tp, offset = item
             task = asyncio.create_task(self._take_guarded(sub, owner, tp, offset))
             self._inflight.add(task)
+            self._task_tp[task] = tp
             of_partition = progress[tp]
 
             def finished(t: asyncio.Task[None]) -> None:
                 self._inflight.discard(t)
+                self._task_tp.pop(t, None)
                 if not t.cancelled():
                     if t.exception() is None:
                         of_partition.finish(offset)  # not the partition's next owner's (a revocation)
@@ -413,29 +427,73 @@ class SubmitPath:
 
             task.add_done_callback(finished)
 
-        # Partitions taken from this consumer (a rebalance, inside consume(): in its thread). Their waiting
-        # records are forgotten, not started: the next owner reads them again from the committed offset, and
-        # two connectors must not both work on a segment (the ledger serialises one connector's copies only).
-        revoked: list[tuple[str, int]] = []
+        # Rebalances (inside consume(): in its thread). Two connectors must never both work on one segment:
+        # the ledger serialises one connector's copies only. So a revocation returns only when nothing of the
+        # revoked partitions runs here any more: their waiting records are forgotten, their segments that
+        # wrote nothing yet are cancelled where they wait, and those in the middle of a submit_sm are let
+        # reach their outcome (bounded); then what finished is committed, so the next owner, which gets the
+        # partitions only after this returns, starts after it. It reads the ledger up to its end before
+        # taking records of a partition it was given (on_assign), so it sees every outcome written here.
+        loop = asyncio.get_running_loop()
+        assigned: list[tuple[str, int]] = []
 
-        def on_revoke(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
-            revoked.extend((tp.topic, tp.partition) for tp in partitions)
-
-        def forget_revoked() -> None:
-            gone = set(revoked)
-            revoked.clear()
+        async def quiesce(gone: set[tuple[str, int]]) -> list[TopicPartition]:
+            self._revoking |= gone
             dropped = taken.drop(lambda item: item[2] in gone)
-            for tp in gone:
-                progress.pop(tp, None)  # its commits are the next owner's now
-            if dropped:
-                log.info(
-                    "submit topic: %d waiting segments of revoked partitions left to their next owner",
-                    dropped,
-                )
+            running = [t for t, tp in self._task_tp.items() if tp in gone]
+            for t in running:
+                if t in self._resting:
+                    t.cancel()
+            late: set[asyncio.Task[None]] = set()
+            if running:
+                _, late = await asyncio.wait(running, timeout=self.revoke_wait_s)
+            if late:  # a broker that stores nothing: they go on, and cancel themselves at their next wait
+                log.error(
+                    "submit topic: %d submits of revoked partitions still running after %.0f s",
+                    len(late), self.revoke_wait_s,
+                )  # fmt: skip
+            offsets = []
+            for topic, partition in gone:
+                p = progress.pop((topic, partition), None)  # its commits are the next owner's now
+                point = p.commit_point() if p is not None else None
+                if point is not None:
+                    offsets.append(TopicPartition(topic, partition, point))
+            log.info(
+                "submit topic: %d partitions revoked; %d waiting segments left to their next owner, %d "
+                "stopped before writing anything, %d finished first",
+                len(gone), dropped, sum(t.cancelled() for t in running), len(running) - len(late)
+                - sum(t.cancelled() for t in running),
+            )  # fmt: skip
             if not taken.full:
                 room.set()
+            return offsets
 
-        consumer.subscribe([SUBMIT_TOPIC], on_revoke=on_revoke, on_lost=on_revoke)
+        def revoke(c: Consumer, partitions: list[TopicPartition], commit: bool) -> None:
+            gone = {(tp.topic, tp.partition) for tp in partitions}
+            if not gone:
+                return
+            try:
+                offsets = asyncio.run_coroutine_threadsafe(quiesce(gone), loop).result(self.revoke_wait_s + 5)
+            except Exception as exc:
+                log.error("submit topic: revocation of %s: %r", sorted(gone), exc)
+                return
+            if commit and offsets:
+                try:
+                    c.commit(offsets=offsets, asynchronous=False)
+                except KafkaException as exc:
+                    log.warning("submit topic: commit at revocation failed: %s", exc)
+
+        def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            mine = [(tp.topic, tp.partition) for tp in partitions]
+            loop.call_soon_threadsafe(self._revoking.difference_update, mine)
+            assigned.extend(mine)
+
+        consumer.subscribe(
+            [SUBMIT_TOPIC],
+            on_assign=on_assign,
+            on_revoke=lambda c, ps: revoke(c, ps, commit=True),
+            on_lost=lambda c, ps: revoke(c, ps, commit=False),  # another owner may have them already
+        )
         try:
             while not self._stopping.is_set():
                 if taken.full:
@@ -445,8 +503,9 @@ class SubmitPath:
                     await self._commit(consumer, progress)
                     continue
                 msgs = await asyncio.to_thread(self._consumer_read, consumer)
-                if revoked:
-                    forget_revoked()
+                if assigned:
+                    assigned.clear()
+                    await self._ledger_current()
                 for msg in msgs:
                     if msg.error() is not None:
                         log.warning("submit topic: %s", msg.error())
@@ -463,8 +522,13 @@ class SubmitPath:
                     if taken.offer(lane, PRIORITY_RANK.get(sub.priority, 1), item, owner):
                         start(lane, item)
                 await self._commit(consumer, progress)
+            # Stopping: a segment that wrote nothing yet is left to the next run (its offset not committed),
+            # one between its intent and its outcome is let reach the outcome (held as unknown otherwise).
+            for t in list(self._inflight):
+                if t in self._resting:
+                    t.cancel()
             if self._inflight:
-                await asyncio.wait(self._inflight, timeout=3.0)
+                await asyncio.wait(self._inflight, timeout=self.revoke_wait_s)
             await self._commit(consumer, progress)
         finally:
             for t in self._inflight:
@@ -529,9 +593,11 @@ class SubmitPath:
 
         task = asyncio.create_task(refuse())
         self._inflight.add(task)
+        self._task_tp[task] = tp
 
         def done(t: asyncio.Task[None]) -> None:
             self._inflight.discard(t)
+            self._task_tp.pop(t, None)
             if not t.cancelled():
                 of_partition.finish(offset)
 
@@ -549,6 +615,36 @@ class SubmitPath:
             log.error("submit topic @%d/%d: not quarantined (%s)", tp[1], offset, exc)
             return
         await self._store(QUARANTINE_TOPIC, value, "submit")
+
+    async def _at_rest(self, waiting: Awaitable[R]) -> R:
+        """Await ``waiting``, a wait before anything of the segment is written (its copy's turn, the carrier's
+        window, rate, bind or a retry's backoff): there a revocation of its partition or a stop cancels the
+        task, and a task of a partition being revoked, or of a connector stopping, goes no further."""
+        task = asyncio.current_task()
+        revoked = task is not None and self._task_tp.get(task) in self._revoking  # type: ignore[arg-type]
+        if revoked or self._stopping.is_set():
+            if inspect.iscoroutine(waiting):
+                waiting.close()
+            raise asyncio.CancelledError
+        self._resting.add(task)  # type: ignore[arg-type]
+        try:
+            return await waiting
+        finally:
+            self._resting.discard(task)  # type: ignore[arg-type]
+
+    async def _ledger_current(self) -> None:
+        """Read the ledger up to its end: before taking records of partitions just assigned (their previous
+        owner wrote its last outcomes just before it let them go), and before a handed-over segment's
+        attempts are counted (another connector may have made them just before)."""
+        delay = 0.2
+        while not self._stopping.is_set():
+            try:
+                await self._follower.current()
+                return
+            except Exception as exc:
+                log.warning("submit ledger: not read to its end (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _take_guarded(
         self, sub: Submission, owner: str | None, tp: tuple[str, int], offset: int
@@ -570,8 +666,12 @@ class SubmitPath:
         key = (sub.message_id, sub.seq)
         self._lock_users[key] += 1
         try:
-            async with self._segment_locks[key]:
+            lock = self._segment_locks[key]
+            await self._at_rest(lock.acquire())
+            try:
                 await self._submit(sub, owner)
+            finally:
+                lock.release()
         finally:
             # dropped only when nobody waits on it: a copy arriving later must queue behind the same lock
             self._lock_users[key] -= 1
@@ -592,6 +692,8 @@ class SubmitPath:
                 sub.message_id, Abandoned(sub.message_id, sub.seq, _now_ms(), int(exc.status), why)
             )
             return
+        if sub.position > 0:  # handed over, maybe by another connector: see what it wrote before
+            await self._at_rest(self._ledger_current())
         if line is None:
             await self._hand_over(
                 sub, 0, f"carrier {sub.route.carrier} is not served by this connector", owner
@@ -615,9 +717,9 @@ class SubmitPath:
             wait_s = (step.not_before_ms - _now_ms()) / 1000
             if wait_s > 0:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), wait_s)
+                    await self._at_rest(asyncio.wait_for(self._stopping.wait(), wait_s))
                 continue  # re-read the ledger: it may have moved on while we slept
-            session = await line.bound_session(self.settings.bind_wait_s)
+            session = await self._at_rest(line.bound_session(self.settings.bind_wait_s))
             if session is None:  # nothing was written to the carrier: the next route may take it
                 await self._hand_over(
                     sub, 0, f"no bind of {line.carrier.id} up within {self.settings.bind_wait_s:g} s", owner
@@ -626,13 +728,16 @@ class SubmitPath:
             outcome = await self._attempt(sub, line, session, step.attempt)
             if outcome.kind != "retryable":
                 return
+        # stopping, and the segment is not done: left to the next run (its offset must not be committed as
+        # if it were finished; the ledger tells the next run what was done)
+        raise asyncio.CancelledError
 
     async def _attempt(
         self, sub: Submission, line: CarrierLine, session: EsmeSession, attempt: int
     ) -> Outcome:
-        await line.window.acquire(PRIORITY_RANK.get(sub.priority, 1))
+        await self._at_rest(line.window.acquire(PRIORITY_RANK.get(sub.priority, 1)))
         try:
-            await line.pacer.wait()
+            await self._at_rest(line.pacer.wait())
             intent = Intent(
                 sub.message_id, sub.seq, attempt, sub.route.route_id, sub.destination, sub.ref, _now_ms()
             )

@@ -387,6 +387,50 @@ async def test_kill_9_of_connector_and_worker_submits_nothing_twice(pipeline, tm
     print(f"\nkill -9: {len(texts)} messages, {len(undelivered)} held as unknown and expired: {undelivered}")
 
 
+async def test_connectors_joining_and_leaving_submit_nothing_twice(pipeline, tmp_path: Path) -> None:
+    """Two connector processes serving the same carriers share the submit topic's partitions: a second one
+    joins mid-traffic (the first gives its partitions up and gets some back) and the first then stops (the
+    second takes them all). A revocation lets go of a partition only when nothing of it runs there any more,
+    and the next owner reads the ledger to its end first: no segment is submitted twice, and, with nothing
+    killed, every message is delivered (a stop once committed segments it had not submitted)."""
+    p, base, token = await start(pipeline, tmp_path, {"attempts_per_route": 2, "retry_backoff_s": [0.3]})
+    first_log = lambda: p.procs["connector"].log_path.read_text(errors="replace")  # noqa: E731
+    async with aiohttp.ClientSession() as http:
+        await wait_api_up(http, base, p)
+        await hold_sender(http, base, p.env["E2E_ADMIN_KEY"])
+        customer = Customer(http, base, token)
+        kinds = ["Code {n}", CHINESE, GSM_LONG]
+        texts = {f"+8529310{i:04d}": kinds[i % 3].format(n=i) for i in range(90)}
+        ids: dict[str, str] = {}
+
+        async def send_all() -> None:
+            for to, text in texts.items():
+                ids[to] = await customer.send(to, text, validity_s=120)
+                await asyncio.sleep(0.12)
+
+        sender = asyncio.create_task(send_all())
+        accepted = lambda: len(p.smsc.submits.accepted())  # noqa: E731
+        await wait_until(lambda: accepted() >= 10, 60, "10 submits accepted", p.logs)
+        p._spawn("connector-2", "connector", ["connector", "--config", str(p.config_path)])
+        await wait_until(lambda: "partitions revoked" in first_log(), 60, "the second one's join", p.logs)
+        joined_at = accepted()
+        await wait_until(lambda: accepted() >= joined_at + 20, 60, "20 submits after the join", p.logs)
+        assert not sender.done(), "the traffic ended before the first connector left: nothing was handed over"
+        p.stop("connector")
+        await sender
+        views = await wait_final(customer, list(ids.values()), 150, p)
+        p.stop("connector-2")
+
+    assert p.smsc.submits.submitted_twice() == []
+    statuses = {to: views[mid]["status"] for to, mid in ids.items()}
+    assert set(statuses.values()) == {"delivered"}, f"{statuses}\n{p.logs()}"
+    got = submitted_texts(p)
+    assert {to: got[to] for to in texts} == {to: [text] for to, text in texts.items()}
+    revocations = first_log().count("partitions revoked")
+    assert revocations >= 2, p.logs()  # the join, then its own stop
+    print(f"\nconnectors: {len(texts)} messages, {accepted()} submits, the first revoked {revocations} times")
+
+
 class CallbackSite:
     """The customers' callback endpoints: /acme and /globex answer 204 to anything, /dead never answers (the
     sender's timeout ends each attempt); the first request to ``slow_once`` is answered ``slow_s`` late.

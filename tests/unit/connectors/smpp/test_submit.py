@@ -211,8 +211,10 @@ class _Consumer:
         self.commits: list[dict[int, int]] = []
         self.on_revoke: Any = None
 
-    def subscribe(self, topics: list[str], on_revoke: Any = None, on_lost: Any = None) -> None:
-        self.on_revoke = on_revoke
+    def subscribe(
+        self, topics: list[str], on_assign: Any = None, on_revoke: Any = None, on_lost: Any = None
+    ) -> None:
+        self.on_assign, self.on_revoke, self.on_lost = on_assign, on_revoke, on_lost
 
     def consume(self, n: int, timeout: float) -> list[_Record]:
         import time
@@ -392,17 +394,131 @@ async def test_one_customers_flood_on_a_carrier_delays_anothers_segment_by_a_tur
         assert run.started[8:] == [("m8", "mallory"), ("alice", "alice")]
 
 
-async def test_waiting_segments_of_a_revoked_partition_are_left_to_its_next_owner():
-    """A rebalance takes the partition: its waiting segments are forgotten (its next owner reads them again
-    from the committed offset; two connectors must not both work on one segment), not started later."""
-    first = [_Record(_segment(f"m{i}", "slow"), i) for i in range(20)]
-    again = [_Record(_segment(f"m{i}", "slow"), i) for i in range(8, 20)]  # from the next owner's commit
-    async with _Gated([*first, "revoke", *again]) as run:
-        assert [m for m, _ in run.started] == [f"m{i}" for i in range(8)]
-        await run.let_finish(40)  # every one may finish: what is started now is all there is to start
+async def test_a_revocation_returns_only_when_nothing_of_its_partitions_runs_here():
+    """Two connectors must never both work on one segment (the ledger serialises one connector's copies
+    only), and the next owner gets a partition only when this one's revocation returns. Before, a revocation
+    only forgot the waiting segments: the started ones went on here while the next owner read them again.
+    Now the waiting ones are forgotten, those that wrote nothing yet (waiting for the carrier's window) are
+    cancelled, those in the middle of a submit are waited for, and what finished is committed."""
+    from connectors.smpp.submit import SubmitPath
+    from smsflow.config import OutboundConfig
+
+    path = SubmitPath("t", "127.0.0.1:9", [_carrier("slow")], {}, None, OutboundConfig())  # type: ignore[arg-type]
+    submitting = {"m0": asyncio.Event(), "m1": asyncio.Event()}
+    started: list[str] = []
+    done: list[str] = []
+
+    async def take(sub: Submission, owner: str | None = None) -> None:
+        started.append(sub.message_id)
+        if sub.message_id in submitting:  # its intent is stored: it must reach its outcome
+            await submitting[sub.message_id].wait()
+        else:  # waiting for the window: nothing written
+            await path._at_rest(asyncio.Event().wait())
+        done.append(sub.message_id)
+
+    class Revoking(_Consumer):
+        revoked = False
+
+        def consume(self, n: int, timeout: float) -> list[_Record]:
+            revoke = bool(self.records) and self.records[0] == "revoke"
+            batch = super().consume(n, timeout)
+            self.revoked = self.revoked or revoke
+            return batch
+
+    consumer = Revoking([*[_Record(_segment(f"m{i}", "slow"), i) for i in range(20)], "revoke"])
+    path._new_consumer = lambda: consumer  # type: ignore[method-assign,assignment,return-value]
+    path._take_submission = take  # type: ignore[method-assign]
+    task = asyncio.create_task(path._consume())
+    try:
+        await asyncio.sleep(0.3)
+        assert started == [f"m{i}" for i in range(8)]  # the carrier's 8; m8-m19 wait in memory
+        assert not consumer.revoked  # m0 and m1 are submitting
+        submitting["m1"].set()
         await asyncio.sleep(0.1)
-        # each once: the 12 forgotten, read again once
-        assert [m for m, _ in run.started] == [f"m{i}" for i in range(20)]
+        assert not consumer.revoked and done == ["m1"]
+        submitting["m0"].set()
+        for _ in range(100):
+            if consumer.revoked:
+                break
+            await asyncio.sleep(0.01)
+        assert consumer.revoked and sorted(done) == ["m0", "m1"]
+        assert consumer.commits[-1] == {0: 2}  # the finished prefix, committed before the partition goes
+        await asyncio.sleep(0.1)
+        assert started == [f"m{i}" for i in range(8)] and not path._task_tp  # nothing more, nothing left
+    finally:
+        path._stopping.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_segment_not_yet_submitted_when_the_connector_stops_is_left_to_the_next_run():
+    """A segment whose task first ran after the stop began (the last batch read), or that was backing off,
+    left `_submit`'s loop as if done: its offset was committed and the message was never submitted (it
+    expired; found by the e2e test of a connector stopping mid-traffic). It now ends cancelled: not
+    committed, nothing written."""
+    from connectors.smpp.submit import SubmitPath
+    from smsflow.config import OutboundConfig
+
+    stored = _Stored()
+    path = SubmitPath("t", "127.0.0.1:9", [_carrier("c")], {}, stored, OutboundConfig(), stored)  # type: ignore[arg-type]
+    sub = Submission.from_json(_segment("m", "c"))
+    path._stopping.set()
+    task = asyncio.create_task(path._take_guarded(sub, None, ("sms.outbound.submit.v1", 0), 0))
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled() and stored.sent == []
+
+
+async def test_a_stop_lets_a_submit_in_progress_reach_its_outcome_and_leaves_the_waiting_ones():
+    """Before, a stop waited 3 s and then cancelled every task, also one between its intent and its outcome
+    (that message was then held as unknown and expired)."""
+    from connectors.smpp.submit import SubmitPath
+    from smsflow.config import OutboundConfig
+
+    path = SubmitPath("t", "127.0.0.1:9", [_carrier("slow")], {}, None, OutboundConfig())  # type: ignore[arg-type]
+    outcome_after = asyncio.Event()
+    done: list[str] = []
+
+    async def take(sub: Submission, owner: str | None = None) -> None:
+        if sub.message_id == "m0":  # submitting: its resp comes 3.5 s after the stop began
+            await outcome_after.wait()
+        else:
+            await path._at_rest(asyncio.Event().wait())
+        done.append(sub.message_id)
+
+    consumer = _Consumer([_Record(_segment(f"m{i}", "slow"), i) for i in range(5)])
+    path._new_consumer = lambda: consumer  # type: ignore[method-assign,assignment,return-value]
+    path._take_submission = take  # type: ignore[method-assign]
+    path._task = asyncio.create_task(path._consume())
+    await asyncio.sleep(0.2)
+    stopping = asyncio.create_task(path.stop())
+    await asyncio.sleep(3.5)
+    assert not stopping.done()
+    outcome_after.set()
+    await asyncio.wait_for(stopping, 5)
+    assert done == ["m0"] and consumer.commits[-1] == {0: 1}
+
+
+async def test_a_segment_of_a_revoked_partition_stops_at_its_next_wait():
+    """A submit the revocation waited for no longer (a broker that stores nothing) goes on, but stops at
+    its next wait instead of writing another intent."""
+    from connectors.smpp.submit import SubmitPath
+    from smsflow.config import OutboundConfig
+
+    path = SubmitPath("t", "127.0.0.1:9", [], {}, None, OutboundConfig())  # type: ignore[arg-type]
+    reached: list[str] = []
+
+    async def segment() -> None:
+        await path._at_rest(asyncio.sleep(0))
+        reached.append("first wait")
+        await asyncio.sleep(0.05)
+        await path._at_rest(asyncio.sleep(0))
+        reached.append("second wait")
+
+    t = asyncio.create_task(segment())
+    path._task_tp[t] = ("sms.outbound.submit.v1", 0)
+    await asyncio.sleep(0.01)
+    path._revoking.add(("sms.outbound.submit.v1", 0))
+    await asyncio.gather(t, return_exceptions=True)
+    assert t.cancelled() and reached == ["first wait"]
 
 
 class _Stored:
