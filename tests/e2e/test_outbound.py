@@ -346,22 +346,35 @@ async def test_primary_refusing_for_now_moves_submits_to_the_secondary(pipeline,
         assert len(p.smsc.submits.for_account("acct1")) == before
 
 
+async def ready_customer(http: aiohttp.ClientSession, p: Any, base: str, token: str) -> Customer:
+    """acme's customer, once the API is up and acme holds SENDER."""
+    await wait_api_up(http, base, p)
+    await hold_sender(http, base, p.env["E2E_ADMIN_KEY"])
+    return Customer(http, base, token)
+
+
+def mixed_traffic(
+    customer: Customer, prefix: str, n: int, gap_s: float, validity_s: int
+) -> tuple[dict[str, str], dict[str, str], asyncio.Task[None]]:
+    """``n`` messages (a short GSM code, a Chinese OTP, a 2-part GSM text in turn), one per number
+    ``prefix`` + 4 digits, sent every ``gap_s`` by a task: (texts and ids by number, the task)."""
+    kinds = ["Code {n}", CHINESE, GSM_LONG]
+    texts = {f"{prefix}{i:04d}": kinds[i % 3].format(n=i) for i in range(n)}
+    ids: dict[str, str] = {}
+
+    async def send_all() -> None:
+        for to, text in texts.items():
+            ids[to] = await customer.send(to, text, validity_s=validity_s)
+            await asyncio.sleep(gap_s)
+
+    return texts, ids, asyncio.create_task(send_all())
+
+
 async def test_kill_9_of_connector_and_worker_submits_nothing_twice(pipeline, tmp_path: Path) -> None:
     p, base, token = await start(pipeline, tmp_path, {"attempts_per_route": 2, "retry_backoff_s": [0.3]})
     async with aiohttp.ClientSession() as http:
-        await wait_api_up(http, base, p)
-        await hold_sender(http, base, p.env["E2E_ADMIN_KEY"])
-        customer = Customer(http, base, token)
-        kinds = ["Code {n}", CHINESE, GSM_LONG]
-        texts = {f"+8529300{i:04d}": kinds[i % 3].format(n=i) for i in range(45)}
-        ids: dict[str, str] = {}
-
-        async def send_all() -> None:
-            for to, text in texts.items():
-                ids[to] = await customer.send(to, text, validity_s=60)
-                await asyncio.sleep(0.1)
-
-        sender = asyncio.create_task(send_all())
+        customer = await ready_customer(http, p, base, token)
+        texts, ids, sender = mixed_traffic(customer, "+8529300", 45, gap_s=0.1, validity_s=60)
         accepted = lambda: len(p.smsc.submits.accepted())  # noqa: E731
         await wait_until(lambda: accepted() >= 15, 60, "15 submits accepted", p.logs)
         p.kill("connector")
@@ -396,19 +409,8 @@ async def test_connectors_joining_and_leaving_submit_nothing_twice(pipeline, tmp
     p, base, token = await start(pipeline, tmp_path, {"attempts_per_route": 2, "retry_backoff_s": [0.3]})
     first_log = lambda: p.procs["connector"].log_path.read_text(errors="replace")  # noqa: E731
     async with aiohttp.ClientSession() as http:
-        await wait_api_up(http, base, p)
-        await hold_sender(http, base, p.env["E2E_ADMIN_KEY"])
-        customer = Customer(http, base, token)
-        kinds = ["Code {n}", CHINESE, GSM_LONG]
-        texts = {f"+8529310{i:04d}": kinds[i % 3].format(n=i) for i in range(90)}
-        ids: dict[str, str] = {}
-
-        async def send_all() -> None:
-            for to, text in texts.items():
-                ids[to] = await customer.send(to, text, validity_s=120)
-                await asyncio.sleep(0.12)
-
-        sender = asyncio.create_task(send_all())
+        customer = await ready_customer(http, p, base, token)
+        texts, ids, sender = mixed_traffic(customer, "+8529310", 90, gap_s=0.12, validity_s=120)
         accepted = lambda: len(p.smsc.submits.accepted())  # noqa: E731
         await wait_until(lambda: accepted() >= 10, 60, "10 submits accepted", p.logs)
         p._spawn("connector-2", "connector", ["connector", "--config", str(p.config_path)])
