@@ -453,6 +453,13 @@ class ApiConfig(_Strict):
         description="segments one owner may send at once before segments_per_second_per_owner applies "
         "(at least one whole message of 10 parts)",
     )
+    idempotency_keys_per_owner: int = Field(
+        default=200_000,
+        ge=1000,
+        le=100_000_000,
+        description="Idempotency-Keys of POST /v1/messages the API remembers per owner (for 24 h); beyond it "
+        "the owner's oldest key is forgotten first. About 400 bytes each in every API process",
+    )
     segment_rates: dict[str, SendRate] = Field(
         default_factory=dict,
         description="owners with their own send rate instead of the two above: owner id -> per_second, burst",

@@ -180,6 +180,7 @@ class OutboundDesk:
         url_rules: UrlRules | None = None,
         callback_secrets: Callable[[str], list[str]] | None = None,
         rates: OwnerBuckets | None = None,
+        idempotency_keys_per_owner: int = 200_000,
     ):
         self.sink = sink
         self.holding_of = holding_of
@@ -190,10 +191,12 @@ class OutboundDesk:
         # segments per owner per second; None: unbounded (tests of other things)
         self.rates = rates
         self._lock = threading.Lock()
-        self._book = IdempotencyBook()
+        self._book = IdempotencyBook(max_per_owner=idempotency_keys_per_owner)
         self._messages: dict[str, SentMessage] = {}
         self._history: dict[str, dict[str, dict[str, Any]]] = {}
+        # one lock per key while requests with it are in progress (then dropped: keys are mostly new)
         self._key_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._key_users: defaultdict[tuple[str, str], int] = defaultdict(int)
 
     # -- fed from the topics --
 
@@ -202,7 +205,7 @@ class OutboundDesk:
         with self._lock:
             self._messages.setdefault(req.message_id, _sent(req))
             if req.idempotency_key is not None:
-                self._book = self._book.remember(
+                self._book.remember(
                     req.owner, req.idempotency_key, canonical_body(req), req.message_id, req.accepted_at_ms
                 )
 
@@ -233,15 +236,23 @@ class OutboundDesk:
         if idempotency_key is None:
             await self._store_counted(checked)
             return MessageAccepted(id=checked.message_id, replayed=False)
-        async with self._key_locks[(owner, idempotency_key)]:
-            with self._lock:
-                seen = self._book.look_up(owner, idempotency_key, canonical_body(checked), now_ms)
-            if isinstance(seen, Replay):
-                return MessageAccepted(id=seen.message_id, replayed=True)
-            if isinstance(seen, Conflict):
-                return [("Idempotency-Key", seen.reason)]
-            await self._store_counted(checked)
-            return MessageAccepted(id=checked.message_id, replayed=False)
+        lock_key = (owner, idempotency_key)
+        self._key_users[lock_key] += 1
+        try:
+            async with self._key_locks[lock_key]:
+                with self._lock:
+                    seen = self._book.look_up(owner, idempotency_key, canonical_body(checked), now_ms)
+                if isinstance(seen, Replay):
+                    return MessageAccepted(id=seen.message_id, replayed=True)
+                if isinstance(seen, Conflict):
+                    return [("Idempotency-Key", seen.reason)]
+                await self._store_counted(checked)
+                return MessageAccepted(id=checked.message_id, replayed=False)
+        finally:
+            self._key_users[lock_key] -= 1
+            if not self._key_users[lock_key]:
+                del self._key_users[lock_key]
+                self._key_locks.pop(lock_key, None)
 
     async def _store_counted(self, req: OutboundRequest) -> None:
         """Store the request if its owner's send rate allows its segments now (else SendThrottled, nothing

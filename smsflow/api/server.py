@@ -145,6 +145,7 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
             cfg.api.segments_per_second_per_owner,
             limits={o: (r.burst, r.per_second) for o, r in cfg.api.segment_rates.items()},
         ),
+        idempotency_keys_per_owner=cfg.api.idempotency_keys_per_owner,
     )
     feed = OutboundFeed(bootstrap, serde, desk)
     await feed.start()

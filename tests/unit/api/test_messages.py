@@ -291,3 +291,13 @@ def test_send_rate_settings_are_checked_by_name():
         ApiConfig(segment_rates={"acme": {"per_second": 0, "burst": 100}})
     own = ApiConfig(segment_rates={"acme": {"per_second": 500, "burst": 5000}}).segment_rates["acme"]
     assert (own.per_second, own.burst) == (500, 5000)
+
+
+async def test_idempotency_keys_cost_no_memory_once_their_requests_are_answered(api):
+    """A lock per Idempotency-Key serialises concurrent requests with it; they were never dropped (one per
+    key ever used, growing with every request)."""
+    token = api.keys.issue("acme")[1]
+    for i in range(20):
+        assert (await api.post(token, {**OTP, "text": f"code {i}"}, key=f"k{i}"))[0] == 202
+    assert (await api.post(token, {**OTP, "text": "code 3"}, key="k3"))[1]["replayed"] is True
+    assert not api.desk._key_locks and not api.desk._key_users and api.desk._book.count("acme") == 20
