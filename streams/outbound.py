@@ -3,9 +3,9 @@
 Declared in streams/topology.py; three agents (docs/outbound.md):
 
 - `outbound-requests` on sms.outbound.v1 (keyed by destination): encode the text (a concatenation
-  reference from the partition's table of references per destination), choose the routes (the double list:
-  `route_candidates` over the decisions of sms.routes.decisions.v1, followed into `ctx.route_states`; with no
-  routing policy, the configured carriers in order), write the message's `Plan`
+  reference from the partition's table of references per sender and destination), choose the routes (the
+  double list: `route_candidates` over the decisions of sms.routes.decisions.v1, followed into
+  `ctx.route_states`; with no routing policy, the configured carriers in order), write the message's `Plan`
   to sms.outbound.ledger.v1 and one `Submission` per segment to sms.outbound.submit.v1 keyed by the first
   route's carrier, each acknowledged before the request is acked. A replayed request makes the same
   submissions again; the connector's ledger submits none of them twice.
@@ -39,7 +39,7 @@ from smsflow.outbound.correlation import Matched, SegmentRef, SubmitIndex, resp_
 from smsflow.outbound.encode import EncodeError, encode_message, segments_needed
 from smsflow.outbound.expiry import ExpiryIndex
 from smsflow.outbound.records import request_from_record
-from smsflow.outbound.references import DestinationRefs, ReferenceBook, RefExhausted
+from smsflow.outbound.references import RefExhausted, allocate_in
 from smsflow.outbound.submission import (
     LEDGER_TOPIC,
     SUBMIT_TOPIC,
@@ -232,15 +232,11 @@ class OutboundStage:
         await self.route_states_ready.wait()
         ref = 0
         if segments_needed(req.text) > 1:
-            raw_refs = self.refs.get(req.to)
-            held = _refs_of(raw_refs) if raw_refs else DestinationRefs()
-            got = ReferenceBook(destinations={req.to: held}).allocate(req.to, now)
+            got = allocate_in(self.refs, req.sender, req.to, now)
             if isinstance(got, RefExhausted):
                 await self._send(LEDGER_TOPIC, req.message_id, ledger_value(_plan(req, 1, now, got.reason)))
                 return
-            book, ref = got
-            kept = book.destinations[req.to]
-            self.refs[req.to] = {"cursor": kept.cursor, "used_at": [list(p) for p in kept.used_at]}
+            ref = got
         try:
             encoded = encode_message(req.text, ref)
         except EncodeError as exc:  # the API checked it; a request written by other means may not be
@@ -402,10 +398,6 @@ class OutboundStage:
 
 def _plan(req: Any, parts: int, now: int, no_route: str | None) -> Plan:
     return Plan(req.message_id, req.owner, parts, req.expires_at_ms, req.callback_url, now, no_route)
-
-
-def _refs_of(doc: dict[str, Any]) -> DestinationRefs:
-    return DestinationRefs(doc["cursor"], tuple((int(r), int(t)) for r, t in doc["used_at"]))
 
 
 def _partition_of(key: str, partitions: int) -> int:

@@ -198,7 +198,7 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         requests = _bytes_topic(app, OUTBOUND_TOPIC, partitions=ctx.partitions)
         ledger_and_punctuation = _bytes_topic(app, LEDGER_TOPIC, name, partitions=ctx.partitions)
         receipts = _bytes_topic(app, RECEIPTS_TOPIC)
-        # tables: concatenation references by destination, message tracks by message id
+        # tables: concatenation references by sender and destination, message tracks by message id
         refs = app.Table("outbound-refs", default=None, partitions=ctx.partitions)
         tracks = app.Table("outbound-status", default=None, partitions=ctx.partitions)
         outputs = {topic: _bytes_topic(app, topic) for topic in OUTBOUND_OUTPUTS}

@@ -1,18 +1,20 @@
-"""Concatenation references per destination, never reused while a handset may still hold parts of the
-previous message with that reference.
+"""Concatenation references per sender and destination, never reused while a handset may still hold parts
+of the previous message with that reference.
 
-A handset joins parts by (sender, reference); if two multipart messages to one destination share a reference
-within its reassembly timeout, their parts mix. So a reference stays reserved for `reuse_after_ms` after its
-use (default 24 h: longer than any handset's or SMSC's reassembly window we know of, and than the longest
-validity we accept). The book is a value: `allocate` returns the new book. It is rebuilt after a restart from
-the submission ledger (every ledger intent carries its destination, reference and time, and is written before
-the submit_sm; see `ledger.py`), so a reference that reached a carrier is never forgotten by a restart.
+A handset joins parts by (sender, reference); if two multipart messages of one sender to one destination
+share a reference within its reassembly timeout, their parts mix. So a reference stays reserved for
+`reuse_after_ms` after its use (default 24 h: longer than any handset's or SMSC's reassembly window we know
+of, and than the longest validity we accept). The book is a value: `allocate` returns the new book; the
+outbound stage keeps each (sender, destination) pair's state in its changelogged table (`allocate_in`). The
+ledger's intents carry destination, reference and time (`Ledger.reference_uses`), enough to rebuild the
+references of a destination conservatively (every sender's uses count) if the table were lost.
 """
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 RefBits = Literal[8, 16]
 DAY_MS = 24 * 3600 * 1000
@@ -78,3 +80,40 @@ class ReferenceBook:
         refs = self.destinations.get(destination, DestinationRefs())
         live = tuple((r, t) for r, t in refs.used_at if now_ms - t < self.reuse_after_ms)
         return DestinationRefs(refs.cursor, live)
+
+
+def refs_key(sender: str, destination: str) -> str:
+    """Whose references a message takes: its sender's to its destination. A handset joins the parts of a
+    concatenated SM by their originator and reference (3GPP TS 23.040, 9.2.3.24.1), so messages of two
+    senders never mix whatever their references, and one sender's traffic to a number cannot use up the
+    references another sender needs for it (keyed by destination alone, 256 two-part messages of one tenant
+    to a handset made every tenant's multipart message to it refused for 24 h)."""
+    return f"{sender}|{destination}"
+
+
+def allocate_in(
+    table: MutableMapping[str, Any], sender: str, destination: str, now_ms: int, ref_bits: RefBits = 8
+) -> int | RefExhausted:
+    """Allocate the next reference from ``sender`` to ``destination`` in ``table`` (the outbound stage's
+    changelogged table: JSON documents ``{"cursor", "used_at"}``) and write the pair's new state back. An
+    entry keyed by the destination alone (written before references were per sender) still counts as used."""
+    key = refs_key(sender, destination)
+    raw = table.get(key)
+    if raw is None:
+        raw = table.get(destination)
+    held = _refs_of(raw) if raw else DestinationRefs()
+    got = ReferenceBook(ref_bits=ref_bits, destinations={key: held}).allocate(key, now_ms)
+    if isinstance(got, RefExhausted):
+        return RefExhausted(
+            destination,
+            f"all {1 << ref_bits} {ref_bits}-bit references from {sender} to {destination} were used in "
+            f"the last {DAY_MS // 1000} s; send it as single messages or wait",
+        )
+    book, ref = got
+    kept = book.destinations[key]
+    table[key] = {"cursor": kept.cursor, "used_at": [list(p) for p in kept.used_at]}
+    return ref
+
+
+def _refs_of(doc: dict[str, Any]) -> DestinationRefs:
+    return DestinationRefs(doc["cursor"], tuple((int(r), int(t)) for r, t in doc["used_at"]))

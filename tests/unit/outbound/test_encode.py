@@ -174,6 +174,23 @@ def test_references_go_round_per_destination_and_skip_recent_ones() -> None:
     assert not isinstance(again, RefExhausted) and again[1] == 0
 
 
+def test_one_senders_traffic_to_a_number_leaves_another_senders_references_alone() -> None:
+    """Keyed by destination alone, Mallory's 256 two-part messages to a handset (512 segments: seconds of
+    her send rate) made every tenant's multipart message to it refused for 24 h. A handset joins parts by
+    sender and reference, so each sender has its own 256; entries of the old key still count as used."""
+    from smsflow.outbound.references import allocate_in
+
+    table: dict[str, object] = {}
+    for i in range(256):
+        assert allocate_in(table, "MALLORY", "+85291234567", now_ms=i) == i
+    refused = allocate_in(table, "MALLORY", "+85291234567", now_ms=300)
+    assert isinstance(refused, RefExhausted) and "from MALLORY to +85291234567" in refused.reason
+    assert allocate_in(table, "+85230001000", "+85291234567", now_ms=300) == 0  # Alice's own references
+    legacy = {"+85291234567": {"cursor": 3, "used_at": [[0, 1], [1, 1], [2, 1]]}}  # before the change
+    assert allocate_in(legacy, "+85230001000", "+85291234567", now_ms=5) == 3
+    assert set(legacy) == {"+85291234567", "+85230001000|+85291234567"}
+
+
 def test_a_restart_rebuilt_from_the_ledger_does_not_reuse_a_recent_reference() -> None:
     before = ReferenceBook()
     for t in range(3):
