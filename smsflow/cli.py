@@ -633,11 +633,19 @@ def holdings_set(
     number: Annotated[list[str] | None, typer.Option(help="E.164 number the owner holds (repeat)")] = None,
     prefix: Annotated[list[str] | None, typer.Option(help="E.164 prefix the owner holds (repeat)")] = None,
     route: Annotated[list[str] | None, typer.Option(help="route dedicated to the owner (repeat)")] = None,
+    sender_id: Annotated[
+        list[str] | None, typer.Option(help="alphanumeric sender the owner may send as (repeat)")
+    ] = None,
     api_url: ApiUrlOpt = DEFAULT_API_URL,
     key_env: KeyEnvOpt = "SMSFLOW_API_KEY",
 ) -> None:
     """Replace what an owner holds (admin key). Takes effect for delivery at once, retries included."""
-    body = {"numbers": number or [], "prefixes": prefix or [], "route_ids": route or []}
+    body = {
+        "numbers": number or [],
+        "prefixes": prefix or [],
+        "route_ids": route or [],
+        "sender_ids": sender_id or [],
+    }
     _show(_client(api_url, key_env).set_holding, owner, body)
 
 

@@ -453,6 +453,11 @@ class ApiConfig(_Strict):
         description="segments one owner may send at once before segments_per_second_per_owner applies "
         "(at least one whole message of 10 parts)",
     )
+    alphanumeric_senders: Literal["held", "any"] = Field(
+        default="held",
+        description="which alphanumeric `from` an owner may send as: held (the sender_ids of its holding, "
+        "set by an operator: nobody sends as another's brand) or any (a single-tenant deployment)",
+    )
     idempotency_keys_per_owner: int = Field(
         default=200_000,
         ge=1000,

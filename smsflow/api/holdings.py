@@ -20,6 +20,10 @@ class HoldingPut(Body):
     numbers: list[str] = Field(default_factory=list, description="E.164 numbers")
     prefixes: list[str] = Field(default_factory=list, description="E.164 number prefixes, e.g. +8610690")
     route_ids: list[str] = Field(default_factory=list, description="routes dedicated to this owner")
+    sender_ids: list[str] = Field(
+        default_factory=list,
+        description="alphanumeric senders the owner may send as (1-11 characters; compared without case)",
+    )
 
 
 class HoldingView(BaseModel):
@@ -27,6 +31,7 @@ class HoldingView(BaseModel):
     numbers: list[str]
     prefixes: list[str]
     route_ids: list[str]
+    sender_ids: list[str] = []
     updated_at: datetime
 
     @classmethod

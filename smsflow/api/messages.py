@@ -181,6 +181,7 @@ class OutboundDesk:
         callback_secrets: Callable[[str], list[str]] | None = None,
         rates: OwnerBuckets | None = None,
         idempotency_keys_per_owner: int = 200_000,
+        any_alphanumeric_sender: bool = False,
     ):
         self.sink = sink
         self.holding_of = holding_of
@@ -190,6 +191,8 @@ class OutboundDesk:
         self.callback_secrets = callback_secrets
         # segments per owner per second; None: unbounded (tests of other things)
         self.rates = rates
+        # api.alphanumeric_senders: any (else only the sender IDs of the owner's holding)
+        self.any_alphanumeric_sender = any_alphanumeric_sender
         self._lock = threading.Lock()
         self._book = IdempotencyBook(max_per_owner=idempotency_keys_per_owner)
         self._messages: dict[str, SentMessage] = {}
@@ -226,6 +229,9 @@ class OutboundDesk:
             message_id=f"mt_{uuid.uuid4().hex}",
             owner=owner,
             holdings=holding.holds_number if holding is not None else (lambda _n: False),
+            sender_ids=None
+            if self.any_alphanumeric_sender
+            else (holding.holds_sender_id if holding is not None else (lambda _s: False)),
             now_ms=now_ms,
             idempotency_key=idempotency_key,
         )

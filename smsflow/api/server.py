@@ -146,6 +146,7 @@ async def serve_api(cfg: Config, stop: asyncio.Event | None = None) -> None:
             limits={o: (r.burst, r.per_second) for o, r in cfg.api.segment_rates.items()},
         ),
         idempotency_keys_per_owner=cfg.api.idempotency_keys_per_owner,
+        any_alphanumeric_sender=cfg.api.alphanumeric_senders == "any",
     )
     feed = OutboundFeed(bootstrap, serde, desk)
     await feed.start()

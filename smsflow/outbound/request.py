@@ -74,18 +74,20 @@ def read_request(
     message_id: str,
     owner: str,
     holdings: Collection[str] | Callable[[str], bool],
+    sender_ids: Callable[[str], bool] | None,
     now_ms: int,
     idempotency_key: str | None = None,
 ) -> OutboundRequest | list[FieldError]:
     """The request, or every field error found (not just the first, so a client fixes them in one go).
     `holdings` are the E.164 numbers the owner may send from, or a test of an E.164 number (a holding
-    of prefixes too: `Holding.holds_number`)."""
+    of prefixes too: `Holding.holds_number`); `sender_ids` tests an alphanumeric sender
+    (`Holding.holds_sender_id`), None lets any through (`api.alphanumeric_senders: any`)."""
     errors: list[FieldError] = []
     known = {"to", "from", "text", "callback_url", "validity_s", "priority"}
     errors += [FieldError(k, "unknown field") for k in body if k not in known]
 
     to = _destination(body.get("to"), errors)
-    sender, sender_kind = _sender(body.get("from"), holdings, errors)
+    sender, sender_kind = _sender(body.get("from"), holdings, sender_ids, errors)
     text = _text(body.get("text"), errors)
     callback = _callback(body.get("callback_url"), errors)
     validity = _validity(body.get("validity_s", DEFAULT_VALIDITY_S), errors)
@@ -128,7 +130,10 @@ def _destination(value: object, errors: list[FieldError]) -> str | None:
 
 
 def _sender(
-    value: object, holdings: Collection[str] | Callable[[str], bool], errors: list[FieldError]
+    value: object,
+    holdings: Collection[str] | Callable[[str], bool],
+    sender_ids: Callable[[str], bool] | None,
+    errors: list[FieldError],
 ) -> tuple[str | None, SenderKind | None]:
     if not isinstance(value, str) or not value.strip():
         errors.append(FieldError("from", "required: a number you hold or an alphanumeric sender"))
@@ -142,6 +147,14 @@ def _sender(
         elif not gsm0338.is_gsm7(value) or gsm0338.septet_count(value) != len(value):
             errors.append(
                 FieldError("from", "an alphanumeric sender uses GSM default-alphabet characters only")
+            )
+        elif sender_ids is not None and not sender_ids(value):
+            errors.append(
+                FieldError(
+                    "from",
+                    f"{value!r} is not one of your sender IDs (an operator adds it to your holding: "
+                    "sender_ids)",
+                )
             )
         else:
             return value, "alphanumeric"

@@ -143,12 +143,15 @@ async def test_two_tenants_never_see_each_others_sms(pipeline, tmp_path: Path) -
             # -- the operator says who holds what: A through the API, B through the CLI
             status, held = await admin.call("PUT", "/v1/holdings/a", {"numbers": [A_NUMBER]})
             assert status == 200 and held["numbers"] == [A_NUMBER], held
-            await cli(cli_env, "holdings", "set", "b", "--number", B_NUMBER, "--prefix", "+86106")
-            # a tenant cannot grant itself numbers, nor read another's holding
+            held_by_b = ["--number", B_NUMBER, "--prefix", "+86106", "--sender-id", "BeeBank"]
+            await cli(cli_env, "holdings", "set", "b", *held_by_b)
+            # a tenant cannot grant itself numbers or another's sender ID, nor read another's holding
             assert (await b.call("PUT", "/v1/holdings/b", {"numbers": [A_NUMBER]}))[0] == 403
+            assert (await b.call("PUT", "/v1/holdings/b", {"sender_ids": ["HSBC"]}))[0] == 403
             assert (await b.call("GET", "/v1/holdings/a"))[0] == 404
             status, listed = await b.call("GET", "/v1/holdings")
             assert [h["owner"] for h in listed["data"]] == ["b"]
+            assert listed["data"][0]["sender_ids"] == ["BeeBank"]
 
             # -- create: empty filters now mean "all of my numbers"; reaching beyond is refused by field
             status, sub_a = await a.call("POST", "/v1/subscriptions", {"url": ep_a.url})

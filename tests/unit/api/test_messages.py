@@ -14,7 +14,10 @@ from smsflow.subscriptions.secretbox import SecretBox
 from smsflow.subscriptions.store import InMemorySubscriptionStore
 
 BOX = SecretBox.from_spec(f"k1:{SecretBox.generate_key()}")
-HOLDINGS = [Holding(owner="acme", numbers=["+85230001000"], prefixes=["+8610690"]), Holding(owner="globex")]
+HOLDINGS = [
+    Holding(owner="acme", numbers=["+85230001000"], prefixes=["+8610690"], sender_ids=["ACME"]),
+    Holding(owner="globex"),
+]
 
 
 class Api:
@@ -76,10 +79,19 @@ async def test_send_is_202_with_an_id_and_the_request_stored(api):
     assert status == 200 and view["status"] == "queued" and view["history"] == []
 
 
-async def test_from_must_be_held_or_alphanumeric(api):
+async def test_from_must_be_a_held_number_or_a_held_sender_id(api):
     token = api.keys.issue("acme")[1]
     assert (await api.post(token, {**OTP, "from": "+8610690123"}))[0] == 202  # inside a held prefix
     assert (await api.post(token, {**OTP, "from": "ACME"}))[0] == 202
+    assert (await api.post(token, {**OTP, "from": "Acme"}))[0] == 202  # the same registration
+    # any tenant could send as any brand: phishing in another's name (HK's SSRS exists for it)
+    status, body = await api.post(token, {**OTP, "from": "HSBC"})
+    assert (status, body["error"]["field"]) == (422, "from")
+    assert "not one of your sender IDs" in body["error"]["message"]
+    status, body = await api.post(api.keys.issue("globex")[1], {**OTP, "from": "ACME"})
+    assert status == 422 and body["error"]["field"] == "from"  # acme's sender ID is acme's
+    api.desk.any_alphanumeric_sender = True  # api.alphanumeric_senders: any (a single-tenant deployment)
+    assert (await api.post(token, {**OTP, "from": "HSBC"}))[0] == 202
     status, body = await api.post(token, {**OTP, "from": "+85230001001"})
     assert (
         status == 422

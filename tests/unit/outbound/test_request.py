@@ -19,8 +19,9 @@ NOW = 1_700_000_000_000
 
 def read(body: dict[str, Any], key: str | None = "k-1") -> OutboundRequest | list[FieldError]:
     return read_request(
-        body, message_id="m1", owner="acme", holdings=HOLDINGS, now_ms=NOW, idempotency_key=key
-    )
+        body, message_id="m1", owner="acme", holdings=HOLDINGS, sender_ids=None, now_ms=NOW,
+        idempotency_key=key,
+    )  # fmt: skip
 
 
 def test_a_valid_request_is_normalised() -> None:
@@ -89,3 +90,13 @@ def test_every_error_is_reported_at_once() -> None:
     errors = read({"to": "123", "text": 5, "priority": "x"}, key="has space")
     assert isinstance(errors, list)
     assert sorted(e.path for e in errors) == ["Idempotency-Key", "from", "priority", "text", "to"]
+
+
+def test_an_alphanumeric_sender_must_be_one_of_the_owners_sender_ids() -> None:
+    body = {"to": "+85291234567", "from": "AcmeBank", "text": "hi"}
+    kw = {"message_id": "m1", "owner": "acme", "holdings": HOLDINGS, "now_ms": NOW}
+    held = read_request(body, sender_ids=lambda s: s.casefold() == "acmebank", **kw)
+    assert isinstance(held, OutboundRequest) and held.sender == "AcmeBank"
+    refused = read_request(body, sender_ids=lambda s: False, **kw)
+    assert isinstance(refused, list) and [e.path for e in refused] == ["from"]
+    assert "not one of your sender IDs" in refused[0].reason

@@ -17,6 +17,7 @@ def test_request_round_trips() -> None:
         message_id="m1",
         owner="acme",
         holdings=[],
+        sender_ids=None,
         now_ms=T0,
         idempotency_key="k1",
     )
@@ -69,6 +70,7 @@ def test_a_request_reads_back_from_its_avro_record():
         message_id="mt_1",
         owner="acme",
         holdings=(),
+        sender_ids=None,
         now_ms=1_700_000_000_123,
         idempotency_key="k",
     )

@@ -201,6 +201,25 @@ async def test_only_admin_keys_manage_holdings_and_owners_see_their_own(api: Api
     assert api.store.holding_of("a") is None
 
 
+async def test_sender_ids_are_held_like_numbers(api: Api) -> None:
+    """An operator registers the alphanumeric senders an owner may send as; the owner reads them back."""
+    admin, b = api.keys.issue(None)[1], api.keys.issue("b")[1]
+    status, body = await api.call("PUT", "/v1/holdings/b", b, {"sender_ids": ["HSBC"]})
+    assert status == 403  # an owner cannot register a brand for itself
+    held = {"numbers": [B_NUMBER], "sender_ids": ["BeeBank"]}
+    assert (await api.call("PUT", "/v1/holdings/b", admin, held))[0] == 200
+    assert (await api.call("GET", "/v1/holdings/b", b))[1]["sender_ids"] == ["BeeBank"]
+    holding = api.store.holding_of("b")
+    assert holding is not None and holding.holds_sender_id("BEEBANK") and not holding.holds_sender_id("Bee")
+    status, body = await api.call("PUT", "/v1/holdings/c", admin, {"sender_ids": ["TwelveLetter"]})
+    assert status == 422 and body["error"]["field"].startswith("sender_ids")
+    from smsflow.subscriptions.holdings import Holding, holding_from_kafka, holding_to_record
+
+    assert holding_from_kafka(b"b", holding_to_record(holding)) == ("b", holding)
+    plain = holding_to_record(Holding(owner="a", numbers=[A_NUMBER]))
+    assert b"sender_ids" not in plain  # what a process from before sender IDs can still read
+
+
 async def test_filters_are_refused_beyond_the_holding_at_create_and_patch(api: Api) -> None:
     admin, b = api.keys.issue(None)[1], api.keys.issue("b")[1]
     # holds nothing yet: even an empty filter is refused (it would have meant "everything")
