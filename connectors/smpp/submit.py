@@ -42,7 +42,7 @@ from connectors.smpp.session import EsmeSession
 from smsflow.compacted import CompactedFollower
 from smsflow.config import CarrierConfig, OutboundConfig
 from smsflow.ingest.quarantine import Source, quarantine_record
-from smsflow.outbound.ledger import Intent, Ledger, LedgerPolicy, Outcome, Refusal, Submit
+from smsflow.outbound.ledger import GiveUp, Intent, Ledger, LedgerPolicy, Outcome, Refusal, Submit, Wait
 from smsflow.outbound.request import PRIORITY_RANK
 from smsflow.outbound.submission import (
     LEDGER_TOPIC,
@@ -269,6 +269,39 @@ def submit_pdu(sub: Submission, validity_until_ms: int) -> Pdu:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    """The ledger of a segment whose last attempt was accepted or refused: all that a later copy of it needs
+    (it submits nothing). A connector holds every segment of the ledger topic's 4 days; a full `Ledger` is
+    ~1.1 KB per segment, this one shared object per kind (the dict entry and its key remain)."""
+
+    step: Wait | GiveUp
+
+    @property
+    def segments(self) -> dict[tuple[str, int], tuple[Any, ...]]:
+        return {}
+
+    def add(self, record: Intent | Outcome) -> _Finished:
+        return self  # a replayed or late record of a finished segment changes nothing
+
+    def next_step(self, message_id: str, seq: int, policy: LedgerPolicy, now_ms: int) -> Wait | GiveUp:
+        return self.step
+
+
+_ACCEPTED = _Finished(Wait("accepted: waiting for the receipt"))
+_REFUSED = _Finished(GiveUp("refused by the carrier"))
+
+
+def _compact(key: tuple[str, int], ledger: Ledger) -> Ledger | _Finished:
+    attempts = ledger.segments.get(key, ())
+    outcome = attempts[-1].outcome if attempts else None
+    if outcome is not None and outcome.kind == "accepted":
+        return _ACCEPTED
+    if outcome is not None and outcome.kind == "refused":
+        return _REFUSED
+    return ledger
+
+
 class SubmitPath:
     def __init__(
         self,
@@ -295,7 +328,7 @@ class SubmitPath:
             unknown=settings.unknown_outcome,
         )
         # one small ledger per segment: folding into one big value would copy it on every record
-        self._ledgers: dict[tuple[str, int], Ledger] = {}
+        self._ledgers: dict[tuple[str, int], Ledger | _Finished] = {}
         self._ledger_lock = threading.Lock()
         self._follower = CompactedFollower(bootstrap, (LEDGER_TOPIC,), self._on_ledger, "submit-ledger")
         self._segment_locks: defaultdict[tuple[str, int], asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -329,12 +362,14 @@ class SubmitPath:
         key = (record.message_id, record.seq)
         with self._ledger_lock:
             new = self._ledgers.get(key, Ledger()).add(record)
+            if isinstance(new, Ledger):
+                new = _compact(key, new)
             if isinstance(new, Refusal):
                 log.warning("submission ledger: %s", new.reason)
             else:
                 self._ledgers[key] = new
 
-    def _ledger_of(self, key: tuple[str, int]) -> Ledger:
+    def _ledger_of(self, key: tuple[str, int]) -> Ledger | _Finished:
         with self._ledger_lock:
             return self._ledgers.get(key, Ledger())
 

@@ -650,3 +650,28 @@ async def test_a_submit_path_that_stopped_on_its_own_says_why():
     assert path.failure() == "RuntimeError: consumer closed"
     path._stopping.set()
     assert path.failure() == "RuntimeError: consumer closed"
+
+
+async def test_a_finished_segments_ledger_is_kept_small_and_a_copy_of_it_submits_nothing():
+    """A connector holds every segment of the ledger topic's 4 days (~1.1 KB each as a full Ledger: ~3.7 GB
+    at 10 MT/s): an accepted or refused segment keeps only what a later copy needs."""
+    from connectors.smpp.submit import _ACCEPTED, _REFUSED, SubmitPath
+    from smsflow.config import OutboundConfig
+    from smsflow.outbound.ledger import GiveUp, Intent, Ledger, LedgerPolicy, Outcome, Wait
+
+    stored = _Stored()
+    path = SubmitPath("t", "127.0.0.1:9", [_carrier("c")], {}, stored, OutboundConfig(), stored)  # type: ignore[arg-type]
+    for mid, kind in (("ok", "accepted"), ("no", "refused"), ("later", "retryable"), ("lost", "timeout")):
+        path._fold(Intent(mid, 1, 1, "r-c", "+85260000000", None, 1))
+        path._fold(Outcome(mid, 1, 1, kind, 2, "A1" if kind == "accepted" else None, 0x58))
+    assert path._ledger_of(("ok", 1)) is _ACCEPTED and path._ledger_of(("no", 1)) is _REFUSED
+    assert isinstance(path._ledger_of(("later", 1)), Ledger)  # still deciding: kept whole
+    assert isinstance(path._ledger_of(("lost", 1)), Ledger)
+    policy = LedgerPolicy()
+    assert isinstance(path._ledger_of(("ok", 1)).next_step("ok", 1, policy, 3), Wait)
+    assert isinstance(path._ledger_of(("no", 1)).next_step("no", 1, policy, 3), GiveUp)
+    path._fold(Outcome("ok", 1, 1, "timeout", 4))  # a late record of a finished segment changes nothing
+    assert path._ledger_of(("ok", 1)) is _ACCEPTED
+    copy = Submission.from_json(_segment("ok", "c"))
+    await asyncio.wait_for(path._submit(copy), 2)  # no bind is up: had it tried, it would wait for one
+    assert stored.sent == []
