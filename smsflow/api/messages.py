@@ -274,7 +274,7 @@ class OutboundDesk:
             raise SendThrottled(req.owner, cost, per_s, int(burst), min(wait, 3600.0))
         try:
             await self._store(req)
-        except BaseException:
+        except Exception:  # not stored (a cancelled request may have been: it keeps its cost)
             rates.give_back(req.owner, cost)
             raise
 
