@@ -54,7 +54,7 @@ class CompactedFollower:
 
     async def current(self, timeout: float = 10.0) -> None:
         """Return once every record stored in the followed topics before this call has been applied (their
-        end offsets now, asked of the broker in one request per topic). For a decision that must see what
+        end offsets now, asked of the broker in one ListOffsets request). For a decision that must see what
         another process wrote just before: the submit path taking over a partition from another connector."""
         marks = await asyncio.to_thread(self._end_offsets, timeout)
         deadline = asyncio.get_running_loop().time() + timeout

@@ -286,6 +286,7 @@ async def run_connector(cfg: Config) -> None:
     log.info("connector: %d sessions starting", len(connector.links))
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait({stopped, submits.ended}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
     failure = submits.failure()
     await submits.stop()
     await connector.stop()
