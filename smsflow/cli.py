@@ -661,7 +661,7 @@ def holdings_delete(
 @app.command()
 def send(
     to: Annotated[str, typer.Option("--to", help="destination in E.164, e.g. +85291234567")],
-    sender: Annotated[str, typer.Option("--from", help="a number you hold, or an alphanumeric sender")],
+    sender: Annotated[str, typer.Option("--from", help="a number or alphanumeric sender ID you hold")],
     text: Annotated[str, typer.Option("--text", help="the message text")],
     callback_url: Annotated[str | None, typer.Option(help="where status transitions are POSTed")] = None,
     validity_s: Annotated[int | None, typer.Option(help="seconds until it expires (60 s - 72 h)")] = None,

@@ -1,7 +1,7 @@
 """`POST /v1/messages` (send an SMS) and `GET /v1/messages/{id}` (its status history).
 
 Sending needs a customer key with the `messages:write` scope; the message belongs to the key's owner, and
-`from` must be one of the owner's held numbers (or inside a held prefix) or an alphanumeric sender. An
+`from` must be one of the owner's held numbers (or inside a held prefix) or held sender IDs. An
 operator key cannot send: it has no holding to send from, and a message must have an owner for its
 callbacks and its history. The request is checked whole (`smsflow.outbound.request.read_request`: every
 field error in one 422) and produced to `sms.outbound.v1` keyed by destination (acks=all, idempotent
@@ -79,7 +79,7 @@ class MessageSend(BaseModel):
     to: str = Field(description="destination in E.164, e.g. +85291234567")
     from_: str = Field(
         alias="from",
-        description="a number you hold (E.164) or an alphanumeric sender of 1-11 GSM characters",
+        description="a number you hold (E.164) or an alphanumeric sender ID you hold (1-11 GSM characters)",
     )
     text: str = Field(description="at most 10 parts once encoded (1530 GSM characters, 670 UCS-2)")
     callback_url: str | None = Field(None, description="every status transition is POSTed here, signed")

@@ -214,7 +214,7 @@ def build_openapi(routes: bool = True, messages_api: bool = True) -> dict[str, A
         },
         "/v1/messages": {
             "post": {
-                "summary": "Send an SMS from a number you hold (or an alphanumeric sender); 202 with its "
+                "summary": "Send an SMS from a number or alphanumeric sender ID you hold; 202 with its "
                 "id. With an Idempotency-Key, a repeat within 24 h answers the first id and sends nothing",
                 "operationId": "sendMessage",
                 "parameters": [

@@ -4,7 +4,7 @@
   read them in).
 - `from`: either a number of the owner's holdings (E.164, compared normalised) or an alphanumeric sender of
   1-11 GSM characters with at least one letter (3GPP TS 23.040's alphanumeric TP-OA holds 11 septets; all
-  digits would read as a number on the handset).
+  digits would read as a number on the handset) that the owner holds (`sender_ids`).
 - `text`: must encode in at most `MAX_SEGMENTS` parts (see encode.py).
 - `callback_url`: optional http(s) URL; the webhook engine checks the address (SSRF rules) when it calls.
 - `validity_s`: 60 s to 72 h, default 48 h: past it the carrier drops the message and the status is expired.
@@ -136,7 +136,7 @@ def _sender(
     errors: list[FieldError],
 ) -> tuple[str | None, SenderKind | None]:
     if not isinstance(value, str) or not value.strip():
-        errors.append(FieldError("from", "required: a number you hold or an alphanumeric sender"))
+        errors.append(FieldError("from", "required: a number or an alphanumeric sender ID you hold"))
         return None, None
     value = value.strip()
     if _LETTER.search(value):
