@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -42,6 +42,7 @@ from connectors.smpp.session import EsmeSession
 from smsflow.compacted import CompactedFollower
 from smsflow.config import CarrierConfig, OutboundConfig
 from smsflow.ingest.quarantine import Source, quarantine_record
+from smsflow.keyed_locks import KeyedLocks
 from smsflow.outbound.ledger import GiveUp, Intent, Ledger, LedgerPolicy, Outcome, Refusal, Submit, Wait
 from smsflow.outbound.request import PRIORITY_RANK
 from smsflow.outbound.submission import (
@@ -331,13 +332,13 @@ class SubmitPath:
         self._ledgers: dict[tuple[str, int], Ledger | _Finished] = {}
         self._ledger_lock = threading.Lock()
         self._follower = CompactedFollower(bootstrap, (LEDGER_TOPIC,), self._on_ledger, "submit-ledger")
-        self._segment_locks: defaultdict[tuple[str, int], asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._lock_users: defaultdict[tuple[str, int], int] = defaultdict(int)
+        # copies of one segment (a worker replay) take it in turn
+        self._segment_locks: KeyedLocks[tuple[str, int]] = KeyedLocks()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
-        # Rebalances: the partition each running task's record came from, the tasks waiting where nothing of
-        # their segment is written yet (a revocation cancels them there), and the partitions being revoked.
+        # The tasks working on records (`_launch`), each with the partition its record came from (what a
+        # revocation asks); the tasks waiting where nothing of their segment is written yet (a revocation
+        # or a stop cancels them there); and the partitions being revoked.
         self._task_tp: dict[asyncio.Task[None], tuple[str, int]] = {}
         self._resting: set[asyncio.Task[Any]] = set()
         self._revoking: set[tuple[str, int]] = set()
@@ -378,13 +379,22 @@ class SubmitPath:
     ) -> None:
         """Send a record and wait for the broker's ack, retried until it is stored: nothing that follows
         (a submit_sm after its intent, the commit of a handed-over submission) may go on without it."""
+        await self._retried(
+            lambda: self.producer.send(topic, value, key=key, headers=headers), f"{topic}: not stored"
+        )
+
+    async def _retried(
+        self, attempt: Callable[[], Awaitable[object]], failed: str, until_stopping: bool = False
+    ) -> None:
+        """``attempt`` until it succeeds, backing off from 0.2 s to 5 s (``until_stopping``: or the connector
+        stops)."""
         delay = 0.2
-        while True:
+        while not (until_stopping and self._stopping.is_set()):
             try:
-                await self.producer.send(topic, value, key=key, headers=headers)
+                await attempt()
                 return
             except Exception as exc:
-                log.warning("%s: not stored (%s); retrying in %.1f s", topic, exc, delay)
+                log.warning("%s (%s); retrying in %.1f s", failed, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -439,14 +449,9 @@ class SubmitPath:
 
         def start(lane: str, item: tuple[Submission, str | None, tuple[str, int], int]) -> None:
             sub, owner, tp, offset = item
-            task = asyncio.create_task(self._take_guarded(sub, owner, tp, offset))
-            self._inflight.add(task)
-            self._task_tp[task] = tp
             of_partition = progress[tp]
 
             def finished(t: asyncio.Task[None]) -> None:
-                self._inflight.discard(t)
-                self._task_tp.pop(t, None)
                 if not t.cancelled():
                     if t.exception() is None:
                         of_partition.finish(offset)  # not the partition's next owner's (a revocation)
@@ -460,7 +465,7 @@ class SubmitPath:
                 if not taken.full:
                     room.set()
 
-            task.add_done_callback(finished)
+            self._launch(self._take_guarded(sub, owner, tp, offset), tp, finished)
 
         # Rebalances (inside consume(): in its thread). Two connectors must never both work on one segment:
         # the ledger serialises one connector's copies only. So a revocation returns only when nothing of the
@@ -476,12 +481,7 @@ class SubmitPath:
             self._revoking |= gone
             dropped = taken.drop(lambda item: item[2] in gone)
             running = [t for t, tp in self._task_tp.items() if tp in gone]
-            for t in running:
-                if t in self._resting:
-                    t.cancel()
-            late: set[asyncio.Task[None]] = set()
-            if running:
-                _, late = await asyncio.wait(running, timeout=self.revoke_wait_s)
+            late = await self._settle(running)
             if late:  # a broker that stores nothing: they go on, and cancel themselves at their next wait
                 log.error(
                     "submit topic: %d submits of revoked partitions still running after %.0f s",
@@ -559,14 +559,10 @@ class SubmitPath:
                 await self._commit(consumer, progress)
             # Stopping: a segment that wrote nothing yet is left to the next run (its offset not committed),
             # one between its intent and its outcome is let reach the outcome (held as unknown otherwise).
-            for t in list(self._inflight):
-                if t in self._resting:
-                    t.cancel()
-            if self._inflight:
-                await asyncio.wait(self._inflight, timeout=self.revoke_wait_s)
+            await self._settle(list(self._task_tp))
             await self._commit(consumer, progress)
         finally:
-            for t in self._inflight:
+            for t in list(self._task_tp):
                 t.cancel()
             await asyncio.to_thread(consumer.close)
 
@@ -626,17 +622,28 @@ class SubmitPath:
             if who is not None:
                 await self._write(who[0], Abandoned(who[0], who[1], _now_ms(), 0, reason))
 
-        task = asyncio.create_task(refuse())
-        self._inflight.add(task)
-        self._task_tp[task] = tp
-
         def done(t: asyncio.Task[None]) -> None:
-            self._inflight.discard(t)
-            self._task_tp.pop(t, None)
             if not t.cancelled():
                 of_partition.finish(offset)
 
-        task.add_done_callback(done)
+        self._launch(refuse(), tp, done)
+
+    def _launch(
+        self,
+        work: Coroutine[Any, Any, None],
+        tp: tuple[str, int],
+        done: Callable[[asyncio.Task[None]], None],
+    ) -> None:
+        """Run ``work`` for a record of ``tp`` (the partition a revocation or a stop asks about); ``done``
+        after it ended, however."""
+        task = asyncio.create_task(work)
+        self._task_tp[task] = tp
+
+        def finished(t: asyncio.Task[None]) -> None:
+            self._task_tp.pop(t, None)
+            done(t)
+
+        task.add_done_callback(finished)
 
     async def _quarantine(self, raw: bytes, reason: str, tp: tuple[str, int], offset: int) -> None:
         if self.serde is None:
@@ -650,6 +657,17 @@ class SubmitPath:
             log.error("submit topic @%d/%d: not quarantined (%s)", tp[1], offset, exc)
             return
         await self._store(QUARANTINE_TOPIC, value, "submit")
+
+    async def _settle(self, tasks: list[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
+        """Cancel those of ``tasks`` that wait where nothing of their segment is written yet, and wait (up to
+        ``revoke_wait_s``) for the others to reach their outcome; the ones still running then."""
+        for t in tasks:
+            if t in self._resting:
+                t.cancel()
+        if not tasks:
+            return set()
+        _, late = await asyncio.wait(tasks, timeout=self.revoke_wait_s)
+        return late
 
     async def _at_rest(self, waiting: Awaitable[R]) -> R:
         """Await ``waiting``, a wait before anything of the segment is written (its copy's turn, the carrier's
@@ -671,15 +689,7 @@ class SubmitPath:
         """Read the ledger up to its end: before taking records of partitions just assigned (their previous
         owner wrote its last outcomes just before it let them go), and before a handed-over segment's
         attempts are counted (another connector may have made them just before)."""
-        delay = 0.2
-        while not self._stopping.is_set():
-            try:
-                await self._follower.current()
-                return
-            except Exception as exc:
-                log.warning("submit ledger: not read to its end (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await self._retried(self._follower.current, "submit ledger: not read to its end", until_stopping=True)
 
     async def _take_guarded(
         self, sub: Submission, owner: str | None, tp: tuple[str, int], offset: int
@@ -698,21 +708,8 @@ class SubmitPath:
             await self._write(sub.message_id, Abandoned(sub.message_id, sub.seq, _now_ms(), 0, reason))
 
     async def _take_submission(self, sub: Submission, owner: str | None = None) -> None:
-        key = (sub.message_id, sub.seq)
-        self._lock_users[key] += 1
-        try:
-            lock = self._segment_locks[key]
-            await self._at_rest(lock.acquire())
-            try:
-                await self._submit(sub, owner)
-            finally:
-                lock.release()
-        finally:
-            # dropped only when nobody waits on it: a copy arriving later must queue behind the same lock
-            self._lock_users[key] -= 1
-            if not self._lock_users[key]:
-                del self._lock_users[key]
-                self._segment_locks.pop(key, None)
+        async with self._segment_locks.hold((sub.message_id, sub.seq), self._at_rest):
+            await self._submit(sub, owner)
 
     async def _submit(self, sub: Submission, owner: str | None = None) -> None:
         key = (sub.message_id, sub.seq)

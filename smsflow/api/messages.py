@@ -28,12 +28,10 @@ secret, which the owner reads at `GET /v1/callback-secret` (`smsflow.delivery.ca
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +45,7 @@ from smsflow.api.apikeys import Scope
 from smsflow.api.buckets import OwnerBuckets
 from smsflow.api.wire import ApiError, ErrorDetail, principal
 from smsflow.delivery.egress import AddressPolicy, url_refusal
+from smsflow.keyed_locks import KeyedLocks
 from smsflow.outbound.encode import segments_needed
 from smsflow.outbound.idempotency import Conflict, IdempotencyBook, Replay
 from smsflow.outbound.records import request_from_record, request_record
@@ -197,9 +196,8 @@ class OutboundDesk:
         self._book = IdempotencyBook(max_per_owner=idempotency_keys_per_owner)
         self._messages: dict[str, SentMessage] = {}
         self._history: dict[str, dict[str, dict[str, Any]]] = {}
-        # one lock per key while requests with it are in progress (then dropped: keys are mostly new)
-        self._key_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._key_users: defaultdict[tuple[str, str], int] = defaultdict(int)
+        # requests with one Idempotency-Key take it in turn
+        self._key_locks: KeyedLocks[tuple[str, str]] = KeyedLocks()
 
     # -- fed from the topics --
 
@@ -242,23 +240,15 @@ class OutboundDesk:
         if idempotency_key is None:
             await self._store_counted(checked)
             return MessageAccepted(id=checked.message_id, replayed=False)
-        lock_key = (owner, idempotency_key)
-        self._key_users[lock_key] += 1
-        try:
-            async with self._key_locks[lock_key]:
-                with self._lock:
-                    seen = self._book.look_up(owner, idempotency_key, canonical_body(checked), now_ms)
-                if isinstance(seen, Replay):
-                    return MessageAccepted(id=seen.message_id, replayed=True)
-                if isinstance(seen, Conflict):
-                    return [("Idempotency-Key", seen.reason)]
-                await self._store_counted(checked)
-                return MessageAccepted(id=checked.message_id, replayed=False)
-        finally:
-            self._key_users[lock_key] -= 1
-            if not self._key_users[lock_key]:
-                del self._key_users[lock_key]
-                self._key_locks.pop(lock_key, None)
+        async with self._key_locks.hold((owner, idempotency_key)):
+            with self._lock:
+                seen = self._book.look_up(owner, idempotency_key, canonical_body(checked), now_ms)
+            if isinstance(seen, Replay):
+                return MessageAccepted(id=seen.message_id, replayed=True)
+            if isinstance(seen, Conflict):
+                return [("Idempotency-Key", seen.reason)]
+            await self._store_counted(checked)
+            return MessageAccepted(id=checked.message_id, replayed=False)
 
     async def _store_counted(self, req: OutboundRequest) -> None:
         """Store the request if its owner's send rate allows its segments now (else SendThrottled, nothing
