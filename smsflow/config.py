@@ -278,6 +278,20 @@ class PipelineConfig(_Strict):
         "before its carrier hears the resp and ingest reads it (latency at low rates vs broker requests "
         "at saturation, docs/BENCHMARKS.md)",
     )
+    connector_gather_ms: float = Field(
+        default=4.0,
+        ge=0,
+        le=50,
+        description="while busy (connector_gather_above_per_s), the connector hands the raw PDUs of this "
+        "many milliseconds to its producer together: fewer produce requests and wake-ups per SMS, at most "
+        "this much longer before the carrier hears the resp (0: never; docs/BENCHMARKS.md)",
+    )
+    connector_gather_above_per_s: float = Field(
+        default=400.0,
+        gt=0,
+        description="records per second (over the last half second) above which the connector gathers; below "
+        "it every PDU is written at once",
+    )
 
 
 class CircuitSettings(_Strict):

@@ -14,6 +14,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from smsflow.pace import Pace
+
+# Most records held for one gather window: beyond it they are produced at once (a burst needs no window).
+HELD_MAX = 512
+
 
 class KafkaUnavailable(RuntimeError):
     """The record is not stored; the caller must not acknowledge its source."""
@@ -39,15 +44,29 @@ def producer_conf(bootstrap: str, **overrides: Any) -> dict[str, Any]:
 
 
 class AsyncProducer:
-    """confluent-kafka Producer with delivery reports bridged into asyncio futures."""
+    """confluent-kafka Producer with delivery reports bridged into asyncio futures.
 
-    def __init__(self, conf: dict[str, Any]) -> None:
+    ``gather``: while records are sent faster than its ``above_per_s`` (the connector at hundreds of SMS per
+    second), a record is handed to librdkafka at the end of a window of ``gather.window`` seconds, together
+    with every record sent in that window, instead of at once. Each ``produce()`` into an empty partition
+    queue wakes librdkafka's broker thread (~20 µs of the caller's CPU against ~4 µs back to back), and
+    records of all partitions produced together leave in one produce request and reach the next stage's
+    fetch together; at lower rates nothing waits. The order of the records is kept (a record never overtakes
+    one held in the window), and ``flush`` sends what is held first.
+    """
+
+    def __init__(self, conf: dict[str, Any], gather: Pace | None = None) -> None:
         self._producer = Producer(conf)
         self._closed = threading.Event()
         # Delivery reports, handed to the event loop in batches: one wake-up of the loop (and one loop
         # iteration in which every waiting sender resumes) per batch of acknowledgements, not one each.
         self._reports: deque[tuple[asyncio.Future[Message], BaseException | None, Message]] = deque()
         self._wake_pending = False  # set by the reporting thread, cleared by the loop as it drains
+        self._gather = gather
+        # Records held for the window: (topic, produce kwargs, the sender's future); one loop's only.
+        self._held: list[tuple[str, dict[str, Any], asyncio.Future[Message]]] = []
+        self._held_loop: asyncio.AbstractEventLoop | None = None
+        self._release: asyncio.Handle | None = None
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
         self._poller.start()
 
@@ -85,10 +104,65 @@ class AsyncProducer:
             kwargs["headers"] = headers
         if partition is not None:
             kwargs["partition"] = partition
+        gather = self._gather
+        if gather is not None:
+            gather.count(1)
+            window = gather.window_s()
+            if (self._held or window > 0) and (self._held_loop is None or self._held_loop is loop):
+                self._hold(loop, topic, kwargs, fut, window)
+                return await fut
         await _produce(self._producer, topic, kwargs)
         return await fut
 
+    def _hold(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        topic: str,
+        kwargs: dict[str, Any],
+        fut: asyncio.Future[Message],
+        window_s: float,
+    ) -> None:
+        self._held.append((topic, kwargs, fut))
+        if self._release is None:
+            self._held_loop = loop
+            # a record held after the rate fell (window 0) goes with the next loop iteration, in order
+            self._release = loop.call_later(window_s, self._release_held)
+        elif len(self._held) >= HELD_MAX:
+            self._release.cancel()
+            self._release = loop.call_soon(self._release_held)
+
+    def _release_held(self) -> None:
+        """Produce the held records back to back, in the order they were sent. A record whose sender gave
+        up (cancelled) is not written; a refusal other than a full queue fails that record's sender; a full
+        local queue keeps the rest held and tries again shortly (back-pressure: nothing is dropped)."""
+        self._release = None
+        held, produce = self._held, self._producer.produce
+        done = 0
+        try:
+            for topic, kwargs, fut in held:
+                if not fut.cancelled():
+                    try:
+                        produce(topic, **kwargs)
+                    except BufferError:
+                        raise
+                    except Exception as exc:  # KafkaException for an unknown topic etc.
+                        fut.set_exception(KafkaUnavailable(f"{topic}: {exc}"))
+                done += 1
+        except BufferError:
+            loop = self._held_loop
+            assert loop is not None
+            self._release = loop.call_later(0.01, self._release_held)
+        del held[:done]
+        if not held:
+            self._held_loop = None
+
     async def flush(self, timeout: float = 10.0) -> int:
+        while self._held:  # what the window holds goes first (the caller is on the loop that holds it)
+            if self._release is not None:
+                self._release.cancel()
+            self._release_held()
+            if self._held:  # librdkafka's queue is full: let it drain
+                await asyncio.sleep(0.01)
         return await asyncio.to_thread(self._producer.flush, timeout)
 
     async def close(self, timeout: float = 10.0) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from smsflow import event_loop, gc_tuning, metrics
 from smsflow.config import Config
+from smsflow.pace import Pace
 
 log = logging.getLogger(__name__)
 # The deliver stage's outputs producer (run_worker): delivery events, retry records, dead letters, route
@@ -33,6 +34,15 @@ def connector_producer_conf(cfg: Config, bootstrap: str) -> dict[str, Any]:
     from smsflow.producer import producer_conf
 
     return producer_conf(bootstrap, **{"linger.ms": cfg.pipeline.connector_linger_ms})
+
+
+def connector_gather(cfg: Config) -> Pace | None:
+    """When the connector's producer gathers its records (``AsyncProducer``'s ``gather``): while more than
+    ``pipeline.connector_gather_above_per_s`` are written per second, ``pipeline.connector_gather_ms``."""
+    if cfg.pipeline.connector_gather_ms <= 0:
+        return None
+    pipeline = cfg.pipeline
+    return Pace(pipeline.connector_gather_ms / 1000, pipeline.connector_gather_above_per_s, time.monotonic)
 
 
 def stage_args_beside_ingest_loop() -> list[str]:
@@ -271,7 +281,7 @@ async def run_connector(cfg: Config) -> None:
     metrics.serve(cfg.metrics.connector_port, cfg.metrics.host)
     serde = Serde(registry_client(registry, cfg.registry_credentials()))
     await asyncio.to_thread(serde.warm_up)
-    producer = AsyncProducer(connector_producer_conf(cfg, bootstrap))
+    producer = AsyncProducer(connector_producer_conf(cfg, bootstrap), gather=connector_gather(cfg))
     connector = SmppConnector(cfg.carriers, producer, serde, cfg.routing)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -61,3 +61,21 @@ def test_the_connector_linger_reaches_the_connectors_producer() -> None:
     assert tuned["linger.ms"] == 0
     with pytest.raises(ConfigError, match=r"pipeline\.connector_linger_ms"):
         parse_config({"pipeline": {"connector_linger_ms": 1000}})  # at most 100 ms
+
+
+def test_the_connector_gather_reaches_the_connectors_producer() -> None:
+    """pipeline.connector_gather_ms / _above_per_s are the window and the rate of the gather the connector's
+    producer is made with (smsflow/producer.py); 0 makes a producer that never gathers."""
+    from smsflow.roles import connector_gather
+
+    default = connector_gather(parse_config({}))
+    assert default is not None and default.window == 0.004 and default.above_per_s == 400
+    tuned = connector_gather(
+        parse_config({"pipeline": {"connector_gather_ms": 10, "connector_gather_above_per_s": 800}})
+    )
+    assert tuned is not None and tuned.window == 0.010 and tuned.above_per_s == 800
+    assert connector_gather(parse_config({"pipeline": {"connector_gather_ms": 0}})) is None
+    with pytest.raises(ConfigError, match=r"pipeline\.connector_gather_ms"):
+        parse_config({"pipeline": {"connector_gather_ms": -1}})
+    with pytest.raises(ConfigError, match=r"pipeline\.connector_gather_above_per_s"):
+        parse_config({"pipeline": {"connector_gather_above_per_s": 0}})

@@ -14,11 +14,11 @@ from smsflow.ingest.loop import (
     CLOSE_COMMIT_WAIT_S,
     COMMIT_INTERVAL_S,
     DirectIngest,
-    Pace,
     PartitionState,
     ingest_group,
 )
 from smsflow.ingest.processor import ingest_settings
+from smsflow.pace import Pace
 from smsflow.schemas import RAW_TOPIC
 
 
