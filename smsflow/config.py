@@ -511,6 +511,13 @@ class OutboundConfig(_Strict):
     callback_timeout_s: float = Field(
         default=10.0, gt=0, le=60, description="a callback POST with no complete answer by then is retried"
     )
+    track_retention_s: float = Field(
+        default=5 * 86400,
+        ge=3600,
+        description="a finished message's track (the status stage's table) is deleted this long after the "
+        "later of its validity and its last change; keep it above sms.outbound.ledger.v1's retention (4 d), "
+        "so no ledger entry can still name it. Its statuses stay in sms.outbound.status.v1",
+    )
 
 
 class MetricsConfig(_Strict):

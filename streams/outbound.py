@@ -157,6 +157,11 @@ class OutboundStage:
     the tables of concatenation references (by destination) and message tracks (by message id);
     ``punctuation``: the internal topic the timer writes and the status agent reads beside the ledger."""
 
+    @staticmethod
+    def now_ms() -> int:
+        """Wall-clock epoch ms (the ledger topic's retention is by it too); tests replace it."""
+        return int(time.time() * 1000)
+
     def __init__(
         self,
         app: faust.App,
@@ -174,7 +179,7 @@ class OutboundStage:
         self.punctuation = punctuation
         self.punctuation_name = punctuation.get_topic_name()
         self.receipt_index = ReceiptIndex(ctx.bootstrap)
-        self.expiry = ExpiryIndex()
+        self.expiry = ExpiryIndex(int(ctx.config.outbound.track_retention_s * 1000))
         self.index_ready = asyncio.Event()
         self._index_ready_at = 0.0
         self.id_forms = {c.id: c.receipts.id_form for c in ctx.config.carriers}
@@ -288,6 +293,11 @@ class OutboundStage:
             if isinstance(entry, Plan):
                 if raw is not None:
                     continue  # a replayed request's plan: the message is tracked already
+                if entry.at_ms + self.expiry.retention_ms < self.now_ms():
+                    # older than any track is kept: a message whose track was pruned (a ledger read again
+                    # from its start); beginning it again would publish its first statuses a second time
+                    log.info("%s: plan older than the track retention; not tracked again", mid)
+                    continue
                 track, records = begin(entry)
             elif raw is None:
                 log.warning("%s: ledger entry before the message's plan; ignored", mid)
@@ -304,7 +314,7 @@ class OutboundStage:
     def _write_track(self, partition: int, mid: str, track: Track) -> None:
         # The ledger is keyed by message id, co-partitioned with the table: its partition is the track's.
         self.tracks[mid] = track.to_dict()
-        self.expiry.note(partition, mid, track.status.expires_at_ms, track.final)
+        self.expiry.note(partition, mid, track.status.expires_at_ms, track.final, track.settled_at_ms)
 
     async def _expire_partition(self, partition: int, now_ms: int) -> None:
         if not self.expiry.built(partition):
@@ -320,14 +330,30 @@ class OutboundStage:
             track, records = expire(track, now_ms)
             await self._publish(records)
             self._write_track(partition, mid, track)
+        self._prune(partition, now_ms)
 
-    def _tracks_of(self, partition: int) -> list[tuple[str, int, bool]]:
+    def _prune(self, partition: int, now_ms: int) -> None:
+        """Delete the final tracks kept past their retention (a tombstone in the table's changelog): the
+        table holds the last days' messages, not every message ever sent."""
+        for mid in self.expiry.prunable(partition, now_ms):
+            raw = self.tracks.get(mid)
+            if raw is None:
+                continue
+            track = Track.from_dict(raw)
+            expires, settled = track.status.expires_at_ms, track.settled_at_ms
+            if not track.final or self.expiry.prune_time(expires, settled) > now_ms:
+                # the index disagrees with the table: the table decides, and is noted again
+                self.expiry.note(partition, mid, expires, track.final, settled)
+                continue
+            del self.tracks[mid]
+
+    def _tracks_of(self, partition: int) -> list[tuple[str, int, bool, int]]:
         out = []
         for mid, raw in list(self.tracks.items()):
             if raw is None or _partition_of(mid, self.ctx.partitions) != partition:
                 continue
             track = Track.from_dict(raw)
-            out.append((mid, track.status.expires_at_ms, track.final))
+            out.append((mid, track.status.expires_at_ms, track.final, track.settled_at_ms))
         return out
 
     async def on_partitions_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:

@@ -1,8 +1,16 @@
-"""Which messages' validity is due, per partition of the status table, without walking every track ever.
+"""Which messages' validity is due, and which finished tracks may leave the status table, per partition,
+without walking every track ever.
 
 The validity tick used to read every track in the table (finished ones included) and hash each key to find
 its partition: CPU per tick grew with every message ever sent. `ExpiryIndex` keeps, per partition, a heap of
 (expires_at_ms, message id) of the tracks that are NOT final, so a tick costs the tracks that are due.
+
+And the table itself grew with every message ever sent (memory, and the changelog a restarted worker reads
+before it works). A final track is kept `retention_ms` after the later of its validity and its last change,
+then pruned (`prunable`): by then no ledger entry can still name it (sms.outbound.ledger.v1 keeps 4 days; the
+receipts of a message are matched through the outcomes the ledger holds), and its statuses stay in
+sms.outbound.status.v1 for the API. A final track can still change (a late receipt turns `expired` into
+`delivered`): its prune time moves with it.
 
 It is memory only: a partition's index is built once from the table's tracks after the partition is
 (re)assigned (`rebuild`), kept up to date where tracks are written (`note`), and dropped when the partition is
@@ -16,42 +24,84 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+# A final track is kept this long after the later of its validity and its last change (see the docstring).
+TRACK_RETENTION_MS = 5 * 24 * 3600 * 1000
+
 
 @dataclass
 class _PartitionIndex:
     heap: list[tuple[int, str]] = field(default_factory=list)
     due_at: dict[str, int] = field(default_factory=dict)
     """The live entry per message: a heap entry that disagrees with it is stale (re-noted or finished)."""
+    prune_heap: list[tuple[int, str]] = field(default_factory=list)
+    prune_at: dict[str, int] = field(default_factory=dict)
+    """When each final track may go; as with `due_at`, a heap entry that disagrees with it is stale."""
+
+
+# (message id, expires_at_ms, final) or with the track's last change: (..., settled_at_ms)
+TrackFacts = tuple[str, int, bool] | tuple[str, int, bool, int]
 
 
 @dataclass
 class ExpiryIndex:
+    retention_ms: int = TRACK_RETENTION_MS
     partitions: dict[int, _PartitionIndex] = field(default_factory=dict)
 
     def built(self, partition: int) -> bool:
         return partition in self.partitions
 
-    def rebuild(self, partition: int, tracks: Iterable[tuple[str, int, bool]]) -> None:
-        """The partition's index from its tracks, as (message id, expires_at_ms, final)."""
+    def rebuild(self, partition: int, tracks: Iterable[TrackFacts]) -> None:
+        """The partition's index from its tracks, as (message id, expires_at_ms, final[, settled_at_ms])."""
         index = _PartitionIndex()
-        for mid, expires_at_ms, final in tracks:
+        self.partitions[partition] = index
+        for facts in tracks:
+            mid, expires_at_ms, final = facts[0], facts[1], facts[2]
             if not final:
                 index.due_at[mid] = expires_at_ms
                 index.heap.append((expires_at_ms, mid))
+            else:
+                index.prune_at[mid] = at = self.prune_time(expires_at_ms, facts[3] if len(facts) > 3 else 0)
+                index.prune_heap.append((at, mid))
         heapq.heapify(index.heap)
-        self.partitions[partition] = index
+        heapq.heapify(index.prune_heap)
 
-    def note(self, partition: int, mid: str, expires_at_ms: int, final: bool) -> None:
-        """A track was written. Before the partition is built, it is left to `rebuild`."""
+    def prune_time(self, expires_at_ms: int, settled_at_ms: int | None) -> int:
+        """When a final track with this validity and last change may be deleted."""
+        return max(expires_at_ms, settled_at_ms or 0) + self.retention_ms
+
+    def note(
+        self, partition: int, mid: str, expires_at_ms: int, final: bool, settled_at_ms: int | None = None
+    ) -> None:
+        """A track was written (``settled_at_ms``: its last change). Before the partition is built, it is left
+        to `rebuild`."""
         index = self.partitions.get(partition)
         if index is None:
             return
         if final:
             index.due_at.pop(mid, None)  # its heap entry goes stale and is dropped when it comes due
+            at = self.prune_time(expires_at_ms, settled_at_ms)
+            if index.prune_at.get(mid) != at:
+                index.prune_at[mid] = at
+                heapq.heappush(index.prune_heap, (at, mid))
             return
+        index.prune_at.pop(mid, None)
         if index.due_at.get(mid) != expires_at_ms:
             index.due_at[mid] = expires_at_ms
             heapq.heappush(index.heap, (expires_at_ms, mid))
+
+    def prunable(self, partition: int, now_ms: int, limit: int = 10_000) -> list[str]:
+        """Final tracks whose retention has passed by `now_ms` (at most ``limit``: the rest on the next tick),
+        removed from the index: the caller deletes them from the table. An unbuilt partition has none."""
+        index = self.partitions.get(partition)
+        if index is None:
+            return []
+        out: list[str] = []
+        while index.prune_heap and index.prune_heap[0][0] <= now_ms and len(out) < limit:
+            at, mid = heapq.heappop(index.prune_heap)
+            if index.prune_at.get(mid) == at:
+                del index.prune_at[mid]
+                out.append(mid)
+        return out
 
     def due(self, partition: int, now_ms: int) -> list[str]:
         """The message ids whose validity has passed by `now_ms`, removed from the index (the caller expires
@@ -74,6 +124,11 @@ class ExpiryIndex:
         """Non-final tracks indexed for the partition (for tests and metrics)."""
         index = self.partitions.get(partition)
         return len(index.due_at) if index is not None else 0
+
+    def kept(self, partition: int) -> int:
+        """Final tracks indexed for the partition, waiting for their retention to pass."""
+        index = self.partitions.get(partition)
+        return len(index.prune_at) if index is not None else 0
 
 
 __all__ = ["ExpiryIndex"]

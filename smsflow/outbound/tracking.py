@@ -59,6 +59,12 @@ class Track:
     def final(self) -> bool:
         return self.status.overall in ("delivered", "failed", "rejected", "expired")
 
+    @property
+    def settled_at_ms(self) -> int:
+        """When the track last changed (its latest segment time; 0 before any): a final track is kept for a
+        while after it (smsflow/outbound/expiry.py)."""
+        return max((s.at_ms for s in self.status.segments if s.at_ms is not None), default=0)
+
 
 def begin(plan: Plan) -> tuple[Track, list[dict[str, Any]]]:
     track = Track(

@@ -34,7 +34,7 @@ import orjson
 import pytest
 import yaml
 from aiohttp import web
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from devkit.simulator.faults import Fault, FaultKind, parse_fault
@@ -305,6 +305,51 @@ async def test_messages_are_submitted_once_and_end_delivered(pipeline, tmp_path:
     assert p.smsc.submits.summary("acct1")["submits"] == 0
     # each submit record names its customer: the connector shares a carrier fairly between customers
     assert owners == ["acme"] * segments
+    # ten days on (a tick that says so; a track is kept 5 days after the later of its validity, here 48 h,
+    # and its last change), every finished track leaves the status stage's table (a tombstone in its
+    # changelog: a restarted worker no longer reads every message ever sent); the API's statuses, read from
+    # sms.outbound.status.v1, stay
+    pruned = await asyncio.to_thread(prune_by_a_tick_days_later, p, set(ids.values()), 10, 60)
+    assert pruned == set(ids.values()), p.logs()
+    async with aiohttp.ClientSession() as http:
+        after = await Customer(http, base, token).statuses(list(ids.values()))
+    assert {mid: v["status"] for mid, v in after.items()} == {mid: "delivered" for mid in ids.values()}
+
+
+def prune_by_a_tick_days_later(p: Any, ids: set[str], days: int, timeout: float) -> set[str]:
+    """Write the status stage a tick ``days`` ahead to every partition of its tick topic; the message ids
+    whose track the table's changelog then deletes (tombstones), of ``ids``."""
+    ticks = f"{p.env_app_id}-outbound-ticks"
+    changelog = f"{p.env_app_id}-outbound-status-changelog"
+    producer = Producer({"bootstrap.servers": p.stack.bootstrap})
+    partitions = producer.list_topics(ticks, timeout=10).topics[ticks].partitions
+    now = orjson.dumps({"now": int(time.time() * 1000) + days * 86_400_000})
+    for partition in partitions:
+        producer.produce(ticks, now, partition=partition)
+    assert producer.flush(10) == 0
+    consumer = Consumer(
+        {
+            "bootstrap.servers": p.stack.bootstrap,
+            "group.id": f"e2e-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([changelog])
+    deleted: set[str] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while not ids <= deleted and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            key = (msg.key() or b"").decode().strip('"')
+            if msg.value() is None:
+                deleted.add(key)
+            else:
+                deleted.discard(key)  # written again after a deletion: not gone
+    finally:
+        consumer.close()
+    return deleted & ids
 
 
 async def test_primary_refusing_for_now_moves_submits_to_the_secondary(pipeline, tmp_path: Path) -> None:

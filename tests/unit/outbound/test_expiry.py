@@ -73,3 +73,54 @@ def test_a_revoked_partition_is_forgotten_and_rebuilt_from_the_table_when_it_com
     index.note(0, "a", 1_000, True)  # written by another worker meanwhile: not ours to track
     index.rebuild(0, [("a", 1_000, True), ("b", 1_500, False)])
     assert index.due(0, 5_000) == ["b"]
+
+
+def test_a_final_track_is_prunable_once_its_retention_has_passed_after_its_validity_and_last_change() -> None:
+    index = ExpiryIndex(retention_ms=10_000)
+    index.rebuild(0, [])
+    index.note(0, "early", 5_000, True, 1_000)  # delivered at 1 s, valid until 5 s: kept until 15 s
+    index.note(0, "late", 5_000, True, 8_000)  # a receipt at 8 s, after its validity: kept until 18 s
+    index.note(0, "open", 5_000, False)  # not final: never pruned (the validity tick makes it final first)
+    assert index.prunable(0, 14_999) == []
+    assert index.prunable(0, 15_000) == ["early"]
+    assert index.prunable(0, 17_999) == []
+    assert index.prunable(0, 60_000) == ["late"]
+    assert index.prunable(0, 60_000) == []  # once
+    assert index.kept(0) == 0 and index.pending(0) == 1
+
+
+def test_a_final_track_that_changes_again_is_kept_from_its_new_last_change() -> None:
+    index = ExpiryIndex(retention_ms=10_000)
+    index.rebuild(0, [])
+    index.note(0, "m", 5_000, True, 6_000)  # expired at 6 s...
+    index.note(0, "m", 5_000, True, 20_000)  # ...then its delivery receipt came at 20 s
+    assert index.prunable(0, 16_000) == []  # the first prune time is stale
+    assert index.prunable(0, 30_000) == ["m"]
+
+
+def test_the_rebuild_keeps_final_tracks_for_pruning_and_the_prune_is_bounded_per_call() -> None:
+    index = ExpiryIndex(retention_ms=10_000)
+    index.rebuild(0, [("a", 1_000, True, 2_000), ("b", 1_000, True), ("c", 1_000, False, 0)])
+    assert index.kept(0) == 2 and index.pending(0) == 1
+    assert index.prunable(0, 11_000) == ["b"]  # no last change given: its validity counts
+    index.rebuild(1, [(f"m{i}", 0, True, 0) for i in range(25)])
+    assert len(index.prunable(1, 10_000, limit=10)) == 10
+    assert len(index.prunable(1, 10_000, limit=100)) == 15
+
+
+def test_an_unbuilt_or_revoked_partition_prunes_nothing() -> None:
+    index = ExpiryIndex(retention_ms=10)
+    index.note(0, "m", 0, True, 0)
+    assert index.prunable(0, 1_000_000) == []
+    index.rebuild(0, [("m", 0, True, 0)])
+    index.forget(0)
+    assert index.prunable(0, 1_000_000) == []
+
+
+def test_a_track_noted_open_again_is_not_pruned() -> None:
+    index = ExpiryIndex(retention_ms=10)
+    index.rebuild(0, [])
+    index.note(0, "m", 0, True, 0)
+    index.note(0, "m", 1_000, False)  # the table says it is open after all (see OutboundStage._prune)
+    assert index.prunable(0, 1_000_000) == []
+    assert index.due(0, 1_000) == ["m"]

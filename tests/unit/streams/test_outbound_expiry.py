@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smsflow.outbound.expiry import ExpiryIndex
-from smsflow.outbound.submission import Plan, ledger_value
+from smsflow.outbound.submission import Plan, ReceiptMatch, ledger_value
 from streams.outbound import LEDGER_TOPIC, OutboundStage, _partition_of
 
 PARTITIONS = 6
@@ -67,6 +67,7 @@ def stage() -> tuple[OutboundStage, CountingTable, list[dict[str, Any]]]:
     s.tracks = tracks
     s.punctuation_name = PUNCTUATION
     s.expiry = ExpiryIndex()
+    s.now_ms = lambda: T  # type: ignore[method-assign]
     s.ctx = type("Ctx", (), {"partitions": PARTITIONS})()  # type: ignore[assignment]
     s._publish = publish  # type: ignore[method-assign]
     return s, tracks, published
@@ -127,3 +128,74 @@ async def test_a_partition_revoked_and_assigned_again_is_rebuilt_from_the_table(
     tracks.update(other_tracks)  # ...recovered here when the partition comes back
     await s.status(_Stream([tick(1, T + 2_000)]))
     assert expired(published) == [mid]
+
+
+def receipt(mid: str, partition: int, at_ms: int) -> _Event:
+    entry = ReceiptMatch(mid, 1, at_ms, "delivered", None, "carrier-a", "c-1")
+    return _Event(_Message(LEDGER_TOPIC, partition), mid.encode(), ledger_value(entry))
+
+
+async def test_finished_tracks_leave_the_table_after_their_retention_and_open_ones_stay() -> None:
+    s, tracks, _ = stage()
+    s.expiry = ExpiryIndex(retention_ms=10_000)
+    rejected, expiring, open_ = ids_on(3, 3)
+    await s.status(_Stream([plan(rejected, 3, T + 1_000, no_route="no route")]))  # final at T
+    await s.status(_Stream([plan(expiring, 3, T + 2_000), plan(open_, 3, T + 100_000)]))
+    await s.status(_Stream([tick(3, T + 5_000)]))  # builds the index; `expiring` expires at T + 5 s
+    assert set(tracks) == {rejected, expiring, open_}
+    await s.status(_Stream([tick(3, T + 10_999)]))
+    assert set(tracks) == {rejected, expiring, open_}  # the rejection's validity ran until T + 1 s
+    await s.status(_Stream([tick(3, T + 11_000)]))
+    assert set(tracks) == {expiring, open_}
+    await s.status(_Stream([tick(3, T + 15_000)]))  # expired at T + 5 s: kept until T + 15 s
+    assert set(tracks) == {open_}
+    await s.status(_Stream([tick(3, T + 99_000)]))
+    assert set(tracks) == {open_}  # not final: never pruned before its validity makes it final
+    assert tracks.walks == 1  # pruning reads the index, not the table
+
+
+async def test_a_plan_older_than_the_retention_is_not_tracked_again_nor_are_its_later_entries() -> None:
+    s, tracks, published = stage()
+    s.expiry = ExpiryIndex(retention_ms=10_000)
+    mid, fresh = ids_on(5, 2)
+    await s.status(_Stream([plan(mid, 5, T + 1_000), tick(5, T + 2_000)]))  # expired at T + 2 s
+    await s.status(_Stream([tick(5, T + 12_000)]))
+    assert mid not in tracks
+    # a ledger read again from its start (a reset group): the pruned message's plan is older than any track
+    # is kept, so its first statuses are not published a second time; its later entries find no track
+    s.now_ms = lambda: T + 12_000  # type: ignore[method-assign]
+    before = len(published)
+    await s.status(_Stream([plan(mid, 5, T + 1_000), receipt(mid, 5, T + 1_500)]))
+    assert mid not in tracks and len(published) == before
+    # a plan within the retention is tracked as before (the helper plans at T)
+    s.now_ms = lambda: T + 9_999  # type: ignore[method-assign]
+    await s.status(_Stream([plan(fresh, 5, T + 100_000, no_route="no route")]))
+    assert fresh in tracks and published[-1]["message_id"] == fresh
+
+
+async def test_after_a_restart_the_rebuilt_index_keeps_and_prunes_by_the_tracks_last_change() -> None:
+    s, tracks, _ = stage()
+    s.expiry = ExpiryIndex(retention_ms=10_000)
+    rejected, expired_late = ids_on(0, 2)
+    await s.status(_Stream([plan(rejected, 0, T + 1_000, no_route="no route")]))
+    # valid until T + 2 s, expired by the tick at T + 5 s: its last change is T + 5 s, kept until T + 15 s
+    await s.status(_Stream([plan(expired_late, 0, T + 2_000), tick(0, T + 5_000)]))
+    restarted, table, _ = stage()
+    restarted.expiry = ExpiryIndex(retention_ms=10_000)
+    table.update(tracks)  # the table as recovered from its changelog; the index is memory only
+    await restarted.status(_Stream([tick(0, T + 13_000)]))
+    assert set(table) == {expired_late}
+    await restarted.status(_Stream([tick(0, T + 15_000)]))
+    assert set(table) == set()
+
+
+async def test_the_table_decides_when_the_index_says_a_track_may_go_too_early() -> None:
+    s, tracks, _ = stage()
+    s.expiry = ExpiryIndex(retention_ms=10_000)
+    (mid,) = ids_on(2, 1)
+    await s.status(_Stream([tick(2, T), plan(mid, 2, T + 2_000), tick(2, T + 5_000)]))  # last change T + 5 s
+    s.expiry.note(2, mid, T + 2_000, True, 0)  # an index behind the table: it would delete at T + 12 s
+    await s.status(_Stream([tick(2, T + 12_000)]))
+    assert mid in tracks
+    await s.status(_Stream([tick(2, T + 15_000)]))
+    assert mid not in tracks
