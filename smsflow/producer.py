@@ -49,10 +49,10 @@ class AsyncProducer:
     ``gather``: while records are sent faster than its ``above_per_s`` (the connector at hundreds of SMS per
     second), a record is handed to librdkafka at the end of a window of ``gather.window`` seconds, together
     with every record sent in that window, instead of at once. Each ``produce()`` into an empty partition
-    queue wakes librdkafka's broker thread (~20 µs of the caller's CPU against ~4 µs back to back), and
-    records of all partitions produced together leave in one produce request and reach the next stage's
-    fetch together; at lower rates nothing waits. The order of the records is kept (a record never overtakes
-    one held in the window), and ``flush`` sends what is held first.
+    queue wakes librdkafka's broker thread (~20 µs of the caller's CPU against ~4 µs back to back); at lower
+    rates nothing waits. It does not save produce requests: librdkafka sends one per partition whatever was
+    handed over together (librdkafka#1700; docs/BENCHMARKS.md, 2026-12-04 evening). The order of the records
+    is kept (a record never overtakes one held in the window), and ``flush`` sends what is held first.
     """
 
     def __init__(self, conf: dict[str, Any], gather: Pace | None = None) -> None:

@@ -39,7 +39,14 @@ from smsflow.outbound.correlation import Matched, SegmentRef, SubmitIndex, resp_
 from smsflow.outbound.encode import EncodeError, encode_message, segments_needed
 from smsflow.outbound.expiry import ExpiryIndex
 from smsflow.outbound.records import request_from_record
-from smsflow.outbound.references import RefExhausted, allocate_in
+from smsflow.outbound.references import (
+    RefExhausted,
+    RefsIndex,
+    allocate_in,
+    destination_of,
+    free_at,
+    refs_key,
+)
 from smsflow.outbound.submission import (
     LEDGER_TOPIC,
     SUBMIT_TOPIC,
@@ -180,6 +187,7 @@ class OutboundStage:
         self.punctuation_name = punctuation.get_topic_name()
         self.receipt_index = ReceiptIndex(ctx.bootstrap)
         self.expiry = ExpiryIndex(int(ctx.config.outbound.track_retention_s * 1000))
+        self.refs_index = RefsIndex()
         self.index_ready = asyncio.Event()
         self._index_ready_at = 0.0
         self.id_forms = {c.id: c.receipts.id_form for c in ctx.config.carriers}
@@ -207,12 +215,37 @@ class OutboundStage:
 
     async def requests(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
+            if event.message.topic == self.punctuation_name:
+                self._prune_refs(event.message.partition, json.loads(event.value)["now"])
+                continue
             try:
                 req = request_from_record(self.ctx.serde.decode(OUTBOUND_TOPIC, event.value))
             except Exception as exc:  # an unreadable request cannot be sent; it must not block its partition
                 log.error("sms.outbound.v1 @%s: unreadable request skipped: %s", event.message.offset, exc)
                 continue
-            await self._plan_and_submit(req, int(time.time() * 1000))
+            await self._plan_and_submit(req, int(time.time() * 1000), event.message.partition)
+
+    def _prune_refs(self, partition: int, now_ms: int) -> None:
+        """Delete the references table's entries of this partition whose references have all aged out (a
+        tombstone in its changelog): the table holds the pairs used within the reuse window."""
+        if not self.refs_index.built(partition):
+            # once per assignment of the partition (its table recovered): the only walk of every entry
+            self.refs_index.rebuild(partition, self._refs_of(partition))
+        for key in self.refs_index.due(partition, now_ms):
+            doc = self.refs.get(key)
+            if doc is None:
+                continue
+            if free_at(doc, self.refs_index.reuse_after_ms) > now_ms:  # the table decides
+                self.refs_index.note(partition, key, doc)
+                continue
+            del self.refs[key]
+
+    def _refs_of(self, partition: int) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (key, doc)
+            for key, doc in list(self.refs.items())
+            if doc is not None and _partition_of(destination_of(key), self.ctx.partitions) == partition
+        ]
 
     async def load_route_states(self) -> None:
         """A loading task: the decisions topic read whole (before the first request is planned)."""
@@ -233,7 +266,7 @@ class OutboundStage:
     async def _policy_changed(self, change: Any) -> None:
         self.use_policies()
 
-    async def _plan_and_submit(self, req: Any, now: int) -> None:
+    async def _plan_and_submit(self, req: Any, now: int, partition: int) -> None:
         await self.route_states_ready.wait()
         ref = 0
         if segments_needed(req.text) > 1:
@@ -242,6 +275,8 @@ class OutboundStage:
                 await self._send(LEDGER_TOPIC, req.message_id, ledger_value(_plan(req, 1, now, got.reason)))
                 return
             ref = got
+            key = refs_key(req.sender, req.to)
+            self.refs_index.note(partition, key, self.refs[key])
         try:
             encoded = encode_message(req.text, ref)
         except EncodeError as exc:  # the API checked it; a request written by other means may not be
@@ -361,6 +396,8 @@ class OutboundStage:
         for tp in revoked:
             if tp.topic in (LEDGER_TOPIC, self.punctuation_name):
                 self.expiry.forget(tp.partition)
+            if tp.topic in (OUTBOUND_TOPIC, self.punctuation_name):
+                self.refs_index.forget(tp.partition)
 
     async def punctuate(self) -> None:
         """The timer: one punctuation record for each partition of the ledger this worker owns."""

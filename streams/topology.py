@@ -21,11 +21,12 @@ wires them, the way Faust's own examples put app, topics, tables and agents at t
     sms.routes.overrides.v1 ────┴─▶ routes-decide [routes-scopes] ─▶ sms.routes.decisions.v1
                                                                    | sms.ops.events.v1 (both-degraded alert)
         (the double list: docs/double-list.md)
-    sms.outbound.v1 ──────▶ outbound-requests [outbound-refs] ─▶ sms.outbound.ledger.v1 (plan)
+    sms.outbound.v1 ──────┐
+    outbound punctuation ─┴▶ outbound-requests [outbound-refs] ─▶ sms.outbound.ledger.v1 (plan)
                                                               | sms.outbound.submit.v1 (a segment per record)
     sms.outbound.ledger.v1 ┐
     outbound punctuation ──┴▶ outbound-status [outbound-status] ─▶ sms.outbound.status.v1
-        ▲ timer outbound-punctuate: one record per owned partition (validity expiry)
+        ▲ timer outbound-punctuate: one record per owned partition (validity expiry; both tables pruned)
     sms.receipts.v1 ──────▶ outbound-receipts ─▶ sms.outbound.ledger.v1 (receipt) | ...receipts.unmatched.v1
         task: follow the ledger's accepted outcomes (the receipt index); on shutdown: stop following
     every stage ▲ timer reread-stalled: a partition whose committed offset sits on a record Faust dropped
@@ -195,7 +196,8 @@ def build_topology(app: faust.App, ctx: StreamContext) -> Topology:
         outbound_punctuation = _bytes_topic(
             app, name, partitions=ctx.partitions, internal=True, retention=PUNCTUATION_RETENTION_S
         )
-        requests = _bytes_topic(app, OUTBOUND_TOPIC, partitions=ctx.partitions)
+        # requests beside the ticks: the references table is pruned on them, in the agent that owns it
+        requests = _bytes_topic(app, OUTBOUND_TOPIC, name, partitions=ctx.partitions)
         ledger_and_punctuation = _bytes_topic(app, LEDGER_TOPIC, name, partitions=ctx.partitions)
         receipts = _bytes_topic(app, RECEIPTS_TOPIC)
         # tables: concatenation references by sender and destination, message tracks by message id

@@ -29,13 +29,52 @@ TRACK_RETENTION_MS = 5 * 24 * 3600 * 1000
 
 
 @dataclass
-class _PartitionIndex:
+class DueSet:
+    """Keys with a time each, handed out once their time has passed: a heap and the live time per key (a
+    heap entry that disagrees with it is stale: the key was set again, or discarded, and is dropped when it
+    comes up)."""
+
     heap: list[tuple[int, str]] = field(default_factory=list)
-    due_at: dict[str, int] = field(default_factory=dict)
-    """The live entry per message: a heap entry that disagrees with it is stale (re-noted or finished)."""
-    prune_heap: list[tuple[int, str]] = field(default_factory=list)
-    prune_at: dict[str, int] = field(default_factory=dict)
-    """When each final track may go; as with `due_at`, a heap entry that disagrees with it is stale."""
+    at: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, entries: Iterable[tuple[str, int]]) -> DueSet:
+        due = cls()
+        for key, at in entries:
+            due.at[key] = at
+        due.heap = [(at, key) for key, at in due.at.items()]
+        heapq.heapify(due.heap)
+        return due
+
+    def set(self, key: str, at: int) -> None:
+        if self.at.get(key) != at:
+            self.at[key] = at
+            heapq.heappush(self.heap, (at, key))
+
+    def discard(self, key: str) -> None:
+        self.at.pop(key, None)
+
+    def pop_due(self, now: int, limit: int | None = None) -> list[str]:
+        """The keys whose time is ``now`` or earlier (at most ``limit``), removed."""
+        out: list[str] = []
+        heap, live = self.heap, self.at
+        while heap and heap[0][0] <= now and (limit is None or len(out) < limit):
+            at, key = heapq.heappop(heap)
+            if live.get(key) == at:
+                del live[key]
+                out.append(key)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+
+@dataclass
+class _PartitionIndex:
+    due: DueSet = field(default_factory=DueSet)
+    """Non-final tracks by expires_at_ms."""
+    prune: DueSet = field(default_factory=DueSet)
+    """Final tracks by the time they may be deleted."""
 
 
 # (message id, expires_at_ms, final) or with the track's last change: (..., settled_at_ms)
@@ -52,18 +91,15 @@ class ExpiryIndex:
 
     def rebuild(self, partition: int, tracks: Iterable[TrackFacts]) -> None:
         """The partition's index from its tracks, as (message id, expires_at_ms, final[, settled_at_ms])."""
-        index = _PartitionIndex()
-        self.partitions[partition] = index
+        due: list[tuple[str, int]] = []
+        prune: list[tuple[str, int]] = []
         for facts in tracks:
             mid, expires_at_ms, final = facts[0], facts[1], facts[2]
             if not final:
-                index.due_at[mid] = expires_at_ms
-                index.heap.append((expires_at_ms, mid))
+                due.append((mid, expires_at_ms))
             else:
-                index.prune_at[mid] = at = self.prune_time(expires_at_ms, facts[3] if len(facts) > 3 else 0)
-                index.prune_heap.append((at, mid))
-        heapq.heapify(index.heap)
-        heapq.heapify(index.prune_heap)
+                prune.append((mid, self.prune_time(expires_at_ms, facts[3] if len(facts) > 3 else 0)))
+        self.partitions[partition] = _PartitionIndex(DueSet.of(due), DueSet.of(prune))
 
     def prune_time(self, expires_at_ms: int, settled_at_ms: int | None) -> int:
         """When a final track with this validity and last change may be deleted."""
@@ -78,44 +114,23 @@ class ExpiryIndex:
         if index is None:
             return
         if final:
-            index.due_at.pop(mid, None)  # its heap entry goes stale and is dropped when it comes due
-            at = self.prune_time(expires_at_ms, settled_at_ms)
-            if index.prune_at.get(mid) != at:
-                index.prune_at[mid] = at
-                heapq.heappush(index.prune_heap, (at, mid))
-            return
-        index.prune_at.pop(mid, None)
-        if index.due_at.get(mid) != expires_at_ms:
-            index.due_at[mid] = expires_at_ms
-            heapq.heappush(index.heap, (expires_at_ms, mid))
+            index.due.discard(mid)
+            index.prune.set(mid, self.prune_time(expires_at_ms, settled_at_ms))
+        else:
+            index.prune.discard(mid)
+            index.due.set(mid, expires_at_ms)
 
     def prunable(self, partition: int, now_ms: int, limit: int = 10_000) -> list[str]:
         """Final tracks whose retention has passed by `now_ms` (at most ``limit``: the rest on the next tick),
         removed from the index: the caller deletes them from the table. An unbuilt partition has none."""
         index = self.partitions.get(partition)
-        if index is None:
-            return []
-        out: list[str] = []
-        while index.prune_heap and index.prune_heap[0][0] <= now_ms and len(out) < limit:
-            at, mid = heapq.heappop(index.prune_heap)
-            if index.prune_at.get(mid) == at:
-                del index.prune_at[mid]
-                out.append(mid)
-        return out
+        return index.prune.pop_due(now_ms, limit) if index is not None else []
 
     def due(self, partition: int, now_ms: int) -> list[str]:
         """The message ids whose validity has passed by `now_ms`, removed from the index (the caller expires
         them, which makes them final). An unbuilt partition has none: build it first."""
         index = self.partitions.get(partition)
-        if index is None:
-            return []
-        out: list[str] = []
-        while index.heap and index.heap[0][0] <= now_ms:
-            expires_at_ms, mid = heapq.heappop(index.heap)
-            if index.due_at.get(mid) == expires_at_ms:
-                del index.due_at[mid]
-                out.append(mid)
-        return out
+        return index.due.pop_due(now_ms) if index is not None else []
 
     def forget(self, partition: int) -> None:
         self.partitions.pop(partition, None)
@@ -123,12 +138,12 @@ class ExpiryIndex:
     def pending(self, partition: int) -> int:
         """Non-final tracks indexed for the partition (for tests and metrics)."""
         index = self.partitions.get(partition)
-        return len(index.due_at) if index is not None else 0
+        return len(index.due) if index is not None else 0
 
     def kept(self, partition: int) -> int:
         """Final tracks indexed for the partition, waiting for their retention to pass."""
         index = self.partitions.get(partition)
-        return len(index.prune_at) if index is not None else 0
+        return len(index.prune) if index is not None else 0
 
 
-__all__ = ["ExpiryIndex"]
+__all__ = ["DueSet", "ExpiryIndex"]

@@ -12,9 +12,11 @@ references of a destination conservatively (every sender's uses count) if the ta
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+
+from smsflow.outbound.expiry import DueSet
 
 RefBits = Literal[8, 16]
 DAY_MS = 24 * 3600 * 1000
@@ -117,3 +119,51 @@ def allocate_in(
 
 def _refs_of(doc: dict[str, Any]) -> DestinationRefs:
     return DestinationRefs(doc["cursor"], tuple((int(r), int(t)) for r, t in doc["used_at"]))
+
+
+def free_at(doc: dict[str, Any], reuse_after_ms: int = DAY_MS) -> int:
+    """When every reference of a table entry has aged out, so that the entry itself can go: a pair with no
+    entry starts at reference 0, which is then as free as any (its last use is older than the window)."""
+    return max((int(t) for _, t in doc.get("used_at", ())), default=0) + reuse_after_ms
+
+
+def destination_of(key: str) -> str:
+    """The destination of a table key (``refs_key``'s, or a destination alone as written before it): the
+    key sms.outbound.v1 is partitioned by, so the entry's partition."""
+    return key.rsplit("|", 1)[-1]
+
+
+@dataclass
+class RefsIndex:
+    """Per partition of the references table, when each entry's references have all aged out (`DueSet`):
+    the outbound stage deletes those entries on its tick, so the table holds the pairs used in the last
+    `reuse_after_ms`, not every sender and destination ever sent a multipart message. Memory only, as the
+    status table's `ExpiryIndex`: built from the table on the first tick after the partition is assigned,
+    kept where an entry is written, dropped when the partition is revoked."""
+
+    reuse_after_ms: int = DAY_MS
+    partitions: dict[int, DueSet] = field(default_factory=dict)
+
+    def built(self, partition: int) -> bool:
+        return partition in self.partitions
+
+    def rebuild(self, partition: int, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        self.partitions[partition] = DueSet.of(
+            (key, free_at(doc, self.reuse_after_ms)) for key, doc in entries
+        )
+
+    def note(self, partition: int, key: str, doc: dict[str, Any]) -> None:
+        due = self.partitions.get(partition)
+        if due is not None:
+            due.set(key, free_at(doc, self.reuse_after_ms))
+
+    def due(self, partition: int, now_ms: int, limit: int = 10_000) -> list[str]:
+        due = self.partitions.get(partition)
+        return due.pop_due(now_ms, limit) if due is not None else []
+
+    def forget(self, partition: int) -> None:
+        self.partitions.pop(partition, None)
+
+    def kept(self, partition: int) -> int:
+        due = self.partitions.get(partition)
+        return len(due) if due is not None else 0

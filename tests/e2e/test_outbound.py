@@ -309,24 +309,32 @@ async def test_messages_are_submitted_once_and_end_delivered(pipeline, tmp_path:
     # and its last change), every finished track leaves the status stage's table (a tombstone in its
     # changelog: a restarted worker no longer reads every message ever sent); the API's statuses, read from
     # sms.outbound.status.v1, stay
-    pruned = await asyncio.to_thread(prune_by_a_tick_days_later, p, set(ids.values()), 10, 60)
+    pruned, refs = await asyncio.to_thread(prune_by_a_tick_days_later, p, set(ids.values()), 10, 60)
     assert pruned == set(ids.values()), p.logs()
+    # and the concatenation references of the multipart ones (last used 10 days ago; kept 24 h after use)
+    multipart = {to for to, text in texts.items() if text in (GSM_LONG, CHINESE_LONG)}
+    assert {key.rsplit("|", 1)[-1] for key in refs} == multipart, refs
+    assert all(refs.values()), refs
     async with aiohttp.ClientSession() as http:
         after = await Customer(http, base, token).statuses(list(ids.values()))
     assert {mid: v["status"] for mid, v in after.items()} == {mid: "delivered" for mid in ids.values()}
 
 
-def prune_by_a_tick_days_later(p: Any, ids: set[str], days: int, timeout: float) -> set[str]:
-    """Write the status stage a tick ``days`` ahead to every partition of its tick topic; the message ids
-    whose track the table's changelog then deletes (tombstones), of ``ids``."""
+def prune_by_a_tick_days_later(
+    p: Any, ids: set[str], days: int, timeout: float
+) -> tuple[set[str], dict[str, bool]]:
+    """Write the outbound stage a tick ``days`` ahead to every partition of its tick topic. Returns the
+    message ids (of ``ids``) whose track the status table's changelog then deletes (tombstones), and every
+    key the references table's changelog ever held, with whether its last record deletes it."""
     ticks = f"{p.env_app_id}-outbound-ticks"
-    changelog = f"{p.env_app_id}-outbound-status-changelog"
     producer = Producer({"bootstrap.servers": p.stack.bootstrap})
     partitions = producer.list_topics(ticks, timeout=10).topics[ticks].partitions
     now = orjson.dumps({"now": int(time.time() * 1000) + days * 86_400_000})
     for partition in partitions:
         producer.produce(ticks, now, partition=partition)
     assert producer.flush(10) == 0
+    tracks = f"{p.env_app_id}-outbound-status-changelog"
+    refs = f"{p.env_app_id}-outbound-refs-changelog"
     consumer = Consumer(
         {
             "bootstrap.servers": p.stack.bootstrap,
@@ -334,22 +342,24 @@ def prune_by_a_tick_days_later(p: Any, ids: set[str], days: int, timeout: float)
             "auto.offset.reset": "earliest",
         }
     )
-    consumer.subscribe([changelog])
-    deleted: set[str] = set()
+    consumer.subscribe([tracks, refs])
+    deleted: dict[str, dict[str, bool]] = {tracks: {}, refs: {}}  # key -> its last record is a tombstone
     deadline = time.monotonic() + timeout
+
+    def done() -> bool:
+        gone = {k for k, d in deleted[tracks].items() if d}
+        return ids <= gone and bool(deleted[refs]) and all(deleted[refs].values())
+
     try:
-        while not ids <= deleted and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is None or msg.error() is not None:
                 continue
             key = (msg.key() or b"").decode().strip('"')
-            if msg.value() is None:
-                deleted.add(key)
-            else:
-                deleted.discard(key)  # written again after a deletion: not gone
+            deleted[msg.topic()][key] = msg.value() is None
     finally:
         consumer.close()
-    return deleted & ids
+    return {k for k, d in deleted[tracks].items() if d} & ids, deleted[refs]
 
 
 async def test_primary_refusing_for_now_moves_submits_to_the_secondary(pipeline, tmp_path: Path) -> None:

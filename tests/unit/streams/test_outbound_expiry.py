@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smsflow.outbound.expiry import ExpiryIndex
+from smsflow.outbound.references import DAY_MS, RefsIndex, allocate_in, refs_key
 from smsflow.outbound.submission import Plan, ReceiptMatch, ledger_value
 from streams.outbound import LEDGER_TOPIC, OutboundStage, _partition_of
 
@@ -199,3 +200,56 @@ async def test_the_table_decides_when_the_index_says_a_track_may_go_too_early() 
     assert mid in tracks
     await s.status(_Stream([tick(2, T + 15_000)]))
     assert mid not in tracks
+
+
+def refs_stage() -> tuple[OutboundStage, CountingTable]:
+    """The requests agent's tick path: the references table and its index."""
+    s = OutboundStage.__new__(OutboundStage)
+    s.refs = table = CountingTable()
+    s.refs_index = RefsIndex()
+    s.punctuation_name = PUNCTUATION
+    s.ctx = type("Ctx", (), {"partitions": PARTITIONS})()  # type: ignore[assignment]
+    return s, table
+
+
+def destinations_on(partition: int, n: int) -> list[str]:
+    out, i = [], 0
+    while len(out) < n:
+        to = f"+852910{i:05d}"
+        i += 1
+        if _partition_of(to, PARTITIONS) == partition:
+            out.append(to)
+    return out
+
+
+R = 1_000_000_000  # reference-table times (epoch ms)
+
+
+async def test_a_tick_deletes_its_partitions_aged_out_entries_only_and_walks_the_table_once() -> None:
+    s, table = refs_stage()
+    old_here, recent_here = destinations_on(2, 2)
+    (old_elsewhere,) = destinations_on(3, 1)
+    allocate_in(table, "ACME", old_here, R)
+    allocate_in(table, "ACME", old_elsewhere, R)
+    allocate_in(table, "ACME", recent_here, R + DAY_MS)  # used again a day later
+    table[old_here] = {"cursor": 1, "used_at": [[0, R]]}  # a key by destination alone
+    await s.requests(_Stream([tick(2, R + DAY_MS - 1)]))
+    assert len(table) == 4
+    await s.requests(_Stream([tick(2, R + DAY_MS)]))
+    assert set(table) == {refs_key("ACME", old_elsewhere), refs_key("ACME", recent_here)}
+    await s.requests(_Stream([tick(2, R + 3 * DAY_MS)]))
+    assert set(table) == {refs_key("ACME", old_elsewhere)}  # partition 3 is another tick's
+    assert table.walks == 1
+
+
+async def test_the_table_decides_when_the_index_says_an_entry_may_go_too_early() -> None:
+    s, table = refs_stage()
+    (to,) = destinations_on(1, 1)
+    await s.requests(_Stream([tick(1, R)]))  # built (empty)
+    allocate_in(table, "ACME", to, R + DAY_MS)
+    key = refs_key("ACME", to)
+    s.refs_index.note(1, key, {"cursor": 0, "used_at": [[0, R]]})  # behind the table
+    await s.requests(_Stream([tick(1, R + DAY_MS + 10)]))
+    assert key in table
+    await s.requests(_Stream([tick(1, R + 2 * DAY_MS)]))
+    assert key not in table
