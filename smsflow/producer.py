@@ -138,20 +138,18 @@ class AsyncProducer:
         self._release = None
         held, produce = self._held, self._producer.produce
         done = 0
-        try:
-            for topic, kwargs, fut in held:
-                if not fut.cancelled():
-                    try:
-                        produce(topic, **kwargs)
-                    except BufferError:
-                        raise
-                    except Exception as exc:  # KafkaException for an unknown topic etc.
-                        fut.set_exception(KafkaUnavailable(f"{topic}: {exc}"))
-                done += 1
-        except BufferError:
-            loop = self._held_loop
-            assert loop is not None
-            self._release = loop.call_later(0.01, self._release_held)
+        for topic, kwargs, fut in held:
+            if not fut.cancelled():
+                try:
+                    produce(topic, **kwargs)
+                except BufferError:  # librdkafka's queue is full: this one and the rest wait a little
+                    loop = self._held_loop
+                    assert loop is not None
+                    self._release = loop.call_later(0.01, self._release_held)
+                    break
+                except Exception as exc:  # KafkaException for an unknown topic etc.
+                    fut.set_exception(KafkaUnavailable(f"{topic}: {exc}"))
+            done += 1
         del held[:done]
         if not held:
             self._held_loop = None
