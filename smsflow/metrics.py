@@ -101,3 +101,10 @@ ROUTE_BOTH_DEGRADED = Gauge(
 )
 ROUTE_PINNED = Gauge("smsflow_route_pinned", "1 while an operator's override holds a scope", ["scope"])
 ROUTE_DECISIONS = Counter("smsflow_route_decisions_total", "double-list decisions", ["scope", "kind"])
+
+# The outbound status agent (streams/outbound.py): ledger entries it skips, by why (logged as summaries)
+OUTBOUND_LEDGER_SKIPPED = Counter(
+    "smsflow_outbound_ledger_skipped_total",
+    "sms.outbound.ledger.v1 entries the status agent skipped",
+    ["reason"],
+)

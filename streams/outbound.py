@@ -35,6 +35,8 @@ from confluent_kafka import Message
 
 from smsflow.compacted import CompactedFollower
 from smsflow.delivery.failover import ActiveList
+from smsflow.logsummary import SummarizedLog
+from smsflow.metrics import OUTBOUND_LEDGER_SKIPPED
 from smsflow.outbound.correlation import Matched, SegmentRef, SubmitIndex, resp_key
 from smsflow.outbound.encode import EncodeError, encode_message, segments_needed
 from smsflow.outbound.expiry import ExpiryIndex
@@ -187,6 +189,7 @@ class OutboundStage:
         self.punctuation_name = punctuation.get_topic_name()
         self.receipt_index = ReceiptIndex(ctx.bootstrap)
         self.expiry = ExpiryIndex(int(ctx.config.outbound.track_retention_s * 1000))
+        self.skips = SummarizedLog(log)
         self.refs_index = RefsIndex()
         self.index_ready = asyncio.Event()
         self._index_ready_at = 0.0
@@ -313,15 +316,30 @@ class OutboundStage:
             value = self.ctx.serde.encode(OUTBOUND_STATUS_TOPIC, rec)
             await self._send(OUTBOUND_STATUS_TOPIC, rec["message_id"], value)
 
+    def _skip(self, reason: str, level: int, msg: str, *args: object) -> None:
+        """A ledger entry the status agent skips: counted by ``reason``, and logged as a summary when they
+        come in a flood (a ledger read again from its start would otherwise log a line or two per message
+        ever sent)."""
+        OUTBOUND_LEDGER_SKIPPED.labels(reason).inc()
+        self.skips.log(f"ledger entries skipped ({reason})", level, msg, *args)
+
     async def status(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             if event.message.topic == self.punctuation_name:
                 await self._expire_partition(event.message.partition, json.loads(event.value)["now"])
+                self.skips.flush()
                 continue
             try:
                 entry = read_ledger(event.value)
             except Exception as exc:
-                log.error("%s @%s: unreadable entry skipped: %s", LEDGER_TOPIC, event.message.offset, exc)
+                self._skip(
+                    "unreadable",
+                    logging.ERROR,
+                    "%s @%s: unreadable entry skipped: %s",
+                    LEDGER_TOPIC,
+                    event.message.offset,
+                    exc,
+                )
                 continue
             mid = event.key.decode() if event.key else ""
             raw = self.tracks.get(mid)
@@ -331,16 +349,23 @@ class OutboundStage:
                 if entry.at_ms + self.expiry.retention_ms < self.now_ms():
                     # older than any track is kept: a message whose track was pruned (a ledger read again
                     # from its start); beginning it again would publish its first statuses a second time
-                    log.info("%s: plan older than the track retention; not tracked again", mid)
+                    self._skip(
+                        "plan_past_retention",
+                        logging.INFO,
+                        "%s: plan older than the track retention; not tracked again",
+                        mid,
+                    )
                     continue
                 track, records = begin(entry)
             elif raw is None:
-                log.warning("%s: ledger entry before the message's plan; ignored", mid)
+                self._skip(
+                    "before_plan", logging.WARNING, "%s: ledger entry before the message's plan; ignored", mid
+                )
                 continue
             else:
                 out = fold(Track.from_dict(raw), entry)
                 if not isinstance(out, tuple):
-                    log.warning("%s: %s", mid, out.reason)
+                    self._skip("refused", logging.WARNING, "%s: %s", mid, out.reason)
                     continue
                 track, records = out
             await self._publish(records)

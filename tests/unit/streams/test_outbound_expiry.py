@@ -4,10 +4,12 @@ once per assignment of a partition, not on every tick (it held every message eve
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from smsflow.logsummary import SummarizedLog
 from smsflow.outbound.expiry import ExpiryIndex
 from smsflow.outbound.references import DAY_MS, RefsIndex, allocate_in, refs_key
 from smsflow.outbound.submission import Plan, ReceiptMatch, ledger_value
@@ -66,6 +68,7 @@ def stage() -> tuple[OutboundStage, CountingTable, list[dict[str, Any]]]:
         published.extend(records)
 
     s.tracks = tracks
+    s.skips = SummarizedLog(logging.getLogger("streams.outbound"))
     s.punctuation_name = PUNCTUATION
     s.expiry = ExpiryIndex()
     s.now_ms = lambda: T  # type: ignore[method-assign]
@@ -172,6 +175,29 @@ async def test_a_plan_older_than_the_retention_is_not_tracked_again_nor_are_its_
     s.now_ms = lambda: T + 9_999  # type: ignore[method-assign]
     await s.status(_Stream([plan(fresh, 5, T + 100_000, no_route="no route")]))
     assert fresh in tracks and published[-1]["message_id"] == fresh
+
+
+async def test_a_ledger_read_again_logs_a_summary_not_a_line_per_skipped_entry(caplog: Any) -> None:
+    s, tracks, published = stage()
+    s.expiry = ExpiryIndex(retention_ms=10_000)
+    s.now_ms = lambda: T + 100_000  # type: ignore[method-assign]
+    clock = [0.0]
+    s.skips = SummarizedLog(logging.getLogger("streams.outbound"), interval_s=60, clock=lambda: clock[0])
+    old = list(ids_on(0, 500))
+    # a reset group reads the ledger from its start: 500 plans past the retention, each with a receipt
+    events = [e for mid in old for e in (plan(mid, 0, T + 1_000), receipt(mid, 0, T + 1_500))]
+    with caplog.at_level(logging.INFO, logger="streams.outbound"):
+        await s.status(_Stream(events))
+        lines = [r.getMessage() for r in caplog.records if r.name == "streams.outbound"]
+        assert len(lines) == 2  # the first of each kind, as it was
+        assert not tracks and not published
+        clock[0] = 61.0  # the interval has passed...
+        await s.status(_Stream([tick(0, T + 100_000)]))  # ...and the agent's next tick says how many more
+    summaries = [r.getMessage() for r in caplog.records if "not logged one by one" in r.getMessage()]
+    assert sorted(summaries) == [
+        "499 more ledger entries skipped (before_plan) in the last 61 s (not logged one by one)",
+        "499 more ledger entries skipped (plan_past_retention) in the last 61 s (not logged one by one)",
+    ]
 
 
 async def test_after_a_restart_the_rebuilt_index_keeps_and_prunes_by_the_tracks_last_change() -> None:
