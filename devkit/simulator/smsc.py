@@ -87,6 +87,7 @@ class SmscStats:
     cross_route_copies: int = 0
     logical_accepted: int = 0
     drops: int = 0  # connections closed by the drop fault
+    spread_yields: int = 0  # a bind let a peer that waited for work take a PDU (the spread at low rates)
     by_status: dict[int, int] = field(default_factory=dict)
 
 
@@ -107,6 +108,7 @@ class _Session:
         self.closed = asyncio.Event()
         self.can_transmit = False
         self.bound_at = 0.0
+        self.waiting = False  # its pusher waits for the account's queue to have work
 
     def abort(self) -> None:
         """Cut the TCP connection without an unbind, as a carrier's link failure does."""
@@ -232,6 +234,7 @@ class SimulatedSmsc:
         self._tasks: set[asyncio.Task[None]] = set()
         self._bound_event = asyncio.Event()
         self._rr = 0
+        self._last_taker: dict[str, _Session] = {}  # per account, the bind that took its latest PDU
         self._ref = itertools.count(self.rng.randrange(1, 200))
         self._mt_ids = itertools.count(0x1A2B3C)
         self._outstanding = 0
@@ -368,18 +371,36 @@ class SimulatedSmsc:
                 gate.take(self.faults.clock())
             if not queue:
                 self._queue_event.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._queue_event.wait(), 0.5)
+                s.waiting = True
+                try:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._queue_event.wait(), 0.5)
+                finally:
+                    s.waiting = False
                 continue
+            if self._last_taker.get(s.system_id) is s and self._waiting_peer(s):
+                # a carrier spreads its traffic over an account's binds at any rate, not only once one bind's
+                # window is full: the bind that took the last PDU lets a peer that waits for work (woken by
+                # the same event, it runs within the millisecond) take this one, and takes it itself if that
+                # one does not. Under load no peer waits for work, so nothing is held back.
+                self.stats.spread_yields += 1
+                await asyncio.sleep(0.001)
+                if not queue:
+                    continue
             await s.window.acquire()
             if not queue or not s.bound:
                 s.window.release()
                 continue
             item = queue.popleft()
+            self._last_taker[s.system_id] = s
             self._outstanding += 1
             task = asyncio.create_task(self._deliver(s, item))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _waiting_peer(self, s: _Session) -> bool:
+        """Whether another bind of the same account waits for work (its pusher found the queue empty)."""
+        return any(p is not s and p.system_id == s.system_id and p.waiting and p.bound for p in self.sessions)
 
     async def _deliver(self, s: _Session, item: Outgoing) -> None:
         item.attempts += 1

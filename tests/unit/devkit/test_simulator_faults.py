@@ -139,6 +139,31 @@ async def until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-un
 # ---- binds and connections --------------------------------------------------------------------------------
 
 
+async def test_an_accounts_binds_share_its_traffic_at_a_low_rate_too() -> None:
+    # one SMS at a time (each answered before the next): no window is ever full, yet both binds carry it,
+    # as a carrier spreads over an account's binds; the bench's scale-out runs rely on it (two connectors)
+    async with running(smsc_for_tests()) as smsc, esme(smsc, "alpha") as a, esme(smsc, "alpha") as b:
+        for n in range(20):
+            smsc.enqueue(sms(n), "alpha")
+            await until(lambda n=n: smsc.stats.acked == n + 1)
+        assert (a.received.qsize(), b.received.qsize()) == (10, 10)
+        # one bind alone takes everything, without waiting for a peer
+        async with esme(smsc, "beta") as c:
+            t0 = time.monotonic()
+            for n in range(20, 30):
+                smsc.enqueue(sms(n), "beta")
+                await until(lambda n=n: smsc.stats.acked == n + 1)
+            assert c.received.qsize() == 10 and time.monotonic() - t0 < 2.0
+        assert smsc.stats.spread_yields >= 10 and c.session.stats.received == 10
+        # a burst: both windows busy, neither bind waits for work, so none holds a PDU back for the other
+        yields = smsc.stats.spread_yields
+        for n in range(30, 430):
+            smsc.enqueue(sms(n), "alpha")
+        await until(lambda: smsc.stats.acked == 430)
+        assert smsc.stats.spread_yields - yields <= 20
+        assert a.received.qsize() > 100 and b.received.qsize() > 100
+
+
 async def test_refused_binds_carry_the_chosen_status_on_that_account_only_and_lapse() -> None:
     async with running(smsc_for_tests()) as smsc:
         put(smsc, "alpha", kind="refuse_binds", status="ESME_RSYSERR", duration_s=1.0)
