@@ -18,7 +18,9 @@ rates for a duration, latency = webhook arrival - first PDU of that SMS written 
 are this process's monotonic clock; the text's ``#<n>`` tag joins them); (c) saturation with a
 multipart-heavy mix. CPU seconds per process come from /proc; the broker's JIT compiler threads are shown
 apart (``kafka JIT``) and left out of "CPU ms/msg": a fresh broker spends its first minutes compiling, which a
-long-running one has done long ago (bench/procstat.py). Results print as a table (and --json).
+long-running one has done long ago (bench/procstat.py). For smsflow each scenario also prints its latency
+split in two hops by the payload's own times (``hops``: the connector's receipt -> the loop's reassembly ->
+the webhook's arrival). Results print as a table (and --json).
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ class Tracker:
     untagged: int = 0
     wrong_text: int = 0
     expected_text: dict[str, str] = field(default_factory=dict)
+    # smsflow: per new message, (received_at, completed_at, arrival) epoch ms: the connector's receipt of its
+    # first PDU, the ingest loop's reassembly, the webhook's arrival here (hops())
+    stamps: list[tuple[float, float, float]] = field(default_factory=list)
 
     def sent(self, sms: LogicalSms, t: float) -> None:
         if sms.tag and sms.tag not in self.first_sent:
@@ -90,6 +95,24 @@ class Tracker:
         if self.expected_text.get(tag, text) != text:
             self.wrong_text += 1
 
+    def stamped(self, text: str, received_at: object, completed_at: object) -> None:
+        """The payload's own times of a message that just arrived (called before ``got``): counted for a
+        tagged message's first arrival only."""
+        m = TAG.search(text)
+        if m and m.group(1) not in self.arrived and isinstance(received_at, int | float):
+            if isinstance(completed_at, int | float):
+                self.stamps.append((float(received_at), float(completed_at), time.time() * 1000))
+
+    def hops(self) -> dict[str, dict[str, float]] | None:
+        """Percentiles of the two hops the payload's times split smsflow's latency into (clock: the machine's,
+        ms; the carrier's PDU write to the connector's receipt is not in either)."""
+        if not self.stamps:
+            return None
+        return {
+            "connector to reassembled": percentiles([c - r for r, c, _ in self.stamps]),
+            "reassembled to webhook": percentiles([a - c for _, c, a in self.stamps]),
+        }
+
 
 class System(Protocol):
     name: str
@@ -98,7 +121,9 @@ class System(Protocol):
     async def start(self, smsc: SimulatedSmsc, rx: WebhookReceiver) -> None: ...
     async def stop(self) -> None: ...
     def pids(self) -> dict[str, int]: ...
-    def attach(self, rx: WebhookReceiver, on_text: Callable[[str, float], None]) -> None: ...
+    def attach(
+        self, rx: WebhookReceiver, on_text: Callable[[str, float], None], tracker: Tracker | None = None
+    ) -> None: ...
     def versions(self) -> dict[str, str]: ...
 
 
@@ -262,8 +287,16 @@ class SmsflowSystem:
             out["kafka"] = self.kafka.pid
         return out
 
-    def attach(self, rx: WebhookReceiver, on_text: Callable[[str, float], None]) -> None:
-        rx.on_message = lambda msg, t: on_text(str(msg.get("body", "")), t)
+    def attach(
+        self, rx: WebhookReceiver, on_text: Callable[[str, float], None], tracker: Tracker | None = None
+    ) -> None:
+        def on_message(msg: dict[str, Any], t: float) -> None:
+            body = str(msg.get("body", ""))
+            if tracker is not None:
+                tracker.stamped(body, msg.get("received_at"), msg.get("completed_at"))
+            on_text(body, t)
+
+        rx.on_message = on_message
 
     def request_log_offset(self) -> int | None:
         """Where the broker's request log ends now (``--request-log``), or None."""
@@ -402,7 +435,9 @@ class KannelSystem:
     def pids(self) -> dict[str, int]:
         return self.gw.pids if self.gw else {}
 
-    def attach(self, rx: WebhookReceiver, on_text: Callable[[str, float], None]) -> None:
+    def attach(
+        self, rx: WebhookReceiver, on_text: Callable[[str, float], None], tracker: Tracker | None = None
+    ) -> None:
         def on_plain(req: PlainRequest) -> None:
             on_text(decode_kannel_request(req.query, req.headers, req.body).text, req.arrived)
 
@@ -462,6 +497,13 @@ def requests_line(counts: dict[str, int], delivered: int, top: int = 8) -> str:
     return f"  broker requests per delivered SMS: {total / delivered:.2f} in all ({total}); {shown}"
 
 
+def hops_line(hops: dict[str, dict[str, float]]) -> str:
+    shown = "; ".join(
+        f"{name} p50 {p['p50']:.1f}, p99 {p['p99']:.1f}, max {p['max']:.1f}" for name, p in hops.items()
+    )
+    return f"  hops (ms): {shown}"
+
+
 @dataclass
 class Result:
     system: str
@@ -483,6 +525,8 @@ class Result:
     deferred: int | None = None
     # broker requests in the scenario by "API topic" (--request-log), None without
     requests: dict[str, int] | None = None
+    # smsflow: latency percentiles (ms) of its two hops, from the payload's times (Tracker.hops)
+    hops_ms: dict[str, dict[str, float]] | None = None
 
     @property
     def cpu_ms_per_msg(self) -> float:
@@ -545,7 +589,7 @@ class Bench:
     ) -> Result:
         tr = Tracker(expected_text={m.tag: m.text for m in messages})
         self.smsc.on_first_send = tr.sent
-        system.attach(self.rx, tr.got)
+        system.attach(self.rx, tr.got, tr)
         pids = system.pids()
         before = snapshot(pids)
         me0 = os.times()
@@ -593,6 +637,7 @@ class Bench:
             cpu_s=cpu_delta(before, after),
             harness_cpu_s=(me1.user + me1.system) - (me0.user + me0.system),
             rss_mb={k: v.rss_mb for k, v in after.items()},
+            hops_ms=tr.hops(),
         )
         self.smsc.on_first_send = None
         deferrals = getattr(system, "deferrals", None)
@@ -949,6 +994,8 @@ async def run(
                     print(table([r]).splitlines()[-1], flush=True)
                     if r.requests is not None:
                         print(requests_line(r.requests, r.delivered), flush=True)
+                    if r.hops_ms is not None:
+                        print(hops_line(r.hops_ms), flush=True)
             except Exception:
                 log(f"{system.name} failed; logs follow\n{system.logs()}")
                 raise
