@@ -82,7 +82,9 @@ class Tracker:
         if sms.tag and sms.tag not in self.first_sent:
             self.first_sent[sms.tag] = t
 
-    def got(self, text: str, t: float) -> None:
+    def got(self, text: str, t: float, received_at: object = None, completed_at: object = None) -> None:
+        """A message arrived at ``t``; ``received_at`` / ``completed_at``: its payload's own times (epoch ms,
+        smsflow's), kept for a tagged message's first arrival (``hops``)."""
         m = TAG.search(text)
         if not m:
             self.untagged += 1
@@ -94,14 +96,8 @@ class Tracker:
         self.arrived[tag] = t
         if self.expected_text.get(tag, text) != text:
             self.wrong_text += 1
-
-    def stamped(self, text: str, received_at: object, completed_at: object) -> None:
-        """The payload's own times of a message that just arrived (called before ``got``): counted for a
-        tagged message's first arrival only."""
-        m = TAG.search(text)
-        if m and m.group(1) not in self.arrived and isinstance(received_at, int | float):
-            if isinstance(completed_at, int | float):
-                self.stamps.append((float(received_at), float(completed_at), time.time() * 1000))
+        if isinstance(received_at, int | float) and isinstance(completed_at, int | float):
+            self.stamps.append((float(received_at), float(completed_at), time.time() * 1000))
 
     def hops(self) -> dict[str, dict[str, float]] | None:
         """Percentiles of the two hops the payload's times split smsflow's latency into (clock: the machine's,
@@ -121,9 +117,7 @@ class System(Protocol):
     async def start(self, smsc: SimulatedSmsc, rx: WebhookReceiver) -> None: ...
     async def stop(self) -> None: ...
     def pids(self) -> dict[str, int]: ...
-    def attach(
-        self, rx: WebhookReceiver, on_text: Callable[[str, float], None], tracker: Tracker | None = None
-    ) -> None: ...
+    def attach(self, rx: WebhookReceiver, tracker: Tracker) -> None: ...
     def versions(self) -> dict[str, str]: ...
 
 
@@ -287,16 +281,10 @@ class SmsflowSystem:
             out["kafka"] = self.kafka.pid
         return out
 
-    def attach(
-        self, rx: WebhookReceiver, on_text: Callable[[str, float], None], tracker: Tracker | None = None
-    ) -> None:
-        def on_message(msg: dict[str, Any], t: float) -> None:
-            body = str(msg.get("body", ""))
-            if tracker is not None:
-                tracker.stamped(body, msg.get("received_at"), msg.get("completed_at"))
-            on_text(body, t)
-
-        rx.on_message = on_message
+    def attach(self, rx: WebhookReceiver, tracker: Tracker) -> None:
+        rx.on_message = lambda msg, t: tracker.got(
+            str(msg.get("body", "")), t, msg.get("received_at"), msg.get("completed_at")
+        )
 
     def request_log_offset(self) -> int | None:
         """Where the broker's request log ends now (``--request-log``), or None."""
@@ -435,11 +423,9 @@ class KannelSystem:
     def pids(self) -> dict[str, int]:
         return self.gw.pids if self.gw else {}
 
-    def attach(
-        self, rx: WebhookReceiver, on_text: Callable[[str, float], None], tracker: Tracker | None = None
-    ) -> None:
+    def attach(self, rx: WebhookReceiver, tracker: Tracker) -> None:
         def on_plain(req: PlainRequest) -> None:
-            on_text(decode_kannel_request(req.query, req.headers, req.body).text, req.arrived)
+            tracker.got(decode_kannel_request(req.query, req.headers, req.body).text, req.arrived)
 
         rx.on_plain = on_plain
 
@@ -589,7 +575,7 @@ class Bench:
     ) -> Result:
         tr = Tracker(expected_text={m.tag: m.text for m in messages})
         self.smsc.on_first_send = tr.sent
-        system.attach(self.rx, tr.got, tr)
+        system.attach(self.rx, tr)
         pids = system.pids()
         before = snapshot(pids)
         me0 = os.times()
