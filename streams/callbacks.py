@@ -25,6 +25,7 @@ from typing import Any
 import faust
 
 from smsflow.delivery.callbacks import CallbackTarget
+from smsflow.logsummary import SummarizedLog
 from smsflow.outbound.callbacks import callback_payload
 from smsflow.schemas import OUTBOUND_STATUS_TOPIC
 from smsflow.subscriptions.model import utcnow
@@ -32,6 +33,7 @@ from streams.context import StreamContext
 from streams.deliver import DeliverStage
 
 log = logging.getLogger(__name__)
+_floods = SummarizedLog(log)  # per-record lines a flood would repeat (smsflow/logsummary.py)
 
 MAX_CALLBACKS_IN_FLIGHT = 4096
 
@@ -50,7 +52,14 @@ class CallbackStage:
                 rec = self.ctx.serde.decode(OUTBOUND_STATUS_TOPIC, event.value)
             except Exception as exc:  # a poison record must not stall the partition's commits
                 offset = event.message.offset
-                log.error("%s @%s: unreadable status, no callback: %s", OUTBOUND_STATUS_TOPIC, offset, exc)
+                _floods.log(
+                    "unreadable status records",
+                    logging.ERROR,
+                    "%s @%s: unreadable status, no callback: %s",
+                    OUTBOUND_STATUS_TOPIC,
+                    offset,
+                    exc,
+                )
                 await stream.ack(event)
                 continue
             if not rec.get("callback_url"):
@@ -78,8 +87,14 @@ class CallbackStage:
             sub = self.deliver.callback_subscription(target)
             await self.deliver.engine().attempt(sub, [callback_payload(rec)], 1, utcnow(), None)
             await stream.ack(event)
-        except Exception:
+        except Exception as exc:
             # not acked: the outcome is not durable, so a restart replays it under the same webhook-id
-            log.exception("callback of %s not completed", rec.get("event_id"))
+            _floods.log(
+                f"callbacks not completed ({type(exc).__name__})",
+                logging.ERROR,
+                "callback of %s not completed",
+                rec.get("event_id"),
+                exc_info=True,
+            )
         finally:
             self.gate.release()

@@ -67,6 +67,7 @@ from smsflow.delivery.records import (
     retry_messages,
 )
 from smsflow.ingest.quarantine import Source, quarantine_record
+from smsflow.logsummary import SummarizedLog
 from smsflow.payload import webhook_payload
 from smsflow.producer import BufferedProducer
 from smsflow.routing.attempts import AttemptReader
@@ -95,6 +96,7 @@ from smsflow.telemetry import (
 from streams.context import StreamContext
 
 log = logging.getLogger(__name__)
+_floods = SummarizedLog(log)  # per-record lines a flood would repeat (smsflow/logsummary.py)
 _tracer = tracer("smsflow.streams.deliver")
 
 MAX_EVENTS_IN_FLIGHT = 4096
@@ -542,7 +544,14 @@ class DeliverStage:
                 msg = self.ctx.serde.decode(INBOUND_TOPIC, event.value)
             except Exception as exc:  # a poison record must not stall the partition's commits forever
                 part, off = event.message.partition, event.message.offset
-                log.error("sms.inbound.v1 %d:%d does not decode, quarantined: %s", part, off, exc)
+                _floods.log(
+                    "sms.inbound.v1 records that do not decode",
+                    logging.ERROR,
+                    "sms.inbound.v1 %d:%d does not decode, quarantined: %s",
+                    part,
+                    off,
+                    exc,
+                )
                 await eng.quarantine(event.value or b"", part, off, f"inbound record does not decode: {exc}")
                 await stream.ack(event)
                 return
@@ -584,11 +593,24 @@ class DeliverStage:
             if failed:
                 # Outcome not durable (a Kafka write failed): leave it unacked, so it is redelivered after a
                 # restart
-                log.error("delivery of %s not completed: %s", msg["message_id"], failed[0])
+                _floods.log(
+                    f"deliveries not completed ({type(failed[0]).__name__})",
+                    logging.ERROR,
+                    "delivery of %s not completed: %s",
+                    msg["message_id"],
+                    failed[0],
+                )
                 return
             await stream.ack(event)
-        except Exception:
-            log.exception("deliver: event %s:%s failed", event.message.partition, event.message.offset)
+        except Exception as exc:
+            _floods.log(
+                f"deliver events failed ({type(exc).__name__})",
+                logging.ERROR,
+                "deliver: event %s:%s failed",
+                event.message.partition,
+                event.message.offset,
+                exc_info=True,
+            )
         finally:
             self.gate.release()
 
@@ -657,8 +679,15 @@ class DeliverStage:
                 )
             await self._attempted(part, offset, rec["attempt"], "attempted")
             await stream.ack(event)
-        except Exception:
-            log.exception("deliver-retry: event %s:%s failed", event.message.partition, event.message.offset)
+        except Exception as exc:
+            _floods.log(
+                f"deliver-retry events failed ({type(exc).__name__})",
+                logging.ERROR,
+                "deliver-retry: event %s:%s failed",
+                event.message.partition,
+                event.message.offset,
+                exc_info=True,
+            )
         finally:
             self.readings.leave(key)
             self.retry_gate.release()

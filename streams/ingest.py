@@ -36,6 +36,7 @@ from smsflow.ingest.spans import (
     outcome,
     send_attributes,
 )
+from smsflow.logsummary import SummarizedLog
 from smsflow.schemas import RAW_TOPIC
 from smsflow.telemetry import (
     context_from_headers,
@@ -49,6 +50,7 @@ from streams.offsets import InOrderGate, admit_in_order
 from streams.punctuation import punctuate_owned
 
 log = logging.getLogger(__name__)
+_floods = SummarizedLog(log)  # per-record lines a flood would repeat (smsflow/logsummary.py)
 # Failures of the platform, not of the record: retried, then the worker exits (streams/liveness.py)
 INFRA_ERRORS: tuple[type[BaseException], ...] = (FaustError, KafkaError)
 INFRA_ATTEMPTS = 5
@@ -232,7 +234,14 @@ class IngestStage:
             try:
                 raw = self.ctx.serde.decode(RAW_TOPIC, event.value)
             except Exception as exc:  # undecodable record: keep it, say why, move on
-                log.error("sms.raw.v1 %d:%d does not decode: %s", msg.partition, msg.offset, exc)
+                _floods.log(
+                    "sms.raw.v1 records that do not decode",
+                    logging.ERROR,
+                    "sms.raw.v1 %d:%d does not decode: %s",
+                    msg.partition,
+                    msg.offset,
+                    exc,
+                )
                 raw = {"carrier_id": "", "route_id": "", "pdu": event.value, "received_at": 0}
                 reason = f"record does not decode: {exc}"
                 await self.publish(
@@ -256,7 +265,14 @@ class IngestStage:
             except WorkerCannotProcess:
                 raise
             except Exception as exc:
-                log.exception("sms.raw.v1 %d:%d: processing failed; quarantined", msg.partition, msg.offset)
+                _floods.log(
+                    f"sms.raw.v1 records whose processing failed ({type(exc).__name__})",
+                    logging.ERROR,
+                    "sms.raw.v1 %d:%d: processing failed; quarantined",
+                    msg.partition,
+                    msg.offset,
+                    exc_info=True,
+                )
                 reason = f"processing failed: {type(exc).__name__}: {exc}"[:1000]
                 await self.publish(
                     Outputs([self.processor.quarantine(raw, reason, origin, msg.partition)]), None

@@ -71,6 +71,7 @@ from streams.context import StreamContext
 from streams.punctuation import punctuate_owned
 
 log = logging.getLogger(__name__)
+_floods = SummarizedLog(log)  # per-record lines a flood would repeat (smsflow/logsummary.py)
 
 SUBSCRIPTION_SCOPE_PREFIX = f"{ScopeKind.SUBSCRIPTION.value}:"
 
@@ -224,7 +225,13 @@ class OutboundStage:
             try:
                 req = request_from_record(self.ctx.serde.decode(OUTBOUND_TOPIC, event.value))
             except Exception as exc:  # an unreadable request cannot be sent; it must not block its partition
-                log.error("sms.outbound.v1 @%s: unreadable request skipped: %s", event.message.offset, exc)
+                _floods.log(
+                    "unreadable sms.outbound.v1 requests",
+                    logging.ERROR,
+                    "sms.outbound.v1 @%s: unreadable request skipped: %s",
+                    event.message.offset,
+                    exc,
+                )
                 continue
             await self._plan_and_submit(req, int(time.time() * 1000), event.message.partition)
 
@@ -447,7 +454,14 @@ class OutboundStage:
             try:
                 rec = self.ctx.serde.decode(RECEIPTS_TOPIC, event.value)
             except Exception as exc:
-                log.error("%s @%s: unreadable receipt skipped: %s", RECEIPTS_TOPIC, event.message.offset, exc)
+                _floods.log(
+                    "unreadable receipts",
+                    logging.ERROR,
+                    "%s @%s: unreadable receipt skipped: %s",
+                    RECEIPTS_TOPIC,
+                    event.message.offset,
+                    exc,
+                )
                 continue
             await self._match(rec)
 

@@ -21,6 +21,7 @@ from connectors.smpp.session import EsmeSession, InboundPdu, RejectedPdu, Sessio
 from smsflow.config import CarrierConfig
 from smsflow.ingest.quarantine import quarantine_record
 from smsflow.keys import conversation_key_of
+from smsflow.logsummary import SummarizedLog
 from smsflow.metrics import CONNECTOR_PDUS, CONNECTOR_STORE_SECONDS
 from smsflow.numbers.handoff import read_pair
 from smsflow.producer import AsyncProducer, KafkaUnavailable
@@ -34,6 +35,7 @@ from smsflow.smpp.constants import CommandStatus, TlvTag
 from smsflow.telemetry import headers_from_context, tracer
 
 log = logging.getLogger(__name__)
+_floods = SummarizedLog(log)  # per-record lines a flood would repeat (smsflow/logsummary.py)
 _tracer = tracer("smsflow.connector.smpp")
 
 
@@ -188,7 +190,13 @@ class SmppConnector:
                 span.set_status(trace.StatusCode.ERROR, str(exc))
                 CONNECTOR_PDUS.labels(carrier.id, "temp_error").inc()
                 span.set_attribute("smpp.command_status", int(CommandStatus.ESME_RX_T_APPN))
-                log.warning("%s: not stored, answering ESME_RX_T_APPN: %s", carrier.id, exc)
+                _floods.log(
+                    f"{carrier.id}: PDUs not stored",
+                    logging.WARNING,
+                    "%s: not stored, answering ESME_RX_T_APPN: %s",
+                    carrier.id,
+                    exc,
+                )
                 return int(CommandStatus.ESME_RX_T_APPN)
             span.set_attribute("smpp.command_status", int(CommandStatus.ESME_ROK))
             CONNECTOR_PDUS.labels(carrier.id, "stored").inc()
@@ -210,7 +218,14 @@ class SmppConnector:
             value = self.serde.encode(QUARANTINE_TOPIC, record)
             await self.producer.send(QUARANTINE_TOPIC, value, key=carrier.id)
         except Exception as exc:
-            log.error("%s: could not quarantine a rejected PDU (%s): %s", carrier.id, item.reason, exc)
+            _floods.log(
+                f"{carrier.id}: rejected PDUs not quarantined",
+                logging.ERROR,
+                "%s: could not quarantine a rejected PDU (%s): %s",
+                carrier.id,
+                item.reason,
+                exc,
+            )
 
     async def start(self) -> None:
         for link in self.links:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from connectors.smpp.pacing import Pacer
+from smsflow.logsummary import SummarizedLog
 from smsflow.smpp.constants import CommandId, CommandStatus
 from smsflow.smpp.pdu import (
     FramingError,
@@ -29,6 +30,7 @@ from smsflow.smpp.pdu import (
 )
 
 log = logging.getLogger(__name__)
+_floods = SummarizedLog(log)  # per-record lines a flood would repeat (smsflow/logsummary.py)
 
 SC_INTERFACE_VERSION = {"3.3": 0x33, "3.4": 0x34, "5.0": 0x50}
 _MAX_SEQ = 0x7FFFFFFF
@@ -411,8 +413,13 @@ class EsmeSession:
             if fut is not None and not fut.done():
                 fut.set_result(pdu)
             elif cid == CommandId.generic_nack:
-                log.warning(
-                    "%s: generic_nack 0x%08X for seq %d", self.s.name, pdu.command_status, pdu.sequence_number
+                _floods.log(
+                    f"{self.s.name}: generic_nack for no request in flight",
+                    logging.WARNING,
+                    "%s: generic_nack 0x%08X for seq %d",
+                    self.s.name,
+                    pdu.command_status,
+                    pdu.sequence_number,
                 )
             return
         if cid == CommandId.enquire_link:
@@ -448,8 +455,14 @@ class EsmeSession:
                 item = InboundPdu(pdu, raw, self.session_id, self.remote_addr, int(time.time() * 1000))
                 try:
                     status = await self._handler(item)
-                except Exception:
-                    log.exception("%s: handler failed; answering a temporary error", self.s.name)
+                except Exception as exc:
+                    _floods.log(
+                        f"{self.s.name}: handler failures ({type(exc).__name__})",
+                        logging.ERROR,
+                        "%s: handler failed; answering a temporary error",
+                        self.s.name,
+                        exc_info=True,
+                    )
                     status = int(CommandStatus.ESME_RX_T_APPN)
             if status == CommandStatus.ESME_ROK:
                 self.stats.acked += 1
@@ -475,7 +488,14 @@ class EsmeSession:
         if answer is not None:
             with contextlib.suppress(ConnectionError, OSError):
                 await self._send(answer)
-        log.warning("%s: rejected PDU (status 0x%02X): %s", self.s.name, exc.status, exc.reason)
+        _floods.log(
+            f"{self.s.name}: rejected PDUs (status 0x{exc.status:02X})",
+            logging.WARNING,
+            "%s: rejected PDU (status 0x%02X): %s",
+            self.s.name,
+            exc.status,
+            exc.reason,
+        )
         if self._on_reject is not None:
             await self._on_reject(
                 RejectedPdu(

@@ -43,6 +43,7 @@ from smsflow.compacted import CompactedFollower
 from smsflow.config import CarrierConfig, OutboundConfig
 from smsflow.ingest.quarantine import Source, quarantine_record
 from smsflow.keyed_locks import KeyedLocks
+from smsflow.logsummary import SummarizedLog
 from smsflow.outbound.ledger import GiveUp, Intent, Ledger, LedgerPolicy, Outcome, Refusal, Submit, Wait
 from smsflow.outbound.request import PRIORITY_RANK
 from smsflow.outbound.submission import (
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
     from smsflow.serde import Serde
 
 log = logging.getLogger(__name__)
+_floods = SummarizedLog(log)  # per-record lines a flood would repeat (smsflow/logsummary.py)
 
 TON_ALPHANUMERIC = 5
 # A carrier's segments started at once (submitting, or waiting for its window, rate or a retry's backoff):
@@ -366,7 +368,9 @@ class SubmitPath:
             if isinstance(new, Ledger):
                 new = _compact(key, new)
             if isinstance(new, Refusal):
-                log.warning("submission ledger: %s", new.reason)
+                _floods.log(
+                    "submission ledger refusals", logging.WARNING, "submission ledger: %s", new.reason
+                )
             else:
                 self._ledgers[key] = new
 
@@ -394,7 +398,7 @@ class SubmitPath:
                 await attempt()
                 return
             except Exception as exc:
-                log.warning("%s (%s); retrying in %.1f s", failed, exc, delay)
+                _floods.log(failed, logging.WARNING, "%s (%s); retrying in %.1f s", failed, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -613,7 +617,9 @@ class SubmitPath:
     ) -> None:
         """An unreadable submit-topic record: kept on sms.quarantine.v1 with the reason, its segment given up
         when its message id and number read (the status stage tells the customer), then committed past."""
-        log.error("submit topic @%d/%d: %s", tp[1], offset, reason)
+        _floods.log(
+            "unreadable submit-topic records", logging.ERROR, "submit topic @%d/%d: %s", tp[1], offset, reason
+        )
         self.refused += 1
         who = submission_identity(raw)
 
@@ -654,7 +660,14 @@ class SubmitPath:
         try:
             value = self.serde.encode(QUARANTINE_TOPIC, record)
         except Exception as exc:  # the registry is down: the log line above keeps the reason
-            log.error("submit topic @%d/%d: not quarantined (%s)", tp[1], offset, exc)
+            _floods.log(
+                "submit-topic records not quarantined",
+                logging.ERROR,
+                "submit topic @%d/%d: not quarantined (%s)",
+                tp[1],
+                offset,
+                exc,
+            )
             return
         await self._store(QUARANTINE_TOPIC, value, "submit")
 
@@ -699,9 +712,12 @@ class SubmitPath:
         try:
             await self._take_submission(sub, owner)
         except Exception as exc:
-            log.exception(
+            _floods.log(
+                f"segments the connector failed on ({type(exc).__name__})",
+                logging.ERROR,
                 "%s#%d (submit topic @%d/%d): failed in the connector; given up", sub.message_id, sub.seq,
                 tp[1], offset,
+                exc_info=True,
             )  # fmt: skip
             self.refused += 1
             reason = f"the connector failed on it: {type(exc).__name__}: {exc}"[:500]
@@ -719,7 +735,14 @@ class SubmitPath:
         except PduError as exc:
             self.refused += 1
             why = f"does not encode as a submit_sm: {exc}"
-            log.error("%s#%d: %s; given up", sub.message_id, sub.seq, why)
+            _floods.log(
+                "segments that do not encode as a submit_sm",
+                logging.ERROR,
+                "%s#%d: %s; given up",
+                sub.message_id,
+                sub.seq,
+                why,
+            )
             await self._write(
                 sub.message_id, Abandoned(sub.message_id, sub.seq, _now_ms(), int(exc.status), why)
             )
@@ -779,7 +802,9 @@ class SubmitPath:
                     submit_pdu(sub, sub.expires_at_ms), line.carrier.response_timeout_s
                 )
             except (TimeoutError, ConnectionError, OSError) as exc:
-                log.warning(
+                _floods.log(
+                    f"{line.carrier.id}: submit_sm not answered ({type(exc).__name__})",
+                    logging.WARNING,
                     "%s#%d attempt %d via %s: no resp (%s)",
                     sub.message_id,
                     sub.seq,
@@ -803,9 +828,24 @@ class SubmitPath:
         nxt = sub.handed_over()
         if nxt is None:
             reason = f"every route was tried; last: {why}"
-            log.warning("%s#%d: %s", sub.message_id, sub.seq, reason)
+            _floods.log(
+                "segments given up on every route",
+                logging.WARNING,
+                "%s#%d: %s",
+                sub.message_id,
+                sub.seq,
+                reason,
+            )
             await self._write(sub.message_id, Abandoned(sub.message_id, sub.seq, _now_ms(), status, reason))
             return
-        log.info("%s#%d: %s; handing it to %s", sub.message_id, sub.seq, why, nxt.route.route_id)
+        _floods.log(
+            f"segments handed to route {nxt.route.route_id}",
+            logging.INFO,
+            "%s#%d: %s; handing it to %s",
+            sub.message_id,
+            sub.seq,
+            why,
+            nxt.route.route_id,
+        )
         self.handed_over += 1
         await self._store(SUBMIT_TOPIC, nxt.to_json(), nxt.route.carrier, owner_headers(owner))

@@ -43,9 +43,11 @@ from smsflow.delivery.http1 import (
 )
 from smsflow.delivery.policy import THROTTLE_STATUSES, AimdLimit, parse_retry_after
 from smsflow.delivery.signing import webhook_headers
+from smsflow.logsummary import SummarizedLog
 from smsflow.subscriptions.model import Subscription, WebhookEndpoint, redact_url, utcnow
 
 log = logging.getLogger(__name__)
+_floods = SummarizedLog(log)  # per-record lines a flood would repeat (smsflow/logsummary.py)
 
 USER_AGENT = "smsflow/0.1"
 MAX_HEADER_TEXT = 256  # characters of a response header (Retry-After, Location) kept in results and events
@@ -348,7 +350,14 @@ class WebhookSender:
             kind, reason = describe_failure(exc, sub.timeout_seconds)
             out = result(failure=kind, error=reason, duration_ms=(time.monotonic() - t_send) * 1000)
         except Exception as exc:  # anything else the client raises on a hostile peer: still a failed attempt
-            log.warning("webhook %s to %s: unexpected %s", webhook_id, redact_url(ep.url), type(exc).__name__)
+            _floods.log(
+                f"webhook attempts failed unexpectedly ({type(exc).__name__})",
+                logging.WARNING,
+                "webhook %s to %s: unexpected %s",
+                webhook_id,
+                redact_url(ep.url),
+                type(exc).__name__,
+            )
             out = result(
                 failure=FailureKind.CONNECTION,
                 error=f"{type(exc).__name__}: {exc}",

@@ -60,6 +60,7 @@ from smsflow.ingest.spans import (
     send_attributes,
 )
 from smsflow.ingest.tables import INGEST_TABLES, ChangelogTable, changelog_topic
+from smsflow.logsummary import SummarizedLog
 from smsflow.pace import Pace
 from smsflow.schemas import RAW_TOPIC
 from smsflow.telemetry import (
@@ -70,6 +71,7 @@ from smsflow.telemetry import (
 )
 
 log = logging.getLogger(__name__)
+_floods = SummarizedLog(log)  # per-record lines a flood would repeat (smsflow/logsummary.py)
 _tracer = tracer("smsflow.ingest.loop")
 RESTORE_TIMEOUT_S = 120.0
 COMMIT_ANSWER_S = 30.0  # a commit unanswered this long is taken as failed (sent again with the next one)
@@ -338,7 +340,14 @@ class DirectIngest:
             try:
                 raw = self.serde.decode(RAW_TOPIC, value)
             except Exception as exc:  # undecodable record: keep it, say why, move on
-                log.error("sms.raw.v1 %d:%d does not decode: %s", partition, offset, exc)
+                _floods.log(
+                    "sms.raw.v1 records that do not decode",
+                    logging.ERROR,
+                    "sms.raw.v1 %d:%d does not decode: %s",
+                    partition,
+                    offset,
+                    exc,
+                )
                 raw = {"carrier_id": "", "route_id": "", "pdu": value or b"", "received_at": 0}
                 self._quarantine(raw, f"record does not decode: {exc}", origin, partition)
                 return
@@ -354,7 +363,14 @@ class DirectIngest:
                 for item in items:  # encode before producing anything: a value the schema refuses fails here
                     item.encoded = self.serde.encode(KIND_TOPIC[item.kind], item.record)
             except Exception as exc:
-                log.exception("sms.raw.v1 %d:%d: processing failed; quarantined", partition, offset)
+                _floods.log(
+                    f"sms.raw.v1 records whose processing failed ({type(exc).__name__})",
+                    logging.ERROR,
+                    "sms.raw.v1 %d:%d: processing failed; quarantined",
+                    partition,
+                    offset,
+                    exc_info=True,
+                )
                 reason = f"processing failed: {type(exc).__name__}: {exc}"[:1000]
                 self._quarantine(raw, reason, origin, partition)
                 return

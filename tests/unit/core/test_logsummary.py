@@ -51,3 +51,45 @@ def test_flush_says_the_count_once_the_interval_passed_and_forgets_quiet_kinds(c
         out.log("skips", logging.INFO, "skip 3")  # after a flush the next event is logged as it is
         out.log("lone", logging.INFO, "lone 2")
     assert lines(caplog)[-2:] == ["skip 3", "lone 2"]
+
+
+def test_a_quiet_kinds_count_is_said_by_the_next_event_of_any_kind(caplog: Any) -> None:
+    """A burst that stops is summed up by what is logged next once its interval passed, without a timer."""
+    now = [0.0]
+    out = SummarizedLog(logging.getLogger(LOGGER), interval_s=10, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        for _ in range(5):
+            out.log("rejected PDUs", logging.WARNING, "rejected")
+        now[0] = 9.0
+        out.log("other", logging.INFO, "other 1")  # before the burst's interval passed: no count yet
+        now[0] = 10.5
+        out.log("another", logging.INFO, "another 1")
+    assert lines(caplog) == [
+        "rejected",
+        "other 1",
+        "4 more rejected PDUs in the last 10 s (not logged one by one)",
+        "another 1",
+    ]
+
+
+def test_the_first_event_keeps_its_traceback_and_the_repeats_do_not(caplog: Any) -> None:
+    out = SummarizedLog(logging.getLogger(LOGGER), interval_s=60, clock=lambda: 0.0)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        for i in range(3):
+            try:
+                raise ValueError(f"boom {i}")
+            except ValueError:
+                out.log("processing failed (ValueError)", logging.ERROR, "record %d failed", i, exc_info=True)
+    records = [r for r in caplog.records if r.name == LOGGER]
+    assert [r.getMessage() for r in records] == ["record 0 failed"]
+    assert records[0].exc_info is not None and "boom 0" in str(records[0].exc_info[1])
+
+
+def test_kinds_beyond_the_cap_share_one_so_memory_stays_bounded(caplog: Any) -> None:
+    out = SummarizedLog(logging.getLogger(LOGGER), interval_s=60, clock=lambda: 0.0, max_kinds=3)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        logged = [out.log(f"kind {i}", logging.WARNING, "event %d", i) for i in range(100)]
+    assert logged[:4] == [True, True, True, True]  # three kinds, then the shared one once
+    assert not any(logged[4:])
+    assert len(out._kinds) == 4
+    assert lines(caplog) == ["event 0", "event 1", "event 2", "event 3"]

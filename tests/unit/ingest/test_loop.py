@@ -4,6 +4,7 @@ switch from the Faust agent, kill -9) is tests/e2e/test_ingest_loop.py."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -433,3 +434,39 @@ def test_settings_the_loop_does_not_do_are_refused_by_name(worker: dict[str, Any
     with pytest.raises(ConfigError, match=field):
         refuse_unsupported_loop_settings(Config(worker=worker))
     refuse_unsupported_loop_settings(Config())  # the defaults are fine
+
+
+class _Undecodable:
+    def decode(self, topic: str, value: bytes) -> dict[str, Any]:
+        raise ValueError("not an Avro record of ours")
+
+
+class _Rec:
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return []
+
+
+def test_a_flood_of_records_that_do_not_decode_is_each_quarantined_but_logged_once(
+    loop: DirectIngest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A writer of sms.raw.v1 that is not ours (or a replay of a bad stretch): every record is quarantined
+    with its reason, and the log says it once, not once per record."""
+    from smsflow.ingest import loop as loop_module
+
+    loop_module._floods._kinds.clear()  # no earlier test's line of the same kind holds this one back
+    loop.serde = _Undecodable()  # type: ignore[assignment]
+    kept: list[str] = []
+    loop._quarantine = lambda raw, reason, origin, partition: kept.append(reason)  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="smsflow.ingest.loop"):
+        for offset in range(300):
+            loop.handle_record(_Rec(b"\x00garbage"), 3, offset)
+    assert len(kept) == 300 and all(r.startswith("record does not decode") for r in kept)
+    assert [r.getMessage() for r in caplog.records] == [
+        "sms.raw.v1 3:0 does not decode: not an Avro record of ours"
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -438,3 +439,29 @@ async def test_answers_released_together_go_out_in_one_write_in_their_order() ->
         smsc.send(deliver_sm(11))
         assert (await smsc.expect(CommandId.deliver_sm_resp, timeout=1.0)).sequence_number == 11
         assert len(writes) == 2
+
+
+async def test_a_flood_of_malformed_pdus_is_each_answered_and_quarantined_but_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A carrier (or an attacker on its link) sending malformed PDUs at line rate: each is answered and
+    quarantined, and the log says it once, not once per PDU (a line each would be its own flood: disk, and
+    the logging's CPU on the event loop that serves every session)."""
+    from connectors.smpp import session as session_module
+
+    session_module._floods.flush()
+    session_module._floods._kinds.clear()  # no earlier test's line of the same kind holds this one back
+    with caplog.at_level(logging.WARNING, logger="connectors.smpp.session"):
+        async with session_with(ok) as (s, smsc, rejected):
+            good = deliver_sm(1, b"abc")
+            for seq in range(100, 600):
+                body = bytearray(deliver_sm(seq, b"abc"))
+                body[-4] = 200  # sm_length claims 200 octets; there are 3
+                smsc.send(bytes(body))
+            for _ in range(500):
+                assert (await smsc.expect(CommandId.deliver_sm_resp)).command_status != 0
+            smsc.send(good)
+            assert (await smsc.expect(CommandId.deliver_sm_resp)).command_status == 0
+            assert len(rejected) == 500 and s.stats.rejected == 500 and s.stats.binds == 1
+    lines = [r.getMessage() for r in caplog.records if "rejected PDU" in r.getMessage()]
+    assert len(lines) == 1 and "0x" in lines[0], lines[:3]
