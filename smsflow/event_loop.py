@@ -12,7 +12,24 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
+from prometheus_client import Counter, Histogram
+
 T = TypeVar("T")
+
+# What an event loop that samples itself (``LoopLoad``) saw: how late each sample ran (a loop that stalls, or
+# waits for a core, runs its timers late) and how long its thread waited in the run queue, i.e. for a core
+# rather than for work. Together they tell a loop that blocks from one that a full machine holds back.
+LOOP_LATENESS = Histogram(
+    "smsflow_event_loop_lateness_seconds",
+    "How late the event loop ran its load sample (due every 0.1 s), by loop",
+    ["loop"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+LOOP_RUNQUEUE_WAIT = Counter(
+    "smsflow_event_loop_runqueue_wait_seconds",
+    "Time the event loop's thread was runnable but waited for a CPU, by loop",
+    ["loop"],
+)
 EventLoopChoice = Literal["uvloop", "asyncio"]
 
 
@@ -29,6 +46,16 @@ def install(choice: EventLoopChoice) -> None:
 def run(main: Coroutine[Any, Any, T], choice: EventLoopChoice) -> T:
     install(choice)
     return asyncio.run(main)
+
+
+def thread_wait_s() -> float:
+    """Seconds the calling thread has waited in a run queue for a CPU (Linux ``/proc/thread-self/schedstat``);
+    0.0 where that is not available."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def thread_demand_s() -> float:
@@ -75,6 +102,8 @@ class LoopLoad:
         *,
         clock: Callable[[], float] = time.monotonic,
         cpu_clock: Callable[[], float] = thread_demand_s,
+        wait_clock: Callable[[], float] = thread_wait_s,
+        name: str = "worker",
     ) -> None:
         self.floor, self.ceiling, self.step = floor, ceiling, step
         self.limit = floor
@@ -83,6 +112,9 @@ class LoopLoad:
         self.late_s = late_s
         self._clock = clock
         self._cpu_clock = cpu_clock
+        self._wait_clock = wait_clock
+        self._lateness = LOOP_LATENESS.labels(name)
+        self._runqueue_wait = LOOP_RUNQUEUE_WAIT.labels(name)
         self.last: tuple[float, float] | None = None  # (busy share, lateness s) of the latest sample
         self.saturated_samples = 0
         self.used = 0  # the most work in memory since the latest sample (``observe``)
@@ -97,6 +129,7 @@ class LoopLoad:
         if wall_s <= 0:
             return
         self.last = (min(1.0, cpu_s / wall_s), max(0.0, wall_s - self.interval_s))
+        self._lateness.observe(self.last[1])
         if self.saturated():
             self.saturated_samples += 1
             self.limit = max(self.floor, self.limit // 2)
@@ -116,6 +149,7 @@ class LoopLoad:
     async def run(self) -> None:
         """Sample until cancelled (a task on the loop it measures)."""
         while True:
-            t0, c0 = self._clock(), self._cpu_clock()
+            t0, c0, w0 = self._clock(), self._cpu_clock(), self._wait_clock()
             await asyncio.sleep(self.interval_s)
+            self._runqueue_wait.inc(max(0.0, self._wait_clock() - w0))
             self.sample(self._clock() - t0, self._cpu_clock() - c0)

@@ -96,3 +96,36 @@ def test_thread_demand_counts_the_time_on_a_cpu() -> None:
     while time.monotonic() - t < 0.1:
         pass
     assert event_loop.thread_demand_s() - d0 >= 0.9 * (time.thread_time() - c0)
+
+
+async def test_each_sample_exports_how_late_it_ran_and_the_threads_wait_for_a_cpu() -> None:
+    """What an operator reads to tell a loop that stalls (late samples) from one that a full machine holds
+    back (run-queue wait): smsflow_event_loop_lateness_seconds, smsflow_event_loop_runqueue_wait_seconds."""
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"loop": "test-loop", **labels}) or 0.0
+
+    waited = [0.0]
+
+    def wait_clock() -> float:
+        waited[0] += 0.01  # 10 ms of run-queue wait between any two readings
+        return waited[0]
+
+    before = value("smsflow_event_loop_lateness_seconds_count")
+    late_before = before - value("smsflow_event_loop_lateness_seconds_bucket", le="0.1")
+    wait_before = value("smsflow_event_loop_runqueue_wait_seconds_total")
+    load = event_loop.LoopLoad(
+        floor=8, ceiling=64, step=8, interval_s=0.05, wait_clock=wait_clock, name="test-loop"
+    )
+    sampler = asyncio.ensure_future(load.run())
+    try:
+        await asyncio.sleep(0.3)
+        time.sleep(0.35)  # noqa: ASYNC251 -- the loop blocked on purpose: the sample due runs ~0.3 s late
+        await asyncio.sleep(0.1)
+    finally:
+        sampler.cancel()
+    samples = value("smsflow_event_loop_lateness_seconds_count") - before
+    late = samples - value("smsflow_event_loop_lateness_seconds_bucket", le="0.1") - late_before
+    assert samples >= 3 and late >= 1
+    assert value("smsflow_event_loop_runqueue_wait_seconds_total") - wait_before >= 0.01 * samples - 1e-9
