@@ -48,27 +48,30 @@ def run(main: Coroutine[Any, Any, T], choice: EventLoopChoice) -> T:
     return asyncio.run(main)
 
 
-def thread_wait_s() -> float:
-    """Seconds the calling thread has waited in a run queue for a CPU (Linux ``/proc/thread-self/schedstat``);
-    0.0 where that is not available."""
-    try:
-        with open("/proc/thread-self/schedstat", "rb") as f:
-            return int(f.read().split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def thread_demand_s() -> float:
-    """Seconds the calling thread has run on a CPU plus waited in a run queue for one (Linux
-    ``/proc/thread-self/schedstat``); its CPU time alone where that is not available. The wait counts: on a
-    machine shared with other processes a loop that always has work is held back by the scheduler, not
-    idle, and its CPU time alone would make it look half idle."""
+def _schedstat() -> tuple[float, float] | None:
+    """The calling thread's seconds on a CPU and seconds waiting in a run queue for one (Linux
+    ``/proc/thread-self/schedstat``), or None where that is not available."""
     try:
         with open("/proc/thread-self/schedstat", "rb") as f:
             on_cpu, waiting = f.read().split()[:2]
-        return (int(on_cpu) + int(waiting)) / 1e9
+        return int(on_cpu) / 1e9, int(waiting) / 1e9
     except (OSError, ValueError):
-        return time.thread_time()
+        return None
+
+
+def thread_wait_s() -> float:
+    """Seconds the calling thread has waited in a run queue for a CPU; 0.0 where that is not available."""
+    stat = _schedstat()
+    return 0.0 if stat is None else stat[1]
+
+
+def thread_demand_s() -> float:
+    """Seconds the calling thread has run on a CPU plus waited in a run queue for one; its CPU time alone
+    where that is not available. The wait counts: on a machine shared with other processes a loop that
+    always has work is held back by the scheduler, not idle, and its CPU time alone would make it look half
+    idle."""
+    stat = _schedstat()
+    return time.thread_time() if stat is None else stat[0] + stat[1]
 
 
 class LoopLoad:

@@ -71,7 +71,6 @@ from streams.context import StreamContext
 from streams.punctuation import punctuate_owned
 
 log = logging.getLogger(__name__)
-_floods = SummarizedLog(log)  # per-record lines a flood would repeat (smsflow/logsummary.py)
 
 SUBSCRIPTION_SCOPE_PREFIX = f"{ScopeKind.SUBSCRIPTION.value}:"
 
@@ -225,7 +224,7 @@ class OutboundStage:
             try:
                 req = request_from_record(self.ctx.serde.decode(OUTBOUND_TOPIC, event.value))
             except Exception as exc:  # an unreadable request cannot be sent; it must not block its partition
-                _floods.log(
+                self.skips.log(
                     "unreadable sms.outbound.v1 requests",
                     logging.ERROR,
                     "sms.outbound.v1 @%s: unreadable request skipped: %s",
@@ -454,7 +453,7 @@ class OutboundStage:
             try:
                 rec = self.ctx.serde.decode(RECEIPTS_TOPIC, event.value)
             except Exception as exc:
-                _floods.log(
+                self.skips.log(
                     "unreadable receipts",
                     logging.ERROR,
                     "%s @%s: unreadable receipt skipped: %s",
