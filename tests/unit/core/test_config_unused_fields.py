@@ -69,11 +69,11 @@ def test_the_connector_gather_reaches_the_connectors_producer() -> None:
     from smsflow.roles import connector_gather
 
     default = connector_gather(parse_config({}))
-    assert default is not None and default.window == 0.004 and default.above_per_s == 400
+    assert default is not None and default.window == 0.010 and default.above_per_s == 400
     tuned = connector_gather(
-        parse_config({"pipeline": {"connector_gather_ms": 10, "connector_gather_above_per_s": 800}})
+        parse_config({"pipeline": {"connector_gather_ms": 4, "connector_gather_above_per_s": 800}})
     )
-    assert tuned is not None and tuned.window == 0.010 and tuned.above_per_s == 800
+    assert tuned is not None and tuned.window == 0.004 and tuned.above_per_s == 800
     assert connector_gather(parse_config({"pipeline": {"connector_gather_ms": 0}})) is None
     with pytest.raises(ConfigError, match=r"pipeline\.connector_gather_ms"):
         parse_config({"pipeline": {"connector_gather_ms": -1}})
