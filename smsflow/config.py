@@ -285,8 +285,8 @@ class PipelineConfig(_Strict):
         description="while busy (connector_gather_above_per_s), the connector hands the raw PDUs of this "
         "many milliseconds to its producer together: fewer produce requests and wake-ups per SMS for the "
         "connector, the broker and the stages after it, at most this much longer before the carrier hears "
-        "the resp (a bind with a window of 1 then sends at most 1000/connector_gather_ms PDUs per second; "
-        "0: never; docs/BENCHMARKS.md)",
+        "the resp (a bind with a window of 1 may then drop to about 1000/connector_gather_ms PDUs per "
+        "second; 0: never; docs/BENCHMARKS.md)",
     )
     connector_gather_above_per_s: float = Field(
         default=400.0,
